@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libmcugw-device: the MCU side of the mcugw link (the Noise IK initiator).
+ *
+ * C99, no malloc, no OS headers. The application owns every byte of memory: the context
+ * (struct mcugw_device) and two buffers. Everything platform-specific comes in through a port:
+ * a byte sink for the link, an optional byte source, a millisecond clock, the crypto table
+ * (struct mcugw_crypto, e.g. the PSA/mbedTLS port) and where the keys live.
+ *
+ * Typical main loop:
+ *
+ *      static uint8_t rx[MCUGW_DEVICE_RX_BUF(256)], tx[MCUGW_DEVICE_TX_BUF(256)];
+ *      static struct mcugw_device dev;
+ *      cfg.rx_buf = rx; cfg.rx_cap = sizeof rx; cfg.tx_buf = tx; cfg.tx_cap = sizeof tx; ...
+ *      mcugw_device_init(&dev, &cfg);
+ *      mcugw_device_start(&dev);
+ *      for (;;) {
+ *              n = uart_read(buf, sizeof buf); mcugw_device_input(&dev, buf, n);  // or port.recv
+ *              mcugw_device_tick(&dev);                     // retransmits, rekey
+ *              if (mcugw_device_state(&dev) == MCUGW_DEV_CONNECTED)
+ *                      mcugw_device_send_telemetry(&dev, 1, seq++, MCUGW_TLM_ACK_REQUESTED, d, n);
+ *      }
+ *
+ * Not reentrant: call everything from one context (callbacks run inside input/tick).
+ */
+#ifndef MCUGW_DEVICE_H
+#define MCUGW_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcugw/proto.h"
+#include "mcugw/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Receive buffer bytes for a device accepting frames up to @p max_frame bytes. */
+#define MCUGW_DEVICE_RX_BUF(max_frame) ((max_frame) + MCUGW_CRC_LEN)
+/** Transmit buffer bytes for frames up to @p max_frame (must also hold handshake message 1). */
+#define MCUGW_DEVICE_TX_BUF(max_frame) (max_frame)
+/** Size of handshake message 1 (the minimum transmit buffer) for an id of @p id_len bytes. */
+#define MCUGW_DEVICE_HS1_LEN(id_len) (MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + 7u + (id_len))
+
+/** First retransmission timeout of message 1; doubles per attempt up to the maximum. */
+#define MCUGW_DEVICE_HS_TIMEOUT_MS     1000u
+#define MCUGW_DEVICE_HS_TIMEOUT_MAX_MS 32000u
+/** Attempts with the same message 1 before a fresh ephemeral key is drawn. */
+#define MCUGW_DEVICE_HS_ATTEMPTS 6u
+/** Default session lifetime before a new handshake (forward secrecy), 24 h. */
+#define MCUGW_DEVICE_REKEY_MS (24u * 3600u * 1000u)
+
+/** Link states reported by mcugw_device_state() and on_state. */
+enum mcugw_device_state {
+        MCUGW_DEV_IDLE = 0,      /**< not started */
+        MCUGW_DEV_HANDSHAKE = 1, /**< message 1 sent, waiting for message 2 */
+        MCUGW_DEV_CONNECTED = 2, /**< session up: messages flow */
+};
+
+/** Platform port. */
+struct mcugw_device_port {
+        void *ctx; /**< passed to send/recv/now_ms */
+        /** Queue @p len bytes on the link. 0 on success, negative to report failure. */
+        int (*send)(void *ctx, const uint8_t *data, size_t len);
+        /**
+         * Optional: read up to @p cap received bytes without blocking; return the count (0 if
+         * none) or negative. When NULL, feed bytes with mcugw_device_input() instead.
+         */
+        int (*recv)(void *ctx, uint8_t *buf, size_t cap);
+        /** Monotonic milliseconds (wrapping is fine). */
+        uint32_t (*now_ms)(void *ctx);
+        const struct mcugw_crypto *crypto; /**< primitives, see <mcugw/proto.h> */
+};
+
+/** Key storage: pointers into flash/secure storage, read at each handshake. */
+struct mcugw_device_keys {
+        const uint8_t *static_priv; /**< device X25519 private key, 32 bytes */
+        const uint8_t *gateway_pub; /**< pinned gateway X25519 public key, 32 bytes */
+        const char *device_id;      /**< NUL-terminated, 1..32 printable ASCII */
+};
+
+/** Application callbacks; any may be NULL. They run inside input()/tick(). */
+struct mcugw_device_callbacks {
+        void *user;
+        /** Link state changed (enum mcugw_device_state). */
+        void (*on_state)(void *user, int state);
+        /** Cloud-to-device command; answer with mcugw_device_send_command_result(). */
+        void (*on_command)(void *user, uint32_t id, const uint8_t *payload, size_t len);
+        /** Gateway acknowledged telemetry. */
+        void (*on_ack)(void *user, uint16_t stream, uint32_t seq, uint8_t flags, uint8_t status);
+        /**
+         * An error: @p code < 0 is a local MCUGW_E* code for a dropped frame (text NULL);
+         * @p code > 0 is an ERROR message from the gateway with its text.
+         */
+        void (*on_error)(void *user, int code, const char *text, size_t len);
+        /** Any other message (PONG, OTA range, vendor range). PINGs are answered internally. */
+        void (*on_message)(void *user, const struct mcugw_msg *m);
+};
+
+/** Everything mcugw_device_init() needs. Copied into the context. */
+struct mcugw_device_config {
+        struct mcugw_device_port port;
+        struct mcugw_device_keys keys;
+        struct mcugw_device_callbacks cb;
+        uint8_t *rx_buf; /**< MCUGW_DEVICE_RX_BUF(n), n >= MCUGW_FRAME_MIN: n is announced */
+        size_t rx_cap;
+        uint8_t *tx_buf; /**< >= MCUGW_DEVICE_HS1_LEN(strlen(device_id)) */
+        size_t tx_cap;
+        uint32_t rekey_ms; /**< session lifetime; 0 = MCUGW_DEVICE_REKEY_MS */
+};
+
+/** Counters for diagnostics. */
+struct mcugw_device_stats {
+        uint32_t handshakes;     /**< sessions established */
+        uint32_t hs_sent;        /**< message 1 transmissions incl. retransmits */
+        uint32_t rx_messages;    /**< authenticated messages received */
+        uint32_t rx_dropped;     /**< frames dropped after deframing (auth, replay, ...) */
+        uint32_t tx_messages;
+};
+
+/** Device context. Allocate statically; treat fields as private. */
+struct mcugw_device {
+        struct mcugw_device_config cfg;
+        struct mcugw_deframer df;
+        union {
+                struct mcugw_noise hs;  /**< during the handshake */
+                struct mcugw_session s; /**< once connected */
+        } u;
+        uint32_t deadline_ms; /**< next message 1 retransmission */
+        uint32_t timeout_ms;
+        uint32_t session_ms;  /**< when the session started */
+        uint16_t hs1_len;     /**< message 1 kept in tx_buf for retransmission */
+        uint8_t state;
+        uint8_t attempts;
+        struct mcugw_device_stats stats;
+};
+
+/**
+ * Check @p cfg and prepare @p dev (state IDLE). Returns MCUGW_EINVAL for missing port
+ * functions/keys, a bad device id or buffers too small.
+ */
+int mcugw_device_init(struct mcugw_device *dev, const struct mcugw_device_config *cfg);
+
+/** Start (or restart) the handshake: sends message 1. Any current session is dropped. */
+int mcugw_device_start(struct mcugw_device *dev);
+
+/**
+ * Drive timers: retransmit message 1 with exponential backoff, re-handshake when the session
+ * is too old or its counter is near the limit; drains port.recv if set. Call often (each loop
+ * or every few ms). Returns 0 or the first error from the port.
+ */
+int mcugw_device_tick(struct mcugw_device *dev);
+
+/**
+ * Feed bytes received from the link (any chunking). Complete frames are processed at once and
+ * callbacks run. Returns 0; dropped frames are counted and reported through on_error.
+ */
+int mcugw_device_input(struct mcugw_device *dev, const uint8_t *data, size_t len);
+
+/** Current enum mcugw_device_state. */
+int mcugw_device_state(const struct mcugw_device *dev);
+
+/**
+ * Encrypt and send any message. MCUGW_ESTATE unless connected, MCUGW_ETOOBIG/ENOSPC when it
+ * does not fit the gateway limit or tx buffer, or the error from port.send.
+ */
+int mcugw_device_send(struct mcugw_device *dev, const struct mcugw_msg *m);
+
+/** Send telemetry on @p stream; set MCUGW_TLM_ACK_REQUESTED in @p flags to get an ack. */
+int mcugw_device_send_telemetry(struct mcugw_device *dev, uint16_t stream, uint32_t seq,
+                                uint8_t flags, const uint8_t *payload, size_t len);
+
+/** Send device status (firmware version string up to 32 printable bytes, may be NULL). */
+int mcugw_device_send_status(struct mcugw_device *dev, uint32_t boot_counter, uint32_t uptime_s,
+                             uint8_t reset_cause, const char *fw_version);
+
+/** Send a PING; the PONG arrives through on_message. */
+int mcugw_device_ping(struct mcugw_device *dev, uint32_t token);
+
+/** Answer a command. */
+int mcugw_device_send_command_result(struct mcugw_device *dev, uint32_t id, int16_t status,
+                                     const uint8_t *payload, size_t len);
+
+/** Largest telemetry payload that fits the current session and the tx buffer (0 if none). */
+size_t mcugw_device_max_payload(const struct mcugw_device *dev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MCUGW_DEVICE_H */

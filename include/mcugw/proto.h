@@ -1,0 +1,461 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mcugw link protocol core: framing, Noise IK handshake, transport sessions, message codec.
+ *
+ * Pure C99, no I/O, no malloc, no OS headers. Both the device SDK (initiator) and the gateway
+ * (responder) link it. All crypto goes through struct mcugw_crypto, so the same code runs on
+ * OpenSSL (gateway, simulator) and on PSA/mbedTLS (MCU).
+ *
+ * Conventions: functions return >= 0 on success (often a length) and a negative MCUGW_E* code
+ * from <mcugw/wire.h> on failure. Output parameters are untouched on failure unless noted.
+ * Nothing here keeps pointers to caller memory beyond the call unless documented.
+ *
+ * Gateway quick start (one object per link, see docs/protocol.md section 8):
+ *
+ *      mcugw_deframer_init(&df, rxbuf, sizeof rxbuf);              // rxbuf: MCUGW_FRAME_MAX + 4
+ *      mcugw_responder_init(&r, &cfg);                             // cfg.lookup = registry check
+ *      on bytes:  while (n) { rc = mcugw_deframer_push(&df, p, n, &used, &f, &fl); p += used;
+ *                             n -= used; if (rc == 1) handle(f, fl); else if (rc < 0) count(rc); }
+ *      handle:    rc = mcugw_responder_handle(&r, f, fl, &rx);
+ *                 rx.kind == MCUGW_RX_REPLY   -> mcugw_frame_encode(rx.data, rx.len, ...) & write
+ *                 rx.kind == MCUGW_RX_MESSAGE -> mcugw_msg_decode(rx.data, rx.len, &msg)
+ *                 rc < 0                      -> count per code (EAUTH, EREPLAY, ...)
+ *      send:      n = mcugw_msg_encode(&m, buf + MCUGW_DATA_HDR_LEN, ...);
+ *                 n = mcugw_responder_seal(&r, buf + MCUGW_DATA_HDR_LEN, n, buf, sizeof buf);
+ *                 mcugw_frame_encode(buf, n, wire, sizeof wire) & write
+ */
+#ifndef MCUGW_PROTO_H
+#define MCUGW_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcugw/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ========================================================================================== */
+/* Utilities                                                                                   */
+
+/** Overwrite @p len bytes at @p p with zeros in a way the compiler cannot elide. */
+void mcugw_wipe(void *p, size_t len);
+
+/** Constant-time comparison; returns 1 if equal, 0 otherwise. */
+int mcugw_ct_equal(const void *a, const void *b, size_t len);
+
+/** Return a static English description of an MCUGW_E* code (for logs). */
+const char *mcugw_strerror(int code);
+
+/* ========================================================================================== */
+/* Crypto port                                                                                 */
+
+/** One piece of a scatter list for hashing. */
+struct mcugw_iov {
+        const void *base;
+        size_t len;
+};
+
+/**
+ * Crypto primitives the core needs. Every function returns 0 on success or a negative
+ * MCUGW_E* code (MCUGW_ECRYPTO for an internal failure). HMAC and HKDF are built by the core
+ * from @ref sha256; X25519 scalars are clamped by the implementation (RFC 7748).
+ */
+struct mcugw_crypto {
+        void *ctx; /**< passed to every function */
+        /** Fill @p out with @p len cryptographically secure random bytes. */
+        int (*random)(void *ctx, uint8_t *out, size_t len);
+        /** Compute the X25519 public key of a 32-byte private key. */
+        int (*x25519_public)(void *ctx, uint8_t pub[32], const uint8_t priv[32]);
+        /** X25519(priv, peer) -> shared. May return MCUGW_EDH for an all-zero result. */
+        int (*x25519)(void *ctx, uint8_t shared[32], const uint8_t priv[32],
+                      const uint8_t peer[32]);
+        /** SHA-256 over the concatenation of @p n pieces. */
+        int (*sha256)(void *ctx, const struct mcugw_iov *iov, size_t n, uint8_t out[32]);
+        /**
+         * ChaCha20-Poly1305 (RFC 8439) encrypt: writes @p len ciphertext bytes then the 16-byte
+         * tag to @p out. @p out may equal @p pt (in place); no other overlap.
+         */
+        int (*aead_seal)(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
+                         const uint8_t *ad, size_t ad_len, const uint8_t *pt, size_t len,
+                         uint8_t *out);
+        /**
+         * ChaCha20-Poly1305 decrypt + verify (constant-time tag check). @p len includes the tag;
+         * writes len - 16 bytes to @p out (may equal @p ct). Returns MCUGW_EAUTH on mismatch,
+         * in which case @p out contents are unspecified.
+         */
+        int (*aead_open)(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
+                         const uint8_t *ad, size_t ad_len, const uint8_t *ct, size_t len,
+                         uint8_t *out);
+};
+
+/* ========================================================================================== */
+/* Framing: CRC-32C + COBS + 0x00 delimiter                                                    */
+
+/**
+ * CRC-32C (Castagnoli, reflected 0x82F63B78, init/xorout 0xFFFFFFFF), zlib-style chaining:
+ * start with @p crc = 0 and feed the previous result to continue. "123456789" -> 0xE3069283.
+ */
+uint32_t mcugw_crc32c(uint32_t crc, const void *data, size_t len);
+
+/**
+ * Encode @p frame (header + body, no CRC) for the wire: COBS(frame | CRC-32C LE) + 0x00.
+ * Returns the number of bytes written to @p out (at most MCUGW_WIRE_MAX(len)) or MCUGW_ENOSPC.
+ */
+int mcugw_frame_encode(const uint8_t *frame, size_t len, uint8_t *out, size_t cap);
+
+/** Byte sink for the streaming encoder: returns 0 or a negative error that aborts encoding. */
+typedef int (*mcugw_write_fn)(void *ctx, const uint8_t *data, size_t len);
+
+/**
+ * Same bytes as mcugw_frame_encode() but pushed through @p write in pieces, without an output
+ * buffer (the device SDK uses it to save RAM). Returns the total number of bytes written or
+ * the first error from @p write.
+ */
+int mcugw_frame_encode_stream(const uint8_t *frame, size_t len, mcugw_write_fn write, void *ctx);
+
+/** Counters kept by a deframer; every dropped byte/frame is counted in exactly one bucket. */
+struct mcugw_deframer_stats {
+        uint32_t frames;     /**< good frames delivered */
+        uint32_t crc_errors; /**< COBS fine, CRC wrong (line noise, garbage) */
+        uint32_t cobs_errors; /**< delimiter inside a COBS block */
+        uint32_t oversize;   /**< longer than the buffer; discarded up to the next 0x00 */
+        uint32_t runts;      /**< shorter than header + CRC */
+        uint32_t dropped_bytes; /**< wire bytes belonging to dropped frames */
+};
+
+/** Incremental COBS/CRC decoder over a caller buffer. Treat fields as private. */
+struct mcugw_deframer {
+        uint8_t *buf;
+        uint16_t cap;
+        uint16_t len;
+        uint32_t wire; /**< wire bytes of the frame being decoded */
+        uint8_t left;  /**< data bytes left in the current COBS block */
+        uint8_t code;  /**< code byte of the current block, 0 = none yet */
+        uint8_t discard; /**< oversize: dropping until the next 0x00 */
+        struct mcugw_deframer_stats stats;
+};
+
+/**
+ * Initialise @p d over @p buf. @p cap must hold the largest accepted frame plus the 4-byte CRC
+ * (e.g. MCUGW_FRAME_MAX + MCUGW_CRC_LEN) and be at least MCUGW_HDR_LEN + MCUGW_CRC_LEN.
+ */
+int mcugw_deframer_init(struct mcugw_deframer *d, uint8_t *buf, size_t cap);
+
+/**
+ * Feed up to @p len bytes. Stops after the first frame boundary (0x00). Sets *consumed to the
+ * bytes used. Returns 1 with *frame / *frame_len (CRC removed; points into the buffer, valid
+ * until the next push) when a good frame completed, 0 when all input was absorbed without a
+ * frame, or a negative code (MCUGW_ECRC, ECOBS, EOVERSIZE, ERUNT) when a bad frame was dropped
+ * (already counted in the stats). Call again with the remaining input.
+ */
+int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t len,
+                        size_t *consumed, uint8_t **frame, size_t *frame_len);
+
+/**
+ * Validate the 4-byte common header of a decoded frame and return its type (> 0) or
+ * MCUGW_ERUNT / EVERSION / EMALFORMED (flags or reserved byte set).
+ */
+int mcugw_frame_type(const uint8_t *frame, size_t len);
+
+/* ========================================================================================== */
+/* Noise_IK_25519_ChaChaPoly_SHA256, low level (exact Noise rev. 34 semantics)                 */
+
+/** Handshake state. Secrets are wiped by split / mcugw_noise_wipe(). */
+struct mcugw_noise {
+        const struct mcugw_crypto *crypto;
+        uint8_t ck[32];
+        uint8_t h[32];
+        uint8_t k[32];
+        uint64_t n;
+        uint8_t has_k;
+        uint8_t e_priv[32];
+        uint8_t re[32]; /**< remote ephemeral */
+        uint8_t rs[32]; /**< remote static: responder key (initiator) / learned key (responder) */
+};
+
+/**
+ * Initialise for either role: h = ck = protocol name, MixHash(prologue), MixHash(responder
+ * static public key) (the IK pre-message). The initiator passes the pinned gateway key; the
+ * responder passes its own public key.
+ */
+int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c,
+                     const uint8_t *prologue, size_t prologue_len, const uint8_t rs_pub[32]);
+
+/**
+ * Initiator: -> e, es, s, ss + payload. A fresh ephemeral comes from crypto->random.
+ * Writes 96 + @p payload_len bytes to @p out; returns that length.
+ */
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
+                           const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap);
+
+/**
+ * Responder: read message 1. On success hs->rs holds the initiator static key, the payload
+ * (len - 96 bytes) is written to @p payload (may equal msg + 80: in place) and its length
+ * returned. MCUGW_ETRUNC if too short, MCUGW_EAUTH if a tag fails.
+ */
+int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
+                          size_t len, uint8_t *payload, size_t cap);
+
+/** Responder: <- e, ee, se + payload; writes 48 + payload_len bytes, returns that length. */
+int mcugw_noise_write_msg2(struct mcugw_noise *hs, const uint8_t *payload, size_t payload_len,
+                           uint8_t *out, size_t cap);
+
+/**
+ * Initiator: read message 2 (same conventions as mcugw_noise_read_msg1(); in place means
+ * @p payload == msg + 32). On failure the state is rolled back, so a forged message 2 does not
+ * abort the handshake.
+ */
+int mcugw_noise_read_msg2(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
+                          size_t len, uint8_t *payload, size_t cap);
+
+/**
+ * Split(): derive the initiator->responder and responder->initiator keys, optionally copy
+ * the handshake hash to @p hash, then wipe the whole handshake state.
+ */
+int mcugw_noise_split(struct mcugw_noise *hs, uint8_t k_i2r[32], uint8_t k_r2i[32],
+                      uint8_t hash[32]);
+
+/** Wipe a handshake state (safe to call twice). */
+void mcugw_noise_wipe(struct mcugw_noise *hs);
+
+/* ========================================================================================== */
+/* Transport session: AEAD with explicit counters and a 64-frame replay window                 */
+
+/** One established session (one direction pair). Treat fields as private. */
+struct mcugw_session {
+        uint8_t tx_key[32];
+        uint8_t rx_key[32];
+        uint64_t tx_counter; /**< next counter to send */
+        uint64_t rx_top;     /**< highest counter accepted */
+        uint64_t rx_bitmap;  /**< bit i set: rx_top - i accepted; 0 = nothing received yet */
+        uint32_t id;         /**< session id from handshake message 2 */
+        uint16_t peer_max_frame;
+        uint8_t active;
+};
+
+/**
+ * Build a DATA frame: header (session id, next counter) + ChaCha20-Poly1305(msg) + tag, with
+ * the 16 header bytes as associated data. @p msg may be out + MCUGW_DATA_HDR_LEN (in place).
+ * Returns the frame length (len + 32). MCUGW_ETOOBIG if it would exceed the peer's limit,
+ * MCUGW_EREKEY when the counter limit is reached, MCUGW_ESESSION if not active.
+ */
+int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c,
+                       const uint8_t *msg, size_t len, uint8_t *out, size_t cap);
+
+/**
+ * Authenticate and decrypt a DATA frame in place. Checks in this order: length (ETRUNC),
+ * header (EMALFORMED), session id (ESESSION), counter limit (EREKEY), window (ETOOOLD,
+ * EREPLAY), tag (EAUTH); the window only advances after the tag verified. On success *msg
+ * points at frame + 16 and *msg_len is len - 32.
+ */
+int mcugw_session_open(struct mcugw_session *s, const struct mcugw_crypto *c, uint8_t *frame,
+                       size_t len, uint8_t **msg, size_t *msg_len);
+
+/** Session id of a DATA frame (0 if @p len is too short). */
+uint32_t mcugw_data_session_id(const uint8_t *frame, size_t len);
+
+/** Wipe keys and mark inactive. */
+void mcugw_session_wipe(struct mcugw_session *s);
+
+/* ========================================================================================== */
+/* Handshake frames with mcugw payloads                                                        */
+
+/** What the initiator puts into handshake message 1. */
+struct mcugw_initiator_params {
+        const uint8_t *static_priv; /**< device static private key, 32 bytes */
+        const uint8_t *gateway_pub; /**< pinned gateway static public key, 32 bytes */
+        const char *device_id;      /**< 1..32 printable ASCII bytes */
+        size_t device_id_len;
+        uint16_t max_rx_frame;      /**< MCUGW_FRAME_MIN..MCUGW_FRAME_MAX */
+        const uint8_t *attest;      /**< optional, NULL in v1 */
+        size_t attest_len;
+};
+
+/**
+ * Start a handshake: initialise @p hs and write a complete HS1 frame (header + Noise message
+ * 1, no CRC) to @p out. Keep @p out unchanged to retransmit the same bytes. Returns its length.
+ */
+int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto *c,
+                              const struct mcugw_initiator_params *p, uint8_t *out, size_t cap);
+
+/**
+ * Process an HS2 frame (decrypted in place). On success fills @p s (which may share storage
+ * with @p hs: the handshake is wiped first) and returns 0.
+ */
+int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32],
+                             uint8_t *frame, size_t len, struct mcugw_session *s);
+
+/**
+ * Registry lookup on the responder: called once per new message 1 after the initiator's
+ * static key was authenticated. Return 0 to accept, negative to reject (no reply is sent).
+ */
+typedef int (*mcugw_lookup_fn)(void *user, const uint8_t device_pub[32], const char *device_id,
+                               size_t device_id_len, const uint8_t *attest, size_t attest_len);
+
+/** Responder configuration; the key pointers must outlive the responder. */
+struct mcugw_responder_config {
+        const struct mcugw_crypto *crypto;
+        const uint8_t *static_priv; /**< gateway static private key (32) */
+        const uint8_t *static_pub;  /**< and its public key (32) */
+        mcugw_lookup_fn lookup;     /**< required */
+        void *user;                 /**< passed to lookup */
+        uint16_t max_rx_frame;      /**< announced in HS2; 0 means MCUGW_FRAME_MAX */
+};
+
+/** Identity of the device behind a session, learned from handshake message 1. */
+struct mcugw_peer {
+        uint8_t static_pub[32];
+        char device_id[MCUGW_DEVICE_ID_MAX + 1]; /**< NUL-terminated */
+        uint8_t device_id_len;
+        uint16_t max_rx_frame;
+};
+
+/** Counters a gateway exports as metrics. */
+struct mcugw_responder_stats {
+        uint32_t hs_ok;        /**< handshakes answered (pending sessions created) */
+        uint32_t hs_duplicate; /**< duplicate message 1 answered from cache */
+        uint32_t hs_auth_fail; /**< message 1 failed to decrypt (wrong gateway key, garbage) */
+        uint32_t hs_rejected;  /**< lookup said no */
+        uint32_t hs_malformed; /**< bad payload */
+        uint32_t sessions;     /**< sessions confirmed by the first DATA frame */
+        uint32_t rx_ok;
+        uint32_t rx_auth_fail;
+        uint32_t rx_replay;
+        uint32_t rx_too_old;
+        uint32_t rx_bad_session;
+        uint32_t rx_truncated; /**< DATA frame shorter than header + tag */
+        uint32_t rx_malformed; /**< bad header or version, wrong frame type */
+        uint32_t tx_ok;
+};
+
+/** Responder (gateway) state for one link. Treat fields as private except via accessors. */
+struct mcugw_responder {
+        struct mcugw_responder_config cfg;
+        struct mcugw_session cur;  /**< confirmed session */
+        struct mcugw_session next; /**< answered, not yet confirmed by the initiator */
+        struct mcugw_peer peer;
+        struct mcugw_peer next_peer;
+        uint8_t hs1_hash[32];      /**< SHA-256 of the last answered HS1 frame */
+        uint8_t hs2[MCUGW_HDR_LEN + MCUGW_HS2_OVERHEAD + MCUGW_HS2_PAYLOAD_LEN];
+        uint8_t hs2_valid;
+        struct mcugw_responder_stats stats;
+};
+
+/** Result kinds of mcugw_responder_handle(). */
+enum {
+        MCUGW_RX_NONE = 0,    /**< consumed, nothing to do */
+        MCUGW_RX_REPLY = 1,   /**< send rx.data/rx.len (a frame) back on the link */
+        MCUGW_RX_MESSAGE = 2, /**< rx.data/rx.len is an authenticated plaintext message */
+};
+
+/** Output of mcugw_responder_handle(). */
+struct mcugw_rx {
+        int kind;             /**< MCUGW_RX_* */
+        const uint8_t *data;  /**< reply frame (in the responder) or message (in the frame) */
+        size_t len;
+        uint8_t new_handshake; /**< a fresh message 1 was accepted (session pending) */
+        uint8_t new_session;   /**< this frame confirmed a new session: re-read the peer */
+};
+
+/** Initialise a responder. Returns MCUGW_EINVAL on a missing key, crypto table or lookup. */
+int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg);
+
+/**
+ * Process one decoded frame (from the deframer; decrypted in place). Returns 0 and fills @p rx,
+ * or a negative code for a dropped frame (also counted in r->stats): MCUGW_EAUTH, EREPLAY,
+ * ETOOOLD, ESESSION, ETRUNC, EMALFORMED, EVERSION, ETYPE, EREJECTED, ...
+ *
+ * Handshake: a valid message 1 from a device the lookup accepts is answered (RX_REPLY) and
+ * creates a pending session; the current session stays usable until the device's first DATA
+ * frame on the new session confirms it (rx.new_session = 1, r->peer updated). A byte-identical
+ * repeat of the last message 1 gets the cached message 2 again without new crypto.
+ */
+int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len,
+                           struct mcugw_rx *rx);
+
+/**
+ * Seal a plaintext message into a DATA frame on the confirmed session (see
+ * mcugw_session_seal(); @p msg may be out + MCUGW_DATA_HDR_LEN). Returns the frame length.
+ */
+int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len,
+                         uint8_t *out, size_t cap);
+
+/** The confirmed peer, or NULL before the first session. */
+const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r);
+
+/** Wipe all keys and forget the sessions (configuration kept). */
+void mcugw_responder_reset(struct mcugw_responder *r);
+
+/* ========================================================================================== */
+/* Messages                                                                                    */
+
+/** A decoded message. Pointers refer into the buffer given to mcugw_msg_decode(). */
+struct mcugw_msg {
+        uint8_t type; /**< MCUGW_MSG_* */
+        union {
+                struct {
+                        uint16_t stream;
+                        uint32_t seq;
+                        uint8_t flags; /**< MCUGW_TLM_* */
+                        const uint8_t *payload;
+                        size_t len;
+                } telemetry;
+                struct {
+                        uint16_t stream;
+                        uint32_t seq;
+                        uint8_t flags; /**< MCUGW_ACK_* */
+                        uint8_t status; /**< MCUGW_ACK_OK, ... */
+                } ack;
+                struct {
+                        uint32_t token;
+                } ping; /**< PING and PONG */
+                struct {
+                        uint32_t boot_counter;
+                        uint32_t uptime_s;
+                        uint8_t reset_cause; /**< MCUGW_RESET_* */
+                        const char *fw_version;
+                        size_t fw_version_len; /**< <= MCUGW_FW_VERSION_MAX */
+                } status;
+                struct {
+                        uint16_t code;
+                        const char *text;
+                        size_t text_len; /**< <= MCUGW_ERROR_TEXT_MAX */
+                } error;
+                struct {
+                        uint32_t id;
+                        const uint8_t *payload;
+                        size_t len;
+                } command;
+                struct {
+                        uint32_t id;
+                        int16_t status;
+                        const uint8_t *payload;
+                        size_t len;
+                } result;
+                struct {
+                        const uint8_t *body; /**< bytes after the type byte */
+                        size_t len;
+                } raw; /**< OTA range and vendor range: opaque here */
+        } u;
+};
+
+/**
+ * Encode @p m into @p out (must not overlap the payload). Returns the length, MCUGW_ENOSPC,
+ * MCUGW_EINVAL (field out of range) or MCUGW_ETYPE. The result is at most MCUGW_MSG_MAX only if
+ * the caller keeps payloads small enough; callers check against the session limit.
+ */
+int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap);
+
+/**
+ * Decode with strict length checks (exact sizes for fixed messages, declared string lengths
+ * within bounds, no trailing bytes). Returns 0, MCUGW_ETRUNC, MCUGW_EMALFORMED or MCUGW_ETYPE.
+ */
+int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MCUGW_PROTO_H */

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mcugw link protocol v1 — wire constants shared by the device SDK and the gateway.
+ *
+ * This header is the single source of truth for numbers that appear on the wire. The prose
+ * specification with byte layouts, state machines and test vectors is docs/protocol.md; where
+ * the two disagree, that is a bug in one of them.
+ *
+ * Everything multi-byte on the wire is little-endian.
+ *
+ * Layering (outermost first):
+ *
+ *   byte stream:  ... 0x00 | COBS( frame | CRC-32C(frame) ) | 0x00 | ...
+ *   frame:        header (4 bytes) | body
+ *   body:         HS1: Noise IK message 1      HS2: Noise IK message 2
+ *                 DATA: session id | counter | AEAD(ciphertext | tag)
+ *   DATA plaintext: one message (type byte + fields), see MCUGW_MSG_*.
+ *
+ * Pure C99, no OS headers: both sides include it.
+ */
+#ifndef MCUGW_WIRE_H
+#define MCUGW_WIRE_H
+
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Versioning                                                                                  */
+
+/** Wire protocol version carried in every frame header and in both handshake payloads. */
+#define MCUGW_PROTO_VERSION 1u
+
+/** Noise protocol name; its 32 bytes are the initial handshake hash (no padding needed). */
+#define MCUGW_NOISE_PROTOCOL_NAME "Noise_IK_25519_ChaChaPoly_SHA256"
+
+/** Noise prologue: protocol name and version of this framing ("mcugw-link/v1", 13 bytes). */
+#define MCUGW_PROLOGUE     "mcugw-link/v1"
+#define MCUGW_PROLOGUE_LEN 13u
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sizes and limits                                                                            */
+
+#define MCUGW_KEY_LEN  32u /**< X25519 key, ChaCha20 key, SHA-256 output */
+#define MCUGW_HASH_LEN 32u
+#define MCUGW_TAG_LEN  16u /**< Poly1305 tag */
+#define MCUGW_CRC_LEN  4u  /**< CRC-32C trailer inside the COBS frame */
+
+/**
+ * Largest decoded frame (header + body, CRC excluded) any peer may send. The gateway always
+ * accepts frames of this size; a device announces a smaller receive limit in handshake
+ * message 1 (never below MCUGW_FRAME_MIN) and the gateway honours it.
+ */
+#define MCUGW_FRAME_MAX 1024u
+
+/** Smallest receive limit a device may announce (message 2 always fits in it). */
+#define MCUGW_FRAME_MIN 96u
+
+/** Worst-case bytes on the wire for a frame of @p n bytes: COBS(n + CRC) + 0x00 delimiter. */
+#define MCUGW_WIRE_MAX(n) ((n) + MCUGW_CRC_LEN + ((n) + MCUGW_CRC_LEN) / 254u + 2u)
+
+/** Frame header: version u8, type u8, flags u8, reserved u8 (must be 0). */
+#define MCUGW_HDR_LEN 4u
+
+/** DATA header: common header + session id u32 + counter u64. It is the AEAD associated data. */
+#define MCUGW_DATA_HDR_LEN 16u
+
+/** Per-frame overhead of a DATA frame (header + tag), CRC and COBS not included. */
+#define MCUGW_DATA_OVERHEAD (MCUGW_DATA_HDR_LEN + MCUGW_TAG_LEN)
+
+/** Largest plaintext message in a DATA frame of the maximal size. */
+#define MCUGW_MSG_MAX (MCUGW_FRAME_MAX - MCUGW_DATA_OVERHEAD)
+
+/** Device id: printable ASCII 0x21..0x7e, 1..32 bytes, not NUL-terminated on the wire. */
+#define MCUGW_DEVICE_ID_MAX 32u
+
+/** Attestation blob in handshake message 1 (format defined later; v1 peers send 0 bytes). */
+#define MCUGW_ATTEST_MAX 512u
+
+/** Replay window size in counters (a 64-bit bitmap). */
+#define MCUGW_REPLAY_WINDOW 64u
+
+/**
+ * The device starts a new handshake once its send counter reaches this value (or the session
+ * is older than its configured rekey interval). Far below the hard limit so there is time.
+ */
+#define MCUGW_REKEY_AFTER_MESSAGES (UINT64_C(1) << 48)
+
+/** Hard limit: counters >= this are never sent and always rejected (Noise reserves 2^64-1). */
+#define MCUGW_REJECT_AFTER_MESSAGES (UINT64_C(1) << 60)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Frame types (header byte 1)                                                                 */
+
+#define MCUGW_FRAME_HS1  0x01u /**< device -> gateway: Noise IK message 1 (-> e, es, s, ss) */
+#define MCUGW_FRAME_HS2  0x02u /**< gateway -> device: Noise IK message 2 (<- e, ee, se) */
+#define MCUGW_FRAME_DATA 0x03u /**< either way: AEAD-protected message */
+
+/* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
+
+/** Exact body lengths of the handshake messages without payload. */
+#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag */
+#define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)                       /* e, payload tag */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Handshake payloads (encrypted inside the Noise messages)                                    */
+
+/**
+ * HS1 payload:
+ *   u8  version (= MCUGW_PROTO_VERSION)
+ *   u8  flags (0)
+ *   u16 max_rx_frame: largest frame the device can receive, MCUGW_FRAME_MIN..MCUGW_FRAME_MAX
+ *   u8  id_len (1..MCUGW_DEVICE_ID_MAX), id bytes
+ *   u16 attest_len (0..MCUGW_ATTEST_MAX), attest bytes
+ */
+#define MCUGW_HS1_PAYLOAD_MIN 8u
+
+/**
+ * HS2 payload (exactly 8 bytes):
+ *   u8  version, u8 flags (0), u16 max_rx_frame of the gateway, u32 session id (non-zero)
+ */
+#define MCUGW_HS2_PAYLOAD_LEN 8u
+
+/* ------------------------------------------------------------------------------------------ */
+/* Messages (first plaintext byte of a DATA frame)                                             */
+
+#define MCUGW_MSG_TELEMETRY      0x01u /**< dev->gw: u16 stream, u32 seq, u8 flags, payload */
+#define MCUGW_MSG_ACK            0x02u /**< both: u16 stream, u32 seq, u8 flags, u8 status */
+#define MCUGW_MSG_PING           0x03u /**< both: u32 token */
+#define MCUGW_MSG_PONG           0x04u /**< both: u32 token (echo) */
+#define MCUGW_MSG_STATUS         0x05u /**< dev->gw: u32 boot, u32 uptime_s, u8 reset, u8 n, fw */
+#define MCUGW_MSG_ERROR          0x06u /**< both: u16 code, u8 n, text[n] */
+#define MCUGW_MSG_COMMAND        0x07u /**< gw->dev: u32 command id, payload */
+#define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
+
+/** 0x20..0x2f: OTA (offer / chunk / chunk ack / status), defined by the OTA section later. */
+#define MCUGW_MSG_OTA_FIRST     0x20u
+#define MCUGW_MSG_OTA_OFFER     0x20u
+#define MCUGW_MSG_OTA_CHUNK     0x21u
+#define MCUGW_MSG_OTA_CHUNK_ACK 0x22u
+#define MCUGW_MSG_OTA_STATUS    0x23u
+#define MCUGW_MSG_OTA_LAST      0x2fu
+
+/** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */
+#define MCUGW_MSG_VENDOR_FIRST 0xf0u
+
+/** Telemetry flags. */
+#define MCUGW_TLM_ACK_REQUESTED 0x01u /**< QoS 1: gateway acks once the message is durable */
+#define MCUGW_TLM_FLAGS_MASK    0x01u
+
+/** Ack flags. */
+#define MCUGW_ACK_CUMULATIVE 0x01u /**< every seq <= seq on this stream is acknowledged */
+#define MCUGW_ACK_FLAGS_MASK 0x01u
+
+/** Ack status codes. */
+#define MCUGW_ACK_OK       0u /**< stored durably */
+#define MCUGW_ACK_DROPPED  1u /**< refused (quota, quarantine); do not resend */
+#define MCUGW_ACK_RETRY    2u /**< transient (outbox full); resend later */
+
+/** Reset causes in STATUS. */
+#define MCUGW_RESET_UNKNOWN  0u
+#define MCUGW_RESET_POWER_ON 1u
+#define MCUGW_RESET_PIN      2u
+#define MCUGW_RESET_WATCHDOG 3u
+#define MCUGW_RESET_SOFTWARE 4u
+#define MCUGW_RESET_BROWNOUT 5u
+#define MCUGW_RESET_FAULT    6u
+#define MCUGW_RESET_OTA      7u
+
+#define MCUGW_FW_VERSION_MAX 32u /**< firmware version string in STATUS */
+#define MCUGW_ERROR_TEXT_MAX 64u /**< text in ERROR */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Error codes (returned as negative ints; also the u16 code of an ERROR message, positive)    */
+
+#define MCUGW_OK         0
+#define MCUGW_EINVAL     (-1)  /**< bad argument from the caller */
+#define MCUGW_ENOSPC     (-2)  /**< caller buffer too small */
+#define MCUGW_ESTATE     (-3)  /**< call not valid in the current state */
+#define MCUGW_EAGAIN     (-4)  /**< nothing to do yet / no complete frame */
+#define MCUGW_ECRYPTO    (-5)  /**< crypto port failure (RNG, key import, ...) */
+#define MCUGW_EIO        (-6)  /**< I/O port failure (link closed, write error) */
+#define MCUGW_ECRC       (-10) /**< frame CRC mismatch (line noise) */
+#define MCUGW_ECOBS      (-11) /**< malformed COBS (delimiter inside a block) */
+#define MCUGW_EOVERSIZE  (-12) /**< frame longer than the receive limit */
+#define MCUGW_ERUNT      (-13) /**< frame shorter than header + CRC */
+#define MCUGW_EVERSION   (-14) /**< unsupported protocol version */
+#define MCUGW_ETYPE      (-15) /**< unknown or unexpected frame / message type */
+#define MCUGW_EMALFORMED (-16) /**< bad field, reserved bits set, trailing bytes */
+#define MCUGW_ETRUNC     (-17) /**< body shorter than its fixed parts (e.g. missing tag) */
+#define MCUGW_EAUTH      (-20) /**< AEAD tag mismatch: forgery, corruption, wrong key */
+#define MCUGW_EREPLAY    (-21) /**< counter already seen inside the window */
+#define MCUGW_ETOOOLD    (-22) /**< counter left of the replay window */
+#define MCUGW_ESESSION   (-23) /**< DATA for an unknown session id / no session */
+#define MCUGW_EREKEY     (-24) /**< counter limit reached: a new handshake is required */
+#define MCUGW_EDH        (-25) /**< X25519 result all-zero (low-order peer key) */
+#define MCUGW_EREJECTED  (-26) /**< responder: device unknown / not allowed (lookup callback) */
+#define MCUGW_ETOOBIG    (-27) /**< message does not fit the peer's receive limit */
+
+#endif /* MCUGW_WIRE_H */

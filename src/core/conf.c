@@ -1,0 +1,593 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ini.h>
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "conf.h"
+#include "log.h"
+#include "macro.h"
+
+typedef int (*conf_parser_t)(const char *value, void *field, const char **ret_reason);
+
+/* The C type of the field, for freeing and comparing. */
+enum conf_type {
+        CONF_STR,
+        CONF_INT,
+        CONF_UINT,
+        CONF_U64,
+        CONF_MODE,
+};
+
+struct conf_key {
+        const char *section;
+        const char *key;
+        enum conf_type type;
+        conf_parser_t parse;
+        size_t offset;
+        const char *def;     /* parsed through `parse` at init; NULL leaves the field zero */
+        bool needs_restart; /* reload keeps the old value and warns */
+};
+
+static int parse_string(const char *v, void *field, const char **reason)
+{
+        char **s = field;
+        char *n = strdup(v);
+        if (!n)
+                return -ENOMEM;
+        free(*s);
+        *s = n;
+        return 0;
+}
+
+static int parse_string_opt(const char *v, void *field, const char **reason)
+{
+        char **s = field;
+        if (!*v) {
+                free(*s);
+                *s = NULL;
+                return 0;
+        }
+        return parse_string(v, field, reason);
+}
+
+static int parse_path(const char *v, void *field, const char **reason)
+{
+        if (v[0] != '/') {
+                *reason = "must be an absolute path";
+                return -EINVAL;
+        }
+        if (strlen(v) >= PATH_MAX) {
+                *reason = "path too long";
+                return -EINVAL;
+        }
+        return parse_string(v, field, reason);
+}
+
+/* AF_UNIX paths are limited by sun_path. */
+static int parse_socket_path(const char *v, void *field, const char **reason)
+{
+        if (strlen(v) >= 108) {
+                *reason = "socket path longer than 107 bytes";
+                return -EINVAL;
+        }
+        return parse_path(v, field, reason);
+}
+
+static int parse_name(const char *v, void *field, const char **reason)
+{
+        if (!*v || strlen(v) > 64) {
+                *reason = "must be 1 to 64 characters";
+                return -EINVAL;
+        }
+        for (const char *p = v; *p; p++)
+                if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) {
+                        *reason = "may contain only letters, digits and -_.:";
+                        return -EINVAL;
+                }
+        return parse_string(v, field, reason);
+}
+
+static int parse_log_level(const char *v, void *field, const char **reason)
+{
+        int l = log_level_from_string(v);
+        if (l < 0) {
+                *reason = "expected one of debug, info, notice, warning, error";
+                return -EINVAL;
+        }
+        *(int *)field = l;
+        return 0;
+}
+
+static int parse_u64(const char *v, uint64_t *ret, int base)
+{
+        char *end;
+        unsigned long long x;
+
+        if (!*v || *v == '-' || isspace((unsigned char)*v))
+                return -EINVAL;
+        errno = 0;
+        x = strtoull(v, &end, base);
+        if (errno || end == v)
+                return -EINVAL;
+        *ret = x;
+        return (int)(end - v);
+}
+
+static int parse_mode(const char *v, void *field, const char **reason)
+{
+        uint64_t m;
+        int n = parse_u64(v, &m, 8);
+        if (n < 0 || v[n] || m > 0777) {
+                *reason = "expected an octal mode such as 0660";
+                return -EINVAL;
+        }
+        *(mode_t *)field = (mode_t)m;
+        return 0;
+}
+
+static int parse_unsigned_range(const char *v, unsigned *field, uint64_t min, uint64_t max,
+                                const char **reason)
+{
+        uint64_t x;
+        int n = parse_u64(v, &x, 10);
+        if (n < 0 || v[n] || x < min || x > max) {
+                *reason = "number out of range";
+                return -EINVAL;
+        }
+        *field = (unsigned)x;
+        return 0;
+}
+
+static int parse_max_clients(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 1, 1024, reason);
+}
+
+static int parse_per_min(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 100000, reason);
+}
+
+/* "64K", "1M", "2G" or plain bytes. */
+static int parse_size(const char *v, void *field, const char **reason)
+{
+        uint64_t x, mul = 1;
+        int n = parse_u64(v, &x, 10);
+        if (n < 0)
+                goto bad;
+        switch (v[n]) {
+        case 0: break;
+        case 'K': mul = 1024; n++; break;
+        case 'M': mul = 1024 * 1024; n++; break;
+        case 'G': mul = 1024ULL * 1024 * 1024; n++; break;
+        default: goto bad;
+        }
+        if (v[n] || x > UINT64_MAX / mul)
+                goto bad;
+        *(uint64_t *)field = x * mul;
+        return 0;
+bad:
+        *reason = "expected a size such as 65536, 64K or 1M";
+        return -EINVAL;
+}
+
+/* "10ms", "2s", "5min", "1h"; a plain number means seconds (as in systemd). Stored in µs. */
+static int parse_duration(const char *v, void *field, const char **reason)
+{
+        static const struct {
+                const char *suffix;
+                uint64_t usec;
+        } units[] = {
+                { "", 1000000 },   { "us", 1 },          { "ms", 1000 },
+                { "s", 1000000 },  { "min", 60000000 }, { "h", 3600000000ULL },
+        };
+        uint64_t x;
+        int n = parse_u64(v, &x, 10);
+        if (n < 0)
+                goto bad;
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (strcmp(v + n, units[i].suffix) == 0) {
+                        if (x > UINT64_MAX / units[i].usec)
+                                goto bad;
+                        *(uint64_t *)field = x * units[i].usec;
+                        return 0;
+                }
+bad:
+        *reason = "expected a duration such as 10ms, 2s or 5min";
+        return -EINVAL;
+}
+
+static int parse_sync(const char *v, void *field, const char **reason)
+{
+        static const char *const names[] = { "off", "normal", "full", "extra" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(v, names[i]) == 0) {
+                        *(int *)field = (int)i;
+                        return 0;
+                }
+        *reason = "expected off, normal, full or extra";
+        return -EINVAL;
+}
+
+#define F(x) offsetof(struct conf, x)
+static const struct conf_key conf_keys[] = {
+        { "Gateway", "Name", CONF_STR, parse_name, F(gateway_name), NULL, true },
+        { "Gateway", "LogLevel", CONF_INT, parse_log_level, F(log_level), "info", false },
+        { "Paths", "StateDirectory", CONF_STR, parse_path, F(state_dir), "/var/lib/mcugw", true },
+        { "Paths", "RuntimeDirectory", CONF_STR, parse_path, F(runtime_dir), "/run/mcugw", true },
+        { "Paths", "ControlSocket", CONF_STR, parse_socket_path, F(control_socket),
+          "/run/mcugw/control.sock", true },
+        { "Control", "SocketMode", CONF_MODE, parse_mode, F(socket_mode), "0660", true },
+        { "Control", "AdminGroup", CONF_STR, parse_string_opt, F(admin_group), "mcugw-admin",
+          false },
+        { "Control", "ReadOnlyGroup", CONF_STR, parse_string_opt, F(readonly_group), "mcugw",
+          false },
+        { "Control", "MaxClients", CONF_UINT, parse_max_clients, F(max_clients), "32", false },
+        { "Control", "MaxRequestSize", CONF_U64, parse_size, F(max_request_bytes), "64K", false },
+        { "Database", "Synchronous", CONF_INT, parse_sync, F(synchronous), "full", true },
+        { "Database", "CommitInterval", CONF_U64, parse_duration, F(commit_interval_usec), "10ms",
+          false },
+        { "Audit", "RefusalsPerMinute", CONF_UINT, parse_per_min, F(refusal_audit_per_min), "30",
+          false },
+};
+#undef F
+
+static const struct conf_key *conf_key_find(const char *section, const char *key, bool *section_ok)
+{
+        *section_ok = false;
+        for (size_t i = 0; i < ELEMENTSOF(conf_keys); i++) {
+                if (strcmp(conf_keys[i].section, section) != 0)
+                        continue;
+                *section_ok = true;
+                if (strcmp(conf_keys[i].key, key) == 0)
+                        return &conf_keys[i];
+        }
+        return NULL;
+}
+
+void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
+{
+        va_list ap;
+        char *m;
+        char **n;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                return;
+        n = realloc(e->msgs, (e->n + 1) * sizeof *n);
+        if (!n) {
+                free(m);
+                return;
+        }
+        e->msgs = n;
+        e->msgs[e->n++] = m;
+}
+
+void conf_errors_clear(struct conf_errors *e)
+{
+        for (size_t i = 0; i < e->n; i++)
+                free(e->msgs[i]);
+        free(e->msgs);
+        e->msgs = NULL;
+        e->n = 0;
+}
+
+void conf_free(struct conf *c)
+{
+        if (!c)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(conf_keys); i++)
+                if (conf_keys[i].type == CONF_STR)
+                        free(*(char **)((char *)c + conf_keys[i].offset));
+        for (size_t i = 0; i < c->n_files; i++)
+                free(c->files[i]);
+        free(c->files);
+        free(c);
+}
+
+static struct conf *conf_new_defaults(void)
+{
+        struct conf *c = calloc(1, sizeof *c);
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(conf_keys); i++) {
+                const char *reason = NULL;
+                if (!conf_keys[i].def)
+                        continue;
+                if (conf_keys[i].parse(conf_keys[i].def, (char *)c + conf_keys[i].offset,
+                                       &reason) < 0) {
+                        conf_free(c);
+                        return NULL;
+                }
+        }
+        return c;
+}
+
+/* State shared between our line reader and the inih handler for one file. */
+struct conf_reader {
+        const char *name;
+        FILE *f;             /* file source, or */
+        const char *text;    /* string source */
+        size_t text_off;
+        unsigned line;
+        struct conf *conf;
+        struct conf_errors *err;
+        EVP_MD_CTX *md;
+};
+
+static char *conf_read_line(char *str, int num, void *stream)
+{
+        struct conf_reader *r = stream;
+        char *p;
+        size_t len;
+
+        if (r->f) {
+                if (!fgets(str, num, r->f))
+                        return NULL;
+        } else {
+                const char *s = r->text + r->text_off, *nl;
+                if (!*s)
+                        return NULL;
+                nl = strchr(s, '\n');
+                len = nl ? (size_t)(nl - s + 1) : strlen(s);
+                if (len > (size_t)num - 1)
+                        len = (size_t)num - 1;
+                memcpy(str, s, len);
+                str[len] = 0;
+                r->text_off += len;
+        }
+        r->line++;
+        len = strlen(str);
+        EVP_DigestUpdate(r->md, str, len);
+
+        /* inih reads in chunks of INI_MAX_LINE: report an overlong line and skip the rest of it. */
+        if (len == (size_t)num - 1 && str[len - 1] != '\n') {
+                int c;
+                conf_errors_add(r->err, "%s:%u: line too long (more than %d bytes)", r->name,
+                                r->line, num - 2);
+                if (r->f) {
+                        while ((c = fgetc(r->f)) != EOF && c != '\n')
+                                EVP_DigestUpdate(r->md, &(char){ (char)c }, 1);
+                } else {
+                        const char *s = r->text + r->text_off;
+                        const char *nl = strchr(s, '\n');
+                        size_t skip = nl ? (size_t)(nl - s + 1) : strlen(s);
+                        EVP_DigestUpdate(r->md, s, skip);
+                        r->text_off += skip;
+                }
+                str[0] = '\n';
+                str[1] = 0;
+                return str;
+        }
+        /* No continuation lines: an indented line is an ordinary line. */
+        for (p = str; *p == ' ' || *p == '\t'; p++)
+                ;
+        if (p != str)
+                memmove(str, p, strlen(p) + 1);
+
+        /* Section headers are checked here, where we know the line. */
+        if (str[0] == '[') {
+                char *end = strchr(str, ']');
+                bool ok;
+                if (end) {
+                        *end = 0;
+                        conf_key_find(str + 1, "", &ok);
+                        if (!ok)
+                                conf_errors_add(r->err, "%s:%u: unknown section [%s]", r->name,
+                                                r->line, str + 1);
+                        *end = ']';
+                }
+        }
+        return str;
+}
+
+static int conf_handler(void *user, const char *section, const char *name, const char *value)
+{
+        struct conf_reader *r = user;
+        const struct conf_key *k;
+        const char *reason = "invalid value";
+        bool section_ok;
+        int q;
+
+        if (!*section) {
+                conf_errors_add(r->err, "%s:%u: key '%s' outside of any section", r->name,
+                                r->line, name);
+                return 1;
+        }
+        k = conf_key_find(section, name, &section_ok);
+        if (!k) {
+                if (section_ok) /* unknown sections were reported by the reader */
+                        conf_errors_add(r->err, "%s:%u: unknown key '%s' in section [%s]",
+                                        r->name, r->line, name, section);
+                return 1;
+        }
+        q = k->parse(value, (char *)r->conf + k->offset, &reason);
+        if (q == -ENOMEM)
+                conf_errors_add(r->err, "%s:%u: out of memory", r->name, r->line);
+        else if (q < 0)
+                conf_errors_add(r->err, "%s:%u: %s=%s: %s", r->name, r->line, name, value,
+                                reason);
+        return 1;
+}
+
+static int conf_parse_one(struct conf_reader *r)
+{
+        int q = ini_parse_stream(conf_read_line, r, conf_handler, r);
+        if (q > 0)
+                conf_errors_add(r->err, "%s:%d: syntax error (expected [Section] or Key=Value)",
+                                r->name, q);
+        else if (q < 0)
+                conf_errors_add(r->err, "%s: could not be parsed", r->name);
+        return 0;
+}
+
+static int conf_add_file(struct conf *c, const char *path)
+{
+        char **n = realloc(c->files, (c->n_files + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        c->files = n;
+        if (!(c->files[c->n_files] = strdup(path)))
+                return -ENOMEM;
+        c->n_files++;
+        return 0;
+}
+
+static int conf_parse_path(struct conf_reader *r, const char *path, bool required)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+
+        if (!f) {
+                if (errno == ENOENT && !required)
+                        return 0;
+                conf_errors_add(r->err, "%s: cannot open: %s", path, strerror(errno));
+                return 0;
+        }
+        r->name = path;
+        r->f = f;
+        r->line = 0;
+        EVP_DigestUpdate(r->md, path, strlen(path) + 1);
+        if (conf_add_file(r->conf, path) < 0)
+                return -ENOMEM;
+        return conf_parse_one(r);
+}
+
+static int dropin_filter(const struct dirent *d)
+{
+        return d->d_name[0] != '.' && fnmatch("*.conf", d->d_name, 0) == 0;
+}
+
+static void conf_finish(struct conf *c, EVP_MD_CTX *md)
+{
+        unsigned char h[32];
+        unsigned len = 0;
+        EVP_DigestFinal_ex(md, h, &len);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(c->hash + 2 * i, 3, "%02x", h[i]);
+}
+
+static void conf_validate(struct conf *c, const char *name, struct conf_errors *err)
+{
+        if (c->admin_group && c->readonly_group && strcmp(c->admin_group, c->readonly_group) == 0)
+                conf_errors_add(err, "%s: [Control] AdminGroup and ReadOnlyGroup must differ",
+                                name);
+        if (c->max_request_bytes < 1024 || c->max_request_bytes > 16 * 1024 * 1024)
+                conf_errors_add(err, "%s: [Control] MaxRequestSize must be between 1K and 16M",
+                                name);
+        if (c->commit_interval_usec > 1000000)
+                conf_errors_add(err, "%s: [Database] CommitInterval must be at most 1s", name);
+}
+
+int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
+{
+        struct conf *c = conf_new_defaults();
+        struct conf_reader r = { .err = err, .conf = c };
+        _cleanup_free_ char *dir = NULL;
+        struct dirent **ents = NULL;
+        size_t errs_before = err->n;
+        int n, q = 0;
+
+        if (!c || !(r.md = EVP_MD_CTX_new())) {
+                conf_free(c);
+                return -ENOMEM;
+        }
+        EVP_DigestInit_ex(r.md, EVP_sha256(), NULL);
+
+        q = conf_parse_path(&r, path, true);
+        if (q < 0)
+                goto out;
+
+        if (asprintf(&dir, "%s.d", path) < 0) {
+                q = -ENOMEM;
+                goto out;
+        }
+        n = scandir(dir, &ents, dropin_filter, alphasort);
+        if (n < 0 && errno != ENOENT && errno != ENOTDIR)
+                conf_errors_add(err, "%s: cannot read drop-in directory: %s", dir,
+                                strerror(errno));
+        for (int i = 0; i < n; i++) {
+                _cleanup_free_ char *p = NULL;
+                if (q >= 0 && asprintf(&p, "%s/%s", dir, ents[i]->d_name) >= 0)
+                        q = conf_parse_path(&r, p, true);
+                free(ents[i]);
+        }
+        free(ents);
+        if (q < 0)
+                goto out;
+
+        conf_validate(c, path, err);
+        conf_finish(c, r.md);
+out:
+        EVP_MD_CTX_free(r.md);
+        if (q < 0 || err->n > errs_before) {
+                conf_free(c);
+                return q < 0 ? q : -EINVAL;
+        }
+        *ret = c;
+        return 0;
+}
+
+int conf_load_string(const char *name, const char *text, struct conf **ret,
+                     struct conf_errors *err)
+{
+        struct conf *c = conf_new_defaults();
+        struct conf_reader r = { .err = err, .conf = c, .name = name, .text = text };
+        size_t errs_before = err->n;
+
+        if (!c || !(r.md = EVP_MD_CTX_new())) {
+                conf_free(c);
+                return -ENOMEM;
+        }
+        EVP_DigestInit_ex(r.md, EVP_sha256(), NULL);
+        conf_parse_one(&r);
+        conf_validate(c, name, err);
+        conf_finish(c, r.md);
+        EVP_MD_CTX_free(r.md);
+        if (err->n > errs_before) {
+                conf_free(c);
+                return -EINVAL;
+        }
+        *ret = c;
+        return 0;
+}
+
+static bool field_differs(const struct conf_key *k, const struct conf *a, const struct conf *b)
+{
+        const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+        switch (k->type) {
+        case CONF_STR: {
+                const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+                if (!sa || !sb)
+                        return sa != sb;
+                return strcmp(sa, sb) != 0;
+        }
+        case CONF_INT: return *(const int *)fa != *(const int *)fb;
+        case CONF_UINT: return *(const unsigned *)fa != *(const unsigned *)fb;
+        case CONF_U64: return *(const uint64_t *)fa != *(const uint64_t *)fb;
+        case CONF_MODE: return *(const mode_t *)fa != *(const mode_t *)fb;
+        }
+        return true;
+}
+
+bool conf_needs_restart(const struct conf *a, const struct conf *b, const char **ret_key)
+{
+        for (size_t i = 0; i < ELEMENTSOF(conf_keys); i++)
+                if (conf_keys[i].needs_restart && field_differs(&conf_keys[i], a, b)) {
+                        *ret_key = conf_keys[i].key;
+                        return true;
+                }
+        return false;
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+
+/*
+ * The control protocol spoken on the control socket (docs/control-protocol.md): newline-delimited
+ * JSON, one request object per line, one response object per line.
+ *
+ *   request:  {"cmd": "audit.tail", "args": {"n": 20}}          ("args" optional, an object)
+ *   response: {"ok": true, "data": …}
+ *             {"ok": false, "error": {"code": "EACCES", "message": "…"}}
+ *   stream:   {"event": "audit", "data": …}                       (after a "follow" request)
+ *
+ * This file is the codec only: no I/O, so that it can be unit-tested and fuzzed.
+ */
+
+#define CTL_CMD_MAX 64
+
+struct ctl_request {
+        char cmd[CTL_CMD_MAX + 1];
+        json_t *args; /* always an object (empty if absent) */
+};
+
+/* Parse one request line (without its newline). On failure returns -EINVAL/-EBADMSG and sets
+ * *ret_error to a static message. */
+int ctlproto_parse_request(const char *line, size_t len, struct ctl_request *ret,
+                           const char **ret_error);
+void ctl_request_done(struct ctl_request *r);
+
+/* Serialise a success (data stolen, may be NULL), an error, or a stream event, with the trailing
+ * newline. Returned strings are malloc'ed; NULL on ENOMEM. */
+char *ctlproto_ok(json_t *data, size_t *ret_len);
+char *ctlproto_error(const char *code, const char *message, size_t *ret_len);
+char *ctlproto_event(const char *event, json_t *data, size_t *ret_len);
+
+/* Client side: parse one response line. Returns 1 for ok (data in *ret_data), 0 for an error
+ * (message in *ret_error, malloc'ed), 2 for a stream event (data in *ret_data, name in
+ * *ret_error), -EBADMSG when the line is not a valid response. */
+int ctlproto_parse_response(const char *line, size_t len, json_t **ret_data, char **ret_error);
+
+/* Argument helpers used by handlers: return -EINVAL with a message when the type is wrong. */
+int ctl_arg_int(json_t *args, const char *key, long long min, long long max, long long def,
+                long long *ret, const char **ret_error);
+int ctl_arg_bool(json_t *args, const char *key, bool def, bool *ret, const char **ret_error);
+int ctl_arg_string(json_t *args, const char *key, size_t max_len, const char **ret,
+                   const char **ret_error);
+
+const char *ctlproto_errno_name(int error);

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "audit.h"
+#include "control.h"
+#include "ctlproto.h"
+#include "db.h"
+#include "gateway.h"
+#include "log.h"
+#include "macro.h"
+
+struct gateway {
+        uv_loop_t *loop;
+        char *config_path;
+        struct conf *conf;
+        char name[65];
+        struct db *db;
+        struct audit *audit;
+        struct control *control;
+        uv_signal_t sig_term, sig_int, sig_hup;
+        uv_timer_t watchdog;
+        bool have_watchdog;
+        uint64_t started_ms;
+        unsigned reloads, reload_failures;
+        char last_error[256];
+        int exit_status;
+};
+
+static const char *gw_name(const struct gateway *gw)
+{
+        return gw->name;
+}
+
+static void gw_notify_status(struct gateway *gw)
+{
+        sd_notifyf(0, "STATUS=gateway %s: running; audit head %lld; %u control clients",
+                   gw_name(gw), (long long)audit_head_seq(gw->audit),
+                   control_clients(gw->control));
+}
+
+static json_t *conf_files_json(const struct conf *c)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; i < c->n_files; i++)
+                json_array_append_new(a, json_string(c->files[i]));
+        return a;
+}
+
+/* mkdir -p with a mode for the last component; existing directories are left alone. */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+        _cleanup_free_ char *p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static struct control_options control_opts(const struct conf *c)
+{
+        return (struct control_options){
+                .path = c->control_socket,
+                .mode = c->socket_mode,
+                .admin_group = c->admin_group,
+                .readonly_group = c->readonly_group,
+                .max_clients = c->max_clients,
+                .max_request = (size_t)c->max_request_bytes,
+                .refusals_per_min = c->refusal_audit_per_min,
+        };
+}
+
+/* Apply a new, valid configuration. Keys that need a restart keep their old values. */
+static void gw_apply_conf(struct gateway *gw, struct conf *n)
+{
+        struct control_options o;
+        const char *key;
+
+        if (conf_needs_restart(gw->conf, n, &key))
+                log_warning("reload: %s changed; that takes effect only after a restart", key);
+        log_set_level(n->log_level);
+        db_set_commit_interval(gw->db, n->commit_interval_usec);
+        o = control_opts(n);
+        control_update(gw->control, &o);
+
+        /* Keep the restart-only values of the running daemon. */
+#define KEEP(field)                                                                                \
+        do {                                                                                       \
+                __typeof__(n->field) _t = n->field;                                                \
+                n->field = gw->conf->field;                                                        \
+                gw->conf->field = _t;                                                              \
+        } while (0)
+        KEEP(gateway_name);
+        KEEP(state_dir);
+        KEEP(runtime_dir);
+        KEEP(control_socket);
+        KEEP(socket_mode);
+        KEEP(synchronous);
+#undef KEEP
+        conf_free(gw->conf);
+        gw->conf = n;
+}
+
+/* Re-read the configuration; keep the old one if the new one has errors. */
+static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
+{
+        struct conf_errors err = { 0 };
+        struct conf *n = NULL;
+        json_t *errors;
+        char old_hash[65];
+        int r;
+
+        sd_notifyf(0, "RELOADING=1\nSTATUS=reloading configuration");
+        r = conf_load(gw->config_path, &n, &err);
+        if (r < 0) {
+                errors = json_array();
+                for (size_t i = 0; i < err.n; i++) {
+                        log_error("reload: %s", err.msgs[i]);
+                        json_array_append_new(errors, json_string(err.msgs[i]));
+                }
+                log_error("reload: configuration has %zu error(s); keeping the running one",
+                          err.n);
+                snprintf(gw->last_error, sizeof gw->last_error,
+                         "reload failed: %s", err.n ? err.msgs[0] : strerror(-r));
+                gw->reload_failures++;
+                audit_log(gw->audit, actor, "config.reload_failed", gw->config_path,
+                          json_pack("{sO ss}", "errors", errors, "kept_hash", gw->conf->hash));
+                if (ret_errors)
+                        *ret_errors = errors;
+                else
+                        json_decref(errors);
+                conf_errors_clear(&err);
+                sd_notify(0, "READY=1");
+                gw_notify_status(gw);
+                return -EINVAL;
+        }
+        memcpy(old_hash, gw->conf->hash, sizeof old_hash);
+        gw_apply_conf(gw, n);
+        gw->reloads++;
+        audit_log(gw->audit, actor, "config.reload", gw->config_path,
+                  json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
+                            conf_files_json(gw->conf)));
+        log_info("configuration reloaded (%.12s)", gw->conf->hash);
+        sd_notify(0, "READY=1");
+        gw_notify_status(gw);
+        return 0;
+}
+
+static void gw_begin_stop(struct gateway *gw, const char *why)
+{
+        log_info("%s: shutting down", why);
+        sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
+        uv_stop(gw->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+        struct gateway *gw = s->data;
+        if (signum == SIGHUP)
+                gw_reload(gw, "daemon", NULL);
+        else
+                gw_begin_stop(gw, strsignal(signum));
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+        sd_notify(0, "WATCHDOG=1");
+}
+
+/* Control commands of the core. */
+
+static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        json_t *o = json_pack(
+                "{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version", MCUGW_VERSION,
+                "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
+                (json_int_t)((uv_now(gw->loop) - gw->started_ms) / 1000), "config_hash",
+                gw->conf->hash, "config_files", conf_files_json(gw->conf), "audit", "records",
+                (json_int_t)audit_head_seq(gw->audit), "head_seq",
+                (json_int_t)audit_head_seq(gw->audit), "database", "commits",
+                (json_int_t)db_commits(gw->db), "control", "clients",
+                (int)control_clients(gw->control), "reloads", "ok", (int)gw->reloads, "failed",
+                (int)gw->reload_failures, "last_error", gw->last_error);
+        if (!o)
+                return -ENOMEM;
+        *ret = o;
+        return 0;
+}
+
+static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        json_t *errors = NULL;
+        int r;
+
+        r = gw_reload(gw, control_conn_peer(c)->actor, &errors);
+        if (r < 0) {
+                const char *first = json_string_value(json_array_get(errors, 0));
+                control_conn_error(c, -EINVAL, "new configuration rejected, still running the "
+                                   "old one: %s%s", first ? first : "unknown error",
+                                   json_array_size(errors) > 1 ? " (and more, see the journal)" :
+                                                                 "");
+                json_decref(errors);
+                return -EINVAL;
+        }
+        *ret = json_pack("{ss}", "config_hash", gw->conf->hash);
+        return 0;
+}
+
+static int cmd_audit_tail(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        const char *err;
+        long long n;
+        bool follow;
+        int r;
+
+        if (ctl_arg_int(args, "n", 0, 100000, 20, &n, &err) < 0 ||
+            ctl_arg_bool(args, "follow", false, &follow, &err) < 0)
+                return control_conn_error(c, -EINVAL, "%s", err);
+        r = audit_tail(gw->audit, n, ret);
+        if (r < 0)
+                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
+        if (follow) {
+                /* The reply goes out first; new records follow as "audit" events. */
+                control_conn_subscribe(c, "audit");
+                return CONTROL_STREAM;
+        }
+        return 0;
+}
+
+static int cmd_audit_verify(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        struct audit_verify_result res;
+        int r = audit_verify(gw->audit, &res);
+
+        if (r < 0)
+                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
+        audit_log(gw->audit, control_conn_peer(c)->actor, "audit.verify", "",
+                  json_pack("{sb sI}", "ok", res.ok, "records", (json_int_t)res.records));
+        if (!res.ok)
+                log_error("audit chain broken at record %lld: %s", (long long)res.first_bad_seq,
+                          res.reason);
+        *ret = json_pack("{sb sI sI ss}", "ok", res.ok, "records", (json_int_t)res.records,
+                         "first_bad_seq", (json_int_t)res.first_bad_seq, "reason", res.reason);
+        return 0;
+}
+
+static const struct control_command core_commands[] = {
+        { "status", CONTROL_READ, cmd_status },
+        { "reload", CONTROL_ADMIN, cmd_reload },
+        { "audit.tail", CONTROL_READ, cmd_audit_tail },
+        { "audit.verify", CONTROL_READ, cmd_audit_verify },
+};
+
+static void on_audit_record(void *ud, const struct audit_record *rec)
+{
+        struct gateway *gw = ud;
+        if (gw->control)
+                control_broadcast(gw->control, "audit", audit_record_to_json(rec));
+}
+
+static int socket_activated_fd(void)
+{
+        int n = sd_listen_fds(1);
+        if (n <= 0)
+                return -1;
+        if (n > 1)
+                log_warning("received %d sockets from systemd; using the first", n);
+        return SD_LISTEN_FDS_START;
+}
+
+int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret)
+{
+        struct gateway *gw = calloc(1, sizeof *gw);
+        _cleanup_free_ char *db_path = NULL;
+        struct control_options o;
+        uint64_t wd_usec = 0;
+        int r;
+
+        if (!gw) {
+                conf_free(conf);
+                return -ENOMEM;
+        }
+        gw->loop = loop;
+        gw->conf = conf;
+        gw->config_path = strdup(config_path);
+        gw->started_ms = uv_now(loop);
+        if (conf->gateway_name)
+                snprintf(gw->name, sizeof gw->name, "%s", conf->gateway_name);
+        else if (gethostname(gw->name, sizeof gw->name - 1) < 0)
+                strcpy(gw->name, "mcugw");
+        log_set_level(conf->log_level);
+
+        /* 1. directories */
+        if ((r = mkdir_parents(conf->state_dir, 0750)) < 0) {
+                log_error_errno(r, "cannot create state directory %s: %m", conf->state_dir);
+                goto fail;
+        }
+        if ((r = mkdir_parents(conf->runtime_dir, 0755)) < 0) {
+                log_error_errno(r, "cannot create runtime directory %s: %m", conf->runtime_dir);
+                goto fail;
+        }
+
+        /* 2. database and audit log */
+        if (asprintf(&db_path, "%s/mcugw.db", conf->state_dir) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if ((r = db_open(loop, db_path, conf->synchronous, conf->commit_interval_usec, &gw->db)) <
+            0)
+                goto fail;
+        if ((r = audit_open(gw->db, &gw->audit)) < 0) {
+                log_error_errno(r, "cannot open the audit log: %m");
+                goto fail;
+        }
+        audit_set_listener(gw->audit, on_audit_record, gw);
+        audit_log(gw->audit, "daemon", "daemon.start", gw_name(gw),
+                  json_pack("{ss si}", "version", MCUGW_VERSION, "pid", (int)getpid()));
+        audit_log(gw->audit, "daemon", "config.load", config_path,
+                  json_pack("{ss so}", "hash", conf->hash, "files", conf_files_json(conf)));
+
+        /* 3. control socket */
+        o = control_opts(conf);
+        if ((r = control_new(loop, gw->audit, &o, socket_activated_fd(), &gw->control)) < 0)
+                goto fail;
+        if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
+            0)
+                goto fail;
+
+        /* 4. signals */
+        uv_signal_init(loop, &gw->sig_term);
+        uv_signal_init(loop, &gw->sig_int);
+        uv_signal_init(loop, &gw->sig_hup);
+        gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
+        uv_signal_start(&gw->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&gw->sig_int, on_signal, SIGINT);
+        uv_signal_start(&gw->sig_hup, on_signal, SIGHUP);
+        signal(SIGPIPE, SIG_IGN);
+
+        /* 5. watchdog: ping at half the interval systemd expects */
+        if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+                uv_timer_init(loop, &gw->watchdog);
+                uv_timer_start(&gw->watchdog, on_watchdog, 0, MAX(wd_usec / 2000, (uint64_t)1));
+                gw->have_watchdog = true;
+        }
+
+        db_commit(gw->db);
+        *ret = gw;
+        return 0;
+fail:
+        gateway_free(gw);
+        return r;
+}
+
+int gateway_run(struct gateway *gw)
+{
+        log_info("gateway %s ready, control socket %s", gw_name(gw), gw->conf->control_socket);
+        sd_notify(0, "READY=1");
+        gw_notify_status(gw);
+        uv_run(gw->loop, UV_RUN_DEFAULT);
+        return gw->exit_status;
+}
+
+static void noop_close(uv_handle_t *h)
+{
+}
+
+void gateway_free(struct gateway *gw)
+{
+        if (!gw)
+                return;
+        /* Reverse order of gateway_new. */
+        if (gw->have_watchdog)
+                uv_close((uv_handle_t *)&gw->watchdog, noop_close);
+        if (gw->sig_term.loop) {
+                uv_close((uv_handle_t *)&gw->sig_term, noop_close);
+                uv_close((uv_handle_t *)&gw->sig_int, noop_close);
+                uv_close((uv_handle_t *)&gw->sig_hup, noop_close);
+        }
+        if (gw->control) {
+                control_stop(gw->control);
+                gw->control = NULL;
+        }
+        if (gw->audit) {
+                audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
+                audit_set_listener(gw->audit, NULL, NULL);
+        }
+        if (gw->db)
+                db_commit(gw->db);
+        audit_free(gw->audit);
+        db_close(gw->db);
+        /* Let the close callbacks run before the memory they touch goes away. */
+        uv_run(gw->loop, UV_RUN_DEFAULT);
+        conf_free(gw->conf);
+        free(gw->config_path);
+        free(gw);
+}

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mcugwctl: the command-line client of the control socket. A subcommand table in the manner of
+ * wireguard-tools' wg.c; each entry builds a request, sends it and prints the reply as a human
+ * table or, with --json, as JSON for scripts.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "ctlproto.h"
+#include "macro.h"
+
+#define DEFAULT_SOCKET "/run/mcugw/control.sock"
+#define MAX_LINE (16 * 1024 * 1024)
+
+static const char *arg_socket;
+static bool arg_json;
+static int arg_timeout_ms = 30000;
+
+struct client {
+        int fd;
+        char *buf;
+        size_t len, cap;
+};
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+        va_list ap;
+        fputs("mcugwctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return EXIT_FAILURE;
+}
+
+static int client_connect(struct client *cl)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        const char *path = arg_socket ? arg_socket : getenv("MCUGW_SOCKET");
+
+        if (!path || !*path)
+                path = DEFAULT_SOCKET;
+        if (strlen(path) >= sizeof sa.sun_path)
+                return fail("socket path too long: %s", path), -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        cl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (cl->fd < 0 || connect(cl->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+                int e = errno;
+                fail("cannot connect to %s: %s%s", path, strerror(e),
+                     e == ENOENT || e == ECONNREFUSED ? " (is mcugwd running?)" :
+                     e == EACCES ? " (are you in the mcugw group?)" : "");
+                return -e;
+        }
+        return 0;
+}
+
+static int client_send(struct client *cl, const char *cmd, json_t *args)
+{
+        json_t *req = json_pack("{ss so}", "cmd", cmd, "args", args ? args : json_object());
+        char *s = json_dumps(req, JSON_COMPACT);
+        size_t len, off = 0;
+
+        json_decref(req);
+        if (!s)
+                return -ENOMEM;
+        len = strlen(s);
+        s[len++] = '\n'; /* json_dumps leaves room for the NUL we overwrite */
+        while (off < len) {
+                ssize_t n = send(cl->fd, s + off, len - off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        free(s);
+                        return -errno;
+                }
+                off += (size_t)n;
+        }
+        free(s);
+        return 0;
+}
+
+/* Read one line; timeout < 0 waits forever. Returns length, 0 on EOF, -errno. */
+static ssize_t client_read_line(struct client *cl, int timeout, char **ret)
+{
+        for (;;) {
+                char *nl = cl->buf ? memchr(cl->buf, '\n', cl->len) : NULL;
+                struct pollfd p = { .fd = cl->fd, .events = POLLIN };
+                ssize_t n;
+
+                if (nl) {
+                        size_t l = (size_t)(nl - cl->buf);
+                        char *line = strndup(cl->buf, l);
+                        if (!line)
+                                return -ENOMEM;
+                        memmove(cl->buf, nl + 1, cl->len - l - 1);
+                        cl->len -= l + 1;
+                        *ret = line;
+                        return (ssize_t)l + 1;
+                }
+                if (cl->len + 65536 > cl->cap) {
+                        char *b;
+                        if (cl->cap >= MAX_LINE)
+                                return -E2BIG;
+                        b = realloc(cl->buf, cl->cap + 65536 + 1);
+                        if (!b)
+                                return -ENOMEM;
+                        cl->buf = b;
+                        cl->cap += 65536;
+                }
+                n = poll(&p, 1, timeout);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n == 0)
+                        return -ETIMEDOUT;
+                n = recv(cl->fd, cl->buf + cl->len, cl->cap - cl->len, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return 0;
+                cl->len += (size_t)n;
+        }
+}
+
+/* Send a request and wait for its reply. Returns 0 with *ret_data, or prints the error. */
+static int call(struct client *cl, const char *cmd, json_t *args, json_t **ret_data)
+{
+        _cleanup_free_ char *line = NULL, *err = NULL;
+        ssize_t n;
+        int r;
+
+        if (client_connect(cl) < 0)
+                return -1;
+        /* The daemon may refuse a peer and hang up before reading the request: its reply is
+         * still in our receive queue, so read it even if the send failed. */
+        r = client_send(cl, cmd, args);
+        n = client_read_line(cl, arg_timeout_ms, &line);
+        if (n <= 0 && r < 0)
+                return fail("cannot send request: %s", strerror(-r)), -1;
+        if (n == 0)
+                return fail("the daemon closed the connection without answering"), -1;
+        if (n < 0)
+                return fail("no reply from the daemon: %s", strerror((int)-n)), -1;
+        r = ctlproto_parse_response(line, strlen(line), ret_data, &err);
+        if (r == 0)
+                return fail("%s", err), -1;
+        if (r != 1)
+                return fail("malformed reply from the daemon"), -1;
+        return 0;
+}
+
+static void print_json(json_t *v)
+{
+        char *s = json_dumps(v ? v : json_null(), JSON_INDENT(2) | JSON_ENCODE_ANY);
+        if (s)
+                puts(s);
+        free(s);
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+        const char *s = json_string_value(json_object_get(o, k));
+        return s ? s : "";
+}
+
+static long long jint(json_t *o, const char *k)
+{
+        return json_integer_value(json_object_get(o, k));
+}
+
+static void format_time(long long ts_us, char *buf, size_t n)
+{
+        time_t t = (time_t)(ts_us / 1000000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void format_duration(long long s, char *buf, size_t n)
+{
+        if (s >= 86400)
+                snprintf(buf, n, "%lldd %lldh %lldm", s / 86400, s % 86400 / 3600, s % 3600 / 60);
+        else if (s >= 3600)
+                snprintf(buf, n, "%lldh %lldm %llds", s / 3600, s % 3600 / 60, s % 60);
+        else if (s >= 60)
+                snprintf(buf, n, "%lldm %llds", s / 60, s % 60);
+        else
+                snprintf(buf, n, "%llds", s);
+}
+
+static int do_status(int argc, char **argv)
+{
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL, *files;
+        char up[64];
+        int ret = EXIT_FAILURE;
+
+        if (argc > 1)
+                return fail("status: unexpected argument '%s'", argv[1]);
+        if (call(&cl, "status", NULL, &d) < 0)
+                goto out;
+        if (arg_json)
+                print_json(d);
+        else {
+                format_duration(jint(d, "uptime_s"), up, sizeof up);
+                files = json_object_get(d, "config_files");
+                printf("Gateway:   %s\n", jstr(d, "gateway"));
+                printf("Version:   %s\n", jstr(d, "version"));
+                printf("PID:       %lld\n", jint(d, "pid"));
+                printf("Uptime:    %s\n", up);
+                printf("Config:    %s (%zu file(s), sha256 %.16s…)\n",
+                       json_string_value(json_array_get(files, 0)), json_array_size(files),
+                       jstr(d, "config_hash"));
+                printf("Audit:     %lld records\n", jint(json_object_get(d, "audit"), "records"));
+                printf("Control:   %lld client(s)\n",
+                       jint(json_object_get(d, "control"), "clients"));
+                printf("Reloads:   %lld ok, %lld failed\n",
+                       jint(json_object_get(d, "reloads"), "ok"),
+                       jint(json_object_get(d, "reloads"), "failed"));
+                if (*jstr(d, "last_error"))
+                        printf("Last error: %s\n", jstr(d, "last_error"));
+        }
+        ret = EXIT_SUCCESS;
+out:
+        json_decref(d);
+        if (cl.fd >= 0)
+                close(cl.fd);
+        free(cl.buf);
+        return ret;
+}
+
+static int do_reload(int argc, char **argv)
+{
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL;
+        int ret = EXIT_FAILURE;
+
+        if (argc > 1)
+                return fail("reload: unexpected argument '%s'", argv[1]);
+        if (call(&cl, "reload", NULL, &d) >= 0) {
+                if (arg_json)
+                        print_json(d);
+                else
+                        printf("configuration reloaded (sha256 %.16s…)\n", jstr(d, "config_hash"));
+                ret = EXIT_SUCCESS;
+        }
+        json_decref(d);
+        if (cl.fd >= 0)
+                close(cl.fd);
+        free(cl.buf);
+        return ret;
+}
+
+static void print_audit_record(json_t *r)
+{
+        char t[32];
+        char *details;
+
+        if (arg_json) {
+                char *s = json_dumps(r, JSON_COMPACT);
+                if (s)
+                        puts(s);
+                free(s);
+                return;
+        }
+        format_time(jint(r, "ts_us"), t, sizeof t);
+        details = json_dumps(json_object_get(r, "details"), JSON_COMPACT | JSON_ENCODE_ANY);
+        printf("%6lld  %s  %-14s %-24s %-20s %s\n", jint(r, "seq"), t, jstr(r, "actor"),
+               jstr(r, "event"), jstr(r, "subject"), details ? details : "");
+        free(details);
+}
+
+static int do_audit_tail(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "lines", required_argument, NULL, 'n' },
+                { "follow", no_argument, NULL, 'f' },
+                {},
+        };
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL;
+        long long n = 20;
+        bool follow = false;
+        int c, ret = EXIT_FAILURE;
+        char *end;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "n:f", opts, NULL)) >= 0)
+                switch (c) {
+                case 'n':
+                        n = strtoll(optarg, &end, 10);
+                        if (*end || n < 0 || n > 100000)
+                                return fail("audit tail: -n takes a number from 0 to 100000");
+                        break;
+                case 'f': follow = true; break;
+                default: return EXIT_FAILURE;
+                }
+        if (optind < argc)
+                return fail("audit tail: unexpected argument '%s'", argv[optind]);
+
+        if (call(&cl, "audit.tail", json_pack("{sI sb}", "n", (json_int_t)n, "follow", follow),
+                 &d) < 0)
+                goto out;
+        if (arg_json && !follow)
+                print_json(d);
+        else {
+                size_t i;
+                json_t *r;
+                if (!arg_json)
+                        printf("%6s  %-20s  %-14s %-24s %-20s %s\n", "SEQ", "TIME", "ACTOR",
+                               "EVENT", "SUBJECT", "DETAILS");
+                json_array_foreach(d, i, r)
+                        print_audit_record(r);
+        }
+        fflush(stdout);
+        while (follow) {
+                _cleanup_free_ char *line = NULL, *ev = NULL;
+                json_t *rec = NULL;
+                ssize_t k = client_read_line(&cl, -1, &line);
+                if (k <= 0) {
+                        if (k < 0)
+                                fail("connection lost: %s", strerror((int)-k));
+                        else
+                                fail("the daemon closed the connection");
+                        goto out;
+                }
+                if (ctlproto_parse_response(line, strlen(line), &rec, &ev) == 2)
+                        print_audit_record(rec);
+                json_decref(rec);
+                fflush(stdout);
+        }
+        ret = EXIT_SUCCESS;
+out:
+        json_decref(d);
+        if (cl.fd >= 0)
+                close(cl.fd);
+        free(cl.buf);
+        return ret;
+}
+
+static int do_audit_verify(int argc, char **argv)
+{
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL;
+        int ret = EXIT_FAILURE;
+
+        if (argc > 1)
+                return fail("audit verify: unexpected argument '%s'", argv[1]);
+        if (call(&cl, "audit.verify", NULL, &d) < 0)
+                goto out;
+        if (arg_json)
+                print_json(d);
+        if (json_is_true(json_object_get(d, "ok"))) {
+                if (!arg_json)
+                        printf("audit chain intact: %lld records\n", jint(d, "records"));
+                ret = EXIT_SUCCESS;
+        } else
+                fail("audit chain broken at record %lld: %s", jint(d, "first_bad_seq"),
+                     jstr(d, "reason"));
+out:
+        json_decref(d);
+        if (cl.fd >= 0)
+                close(cl.fd);
+        free(cl.buf);
+        return ret;
+}
+
+struct verb {
+        const char *group; /* NULL for top-level verbs */
+        const char *name;
+        int (*fn)(int argc, char **argv);
+        const char *help;
+};
+
+static const struct verb verbs[] = {
+        { NULL, "status", do_status, "show the daemon's state" },
+        { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)" },
+        { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]" },
+        { "audit", "verify", do_audit_verify, "check the audit log's hash chain" },
+};
+
+static void help(void)
+{
+        printf("Usage: mcugwctl [--socket PATH] [--json] COMMAND [ARGS]\n\n"
+               "Query and administer mcugwd over its control socket\n"
+               "(default %s, or $MCUGW_SOCKET).\n\nCommands:\n", DEFAULT_SOCKET);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                char name[48];
+                snprintf(name, sizeof name, "%s%s%s", verbs[i].group ? verbs[i].group : "",
+                         verbs[i].group ? " " : "", verbs[i].name);
+                printf("  %-22s %s\n", name, verbs[i].help);
+        }
+        printf("\nOptions:\n"
+               "  -s, --socket PATH   control socket\n"
+               "  -j, --json          machine-readable output\n"
+               "  -t, --timeout SEC   how long to wait for a reply (default 30)\n"
+               "  -h, --help          this help\n"
+               "      --version       version\n");
+}
+
+int main(int argc, char **argv)
+{
+        enum { ARG_VERSION = 0x100 };
+        static const struct option opts[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "json", no_argument, NULL, 'j' },
+                { "timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "+s:jt:h", opts, NULL)) >= 0)
+                switch (c) {
+                case 's': arg_socket = optarg; break;
+                case 'j': arg_json = true; break;
+                case 't': arg_timeout_ms = atoi(optarg) * 1000; break;
+                case 'h': help(); return EXIT_SUCCESS;
+                case ARG_VERSION: printf("mcugwctl %s\n", MCUGW_VERSION); return EXIT_SUCCESS;
+                default: return EXIT_FAILURE;
+                }
+        if (arg_timeout_ms <= 0)
+                return fail("--timeout must be a positive number of seconds");
+        if (optind >= argc) {
+                help();
+                return EXIT_FAILURE;
+        }
+        argc -= optind;
+        argv += optind;
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                if (!verbs[i].group && strcmp(argv[0], verbs[i].name) == 0)
+                        return verbs[i].fn(argc, argv);
+                if (verbs[i].group && strcmp(argv[0], verbs[i].group) == 0 && argc > 1 &&
+                    strcmp(argv[1], verbs[i].name) == 0)
+                        return verbs[i].fn(argc - 1, argv + 1);
+        }
+        return fail("unknown command '%s%s%s' (see mcugwctl --help)", argv[0], argc > 1 ? " " : "",
+                    argc > 1 ? argv[1] : "");
+}

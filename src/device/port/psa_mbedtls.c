@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * PSA Crypto implementation of struct mcugw_crypto (tested on Debian's mbedTLS 2.28, which
+ * provides every primitive through PSA: no fallback to the classic mbedtls_* API is needed).
+ */
+#include <string.h>
+
+#include <psa/crypto.h>
+
+#include "psa_mbedtls.h"
+
+static int psa_ready(void)
+{
+        /* Idempotent and cheap once initialised. */
+        return psa_crypto_init() == PSA_SUCCESS ? 0 : MCUGW_ECRYPTO;
+}
+
+static int p_random(void *ctx, uint8_t *out, size_t len)
+{
+        (void)ctx;
+        if (psa_ready() < 0 || psa_generate_random(out, len) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int import_x25519(const uint8_t priv[32], psa_key_id_t *id)
+{
+        psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
+
+        psa_set_key_type(&a, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_MONTGOMERY));
+        psa_set_key_bits(&a, 255);
+        psa_set_key_usage_flags(&a, PSA_KEY_USAGE_DERIVE);
+        psa_set_key_algorithm(&a, PSA_ALG_ECDH);
+        if (psa_ready() < 0 || psa_import_key(&a, priv, 32, id) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int p_x25519_public(void *ctx, uint8_t pub[32], const uint8_t priv[32])
+{
+        psa_key_id_t id;
+        size_t len = 0;
+        int r;
+
+        (void)ctx;
+        r = import_x25519(priv, &id);
+        if (r < 0)
+                return r;
+        if (psa_export_public_key(id, pub, 32, &len) != PSA_SUCCESS || len != 32)
+                r = MCUGW_ECRYPTO;
+        psa_destroy_key(id);
+        return r;
+}
+
+static int p_x25519(void *ctx, uint8_t shared[32], const uint8_t priv[32], const uint8_t peer[32])
+{
+        psa_key_id_t id;
+        size_t len = 0;
+        int r;
+
+        (void)ctx;
+        r = import_x25519(priv, &id);
+        if (r < 0)
+                return r;
+        if (psa_raw_key_agreement(PSA_ALG_ECDH, id, peer, 32, shared, 32, &len) != PSA_SUCCESS ||
+            len != 32)
+                r = MCUGW_EDH;
+        psa_destroy_key(id);
+        return r;
+}
+
+static int p_sha256(void *ctx, const struct mcugw_iov *iov, size_t n, uint8_t out[32])
+{
+        psa_hash_operation_t op = PSA_HASH_OPERATION_INIT;
+        size_t i, len = 0;
+
+        (void)ctx;
+        if (psa_ready() < 0 || psa_hash_setup(&op, PSA_ALG_SHA_256) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        for (i = 0; i < n; i++) {
+                if (iov[i].len && psa_hash_update(&op, iov[i].base, iov[i].len) != PSA_SUCCESS) {
+                        psa_hash_abort(&op);
+                        return MCUGW_ECRYPTO;
+                }
+        }
+        if (psa_hash_finish(&op, out, 32, &len) != PSA_SUCCESS || len != 32)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int import_chacha(const uint8_t key[32], psa_key_id_t *id)
+{
+        psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
+
+        psa_set_key_type(&a, PSA_KEY_TYPE_CHACHA20);
+        psa_set_key_bits(&a, 256);
+        psa_set_key_usage_flags(&a, PSA_KEY_USAGE_ENCRYPT | PSA_KEY_USAGE_DECRYPT);
+        psa_set_key_algorithm(&a, PSA_ALG_CHACHA20_POLY1305);
+        if (psa_ready() < 0 || psa_import_key(&a, key, 32, id) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int p_seal(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *ad,
+                  size_t ad_len, const uint8_t *pt, size_t len, uint8_t *out)
+{
+        psa_key_id_t id;
+        size_t olen = 0;
+        int r;
+
+        (void)ctx;
+        r = import_chacha(key, &id);
+        if (r < 0)
+                return r;
+        if (psa_aead_encrypt(id, PSA_ALG_CHACHA20_POLY1305, nonce, 12, ad, ad_len, pt, len, out,
+                             len + MCUGW_TAG_LEN, &olen) != PSA_SUCCESS ||
+            olen != len + MCUGW_TAG_LEN)
+                r = MCUGW_ECRYPTO;
+        psa_destroy_key(id);
+        return r;
+}
+
+static int p_open(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *ad,
+                  size_t ad_len, const uint8_t *ct, size_t len, uint8_t *out)
+{
+        psa_key_id_t id;
+        psa_status_t st;
+        size_t olen = 0;
+        int r;
+
+        (void)ctx;
+        if (len < MCUGW_TAG_LEN)
+                return MCUGW_EAUTH;
+        r = import_chacha(key, &id);
+        if (r < 0)
+                return r;
+        st = psa_aead_decrypt(id, PSA_ALG_CHACHA20_POLY1305, nonce, 12, ad, ad_len, ct, len, out,
+                              len - MCUGW_TAG_LEN, &olen);
+        if (st == PSA_ERROR_INVALID_SIGNATURE)
+                r = MCUGW_EAUTH;
+        else if (st != PSA_SUCCESS || olen != len - MCUGW_TAG_LEN)
+                r = MCUGW_ECRYPTO;
+        psa_destroy_key(id);
+        return r;
+}
+
+const struct mcugw_crypto mcugw_crypto_psa = {
+        .ctx = NULL,
+        .random = p_random,
+        .x25519_public = p_x25519_public,
+        .x25519 = p_x25519,
+        .sha256 = p_sha256,
+        .aead_seal = p_seal,
+        .aead_open = p_open,
+};

@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Gateway side of the link: answers handshake message 1 (with duplicate detection), keeps the
+ * confirmed session and one pending session, and opens/seals DATA frames.
+ */
+#include <string.h>
+
+#include "mcugw/proto.h"
+#include "proto_internal.h"
+
+int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg)
+{
+        if (!r || !cfg || !cfg->crypto || !cfg->static_priv || !cfg->static_pub || !cfg->lookup)
+                return MCUGW_EINVAL;
+        if (cfg->max_rx_frame && (cfg->max_rx_frame < MCUGW_FRAME_MIN ||
+                                  cfg->max_rx_frame > MCUGW_FRAME_MAX))
+                return MCUGW_EINVAL;
+        memset(r, 0, sizeof(*r));
+        r->cfg = *cfg;
+        if (!r->cfg.max_rx_frame)
+                r->cfg.max_rx_frame = MCUGW_FRAME_MAX;
+        return 0;
+}
+
+void mcugw_responder_reset(struct mcugw_responder *r)
+{
+        struct mcugw_responder_config cfg;
+        struct mcugw_responder_stats st;
+
+        if (!r)
+                return;
+        cfg = r->cfg;
+        st = r->stats;
+        mcugw_wipe(r, sizeof(*r));
+        r->cfg = cfg;
+        r->stats = st;
+}
+
+const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
+{
+        return r && r->cur.active ? &r->peer : NULL;
+}
+
+/* Parse the HS1 payload into @p peer; returns attest pointer/len through the out params. */
+static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *peer,
+                             const uint8_t **attest, size_t *attest_len)
+{
+        size_t id_len, alen, i;
+
+        if (len < MCUGW_HS1_PAYLOAD_MIN)
+                return MCUGW_ETRUNC;
+        if (p[0] != MCUGW_PROTO_VERSION)
+                return MCUGW_EVERSION;
+        if (p[1] != 0)
+                return MCUGW_EMALFORMED;
+        peer->max_rx_frame = get_le16(p + 2);
+        if (peer->max_rx_frame < MCUGW_FRAME_MIN || peer->max_rx_frame > MCUGW_FRAME_MAX)
+                return MCUGW_EMALFORMED;
+        id_len = p[4];
+        if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX || len < 7 + id_len)
+                return MCUGW_EMALFORMED;
+        for (i = 0; i < id_len; i++)
+                if (p[5 + i] < 0x21 || p[5 + i] > 0x7e)
+                        return MCUGW_EMALFORMED;
+        alen = get_le16(p + 5 + id_len);
+        if (alen > MCUGW_ATTEST_MAX || len != 7 + id_len + alen)
+                return MCUGW_EMALFORMED;
+        memcpy(peer->device_id, p + 5, id_len);
+        peer->device_id[id_len] = '\0';
+        peer->device_id_len = (uint8_t)id_len;
+        *attest = alen ? p + 7 + id_len : NULL;
+        *attest_len = alen;
+        return 0;
+}
+
+static int new_session_id(struct mcugw_responder *r, uint32_t *id)
+{
+        uint8_t b[4];
+        int i;
+
+        for (i = 0; i < 8; i++) {
+                if (r->cfg.crypto->random(r->cfg.crypto->ctx, b, 4) < 0)
+                        return MCUGW_ECRYPTO;
+                *id = get_le32(b);
+                if (*id != 0 && !(r->cur.active && *id == r->cur.id))
+                        return 0;
+        }
+        return MCUGW_ECRYPTO; /* a broken RNG, not bad luck */
+}
+
+static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
+{
+        const struct mcugw_crypto *c = r->cfg.crypto;
+        struct mcugw_iov v = { frame, len };
+        struct mcugw_noise hs;
+        struct mcugw_peer peer;
+        uint8_t hash[32], pl[MCUGW_HS2_PAYLOAD_LEN];
+        const uint8_t *attest;
+        size_t attest_len;
+        uint32_t sid;
+        int n, ret;
+
+        if (len < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_PAYLOAD_MIN) {
+                r->stats.hs_malformed++;
+                return MCUGW_ETRUNC;
+        }
+        if (c->sha256(c->ctx, &v, 1, hash) < 0)
+                return MCUGW_ECRYPTO;
+        if (r->hs2_valid && mcugw_ct_equal(hash, r->hs1_hash, 32)) {
+                /* Retransmitted message 1: our message 2 was lost. Same answer, no crypto. */
+                r->stats.hs_duplicate++;
+                rx->kind = MCUGW_RX_REPLY;
+                rx->data = r->hs2;
+                rx->len = sizeof(r->hs2);
+                return 0;
+        }
+
+        ret = mcugw_noise_init(&hs, c, (const uint8_t *)MCUGW_PROLOGUE, MCUGW_PROLOGUE_LEN,
+                               r->cfg.static_pub);
+        if (ret < 0)
+                return ret;
+        n = mcugw_noise_read_msg1(&hs, r->cfg.static_priv, frame + MCUGW_HDR_LEN,
+                                  len - MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN + 80,
+                                  len - MCUGW_HDR_LEN - 80);
+        if (n < 0) {
+                if (n == MCUGW_EAUTH || n == MCUGW_EDH)
+                        r->stats.hs_auth_fail++;
+                else
+                        r->stats.hs_malformed++;
+                return n;
+        }
+        memset(&peer, 0, sizeof(peer));
+        ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &attest,
+                                &attest_len);
+        if (ret < 0) {
+                r->stats.hs_malformed++;
+                goto out;
+        }
+        memcpy(peer.static_pub, hs.rs, 32);
+        if (r->cfg.lookup(r->cfg.user, peer.static_pub, peer.device_id, peer.device_id_len,
+                          attest, attest_len) < 0) {
+                r->stats.hs_rejected++;
+                ret = MCUGW_EREJECTED;
+                goto out;
+        }
+        ret = new_session_id(r, &sid);
+        if (ret < 0)
+                goto out;
+        pl[0] = MCUGW_PROTO_VERSION;
+        pl[1] = 0;
+        put_le16(pl + 2, r->cfg.max_rx_frame);
+        put_le32(pl + 4, sid);
+        r->hs2_valid = 0;
+        n = mcugw_noise_write_msg2(&hs, pl, sizeof(pl), r->hs2 + MCUGW_HDR_LEN,
+                                   sizeof(r->hs2) - MCUGW_HDR_LEN);
+        if (n < 0) {
+                ret = n;
+                goto out;
+        }
+        r->hs2[0] = MCUGW_PROTO_VERSION;
+        r->hs2[1] = MCUGW_FRAME_HS2;
+        r->hs2[2] = 0;
+        r->hs2[3] = 0;
+        mcugw_session_wipe(&r->next);
+        ret = mcugw_noise_split(&hs, r->next.rx_key, r->next.tx_key, NULL);
+        if (ret < 0) {
+                mcugw_session_wipe(&r->next);
+                goto out;
+        }
+        r->next.id = sid;
+        r->next.peer_max_frame = peer.max_rx_frame;
+        r->next.active = 1;
+        r->next_peer = peer;
+        memcpy(r->hs1_hash, hash, 32);
+        r->hs2_valid = 1;
+        r->stats.hs_ok++;
+        rx->kind = MCUGW_RX_REPLY;
+        rx->data = r->hs2;
+        rx->len = sizeof(r->hs2);
+        rx->new_handshake = 1;
+out:
+        mcugw_noise_wipe(&hs);
+        return ret;
+}
+
+static void count_rx_error(struct mcugw_responder *r, int e)
+{
+        switch (e) {
+        case MCUGW_EAUTH: r->stats.rx_auth_fail++; break;
+        case MCUGW_EREPLAY: r->stats.rx_replay++; break;
+        case MCUGW_ETOOOLD: r->stats.rx_too_old++; break;
+        case MCUGW_ESESSION: r->stats.rx_bad_session++; break;
+        case MCUGW_ETRUNC: r->stats.rx_truncated++; break;
+        default: r->stats.rx_malformed++; break;
+        }
+}
+
+static int handle_data(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
+{
+        uint32_t sid = mcugw_data_session_id(frame, len);
+        uint8_t *msg;
+        size_t mlen;
+        int ret;
+
+        if (len < MCUGW_DATA_OVERHEAD) {
+                ret = MCUGW_ETRUNC;
+        } else if (r->next.active && sid == r->next.id) {
+                ret = mcugw_session_open(&r->next, r->cfg.crypto, frame, len, &msg, &mlen);
+                if (ret == 0) {
+                        /* Key confirmation: the initiator really holds the new keys. */
+                        mcugw_session_wipe(&r->cur);
+                        r->cur = r->next;
+                        r->peer = r->next_peer;
+                        mcugw_session_wipe(&r->next);
+                        r->stats.sessions++;
+                        rx->new_session = 1;
+                }
+        } else if (r->cur.active && sid == r->cur.id) {
+                ret = mcugw_session_open(&r->cur, r->cfg.crypto, frame, len, &msg, &mlen);
+        } else {
+                ret = MCUGW_ESESSION;
+        }
+        if (ret < 0) {
+                count_rx_error(r, ret);
+                return ret;
+        }
+        r->stats.rx_ok++;
+        rx->kind = MCUGW_RX_MESSAGE;
+        rx->data = msg;
+        rx->len = mlen;
+        return 0;
+}
+
+int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len,
+                           struct mcugw_rx *rx)
+{
+        int t;
+
+        if (!r || !frame || !rx)
+                return MCUGW_EINVAL;
+        memset(rx, 0, sizeof(*rx));
+        t = mcugw_frame_type(frame, len);
+        if (t < 0) {
+                count_rx_error(r, t);
+                return t;
+        }
+        if (t == MCUGW_FRAME_HS1)
+                return handle_hs1(r, frame, len, rx);
+        if (t == MCUGW_FRAME_DATA)
+                return handle_data(r, frame, len, rx);
+        r->stats.rx_malformed++;
+        return MCUGW_ETYPE;
+}
+
+int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len,
+                         uint8_t *out, size_t cap)
+{
+        int n;
+
+        if (!r)
+                return MCUGW_EINVAL;
+        n = mcugw_session_seal(&r->cur, r->cfg.crypto, msg, len, out, cap);
+        if (n >= 0)
+                r->stats.tx_ok++;
+        return n;
+}

@@ -1,0 +1,572 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libmcugw-device (initiator) against the responder, in memory over a simulated lossy byte
+ * link: handshake, retransmission, duplicates, wrong keys, rejection, re-handshake, traffic.
+ */
+#include "test-util.h"
+
+#include "mcugw/device.h"
+
+struct link {
+        uint8_t buf[8192];
+        size_t len;
+};
+
+static struct mcugw_crypto crypto;
+static uint8_t dev_priv[32], dev_pub[32], gw_priv[32], gw_pub[32], other_pub[32];
+static uint32_t clock_ms;
+static struct link to_gw, to_dev;
+
+static struct mcugw_device dev;
+static uint8_t dev_rx[MCUGW_DEVICE_RX_BUF(256)], dev_tx[MCUGW_DEVICE_TX_BUF(256)];
+
+static struct mcugw_responder gw;
+static struct mcugw_deframer gw_df;
+static uint8_t gw_rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
+static int gw_accept;
+static int gw_last_error;
+static int gw_messages;
+static struct mcugw_msg gw_last_msg;
+
+static int dev_states[8], n_states;
+static uint32_t acked_seq, command_id;
+static int dev_errors;
+
+static int port_send(void *ctx, const uint8_t *p, size_t n)
+{
+        struct link *l = ctx;
+
+        assert_true(l->len + n <= sizeof(l->buf));
+        memcpy(l->buf + l->len, p, n);
+        l->len += n;
+        return 0;
+}
+
+static uint32_t port_now(void *ctx)
+{
+        (void)ctx;
+        return clock_ms;
+}
+
+static int lookup(void *user, const uint8_t pub[32], const char *id, size_t id_len,
+                  const uint8_t *att, size_t att_len)
+{
+        (void)user;
+        (void)att;
+        assert_int_equal(att_len, 0);
+        if (!gw_accept || id_len != 8 || memcmp(id, "dev-0001", 8) != 0)
+                return -1;
+        return mcugw_ct_equal(pub, dev_pub, 32) ? 0 : -1;
+}
+
+static void on_state(void *u, int st)
+{
+        (void)u;
+        if (n_states < 8)
+                dev_states[n_states++] = st;
+}
+
+static void on_ack(void *u, uint16_t stream, uint32_t seq, uint8_t flags, uint8_t status)
+{
+        (void)u;
+        (void)stream;
+        (void)flags;
+        assert_int_equal(status, MCUGW_ACK_OK);
+        acked_seq = seq;
+}
+
+static void on_command(void *u, uint32_t id, const uint8_t *p, size_t n)
+{
+        (void)u;
+        command_id = id;
+        assert_int_equal(n, 6);
+        assert_memory_equal(p, "reboot", 6);
+        assert_int_equal(mcugw_device_send_command_result(&dev, id, 0, NULL, 0), 0);
+}
+
+static void on_error(void *u, int code, const char *t, size_t n)
+{
+        (void)u;
+        (void)t;
+        (void)n;
+        (void)code;
+        dev_errors++;
+}
+
+static void dev_config(struct mcugw_device_config *c, const uint8_t *pinned)
+{
+        memset(c, 0, sizeof(*c));
+        c->port.ctx = &to_gw;
+        c->port.send = port_send;
+        c->port.now_ms = port_now;
+        c->port.crypto = &crypto;
+        c->keys.static_priv = dev_priv;
+        c->keys.gateway_pub = pinned;
+        c->keys.device_id = "dev-0001";
+        c->cb.on_state = on_state;
+        c->cb.on_ack = on_ack;
+        c->cb.on_command = on_command;
+        c->cb.on_error = on_error;
+        c->rx_buf = dev_rx;
+        c->rx_cap = sizeof(dev_rx);
+        c->tx_buf = dev_tx;
+        c->tx_cap = sizeof(dev_tx);
+}
+
+static int setup(void **state)
+{
+        struct mcugw_responder_config rc;
+        struct mcugw_device_config c;
+
+        (void)state;
+        rng_reset();
+        crypto = test_crypto();
+        /* Fresh key pairs for every test; other_pub is a gateway key nobody holds. */
+        test_keypair(&crypto, dev_priv, dev_pub);
+        test_keypair(&crypto, gw_priv, gw_pub);
+        {
+                uint8_t tmp[32];
+
+                test_keypair(&crypto, tmp, other_pub);
+        }
+        clock_ms = 1000;
+        to_gw.len = to_dev.len = 0;
+        n_states = 0;
+        acked_seq = command_id = 0;
+        dev_errors = 0;
+        gw_accept = 1;
+        gw_last_error = 0;
+        gw_messages = 0;
+
+        rc.crypto = &crypto;
+        rc.static_priv = gw_priv;
+        rc.static_pub = gw_pub;
+        rc.lookup = lookup;
+        rc.user = NULL;
+        rc.max_rx_frame = 0;
+        assert_int_equal(mcugw_responder_init(&gw, &rc), 0);
+        assert_int_equal(mcugw_deframer_init(&gw_df, gw_rxbuf, sizeof(gw_rxbuf)), 0);
+        dev_config(&c, gw_pub);
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        return 0;
+}
+
+/* Gateway: consume everything the device sent; answer handshakes and PINGs. */
+static void gw_pump(void)
+{
+        const uint8_t *p = to_gw.buf;
+        size_t n = to_gw.len;
+
+        while (n) {
+                struct mcugw_rx rx;
+                uint8_t *f, out[1100], w[1200];
+                size_t used, fl;
+                int r = mcugw_deframer_push(&gw_df, p, n, &used, &f, &fl);
+
+                p += used;
+                n -= used;
+                if (r != 1)
+                        continue;
+                r = mcugw_responder_handle(&gw, f, fl, &rx);
+                if (r < 0) {
+                        gw_last_error = r;
+                        continue;
+                }
+                if (rx.kind == MCUGW_RX_REPLY) {
+                        int wl = mcugw_frame_encode(rx.data, rx.len, w, sizeof(w));
+
+                        port_send(&to_dev, w, (size_t)wl);
+                } else if (rx.kind == MCUGW_RX_MESSAGE) {
+                        assert_int_equal(mcugw_msg_decode(rx.data, rx.len, &gw_last_msg), 0);
+                        gw_messages++;
+                        if (gw_last_msg.type == MCUGW_MSG_TELEMETRY &&
+                            (gw_last_msg.u.telemetry.flags & MCUGW_TLM_ACK_REQUESTED)) {
+                                struct mcugw_msg a;
+                                int ml, fl2, wl;
+
+                                a.type = MCUGW_MSG_ACK;
+                                a.u.ack.stream = gw_last_msg.u.telemetry.stream;
+                                a.u.ack.seq = gw_last_msg.u.telemetry.seq;
+                                a.u.ack.flags = 0;
+                                a.u.ack.status = MCUGW_ACK_OK;
+                                ml = mcugw_msg_encode(&a, out + 16, sizeof(out) - 16);
+                                fl2 = mcugw_responder_seal(&gw, out + 16, (size_t)ml, out,
+                                                           sizeof(out));
+                                assert_true(fl2 > 0);
+                                wl = mcugw_frame_encode(out, (size_t)fl2, w, sizeof(w));
+                                port_send(&to_dev, w, (size_t)wl);
+                        }
+                }
+        }
+        to_gw.len = 0;
+}
+
+static void dev_pump(void)
+{
+        size_t n = to_dev.len;
+
+        to_dev.len = 0;
+        assert_int_equal(mcugw_device_input(&dev, to_dev.buf, n), 0);
+}
+
+static void exchange(void)
+{
+        int i;
+
+        for (i = 0; i < 4; i++) {
+                gw_pump();
+                dev_pump();
+        }
+}
+
+static void gw_send(const struct mcugw_msg *m)
+{
+        uint8_t out[1100], w[1200];
+        int ml, fl, wl;
+
+        ml = mcugw_msg_encode(m, out + 16, sizeof(out) - 16);
+        fl = mcugw_responder_seal(&gw, out + 16, (size_t)ml, out, sizeof(out));
+        assert_true(fl > 0);
+        wl = mcugw_frame_encode(out, (size_t)fl, w, sizeof(w));
+        port_send(&to_dev, w, (size_t)wl);
+}
+
+static void connect_ok(void)
+{
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_non_null(mcugw_responder_peer(&gw));
+}
+
+static void test_connect_and_traffic(void **state)
+{
+        struct mcugw_msg m;
+
+        (void)state;
+        connect_ok();
+        assert_int_equal(gw.stats.hs_ok, 1);
+        assert_int_equal(gw.stats.sessions, 1);
+        assert_string_equal(mcugw_responder_peer(&gw)->device_id, "dev-0001");
+        assert_memory_equal(mcugw_responder_peer(&gw)->static_pub, dev_pub, 32);
+        assert_int_equal(mcugw_responder_peer(&gw)->max_rx_frame, 256);
+        assert_int_equal(n_states, 2);
+        assert_int_equal(dev_states[0], MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(dev_states[1], MCUGW_DEV_CONNECTED);
+        /* The confirmation PING was the first message. */
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_PING);
+
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 3, 77, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"{\"t\":1}", 7), 0);
+        exchange();
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_TELEMETRY);
+        assert_int_equal(gw_last_msg.u.telemetry.seq, 77);
+        assert_int_equal(acked_seq, 77);
+
+        assert_int_equal(mcugw_device_send_status(&dev, 5, 60, MCUGW_RESET_POWER_ON, "1.0.0"), 0);
+        exchange();
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_STATUS);
+        assert_int_equal(gw_last_msg.u.status.boot_counter, 5);
+
+        m.type = MCUGW_MSG_COMMAND;
+        m.u.command.id = 1234;
+        m.u.command.payload = (const uint8_t *)"reboot";
+        m.u.command.len = 6;
+        gw_send(&m);
+        exchange();
+        assert_int_equal(command_id, 1234);
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_COMMAND_RESULT);
+        assert_int_equal(gw_last_msg.u.result.id, 1234);
+
+        /* Gateway PING is answered by the SDK. */
+        m.type = MCUGW_MSG_PING;
+        m.u.ping.token = 9;
+        gw_send(&m);
+        exchange();
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_PONG);
+        assert_int_equal(gw_last_msg.u.ping.token, 9);
+
+        /* Payload limit follows the smaller of tx buffer and gateway limit. */
+        assert_int_equal(mcugw_device_max_payload(&dev), 256 - 32 - 8);
+        {
+                static uint8_t big[300];
+
+                assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, big, 217),
+                                 MCUGW_ENOSPC);
+                assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, big, 216), 0);
+        }
+        /* The gateway honours the device's receive limit (256 = 32 overhead + 224). */
+        {
+                static uint8_t msg[300], out[400];
+
+                msg[0] = MCUGW_MSG_COMMAND;
+                assert_int_equal(mcugw_responder_seal(&gw, msg, 225, out, sizeof(out)),
+                                 MCUGW_ETOOBIG);
+                assert_int_equal(mcugw_responder_seal(&gw, msg, 224, out, sizeof(out)), 256);
+        }
+        assert_int_equal(dev_errors, 0);
+}
+
+static void test_lost_msg1(void **state)
+{
+        uint8_t first[256];
+        size_t first_len;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        first_len = to_gw.len;
+        memcpy(first, to_gw.buf, first_len);
+        to_gw.len = 0; /* lost */
+        clock_ms += MCUGW_DEVICE_HS_TIMEOUT_MS - 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(to_gw.len, 0);
+        clock_ms += 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(to_gw.len, first_len);
+        assert_memory_equal(to_gw.buf, first, first_len); /* same bytes */
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(dev.stats.hs_sent, 2);
+        assert_int_equal(gw.stats.hs_duplicate, 0);
+}
+
+static void test_lost_msg2(void **state)
+{
+        uint8_t hs2[128];
+        size_t hs2_len;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        gw_pump();
+        hs2_len = to_dev.len;
+        memcpy(hs2, to_dev.buf, hs2_len);
+        to_dev.len = 0; /* message 2 lost */
+        clock_ms += MCUGW_DEVICE_HS_TIMEOUT_MS;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        gw_pump();
+        assert_int_equal(gw.stats.hs_duplicate, 1);
+        assert_int_equal(gw.stats.hs_ok, 1);
+        assert_int_equal(to_dev.len, hs2_len);
+        assert_memory_equal(to_dev.buf, hs2, hs2_len); /* cached answer */
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(gw.stats.sessions, 1);
+        /* A late duplicate message 2 is ignored by the connected device. */
+        port_send(&to_dev, hs2, hs2_len);
+        dev_pump();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(dev_errors, 0);
+}
+
+static void test_backoff_and_fresh_ephemeral(void **state)
+{
+        uint8_t first[256];
+        size_t first_len;
+        uint32_t expect = MCUGW_DEVICE_HS_TIMEOUT_MS;
+        unsigned i;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        first_len = to_gw.len;
+        memcpy(first, to_gw.buf, first_len);
+        to_gw.len = 0;
+        for (i = 1; i < MCUGW_DEVICE_HS_ATTEMPTS; i++) {
+                clock_ms += expect - 1;
+                mcugw_device_tick(&dev);
+                assert_int_equal(to_gw.len, 0);
+                clock_ms += 1;
+                mcugw_device_tick(&dev);
+                assert_int_equal(to_gw.len, first_len);
+                assert_memory_equal(to_gw.buf, first, first_len);
+                to_gw.len = 0;
+                expect = expect * 2 > MCUGW_DEVICE_HS_TIMEOUT_MAX_MS ?
+                         MCUGW_DEVICE_HS_TIMEOUT_MAX_MS : expect * 2;
+        }
+        clock_ms += expect;
+        mcugw_device_tick(&dev);
+        assert_int_equal(to_gw.len, first_len);
+        assert_memory_not_equal(to_gw.buf, first, first_len); /* new ephemeral */
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+}
+
+static void test_duplicate_msg1_while_connected(void **state)
+{
+        uint8_t first[256];
+        size_t first_len;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        first_len = to_gw.len;
+        memcpy(first, to_gw.buf, first_len);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        port_send(&to_gw, first, first_len); /* duplicated by the link */
+        exchange();
+        assert_int_equal(gw.stats.hs_duplicate, 1);
+        assert_int_equal(gw.stats.hs_ok, 1);
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, 0, NULL, 0), 0);
+        exchange();
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_TELEMETRY);
+        assert_int_equal(gw.stats.sessions, 1);
+}
+
+static void test_wrong_gateway_key(void **state)
+{
+        struct mcugw_device_config c;
+
+        (void)state;
+        dev_config(&c, other_pub);
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        exchange();
+        assert_int_equal(gw_last_error, MCUGW_EAUTH);
+        assert_int_equal(gw.stats.hs_auth_fail, 1);
+        assert_int_equal(to_dev.len, 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_null(mcugw_responder_peer(&gw));
+}
+
+static void test_unknown_device(void **state)
+{
+        (void)state;
+        gw_accept = 0;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        exchange();
+        assert_int_equal(gw_last_error, MCUGW_EREJECTED);
+        assert_int_equal(gw.stats.hs_rejected, 1);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        /* Enrolled later: the next retransmission gets through (no cached reject). */
+        gw_accept = 1;
+        clock_ms += MCUGW_DEVICE_HS_TIMEOUT_MS;
+        mcugw_device_tick(&dev);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+}
+
+static void test_forged_msg2_is_ignored(void **state)
+{
+        uint8_t hs2[128];
+        size_t hs2_len;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        gw_pump();
+        hs2_len = to_dev.len;
+        memcpy(hs2, to_dev.buf, hs2_len);
+        /* Flip a ciphertext bit and re-encode (a valid CRC), as an active attacker would. */
+        {
+                uint8_t f[64], w[128];
+                int wl;
+
+                memcpy(f, gw.hs2, sizeof(gw.hs2));
+                f[40] ^= 1;
+                wl = mcugw_frame_encode(f, sizeof(gw.hs2), w, sizeof(w));
+                to_dev.len = 0;
+                port_send(&to_dev, w, (size_t)wl);
+        }
+        dev_pump();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(dev_errors, 1);
+        /* The genuine message 2 still completes the same handshake. */
+        port_send(&to_dev, hs2, hs2_len);
+        dev_pump();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+}
+
+static void test_rehandshake_and_replayed_msg1(void **state)
+{
+        uint8_t old_hs1[256];
+        size_t old_len;
+        uint32_t sid1;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        old_len = to_gw.len;
+        memcpy(old_hs1, to_gw.buf, old_len);
+        exchange();
+        sid1 = gw.cur.id;
+
+        /* Session lifetime expires: the device re-handshakes on its own. */
+        clock_ms += MCUGW_DEVICE_REKEY_MS;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        gw_pump();
+        /* Pending only: the old session is still the current one. */
+        assert_int_equal(gw.cur.id, sid1);
+        assert_true(gw.next.active);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(gw.stats.sessions, 2);
+        assert_true(gw.cur.id != sid1);
+
+        /* An attacker replays the first message 1: answered, but never confirmed, and the
+         * live session keeps working. */
+        port_send(&to_gw, old_hs1, old_len);
+        gw_pump();
+        assert_int_equal(gw.stats.hs_ok, 3);
+        to_dev.len = 0; /* the device would ignore it anyway */
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 2, 8, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"x", 1), 0);
+        exchange();
+        assert_int_equal(acked_seq, 8);
+        assert_int_equal(gw.stats.sessions, 2);
+}
+
+static void test_replay_through_link(void **state)
+{
+        uint8_t frame[256];
+        size_t len;
+
+        (void)state;
+        connect_ok();
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, (const uint8_t *)"a", 1), 0);
+        len = to_gw.len;
+        memcpy(frame, to_gw.buf, len);
+        gw_pump();
+        port_send(&to_gw, frame, len);
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_EREPLAY);
+        assert_int_equal(gw.stats.rx_replay, 1);
+}
+
+static void test_init_validation(void **state)
+{
+        struct mcugw_device_config c;
+        struct mcugw_device d;
+
+        (void)state;
+        dev_config(&c, gw_pub);
+        c.rx_cap = MCUGW_FRAME_MIN + 3;
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
+        dev_config(&c, gw_pub);
+        c.tx_cap = MCUGW_DEVICE_HS1_LEN(8) - 1;
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
+        c.tx_cap = MCUGW_DEVICE_HS1_LEN(8);
+        assert_int_equal(mcugw_device_init(&d, &c), 0);
+        c.keys.device_id = "";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
+        c.keys.device_id = "has spc";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL); /* printable, no space */
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, NULL, 0), MCUGW_ESTATE);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup(test_connect_and_traffic, setup),
+                cmocka_unit_test_setup(test_lost_msg1, setup),
+                cmocka_unit_test_setup(test_lost_msg2, setup),
+                cmocka_unit_test_setup(test_backoff_and_fresh_ephemeral, setup),
+                cmocka_unit_test_setup(test_duplicate_msg1_while_connected, setup),
+                cmocka_unit_test_setup(test_wrong_gateway_key, setup),
+                cmocka_unit_test_setup(test_unknown_device, setup),
+                cmocka_unit_test_setup(test_forged_msg2_is_ignored, setup),
+                cmocka_unit_test_setup(test_rehandshake_and_replayed_msg1, setup),
+                cmocka_unit_test_setup(test_replay_through_link, setup),
+                cmocka_unit_test_setup(test_init_validation, setup),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "conf.h"
+#include "log.h"
+
+static char tmpdir[64];
+
+static void write_file(const char *rel, const char *text)
+{
+        char p[256];
+        FILE *f;
+        snprintf(p, sizeof p, "%s/%s", tmpdir, rel);
+        f = fopen(p, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+static int setup(void **state)
+{
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/mcugw-test-conf-XXXXXX");
+        assert_non_null(mkdtemp(tmpdir));
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        return system(cmd);
+}
+
+static bool has_error(const struct conf_errors *e, const char *needle)
+{
+        for (size_t i = 0; i < e->n; i++)
+                if (strstr(e->msgs[i], needle))
+                        return true;
+        return false;
+}
+
+static void dump_errors(const struct conf_errors *e)
+{
+        for (size_t i = 0; i < e->n; i++)
+                fprintf(stderr, "  error: %s\n", e->msgs[i]);
+}
+
+static void test_defaults(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+
+        assert_int_equal(conf_load_string("x.conf", "", &c, &e), 0);
+        assert_string_equal(c->state_dir, "/var/lib/mcugw");
+        assert_string_equal(c->control_socket, "/run/mcugw/control.sock");
+        assert_int_equal(c->socket_mode, 0660);
+        assert_int_equal(c->log_level, LOG_INFO);
+        assert_int_equal(c->synchronous, CONF_SYNC_FULL);
+        assert_int_equal(c->commit_interval_usec, 10000);
+        assert_int_equal(c->max_request_bytes, 65536);
+        assert_int_equal(strlen(c->hash), 64);
+        conf_free(c);
+}
+
+static void test_values(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        const char *text = "# comment\n"
+                           "[Gateway]\n"
+                           "Name = gw-1\n"
+                           "LogLevel=debug\n"
+                           "\n"
+                           "[Paths]\n"
+                           "  StateDirectory=/tmp/state\n"
+                           "ControlSocket=/tmp/state/ctl.sock\n"
+                           "[Control]\n"
+                           "SocketMode=0600\n"
+                           "MaxRequestSize=1M\n"
+                           "AdminGroup=\n"
+                           "[Database]\n"
+                           "Synchronous=normal\n"
+                           "CommitInterval=250ms\n";
+        int r = conf_load_string("x.conf", text, &c, &e);
+        dump_errors(&e);
+        assert_int_equal(r, 0);
+        assert_string_equal(c->gateway_name, "gw-1");
+        assert_int_equal(c->log_level, LOG_DEBUG);
+        assert_string_equal(c->state_dir, "/tmp/state");
+        assert_string_equal(c->control_socket, "/tmp/state/ctl.sock");
+        assert_int_equal(c->socket_mode, 0600);
+        assert_int_equal(c->max_request_bytes, 1024 * 1024);
+        assert_null(c->admin_group);
+        assert_int_equal(c->synchronous, CONF_SYNC_NORMAL);
+        assert_int_equal(c->commit_interval_usec, 250000);
+        conf_free(c);
+}
+
+/* Every problem is reported, each with its file and line, and nothing is half-applied. */
+static void test_errors_with_lines(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        const char *text = "[Gateway]\n"                 /* 1 */
+                           "LogLevel=loud\n"             /* 2: bad value */
+                           "Colour=blue\n"               /* 3: unknown key */
+                           "[Nope]\n"                    /* 4: unknown section */
+                           "Foo=bar\n"                   /* 5: (section already reported) */
+                           "[Paths]\n"                   /* 6 */
+                           "StateDirectory=relative\n"   /* 7: not absolute */
+                           "this is not ini\n"           /* 8: syntax */
+                           "[Database]\n"                /* 9 */
+                           "CommitInterval=5 parsecs\n"; /* 10: bad duration */
+
+        assert_int_equal(conf_load_string("bad.conf", text, &c, &e), -EINVAL);
+        assert_null(c);
+        dump_errors(&e);
+        assert_true(has_error(&e, "bad.conf:2: LogLevel=loud"));
+        assert_true(has_error(&e, "bad.conf:3: unknown key 'Colour' in section [Gateway]"));
+        assert_true(has_error(&e, "bad.conf:4: unknown section [Nope]"));
+        assert_true(has_error(&e, "bad.conf:7: StateDirectory=relative: must be an absolute path"));
+        assert_true(has_error(&e, "bad.conf:8: syntax error"));
+        assert_true(has_error(&e, "bad.conf:10: CommitInterval=5 parsecs"));
+        assert_int_equal(e.n, 6);
+        conf_errors_clear(&e);
+}
+
+static void test_long_line(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        char text[1024];
+
+        snprintf(text, sizeof text, "[Gateway]\nName=%0500d\nLogLevel=debug\n", 1);
+        assert_int_equal(conf_load_string("long.conf", text, &c, &e), -EINVAL);
+        dump_errors(&e);
+        assert_true(has_error(&e, "long.conf:2: line too long"));
+        assert_int_equal(e.n, 1);
+        conf_errors_clear(&e);
+}
+
+/* Drop-ins are read in lexical order after the main file; the last word wins. */
+static void test_dropins(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        char main_path[256], d[256];
+
+        snprintf(main_path, sizeof main_path, "%s/mcugw.conf", tmpdir);
+        snprintf(d, sizeof d, "%s/mcugw.conf.d", tmpdir);
+        write_file("mcugw.conf", "[Gateway]\nName=main\nLogLevel=warning\n"
+                                 "[Paths]\nStateDirectory=/a\n");
+        assert_int_equal(mkdir(d, 0755), 0);
+        write_file("mcugw.conf.d/20-b.conf", "[Gateway]\nName=from-b\n");
+        write_file("mcugw.conf.d/10-a.conf", "[Gateway]\nName=from-a\nLogLevel=debug\n");
+        write_file("mcugw.conf.d/30-c.conf.disabled", "[Gateway]\nName=ignored\n");
+        write_file("mcugw.conf.d/.hidden.conf", "[Gateway]\nName=hidden\n");
+
+        assert_int_equal(conf_load(main_path, &c, &e), 0);
+        assert_string_equal(c->gateway_name, "from-b");
+        assert_int_equal(c->log_level, LOG_DEBUG);
+        assert_string_equal(c->state_dir, "/a");
+        assert_int_equal(c->n_files, 3);
+        assert_true(strstr(c->files[1], "10-a.conf") != NULL);
+        assert_true(strstr(c->files[2], "20-b.conf") != NULL);
+        conf_free(c);
+
+        /* An error in a drop-in names the drop-in and its line. */
+        write_file("mcugw.conf.d/40-bad.conf", "\n[Control]\nSocketMode=999\n");
+        assert_int_equal(conf_load(main_path, &c, &e), -EINVAL);
+        dump_errors(&e);
+        assert_int_equal(e.n, 1);
+        assert_true(has_error(&e, "mcugw.conf.d/40-bad.conf:3: SocketMode=999"));
+        conf_errors_clear(&e);
+}
+
+static void test_missing_file(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+
+        assert_int_equal(conf_load("/nonexistent/mcugw.conf", &c, &e), -EINVAL);
+        assert_true(has_error(&e, "/nonexistent/mcugw.conf: cannot open"));
+        conf_errors_clear(&e);
+}
+
+static void test_hash_changes(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *a = NULL, *b = NULL;
+        const char *key = NULL;
+
+        assert_int_equal(conf_load_string("x", "[Gateway]\nLogLevel=info\n", &a, &e), 0);
+        assert_int_equal(conf_load_string("x", "[Gateway]\nLogLevel=debug\n", &b, &e), 0);
+        assert_string_not_equal(a->hash, b->hash);
+        assert_false(conf_needs_restart(a, b, &key));
+        conf_free(b);
+        assert_int_equal(conf_load_string("x", "[Paths]\nStateDirectory=/elsewhere\n", &b, &e), 0);
+        assert_true(conf_needs_restart(a, b, &key));
+        assert_string_equal(key, "StateDirectory");
+        conf_free(a);
+        conf_free(b);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_values),
+                cmocka_unit_test(test_errors_with_lines),
+                cmocka_unit_test(test_long_line),
+                cmocka_unit_test(test_dropins),
+                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_hash_changes),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
