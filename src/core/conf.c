@@ -26,6 +26,7 @@ enum conf_type {
         CONF_UINT,
         CONF_U64,
         CONF_MODE,
+        CONF_STRV, /* struct conf_strv: a repeatable key; an empty value clears the list */
 };
 
 struct conf_key {
@@ -58,6 +59,44 @@ static int parse_string_opt(const char *v, void *field, const char **reason)
                 return 0;
         }
         return parse_string(v, field, reason);
+}
+
+static int strv_append(struct conf_strv *l, const char *v)
+{
+        char **n;
+        if (l->n >= CONF_STRV_MAX)
+                return -E2BIG;
+        n = realloc(l->v, (l->n + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        l->v = n;
+        if (!(l->v[l->n] = strdup(v)))
+                return -ENOMEM;
+        l->n++;
+        return 0;
+}
+
+static void strv_clear(struct conf_strv *l)
+{
+        for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
+        free(l->v);
+        l->v = NULL;
+        l->n = 0;
+}
+
+/* Repeatable key: each line adds an entry, an empty assignment resets (as in systemd units). */
+static _unused_ int parse_strv(const char *v, void *field, const char **reason)
+{
+        int r;
+        if (!*v) {
+                strv_clear(field);
+                return 0;
+        }
+        r = strv_append(field, v);
+        if (r == -E2BIG)
+                *reason = "too many entries";
+        return r;
 }
 
 static int parse_path(const char *v, void *field, const char **reason)
@@ -227,13 +266,15 @@ static const struct conf_key conf_keys[] = {
         { "Paths", "RuntimeDirectory", CONF_STR, parse_path, F(runtime_dir), "/run/mcugw", true },
         { "Paths", "ControlSocket", CONF_STR, parse_socket_path, F(control_socket),
           "/run/mcugw/control.sock", true },
+        { "Paths", "DevicesDirectory", CONF_STR, parse_path, F(devices_dir),
+          MCUGW_SYSCONFDIR "/mcugw/devices.d", false },
         { "Control", "SocketMode", CONF_MODE, parse_mode, F(socket_mode), "0660", true },
         { "Control", "AdminGroup", CONF_STR, parse_string_opt, F(admin_group), "mcugw-admin",
           false },
         { "Control", "ReadOnlyGroup", CONF_STR, parse_string_opt, F(readonly_group), "mcugw",
           false },
         { "Control", "MaxClients", CONF_UINT, parse_max_clients, F(max_clients), "32", false },
-        { "Control", "MaxRequestSize", CONF_U64, parse_size, F(max_request_bytes), "64K", false },
+        { "Control", "MaxRequestSize", CONF_U64, parse_size, F(max_request_bytes), "1M", false },
         { "Database", "Synchronous", CONF_INT, parse_sync, F(synchronous), "full", true },
         { "Database", "CommitInterval", CONF_U64, parse_duration, F(commit_interval_usec), "10ms",
           false },
@@ -292,6 +333,8 @@ void conf_free(struct conf *c)
         for (size_t i = 0; i < ELEMENTSOF(conf_keys); i++)
                 if (conf_keys[i].type == CONF_STR)
                         free(*(char **)((char *)c + conf_keys[i].offset));
+                else if (conf_keys[i].type == CONF_STRV)
+                        strv_clear((struct conf_strv *)((char *)c + conf_keys[i].offset));
         for (size_t i = 0; i < c->n_files; i++)
                 free(c->files[i]);
         free(c->files);
@@ -316,21 +359,33 @@ static struct conf *conf_new_defaults(void)
         return c;
 }
 
-/* State shared between our line reader and the inih handler for one file. */
-struct conf_reader {
+/* State shared between our line reader and the inih handler for one file. inih (as Debian
+ * builds it) gives handlers no line numbers and reads lines of at most INI_MAX_LINE bytes, so we
+ * feed it through a reader that counts lines, reports overlong ones, disables continuation lines
+ * and numbers the sections (so repeated sections can be told apart). */
+struct ini_reader {
         const char *name;
-        FILE *f;             /* file source, or */
-        const char *text;    /* string source */
+        FILE *f;          /* file source, or */
+        const char *text; /* string source */
         size_t text_off;
         unsigned line;
-        struct conf *conf;
+        unsigned section_index;
         struct conf_errors *err;
-        EVP_MD_CTX *md;
+        EVP_MD_CTX *md; /* optional: hash of everything read */
+        bool (*section_known)(const char *section);
+        conf_ini_fn fn;
+        void *userdata;
 };
 
-static char *conf_read_line(char *str, int num, void *stream)
+static void ini_hash(struct ini_reader *r, const void *p, size_t n)
 {
-        struct conf_reader *r = stream;
+        if (r->md)
+                EVP_DigestUpdate(r->md, p, n);
+}
+
+static char *ini_read_line(char *str, int num, void *stream)
+{
+        struct ini_reader *r = stream;
         char *p;
         size_t len;
 
@@ -351,7 +406,7 @@ static char *conf_read_line(char *str, int num, void *stream)
         }
         r->line++;
         len = strlen(str);
-        EVP_DigestUpdate(r->md, str, len);
+        ini_hash(r, str, len);
 
         /* inih reads in chunks of INI_MAX_LINE: report an overlong line and skip the rest of it. */
         if (len == (size_t)num - 1 && str[len - 1] != '\n') {
@@ -360,32 +415,32 @@ static char *conf_read_line(char *str, int num, void *stream)
                                 r->line, num - 2);
                 if (r->f) {
                         while ((c = fgetc(r->f)) != EOF && c != '\n')
-                                EVP_DigestUpdate(r->md, &(char){ (char)c }, 1);
+                                ini_hash(r, &(char){ (char)c }, 1);
                 } else {
                         const char *s = r->text + r->text_off;
                         const char *nl = strchr(s, '\n');
                         size_t skip = nl ? (size_t)(nl - s + 1) : strlen(s);
-                        EVP_DigestUpdate(r->md, s, skip);
+                        ini_hash(r, s, skip);
                         r->text_off += skip;
                 }
                 str[0] = '\n';
                 str[1] = 0;
                 return str;
         }
+
         /* No continuation lines: an indented line is an ordinary line. */
         for (p = str; *p == ' ' || *p == '\t'; p++)
                 ;
         if (p != str)
                 memmove(str, p, strlen(p) + 1);
 
-        /* Section headers are checked here, where we know the line. */
+        /* Section headers are checked and numbered here, where we know the line. */
         if (str[0] == '[') {
                 char *end = strchr(str, ']');
-                bool ok;
-                if (end) {
+                r->section_index++;
+                if (end && r->section_known) {
                         *end = 0;
-                        conf_key_find(str + 1, "", &ok);
-                        if (!ok)
+                        if (!r->section_known(str + 1))
                                 conf_errors_add(r->err, "%s:%u: unknown section [%s]", r->name,
                                                 r->line, str + 1);
                         *end = ']';
@@ -394,44 +449,85 @@ static char *conf_read_line(char *str, int num, void *stream)
         return str;
 }
 
-static int conf_handler(void *user, const char *section, const char *name, const char *value)
+static int ini_on_line(void *user, const char *section, const char *name, const char *value)
 {
-        struct conf_reader *r = user;
-        const struct conf_key *k;
-        const char *reason = "invalid value";
-        bool section_ok;
-        int q;
+        struct ini_reader *r = user;
 
         if (!*section) {
                 conf_errors_add(r->err, "%s:%u: key '%s' outside of any section", r->name,
                                 r->line, name);
                 return 1;
         }
-        k = conf_key_find(section, name, &section_ok);
-        if (!k) {
-                if (section_ok) /* unknown sections were reported by the reader */
-                        conf_errors_add(r->err, "%s:%u: unknown key '%s' in section [%s]",
-                                        r->name, r->line, name, section);
-                return 1;
-        }
-        q = k->parse(value, (char *)r->conf + k->offset, &reason);
-        if (q == -ENOMEM)
-                conf_errors_add(r->err, "%s:%u: out of memory", r->name, r->line);
-        else if (q < 0)
-                conf_errors_add(r->err, "%s:%u: %s=%s: %s", r->name, r->line, name, value,
-                                reason);
+        r->fn(r->userdata, r->name, r->line, r->section_index, section, name, value);
         return 1;
 }
 
-static int conf_parse_one(struct conf_reader *r)
+static void ini_run(struct ini_reader *r)
 {
-        int q = ini_parse_stream(conf_read_line, r, conf_handler, r);
+        int q = ini_parse_stream(ini_read_line, r, ini_on_line, r);
         if (q > 0)
                 conf_errors_add(r->err, "%s:%d: syntax error (expected [Section] or Key=Value)",
                                 r->name, q);
         else if (q < 0)
                 conf_errors_add(r->err, "%s: could not be parsed", r->name);
+}
+
+int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
+                        struct conf_errors *err)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        struct ini_reader r = { .name = path, .f = f, .err = err, .fn = fn, .userdata = userdata };
+
+        if (!f) {
+                conf_errors_add(err, "%s: cannot open: %s", path, strerror(errno));
+                return -errno;
+        }
+        ini_run(&r);
         return 0;
+}
+
+int conf_ini_parse_string(const char *name, const char *text, conf_ini_fn fn, void *userdata,
+                          struct conf_errors *err)
+{
+        struct ini_reader r = { .name = name, .text = text, .err = err, .fn = fn,
+                                .userdata = userdata };
+        ini_run(&r);
+        return 0;
+}
+
+static bool conf_section_known(const char *section)
+{
+        bool ok;
+        conf_key_find(section, "", &ok);
+        return ok;
+}
+
+struct conf_parse_state {
+        struct conf *conf;
+        struct conf_errors *err;
+};
+
+static void conf_on_key(void *userdata, const char *file, unsigned line, unsigned section_index,
+                        const char *section, const char *name, const char *value)
+{
+        struct conf_parse_state *st = userdata;
+        const struct conf_key *k;
+        const char *reason = "invalid value";
+        bool section_ok;
+        int q;
+
+        k = conf_key_find(section, name, &section_ok);
+        if (!k) {
+                if (section_ok) /* unknown sections were reported by the reader */
+                        conf_errors_add(st->err, "%s:%u: unknown key '%s' in section [%s]", file,
+                                        line, name, section);
+                return;
+        }
+        q = k->parse(value, (char *)st->conf + k->offset, &reason);
+        if (q == -ENOMEM)
+                conf_errors_add(st->err, "%s:%u: out of memory", file, line);
+        else if (q < 0)
+                conf_errors_add(st->err, "%s:%u: %s=%s: %s", file, line, name, value, reason);
 }
 
 static int conf_add_file(struct conf *c, const char *path)
@@ -446,23 +542,22 @@ static int conf_add_file(struct conf *c, const char *path)
         return 0;
 }
 
-static int conf_parse_path(struct conf_reader *r, const char *path, bool required)
+static int conf_parse_path(struct conf_parse_state *st, EVP_MD_CTX *md, const char *path)
 {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
+        struct ini_reader r = { .name = path, .f = f, .err = st->err, .md = md,
+                                .section_known = conf_section_known, .fn = conf_on_key,
+                                .userdata = st };
 
         if (!f) {
-                if (errno == ENOENT && !required)
-                        return 0;
-                conf_errors_add(r->err, "%s: cannot open: %s", path, strerror(errno));
+                conf_errors_add(st->err, "%s: cannot open: %s", path, strerror(errno));
                 return 0;
         }
-        r->name = path;
-        r->f = f;
-        r->line = 0;
-        EVP_DigestUpdate(r->md, path, strlen(path) + 1);
-        if (conf_add_file(r->conf, path) < 0)
+        EVP_DigestUpdate(md, path, strlen(path) + 1);
+        if (conf_add_file(st->conf, path) < 0)
                 return -ENOMEM;
-        return conf_parse_one(r);
+        ini_run(&r);
+        return 0;
 }
 
 static int dropin_filter(const struct dirent *d)
@@ -494,19 +589,21 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
 int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
 {
         struct conf *c = conf_new_defaults();
-        struct conf_reader r = { .err = err, .conf = c };
+        struct conf_parse_state st = { .conf = c, .err = err };
         _cleanup_free_ char *dir = NULL;
         struct dirent **ents = NULL;
         size_t errs_before = err->n;
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
         int n, q = 0;
 
-        if (!c || !(r.md = EVP_MD_CTX_new())) {
+        if (!c || !md) {
                 conf_free(c);
+                EVP_MD_CTX_free(md);
                 return -ENOMEM;
         }
-        EVP_DigestInit_ex(r.md, EVP_sha256(), NULL);
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 
-        q = conf_parse_path(&r, path, true);
+        q = conf_parse_path(&st, md, path);
         if (q < 0)
                 goto out;
 
@@ -521,7 +618,7 @@ int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *p = NULL;
                 if (q >= 0 && asprintf(&p, "%s/%s", dir, ents[i]->d_name) >= 0)
-                        q = conf_parse_path(&r, p, true);
+                        q = conf_parse_path(&st, md, p);
                 free(ents[i]);
         }
         free(ents);
@@ -529,9 +626,9 @@ int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
                 goto out;
 
         conf_validate(c, path, err);
-        conf_finish(c, r.md);
+        conf_finish(c, md);
 out:
-        EVP_MD_CTX_free(r.md);
+        EVP_MD_CTX_free(md);
         if (q < 0 || err->n > errs_before) {
                 conf_free(c);
                 return q < 0 ? q : -EINVAL;
@@ -544,18 +641,23 @@ int conf_load_string(const char *name, const char *text, struct conf **ret,
                      struct conf_errors *err)
 {
         struct conf *c = conf_new_defaults();
-        struct conf_reader r = { .err = err, .conf = c, .name = name, .text = text };
+        struct conf_parse_state st = { .conf = c, .err = err };
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        struct ini_reader r = { .name = name, .text = text, .err = err, .md = md,
+                                .section_known = conf_section_known, .fn = conf_on_key,
+                                .userdata = &st };
         size_t errs_before = err->n;
 
-        if (!c || !(r.md = EVP_MD_CTX_new())) {
+        if (!c || !md) {
                 conf_free(c);
+                EVP_MD_CTX_free(md);
                 return -ENOMEM;
         }
-        EVP_DigestInit_ex(r.md, EVP_sha256(), NULL);
-        conf_parse_one(&r);
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        ini_run(&r);
         conf_validate(c, name, err);
-        conf_finish(c, r.md);
-        EVP_MD_CTX_free(r.md);
+        conf_finish(c, md);
+        EVP_MD_CTX_free(md);
         if (err->n > errs_before) {
                 conf_free(c);
                 return -EINVAL;
@@ -578,6 +680,15 @@ static bool field_differs(const struct conf_key *k, const struct conf *a, const 
         case CONF_UINT: return *(const unsigned *)fa != *(const unsigned *)fb;
         case CONF_U64: return *(const uint64_t *)fa != *(const uint64_t *)fb;
         case CONF_MODE: return *(const mode_t *)fa != *(const mode_t *)fb;
+        case CONF_STRV: {
+                const struct conf_strv *la = fa, *lb = fb;
+                if (la->n != lb->n)
+                        return true;
+                for (size_t i = 0; i < la->n; i++)
+                        if (strcmp(la->v[i], lb->v[i]) != 0)
+                                return true;
+                return false;
+        }
         }
         return true;
 }

@@ -22,6 +22,14 @@ enum conf_sync {
         CONF_SYNC_EXTRA,
 };
 
+#define CONF_STRV_MAX 256
+
+/* The value of a repeatable key. */
+struct conf_strv {
+        char **v;
+        size_t n;
+};
+
 struct conf {
         /* [Gateway] */
         char *gateway_name;
@@ -31,6 +39,7 @@ struct conf {
         char *state_dir;
         char *runtime_dir;
         char *control_socket;
+        char *devices_dir;
 
         /* [Control] */
         mode_t socket_mode;
@@ -68,6 +77,17 @@ void conf_free(struct conf *c);
 
 /* Keys whose change needs a restart; returns true and names one in *ret_key if b differs. */
 bool conf_needs_restart(const struct conf *a, const struct conf *b, const char **ret_key);
+
+/* The INI reader behind conf_load, for other files in the same syntax (enrollment files):
+ * fn gets every Key=Value with its file, line and the running number of its section, so that
+ * repeated sections ([Device] [Device] …) can be told apart. Errors go to err. */
+typedef void (*conf_ini_fn)(void *userdata, const char *file, unsigned line,
+                            unsigned section_index, const char *section, const char *key,
+                            const char *value);
+int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
+                        struct conf_errors *err);
+int conf_ini_parse_string(const char *name, const char *text, conf_ini_fn fn, void *userdata,
+                          struct conf_errors *err);
 
 void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));

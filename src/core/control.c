@@ -38,7 +38,7 @@ struct control_conn {
         bool close_after_write;
         unsigned n_writes;
         char *topic;
-        char errmsg[256];
+        char errmsg[1024];
         int errcode;
 };
 

@@ -53,6 +53,19 @@ static const char *const migrations[] = {
         "  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
         "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
         "  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+        /* 2: the device registry (public keys only). */
+        "CREATE TABLE devices ("
+        "  id TEXT PRIMARY KEY,"
+        "  pubkey BLOB NOT NULL UNIQUE,"
+        "  state TEXT NOT NULL CHECK (state IN ('pending','active','quarantined','revoked')),"
+        "  groups TEXT NOT NULL DEFAULT '',"
+        "  source TEXT NOT NULL,"
+        "  fw_version TEXT NOT NULL DEFAULT '',"
+        "  boot_counter INTEGER NOT NULL DEFAULT 0,"
+        "  reset_cause INTEGER NOT NULL DEFAULT 0,"
+        "  last_seen_us INTEGER NOT NULL DEFAULT 0,"
+        "  link TEXT NOT NULL DEFAULT '',"
+        "  updated_us INTEGER NOT NULL) STRICT;",
 };
 
 int db_errno(int rc)

@@ -15,6 +15,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "macro.h"
+#include "registry.h"
 
 struct gateway {
         uv_loop_t *loop;
@@ -23,6 +24,7 @@ struct gateway {
         char name[65];
         struct db *db;
         struct audit *audit;
+        struct registry *registry;
         struct control *control;
         uv_signal_t sig_term, sig_int, sig_hup;
         uv_timer_t watchdog;
@@ -120,6 +122,7 @@ static void gw_apply_conf(struct gateway *gw, struct conf *n)
 static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
 {
         struct conf_errors err = { 0 };
+        struct enroll_list devices = { 0 };
         struct conf *n = NULL;
         json_t *errors;
         char old_hash[65];
@@ -127,6 +130,13 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
 
         sd_notifyf(0, "RELOADING=1\nSTATUS=reloading configuration");
         r = conf_load(gw->config_path, &n, &err);
+        if (r >= 0) {
+                r = enroll_load_dir(n->devices_dir, &devices, &err);
+                if (r < 0) {
+                        conf_free(n);
+                        n = NULL;
+                }
+        }
         if (r < 0) {
                 errors = json_array();
                 for (size_t i = 0; i < err.n; i++) {
@@ -151,6 +161,8 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         }
         memcpy(old_hash, gw->conf->hash, sizeof old_hash);
         gw_apply_conf(gw, n);
+        registry_sync_files(gw->registry, &devices);
+        enroll_list_free(&devices);
         gw->reloads++;
         audit_log(gw->audit, actor, "config.reload", gw->config_path,
                   json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
@@ -187,6 +199,7 @@ static void on_watchdog(uv_timer_t *t)
 static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         struct gateway *gw = ud;
+        size_t counts[_DEVICE_STATE_MAX];
         json_t *o = json_pack(
                 "{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version", MCUGW_VERSION,
                 "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
@@ -199,6 +212,14 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
                 (int)gw->reload_failures, "last_error", gw->last_error);
         if (!o)
                 return -ENOMEM;
+        registry_count(gw->registry, counts);
+        json_object_set_new(o, "devices",
+                            json_pack("{sI sI sI sI sI}", "total",
+                                      (json_int_t)registry_count(gw->registry, NULL), "pending",
+                                      (json_int_t)counts[DEVICE_PENDING], "active",
+                                      (json_int_t)counts[DEVICE_ACTIVE], "quarantined",
+                                      (json_int_t)counts[DEVICE_QUARANTINED], "revoked",
+                                      (json_int_t)counts[DEVICE_REVOKED]));
         *ret = o;
         return 0;
 }
@@ -291,6 +312,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
 {
         struct gateway *gw = calloc(1, sizeof *gw);
         _cleanup_free_ char *db_path = NULL;
+        struct conf_errors err = { 0 };
+        struct enroll_list devices = { 0 };
         struct control_options o;
         uint64_t wd_usec = 0;
         int r;
@@ -337,15 +360,29 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
         audit_log(gw->audit, "daemon", "config.load", config_path,
                   json_pack("{ss so}", "hash", conf->hash, "files", conf_files_json(conf)));
 
-        /* 3. control socket */
+        /* 3. device registry, brought in line with DevicesDirectory */
+        if ((r = enroll_load_dir(conf->devices_dir, &devices, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                goto fail;
+        }
+        if ((r = registry_open(gw->db, gw->audit, &gw->registry)) < 0) {
+                log_error_errno(r, "cannot open the device registry: %m");
+                goto fail;
+        }
+        registry_sync_files(gw->registry, &devices);
+
+        /* 4. control socket */
         o = control_opts(conf);
         if ((r = control_new(loop, gw->audit, &o, socket_activated_fd(), &gw->control)) < 0)
                 goto fail;
         if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
-            0)
+                    0 ||
+            (r = registry_add_commands(gw->registry, gw->control)) < 0)
                 goto fail;
 
-        /* 4. signals */
+        /* 5. signals */
         uv_signal_init(loop, &gw->sig_term);
         uv_signal_init(loop, &gw->sig_int);
         uv_signal_init(loop, &gw->sig_hup);
@@ -355,17 +392,19 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
         uv_signal_start(&gw->sig_hup, on_signal, SIGHUP);
         signal(SIGPIPE, SIG_IGN);
 
-        /* 5. watchdog: ping at half the interval systemd expects */
+        /* 6. watchdog: ping at half the interval systemd expects */
         if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
                 uv_timer_init(loop, &gw->watchdog);
                 uv_timer_start(&gw->watchdog, on_watchdog, 0, MAX(wd_usec / 2000, (uint64_t)1));
                 gw->have_watchdog = true;
         }
 
+        enroll_list_free(&devices);
         db_commit(gw->db);
         *ret = gw;
         return 0;
 fail:
+        enroll_list_free(&devices);
         gateway_free(gw);
         return r;
 }
@@ -403,6 +442,7 @@ void gateway_free(struct gateway *gw)
                 audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
                 audit_set_listener(gw->audit, NULL, NULL);
         }
+        registry_free(gw->registry);
         if (gw->db)
                 db_commit(gw->db);
         audit_free(gw->audit);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 
 #include "config.h"
 #include "conf.h"
+#include "enroll.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -23,9 +25,14 @@ static void help(void)
 static int check_config(const char *path)
 {
         struct conf_errors err = { 0 };
+        struct enroll_list devices = { 0 };
         struct conf *c = NULL;
         int r = conf_load(path, &c, &err);
 
+        if (r >= 0 && enroll_load_dir(c->devices_dir, &devices, &err) < 0) {
+                conf_free(c);
+                r = -EINVAL;
+        }
         for (size_t i = 0; i < err.n; i++)
                 fprintf(stderr, "%s\n", err.msgs[i]);
         if (r < 0) {
@@ -33,7 +40,9 @@ static int check_config(const char *path)
                 conf_errors_clear(&err);
                 return EXIT_FAILURE;
         }
-        printf("%s: OK (%zu file(s), sha256 %s)\n", path, c->n_files, c->hash);
+        printf("%s: OK (%zu file(s), %zu enrolled device(s), sha256 %s)\n", path, c->n_files,
+               devices.n, c->hash);
+        enroll_list_free(&devices);
         conf_free(c);
         return EXIT_SUCCESS;
 }

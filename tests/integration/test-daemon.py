@@ -216,7 +216,8 @@ def main():
     d = None
     try:
         test_check_config(tmp)
-        extra = "[Control]\nSocketMode=0666\nAdminGroup=bin\nReadOnlyGroup=daemon\n"
+        extra = ("[Control]\nSocketMode=0666\nAdminGroup=bin\nReadOnlyGroup=daemon\n"
+                 "MaxRequestSize=64K\n")
         config_ok = base_config(tmp, extra)
         d = Daemon(tmp, config_ok).start()
         check(oct(os.stat(d.socket).st_mode & 0o777) == "0o666", "socket mode from config")

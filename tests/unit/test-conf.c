@@ -66,7 +66,7 @@ static void test_defaults(void **state)
         assert_int_equal(c->log_level, LOG_INFO);
         assert_int_equal(c->synchronous, CONF_SYNC_FULL);
         assert_int_equal(c->commit_interval_usec, 10000);
-        assert_int_equal(c->max_request_bytes, 65536);
+        assert_int_equal(c->max_request_bytes, 1024 * 1024);
         assert_int_equal(strlen(c->hash), 64);
         conf_free(c);
 }
