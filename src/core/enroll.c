@@ -152,7 +152,8 @@ static bool key_is_zero(const uint8_t *k)
         return acc == 0;
 }
 
-/* Ids and keys must be unique within one list. */
+/* Ids and keys must be unique within one list: entries from `from` on are checked against
+ * everything before them too (earlier files of the same directory). */
 static void enroll_check(const char *name, struct enroll_list *l, size_t from,
                          struct conf_errors *err)
 {
@@ -243,17 +244,6 @@ int enroll_load_dir(const char *dir, struct enroll_list *out, struct conf_errors
                 free(ents[i]);
         }
         free(ents);
-        /* Duplicates across files. */
-        for (size_t i = 0; i < l.n; i++)
-                for (size_t j = 0; j < i; j++)
-                        if (strcmp(l.v[i].id, l.v[j].id) == 0 ||
-                            memcmp(l.v[i].key, l.v[j].key, ENROLL_KEY_LEN) == 0) {
-                                if (err->n == before)
-                                        conf_errors_add(err, "%s: device %s is enrolled twice "
-                                                        "(same id or key as %s)", dir,
-                                                        l.v[i].id, l.v[j].id);
-                                break;
-                        }
         if (err->n > before) {
                 enroll_list_free(&l);
                 return -EINVAL;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +16,14 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "config.h"
 #include "ctlproto.h"
+#include "enroll.h"
 #include "macro.h"
 
 #define DEFAULT_SOCKET "/run/mcugw/control.sock"
@@ -172,6 +177,32 @@ static void print_json(json_t *v)
         free(s);
 }
 
+static void client_close(struct client *cl)
+{
+        if (cl->fd >= 0)
+                close(cl->fd);
+        free(cl->buf);
+}
+
+/* One request, one reply: print it as JSON or through `human`. args is stolen. */
+static int run(const char *cmd, json_t *args, void (*human)(json_t *data))
+{
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL;
+        int ret = EXIT_FAILURE;
+
+        if (call(&cl, cmd, args, &d) >= 0) {
+                if (arg_json)
+                        print_json(d);
+                else if (human)
+                        human(d);
+                ret = EXIT_SUCCESS;
+        }
+        json_decref(d);
+        client_close(&cl);
+        return ret;
+}
+
 static const char *jstr(json_t *o, const char *k)
 {
         const char *s = json_string_value(json_object_get(o, k));
@@ -203,67 +234,49 @@ static void format_duration(long long s, char *buf, size_t n)
                 snprintf(buf, n, "%llds", s);
 }
 
+static void print_status(json_t *d)
+{
+        json_t *files = json_object_get(d, "config_files"), *dev = json_object_get(d, "devices");
+        char up[64];
+
+        format_duration(jint(d, "uptime_s"), up, sizeof up);
+        printf("Gateway:   %s\n", jstr(d, "gateway"));
+        printf("Version:   %s\n", jstr(d, "version"));
+        printf("PID:       %lld\n", jint(d, "pid"));
+        printf("Uptime:    %s\n", up);
+        printf("Config:    %s (%zu file(s), sha256 %.16s…)\n",
+               json_string_value(json_array_get(files, 0)), json_array_size(files),
+               jstr(d, "config_hash"));
+        if (dev)
+                printf("Devices:   %lld enrolled: %lld active, %lld pending, %lld quarantined, "
+                       "%lld revoked\n",
+                       jint(dev, "total"), jint(dev, "active"), jint(dev, "pending"),
+                       jint(dev, "quarantined"), jint(dev, "revoked"));
+        printf("Audit:     %lld records\n", jint(json_object_get(d, "audit"), "records"));
+        printf("Control:   %lld client(s)\n", jint(json_object_get(d, "control"), "clients"));
+        printf("Reloads:   %lld ok, %lld failed\n", jint(json_object_get(d, "reloads"), "ok"),
+               jint(json_object_get(d, "reloads"), "failed"));
+        if (*jstr(d, "last_error"))
+                printf("Last error: %s\n", jstr(d, "last_error"));
+}
+
 static int do_status(int argc, char **argv)
 {
-        struct client cl = { .fd = -1 };
-        json_t *d = NULL, *files;
-        char up[64];
-        int ret = EXIT_FAILURE;
-
         if (argc > 1)
                 return fail("status: unexpected argument '%s'", argv[1]);
-        if (call(&cl, "status", NULL, &d) < 0)
-                goto out;
-        if (arg_json)
-                print_json(d);
-        else {
-                format_duration(jint(d, "uptime_s"), up, sizeof up);
-                files = json_object_get(d, "config_files");
-                printf("Gateway:   %s\n", jstr(d, "gateway"));
-                printf("Version:   %s\n", jstr(d, "version"));
-                printf("PID:       %lld\n", jint(d, "pid"));
-                printf("Uptime:    %s\n", up);
-                printf("Config:    %s (%zu file(s), sha256 %.16s…)\n",
-                       json_string_value(json_array_get(files, 0)), json_array_size(files),
-                       jstr(d, "config_hash"));
-                printf("Audit:     %lld records\n", jint(json_object_get(d, "audit"), "records"));
-                printf("Control:   %lld client(s)\n",
-                       jint(json_object_get(d, "control"), "clients"));
-                printf("Reloads:   %lld ok, %lld failed\n",
-                       jint(json_object_get(d, "reloads"), "ok"),
-                       jint(json_object_get(d, "reloads"), "failed"));
-                if (*jstr(d, "last_error"))
-                        printf("Last error: %s\n", jstr(d, "last_error"));
-        }
-        ret = EXIT_SUCCESS;
-out:
-        json_decref(d);
-        if (cl.fd >= 0)
-                close(cl.fd);
-        free(cl.buf);
-        return ret;
+        return run("status", NULL, print_status);
+}
+
+static void print_reloaded(json_t *d)
+{
+        printf("configuration reloaded (sha256 %.16s…)\n", jstr(d, "config_hash"));
 }
 
 static int do_reload(int argc, char **argv)
 {
-        struct client cl = { .fd = -1 };
-        json_t *d = NULL;
-        int ret = EXIT_FAILURE;
-
         if (argc > 1)
                 return fail("reload: unexpected argument '%s'", argv[1]);
-        if (call(&cl, "reload", NULL, &d) >= 0) {
-                if (arg_json)
-                        print_json(d);
-                else
-                        printf("configuration reloaded (sha256 %.16s…)\n", jstr(d, "config_hash"));
-                ret = EXIT_SUCCESS;
-        }
-        json_decref(d);
-        if (cl.fd >= 0)
-                close(cl.fd);
-        free(cl.buf);
-        return ret;
+        return run("reload", NULL, print_reloaded);
 }
 
 static void print_audit_record(json_t *r)
@@ -299,7 +312,7 @@ static int do_audit_tail(int argc, char **argv)
         int c, ret = EXIT_FAILURE;
         char *end;
 
-        optind = 1;
+        optind = 0;
         while ((c = getopt_long(argc, argv, "n:f", opts, NULL)) >= 0)
                 switch (c) {
                 case 'n':
@@ -380,6 +393,251 @@ out:
         return ret;
 }
 
+static void print_device_row(json_t *d)
+{
+        char seen[32] = "never";
+        long long t = jint(d, "last_seen_us");
+        if (t > 0)
+                format_time(t, seen, sizeof seen);
+        printf("%-20s %-12s %-5s %-12s %-21s %-16s %s\n", jstr(d, "id"), jstr(d, "state"),
+               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-", seen,
+               *jstr(d, "link") ? jstr(d, "link") : "-", jstr(d, "groups"));
+}
+
+static void print_devices(json_t *arr)
+{
+        size_t i;
+        json_t *d;
+        printf("%-20s %-12s %-5s %-12s %-21s %-16s %s\n", "ID", "STATE", "CONN", "FIRMWARE",
+               "LAST SEEN", "LINK", "GROUPS");
+        json_array_foreach(arr, i, d)
+                print_device_row(d);
+        printf("%zu device(s)\n", json_array_size(arr));
+}
+
+static void print_device(json_t *d)
+{
+        const char *k;
+        json_t *v;
+        json_object_foreach(d, k, v) {
+                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                if (json_is_string(v))
+                        printf("%-16s %s\n", k, json_string_value(v));
+                else
+                        printf("%-16s %s\n", k, s ? s : "");
+                free(s);
+        }
+}
+
+static int do_devices(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "state", required_argument, NULL, 's' },
+                { "group", required_argument, NULL, 'g' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "s:g:", opts, NULL)) >= 0)
+                switch (c) {
+                case 's': json_object_set_new(args, "state", json_string(optarg)); break;
+                case 'g': json_object_set_new(args, "group", json_string(optarg)); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (optind < argc) {
+                json_decref(args);
+                return fail("devices: unexpected argument '%s'", argv[optind]);
+        }
+        return run("devices", args, print_devices);
+}
+
+static int do_device_show(int argc, char **argv)
+{
+        if (argc != 2)
+                return fail("usage: mcugwctl device show ID");
+        return run("device.show", json_pack("{ss}", "id", argv[1]), print_device);
+}
+
+static int do_device_add(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "groups", required_argument, NULL, 'g' },
+                { "pending", no_argument, NULL, 'p' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "g:p", opts, NULL)) >= 0)
+                switch (c) {
+                case 'g': json_object_set_new(args, "groups", json_string(optarg)); break;
+                case 'p': json_object_set_new(args, "state", json_string("pending")); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (argc - optind != 2) {
+                json_decref(args);
+                return fail("usage: mcugwctl device add ID PUBLIC_KEY [--groups G,H] [--pending]");
+        }
+        json_object_set_new(args, "id", json_string(argv[optind]));
+        json_object_set_new(args, "public_key", json_string(argv[optind + 1]));
+        return run("device.add", args, print_device_row);
+}
+
+static int state_change(const char *cmd, int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "reason", required_argument, NULL, 'r' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "r:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (argc - optind != 1) {
+                json_decref(args);
+                return fail("usage: mcugwctl %s ID [--reason TEXT]", cmd);
+        }
+        json_object_set_new(args, "id", json_string(argv[optind]));
+        return run(cmd, args, print_device_row);
+}
+
+static int do_device_approve(int argc, char **argv)
+{
+        return state_change("device.approve", argc, argv);
+}
+
+static int do_device_quarantine(int argc, char **argv)
+{
+        return state_change("device.quarantine", argc, argv);
+}
+
+static int do_device_revoke(int argc, char **argv)
+{
+        return state_change("device.revoke", argc, argv);
+}
+
+static int do_device_restore(int argc, char **argv)
+{
+        return state_change("device.restore", argc, argv);
+}
+
+static void print_imported(json_t *d)
+{
+        printf("imported %lld device(s)\n", jint(d, "imported"));
+}
+
+static int do_device_import(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "format", required_argument, NULL, 'f' },
+                {},
+        };
+        const char *format = NULL, *path;
+        _cleanup_free_ char *content = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t len = 0;
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "f:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'f': format = optarg; break;
+                default: return EXIT_FAILURE;
+                }
+        if (argc - optind != 1)
+                return fail("usage: mcugwctl device import FILE [--format csv|json]");
+        path = argv[optind];
+        if (!format) {
+                size_t n = strlen(path);
+                format = n > 5 && strcmp(path + n - 5, ".json") == 0 ? "json" : "csv";
+        }
+        f = strcmp(path, "-") == 0 ? NULL : fopen(path, "re");
+        if (!f && strcmp(path, "-") != 0)
+                return fail("cannot open %s: %s", path, strerror(errno));
+        {
+                FILE *in = f ? f : stdin;
+                size_t cap = 0;
+                for (;;) {
+                        char *n;
+                        size_t k;
+                        if (len + 65536 + 1 > cap) {
+                                if (cap > 64 * 1024 * 1024)
+                                        return fail("%s: file too large", path);
+                                n = realloc(content, cap + 65536 + 1);
+                                if (!n)
+                                        return fail("out of memory");
+                                content = n;
+                                cap += 65536 + 1;
+                        }
+                        k = fread(content + len, 1, cap - len - 1, in);
+                        len += k;
+                        if (k == 0)
+                                break;
+                }
+                if (ferror(in))
+                        return fail("cannot read %s", path);
+                content[len] = 0;
+        }
+        return run("device.import",
+                   json_pack("{ss ss ss}", "format", format, "content", content, "name", path),
+                   print_imported);
+}
+
+/* Generate a device (or any X25519) key pair locally: the private key goes to FILE, owner-only;
+ * the public key, the one to enroll, is printed. */
+static int do_keygen(int argc, char **argv)
+{
+        uint8_t priv[32], pub[32];
+        size_t plen = sizeof priv, publen = sizeof pub;
+        char b64[45], pb64[45];
+        EVP_PKEY *k = NULL;
+        int fd, ret = EXIT_FAILURE;
+
+        if (argc != 2)
+                return fail("usage: mcugwctl keygen PRIVATE_KEY_FILE   (prints the public key)");
+        k = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+        if (!k || EVP_PKEY_get_raw_private_key(k, priv, &plen) != 1 ||
+            EVP_PKEY_get_raw_public_key(k, pub, &publen) != 1) {
+                EVP_PKEY_free(k);
+                return fail("key generation failed");
+        }
+        EVP_PKEY_free(k);
+        key_to_base64(priv, b64);
+        key_to_base64(pub, pb64);
+        fd = open(argv[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                fail("cannot create %s: %s%s", argv[1], strerror(errno),
+                     errno == EEXIST ? " (refusing to overwrite a key)" : "");
+                goto out;
+        }
+        if (write(fd, b64, 44) != 44 || write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
+                fail("cannot write %s: %s", argv[1], strerror(errno));
+                close(fd);
+                unlink(argv[1]);
+                goto out;
+        }
+        close(fd);
+        if (arg_json)
+                printf("{\"private_key_file\": \"%s\", \"public_key\": \"%s\"}\n", argv[1],
+                       pb64);
+        else
+                printf("%s\n", pb64);
+        ret = EXIT_SUCCESS;
+out:
+        OPENSSL_cleanse(priv, sizeof priv);
+        OPENSSL_cleanse(b64, sizeof b64);
+        return ret;
+}
+
 struct verb {
         const char *group; /* NULL for top-level verbs */
         const char *name;
@@ -392,6 +650,15 @@ static const struct verb verbs[] = {
         { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)" },
         { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]" },
         { "audit", "verify", do_audit_verify, "check the audit log's hash chain" },
+        { NULL, "devices", do_devices, "list devices [--state S] [--group G]" },
+        { "device", "show", do_device_show, "show one device: ID" },
+        { "device", "add", do_device_add, "enroll: ID PUBLIC_KEY [--groups G,H] [--pending]" },
+        { "device", "approve", do_device_approve, "activate a pending device: ID" },
+        { "device", "quarantine", do_device_quarantine, "stop relaying a device: ID [--reason R]" },
+        { "device", "restore", do_device_restore, "release a quarantined device: ID" },
+        { "device", "revoke", do_device_revoke, "revoke a device for good: ID [--reason R]" },
+        { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
+        { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key" },
 };
 
 static void help(void)
