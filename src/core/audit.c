@@ -101,8 +101,7 @@ int audit_open(struct db *db, struct audit **ret)
                             "INSERT INTO audit (seq, ts_us, actor, event, subject, details, hash) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                             &a->insert)) < 0 ||
-            (r = db_prepare(db,
-                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)",
+            (r = db_prepare(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)",
                             &a->head_put)) < 0 ||
             (r = db_prepare(db,
                             "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
@@ -314,8 +313,10 @@ int audit_verify(struct audit *a, struct audit_verify_result *res)
                 }
                 audit_hash_ctx(a->md, prev, &rec, h);
                 if (CRYPTO_memcmp(h, rec.hash, AUDIT_HASH_LEN) != 0) {
-                        verify_fail(res, rec.seq, "record %lld does not match its chain hash "
-                                    "(edited, inserted or reordered)", (long long)rec.seq);
+                        verify_fail(res, rec.seq,
+                                    "record %lld does not match its chain hash "
+                                    "(edited, inserted or reordered)",
+                                    (long long)rec.seq);
                         break;
                 }
                 memcpy(prev, h, AUDIT_HASH_LEN);
@@ -329,22 +330,23 @@ int audit_verify(struct audit *a, struct audit_verify_result *res)
 
         /* The tail: compare with the head in memory and with the one stored at each commit. */
         if (expect - 1 != a->head_seq || CRYPTO_memcmp(prev, a->head_hash, AUDIT_HASH_LEN) != 0) {
-                verify_fail(res, expect, "chain ends at record %lld but the daemon wrote up to "
-                            "%lld (tail deleted or replaced)", (long long)(expect - 1),
-                            (long long)a->head_seq);
+                verify_fail(res, expect,
+                            "chain ends at record %lld but the daemon wrote up to "
+                            "%lld (tail deleted or replaced)",
+                            (long long)(expect - 1), (long long)a->head_seq);
                 return 0;
         }
-        rc = sqlite3_prepare_v2(db_handle(a->db),
-                                "SELECT value FROM meta WHERE key = 'audit_head'", -1, &meta, NULL);
+        rc = sqlite3_prepare_v2(db_handle(a->db), "SELECT value FROM meta WHERE key = 'audit_head'",
+                                -1, &meta, NULL);
         if (rc == SQLITE_OK && sqlite3_step(meta) == SQLITE_ROW &&
             sqlite3_column_bytes(meta, 0) == 8 + AUDIT_HASH_LEN) {
                 const uint8_t *v = sqlite3_column_blob(meta, 0);
                 uint64_t seq = 0;
                 for (int i = 0; i < 8; i++)
                         seq = seq << 8 | v[i];
-                if ((int64_t)seq != expect - 1 ||
-                    CRYPTO_memcmp(v + 8, prev, AUDIT_HASH_LEN) != 0)
-                        verify_fail(res, expect, "chain ends at record %lld but the recorded "
+                if ((int64_t)seq != expect - 1 || CRYPTO_memcmp(v + 8, prev, AUDIT_HASH_LEN) != 0)
+                        verify_fail(res, expect,
+                                    "chain ends at record %lld but the recorded "
                                     "head is %llu (tail deleted or replaced)",
                                     (long long)(expect - 1), (unsigned long long)seq);
         } else if (expect > 1)

@@ -10,8 +10,8 @@ static bool cmd_valid(const char *s, size_t n)
         if (n == 0 || n > CTL_CMD_MAX)
                 return false;
         for (size_t i = 0; i < n; i++)
-                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-                      s[i] == '.' || s[i] == '-' || s[i] == '_'))
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+                      s[i] == '-' || s[i] == '_'))
                         return false;
         return true;
 }
@@ -33,7 +33,7 @@ int ctlproto_parse_request(const char *line, size_t len, struct ctl_request *ret
                 *ret_error = "request must be a JSON object";
                 goto bad;
         }
-        json_object_foreach(root, key, v)
+        json_object_foreach (root, key, v)
                 if (strcmp(key, "cmd") != 0 && strcmp(key, "args") != 0) {
                         *ret_error = "request has an unknown member (expected cmd, args)";
                         goto bad;
@@ -93,15 +93,14 @@ static char *dump_line(json_t *o, size_t *ret_len)
 
 char *ctlproto_ok(json_t *data, size_t *ret_len)
 {
-        return dump_line(json_pack("{sb so}", "ok", 1, "data", data ? data : json_null()),
-                         ret_len);
+        return dump_line(json_pack("{sb so}", "ok", 1, "data", data ? data : json_null()), ret_len);
 }
 
 char *ctlproto_error(const char *code, const char *message, size_t *ret_len)
 {
-        return dump_line(json_pack("{sb s{ss ss}}", "ok", 0, "error", "code", code, "message",
-                                   message),
-                         ret_len);
+        return dump_line(
+                json_pack("{sb s{ss ss}}", "ok", 0, "error", "code", code, "message", message),
+                ret_len);
 }
 
 char *ctlproto_event(const char *event, json_t *data, size_t *ret_len)

@@ -329,8 +329,8 @@ int enroll_parse_csv(const char *name, const char *text, struct enroll_list *out
                         goto next;
                 nf = csv_split(buf, fields);
                 if (nf < 2) {
-                        conf_errors_add(err, "%s:%u: expected id,public_key[,groups[,state]]",
-                                        name, line);
+                        conf_errors_add(err, "%s:%u: expected id,public_key[,groups[,state]]", name,
+                                        line);
                         goto next;
                 }
                 if (line == 1 && strcmp(fields[0], "id") == 0)
@@ -382,7 +382,7 @@ int enroll_parse_json(const char *name, const char *text, struct enroll_list *ou
                 json_decref(root);
                 return -EINVAL;
         }
-        json_array_foreach(root, i, o) {
+        json_array_foreach (root, i, o) {
                 struct enroll_entry *e;
                 const char *k;
                 json_t *v;
@@ -397,7 +397,7 @@ int enroll_parse_json(const char *name, const char *text, struct enroll_list *ou
                         break;
                 }
                 e->line = (unsigned)i + 1;
-                json_object_foreach(o, k, v) {
+                json_object_foreach (o, k, v) {
                         char buf[ENROLL_GROUPS_MAX + 1];
                         const char *reason = NULL;
 
@@ -407,14 +407,14 @@ int enroll_parse_json(const char *name, const char *text, struct enroll_list *ou
                                 size_t j, off = 0;
                                 json_t *g;
                                 buf[0] = 0;
-                                json_array_foreach(v, j, g) {
+                                json_array_foreach (v, j, g) {
                                         const char *gs = json_string_value(g);
                                         if (!gs || off + strlen(gs) + 2 > sizeof buf) {
                                                 reason = "groups must be a list of names";
                                                 break;
                                         }
-                                        off += (size_t)snprintf(buf + off, sizeof buf - off,
-                                                                "%s%s", off ? "," : "", gs);
+                                        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s",
+                                                                off ? "," : "", gs);
                                 }
                                 if (!reason)
                                         reason = enroll_set(e, k, buf);

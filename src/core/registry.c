@@ -405,8 +405,7 @@ int registry_add(struct registry *r, const char *actor, const char *id,
         key_b64(key, b64);
         audit_log(r->audit, actor, "device.added", id,
                   json_pack("{ss ss ss ss}", "public_key", b64, "state",
-                            device_state_to_string(state), "groups", d->groups, "source",
-                            source));
+                            device_state_to_string(state), "groups", d->groups, "source", source));
         log_device(LOG_INFO, id, "enrolled (%s, %s) by %s", device_state_to_string(state), source,
                    actor);
         return 0;
@@ -542,11 +541,10 @@ json_t *registry_device_to_json(const struct registry_device *d)
         char b64[45];
         key_b64(d->pubkey, b64);
         return json_pack("{ss ss ss ss ss ss sI si sI ss sb}", "id", d->id, "public_key", b64,
-                         "state", device_state_to_string(d->state), "groups", d->groups,
-                         "source", d->source, "fw_version", d->fw_version, "boot_counter",
-                         (json_int_t)d->boot_counter, "reset_cause", d->reset_cause,
-                         "last_seen_us", (json_int_t)d->last_seen_us, "link", d->link,
-                         "connected", d->connected);
+                         "state", device_state_to_string(d->state), "groups", d->groups, "source",
+                         d->source, "fw_version", d->fw_version, "boot_counter",
+                         (json_int_t)d->boot_counter, "reset_cause", d->reset_cause, "last_seen_us",
+                         (json_int_t)d->last_seen_us, "link", d->link, "connected", d->connected);
 }
 
 /* Control commands. */
@@ -637,8 +635,8 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
         s = device_state_from_string(state);
         if (s != DEVICE_ACTIVE && s != DEVICE_PENDING)
                 return control_conn_error(c, -EINVAL, "a new device is active or pending");
-        q = registry_add(r, control_conn_peer(c)->actor, id, k, (enum device_state)s, groups,
-                         "cli", &err);
+        q = registry_add(r, control_conn_peer(c)->actor, id, k, (enum device_state)s, groups, "cli",
+                         &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
         *ret = device_json(r, registry_find(r, id));
@@ -720,8 +718,8 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
         if (json_object_get(args, "name"))
                 ctl_arg_string(args, "name", 255, &name, &err);
 
-        q = strcmp(format, "csv") == 0 ? enroll_parse_csv(name, content, &list, &errs) :
-                                         enroll_parse_json(name, content, &list, &errs);
+        q = strcmp(format, "csv") == 0 ? enroll_parse_csv(name, content, &list, &errs)
+                                       : enroll_parse_json(name, content, &list, &errs);
         if (q >= 0)
                 q = registry_import(r, control_conn_peer(c)->actor, name, &list, &errs);
         n = list.n;

@@ -85,9 +85,9 @@ static void test_append_only_triggers(void **state)
                                           "UPDATE audit SET event='x' WHERE seq=2", NULL, NULL,
                                           NULL),
                              SQLITE_OK);
-        assert_int_not_equal(sqlite3_exec(db_handle(f->db), "DELETE FROM audit WHERE seq=2", NULL,
-                                          NULL, NULL),
-                             SQLITE_OK);
+        assert_int_not_equal(
+                sqlite3_exec(db_handle(f->db), "DELETE FROM audit WHERE seq=2", NULL, NULL, NULL),
+                SQLITE_OK);
 }
 
 static void test_edit_detected(void **state)
@@ -192,10 +192,9 @@ static void test_tail_json(void **state)
         assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 4), "seq")), 30);
         assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 4), "event")),
                             "auth.ok");
-        assert_int_equal(
-                json_integer_value(json_object_get(
-                        json_object_get(json_array_get(arr, 4), "details"), "n")),
-                1);
+        assert_int_equal(json_integer_value(json_object_get(
+                                 json_object_get(json_array_get(arr, 4), "details"), "n")),
+                         1);
         json_decref(arr);
 }
 
@@ -203,15 +202,20 @@ static void test_tail_json(void **state)
 static void test_hash_vector(void **state)
 {
         static const uint8_t zero[AUDIT_HASH_LEN];
-        struct audit_record rec = { .seq = 1, .ts_us = 1700000000000000LL, .actor = "daemon",
-                                    .event = "daemon.start", .subject = "gw", .details = "{}" };
+        struct audit_record rec = { .seq = 1,
+                                    .ts_us = 1700000000000000LL,
+                                    .actor = "daemon",
+                                    .event = "daemon.start",
+                                    .subject = "gw",
+                                    .details = "{}" };
         uint8_t h[AUDIT_HASH_LEN];
         char hex[65];
 
         audit_hash(zero, &rec, h);
         for (int i = 0; i < 32; i++)
                 snprintf(hex + 2 * i, 3, "%02x", h[i]);
-        assert_string_equal(hex, "f97d31bbc0bc3e4430da616ba6920b5177b831a18ee2c1aa56174fb44d1750a4");
+        assert_string_equal(hex,
+                            "f97d31bbc0bc3e4430da616ba6920b5177b831a18ee2c1aa56174fb44d1750a4");
 }
 
 int main(void)
@@ -222,8 +226,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_edit_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_details_edit_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_delete_detected, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_delete_and_renumber_detected, setup,
-                                                teardown),
+                cmocka_unit_test_setup_teardown(test_delete_and_renumber_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tail_truncation_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_persist_and_continue, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tail_json, setup, teardown),

@@ -214,12 +214,9 @@ static void test_hash_changes(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_defaults),
-                cmocka_unit_test(test_values),
-                cmocka_unit_test(test_errors_with_lines),
-                cmocka_unit_test(test_long_line),
-                cmocka_unit_test(test_dropins),
-                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_defaults),          cmocka_unit_test(test_values),
+                cmocka_unit_test(test_errors_with_lines), cmocka_unit_test(test_long_line),
+                cmocka_unit_test(test_dropins),           cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_hash_changes),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

@@ -38,8 +38,10 @@ static void test_base64(void **state)
         key_to_base64(k, out);
         assert_string_equal(out, K1);
         assert_int_equal(key_from_base64("short", k), -EINVAL);
-        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh==", k), -EINVAL);
-        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=", k), -EINVAL);
+        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh==", k),
+                         -EINVAL);
+        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=", k),
+                         -EINVAL);
 }
 
 static void test_csv(void **state)
@@ -121,8 +123,10 @@ static void test_dir(void **state)
         assert_non_null(mkdtemp(dir));
         snprintf(p, sizeof p, "%s/10-a.conf", dir);
         f = fopen(p, "w");
-        fprintf(f, "[Device]\nId=a\nPublicKey=%s\nGroups=g1\n\n[Device]\nId=b\nPublicKey=%s\n"
-                   "State=pending\n", K1, K2);
+        fprintf(f,
+                "[Device]\nId=a\nPublicKey=%s\nGroups=g1\n\n[Device]\nId=b\nPublicKey=%s\n"
+                "State=pending\n",
+                K1, K2);
         fclose(f);
         assert_int_equal(enroll_load_dir(dir, &l, &e), 0);
         assert_int_equal(l.n, 2);
@@ -159,9 +163,9 @@ static void test_groups(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_base64), cmocka_unit_test(test_csv),
+                cmocka_unit_test(test_base64),     cmocka_unit_test(test_csv),
                 cmocka_unit_test(test_csv_errors), cmocka_unit_test(test_json),
-                cmocka_unit_test(test_dir), cmocka_unit_test(test_groups),
+                cmocka_unit_test(test_dir),        cmocka_unit_test(test_groups),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
