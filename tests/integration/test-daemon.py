@@ -7,6 +7,7 @@ import grp
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -211,6 +212,71 @@ def test_shutdown(d):
     check("handles left open" not in d.read_log(), "no libuv handle left open at exit")
 
 
+def test_sd_notify_and_socket_activation():
+    """READY/STATUS/WATCHDOG/RELOADING/STOPPING over a private NOTIFY_SOCKET, and the control
+    socket handed over by "systemd" (LISTEN_FDS) instead of created by the daemon."""
+    tmp = TempDir()
+    try:
+        notify_path = tmp.join("notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(0.2)
+
+        ctl_path = tmp.join("activated.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(ctl_path)
+        listener.listen(8)
+        os.chmod(ctl_path, 0o660)
+
+        cfg = tmp.join("mcugw.conf")
+        with open(cfg, "w") as f:
+            f.write(base_config(tmp))
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="200000", LISTEN_FDS="1")
+        fd = listener.fileno()
+
+        # The socket goes to fd 3 (SD_LISTEN_FDS_START), and sd_listen_fds() wants LISTEN_PID to
+        # be the daemon's own pid: the shell sets both just before exec.
+        proc = subprocess.Popen(["/bin/sh", "-c", 'eval "exec 3<&$2"; LISTEN_PID=$$ exec "$0" '
+                                 '--config "$1"', MCUGWD, cfg, str(fd)], env=env, pass_fds=(fd,),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        msgs = []
+
+        def drain(until, timeout=5):
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                try:
+                    msgs.extend(notify.recv(4096).decode().split("\n"))
+                except socket.timeout:
+                    pass
+                if until():
+                    return True
+            return False
+
+        check(drain(lambda: "READY=1" in msgs), "READY=1 sent to NOTIFY_SOCKET")
+        check(drain(lambda: any(m.startswith("STATUS=gateway") for m in msgs)),
+              "STATUS= line sent")
+        msgs.clear()
+        check(drain(lambda: msgs.count("WATCHDOG=1") >= 3, timeout=3),
+              "watchdog pinged at half of WATCHDOG_USEC")
+
+        r = subprocess.run([os.environ["MCUGWCTL"], "--socket", ctl_path, "--json", "status"],
+                           capture_output=True, text=True, timeout=10)
+        check(r.returncode == 0 and json.loads(r.stdout)["pid"] == proc.pid,
+              "control socket received through socket activation answers")
+        check(not os.path.exists(tmp.join("run", "control.sock")),
+              "no socket of its own when activated")
+
+        proc.send_signal(signal.SIGHUP)
+        check(drain(lambda: "RELOADING=1" in msgs), "RELOADING=1 on SIGHUP")
+        proc.send_signal(signal.SIGTERM)
+        check(drain(lambda: "STOPPING=1" in msgs), "STOPPING=1 on SIGTERM")
+        check(proc.wait(10) == 0, "activated daemon exits cleanly")
+        listener.close()
+        notify.close()
+    finally:
+        tmp.cleanup()
+
+
 def main():
     tmp = TempDir()
     d = None
@@ -227,6 +293,7 @@ def main():
         test_audit_tamper(tmp, d)
         test_shutdown(d)
         test_audit_delete(tmp)
+        test_sd_notify_and_socket_activation()
     finally:
         if d:
             d.stop()
