@@ -133,6 +133,9 @@ void audit_free(struct audit *a)
 {
         if (!a)
                 return;
+        if (a->head_dirty && db_write_begin(a->db) >= 0)
+                audit_precommit(a);
+        db_remove_precommit(a->db, audit_precommit, a);
         EVP_MD_CTX_free(a->md);
         free(a);
 }

@@ -66,6 +66,15 @@ static const char *const migrations[] = {
         "  last_seen_us INTEGER NOT NULL DEFAULT 0,"
         "  link TEXT NOT NULL DEFAULT '',"
         "  updated_us INTEGER NOT NULL) STRICT;",
+        /* 3: the telemetry outbox (docs/mqtt.md); ids are allocated by outbox.c. */
+        "CREATE TABLE outbox ("
+        "  id INTEGER PRIMARY KEY,"
+        "  device TEXT NOT NULL,"
+        "  stream INTEGER NOT NULL,"
+        "  seq INTEGER NOT NULL,"
+        "  ts_ms INTEGER NOT NULL,"
+        "  payload BLOB NOT NULL) STRICT;"
+        "CREATE INDEX outbox_device ON outbox (device, id);",
 };
 
 int db_errno(int rc)
@@ -205,6 +214,17 @@ int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata)
         db->hooks = n;
         db->hooks[db->n_hooks++] = (struct db_hook){ fn, userdata };
         return 0;
+}
+
+void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        for (size_t i = 0; i < db->n_hooks; i++)
+                if (db->hooks[i].fn == fn && db->hooks[i].userdata == userdata) {
+                        memmove(&db->hooks[i], &db->hooks[i + 1],
+                                (db->n_hooks - i - 1) * sizeof db->hooks[0]);
+                        db->n_hooks--;
+                        return;
+                }
 }
 
 void db_set_commit_interval(struct db *db, uint64_t usec)

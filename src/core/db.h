@@ -40,6 +40,8 @@ int db_commit(struct db *db);
 int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
 /* Called just before every commit, inside the transaction. */
 int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
+/* Undo db_add_precommit(); owners call it before they go away. */
+void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 
 /* Pending statements in the open transaction; number of commits so far. */
 uint64_t db_commits(const struct db *db);

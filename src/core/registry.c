@@ -271,7 +271,10 @@ void registry_free(struct registry *r)
 {
         if (!r)
                 return;
-        registry_precommit(r);
+        /* Write what is dirty into the open transaction; the owner of the db commits it. */
+        if (r->any_dirty && db_write_begin(r->db) >= 0)
+                registry_precommit(r);
+        db_remove_precommit(r->db, registry_precommit, r);
         for (size_t i = 0; i < r->n; i++)
                 free(r->devs[i]);
         free(r->devs);
