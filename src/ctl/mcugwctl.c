@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -592,50 +593,183 @@ static int do_device_import(int argc, char **argv)
                    print_imported);
 }
 
-/* Generate a device (or any X25519) key pair locally: the private key goes to FILE, owner-only;
- * the public key, the one to enroll, is printed. */
-static int do_keygen(int argc, char **argv)
+/* Create an X25519 key pair; the private key goes to path (owner-only, never overwritten). */
+static int write_keypair(const char *path, char pub_b64[45])
 {
         uint8_t priv[32], pub[32];
         size_t plen = sizeof priv, publen = sizeof pub;
-        char b64[45], pb64[45];
-        EVP_PKEY *k = NULL;
-        int fd, ret = EXIT_FAILURE;
+        char b64[45];
+        EVP_PKEY *k;
+        int fd, r = -EIO;
 
-        if (argc != 2)
-                return fail("usage: mcugwctl keygen PRIVATE_KEY_FILE   (prints the public key)");
         k = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
         if (!k || EVP_PKEY_get_raw_private_key(k, priv, &plen) != 1 ||
             EVP_PKEY_get_raw_public_key(k, pub, &publen) != 1) {
                 EVP_PKEY_free(k);
-                return fail("key generation failed");
+                fail("key generation failed");
+                goto out;
         }
         EVP_PKEY_free(k);
         key_to_base64(priv, b64);
-        key_to_base64(pub, pb64);
-        fd = open(argv[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        key_to_base64(pub, pub_b64);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0) {
-                fail("cannot create %s: %s%s", argv[1], strerror(errno),
+                r = -errno;
+                fail("cannot create %s: %s%s", path, strerror(errno),
                      errno == EEXIST ? " (refusing to overwrite a key)" : "");
                 goto out;
         }
         if (write(fd, b64, 44) != 44 || write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
-                fail("cannot write %s: %s", argv[1], strerror(errno));
+                r = -errno;
+                fail("cannot write %s: %s", path, strerror(errno));
                 close(fd);
-                unlink(argv[1]);
+                unlink(path);
                 goto out;
         }
         close(fd);
-        if (arg_json)
-                printf("{\"private_key_file\": \"%s\", \"public_key\": \"%s\"}\n", argv[1],
-                       pb64);
-        else
-                printf("%s\n", pb64);
-        ret = EXIT_SUCCESS;
+        r = 0;
 out:
         OPENSSL_cleanse(priv, sizeof priv);
         OPENSSL_cleanse(b64, sizeof b64);
-        return ret;
+        return r;
+}
+
+/* Generate a device (or any X25519) key pair locally: the private key goes to FILE, owner-only;
+ * the public key, the one to enroll, is printed. */
+static int do_keygen(int argc, char **argv)
+{
+        char pub[45];
+
+        if (argc != 2)
+                return fail("usage: mcugwctl keygen PRIVATE_KEY_FILE   (prints the public key)");
+        if (write_keypair(argv[1], pub) < 0)
+                return EXIT_FAILURE;
+        if (arg_json)
+                printf("{\"private_key_file\": \"%s\", \"public_key\": \"%s\"}\n", argv[1],
+                       pub);
+        else
+                printf("%s\n", pub);
+        return EXIT_SUCCESS;
+}
+
+/* For the factory: N key pairs in DIR (PREFIX-0001.key …) and DIR/import.csv listing their public
+ * keys, ready for `mcugwctl device import`. The private keys are to be flashed into the MCUs and
+ * then destroyed; the gateway never needs them. */
+static int do_factory_keys(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "count", required_argument, NULL, 'n' },
+                { "prefix", required_argument, NULL, 'p' },
+                { "groups", required_argument, NULL, 'g' },
+                { "pending", no_argument, NULL, 'P' },
+                {},
+        };
+        const char *prefix = "mcu", *groups = "", *dir;
+        _cleanup_fclose_ FILE *csv = NULL;
+        char path[4096], groups_norm[ENROLL_GROUPS_MAX + 1], id[ENROLL_ID_MAX + 1];
+        bool pending = false;
+        long n = 0;
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "n:p:g:P", opts, NULL)) >= 0)
+                switch (c) {
+                case 'n': n = strtol(optarg, NULL, 10); break;
+                case 'p': prefix = optarg; break;
+                case 'g': groups = optarg; break;
+                case 'P': pending = true; break;
+                default: return EXIT_FAILURE;
+                }
+        if (argc - optind != 1 || n < 1 || n > 100000)
+                return fail("usage: mcugwctl factory-keys DIR --count N (1-100000) [--prefix P] "
+                            "[--groups G,H] [--pending]");
+        if (enroll_groups_normalize(groups, groups_norm, sizeof groups_norm) < 0)
+                return fail("--groups: names of [A-Za-z0-9._-] separated by ','");
+        dir = argv[optind];
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return fail("cannot create %s: %s", dir, strerror(errno));
+        snprintf(path, sizeof path, "%s/import.csv", dir);
+        {
+                int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+                if (fd < 0)
+                        return fail("cannot create %s: %s", path, strerror(errno));
+                csv = fdopen(fd, "w");
+                if (!csv)
+                        return fail("cannot write %s: %s", path, strerror(errno));
+        }
+        fprintf(csv, "id,public_key,groups,state\n");
+        for (long i = 1; i <= n; i++) {
+                char pub[45];
+                snprintf(id, sizeof id, "%s-%04ld", prefix, i);
+                if (!enroll_id_valid(id))
+                        return fail("device id %s is not valid: use a shorter --prefix of "
+                                    "[A-Za-z0-9._-]", id);
+                snprintf(path, sizeof path, "%s/%s.key", dir, id);
+                if (write_keypair(path, pub) < 0)
+                        return EXIT_FAILURE;
+                fprintf(csv, "%s,%s,\"%s\",%s\n", id, pub, groups_norm,
+                        pending ? "pending" : "active");
+        }
+        if (fflush(csv) != 0)
+                return fail("cannot write %s/import.csv", dir);
+        printf("%ld key pair(s) in %s; enroll them with: mcugwctl device import %s/import.csv\n",
+               n, dir, dir);
+        return EXIT_SUCCESS;
+}
+
+static json_t *export_data;
+
+static void keep_export(json_t *d)
+{
+        export_data = json_incref(d);
+}
+
+/* The registry in the import formats, so that a gateway can be rebuilt or cloned from it. */
+static int do_device_export(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "format", required_argument, NULL, 'f' },
+                {},
+        };
+        const char *format = "csv";
+        bool json_out = arg_json;
+        size_t i;
+        json_t *d;
+        int c, r;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "f:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'f': format = optarg; break;
+                default: return EXIT_FAILURE;
+                }
+        if (optind < argc)
+                return fail("usage: mcugwctl device export [--format csv|json] > FILE");
+        if (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
+                return fail("--format must be csv or json");
+        arg_json = false;
+        r = run("devices", NULL, keep_export);
+        arg_json = json_out;
+        if (r != EXIT_SUCCESS)
+                return r;
+        if (strcmp(format, "json") == 0 || arg_json) {
+                json_t *out = json_array();
+                json_array_foreach(export_data, i, d)
+                        json_array_append_new(out, json_pack("{sO sO sO sO}", "id",
+                                                             json_object_get(d, "id"), "public_key",
+                                                             json_object_get(d, "public_key"),
+                                                             "groups", json_object_get(d, "groups"),
+                                                             "state", json_object_get(d, "state")));
+                print_json(out);
+                json_decref(out);
+        } else {
+                printf("id,public_key,groups,state\n");
+                json_array_foreach(export_data, i, d)
+                        printf("%s,%s,\"%s\",%s\n", jstr(d, "id"), jstr(d, "public_key"),
+                               jstr(d, "groups"), jstr(d, "state"));
+        }
+        json_decref(export_data);
+        return EXIT_SUCCESS;
 }
 
 struct verb {
@@ -658,7 +792,10 @@ static const struct verb verbs[] = {
         { "device", "restore", do_device_restore, "release a quarantined device: ID" },
         { "device", "revoke", do_device_revoke, "revoke a device for good: ID [--reason R]" },
         { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
+        { "device", "export", do_device_export, "the registry as an import file [--format csv|json]" },
         { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key" },
+        { NULL, "factory-keys", do_factory_keys,
+          "N key pairs + import.csv: DIR --count N [--prefix P] [--groups G]" },
 };
 
 static void help(void)
