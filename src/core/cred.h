@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+/*
+ * The gateway's own credentials: its TLS client certificate and private key, from files or from
+ * a PKCS#11 token (SoftHSM, a TPM's PKCS#11 module, a smart card) addressed by an RFC 7512 URI
+ * such as "pkcs11:token=gw;object=mqtt-key;type=private?pin-value=1234", loaded through OpenSSL's
+ * pkcs11 engine (libengine-pkcs11-openssl). Private key files must be owner-only; anything else is
+ * refused with a message that says how to fix it. Errors are written to err (one line).
+ */
+
+/* 0 if path is a regular file no one but its owner may read or write; -EPERM otherwise. */
+int cred_check_private_file(const char *path, char *err, size_t errlen);
+
+/* spec: a file path (PEM or DER) or a "pkcs11:" URI; module: the PKCS#11 module for URIs (NULL:
+ * the engine's default, p11-kit). */
+int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, char *err,
+                          size_t errlen);
+int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen);
+
+/* Load both into ctx and check that they belong together. */
+int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec,
+                     const char *module, char *err, size_t errlen);
