@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcugw/ota.h" /* OTA receiver: struct mcugw_ota, the flash port */
 #include "mcugw/proto.h"
 #include "mcugw/wire.h"
 
@@ -42,6 +43,9 @@ extern "C" {
 #define MCUGW_DEVICE_TX_BUF(max_frame) (max_frame)
 /** Size of handshake message 1 (the minimum transmit buffer) for an id of @p id_len bytes. */
 #define MCUGW_DEVICE_HS1_LEN(id_len) (MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + 7u + (id_len))
+/** The same with a manufacturer attestation of @p attest_len bytes in message 1. */
+#define MCUGW_DEVICE_HS1_LEN_ATTEST(id_len, attest_len)                                             \
+        (MCUGW_DEVICE_HS1_LEN(id_len) + (attest_len))
 
 /** First retransmission timeout of message 1; doubles per attempt up to the maximum. */
 #define MCUGW_DEVICE_HS_TIMEOUT_MS     1000u
@@ -78,6 +82,11 @@ struct mcugw_device_keys {
         const uint8_t *static_priv; /**< device X25519 private key, 32 bytes */
         const uint8_t *gateway_pub; /**< pinned gateway X25519 public key, 32 bytes */
         const char *device_id;      /**< NUL-terminated, 1..32 printable ASCII */
+        /** Optional manufacturer attestation (docs/protocol.md, "Attestation"), sent in message
+         * 1 so that a gateway that trusts the manufacturer can enroll the device on first
+         * contact. NULL/0 if the device has none. */
+        const uint8_t *attest;
+        uint16_t attest_len;
 };
 
 /** Application callbacks; any may be NULL. They run inside input()/tick(). */

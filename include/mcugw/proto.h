@@ -88,6 +88,13 @@ struct mcugw_crypto {
         int (*aead_open)(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
                          const uint8_t *ad, size_t ad_len, const uint8_t *ct, size_t len,
                          uint8_t *out);
+        /**
+         * Optional (OTA, NULL if the port has none): verify a DER-encoded ECDSA P-256 signature
+         * over a SHA-256 @p digest with the uncompressed public key @p pub (0x04 || X || Y).
+         * Returns 0, MCUGW_EAUTH for a bad signature, MCUGW_ECRYPTO/EINVAL otherwise.
+         */
+        int (*ecdsa_p256_verify)(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                                 const uint8_t *sig, size_t sig_len);
 };
 
 /* ========================================================================================== */

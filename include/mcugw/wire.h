@@ -146,6 +146,21 @@
 #define MCUGW_TLM_ACK_REQUESTED 0x01u /**< QoS 1: gateway acks once the message is durable */
 #define MCUGW_TLM_FLAGS_MASK    0x01u
 
+/* ------------------------------------------------------------------------------------------ */
+/* BLE carrier (docs/ble.md)                                                                   */
+
+/**
+ * Over Bluetooth LE the byte stream above (COBS frames, unchanged) rides on one GATT
+ * characteristic of one primary service of the device, as in the Nordic UART Service:
+ * gateway -> device with Write Without Response, device -> gateway with Notify, each ATT
+ * packet carrying any slice of the stream (receivers concatenate; the COBS delimiter finds
+ * frames). These fixed 128-bit UUIDs are the defaults of the device SDK and of the gateway
+ * ([BLE] ServiceUUID=, CharacteristicUUID=): one random base, the service ending its first
+ * group in 0001 and the characteristic in 0002, the last group "mcgw" (6d 63 67 77) 00 00.
+ */
+#define MCUGW_BLE_SERVICE_UUID        "6e4d0001-8e5e-4c39-9a0e-6d6367770000"
+#define MCUGW_BLE_CHARACTERISTIC_UUID "6e4d0002-8e5e-4c39-9a0e-6d6367770000"
+
 /** Ack flags. */
 #define MCUGW_ACK_CUMULATIVE 0x01u /**< every seq <= seq on this stream is acknowledged */
 #define MCUGW_ACK_FLAGS_MASK 0x01u

@@ -290,6 +290,144 @@ static void verify_fail(struct audit_verify_result *res, int64_t seq, const char
         va_end(ap);
 }
 
+static int64_t query_int(struct audit *a, const char *sql, int64_t arg)
+{
+        sqlite3_stmt *s = NULL;
+        int64_t v = 0;
+
+        if (sqlite3_prepare_v2(db_handle(a->db), sql, -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, arg);
+        if (sqlite3_step(s) == SQLITE_ROW)
+                v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+        return v;
+}
+
+int64_t audit_first_seq(struct audit *a)
+{
+        return query_int(a, "SELECT COALESCE(MIN(seq), 0) FROM audit WHERE ?1 = ?1", 0);
+}
+
+int64_t audit_record_ts(struct audit *a, int64_t seq)
+{
+        return query_int(a, "SELECT ts_us FROM audit WHERE seq = ?", seq);
+}
+
+int64_t audit_seq_before(struct audit *a, int64_t before_us)
+{
+        /* ts_us grows with seq (give or take clock steps): binary search on the primary key
+         * would be exact; the newest row older than before_us is good enough here. */
+        return query_int(a, "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE ts_us < ?", before_us);
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n)
+{
+        if (!s || strlen(s) != 2 * n)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                if (sscanf(s + 2 * i, "%2x", &v) != 1)
+                        return -EINVAL;
+                out[i] = (uint8_t)v;
+        }
+        return 0;
+}
+
+/* The predecessor hash of the oldest kept record `first`: zero for record 1, otherwise the
+ * prefix_hash of the checkpoint that pruned through first - 1. */
+static int checkpoint_prev(struct audit *a, int64_t first, uint8_t prev[AUDIT_HASH_LEN])
+{
+        sqlite3_stmt *s = NULL;
+        int r = -ENOENT;
+
+        memset(prev, 0, AUDIT_HASH_LEN);
+        if (first <= 1)
+                return 0;
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT json_extract(details, '$.prefix_hash') FROM audit "
+                               "WHERE event = 'audit.checkpoint' AND "
+                               "json_extract(details, '$.pruned_through') = ? "
+                               "ORDER BY seq DESC LIMIT 1",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, first - 1);
+        if (sqlite3_step(s) == SQLITE_ROW)
+                r = unhex((const char *)sqlite3_column_text(s, 0), prev, AUDIT_HASH_LEN);
+        sqlite3_finalize(s);
+        return r;
+}
+
+int64_t audit_prune(struct audit *a, int64_t through, const char *actor)
+{
+        sqlite3_stmt *s = NULL;
+        uint8_t h[AUDIT_HASH_LEN];
+        char hx[2 * AUDIT_HASH_LEN + 1];
+        int64_t first = audit_first_seq(a), seq, deleted;
+        int rc, r;
+
+        if (first <= 0 || through < first)
+                return 0;
+        through = MIN(through, a->head_seq);
+        if ((r = db_write_begin(a->db)) < 0)
+                return r;
+        if (sqlite3_prepare_v2(db_handle(a->db), "SELECT hash FROM audit WHERE seq = ?", -1, &s,
+                               NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, through);
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW || sqlite3_column_bytes(s, 0) != AUDIT_HASH_LEN) {
+                sqlite3_finalize(s);
+                return rc == SQLITE_ROW || rc == SQLITE_DONE ? -ENOENT : db_errno(rc);
+        }
+        memcpy(h, sqlite3_column_blob(s, 0), AUDIT_HASH_LEN);
+        sqlite3_finalize(s);
+        hex(h, AUDIT_HASH_LEN, hx);
+
+        /* The checkpoint goes into the chain first: the delete trigger allows only rows it
+         * covers, and verify finds the prefix hash in it. */
+        seq = audit_log(a, actor, "audit.checkpoint", "audit",
+                        json_pack("{sI sI sI ss}", "first_seq", (json_int_t)first,
+                                  "pruned_through", (json_int_t)through, "records",
+                                  (json_int_t)(through - first + 1), "prefix_hash", hx));
+        if (seq < 0)
+                return seq;
+        if (sqlite3_prepare_v2(db_handle(a->db), "DELETE FROM audit WHERE seq <= ?", -1, &s,
+                               NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, through);
+        rc = sqlite3_step(s);
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE)
+                return log_error_errno(db_errno(rc), "audit: cannot prune through %lld: %s",
+                                       (long long)through, sqlite3_errmsg(db_handle(a->db)));
+        deleted = sqlite3_changes(db_handle(a->db));
+        return deleted;
+}
+
+int audit_read(struct audit *a, int64_t after, size_t max, audit_record_fn fn, void *userdata)
+{
+        sqlite3_stmt *s = NULL;
+        int n = 0, rc;
+
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                               "WHERE seq > ? ORDER BY seq LIMIT ?",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, after);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct audit_record rec;
+                record_from_row(s, &rec);
+                if (fn(userdata, &rec) < 0)
+                        break;
+                n++;
+        }
+        sqlite3_finalize(s);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : db_errno(rc);
+}
+
 int audit_verify(struct audit *a, struct audit_verify_result *res)
 {
         uint8_t prev[AUDIT_HASH_LEN] = { 0 }, h[AUDIT_HASH_LEN];
@@ -302,6 +440,20 @@ int audit_verify(struct audit *a, struct audit_verify_result *res)
 
         /* Commit first so the walk sees everything appended so far. */
         db_commit(a->db);
+
+        /* After retention pruning the chain starts at a checkpoint's prefix hash. */
+        expect = audit_first_seq(a);
+        if (expect < 0)
+                return (int)expect;
+        if (expect == 0)
+                expect = 1;
+        res->first_seq = expect;
+        if (checkpoint_prev(a, expect, prev) < 0) {
+                verify_fail(res, 1,
+                            "records 1 to %lld missing (deleted without a checkpoint)",
+                            (long long)(expect - 1));
+                return 0;
+        }
 
         while ((rc = sqlite3_step(a->walk)) == SQLITE_ROW) {
                 struct audit_record rec;

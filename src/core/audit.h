@@ -34,6 +34,7 @@ struct audit_record {
 struct audit_verify_result {
         bool ok;
         int64_t records;
+        int64_t first_seq;  /* the oldest record kept; > 1 after retention pruning */
         int64_t first_bad_seq; /* 0 if ok */
         char reason[160];
 };
@@ -54,6 +55,23 @@ int64_t audit_log(struct audit *a, const char *actor, const char *event, const c
 /* Walk the whole chain; fills *res. Returns 0 when the walk ran (res->ok tells the verdict) and
  * -errno when the database could not be read. */
 int audit_verify(struct audit *a, struct audit_verify_result *res);
+
+/* Retention (docs/audit.md): append an `audit.checkpoint` record that carries the chain hash
+ * of record through_seq (which commits to everything before it), then delete the records up to
+ * through_seq. audit_verify() then starts from the oldest kept record with that hash as its
+ * predecessor. Returns the number of records deleted (0 if none were older), or -errno. */
+int64_t audit_prune(struct audit *a, int64_t through_seq, const char *actor);
+/* Sequence number of the oldest record kept (0 when the log is empty). */
+int64_t audit_first_seq(struct audit *a);
+/* Records with seq > after_seq in order, at most max; fn returns 0 to go on, < 0 to stop.
+ * Returns the number passed to fn or -errno. For the upstream export. */
+typedef int (*audit_record_fn)(void *userdata, const struct audit_record *rec);
+int audit_read(struct audit *a, int64_t after_seq, size_t max, audit_record_fn fn,
+               void *userdata);
+/* ts_us of a record, 0 if absent (retention by age). */
+int64_t audit_record_ts(struct audit *a, int64_t seq);
+/* The seq of the newest record with ts_us < before_us, 0 if none. */
+int64_t audit_seq_before(struct audit *a, int64_t before_us);
 
 /* The last n records, oldest first, as a JSON array of objects. */
 int audit_tail(struct audit *a, int64_t n, json_t **ret);

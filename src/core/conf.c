@@ -16,6 +16,10 @@
 #include "conf.h"
 #include "log.h"
 #include "macro.h"
+#include "transport.h"
+#include "topic.h"
+#include "blefrag.h"
+#include "mcugw/wire.h"
 
 typedef int (*conf_parser_t)(const char *value, void *field, const char **ret_reason);
 
@@ -86,7 +90,7 @@ static void strv_clear(struct conf_strv *l)
 }
 
 /* Repeatable key: each line adds an entry, an empty assignment resets (as in systemd units). */
-static _unused_ int parse_strv(const char *v, void *field, const char **reason)
+static int parse_strv(const char *v, void *field, const char **reason)
 {
         int r;
         if (!*v) {
@@ -246,6 +250,142 @@ bad:
         return -EINVAL;
 }
 
+/* [Link] endpoints are validated here so that --check-config reports them with file:line. */
+static int parse_link_listen(const char *v, void *field, const char **reason)
+{
+        struct transport_endpoint ep;
+        if (*v && transport_parse_listen(v, &ep, reason) < 0)
+                return -EINVAL;
+        return parse_strv(v, field, reason);
+}
+
+static int parse_link_serial(const char *v, void *field, const char **reason)
+{
+        struct transport_endpoint ep;
+        if (*v && transport_parse_serial(v, &ep, reason) < 0)
+                return -EINVAL;
+        return parse_strv(v, field, reason);
+}
+
+static int parse_link_max_connections(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 1, 65536, reason);
+}
+
+static int parse_link_rate(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 1, 1000000, reason);
+}
+
+/* [BLE] (docs/ble.md) */
+static int parse_ble_device(const char *v, void *field, const char **reason)
+{
+        char a[18];
+        if (*v && blefrag_address_normalize(v, a) < 0) {
+                *reason = "expected a Bluetooth address such as AA:BB:CC:DD:EE:FF";
+                return -EINVAL;
+        }
+        return parse_strv(*v ? a : v, field, reason);
+}
+
+static int parse_ble_uuid(const char *v, void *field, const char **reason)
+{
+        char u[37];
+        if (blefrag_uuid_normalize(v, u) < 0) {
+                *reason = "expected a 128-bit UUID such as 6e4d0001-8e5e-4c39-9a0e-6d6367770000";
+                return -EINVAL;
+        }
+        return parse_string(u, field, reason);
+}
+
+static int parse_ble_adapter(const char *v, void *field, const char **reason)
+{
+        if (*v && (strlen(v) > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+                                             strlen(v))) {
+                *reason = "expected an adapter name such as hci0";
+                return -EINVAL;
+        }
+        return parse_string_opt(v, field, reason);
+}
+
+/* [MQTT], [Relay], [Outbox] (docs/mqtt.md) */
+static int parse_bool(const char *v, void *field, const char **reason)
+{
+        static const char *const yes[] = { "yes", "true", "on", "1" };
+        static const char *const no[] = { "no", "false", "off", "0" };
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcmp(v, yes[i]) == 0) {
+                        *(int *)field = 1;
+                        return 0;
+                }
+                if (strcmp(v, no[i]) == 0) {
+                        *(int *)field = 0;
+                        return 0;
+                }
+        }
+        *reason = "expected yes or no";
+        return -EINVAL;
+}
+
+static int parse_port(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 1, 65535, reason);
+}
+
+static int parse_mqtt_protocol(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "3.1.1") == 0 || strcmp(v, "4") == 0)
+                *(int *)field = 4;
+        else if (strcmp(v, "5") == 0 || strcmp(v, "5.0") == 0)
+                *(int *)field = 5;
+        else {
+                *reason = "expected 3.1.1 or 5";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int parse_mqtt_inflight(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 1, 65535, reason);
+}
+
+static int parse_rate(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 10000000, reason);
+}
+
+static int parse_topic(const char *v, void *field, unsigned allowed, unsigned required,
+                       unsigned whole, const char **reason)
+{
+        if (topic_template_check(v, allowed, required, whole, reason) < 0)
+                return -EINVAL;
+        return parse_string(v, field, reason);
+}
+
+static int parse_topic_gateway(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY, 0, 0, reason);
+}
+
+static int parse_topic_telemetry(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE | TOPIC_VAR_STREAM,
+                           TOPIC_VAR_DEVICE, 0, reason);
+}
+
+static int parse_topic_command(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE, TOPIC_VAR_DEVICE,
+                           TOPIC_VAR_DEVICE, reason);
+}
+
+static int parse_topic_result(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE, TOPIC_VAR_DEVICE, 0,
+                           reason);
+}
+
 static int parse_sync(const char *v, void *field, const char **reason)
 {
         static const char *const names[] = { "off", "normal", "full", "extra" };
@@ -258,7 +398,95 @@ static int parse_sync(const char *v, void *field, const char **reason)
         return -EINVAL;
 }
 
+static int parse_onboarding_policy(const char *v, void *field, const char **reason)
+{
+        static const char *const names[] = { "off", "pending", "active" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(v, names[i]) == 0) {
+                        *(int *)field = (int)i;
+                        return 0;
+                }
+        *reason = "expected off, pending or active";
+        return -EINVAL;
+}
+
+/* [Monitor] (docs/monitoring.md) */
+static int parse_cloud_command(const char *v, void *field, const char **reason)
+{
+        static const char *const allowed[] = { "quarantine", "release", "revoke", "disconnect",
+                                               "rotate-session" };
+        if (*v) {
+                size_t i;
+                for (i = 0; i < ELEMENTSOF(allowed); i++)
+                        if (strcmp(v, allowed[i]) == 0)
+                                break;
+                if (i == ELEMENTSOF(allowed)) {
+                        *reason = "expected quarantine, release, revoke, disconnect or "
+                                  "rotate-session";
+                        return -EINVAL;
+                }
+        }
+        return parse_strv(v, field, reason);
+}
+
+/* AWS IoT Device Defender accepts at most one report every 5 minutes; 0 turns reports off. */
+static int parse_defender_interval(const char *v, void *field, const char **reason)
+{
+        uint64_t t = 0;
+        if (parse_duration(v, &t, reason) < 0)
+                return -EINVAL;
+        if (t && t < 300000000ULL) {
+                *reason = "must be 0 (off) or at least 300s (Device Defender's minimum)";
+                return -EINVAL;
+        }
+        *(uint64_t *)field = t;
+        return 0;
+}
+
+static int parse_days(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 3650, reason);
+}
+
 #define F(x) offsetof(struct conf, x)
+static int parse_ota_targeting(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "thing-per-device") == 0)
+                *(int *)field = 0;
+        else if (strcmp(v, "gateway") == 0)
+                *(int *)field = 1;
+        else {
+                *reason = "expected thing-per-device or gateway";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int parse_ota_block(const char *v, void *field, const char **reason)
+{
+        if (parse_size(v, field, reason) < 0)
+                return -EINVAL;
+        if (*(uint64_t *)field < 256 || *(uint64_t *)field > 128 * 1024) {
+                *reason = "block size must be 256 bytes .. 128K";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int parse_ota_count(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 100000, reason);
+}
+
+static int parse_ota_thing(const char *v, void *field, const char **reason)
+{
+        if (!*v || strlen(v) > 128 || strchr(v, '/') || strchr(v, '+') || strchr(v, '#')) {
+                *reason = "thing name template must be 1..128 characters without / + #";
+                return -EINVAL;
+        }
+        return parse_string(v, field, reason);
+}
+
 static const struct conf_key conf_keys[] = {
         { "Gateway", "Name", CONF_STR, parse_name, F(gateway_name), NULL, true },
         { "Gateway", "LogLevel", CONF_INT, parse_log_level, F(log_level), "info", false },
@@ -280,6 +508,116 @@ static const struct conf_key conf_keys[] = {
           false },
         { "Audit", "RefusalsPerMinute", CONF_UINT, parse_per_min, F(refusal_audit_per_min), "30",
           false },
+        { "Audit", "Export", CONF_INT, parse_bool, F(audit_export), "no", false },
+        { "Audit", "MaxAge", CONF_U64, parse_duration, F(audit_max_age_usec), "0", false },
+        { "Audit", "MaxRecords", CONF_U64, parse_size, F(audit_max_records), "0", false },
+        { "Link", "PrivateKeyFile", CONF_STR, parse_path, F(link_private_key_file), NULL, true },
+        { "Link", "ListenStream", CONF_STRV, parse_link_listen, F(link_listen), NULL, true },
+        { "Link", "SerialPort", CONF_STRV, parse_link_serial, F(link_serial), NULL, true },
+        { "Link", "MaxConnections", CONF_UINT, parse_link_max_connections,
+          F(link_max_connections), "1024", true },
+        { "Link", "HandshakeTimeout", CONF_U64, parse_duration, F(link_handshake_timeout_usec),
+          "10s", true },
+        { "Link", "IdleTimeout", CONF_U64, parse_duration, F(link_idle_timeout_usec), "5min",
+          true },
+        { "Link", "HandshakeRate", CONF_UINT, parse_link_rate, F(link_handshake_rate), "1000",
+          true },
+        { "Link", "HandshakeRatePerLink", CONF_UINT, parse_link_rate,
+          F(link_handshake_rate_per_link), "2", true },
+        { "Link", "AuditFailuresPerMinute", CONF_UINT, parse_per_min, F(link_audit_per_min),
+          "10", true },
+        { "MQTT", "Host", CONF_STR, parse_string_opt, F(mqtt_host), NULL, true },
+        { "MQTT", "Port", CONF_UINT, parse_port, F(mqtt_port), "8883", true },
+        { "MQTT", "ClientId", CONF_STR, parse_string_opt, F(mqtt_client_id), NULL, true },
+        { "MQTT", "ServerName", CONF_STR, parse_string_opt, F(mqtt_server_name), NULL, true },
+        { "MQTT", "CAFile", CONF_STR, parse_path, F(mqtt_ca_file), NULL, true },
+        { "MQTT", "CertificateFile", CONF_STR, parse_path, F(mqtt_cert_file), NULL, true },
+        { "MQTT", "KeyFile", CONF_STR, parse_path, F(mqtt_key_file), NULL, true },
+        { "MQTT", "ALPN", CONF_STR, parse_string_opt, F(mqtt_alpn), NULL, true },
+        { "MQTT", "ProtocolVersion", CONF_INT, parse_mqtt_protocol, F(mqtt_protocol), "3.1.1",
+          true },
+        { "MQTT", "KeepAlive", CONF_U64, parse_duration, F(mqtt_keepalive_usec), "60s", true },
+        { "MQTT", "MaxInflight", CONF_UINT, parse_mqtt_inflight, F(mqtt_max_inflight), "20",
+          true },
+        { "MQTT", "ReconnectMin", CONF_U64, parse_duration, F(mqtt_reconnect_min_usec), "1s",
+          true },
+        { "MQTT", "ReconnectMax", CONF_U64, parse_duration, F(mqtt_reconnect_max_usec), "2min",
+          true },
+        { "MQTT", "StatusTopic", CONF_STR, parse_topic_gateway, F(topic_status),
+          "mcugw/{gateway}/status", true },
+        { "MQTT", "BatchTopic", CONF_STR, parse_topic_gateway, F(topic_batch),
+          "mcugw/{gateway}/batch", true },
+        { "MQTT", "TelemetryTopic", CONF_STR, parse_topic_telemetry, F(topic_telemetry),
+          "mcugw/{gateway}/dev/{device}/telemetry/{stream}", true },
+        { "MQTT", "CommandTopic", CONF_STR, parse_topic_command, F(topic_command),
+          "mcugw/{gateway}/cmd/{device}", true },
+        { "MQTT", "CommandResultTopic", CONF_STR, parse_topic_result, F(topic_command_result),
+          "mcugw/{gateway}/cmd-result/{device}", true },
+        { "Relay", "Batching", CONF_INT, parse_bool, F(relay_batching), "yes", true },
+        { "Relay", "BatchWindow", CONF_U64, parse_duration, F(relay_batch_window_usec), "50ms",
+          true },
+        { "Relay", "MaxPayload", CONF_U64, parse_size, F(relay_max_payload), "128K", true },
+        { "Relay", "PublishesPerSecond", CONF_UINT, parse_rate, F(relay_publishes_per_s), "100",
+          true },
+        { "Relay", "BytesPerSecond", CONF_U64, parse_size, F(relay_bytes_per_s), "512K", true },
+        { "Outbox", "MaxBytes", CONF_U64, parse_size, F(outbox_max_bytes), "4G", true },
+        { "Outbox", "OverflowAuditsPerMinute", CONF_UINT, parse_per_min, F(outbox_audit_per_min),
+          "6", true },
+        { "Monitor", "Rules", CONF_INT, parse_bool, F(monitor_rules), "yes", false },
+        { "Monitor", "RulesDirectory", CONF_STR, parse_path, F(rules_dir),
+          MCUGW_SYSCONFDIR "/mcugw/rules.d", false },
+        { "Monitor", "MetricsInterval", CONF_U64, parse_duration, F(metrics_interval_usec), "1s",
+          false },
+        { "Monitor", "DefenderInterval", CONF_U64, parse_defender_interval,
+          F(defender_interval_usec), "300s", false },
+        { "Monitor", "AlertTopic", CONF_STR, parse_topic_gateway, F(topic_alert),
+          "mcugw/{gateway}/alerts", true },
+        { "Monitor", "RemediationTopic", CONF_STR, parse_topic_gateway, F(topic_remediation),
+          "mcugw/{gateway}/remediate", true },
+        { "Monitor", "CloudCommands", CONF_STRV, parse_cloud_command, F(cloud_commands), NULL,
+          false },
+        { "Monitor", "CertificateExpiryDays", CONF_UINT, parse_days, F(cert_expiry_days), "30",
+          false },
+        { "Monitor", "DriftCheckInterval", CONF_U64, parse_duration, F(drift_check_usec), "1h",
+          false },
+        { "BLE", "Adapter", CONF_STR, parse_ble_adapter, F(ble_adapter), NULL, true },
+        { "BLE", "Device", CONF_STRV, parse_ble_device, F(ble_devices), NULL, true },
+        { "BLE", "ServiceUUID", CONF_STR, parse_ble_uuid, F(ble_service_uuid),
+          MCUGW_BLE_SERVICE_UUID, true },
+        { "BLE", "CharacteristicUUID", CONF_STR, parse_ble_uuid, F(ble_characteristic_uuid),
+          MCUGW_BLE_CHARACTERISTIC_UUID, true },
+        { "BLE", "BusAddress", CONF_STR, parse_string_opt, F(ble_bus_address), NULL, true },
+        { "BLE", "ReconnectMin", CONF_U64, parse_duration, F(ble_reconnect_min_usec), "1s",
+          true },
+        { "BLE", "ReconnectMax", CONF_U64, parse_duration, F(ble_reconnect_max_usec), "1min",
+          true },
+        { "BLE", "NotifyRateLimit", CONF_U64, parse_size, F(ble_notify_rate), "64K", true },
+        { "BLE", "Acquire", CONF_INT, parse_bool, F(ble_acquire), "yes", true },
+        { "Onboarding", "Policy", CONF_INT, parse_onboarding_policy, F(onboarding_policy), "off",
+          false },
+        { "Onboarding", "ManufacturerKey", CONF_STRV, parse_strv, F(manufacturer_keys), NULL,
+          false },
+        { "Onboarding", "RevokedManufacturerKey", CONF_STRV, parse_strv,
+          F(revoked_manufacturer_keys), NULL, false },
+        { "OTA", "CodeSigningCertificate", CONF_STR, parse_path, F(ota_signing_cert), NULL,
+          false },
+        { "OTA", "CacheDirectory", CONF_STR, parse_path, F(ota_cache_dir), NULL, true },
+        { "OTA", "MaxCacheSize", CONF_U64, parse_size, F(ota_max_cache), "256M", false },
+        { "OTA", "BlockSize", CONF_U64, parse_ota_block, F(ota_block_size), "4K", false },
+        { "OTA", "DownloadBlockSize", CONF_U64, parse_ota_block, F(ota_download_block), "128K",
+          false },
+        { "OTA", "Targeting", CONF_INT, parse_ota_targeting, F(ota_targeting), "thing-per-device",
+          true },
+        { "OTA", "ThingNameTemplate", CONF_STR, parse_ota_thing, F(ota_thing_template),
+          "{gateway}-{device}", true },
+        { "OTA", "MaxConcurrent", CONF_UINT, parse_ota_count, F(ota_max_concurrent), "8", false },
+        { "OTA", "MaxConcurrentPerLink", CONF_UINT, parse_ota_count, F(ota_max_per_link), "1",
+          false },
+        { "OTA", "AbortAfterFailures", CONF_UINT, parse_ota_count, F(ota_abort_after), "3",
+          false },
+        { "OTA", "AllowDowngrade", CONF_INT, parse_bool, F(ota_allow_downgrade), "no", false },
+        { "OTA", "AllowUnsigned", CONF_INT, parse_bool, F(ota_allow_unsigned), "no", false },
+        { "OTA", "Window", CONF_U64, parse_size, F(ota_window), "16K", false },
 };
 #undef F
 
@@ -584,6 +922,24 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
                                 name);
         if (c->commit_interval_usec > 1000000)
                 conf_errors_add(err, "%s: [Database] CommitInterval must be at most 1s", name);
+        if (c->mqtt_host && (!c->mqtt_ca_file || !c->mqtt_cert_file || !c->mqtt_key_file))
+                conf_errors_add(err, "%s: [MQTT] Host= needs CAFile=, CertificateFile= and "
+                                "KeyFile= (mutual TLS)", name);
+        if (c->mqtt_reconnect_min_usec < 1000000 ||
+            c->mqtt_reconnect_max_usec < c->mqtt_reconnect_min_usec)
+                conf_errors_add(err, "%s: [MQTT] ReconnectMin must be at least 1s and at most "
+                                "ReconnectMax", name);
+        if (c->mqtt_keepalive_usec < 5000000 || c->mqtt_keepalive_usec > 65535000000ULL)
+                conf_errors_add(err, "%s: [MQTT] KeepAlive must be between 5s and 65535s", name);
+        if (c->relay_max_payload < 1024 || c->relay_max_payload > 256 * 1024 * 1024)
+                conf_errors_add(err, "%s: [Relay] MaxPayload must be between 1K and 256M", name);
+        if (c->relay_batch_window_usec > 10000000)
+                conf_errors_add(err, "%s: [Relay] BatchWindow must be at most 10s", name);
+        if (c->metrics_interval_usec < 100000 || c->metrics_interval_usec > 60000000)
+                conf_errors_add(err, "%s: [Monitor] MetricsInterval must be between 100ms and 60s",
+                                name);
+        if (c->outbox_max_bytes && c->outbox_max_bytes < 1024 * 1024)
+                conf_errors_add(err, "%s: [Outbox] MaxBytes must be at least 1M", name);
 }
 
 int conf_load(const char *path, struct conf **ret, struct conf_errors *err)

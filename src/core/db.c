@@ -73,8 +73,43 @@ static const char *const migrations[] = {
         "  stream INTEGER NOT NULL,"
         "  seq INTEGER NOT NULL,"
         "  ts_ms INTEGER NOT NULL,"
-        "  payload BLOB NOT NULL) STRICT;"
-        "CREATE INDEX outbox_device ON outbox (device, id);",
+        "  payload BLOB NOT NULL) STRICT;",
+        /* 4: OTA (docs/ota.md): the image cache with its persisted block bitmaps, jobs and the
+         * per-device transfers (offset for resumption). */
+        "CREATE TABLE ota_images ("
+        "  key TEXT PRIMARY KEY,"
+        "  size INTEGER NOT NULL,"
+        "  block_size INTEGER NOT NULL,"
+        "  bitmap BLOB NOT NULL,"
+        "  complete INTEGER NOT NULL DEFAULT 0,"
+        "  sha256 TEXT NOT NULL DEFAULT '',"
+        "  last_used_us INTEGER NOT NULL) STRICT;"
+        "CREATE TABLE ota_jobs ("
+        "  id TEXT PRIMARY KEY,"
+        "  source TEXT NOT NULL,"
+        "  image TEXT NOT NULL,"
+        "  state TEXT NOT NULL,"
+        "  reason TEXT NOT NULL DEFAULT '',"
+        "  doc TEXT NOT NULL DEFAULT '{}',"
+        "  created_us INTEGER NOT NULL,"
+        "  updated_us INTEGER NOT NULL) STRICT;"
+        "CREATE TABLE ota_transfers ("
+        "  job TEXT NOT NULL,"
+        "  device TEXT NOT NULL,"
+        "  state TEXT NOT NULL,"
+        "  offset INTEGER NOT NULL DEFAULT 0,"
+        "  failures INTEGER NOT NULL DEFAULT 0,"
+        "  reason TEXT NOT NULL DEFAULT '',"
+        "  updated_us INTEGER NOT NULL,"
+        "  PRIMARY KEY (job, device)) STRICT;",
+        /* 5: audit retention (docs/audit.md): rows may be deleted only up to the newest
+         * audit.checkpoint record's pruned_through, which carries the chain hash there. */
+        "CREATE INDEX audit_checkpoints ON audit (seq) WHERE event = 'audit.checkpoint';"
+        "DROP TRIGGER audit_no_delete;"
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+        "  WHEN OLD.seq > (SELECT COALESCE(MAX(json_extract(details, '$.pruned_through')), 0)"
+        "                  FROM audit WHERE event = 'audit.checkpoint')"
+        "  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
 };
 
 int db_errno(int rc)

@@ -9,13 +9,25 @@
 
 #include "config.h"
 #include "audit.h"
+#include "auditexport.h"
+#include "baseline.h"
+#include "ble.h"
 #include "control.h"
 #include "ctlproto.h"
 #include "db.h"
+#include "defender.h"
 #include "gateway.h"
 #include "log.h"
 #include "macro.h"
+#include "mcugw/wire.h"
+#include "metrics.h"
+#include "remedy.h"
+#include "rules.h"
+#include "link.h"
+#include "ota.h"
+#include "ota_jobs.h"
 #include "registry.h"
+#include "relay.h"
 
 struct gateway {
         uv_loop_t *loop;
@@ -26,6 +38,18 @@ struct gateway {
         struct audit *audit;
         struct registry *registry;
         struct control *control;
+        struct link_manager *link;
+        struct ble_manager *ble;
+        struct relay *relay;
+        struct ota *ota; /* OTA rollout engine (docs/ota.md) */
+        struct ota_jobs *ota_jobs; /* AWS IoT Jobs + streams; NULL without [MQTT] */
+        struct remedy *remedy;     /* rules and remediation (docs/monitoring.md) */
+        struct metrics *metrics;
+        struct baseline *baseline;
+        struct defender *defender;
+        struct auditexport *auditexport;
+        uv_timer_t status_timer;
+        bool have_status_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
         uv_timer_t watchdog;
         bool have_watchdog;
@@ -42,8 +66,11 @@ static const char *gw_name(const struct gateway *gw)
 
 static void gw_notify_status(struct gateway *gw)
 {
-        sd_notifyf(0, "STATUS=gateway %s: running; audit head %lld; %u control clients",
-                   gw_name(gw), (long long)audit_head_seq(gw->audit),
+        char relay_line[128] = "";
+        if (gw->relay)
+                relay_status_line(gw->relay, relay_line, sizeof relay_line);
+        sd_notifyf(0, "STATUS=gateway %s: running; %s; audit head %lld; %u control clients",
+                   gw_name(gw), relay_line, (long long)audit_head_seq(gw->audit),
                    control_clients(gw->control));
 }
 
@@ -97,6 +124,8 @@ static void gw_apply_conf(struct gateway *gw, struct conf *n)
                 log_warning("reload: %s changed; that takes effect only after a restart", key);
         log_set_level(n->log_level);
         db_set_commit_interval(gw->db, n->commit_interval_usec);
+        if (gw->ota)
+                ota_apply_conf(gw->ota, n);
         o = control_opts(n);
         control_update(gw->control, &o);
 
@@ -123,6 +152,7 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
 {
         struct conf_errors err = { 0 };
         struct enroll_list devices = { 0 };
+        struct rule_set rules = { 0 };
         struct conf *n = NULL;
         json_t *errors;
         char old_hash[65];
@@ -132,7 +162,10 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         r = conf_load(gw->config_path, &n, &err);
         if (r >= 0) {
                 r = enroll_load_dir(n->devices_dir, &devices, &err);
+                if (r >= 0 && n->monitor_rules)
+                        r = rules_load_dir(n->rules_dir, &rules, &err);
                 if (r < 0) {
+                        enroll_list_free(&devices);
                         conf_free(n);
                         n = NULL;
                 }
@@ -163,6 +196,19 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         gw_apply_conf(gw, n);
         registry_sync_files(gw->registry, &devices);
         enroll_list_free(&devices);
+        if (gw->remedy && (r = remedy_update(gw->remedy, gw->conf, &rules)) < 0)
+                log_error_errno(r, "reload: cannot apply the rules: %m");
+        rule_set_free(&rules);
+        if (gw->metrics)
+                metrics_set_interval(gw->metrics, gw->conf->metrics_interval_usec / 1000);
+        if (gw->defender)
+                defender_set_interval(gw->defender, gw->conf->defender_interval_usec / 1000);
+        if (gw->auditexport)
+                auditexport_update(gw->auditexport, gw->conf);
+        if (gw->baseline) {
+                baseline_update(gw->baseline);
+                baseline_check_drift(gw->baseline, "reload");
+        }
         gw->reloads++;
         audit_log(gw->audit, actor, "config.reload", gw->config_path,
                   json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
@@ -187,6 +233,16 @@ static void on_signal(uv_signal_t *s, int signum)
                 gw_reload(gw, "daemon", NULL);
         else
                 gw_begin_stop(gw, strsignal(signum));
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+        gw_notify_status(t->data);
+}
+
+struct relay *gateway_relay(struct gateway *gw)
+{
+        return gw->relay;
 }
 
 static void on_watchdog(uv_timer_t *t)
@@ -220,8 +276,34 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
                                       (json_int_t)counts[DEVICE_ACTIVE], "quarantined",
                                       (json_int_t)counts[DEVICE_QUARANTINED], "revoked",
                                       (json_int_t)counts[DEVICE_REVOKED]));
+        json_object_set_new(o, "link", link_manager_status(gw->link));
+        if (gw->auditexport)
+                json_object_set_new(o, "audit_export", auditexport_status(gw->auditexport));
+        if (gw->ota) {
+                json_t *ot = ota_status_json(gw->ota);
+                if (gw->ota_jobs)
+                        json_object_set_new(ot, "cloud", ota_jobs_status(gw->ota_jobs));
+                json_object_set_new(o, "ota", ot);
+        }
+        json_object_set_new(o, "ble", ble_manager_status(gw->ble));
+        if (gw->relay) {
+                json_object_set_new(o, "mqtt", relay_mqtt_status(gw->relay));
+                json_object_set_new(o, "outbox", relay_outbox_status(gw->relay));
+        }
         *ret = o;
         return 0;
+}
+
+/* `devices` and `device show` carry the link counters of each device. */
+static void gw_decorate_device(void *ud, const char *id, json_t *obj)
+{
+        struct gateway *gw = ud;
+        json_t *ls;
+
+        link_manager_device_stats(gw->link, id, obj);
+        /* A device on a BLE link: its peripheral's RSSI and GATT counters. */
+        ls = json_object_get(obj, "link_stats");
+        ble_manager_link_stats(gw->ble, json_string_value(json_object_get(ls, "link")), obj);
 }
 
 static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *ud)
@@ -296,6 +378,8 @@ static void on_audit_record(void *ud, const struct audit_record *rec)
         struct gateway *gw = ud;
         if (gw->control)
                 control_broadcast(gw->control, "audit", audit_record_to_json(rec));
+        if (gw->auditexport)
+                auditexport_notify(gw->auditexport);
 }
 
 static int socket_activated_fd(void)
@@ -306,6 +390,130 @@ static int socket_activated_fd(void)
         if (n > 1)
                 log_warning("received %d sockets from systemd; using the first", n);
         return SD_LISTEN_FDS_START;
+}
+
+/* The relay path: authenticated telemetry from the link goes into the durable outbox, and the
+ * device gets its ACK only after the group commit that made the message durable. Cloud commands
+ * go the other way. The link and the relay know nothing of each other; this is the glue. */
+struct pending_ack {
+        struct gateway *gw;
+        uint64_t token;
+};
+
+static void on_durable(void *ud, int status)
+{
+        struct pending_ack *p = ud;
+        /* The link may be gone (shutdown) or the device reconnected: the token tells. */
+        if (p->gw->link)
+                link_manager_ack(p->gw->link, p->token, status < 0 ? MCUGW_ACK_RETRY : MCUGW_ACK_OK);
+        free(p);
+}
+
+static void on_telemetry(void *ud, const char *device_id, uint16_t stream, uint32_t seq,
+                         uint8_t flags, const uint8_t *payload, size_t len, uint64_t token)
+{
+        struct gateway *gw = ud;
+        struct pending_ack *p = malloc(sizeof *p);
+        int r;
+
+        if (!p) {
+                link_manager_ack(gw->link, token, MCUGW_ACK_RETRY);
+                return;
+        }
+        *p = (struct pending_ack){ gw, token };
+        r = relay_submit(gw->relay, device_id, stream, seq, payload, len, on_durable, p);
+        if (r < 0) {
+                free(p);
+                /* Too big or malformed will never succeed; anything else may later. */
+                link_manager_ack(gw->link, token,
+                                 r == -EMSGSIZE || r == -EINVAL ? MCUGW_ACK_DROPPED :
+                                                                  MCUGW_ACK_RETRY);
+        }
+}
+
+static void on_command_result(void *ud, const char *device_id, uint32_t command_id, int status,
+                              const uint8_t *payload, size_t len)
+{
+        struct gateway *gw = ud;
+        relay_command_result(gw->relay, device_id, command_id, status, payload, len);
+}
+
+static int on_cloud_command(void *ud, const char *device_id, uint32_t command_id,
+                            const uint8_t *payload, size_t len)
+{
+        struct gateway *gw = ud;
+        if (!registry_find(gw->registry, device_id))
+                return -ENOENT;
+        return link_manager_send_command(gw->link, device_id, command_id, payload, len);
+}
+
+static void gw_wire_relay(struct gateway *gw)
+{
+        const struct link_callbacks cb = {
+                .ud = gw,
+                .on_telemetry = on_telemetry,
+                .on_command_result = on_command_result,
+        };
+        link_manager_set_callbacks(gw->link, &cb);
+        relay_set_command_handler(gw->relay, on_cloud_command, gw);
+}
+
+static void gw_unwire_relay(struct gateway *gw)
+{
+        const struct link_callbacks none = { 0 };
+        if (gw->link)
+                link_manager_set_callbacks(gw->link, &none);
+        if (gw->relay)
+                relay_set_command_handler(gw->relay, NULL, NULL);
+}
+
+/* Rules, metrics, remediation and the baseline (docs/monitoring.md), after links and relay. */
+static int gw_monitor_start(struct gateway *gw)
+{
+        struct conf_errors err = { 0 };
+        struct rule_set rules = { 0 };
+        struct metrics_sources src = {
+                .link = gw->link,
+                .registry = gw->registry,
+                .relay = gw->relay,
+                .state_dir = gw->conf->state_dir,
+        };
+        int r;
+
+        if (gw->conf->monitor_rules &&
+            (r = rules_load_dir(gw->conf->rules_dir, &rules, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                return r;
+        }
+        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->relay, gw->conf,
+                       gw_name(gw), &rules, &gw->remedy);
+        rule_set_free(&rules);
+        if (r < 0)
+                return log_error_errno(r, "cannot start the rule evaluator: %m");
+        if ((r = metrics_new(gw->loop, &src, gw->conf->metrics_interval_usec / 1000,
+                             &gw->metrics)) < 0)
+                return r;
+        metrics_set_listener(gw->metrics, remedy_on_delta, remedy_on_tick, gw->remedy);
+        if ((r = baseline_new(gw->loop, gw->db, gw->audit, gw->registry,
+                              (const struct conf *const *)&gw->conf,
+                              remedy_rules_enabled(gw->remedy), &gw->baseline)) < 0)
+                return r;
+        if ((r = remedy_add_commands(gw->remedy, gw->control)) < 0 ||
+            (r = metrics_add_commands(gw->metrics, gw->control)) < 0 ||
+            (r = baseline_add_commands(gw->baseline, gw->control)) < 0)
+                return r;
+        if ((r = defender_new(gw->loop, gw->relay, gw->metrics, gw->audit,
+                              gw->conf->mqtt_client_id ? gw->conf->mqtt_client_id : gw_name(gw),
+                              gw->conf->defender_interval_usec / 1000, &gw->defender)) < 0 ||
+            (r = defender_add_commands(gw->defender, gw->control)) < 0)
+                return r;
+        if ((r = auditexport_new(gw->loop, gw->db, gw->audit, gw->relay, gw->conf,
+                                 &gw->auditexport)) < 0)
+                return r;
+        baseline_check_drift(gw->baseline, "start");
+        return 0;
 }
 
 int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret)
@@ -382,6 +590,36 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
             (r = registry_add_commands(gw->registry, gw->control)) < 0)
                 goto fail;
 
+        /* 4b. MCU links: gateway key, stream listeners, serial ports */
+        if ((r = link_manager_new(loop, conf, gw->audit, gw->registry, &gw->link)) < 0)
+                goto fail;
+        registry_set_decorator(gw->registry, gw_decorate_device, gw);
+
+        /* 4b'. BLE peripherals (BlueZ over D-Bus), bridged into links */
+        if ((r = ble_manager_new(loop, conf, gw->audit, gw->link, &gw->ble)) < 0)
+                goto fail;
+
+        /* 4c. the cloud: durable outbox, MQTT session, relay */
+        if ((r = relay_new(loop, conf, gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
+                goto fail;
+        /* 4c'. OTA: image cache, signature check, transfers over the links */
+        if ((r = ota_new(loop, conf, gw->db, gw->audit, gw->registry, gw->link, &gw->ota)) < 0 ||
+            (r = ota_add_commands(gw->ota, gw->control)) < 0)
+                goto fail;
+        link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
+        if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry,
+                              gw->audit, &gw->ota_jobs)) < 0)
+                goto fail;
+        gw_wire_relay(gw);
+        /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */
+        if ((r = gw_monitor_start(gw)) < 0)
+                goto fail;
+
+        uv_timer_init(loop, &gw->status_timer);
+        gw->status_timer.data = gw;
+        uv_timer_start(&gw->status_timer, on_status_timer, 5000, 5000);
+        gw->have_status_timer = true;
+
         /* 5. signals */
         uv_signal_init(loop, &gw->sig_term);
         uv_signal_init(loop, &gw->sig_int);
@@ -434,10 +672,47 @@ void gateway_free(struct gateway *gw)
                 uv_close((uv_handle_t *)&gw->sig_int, noop_close);
                 uv_close((uv_handle_t *)&gw->sig_hup, noop_close);
         }
+        if (gw->have_status_timer)
+                uv_close((uv_handle_t *)&gw->status_timer, noop_close);
+        auditexport_stop(gw->auditexport);
+        gw->auditexport = NULL;
+        defender_stop(gw->defender);
+        gw->defender = NULL;
+        baseline_stop(gw->baseline);
+        gw->baseline = NULL;
+        metrics_stop(gw->metrics);
+        gw->metrics = NULL;
+        remedy_stop(gw->remedy);
+        gw->remedy = NULL;
+        ota_jobs_stop(gw->ota_jobs);
+        gw->ota_jobs = NULL;
+        if (gw->ota) {
+                link_manager_set_ota_handler(gw->link, NULL, NULL);
+                ota_stop(gw->ota);
+                gw->ota = NULL;
+        }
+        gw_unwire_relay(gw);
+        if (gw->relay) {
+                relay_stop(gw->relay);
+                gw->relay = NULL;
+        }
+        if (gw->ble) {
+                ble_manager_stop(gw->ble);
+                gw->ble = NULL;
+        }
+        if (gw->link) {
+                registry_set_decorator(gw->registry, NULL, NULL);
+                link_manager_stop(gw->link);
+                gw->link = NULL;
+        }
         if (gw->control) {
                 control_stop(gw->control);
                 gw->control = NULL;
         }
+        /* Modules free their memory in their handles' close callbacks, and some of them still
+         * touch the database there (pre-commit hooks, last rows): let those run while the
+         * database is open. */
+        uv_run(gw->loop, UV_RUN_DEFAULT);
         if (gw->audit) {
                 audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
                 audit_set_listener(gw->audit, NULL, NULL);
@@ -447,7 +722,7 @@ void gateway_free(struct gateway *gw)
                 db_commit(gw->db);
         audit_free(gw->audit);
         db_close(gw->db);
-        /* Let the close callbacks run before the memory they touch goes away. */
+        /* And the database's own timer. */
         uv_run(gw->loop, UV_RUN_DEFAULT);
         conf_free(gw->conf);
         free(gw->config_path);

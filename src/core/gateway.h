@@ -18,3 +18,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
 int gateway_run(struct gateway *gw);
 /* Frees everything; the loop must then close cleanly. */
 void gateway_free(struct gateway *gw);
+
+struct relay;
+/* The relay (outbox + MQTT session), for front ends such as test drivers. */
+struct relay *gateway_relay(struct gateway *gw);

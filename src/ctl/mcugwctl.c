@@ -18,13 +18,18 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "config.h"
 #include "ctlproto.h"
+#include "cred.h"
 #include "enroll.h"
+#include "onboard.h"
 #include "macro.h"
 
 #define DEFAULT_SOCKET "/run/mcugw/control.sock"
@@ -235,6 +240,31 @@ static void format_duration(long long s, char *buf, size_t n)
                 snprintf(buf, n, "%llds", s);
 }
 
+/* The cloud session and the outbox (docs/mqtt.md). */
+static void print_status_mqtt(json_t *m, json_t *ob)
+{
+        if (!m)
+                return;
+        if (strcmp(jstr(m, "state"), "disabled") == 0)
+                printf("MQTT:      disabled (no [MQTT] Host=)\n");
+        else {
+                printf("MQTT:      %s to %s as %s (MQTT %s), %lld connect(s), %lld attempt(s)\n",
+                       jstr(m, "state"), jstr(m, "server"), jstr(m, "client_id"),
+                       jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"));
+                printf("Publish:   %lld/s (%lld msgs/s), %lld publishes, %lld acked, %lld in "
+                       "flight, %lld rejected%s\n",
+                       jint(m, "publishes_per_s"), jint(m, "msgs_per_s"), jint(m, "publishes"),
+                       jint(m, "acked"), jint(m, "inflight"), jint(m, "rejected"),
+                       json_is_true(json_object_get(m, "batching")) ? ", batched" : "");
+                if (*jstr(m, "last_error"))
+                        printf("MQTT error: %s\n", jstr(m, "last_error"));
+        }
+        if (ob)
+                printf("Outbox:    %lld message(s), %lld of %lld bytes, %lld dropped (quota)\n",
+                       jint(ob, "rows"), jint(ob, "bytes"), jint(ob, "max_bytes"),
+                       jint(ob, "dropped"));
+}
+
 static void print_status(json_t *d)
 {
         json_t *files = json_object_get(d, "config_files"), *dev = json_object_get(d, "devices");
@@ -255,8 +285,27 @@ static void print_status(json_t *d)
                        jint(dev, "quarantined"), jint(dev, "revoked"));
         printf("Audit:     %lld records\n", jint(json_object_get(d, "audit"), "records"));
         printf("Control:   %lld client(s)\n", jint(json_object_get(d, "control"), "clients"));
+        if (json_is_object(json_object_get(d, "link"))) {
+                json_t *lk = json_object_get(d, "link");
+                printf("Link:      key %s; %lld device(s) connected on %lld link(s); %lld auth "
+                       "failure(s)\n",
+                       jstr(lk, "public_key"), jint(lk, "devices_connected"), jint(lk, "links"),
+                       jint(json_object_get(lk, "counters"), "auth_failures"));
+        }
+        if (json_is_true(json_object_get(json_object_get(d, "ble"), "enabled"))) {
+                json_t *b = json_object_get(d, "ble");
+                printf("BLE:       %lld of %lld peripheral(s) connected; adapter %s; bus %s%s; "
+                       "%lld ignored, %lld flood disconnect(s)\n",
+                       jint(b, "connected"), jint(b, "peripherals"),
+                       *jstr(b, "adapter") ? jstr(b, "adapter") : "none",
+                       json_is_true(json_object_get(b, "bus_connected")) ? "up" : "down",
+                       json_is_true(json_object_get(b, "bluez")) ? "" : " (no bluetoothd)",
+                       jint(b, "ignored"),
+                       jint(json_object_get(b, "counters"), "flood_disconnects"));
+        }
         printf("Reloads:   %lld ok, %lld failed\n", jint(json_object_get(d, "reloads"), "ok"),
                jint(json_object_get(d, "reloads"), "failed"));
+        print_status_mqtt(json_object_get(d, "mqtt"), json_object_get(d, "outbox"));
         if (*jstr(d, "last_error"))
                 printf("Last error: %s\n", jstr(d, "last_error"));
 }
@@ -717,6 +766,45 @@ static int do_factory_keys(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+/* The manufacturer's side of just-in-time onboarding: sign a device's id and public key. */
+static int do_attest(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "manufacturer-key", required_argument, NULL, 'k' },
+                { "key-id", required_argument, NULL, 'i' },
+                {},
+        };
+        const char *mkey = NULL, *kid = NULL;
+        uint8_t pub[ENROLL_KEY_LEN], att[ONBOARD_ATTEST_MAX];
+        char err[512], b64[2 * ONBOARD_ATTEST_MAX];
+        EVP_PKEY *k = NULL;
+        int c, n;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "k:i:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'k': mkey = optarg; break;
+                case 'i': kid = optarg; break;
+                default: return EXIT_FAILURE;
+                }
+        if (!mkey || !kid || argc - optind != 2)
+                return fail("usage: mcugwctl attest --manufacturer-key KEY.pem --key-id ID "
+                            "DEVICE_ID PUBLIC_KEY");
+        if (key_from_base64(argv[optind + 1], pub) < 0)
+                return fail("public key must be 44 characters of base64 (32 bytes)");
+        if (cred_load_private_key(mkey, NULL, &k, err, sizeof err) < 0)
+                return fail("%s", err);
+        n = onboard_attest_sign(k, kid, argv[optind], pub, att, sizeof att);
+        EVP_PKEY_free(k);
+        if (n < 0)
+                return fail("cannot sign: %s (key id and device id must be 1-32 characters of "
+                            "[A-Za-z0-9._-], the key EC P-256)",
+                            strerror(-n));
+        EVP_EncodeBlock((unsigned char *)b64, att, n);
+        printf("%s\n", b64);
+        return EXIT_SUCCESS;
+}
+
 static json_t *export_data;
 
 static void keep_export(json_t *d)
@@ -772,6 +860,549 @@ static int do_device_export(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+/* ---- monitoring: metrics, top, rules, audit config, remediation (docs/monitoring.md) ------ */
+
+static double jreal(json_t *o, const char *k)
+{
+        return json_number_value(json_object_get(o, k));
+}
+
+static void format_bytes(double b, char *buf, size_t n)
+{
+        static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+        size_t i = 0;
+        while (b >= 1024 && i + 1 < ELEMENTSOF(u)) {
+                b /= 1024;
+                i++;
+        }
+        snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static void print_gateway_metrics(json_t *g)
+{
+        char rss[32], anon[32], db[32], dfree[32], obytes[32];
+
+        format_bytes((double)jint(g, "rss_bytes"), rss, sizeof rss);
+        format_bytes((double)jint(g, "rss_anon_bytes"), anon, sizeof anon);
+        format_bytes((double)jint(g, "db_bytes"), db, sizeof db);
+        format_bytes((double)jint(g, "disk_free_bytes"), dfree, sizeof dfree);
+        format_bytes((double)jint(g, "outbox_bytes"), obytes, sizeof obytes);
+        printf("Session:   %s (%lld reconnect(s)), %lld publishes/s, %lld msgs/s\n",
+               jstr(g, "session_state"), jint(g, "reconnects"), jint(g, "publishes_per_s"),
+               jint(g, "msgs_per_s"));
+        printf("Outbox:    %lld msgs, %s, %lld dropped\n", jint(g, "outbox_rows"), obytes,
+               jint(g, "outbox_dropped"));
+        printf("Devices:   %lld connected on %lld link(s)\n", jint(g, "devices_connected"),
+               jint(g, "links"));
+        printf("Process:   RSS %s (anon %s), CPU %.1f %%, %lld fds\n", rss, anon,
+               jreal(g, "cpu_percent"), jint(g, "fds"));
+        printf("Disk:      database %s, %s free\n", db, dfree);
+}
+
+static void print_device_metrics_header(void)
+{
+        printf("%-20s %-11s %-4s %9s %9s %10s %10s %6s %6s %6s %6s %s\n", "ID", "STATE", "CONN",
+               "MSGS/S", "BYTES/S", "FRAMES IN", "BYTES IN", "AUTHF", "MACERR", "REPLAY",
+               "DROPS", "FIRMWARE");
+}
+
+static void print_device_metrics(json_t *d)
+{
+        printf("%-20s %-11s %-4s %9.1f %9.0f %10lld %10lld %6lld %6lld %6lld %6lld %s\n",
+               jstr(d, "id"), jstr(d, "state"),
+               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+               jreal(d, "msgs_per_s"), jreal(d, "bytes_per_s"), jint(d, "frames_in"),
+               jint(d, "bytes_in"), jint(d, "auth_failures"), jint(d, "mac_errors"),
+               jint(d, "replays"), jint(d, "drops"),
+               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-");
+}
+
+static void print_metrics(json_t *m)
+{
+        json_t *devs = json_object_get(m, "devices"), *d;
+        size_t i;
+
+        print_gateway_metrics(json_object_get(m, "gateway"));
+        printf("\n");
+        print_device_metrics_header();
+        json_array_foreach(devs, i, d)
+                print_device_metrics(d);
+}
+
+static int do_metrics(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "device", required_argument, NULL, 'd' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "d:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'd': json_object_set_new(args, "device", json_string(optarg)); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (optind < argc) {
+                json_decref(args);
+                return fail("metrics: unexpected argument '%s'", argv[optind]);
+        }
+        return run("metrics", args, print_metrics);
+}
+
+static volatile sig_atomic_t top_quit;
+
+static void top_on_signal(int sig)
+{
+        top_quit = 1;
+}
+
+static int cmp_msgs_rate(const void *a, const void *b)
+{
+        double x = jreal(*(json_t *const *)a, "msgs_per_s");
+        double y = jreal(*(json_t *const *)b, "msgs_per_s");
+        return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* One screen of `top`: the gateway, then the busiest devices first. */
+static void top_draw(json_t *m, bool clear, int rows)
+{
+        json_t *devs = json_object_get(m, "devices");
+        size_t n = json_array_size(devs);
+        json_t **v = calloc(n ? n : 1, sizeof *v);
+        char t[32];
+
+        if (clear)
+                fputs("\033[H\033[2J", stdout);
+        format_time(jint(m, "ts_us"), t, sizeof t);
+        printf("mcugw top — %s — %zu device(s)%s\n\n", t, n, clear ? " — q to quit" : "");
+        print_gateway_metrics(json_object_get(m, "gateway"));
+        printf("\n");
+        print_device_metrics_header();
+        for (size_t i = 0; v && i < n; i++)
+                v[i] = json_array_get(devs, i);
+        if (v)
+                qsort(v, n, sizeof *v, cmp_msgs_rate);
+        for (size_t i = 0; v && i < n && (rows <= 0 || (int)i < rows); i++)
+                print_device_metrics(v[i]);
+        free(v);
+        fflush(stdout);
+}
+
+static int do_top(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "once", no_argument, NULL, 'o' },
+                { "interval", required_argument, NULL, 'i' },
+                {},
+        };
+        struct termios saved, raw;
+        bool once = false, tty = isatty(STDIN_FILENO), restore = false;
+        double interval = 1.0;
+        int c, ret = EXIT_SUCCESS;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "oi:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'o': once = true; break;
+                case 'i':
+                        interval = strtod(optarg, NULL);
+                        if (interval < 0.2 || interval > 3600)
+                                return fail("top: --interval takes 0.2 to 3600 seconds");
+                        break;
+                default: return EXIT_FAILURE;
+                }
+        if (optind < argc)
+                return fail("top: unexpected argument '%s'", argv[optind]);
+        if (!once) {
+                signal(SIGINT, top_on_signal);
+                signal(SIGTERM, top_on_signal);
+                if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+                        raw = saved;
+                        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+                        raw.c_cc[VMIN] = 0;
+                        raw.c_cc[VTIME] = 0;
+                        restore = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+                }
+                fputs("\033[?25l", stdout); /* hide the cursor */
+        }
+        while (!top_quit) {
+                struct client cl = { .fd = -1 };
+                json_t *d = NULL;
+                struct winsize ws = { 0 };
+                int rows = 0;
+
+                if (call(&cl, "metrics", NULL, &d) < 0) {
+                        client_close(&cl);
+                        ret = EXIT_FAILURE;
+                        break;
+                }
+                client_close(&cl);
+                if (!once && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 10)
+                        rows = ws.ws_row - 10;
+                if (arg_json)
+                        print_json(d);
+                else
+                        top_draw(d, !once, rows);
+                json_decref(d);
+                if (once)
+                        break;
+                {
+                        struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+                        int ms = (int)(interval * 1000);
+                        if (poll(&p, tty ? 1 : 0, ms) > 0) {
+                                char ch = 0;
+                                if (read(STDIN_FILENO, &ch, 1) == 1 && (ch == 'q' || ch == 'Q'))
+                                        break;
+                        }
+                }
+        }
+        if (!once) {
+                fputs("\033[?25h\n", stdout);
+                if (restore)
+                        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        }
+        return ret;
+}
+
+static void print_rules(json_t *d)
+{
+        json_t *rules = json_object_get(d, "rules"), *r;
+        size_t i;
+
+        printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", "NAME", "METRIC", "WINDOW",
+               "THRESHOLD", "ACTIONS", "MATCH", "ON", "FILE");
+        json_array_foreach(rules, i, r) {
+                char w[32], th[24] = "-";
+                bool silence = strcmp(jstr(r, "metric"), "silence") == 0;
+                if (!silence)
+                        snprintf(th, sizeof th, "%lld", jint(r, "threshold"));
+                format_duration((silence ? jint(r, "timeout_ms") : jint(r, "window_ms")) / 1000,
+                                w, sizeof w);
+                printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", jstr(r, "name"),
+                       jstr(r, "metric"), w,
+                       th,
+                       jstr(r, "actions"), *jstr(r, "group") ? jstr(r, "group") : jstr(r, "match"),
+                       json_is_true(json_object_get(r, "enabled")) ? "yes" : "no",
+                       jstr(r, "file"));
+        }
+        printf("%zu rule(s)%s; fired %lld time(s), %lld device(s) throttled now\n",
+               json_array_size(rules),
+               json_is_true(json_object_get(d, "evaluating")) ? "" : " (evaluation off)",
+               jint(d, "fired"), jint(d, "throttled"));
+}
+
+static int do_rules(int argc, char **argv)
+{
+        if (argc > 1)
+                return fail("rules: unexpected argument '%s'", argv[1]);
+        return run("rules", NULL, print_rules);
+}
+
+static int severity_rank(const char *s)
+{
+        static const char *const names[] = { "info", "low", "medium", "high", "critical" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(s, names[i]) == 0)
+                        return (int)i;
+        return 0;
+}
+
+/* Exit status: 0 when nothing of high severity or above and no drift, 1 otherwise. */
+static int do_audit_config(int argc, char **argv)
+{
+        struct client cl = { .fd = -1 };
+        json_t *d = NULL, *f, *findings, *drift, *base;
+        size_t i, serious = 0;
+        int ret = EXIT_FAILURE;
+
+        if (argc > 1)
+                return fail("audit config: unexpected argument '%s'", argv[1]);
+        if (call(&cl, "audit.config", NULL, &d) < 0)
+                goto out;
+        findings = json_object_get(d, "findings");
+        drift = json_object_get(d, "drift");
+        base = json_object_get(d, "baseline");
+        json_array_foreach(findings, i, f)
+                serious += severity_rank(jstr(f, "severity")) >= 3;
+        if (arg_json)
+                print_json(d);
+        else {
+                json_array_foreach(findings, i, f)
+                        printf("%-8s  %-26s %s\n", jstr(f, "severity"), jstr(f, "check"),
+                               jstr(f, "message"));
+                if (!json_array_size(findings))
+                        printf("no findings\n");
+                if (json_is_object(base)) {
+                        char t[32];
+                        format_time(jint(base, "accepted_us"), t, sizeof t);
+                        printf("\nbaseline accepted %s by %s: ", t, jstr(base, "actor"));
+                        if (!json_array_size(drift))
+                                printf("no drift\n");
+                        else {
+                                json_t *x;
+                                printf("%zu difference(s)\n", json_array_size(drift));
+                                json_array_foreach(drift, i, x)
+                                        printf("  drift     %s\n", jstr(x, "item"));
+                        }
+                } else
+                        printf("\nno baseline accepted yet (mcugwctl audit baseline accept)\n");
+        }
+        if (serious || json_array_size(drift))
+                fail("%zu finding(s) of high severity or above, %zu drifted item(s)", serious,
+                     json_array_size(drift));
+        else
+                ret = EXIT_SUCCESS;
+out:
+        json_decref(d);
+        client_close(&cl);
+        return ret;
+}
+
+static void print_accepted(json_t *d)
+{
+        printf("baseline accepted (snapshot sha256 %.16s…)\n", jstr(d, "snapshot_sha256"));
+}
+
+static int do_audit_baseline(int argc, char **argv)
+{
+        if (argc != 2 || strcmp(argv[1], "accept") != 0)
+                return fail("usage: mcugwctl audit baseline accept");
+        return run("audit.baseline.accept", NULL, print_accepted);
+}
+
+static void print_done(json_t *d)
+{
+        printf("%s: %s done\n", jstr(d, "id"), jstr(d, "done"));
+}
+
+static int device_remedy(const char *cmd, int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "reason", required_argument, NULL, 'r' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "r:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (argc - optind != 1) {
+                json_decref(args);
+                return fail("usage: mcugwctl %s ID [--reason TEXT]", cmd);
+        }
+        json_object_set_new(args, "id", json_string(argv[optind]));
+        return run(cmd, args, print_done);
+}
+
+static void print_defender(json_t *d)
+{
+        printf("Topic:     %s\n", jstr(d, "topic"));
+        printf("Interval:  %llds%s\n", jint(d, "interval_s"),
+               jint(d, "interval_s") ? "" : " (off)");
+        printf("Reports:   %lld sent, %lld accepted, %lld rejected, %lld not sent (offline)\n",
+               jint(d, "sent"), jint(d, "accepted"), jint(d, "rejected"), jint(d, "failed"));
+        if (jint(d, "last_report_id"))
+                printf("Last:      report %lld\n", jint(d, "last_report_id"));
+        if (*jstr(d, "last_rejection"))
+                printf("Rejection: %s\n", jstr(d, "last_rejection"));
+}
+
+static int do_defender(int argc, char **argv)
+{
+        if (argc == 2 && strcmp(argv[1], "send") == 0)
+                return run("defender.send", NULL, print_defender);
+        if (argc != 1)
+                return fail("usage: mcugwctl defender [send]");
+        return run("defender", NULL, print_defender);
+}
+
+static int do_device_disconnect(int argc, char **argv)
+{
+        return device_remedy("device.disconnect", argc, argv);
+}
+
+static int do_device_rotate(int argc, char **argv)
+{
+        return device_remedy("device.rotate-session", argc, argv);
+}
+
+/* ---- ota ---------------------------------------------------------------------------------- */
+
+static void print_ota_list(json_t *d)
+{
+        size_t i;
+        json_t *j;
+
+        printf("%-28s %-6s %-12s %-14s %s\n", "JOB", "SOURCE", "STATE", "VERSION", "DEVICES");
+        json_array_foreach(d, i, j) {
+                printf("%-28s %-6s %-12s %-14s %lld/%lld ok%s%s\n",
+                       json_string_value(json_object_get(j, "id")),
+                       json_string_value(json_object_get(j, "source")),
+                       json_string_value(json_object_get(j, "state")),
+                       json_string_value(json_object_get(j, "version")),
+                       json_integer_value(json_object_get(j, "succeeded")),
+                       json_integer_value(json_object_get(j, "devices")),
+                       json_object_get(j, "reason") ? "  " : "",
+                       json_object_get(j, "reason") ?
+                               json_string_value(json_object_get(j, "reason")) : "");
+        }
+}
+
+static void print_ota_job(json_t *j)
+{
+        size_t i;
+        json_t *x;
+
+        printf("job %s (%s): %s, version %s%s\n", json_string_value(json_object_get(j, "id")),
+               json_string_value(json_object_get(j, "source")),
+               json_string_value(json_object_get(j, "state")),
+               json_string_value(json_object_get(j, "version")),
+               json_is_true(json_object_get(j, "mcuboot")) ? " (MCUboot)" : "");
+        if (json_object_get(j, "reason"))
+                printf("  reason: %s\n", json_string_value(json_object_get(j, "reason")));
+        json_array_foreach(json_object_get(j, "transfers"), i, x) {
+                long long pct = json_integer_value(json_object_get(x, "percent"));
+                char bar[21];
+                memset(bar, '#', (size_t)(pct / 5));
+                memset(bar + pct / 5, '.', (size_t)(20 - pct / 5));
+                bar[20] = 0;
+                printf("  %-24s %-10s [%s] %3lld%% %lld/%lld%s%s\n",
+                       json_string_value(json_object_get(x, "device")),
+                       json_string_value(json_object_get(x, "state")), bar, pct,
+                       json_integer_value(json_object_get(x, "offset")),
+                       json_integer_value(json_object_get(x, "size")),
+                       json_object_get(x, "reason") ? "  " : "",
+                       json_object_get(x, "reason") ?
+                               json_string_value(json_object_get(x, "reason")) : "");
+        }
+}
+
+static int do_ota_list(int argc, char **argv)
+{
+        return run("ota.list", json_object(), print_ota_list);
+}
+
+static int do_ota_show(int argc, char **argv)
+{
+        if (argc != 2)
+                return fail("usage: mcugwctl ota show ID");
+        return run("ota.show", json_pack("{ss}", "id", argv[1]), print_ota_job);
+}
+
+static int do_ota_abort(int argc, char **argv)
+{
+        if (argc != 2)
+                return fail("usage: mcugwctl ota abort ID");
+        return run("ota.abort", json_pack("{ss}", "id", argv[1]), NULL);
+}
+
+/* Follow a job until it ends: one progress line per change (or JSON at the end). */
+static int ota_wait(const char *id)
+{
+        _cleanup_free_ char *last = NULL;
+
+        for (;;) {
+                struct client cl = { .fd = -1 };
+                json_t *d = NULL;
+                const char *st;
+                char *now;
+                int r = call(&cl, "ota.show", json_pack("{ss}", "id", id), &d);
+
+                client_close(&cl);
+                if (r < 0)
+                        return EXIT_FAILURE;
+                st = json_string_value(json_object_get(d, "state"));
+                now = json_dumps(json_object_get(d, "transfers"), JSON_COMPACT);
+                if (!arg_json && (!last || !now || strcmp(last, now) != 0)) {
+                        print_ota_job(d);
+                        fflush(stdout);
+                }
+                free(last);
+                last = now;
+                if (st && strcmp(st, "IN_PROGRESS") != 0 && strcmp(st, "QUEUED") != 0 &&
+                    strcmp(st, "DOWNLOADING") != 0) {
+                        if (arg_json)
+                                print_json(d);
+                        r = strcmp(st, "SUCCEEDED") == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+                        if (r != EXIT_SUCCESS)
+                                fprintf(stderr, "mcugwctl: OTA job %s %s: %s\n", id, st,
+                                        json_string_value(json_object_get(d, "reason")) ?: "");
+                        json_decref(d);
+                        return r;
+                }
+                json_decref(d);
+                usleep(500 * 1000);
+        }
+}
+
+static int do_ota_start(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "device", required_argument, NULL, 'd' },
+                { "group", required_argument, NULL, 'g' },
+                { "signature", required_argument, NULL, 's' },
+                { "wait", no_argument, NULL, 'w' },
+                {},
+        };
+        struct client cl = { .fd = -1 };
+        json_t *args = json_object(), *d = NULL;
+        char *abs = NULL, id[80];
+        bool wait = false;
+        int c, r;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "d:g:s:w", opts, NULL)) >= 0)
+                switch (c) {
+                case 'd': json_object_set_new(args, "device", json_string(optarg)); break;
+                case 'g': json_object_set_new(args, "group", json_string(optarg)); break;
+                case 's': {
+                        char *a = realpath(optarg, NULL);
+                        if (!a) {
+                                json_decref(args);
+                                return fail("%s: %s", optarg, strerror(errno));
+                        }
+                        json_object_set_new(args, "signature", json_string(a));
+                        free(a);
+                        break;
+                }
+                case 'w': wait = true; break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (argc - optind != 1 || (!json_object_get(args, "device") == !json_object_get(args, "group"))) {
+                json_decref(args);
+                return fail("usage: mcugwctl ota start FILE --device ID|--group G [--signature "
+                            "FILE.sig] [--wait]");
+        }
+        abs = realpath(argv[optind], NULL);
+        if (!abs) {
+                json_decref(args);
+                return fail("%s: %s", argv[optind], strerror(errno));
+        }
+        json_object_set_new(args, "file", json_string(abs));
+        free(abs);
+        r = call(&cl, "ota.start", args, &d);
+        client_close(&cl);
+        if (r < 0)
+                return EXIT_FAILURE;
+        snprintf(id, sizeof id, "%s", json_string_value(json_object_get(d, "id")) ?: "");
+        if (!wait) {
+                if (arg_json)
+                        print_json(d);
+                else
+                        print_ota_job(d);
+                json_decref(d);
+                return EXIT_SUCCESS;
+        }
+        json_decref(d);
+        return ota_wait(id);
+}
+
 struct verb {
         const char *group; /* NULL for top-level verbs */
         const char *name;
@@ -784,16 +1415,33 @@ static const struct verb verbs[] = {
         { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)" },
         { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]" },
         { "audit", "verify", do_audit_verify, "check the audit log's hash chain" },
+        { "audit", "config", do_audit_config,
+          "check the configuration against the security baseline, show drift" },
+        { "audit", "baseline", do_audit_baseline, "accept: record the current state as baseline" },
+        { NULL, "metrics", do_metrics, "gateway and per-device metrics [--device ID]" },
+        { NULL, "top", do_top, "live metrics, busiest devices first [--once] [--interval S]" },
+        { NULL, "rules", do_rules, "list the monitoring rules and what they did" },
+        { NULL, "defender", do_defender, "Device Defender reports; send: publish one now" },
         { NULL, "devices", do_devices, "list devices [--state S] [--group G]" },
         { "device", "show", do_device_show, "show one device: ID" },
+        { "ota", "list", do_ota_list, "OTA jobs and their state" },
+        { "ota", "show", do_ota_show, "one OTA job with per-device progress: ID" },
+        { "ota", "start", do_ota_start,
+          "update devices from a signed file: FILE --device ID|--group G [--signature S] [--wait]" },
+        { "ota", "abort", do_ota_abort, "abort an OTA job: ID" },
         { "device", "add", do_device_add, "enroll: ID PUBLIC_KEY [--groups G,H] [--pending]" },
         { "device", "approve", do_device_approve, "activate a pending device: ID" },
         { "device", "quarantine", do_device_quarantine, "stop relaying a device: ID [--reason R]" },
         { "device", "restore", do_device_restore, "release a quarantined device: ID" },
         { "device", "revoke", do_device_revoke, "revoke a device for good: ID [--reason R]" },
+        { "device", "disconnect", do_device_disconnect, "end a device's session: ID" },
+        { "device", "rotate-session", do_device_rotate,
+          "force a new handshake (fresh session keys): ID" },
         { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
         { "device", "export", do_device_export, "the registry as an import file [--format csv|json]" },
         { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key" },
+        { NULL, "attest", do_attest,
+          "sign a device for onboarding: --manufacturer-key K --key-id I DEVICE_ID PUBLIC_KEY" },
         { NULL, "factory-keys", do_factory_keys,
           "N key pairs + import.csv: DIR --count N [--prefix P] [--groups G]" },
 };

@@ -10,6 +10,7 @@
 #include "enroll.h"
 #include "gateway.h"
 #include "log.h"
+#include "rules.h"
 
 static void help(void)
 {
@@ -26,10 +27,16 @@ static int check_config(const char *path)
 {
         struct conf_errors err = { 0 };
         struct enroll_list devices = { 0 };
+        struct rule_set rules = { 0 };
         struct conf *c = NULL;
         int r = conf_load(path, &c, &err);
 
         if (r >= 0 && enroll_load_dir(c->devices_dir, &devices, &err) < 0) {
+                conf_free(c);
+                r = -EINVAL;
+        }
+        if (r >= 0 && c->monitor_rules && rules_load_dir(c->rules_dir, &rules, &err) < 0) {
+                enroll_list_free(&devices);
                 conf_free(c);
                 r = -EINVAL;
         }
@@ -40,8 +47,9 @@ static int check_config(const char *path)
                 conf_errors_clear(&err);
                 return EXIT_FAILURE;
         }
-        printf("%s: OK (%zu file(s), %zu enrolled device(s), sha256 %s)\n", path, c->n_files,
-               devices.n, c->hash);
+        printf("%s: OK (%zu file(s), %zu enrolled device(s), %zu rule(s), sha256 %s)\n", path,
+               c->n_files, devices.n, rules.n, c->hash);
+        rule_set_free(&rules);
         enroll_list_free(&devices);
         conf_free(c);
         return EXIT_SUCCESS;

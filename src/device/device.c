@@ -90,8 +90,8 @@ static int new_hs1(struct mcugw_device *dev)
         p.device_id = dev->cfg.keys.device_id;
         p.device_id_len = strlen(dev->cfg.keys.device_id);
         p.max_rx_frame = (uint16_t)(dev->cfg.rx_cap - MCUGW_CRC_LEN);
-        p.attest = NULL;
-        p.attest_len = 0;
+        p.attest = dev->cfg.keys.attest;
+        p.attest_len = dev->cfg.keys.attest ? dev->cfg.keys.attest_len : 0;
         mcugw_session_wipe(&dev->u.s);
         n = mcugw_initiator_write_hs1(&dev->u.hs, dev->cfg.port.crypto, &p, dev->cfg.tx_buf,
                                       dev->cfg.tx_cap);

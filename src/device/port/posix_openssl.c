@@ -196,6 +196,39 @@ static int ossl_open(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
         return r;
 }
 
+/* OTA: ECDSA P-256 over a SHA-256 digest, key as an uncompressed point. */
+static int ossl_ecdsa_p256_verify(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                                  const uint8_t *sig, size_t sig_len)
+{
+        OSSL_PARAM params[3];
+        EVP_PKEY_CTX *kctx, *vctx = NULL;
+        EVP_PKEY *key = NULL;
+        int r = MCUGW_ECRYPTO, ok;
+
+        (void)ctx;
+        if (!pub || !digest || !sig || !sig_len || pub[0] != 0x04)
+                return MCUGW_EINVAL;
+        params[0] = OSSL_PARAM_construct_utf8_string("group", (char *)"prime256v1", 0);
+        params[1] = OSSL_PARAM_construct_octet_string("pub", (void *)pub, 65);
+        params[2] = OSSL_PARAM_construct_end();
+        kctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        if (!kctx || EVP_PKEY_fromdata_init(kctx) != 1 ||
+            EVP_PKEY_fromdata(kctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+                r = MCUGW_EINVAL; /* not a point on the curve */
+                goto out;
+        }
+        vctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+        if (!vctx || EVP_PKEY_verify_init(vctx) != 1)
+                goto out;
+        ok = EVP_PKEY_verify(vctx, sig, sig_len, digest, 32);
+        r = ok == 1 ? 0 : MCUGW_EAUTH; /* 0: wrong signature, <0: malformed DER */
+out:
+        EVP_PKEY_CTX_free(vctx);
+        EVP_PKEY_free(key);
+        EVP_PKEY_CTX_free(kctx);
+        return r;
+}
+
 const struct mcugw_crypto mcugw_crypto_openssl = {
         .ctx = NULL,
         .random = ossl_random,
@@ -204,6 +237,7 @@ const struct mcugw_crypto mcugw_crypto_openssl = {
         .sha256 = ossl_sha256,
         .aead_seal = ossl_seal,
         .aead_open = ossl_open,
+        .ecdsa_p256_verify = ossl_ecdsa_p256_verify,
 };
 
 int mcugw_openssl_keygen(uint8_t priv[32], uint8_t pub[32])

@@ -144,6 +144,68 @@ static int p_open(void *ctx, const uint8_t key[32], const uint8_t nonce[12], con
         return r;
 }
 
+/* DER SEQUENCE { INTEGER r, INTEGER s } -> r || s (32 bytes each), as PSA wants it. */
+static int der_int(const uint8_t **p, const uint8_t *end, uint8_t out[32])
+{
+        size_t n;
+
+        if (end - *p < 2 || (*p)[0] != 0x02)
+                return -1;
+        n = (*p)[1];
+        *p += 2;
+        if (n == 0 || n > 33 || (size_t)(end - *p) < n)
+                return -1;
+        while (n > 32 || (n > 1 && **p == 0 && ((*p)[1] & 0x80))) {
+                if (**p != 0)
+                        return -1; /* a 33-byte value that is not just a sign pad */
+                (*p)++;
+                n--;
+        }
+        if (n > 32)
+                return -1;
+        memset(out, 0, 32 - n);
+        memcpy(out + 32 - n, *p, n);
+        *p += n;
+        return 0;
+}
+
+static int der_to_raw(const uint8_t *sig, size_t len, uint8_t raw[64])
+{
+        const uint8_t *p = sig, *end = sig + len;
+
+        if (len < 8 || len > 72 || p[0] != 0x30 || p[1] != len - 2)
+                return -1;
+        p += 2;
+        if (der_int(&p, end, raw) < 0 || der_int(&p, end, raw + 32) < 0 || p != end)
+                return -1;
+        return 0;
+}
+
+static int p_ecdsa_p256_verify(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
+                               const uint8_t *sig, size_t sig_len)
+{
+        psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
+        psa_key_id_t id;
+        uint8_t raw[64];
+        psa_status_t st;
+
+        (void)ctx;
+        if (!pub || !digest || !sig)
+                return MCUGW_EINVAL;
+        if (der_to_raw(sig, sig_len, raw) < 0)
+                return MCUGW_EAUTH; /* malformed signature: not a valid one */
+        psa_set_key_type(&a, PSA_KEY_TYPE_ECC_PUBLIC_KEY(PSA_ECC_FAMILY_SECP_R1));
+        psa_set_key_bits(&a, 256);
+        psa_set_key_usage_flags(&a, PSA_KEY_USAGE_VERIFY_HASH);
+        psa_set_key_algorithm(&a, PSA_ALG_ECDSA(PSA_ALG_SHA_256));
+        if (psa_ready() < 0 || psa_import_key(&a, pub, 65, &id) != PSA_SUCCESS)
+                return MCUGW_EINVAL;
+        st = psa_verify_hash(id, PSA_ALG_ECDSA(PSA_ALG_SHA_256), digest, 32, raw, sizeof raw);
+        psa_destroy_key(id);
+        return st == PSA_SUCCESS ? 0 : st == PSA_ERROR_INVALID_SIGNATURE ? MCUGW_EAUTH
+                                                                          : MCUGW_ECRYPTO;
+}
+
 const struct mcugw_crypto mcugw_crypto_psa = {
         .ctx = NULL,
         .random = p_random,
@@ -152,4 +214,5 @@ const struct mcugw_crypto mcugw_crypto_psa = {
         .sha256 = p_sha256,
         .aead_seal = p_seal,
         .aead_open = p_open,
+        .ecdsa_p256_verify = p_ecdsa_p256_verify,
 };

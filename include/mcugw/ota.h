@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mcugw link protocol v1 — OTA messages (0x20..0x24) and the device-side OTA receiver.
+ *
+ * The byte layouts are specified in docs/protocol.md section 12; this header has the codec both
+ * sides use and the MCU receiver of libmcugw-device. Pure C99, no malloc, no OS headers.
+ *
+ *   gateway                                   device
+ *   OFFER(id, size, sha256, version, sig) --->
+ *                                        <--- CHUNK_ACK(id, offset = bytes held, window, max)
+ *   CHUNK(id, offset, data) x n  -------->    (in order only; a gap -> CHUNK_ACK RESYNC)
+ *                                        <--- CHUNK_ACK(id, cumulative offset, window)
+ *                                             last byte: hash + signature check, set_pending
+ *                                        <--- STATUS(VERIFIED)  ... reboot into test mode
+ *                                        <--- STATUS(TESTING) after the new handshake
+ *                                        <--- STATUS(CONFIRMED) or STATUS(FAILED, reason)
+ *   ABORT(id, code) --------------------->    drops the transfer
+ *
+ * A repeated OFFER with the same transfer id is a "where are you?" probe: the device answers
+ * with its current offset (resume by offset after a disconnect or a gateway restart).
+ */
+#ifndef MCUGW_OTA_H
+#define MCUGW_OTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcugw/proto.h"
+#include "mcugw/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MCUGW_MSG_OTA_ABORT 0x24u
+
+#define MCUGW_OTA_SIG_MAX 72u /**< DER ECDSA P-256 signature */
+#define MCUGW_OTA_VERSION_MAX 32u
+#define MCUGW_OTA_REASON_MAX 48u
+#define MCUGW_OTA_OFFER_MIN (1u + 4u + 4u + 32u + 1u + 1u + 1u)
+#define MCUGW_OTA_CHUNK_HDR (1u + 4u + 4u) /**< type, transfer id, offset */
+#define MCUGW_OTA_ACK_LEN (1u + 4u + 4u + 4u + 2u + 1u)
+
+/** OFFER flags. */
+#define MCUGW_OTA_F_MCUBOOT 0x01u   /**< the image is in MCUboot format */
+#define MCUGW_OTA_F_TEST_BOOT 0x02u /**< boot it in test mode and confirm after a self-test */
+#define MCUGW_OTA_F_MASK 0x03u
+
+/** CHUNK_ACK status. */
+#define MCUGW_OTA_ACK_OK 0u      /**< cumulative: every byte below offset is stored */
+#define MCUGW_OTA_ACK_RESYNC 1u  /**< a chunk did not start at offset: resend from there */
+#define MCUGW_OTA_ACK_BUSY 2u    /**< another transfer is active or waiting for its reboot */
+#define MCUGW_OTA_ACK_REFUSED 3u /**< offer refused: see the STATUS that follows */
+
+/** STATUS states. */
+#define MCUGW_OTA_ST_RECEIVING 1u
+#define MCUGW_OTA_ST_VERIFIED 2u  /**< image complete and verified, rebooting into it */
+#define MCUGW_OTA_ST_TESTING 3u   /**< running the new image in test mode, self-test running */
+#define MCUGW_OTA_ST_CONFIRMED 4u /**< self-test passed, image made permanent */
+#define MCUGW_OTA_ST_FAILED 5u    /**< code + reason; the device stays on its old image */
+#define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, busy) */
+#define MCUGW_OTA_ST_ABORTED 7u
+
+/** STATUS / ABORT codes. */
+#define MCUGW_OTA_E_NONE 0u
+#define MCUGW_OTA_E_TOO_BIG 1u
+#define MCUGW_OTA_E_FLASH 2u
+#define MCUGW_OTA_E_HASH 3u
+#define MCUGW_OTA_E_SIGNATURE 4u
+#define MCUGW_OTA_E_SELF_TEST 5u
+#define MCUGW_OTA_E_ABORTED 6u
+#define MCUGW_OTA_E_BAD_OFFER 7u
+
+struct mcugw_ota_offer {
+        uint32_t transfer_id; /**< non-zero */
+        uint32_t size;        /**< >= 1 */
+        uint8_t sha256[32];   /**< of the whole image */
+        uint8_t flags;        /**< MCUGW_OTA_F_* */
+        const char *version;  /**< printable, not NUL-terminated */
+        size_t version_len;   /**< <= MCUGW_OTA_VERSION_MAX */
+        const uint8_t *sig;   /**< DER ECDSA P-256 over SHA-256 of the image */
+        size_t sig_len;       /**< 1..MCUGW_OTA_SIG_MAX */
+};
+
+struct mcugw_ota_chunk {
+        uint32_t transfer_id;
+        uint32_t offset;
+        const uint8_t *data;
+        size_t len; /**< >= 1 */
+};
+
+struct mcugw_ota_ack {
+        uint32_t transfer_id;
+        uint32_t offset;    /**< cumulative */
+        uint32_t window;    /**< bytes the gateway may have in flight beyond offset */
+        uint16_t max_chunk; /**< largest chunk data the device accepts */
+        uint8_t status;     /**< MCUGW_OTA_ACK_* */
+};
+
+struct mcugw_ota_status {
+        uint32_t transfer_id;
+        uint8_t state; /**< MCUGW_OTA_ST_* */
+        uint16_t code; /**< MCUGW_OTA_E_* */
+        uint32_t offset;
+        const char *reason;
+        size_t reason_len; /**< <= MCUGW_OTA_REASON_MAX */
+};
+
+struct mcugw_ota_abort {
+        uint32_t transfer_id;
+        uint16_t code;
+};
+
+struct mcugw_ota_msg {
+        uint8_t type; /**< MCUGW_MSG_OTA_OFFER .. MCUGW_MSG_OTA_ABORT */
+        union {
+                struct mcugw_ota_offer offer;
+                struct mcugw_ota_chunk chunk;
+                struct mcugw_ota_ack ack;
+                struct mcugw_ota_status status;
+                struct mcugw_ota_abort abort;
+        } u;
+};
+
+/**
+ * Encode @p m into @p out including the type byte. Returns the length, MCUGW_EINVAL or
+ * MCUGW_ENOSPC. Send it as a raw struct mcugw_msg with mcugw_ota_wrap().
+ */
+int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap);
+/** Point @p msg at an encoded OTA message (type + body) without copying. */
+void mcugw_ota_wrap(struct mcugw_msg *msg, const uint8_t *enc, size_t len);
+/**
+ * Decode a received message of the OTA range with exact length checks: 0, MCUGW_ETRUNC,
+ * MCUGW_EMALFORMED or MCUGW_ETYPE. Pointers refer into the message.
+ */
+int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Device side: the OTA receiver                                                               */
+
+/** Flash port: where the new image goes (e.g. MCUboot's secondary slot). 0 or negative. */
+struct mcugw_flash_port {
+        void *ctx;
+        /** Prepare (erase) room for @p size bytes. */
+        int (*begin)(void *ctx, uint32_t size);
+        /** Write at @p offset; the receiver writes strictly in order. */
+        int (*write)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
+        /** All @p size bytes written: flush and compute the SHA-256 of the stored image. */
+        int (*finish)(void *ctx, uint32_t size, uint8_t sha256[32]);
+        /** Mark the new image to be booted once in test mode (MCUboot: boot_set_pending(0)). */
+        int (*set_pending)(void *ctx);
+        /** Make the running test image permanent (MCUboot: boot_set_confirmed()). */
+        int (*confirm)(void *ctx);
+};
+
+struct mcugw_ota_config {
+        struct mcugw_flash_port flash;
+        /** Send a message on the link (usually mcugw_device_send on the device). */
+        int (*send)(void *ctx, const struct mcugw_msg *m);
+        void *send_ctx;
+        /** Verify the image signature with this key when the crypto port can (see below). */
+        const struct mcugw_crypto *crypto;
+        const uint8_t *signer_pub; /**< uncompressed P-256 point, 65 bytes; NULL: hash only */
+        uint32_t max_size;         /**< largest image the slot holds */
+        uint32_t window;           /**< bytes in flight the device accepts (flow control) */
+        uint16_t max_chunk;        /**< largest chunk payload (rx buffer - 41) */
+        /** Image verified and pending: the application reboots (now or soon). */
+        void (*on_reboot)(void *user, uint32_t transfer_id);
+        void *user;
+};
+
+/** Receiver state; allocate statically, fields private. ~140 bytes. */
+struct mcugw_ota {
+        struct mcugw_ota_config cfg;
+        uint32_t transfer_id, size, offset, acked;
+        uint8_t sha256[32];
+        uint8_t sig[MCUGW_OTA_SIG_MAX];
+        uint8_t sig_len;
+        uint8_t state; /**< 0 idle or MCUGW_OTA_ST_* */
+        uint8_t resync_sent;
+};
+
+int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg);
+/** Feed a received OTA-range message (from on_message). 0 or a negative MCUGW_E* code. */
+int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m);
+/**
+ * After the reboot into the new image in test mode: remember @p transfer_id (kept by the
+ * application across the reset) so that the self-test result can be reported.
+ */
+void mcugw_ota_booted_test(struct mcugw_ota *o, uint32_t transfer_id);
+/** Link (re)connected: report where the receiver stands (TESTING, or RECEIVING + offset). */
+int mcugw_ota_connected(struct mcugw_ota *o);
+/**
+ * Self-test result in test mode: @p ok confirms the image (flash.confirm) and reports
+ * CONFIRMED; otherwise reports FAILED with @p reason (the bootloader reverts at the next
+ * reset; the application resets).
+ */
+int mcugw_ota_self_test_done(struct mcugw_ota *o, int ok, const char *reason);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MCUGW_OTA_H */

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#include <jansson.h>
+#include <uv.h>
+
+/*
+ * The security baseline (docs/monitoring.md, `mcugwctl audit config`): checks of the running
+ * configuration and of the files it names, each finding with a severity; and drift against an
+ * accepted snapshot.
+ *
+ * The snapshot (`mcugwctl audit baseline accept`) holds the configuration hash, the SHA-256 and
+ * mode of every key and certificate file, a hash of the enrolled device set (id, key, state,
+ * groups) and of the rule files. It is kept in the meta table of the state database and its
+ * acceptance is audited. Drift is checked at start, on reload and every DriftCheckInterval;
+ * a new or changed drift is audited as `config.drift` (an unchanged one only once).
+ */
+
+enum baseline_severity {
+        BASELINE_INFO,
+        BASELINE_LOW,
+        BASELINE_MEDIUM,
+        BASELINE_HIGH,
+        BASELINE_CRITICAL,
+};
+
+const char *baseline_severity_to_string(enum baseline_severity s);
+
+struct conf;
+struct registry;
+struct db;
+struct audit;
+struct control;
+
+/* Findings for this configuration at time now: a JSON array of {"severity","check","subject",
+ * "message"}, most severe first. rules_enabled is the number of enabled rules loaded. */
+json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rules_enabled,
+                          time_t now);
+/* The current snapshot (a JSON object). */
+json_t *baseline_snapshot(const struct conf *c, struct registry *reg);
+/* Differences between an accepted and a current snapshot: a JSON array of {"item","accepted",
+ * "current"}; empty when nothing drifted. */
+json_t *baseline_diff(json_t *accepted, json_t *current);
+
+/* The runtime part: commands audit.config and audit.baseline.accept, the periodic drift check. */
+struct baseline;
+
+/* conf and rules_enabled are read through the pointers at every check (they change on reload). */
+int baseline_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct registry *reg,
+                 const struct conf *const *conf, const size_t *rules_enabled,
+                 struct baseline **ret);
+/* Check for drift now (start, reload); audits a new drift. Returns the number of differences. */
+int baseline_check_drift(struct baseline *b, const char *why);
+/* Re-arm the periodic check after a reload changed DriftCheckInterval. */
+void baseline_update(struct baseline *b);
+int baseline_add_commands(struct baseline *b, struct control *ctl);
+/* Closes the timer; memory goes in its close callback. NULL is fine. */
+void baseline_stop(struct baseline *b);

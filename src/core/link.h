@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <uv.h>
+
+/*
+ * The link manager: the gateway end of every MCU link (docs/protocol.md). It owns the gateway's
+ * static X25519 key, the stream listeners and serial ports ([Link] in the configuration), and
+ * one struct link per connection or port: deframer, Noise IK responder, bounded output queue,
+ * handshake rate limits and timeouts. Devices are admitted through the registry (state active,
+ * id matching the key); every handshake outcome is audited (rate-limited per link).
+ *
+ * Authenticated telemetry goes to on_telemetry together with an ack token; whoever makes it
+ * durable calls link_manager_ack() later. The token names the connection generation and the
+ * sequence number, never a pointer: acking a connection that has gone away is a no-op
+ * (-ENOTCONN). Without an on_telemetry callback telemetry is counted and acked at once.
+ *
+ * All on one libuv loop; every fd is a uv_poll handle; no threads.
+ */
+
+struct conf;
+struct audit;
+struct registry;
+struct link_manager;
+struct mcugw_msg;
+
+/* A token of 0 means "no acknowledgement requested". */
+typedef void (*link_telemetry_fn)(void *ud, const char *device_id, uint16_t stream, uint32_t seq,
+                                  uint8_t flags, const uint8_t *payload, size_t len,
+                                  uint64_t ack_token);
+typedef void (*link_command_result_fn)(void *ud, const char *device_id, uint32_t command_id,
+                                       int status, const uint8_t *payload, size_t len);
+
+/* A message of the OTA range (0x20..0x2f) from an authenticated device; m->u.raw is the body. */
+typedef void (*link_ota_fn)(void *ud, const char *device_id, const struct mcugw_msg *m);
+
+struct link_callbacks {
+        void *ud;
+        link_telemetry_fn on_telemetry;
+        link_command_result_fn on_command_result;
+};
+
+/* Load (or create) the key, open the listeners and serial ports of conf. registry may be NULL
+ * (every device is then refused as unknown). */
+int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
+                     struct registry *registry, struct link_manager **ret);
+/* Close every link, listener and port; memory goes in the last close callback. NULL is fine. */
+void link_manager_stop(struct link_manager *m);
+void link_manager_set_callbacks(struct link_manager *m, const struct link_callbacks *cb);
+
+/* Send the ACK for telemetry handed out with this token: 0, -ENOTCONN when the connection or
+ * session is gone, -ENOENT when the token is unknown (already acked or evicted), -EINVAL. */
+int link_manager_ack(struct link_manager *m, uint64_t ack_token, int status);
+/* Send a COMMAND to a connected device: 0, -ENOTCONN, -EMSGSIZE, -EIO. */
+int link_manager_send_command(struct link_manager *m, const char *device_id, uint32_t command_id,
+                              const uint8_t *payload, size_t len);
+/* Messages of the OTA range go to this handler (the OTA engine); without one they are counted
+ * as unhandled. Separate from link_callbacks so the two owners do not overwrite each other. */
+void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud);
+/* Send any message to a connected device (OTA): 0, -ENOTCONN, -EMSGSIZE (too big for the
+ * device's receive limit), -ENOBUFS (output queue full: try again later). */
+int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
+/* Bytes waiting in the output queue of the device's link (0 if none or not connected). */
+size_t link_manager_queued(struct link_manager *m, const char *device_id);
+/* Add the link counters of one device to out (an object). -ENOENT if never seen. */
+int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out);
+/* Gateway totals, listeners and ports, the public key (a new object). */
+json_t *link_manager_status(struct link_manager *m);
+/* Base64 of the gateway's static public key (44 characters). */
+const char *link_manager_public_key(const struct link_manager *m);
+bool link_manager_device_connected(struct link_manager *m, const char *device_id);
+/* Remediation (remedy.c): end a connected device's session at once — a stream connection is
+ * closed, a serial port's session reset — so that it must handshake again. 0, -ENOTCONN. */
+int link_manager_disconnect(struct link_manager *m, const char *device_id, const char *reason);
+/* Adopt an already connected stream fd as a link (tests, benchmarks, socket activation). */
+int link_manager_adopt_fd(struct link_manager *m, int fd, const char *name);
+
+/* ---- pure helpers (unit-tested) ---------------------------------------------------------- */
+
+/* Token bucket: `rate` tokens per second, at most `burst`. Times in milliseconds. */
+struct link_bucket {
+        double tokens;
+        double rate;
+        double burst;
+        uint64_t last_ms;
+};
+void link_bucket_init(struct link_bucket *b, double rate, double burst, uint64_t now_ms);
+/* Take one token; false (and nothing taken) when empty. */
+bool link_bucket_take(struct link_bucket *b, uint64_t now_ms);
+
+/* Fixed-window event limiter for audit records: the first `limit` events of each minute pass,
+ * the others are counted; link_limiter_roll() reports (and resets) that count when the
+ * window is over. */
+struct link_limiter {
+        uint64_t window_start_ms;
+        unsigned passed;
+        unsigned suppressed;
+        unsigned limit;
+};
+void link_limiter_init(struct link_limiter *l, unsigned per_minute, uint64_t now_ms);
+bool link_limiter_allow(struct link_limiter *l, uint64_t now_ms);
+/* Returns the number suppressed in a finished window (0 if none or not finished yet). */
+unsigned link_limiter_roll(struct link_limiter *l, uint64_t now_ms);
+
+/* Read a key file holding base64 of a 32-byte X25519 private key. The file must be a regular
+ * file not readable or writable by group or others: -EPERM otherwise (*ret_mode tells the
+ * mode). -ENOENT if absent, -EBADMSG if malformed. */
+int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode);
+/* Create a new key file (mode 0600, O_EXCL) with a fresh key. */
+int link_key_create(const char *path, uint8_t priv[32]);
+
+/* Ack tokens: connection generation (never 0) and telemetry sequence number. */
+static inline uint64_t link_token_make(uint32_t gen, uint32_t seq)
+{
+        return ((uint64_t)gen << 32) | seq;
+}

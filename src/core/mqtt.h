@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <uv.h>
+
+/*
+ * The one northbound MQTT session (docs/mqtt.md): libmosquitto driven by the libuv loop, never by
+ * its own thread. A uv_poll handle watches mosquitto_socket() (write interest only while
+ * mosquitto_want_write()), a 1 s timer runs mosquitto_loop_misc() (keepalive), and a timer
+ * reconnects with exponential backoff and jitter, never more than one CONNECT per second.
+ *
+ * TLS is ours: the SSL_CTX is built here (TLS >= 1.2, CA file, client certificate and key, the
+ * server name checked against the certificate, SNI, optional ALPN) and handed to libmosquitto
+ * with MOSQ_OPT_SSL_CTX, so a PKCS#11/TPM key can be plugged in later by changing only
+ * mqtt_tls_ctx_new(). The session is persistent (clean session off, fixed client id); a retained
+ * last will on the status topic says "offline", "online" is published after every CONNACK.
+ *
+ * Note: libmosquitto resolves the host name synchronously inside mosquitto_connect_async(); use a
+ * numeric address or a name in /etc/hosts where a DNS stall would matter.
+ *
+ * Every publish is QoS 1; the caller gets the message id and hears the PUBACK through
+ * on_published. Messages in flight when the connection drops are re-sent by libmosquitto after
+ * the next CONNACK, before anything new (on_connected runs after that).
+ */
+
+struct mqtt;
+
+enum mqtt_state {
+        MQTT_DISCONNECTED,
+        MQTT_CONNECTING,
+        MQTT_CONNECTED,
+        MQTT_STOPPED,
+};
+
+struct mqtt_options {
+        const char *host;
+        unsigned port;
+        const char *client_id;
+        const char *server_name; /* NULL: host */
+        const char *ca_file;
+        const char *cert_file;
+        const char *key_file;
+        const char *alpn; /* NULL: none */
+        int protocol;     /* 4 or 5 */
+        unsigned keepalive_s;
+        unsigned max_inflight;
+        uint64_t reconnect_min_ms, reconnect_max_ms;
+        const char *status_topic; /* expanded; the last will goes here */
+};
+
+struct mqtt_callbacks {
+        void *userdata;
+        /* The session is up (after CONNACK and the re-sending of old in-flight messages). */
+        void (*on_connected)(void *userdata, bool session_present);
+        void (*on_disconnected)(void *userdata);
+        /* PUBACK for mid; reason is 0 or an MQTT 5 reason code (>= 0x80: refused). */
+        void (*on_published)(void *userdata, int mid, int reason);
+        void (*on_message)(void *userdata, const char *topic, const uint8_t *payload, size_t len);
+};
+
+/* Builds the TLS context (checks the key file's permissions) and the client; does not connect.
+ * Errors are logged with the reason. */
+int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt_callbacks *cb,
+             struct mqtt **ret);
+/* Start connecting (and keep reconnecting). */
+int mqtt_start(struct mqtt *m);
+/* Say "offline", disconnect, close the handles; memory goes in the last close callback. */
+void mqtt_stop(struct mqtt *m);
+
+/* QoS 1 publish. Returns 0 and the message id, -ENOTCONN when not connected, -EMSGSIZE, -EIO. */
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len,
+                 bool retain, int *ret_mid);
+/* Subscribe (QoS 1) now and after every reconnect; a refusal in SUBACK is logged and counted. */
+int mqtt_subscribe(struct mqtt *m, const char *filter);
+
+enum mqtt_state mqtt_state(const struct mqtt *m);
+const char *mqtt_state_to_string(enum mqtt_state s);
+const char *mqtt_last_error(const struct mqtt *m);
+/* {"state","server","client_id","protocol","connects","attempts","disconnects",
+ *  "subscriptions_refused","last_error"} */
+json_t *mqtt_status_json(const struct mqtt *m);
+
+/* Exposed for tests: the TLS client context for opts (NULL with *ret_error on failure). */
+void *mqtt_tls_ctx_new(const struct mqtt_options *opts, char *ret_error, size_t n);

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <jansson.h>
+#include <uv.h>
+
+/*
+ * The cloud side of OTA (docs/ota.md): the AWS IoT Jobs MQTT API and MQTT file streams, over the
+ * relay's one MQTT session.
+ *
+ *   $aws/things/{thing}/jobs/notify-next            new job            -> execution
+ *   $aws/things/{thing}/jobs/$next/get[/accepted]   after (re)connect  -> execution
+ *   $aws/things/{thing}/jobs/{jobId}/update[/accepted|/rejected]
+ *        {"status": "IN_PROGRESS"|"SUCCEEDED"|"FAILED", "statusDetails": {flat string map},
+ *         "clientToken": …}   statusDetails: receive "n/m", self_test "ready"/"active",
+ *                              updatedBy, reason
+ *   $aws/things/{thing}/streams/{stream}/get/cbor  -> data/cbor, rejected/cbor
+ *
+ * Things: Targeting=thing-per-device makes one thing per active device (ThingNameTemplate);
+ * Targeting=gateway uses the gateway's thing and the job document names devices or groups
+ * ("mcugw": {"devices": […], "groups": […]}). Each image is downloaded once into the cache (block
+ * bitmap persisted: a restart resumes), requests are retried with exponential backoff, and the
+ * finished file goes to the rollout engine, which checks the signature before any MCU gets a
+ * byte.
+ */
+
+struct conf;
+struct relay;
+struct ota;
+struct registry;
+struct audit;
+struct ota_jobs;
+
+int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct relay *relay,
+                 struct ota *ota, struct registry *reg, struct audit *audit, struct ota_jobs **ret);
+void ota_jobs_stop(struct ota_jobs *j);
+json_t *ota_jobs_status(struct ota_jobs *j);
+
+/* Pure helpers (unit-tested). */
+/* Expand {gateway} and {device}; -ENAMETOOLONG or -EINVAL (a / + # in the result). */
+int ota_thing_name(const char *tmpl, const char *gateway, const char *device, char *out, size_t n);
+/* Split "$aws/things/T/jobs/REST" or ".../streams/S/REST": 0 and the parts, or -EINVAL. */
+int ota_topic_split(const char *topic, char *thing, size_t tn, char *kind, size_t kn, char *name,
+                    size_t nn, const char **ret_rest);

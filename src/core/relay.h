@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <uv.h>
+
+/*
+ * The relay (docs/mqtt.md): authenticated MCU telemetry in, MQTT out, cloud commands back down.
+ *
+ *   relay_submit() ──► outbox (SQLite, group commit) ──► durable_cb ──► the link acks the MCU
+ *                          │
+ *                          └──► batches (JSON envelope, ≤ MaxPayload, BatchWindow) or one
+ *                               publish per message ──► token buckets (publishes/s, bytes/s)
+ *                               ──► QoS 1, at most MaxInflight publishes ──► PUBACK deletes rows
+ *
+ * Only rows from the outbox are published, in id order, so what is left after a crash or an
+ * outage goes out first and per device in order. At most MaxInflight publishes are outstanding:
+ * the backlog stays on disk, not in memory.
+ *
+ * Authorization: a device only ever publishes into topics expanded with the id the link
+ * authenticated (the device_id argument), never one taken from the payload; commands are taken
+ * only from the command topic of a device id and handed to on_command, which refuses unknown
+ * devices (cmd.rejected).
+ */
+
+struct relay;
+struct conf;
+struct db;
+struct audit;
+
+/* Deliver a cloud command to a device: 0, -ENOENT (unknown device: rejected), -ENOTCONN,
+ * other -errno. The result comes back through relay_command_result(). */
+typedef int (*relay_command_fn)(void *userdata, const char *device_id, uint32_t command_id,
+                                const uint8_t *payload, size_t len);
+
+/* Opens the outbox and, if [MQTT] Host= is set, the session (connecting in the background). */
+int relay_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct db *db,
+              struct audit *audit, struct relay **ret);
+/* Stop publishing, close the session and the handles; memory goes in the last close callback. */
+void relay_stop(struct relay *r);
+
+void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata);
+
+/* Queue one message of an authenticated device. durable_cb(userdata, 0) runs after the group
+ * commit that made it durable (or with -errno if that commit failed); it is not called when
+ * relay_submit itself fails (-EINVAL bad device id, -EMSGSIZE too big for MaxPayload, -EIO). */
+int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32_t seq,
+                 const uint8_t *payload, size_t len, void (*durable_cb)(void *ud, int status),
+                 void *userdata);
+
+/* Publish the result of a command on the device's result topic (audited as cmd.result). */
+int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id,
+                         int status, const uint8_t *payload, size_t len);
+
+/* Publish a message of the gateway itself (alerts, Device Defender reports) on topic, QoS 1,
+ * outside the outbox and its pacing: best effort, -ENOTCONN when there is no session or it is
+ * down, -EMSGSIZE over MaxPayload. */
+int relay_publish(struct relay *r, const char *topic, const void *payload, size_t len);
+
+/* Messages on other topics than the device command topic (Device Defender replies, gateway
+ * remediation commands): subscribe to filter (now and after every reconnect) and hand matching
+ * messages to fn. -ENOTCONN without an MQTT session configured. At most RELAY_MAX_HANDLERS. */
+#define RELAY_MAX_HANDLERS 8
+typedef void (*relay_message_fn)(void *userdata, const char *topic, const uint8_t *payload,
+                                 size_t len);
+int relay_subscribe(struct relay *r, const char *filter, relay_message_fn fn, void *userdata);
+/* Drop the handlers registered with this userdata (their owner goes away first). */
+void relay_forget_handlers(struct relay *r, void *userdata);
+
+/* {"mqtt":{…},"outbox":{…}} parts for the status command. */
+json_t *relay_mqtt_status(struct relay *r);
+json_t *relay_outbox_status(struct relay *r);
+/* A short line for sd_notify STATUS=, e.g. "mqtt connected, outbox 12 rows". */
+void relay_status_line(struct relay *r, char *buf, size_t n);

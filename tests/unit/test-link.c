@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Pure parts of the link manager and the transports: token bucket, audit limiter, key files
+ * (format and permission check), endpoint parsing, ack tokens. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <cmocka.h>
+
+#include "link.h"
+#include "transport.h"
+
+static void test_bucket(void **state)
+{
+        struct link_bucket b;
+        int n = 0;
+
+        link_bucket_init(&b, 2, 4, 1000);
+        while (link_bucket_take(&b, 1000))
+                n++;
+        assert_int_equal(n, 4);                   /* the burst */
+        assert_false(link_bucket_take(&b, 1400)); /* 0.8 tokens */
+        assert_true(link_bucket_take(&b, 1500));  /* 1.0 */
+        assert_false(link_bucket_take(&b, 1500));
+        /* A long pause refills to the burst only. */
+        n = 0;
+        while (link_bucket_take(&b, 100000))
+                n++;
+        assert_int_equal(n, 4);
+        /* Time going backwards takes nothing and gives nothing. */
+        assert_false(link_bucket_take(&b, 50));
+}
+
+static void test_limiter(void **state)
+{
+        struct link_limiter l;
+        unsigned pass = 0;
+
+        link_limiter_init(&l, 3, 0);
+        for (int i = 0; i < 10; i++)
+                pass += link_limiter_allow(&l, 1000);
+        assert_int_equal(pass, 3);
+        assert_int_equal(link_limiter_roll(&l, 59999), 0); /* window not over */
+        assert_int_equal(link_limiter_roll(&l, 60000), 7); /* summary of the suppressed */
+        assert_int_equal(link_limiter_roll(&l, 60001), 0);
+        pass = 0;
+        for (int i = 0; i < 5; i++)
+                pass += link_limiter_allow(&l, 61000);
+        assert_int_equal(pass, 3);
+        /* A limit of 0 suppresses everything but still counts. */
+        link_limiter_init(&l, 0, 0);
+        assert_false(link_limiter_allow(&l, 1));
+        assert_int_equal(link_limiter_roll(&l, 70000), 1);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+        FILE *f;
+        unlink(path);
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_key_files(void **state)
+{
+        char dir[] = "/tmp/mcugw-test-link-XXXXXX", path[128];
+        uint8_t k1[32], k2[32];
+        unsigned mode = 0;
+        struct stat st;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof path, "%s/link.key", dir);
+
+        assert_int_equal(link_key_load(path, k1, &mode), -ENOENT);
+        assert_int_equal(link_key_create(path, k1), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(st.st_size, 45); /* base64 + newline, as WireGuard */
+        assert_int_equal(link_key_load(path, k2, &mode), 0);
+        assert_memory_equal(k1, k2, 32);
+        /* Never overwrite an existing key. */
+        assert_int_equal(link_key_create(path, k2), -EEXIST);
+
+        /* Credential hygiene: group/other access refused, mode reported. */
+        chmod(path, 0640);
+        assert_int_equal(link_key_load(path, k2, &mode), -EPERM);
+        assert_int_equal(mode, 0640);
+        chmod(path, 0604);
+        assert_int_equal(link_key_load(path, k2, &mode), -EPERM);
+        chmod(path, 0400);
+        assert_int_equal(link_key_load(path, k2, &mode), 0);
+
+        /* Format. */
+        write_file(path, "not base64\n", 0600);
+        assert_int_equal(link_key_load(path, k2, NULL), -EBADMSG);
+        write_file(path, "AAAA\n", 0600);
+        assert_int_equal(link_key_load(path, k2, NULL), -EBADMSG);
+        write_file(path, "2CeQ3vO5rZ6u5QYb0a5o5wG6xgNHPWZ0nH1z1b0cXl4=", 0600); /* no newline */
+        assert_int_equal(link_key_load(path, k2, NULL), 0);
+        write_file(path, "2CeQ3vO5rZ6u5QYb0a5o5wG6xgNHPWZ0nH1z1b0cXl4=\n\n", 0600);
+        assert_int_equal(link_key_load(path, k2, NULL), 0);
+
+        /* A directory is not a key file. */
+        unlink(path);
+        mkdir(path, 0700);
+        assert_int_equal(link_key_load(path, k2, NULL), -EPERM);
+        rmdir(path);
+        rmdir(dir);
+}
+
+static void test_parse_listen(void **state)
+{
+        struct transport_endpoint ep;
+        const char *reason = NULL;
+        char name[128];
+
+        assert_int_equal(transport_parse_listen("unix:/run/mcugw/link.sock", &ep, &reason), 0);
+        assert_int_equal(ep.kind, TRANSPORT_UNIX);
+        assert_string_equal(ep.path, "/run/mcugw/link.sock");
+
+        assert_int_equal(transport_parse_listen("tcp:127.0.0.1:7878", &ep, &reason), 0);
+        assert_int_equal(ep.kind, TRANSPORT_TCP);
+        transport_endpoint_name(&ep, name, sizeof name);
+        assert_string_equal(name, "tcp:127.0.0.1:7878");
+
+        assert_int_equal(transport_parse_listen("tcp:[::1]:7878", &ep, &reason), 0);
+        transport_endpoint_name(&ep, name, sizeof name);
+        assert_string_equal(name, "tcp:[::1]:7878");
+
+        assert_int_equal(transport_parse_listen("tcp:127.0.0.1:0", &ep, &reason), -EINVAL);
+        assert_int_equal(transport_parse_listen("tcp:127.0.0.1:65536", &ep, &reason), -EINVAL);
+        assert_int_equal(transport_parse_listen("tcp:localhost:80", &ep, &reason), -EINVAL);
+        assert_int_equal(transport_parse_listen("tcp:127.0.0.1", &ep, &reason), -EINVAL);
+        assert_int_equal(transport_parse_listen("unix:relative", &ep, &reason), -EINVAL);
+        assert_int_equal(transport_parse_listen("udp:1.2.3.4:5", &ep, &reason), -EINVAL);
+        assert_non_null(reason);
+        char long_path[200] = "unix:/";
+        memset(long_path + 6, 'a', 150);
+        long_path[156] = 0;
+        assert_int_equal(transport_parse_listen(long_path, &ep, &reason), -EINVAL);
+}
+
+static void test_parse_serial(void **state)
+{
+        struct transport_endpoint ep;
+        const char *reason = NULL;
+
+        assert_int_equal(transport_parse_serial("/dev/ttyUSB0", &ep, &reason), 0);
+        assert_string_equal(ep.path, "/dev/ttyUSB0");
+        assert_int_equal(ep.baud, 115200);
+        assert_int_equal(transport_parse_serial("/dev/ttyUSB0:921600", &ep, &reason), 0);
+        assert_int_equal(ep.baud, 921600);
+        /* A colon inside the path without a number after the last one is part of the path. */
+        assert_int_equal(transport_parse_serial("/dev/serial/by-path/pci-0:1.0:9600", &ep, &reason),
+                         0);
+        assert_string_equal(ep.path, "/dev/serial/by-path/pci-0:1.0");
+        assert_int_equal(ep.baud, 9600);
+        assert_int_equal(transport_parse_serial("/dev/ttyUSB0:12345", &ep, &reason), -EINVAL);
+        assert_int_equal(
+                transport_parse_serial("/dev/serial/by-path/pci-0:14.0-usb-0:2:1.0", &ep, &reason),
+                0);
+        assert_string_equal(ep.path, "/dev/serial/by-path/pci-0:14.0-usb-0:2:1.0");
+        assert_int_equal(ep.baud, 115200);
+        assert_int_equal(transport_parse_serial("ttyUSB0", &ep, &reason), -EINVAL);
+        assert_true(transport_baud_supported(115200));
+        assert_false(transport_baud_supported(0));
+}
+
+static void test_token(void **state)
+{
+        uint64_t t = link_token_make(0xdeadbeef, 42);
+        assert_int_equal(t >> 32, 0xdeadbeef);
+        assert_int_equal((uint32_t)t, 42);
+        assert_true(link_token_make(1, 0) != 0); /* generations start at 1: 0 is "no ack" */
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_bucket),       cmocka_unit_test(test_limiter),
+                cmocka_unit_test(test_key_files),    cmocka_unit_test(test_parse_listen),
+                cmocka_unit_test(test_parse_serial), cmocka_unit_test(test_token),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
