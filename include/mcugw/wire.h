@@ -72,7 +72,7 @@
 /** Device id: printable ASCII 0x21..0x7e, 1..32 bytes, not NUL-terminated on the wire. */
 #define MCUGW_DEVICE_ID_MAX 32u
 
-/** Attestation blob in handshake message 1 (format defined later; v1 peers send 0 bytes). */
+/** Attestation blob in handshake message 1 (docs/protocol.md, "Attestation (v1)"). */
 #define MCUGW_ATTEST_MAX 512u
 
 /** Replay window size in counters (a 64-bit bitmap). */

@@ -24,6 +24,7 @@
 #include "remedy.h"
 #include "rules.h"
 #include "link.h"
+#include "onboard.h"
 #include "ota.h"
 #include "ota_jobs.h"
 #include "registry.h"
@@ -39,6 +40,7 @@ struct gateway {
         struct registry *registry;
         struct control *control;
         struct link_manager *link;
+        struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
         struct ble_manager *ble;
         struct relay *relay;
         struct ota *ota; /* OTA rollout engine (docs/ota.md) */
@@ -153,6 +155,7 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         struct conf_errors err = { 0 };
         struct enroll_list devices = { 0 };
         struct rule_set rules = { 0 };
+        struct onboard *onboard = NULL;
         struct conf *n = NULL;
         json_t *errors;
         char old_hash[65];
@@ -164,7 +167,10 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
                 r = enroll_load_dir(n->devices_dir, &devices, &err);
                 if (r >= 0 && n->monitor_rules)
                         r = rules_load_dir(n->rules_dir, &rules, &err);
+                if (r >= 0)
+                        r = onboard_new(n, &onboard, &err);
                 if (r < 0) {
+                        rule_set_free(&rules);
                         enroll_list_free(&devices);
                         conf_free(n);
                         n = NULL;
@@ -195,6 +201,9 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         memcpy(old_hash, gw->conf->hash, sizeof old_hash);
         gw_apply_conf(gw, n);
         registry_sync_files(gw->registry, &devices);
+        link_manager_set_onboard(gw->link, onboard);
+        onboard_free(gw->onboard);
+        gw->onboard = onboard;
         enroll_list_free(&devices);
         if (gw->remedy && (r = remedy_update(gw->remedy, gw->conf, &rules)) < 0)
                 log_error_errno(r, "reload: cannot apply the rules: %m");
@@ -590,9 +599,16 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
             (r = registry_add_commands(gw->registry, gw->control)) < 0)
                 goto fail;
 
-        /* 4b. MCU links: gateway key, stream listeners, serial ports */
+        /* 4b. MCU links: gateway key, stream listeners, serial ports, JIT onboarding */
+        if ((r = onboard_new(conf, &gw->onboard, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                goto fail;
+        }
         if ((r = link_manager_new(loop, conf, gw->audit, gw->registry, &gw->link)) < 0)
                 goto fail;
+        link_manager_set_onboard(gw->link, gw->onboard);
         registry_set_decorator(gw->registry, gw_decorate_device, gw);
 
         /* 4b'. BLE peripherals (BlueZ over D-Bus), bridged into links */
@@ -705,6 +721,8 @@ void gateway_free(struct gateway *gw)
                 link_manager_stop(gw->link);
                 gw->link = NULL;
         }
+        onboard_free(gw->onboard);
+        gw->onboard = NULL;
         if (gw->control) {
                 control_stop(gw->control);
                 gw->control = NULL;

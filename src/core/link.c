@@ -23,6 +23,7 @@
 
 #include "audit.h"
 #include "conf.h"
+#include "onboard.h"
 #include "link.h"
 #include "log.h"
 #include "macro.h"
@@ -129,6 +130,7 @@ struct serial_port {
 };
 
 struct link_manager {
+        struct onboard *onboard; /* just-in-time onboarding (link_manager_set_onboard) */
         link_ota_fn ota_fn; /* OTA engine (link_manager_set_ota_handler) */
         void *ota_ud;
         uv_loop_t *loop;
@@ -625,6 +627,44 @@ static void link_auth_failed(struct link *l, const char *reason)
         log_device(LOG_WARNING, who, "handshake refused on %s: %s", l->name, reason);
 }
 
+/* An unknown key: enroll it if it carries a valid manufacturer attestation (onboard.h). */
+static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *attest,
+                        size_t attest_len)
+{
+        struct link_manager *m = l->m;
+        const char *kid = NULL, *why = NULL, *err = NULL;
+        enum onboard_policy policy = onboard_policy(m->onboard);
+        char actor[48];
+        int q;
+
+        q = onboard_verify(m->onboard, l->claimed_id, strlen(l->claimed_id), pub, attest,
+                           attest_len, &kid, &why);
+        if (q < 0) {
+                l->reject_reason = q == -ENOENT ? "unknown key" : why;
+                return -1;
+        }
+        if (!m->reg || registry_find(m->reg, l->claimed_id)) {
+                l->reject_reason = "attested device id is enrolled with another key";
+                return -1;
+        }
+        snprintf(actor, sizeof actor, "device:%s", l->claimed_id);
+        if (registry_add(m->reg, actor, l->claimed_id, pub,
+                         policy == ONBOARD_ACTIVE ? DEVICE_ACTIVE : DEVICE_PENDING, "",
+                         "onboarding", &err) < 0) {
+                l->reject_reason = err;
+                return -1;
+        }
+        audit_json(m, actor, "device.onboarded", l->claimed_id,
+                   json_pack("{ss ss ss}", "manufacturer_key", kid, "link", l->name, "state",
+                             policy == ONBOARD_ACTIVE ? "active" : "pending"));
+        log_device(LOG_NOTICE, l->claimed_id, "onboarded on %s, attested by manufacturer key %s (%s)",
+                   l->name, kid, policy == ONBOARD_ACTIVE ? "active" : "pending approval");
+        if (policy == ONBOARD_ACTIVE)
+                return 0;
+        l->reject_reason = "pending approval";
+        return -1;
+}
+
 static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t id_len,
                      const uint8_t *attest, size_t attest_len)
 {
@@ -638,10 +678,8 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         l->claimed_id[id_len] = 0;
 
         d = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
-        if (!d) {
-                l->reject_reason = "unknown key";
-                return -1;
-        }
+        if (!d)
+                return link_onboard(l, pub, attest, attest_len);
         if (strcmp(d->id, l->claimed_id) != 0) {
                 l->reject_reason = "device id does not match the key";
                 return -1;
@@ -1455,6 +1493,11 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
         c.u.command.len = len;
         r = link_send_msg(d->link, &c);
         return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
+}
+
+void link_manager_set_onboard(struct link_manager *m, struct onboard *o)
+{
+        m->onboard = o;
 }
 
 void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud)

@@ -60,6 +60,10 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                               const uint8_t *payload, size_t len);
 /* Messages of the OTA range go to this handler (the OTA engine); without one they are counted
  * as unhandled. Separate from link_callbacks so the two owners do not overwrite each other. */
+/* Trusted manufacturer keys for just-in-time onboarding of unknown devices (NULL: none). The
+ * caller keeps o alive and may swap it on reload. */
+struct onboard;
+void link_manager_set_onboard(struct link_manager *m, struct onboard *o);
 void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud);
 /* Send any message to a connected device (OTA): 0, -ENOTCONN, -EMSGSIZE (too big for the
  * device's receive limit), -ENOBUFS (output queue full: try again later). */

@@ -9,6 +9,7 @@
 #include "conf.h"
 #include "enroll.h"
 #include "gateway.h"
+#include "onboard.h"
 #include "log.h"
 #include "rules.h"
 
@@ -28,6 +29,7 @@ static int check_config(const char *path)
         struct conf_errors err = { 0 };
         struct enroll_list devices = { 0 };
         struct rule_set rules = { 0 };
+        struct onboard *onboard = NULL;
         struct conf *c = NULL;
         int r = conf_load(path, &c, &err);
 
@@ -40,6 +42,13 @@ static int check_config(const char *path)
                 conf_free(c);
                 r = -EINVAL;
         }
+        if (r >= 0 && onboard_new(c, &onboard, &err) < 0) {
+                rule_set_free(&rules);
+                enroll_list_free(&devices);
+                conf_free(c);
+                r = -EINVAL;
+        }
+        onboard_free(onboard);
         for (size_t i = 0; i < err.n; i++)
                 fprintf(stderr, "%s\n", err.msgs[i]);
         if (r < 0) {

@@ -39,6 +39,8 @@
 #include <openssl/x509.h>
 #include <openssl/rand.h>
 
+#include "cred.h"
+#include "onboard.h"
 #include "mcugw/device.h"
 #include "mcugw/proto.h"
 #include "posix_openssl.h"
@@ -102,6 +104,8 @@ struct sim_dev {
         char fw[MCUGW_FW_VERSION_MAX + 1], fw_old[MCUGW_FW_VERSION_MAX + 1];
         char fw_offered[MCUGW_FW_VERSION_MAX + 1], fw_pending[MCUGW_FW_VERSION_MAX + 1];
         uint32_t ota_tid, boots;
+        uint8_t attest[ONBOARD_ATTEST_MAX]; /* manufacturer attestation sent in message 1 */
+        uint16_t attest_len;
         uint64_t reboot_at_ms, self_test_at_ms;
         int reboot_kind; /* 1: into the new image (test mode), 2: back to the old one */
         uint64_t ota_confirmed, ota_failed;
@@ -133,6 +137,8 @@ static struct {
         bool have_ota_pub;
         const char *key_file; /* one device with this private key (mcugwctl keygen) */
         const char *id;
+        EVP_PKEY *attest_key; /* --attest-key: sign each device as its manufacturer would */
+        const char *attest_key_id;
 } opt = {
         .count = 0,
         .seed = "mcugw",
@@ -628,6 +634,8 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.keys.static_priv = d->priv;
         cfg.keys.gateway_pub = opt.bad == BAD_WRONG_GATEWAY_KEY ? wrong_gw : opt.gw_pub;
         cfg.keys.device_id = d->id;
+        cfg.keys.attest = d->attest_len ? d->attest : NULL;
+        cfg.keys.attest_len = d->attest_len;
         cfg.cb.user = d;
         cfg.cb.on_state = on_state;
         cfg.cb.on_ack = on_ack;
@@ -922,7 +930,10 @@ static void usage(void)
                "      --json             (keys) print JSON\n"
                "      --enroll-file PATH write a devices.d enrollment file for the devices\n"
                "      --key-file PATH    one device with this private key (mcugwctl keygen)\n"
-               "      --id ID            its device id\n");
+               "      --id ID            its device id\n"
+               "      --attest-key PEM --attest-key-id ID\n"
+               "                         present a manufacturer attestation signed with this\n"
+               "                         EC P-256 key (just-in-time onboarding)\n");
 }
 
 int main(int argc, char **argv)
@@ -948,6 +959,8 @@ int main(int argc, char **argv)
                 O_OTA_CERT,
                 O_KEYFILE,
                 O_ID,
+                O_ATTEST_KEY,
+                O_ATTEST_KID,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -973,6 +986,8 @@ int main(int argc, char **argv)
                 { "first-index", required_argument, NULL, O_FIRST },
                 { "key-file", required_argument, NULL, O_KEYFILE },
                 { "id", required_argument, NULL, O_ID },
+                { "attest-key", required_argument, NULL, O_ATTEST_KEY },
+                { "attest-key-id", required_argument, NULL, O_ATTEST_KID },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
                 { "wrong-gateway-key", no_argument, NULL, O_BAD + BAD_WRONG_GATEWAY_KEY },
@@ -1021,6 +1036,14 @@ int main(int argc, char **argv)
                 case O_FIRST: opt.first_index = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_KEYFILE: opt.key_file = optarg; break;
                 case O_ID: opt.id = optarg; break;
+                case O_ATTEST_KEY: {
+                        char err[512];
+                        if (cred_load_private_key(optarg, NULL, &opt.attest_key, err,
+                                                  sizeof err) < 0)
+                                die("--attest-key: %s", err);
+                        break;
+                }
+                case O_ATTEST_KID: opt.attest_key_id = optarg; break;
                 case 'h': usage(); return 0;
                 default:
                         if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {
@@ -1079,6 +1102,19 @@ int main(int argc, char **argv)
                 snprintf(devs[0].id, sizeof devs[0].id, "%s", opt.id);
         } else if (opt.id) {
                 die("--id needs --key-file");
+        }
+        if (opt.attest_key) {
+                if (!opt.attest_key_id)
+                        die("--attest-key needs --attest-key-id");
+                for (unsigned i = 0; i < opt.count; i++) {
+                        int n = onboard_attest_sign(opt.attest_key, opt.attest_key_id, devs[i].id,
+                                                    devs[i].pub, devs[i].attest,
+                                                    sizeof devs[i].attest);
+                        if (n < 0)
+                                die("cannot sign the attestation of %s", devs[i].id);
+                        devs[i].attest_len = (uint16_t)n;
+                }
+                EVP_PKEY_free(opt.attest_key);
         }
         if (opt.enroll_file)
                 write_enroll_file();

@@ -169,3 +169,54 @@ def raw_request(path, payload, read_timeout=5.0):
         pass
     s.close()
     return out
+
+
+SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def sim_keys(count, seed, prefix, first=0):
+    """The deterministic keys mcugw-sim will use for these devices: [{"id", "public_key"}]."""
+    r = subprocess.run([SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix", prefix,
+                        "--first-index", str(first), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class Sim:
+    """mcugw-sim run ARGS in the background; result() is its final JSON report."""
+
+    def __init__(self, tmp, name, args):
+        self.out_path = tmp.join(f"sim-{name}.out")
+        self.err_path = tmp.join(f"sim-{name}.err")
+        self.proc = subprocess.Popen([SIM, "run"] + args, stdout=open(self.out_path, "w"),
+                                     stderr=open(self.err_path, "w"))
+
+    def stop(self, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.result()
+
+    def wait(self, timeout=30):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.stop()
+        return self.result()
+
+    def result(self):
+        with open(self.out_path) as f:
+            lines = [x for x in f.read().splitlines() if x.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
