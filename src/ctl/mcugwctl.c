@@ -343,7 +343,7 @@ static void print_audit_record(json_t *r)
         }
         format_time(jint(r, "ts_us"), t, sizeof t);
         details = json_dumps(json_object_get(r, "details"), JSON_COMPACT | JSON_ENCODE_ANY);
-        printf("%6lld  %s  %-14s %-24s %-20s %s\n", jint(r, "seq"), t, jstr(r, "actor"),
+        printf("%6lld  %s  %-20s %-22s %-20s %s\n", jint(r, "seq"), t, jstr(r, "actor"),
                jstr(r, "event"), jstr(r, "subject"), details ? details : "");
         free(details);
 }
@@ -385,7 +385,7 @@ static int do_audit_tail(int argc, char **argv)
                 size_t i;
                 json_t *r;
                 if (!arg_json)
-                        printf("%6s  %-20s  %-14s %-24s %-20s %s\n", "SEQ", "TIME", "ACTOR",
+                        printf("%6s  %-20s  %-20s %-22s %-20s %s\n", "SEQ", "TIME", "ACTOR",
                                "EVENT", "SUBJECT", "DETAILS");
                 json_array_foreach(d, i, r)
                         print_audit_record(r);
