@@ -398,6 +398,19 @@ static int parse_sync(const char *v, void *field, const char **reason)
         return -EINVAL;
 }
 
+/* A private key: an absolute path, or an RFC 7512 "pkcs11:" URI (cred.h). */
+static int parse_key_spec(const char *v, void *field, const char **reason)
+{
+        if (strncmp(v, "pkcs11:", 7) == 0) {
+                if (strlen(v) > 1024) {
+                        *reason = "URI too long";
+                        return -EINVAL;
+                }
+                return parse_string(v, field, reason);
+        }
+        return parse_path(v, field, reason);
+}
+
 static int parse_onboarding_policy(const char *v, void *field, const char **reason)
 {
         static const char *const names[] = { "off", "pending", "active" };
@@ -532,7 +545,8 @@ static const struct conf_key conf_keys[] = {
         { "MQTT", "ServerName", CONF_STR, parse_string_opt, F(mqtt_server_name), NULL, true },
         { "MQTT", "CAFile", CONF_STR, parse_path, F(mqtt_ca_file), NULL, true },
         { "MQTT", "CertificateFile", CONF_STR, parse_path, F(mqtt_cert_file), NULL, true },
-        { "MQTT", "KeyFile", CONF_STR, parse_path, F(mqtt_key_file), NULL, true },
+        { "MQTT", "KeyFile", CONF_STR, parse_key_spec, F(mqtt_key_file), NULL, true },
+        { "MQTT", "PKCS11Module", CONF_STR, parse_path, F(mqtt_pkcs11_module), NULL, true },
         { "MQTT", "ALPN", CONF_STR, parse_string_opt, F(mqtt_alpn), NULL, true },
         { "MQTT", "ProtocolVersion", CONF_INT, parse_mqtt_protocol, F(mqtt_protocol), "3.1.1",
           true },

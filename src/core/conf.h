@@ -76,7 +76,8 @@ struct conf {
         char *mqtt_server_name; /* SNI and certificate name; NULL: Host */
         char *mqtt_ca_file;
         char *mqtt_cert_file;
-        char *mqtt_key_file;
+        char *mqtt_key_file;      /* a file or a pkcs11: URI */
+        char *mqtt_pkcs11_module; /* the PKCS#11 module for pkcs11: URIs */
         char *mqtt_alpn; /* e.g. x-amzn-mqtt-ca for AWS IoT on port 443 */
         int mqtt_protocol; /* 4 (3.1.1) or 5 */
         uint64_t mqtt_keepalive_usec;

@@ -116,9 +116,13 @@ static int load_key_pkcs11(const char *uri, const char *module, EVP_PKEY **ret, 
         k = ENGINE_load_private_key(e, uri, (UI_METHOD *)UI_null(), NULL);
         ENGINE_finish(e);
         ENGINE_free(e);
-        if (!k)
+        if (!k) {
+                /* Never repeat the query part: it may hold pin-value=. */
+                int n = (int)strcspn(uri, "?");
                 return seterr(err, errlen, -EACCES,
-                              "PKCS#11 key %s: cannot load (wrong PIN, token or object?)", uri);
+                              "PKCS#11 key %.*s: cannot load (wrong PIN, token or object?)", n,
+                              uri);
+        }
         *ret = k;
         return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "cred.h"
 #include "mqtt.h"
 
 #define MQTT_MAX_SUBS 16
@@ -146,26 +147,20 @@ static bool is_ip(const char *s)
 void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
 {
         const char *name = o->server_name ? o->server_name : o->host;
-        char ebuf[200];
-        struct stat st;
+        char ebuf[200], kerr[512];
+        EVP_PKEY *key = NULL;
         SSL_CTX *ctx;
 
-        /* The private key must be the owner's alone (as ssh insists for its keys). */
-        if (stat(o->key_file, &st) < 0) {
-                snprintf(err, n, "KeyFile %s: %s", o->key_file, strerror(errno));
-                return NULL;
-        }
-        if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-                snprintf(err, n,
-                         "KeyFile %s is accessible by group or others (mode %04o); refusing to "
-                         "use it (chmod 600 it)",
-                         o->key_file, (unsigned)(st.st_mode & 07777));
+        /* From an owner-only file (as ssh insists for its keys) or from a PKCS#11 token. */
+        if (cred_load_private_key(o->key_file, o->pkcs11_module, &key, kerr, sizeof kerr) < 0) {
+                snprintf(err, n, "KeyFile: %s", kerr);
                 return NULL;
         }
         ctx = SSL_CTX_new(TLS_client_method());
         if (!ctx) {
                 ssl_error_string(ebuf, sizeof ebuf);
                 snprintf(err, n, "cannot create a TLS context: %s", ebuf);
+                EVP_PKEY_free(key);
                 return NULL;
         }
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -183,7 +178,7 @@ void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
                 snprintf(err, n, "CertificateFile %s: %s", o->cert_file, ebuf);
                 goto fail;
         }
-        if (SSL_CTX_use_PrivateKey_file(ctx, o->key_file, SSL_FILETYPE_PEM) != 1) {
+        if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
                 ssl_error_string(ebuf, sizeof ebuf);
                 snprintf(err, n, "KeyFile %s: %s", o->key_file, ebuf);
                 goto fail;
@@ -222,8 +217,10 @@ void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
                 }
         }
         SSL_CTX_set_info_callback(ctx, info_cb);
+        EVP_PKEY_free(key); /* the context holds its own reference */
         return ctx;
 fail:
+        EVP_PKEY_free(key);
         SSL_CTX_free(ctx);
         return NULL;
 }

@@ -43,8 +43,9 @@ struct mqtt_options {
         const char *server_name; /* NULL: host */
         const char *ca_file;
         const char *cert_file;
-        const char *key_file;
-        const char *alpn; /* NULL: none */
+        const char *key_file;      /* a file, or a "pkcs11:" URI (cred.h) */
+        const char *pkcs11_module; /* for pkcs11: URIs; NULL: the engine's default */
+        const char *alpn;          /* NULL: none */
         int protocol;     /* 4 or 5 */
         unsigned keepalive_s;
         unsigned max_inflight;

@@ -622,6 +622,7 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         .ca_file = c->mqtt_ca_file,
                         .cert_file = c->mqtt_cert_file,
                         .key_file = c->mqtt_key_file,
+                        .pkcs11_module = c->mqtt_pkcs11_module,
                         .alpn = c->mqtt_alpn,
                         .protocol = c->mqtt_protocol,
                         .keepalive_s = (unsigned)(c->mqtt_keepalive_usec / 1000000),

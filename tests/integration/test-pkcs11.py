@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The gateway's cloud key inside a PKCS#11 token: a real SoftHSM2 token initialised here holds
+the client key (the PEM copy is deleted), the daemon loads it through OpenSSL's pkcs11 engine and
+connects to a real Mosquitto with mutual TLS. A wrong PIN is a clear error, not a crash."""
+
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from broker import Broker  # noqa: E402
+from mcugwtest import MCUGWD, Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def main():
+    tmp = TempDir()
+    d = broker = None
+    try:
+        os.makedirs(tmp.join("tokens"))
+        conf = tmp.join("softhsm2.conf")
+        with open(conf, "w") as f:
+            f.write(f"directories.tokendir = {tmp.join('tokens')}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n")
+        env = dict(os.environ, SOFTHSM2_CONF=conf)
+        broker = Broker(tmp.path).start()
+        cert, key = broker.certs.client("gateway")
+        p8 = tmp.join("gw.p8")
+        subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", key, "-out", p8],
+                       check=True)
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "mcugw", "--pin",
+                        "s3cret-pin", "--so-pin", "5678-so"], check=True, env=env, capture_output=True)
+        subprocess.run(["softhsm2-util", "--import", p8, "--token", "mcugw", "--label", "gwkey",
+                        "--id", "01", "--pin", "s3cret-pin"], check=True, env=env, capture_output=True)
+        os.unlink(p8)
+        os.unlink(key)
+        check(not os.path.exists(key), "the private key exists only inside the token")
+
+        # The PIN comes from a file (pin-source), not the URI: libp11 prints URIs it cannot
+        # resolve on stderr, and a pin-value= would end up in the journal with them.
+        pin = tmp.join("pin")
+        with open(pin, "w") as f:
+            f.write("s3cret-pin")
+        os.chmod(pin, 0o600)
+        uri = f"pkcs11:token=mcugw;object=gwkey;type=private?pin-source=file:{pin}"
+        mqtt = broker.mqtt_config(cert, uri, f"PKCS11Module={MODULE}\n")
+        config = base_config(tmp, mqtt)
+        cfg = tmp.join("mcugw.conf")
+        with open(cfg, "w") as f:
+            f.write(config)
+        r = subprocess.run([MCUGWD, "--check-config", "--config", cfg], capture_output=True,
+                           text=True)
+        check(r.returncode == 0, "a pkcs11: URI is a valid KeyFile=")
+
+        d = Daemon(tmp, config).start(env=env)
+        up = wait_for(lambda: d.ctl_json("status").get("mqtt", {}).get("state") == "connected",
+                      timeout=20)
+        check(up, "mutual TLS to Mosquitto with the key in the SoftHSM2 token")
+        check("gateway" in broker.read_log() or up, "the broker accepted the client certificate")
+        d.stop()
+        d = None
+
+        # Wrong PIN: a clear error naming the problem, no crash, no prompt.
+        with open(pin, "w") as f:
+            f.write("wr0ng-pin")
+        r = subprocess.run([MCUGWD, "--config", cfg], capture_output=True, text=True, env=env,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        out = r.stdout + r.stderr
+        check(r.returncode not in (0, -11, -6, 134, 139), f"wrong PIN: no crash (exit {r.returncode})")
+        check("wrong PIN" in out or "cannot load" in out, "wrong PIN: the error says so")
+        check("wr0ng-pin" not in out, "the PIN is not logged")
+    finally:
+        if d:
+            d.stop()
+        if broker:
+            broker.stop()
+        tmp.cleanup()
+    finish()
+
+
+if __name__ == "__main__":
+    main()
