@@ -48,7 +48,7 @@ int cred_check_private_file(const char *path, char *err, size_t errlen)
                 return seterr(err, errlen, -EINVAL, "private key %s is not a regular file", path);
         if (st.st_mode & 0077)
                 return seterr(err, errlen, -EPERM,
-                              "private key %s is accessible to group or others (mode %04o); "
+                              "private key %s is accessible by group or others (mode %04o); "
                               "refusing it: chmod 600 %s",
                               path, (unsigned)(st.st_mode & 07777), path);
         return 0;
@@ -78,10 +78,24 @@ static int load_key_file(const char *path, EVP_PKEY **ret, char *err, size_t err
         return 0;
 }
 
+/* One pkcs11 engine for the life of the process: libp11 keeps per-module state (sessions,
+ * logins, method tables) that it does not give back when an engine is torn down, so it is set up
+ * once and kept (it stays reachable, and a second module path is refused). */
 static ENGINE *pkcs11_engine(const char *module, char *err, size_t errlen)
 {
+        static ENGINE *engine;
+        static char *engine_module;
         ENGINE *e;
 
+        if (engine) {
+                if ((module || engine_module) &&
+                    (!module || !engine_module || strcmp(module, engine_module) != 0)) {
+                        seterr(err, errlen, 0, "pkcs11 engine: already using module %s",
+                               engine_module ? engine_module : "(default)");
+                        return NULL;
+                }
+                return engine;
+        }
         ENGINE_load_builtin_engines();
         e = ENGINE_by_id("pkcs11"); /* engines-3/pkcs11.so, loaded on demand */
         if (!e) {
@@ -100,7 +114,9 @@ static ENGINE *pkcs11_engine(const char *module, char *err, size_t errlen)
                 ENGINE_free(e);
                 return NULL;
         }
-        return e;
+        engine = e;
+        engine_module = module ? strdup(module) : NULL;
+        return engine;
 }
 
 static int load_key_pkcs11(const char *uri, const char *module, EVP_PKEY **ret, char *err,
@@ -112,10 +128,8 @@ static int load_key_pkcs11(const char *uri, const char *module, EVP_PKEY **ret, 
         if (!e)
                 return -ENOPKG;
         /* UI_null(): never prompt for a PIN on a terminal — a daemon has none. The PIN comes in
-         * the URI (pin-value= or pin-source=file:…). */
+         * the URI (pin-source=file:… is best: libp11 prints URIs it cannot resolve). */
         k = ENGINE_load_private_key(e, uri, (UI_METHOD *)UI_null(), NULL);
-        ENGINE_finish(e);
-        ENGINE_free(e);
         if (!k) {
                 /* Never repeat the query part: it may hold pin-value=. */
                 int n = (int)strcspn(uri, "?");

@@ -1547,6 +1547,35 @@ static json_t *counters_json(const struct link_counters *c)
         return o;
 }
 
+int link_manager_device_counters(struct link_manager *m, const char *device_id,
+                                 struct link_device_counters *ret)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        if (!d)
+                return -ENOENT;
+        *ret = (struct link_device_counters){
+                .frames_in = d->c.frames_in,
+                .frames_out = d->c.frames_out,
+                .bytes_in = d->c.bytes_in,
+                .bytes_out = d->c.bytes_out,
+                .telemetry = d->c.telemetry,
+                .handshakes = d->c.handshakes,
+                .auth_failures = d->c.auth_failures,
+                .mac_errors = d->c.mac_errors,
+                .crc_errors = d->c.crc_errors,
+                .cobs_errors = d->c.cobs_errors,
+                .replays = d->c.replays,
+                .truncated = d->c.truncated,
+                .oversize = d->c.oversize,
+                .malformed = d->c.malformed,
+                .tx_dropped = d->c.tx_dropped,
+                .last_seen_us = d->last_seen_us,
+                .connected = d->link && !d->link->closing,
+        };
+        return 0;
+}
+
 int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;

@@ -70,6 +70,17 @@ void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *
 int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
 /* Bytes waiting in the output queue of the device's link (0 if none or not connected). */
 size_t link_manager_queued(struct link_manager *m, const char *device_id);
+/* The counters of one device without building JSON, for the metrics sampler (metrics.c), which
+ * reads every device every MetricsInterval. -ENOENT if never seen. */
+struct link_device_counters {
+        uint64_t frames_in, frames_out, bytes_in, bytes_out, telemetry, handshakes;
+        uint64_t auth_failures, mac_errors, crc_errors, cobs_errors, replays, truncated;
+        uint64_t oversize, malformed, tx_dropped;
+        int64_t last_seen_us;
+        bool connected;
+};
+int link_manager_device_counters(struct link_manager *m, const char *device_id,
+                                 struct link_device_counters *ret);
 /* Add the link counters of one device to out (an object). -ENOENT if never seen. */
 int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out);
 /* Gateway totals, listeners and ports, the public key (a new object). */

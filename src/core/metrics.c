@@ -177,10 +177,23 @@ int metrics_read_proc(struct metrics_proc *ret)
 
 /* ---- sampling ---------------------------------------------------------------------------- */
 
-static void read_counters(json_t *stats, uint64_t c[_C_MAX])
+static void read_counters(const struct link_device_counters *k, uint64_t c[_C_MAX])
 {
-        for (size_t i = 0; i < _C_MAX; i++)
-                c[i] = (uint64_t)json_integer_value(json_object_get(stats, counter_names[i]));
+        c[C_FRAMES_IN] = k->frames_in;
+        c[C_FRAMES_OUT] = k->frames_out;
+        c[C_BYTES_IN] = k->bytes_in;
+        c[C_BYTES_OUT] = k->bytes_out;
+        c[C_TELEMETRY] = k->telemetry;
+        c[C_AUTH_FAILURES] = k->auth_failures;
+        c[C_MAC_ERRORS] = k->mac_errors;
+        c[C_CRC_ERRORS] = k->crc_errors;
+        c[C_REPLAYS] = k->replays;
+        c[C_TX_DROPPED] = k->tx_dropped;
+        c[C_MALFORMED] = k->malformed;
+        c[C_HANDSHAKES] = k->handshakes;
+        c[C_TRUNCATED] = k->truncated;
+        c[C_OVERSIZE] = k->oversize;
+        c[C_COBS_ERRORS] = k->cobs_errors;
 }
 
 void metrics_sample(struct metrics *m)
@@ -193,7 +206,7 @@ void metrics_sample(struct metrics *m)
         m->gen++;
         for (size_t i = 0; i < n; i++) {
                 const struct registry_device *rd = registry_get(m->src.registry, i);
-                json_t *o, *stats;
+                struct link_device_counters k;
                 uint64_t c[_C_MAX] = { 0 };
                 struct metrics_delta delta = { 0 };
                 struct mdev *d;
@@ -206,13 +219,10 @@ void metrics_sample(struct metrics *m)
                 if (!d)
                         continue;
                 d->gen = m->gen;
-                o = json_object();
-                if (o && link_manager_device_stats(m->src.link, rd->id, o) >= 0) {
-                        stats = json_object_get(o, "link_stats");
-                        read_counters(stats, c);
-                        seen_us = json_integer_value(json_object_get(stats, "last_seen_us"));
+                if (link_manager_device_counters(m->src.link, rd->id, &k) >= 0) {
+                        read_counters(&k, c);
+                        seen_us = k.last_seen_us;
                 }
-                json_decref(o);
                 /* Counters only grow while the daemon runs; guard anyway. */
 #define D(k) (c[k] >= d->c[k] ? c[k] - d->c[k] : c[k])
                 delta.auth_failures = D(C_AUTH_FAILURES);

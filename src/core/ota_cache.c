@@ -550,6 +550,11 @@ bool ota_image_complete(const struct ota_image *img)
         return img->complete;
 }
 
+bool ota_image_usable(const struct ota_image *img)
+{
+        return img->complete && !img->discarded;
+}
+
 int ota_image_read(struct ota_image *img, uint64_t off, uint8_t *buf, size_t len)
 {
         ssize_t k;

@@ -59,6 +59,8 @@ uint32_t ota_image_blocks(const struct ota_image *img);
 uint32_t ota_image_blocks_have(const struct ota_image *img);
 const uint8_t *ota_image_bitmap(const struct ota_image *img);
 bool ota_image_complete(const struct ota_image *img);
+/* Complete and not discarded. */
+bool ota_image_usable(const struct ota_image *img);
 /* Read len bytes at off (for the transfer to MCUs): the number read or -errno. */
 int ota_image_read(struct ota_image *img, uint64_t off, uint8_t *buf, size_t len);
 

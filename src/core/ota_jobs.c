@@ -254,7 +254,8 @@ static void hand_to_engine(struct ota_jobs *J, struct cjob *c)
                 spec.groups = (const char *const *)c->doc.groups;
                 spec.n_groups = c->doc.n_groups;
         }
-        c->state = CJ_ENGINE;
+        /* A refused job reports through job_fail() below, not through the engine's reporter:
+         * the state becomes CJ_ENGINE only once the engine has it. */
         r = ota_job_create(J->ota, &spec, id, err, sizeof err);
         if (r < 0) {
                 if (r == -EBADMSG && strstr(err, "signature"))
@@ -262,8 +263,7 @@ static void hand_to_engine(struct ota_jobs *J, struct cjob *c)
                 job_fail(J, c, err);
                 return;
         }
-        job_update(J, c, "IN_PROGRESS",
-                   json_pack("{ss}", "updatedBy", "mcugw")); /* replaced by receive n/m */
+        c->state = CJ_ENGINE;
 }
 
 static void dl_release(struct ota_jobs *J, struct dl *d)
@@ -488,6 +488,14 @@ static void on_execution(struct ota_jobs *J, const char *thing, json_t *ex)
                   json_pack("{ss ss sI}", "thing", thing, "stream", c->doc.streamname, "size",
                             (json_int_t)c->doc.files[0].filesize));
         c->dl = dl_get(J, c, err, sizeof err);
+        if (c->dl && c->dl->done) {
+                /* Another job fetched this file a moment ago. */
+                if (ota_image_usable(c->dl->img))
+                        hand_to_engine(J, c);
+                else
+                        job_fail(J, c, "the image failed its checks; retry the job");
+                return;
+        }
         if (!c->dl) {
                 job_fail(J, c, *err ? err : "cannot start the download");
                 return;

@@ -850,17 +850,22 @@ static int run(void)
 
 static void add_target(const char *spec)
 {
+        size_t len;
         struct target *t;
+
+        if (!spec)
+                die("--connect needs an argument");
+        len = strlen(spec);
         if (n_targets >= sizeof targets / sizeof targets[0])
                 die("too many --connect targets");
         t = &targets[n_targets++];
         snprintf(t->spec, sizeof t->spec, "%s", spec);
-        if (strncmp(spec, "unix:", 5) == 0 && strlen(spec + 5) < sizeof t->path) {
+        if (strncmp(spec, "unix:", 5) == 0 && len - 5 < sizeof t->path) {
                 t->kind = 'u';
-                strcpy(t->path, spec + 5);
-        } else if (strncmp(spec, "pty:", 4) == 0 && strlen(spec + 4) < sizeof t->path) {
+                memcpy(t->path, spec + 5, len - 5 + 1);
+        } else if (strncmp(spec, "pty:", 4) == 0 && len - 4 < sizeof t->path) {
                 t->kind = 'p';
-                strcpy(t->path, spec + 4);
+                memcpy(t->path, spec + 4, len - 4 + 1);
         } else if (strncmp(spec, "tcp:", 4) == 0) {
                 const char *c = strrchr(spec + 4, ':');
                 if (!c || (size_t)(c - spec - 4) >= sizeof t->host ||

@@ -265,8 +265,9 @@ CloudCommands=release
             d.ctl("device", "quarantine", "good-0001", "--reason", f"outage {i}")
             d.ctl("device", "restore", "good-0001")
         during = d.ctl_json("status")["audit"]["head_seq"]
-        check(d.ctl_json("status")["audit_export"]["cursor"] >= during - 1,
-              "records written during the outage are in the outbox")
+        check(wait_for(lambda: d.ctl_json("status")["audit_export"]["cursor"] >= during,
+                       timeout=5),
+              "records written during the outage are handed to the outbox")
         broker.start()
         check(wait_for(lambda: max(exported(sub), default=0) >= during, timeout=30),
               "after the outage the backlog is delivered")

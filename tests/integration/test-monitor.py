@@ -17,7 +17,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import MCUGWD, Daemon, TempDir, base_config, check, finish, wait_for  # noqa
+from mcugwtest import (MCUGWCTL, MCUGWD, Daemon, TempDir, base_config, check, finish,  # noqa
+                       wait_for)
 
 SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 
@@ -92,6 +93,43 @@ def audit(d, n=5000):
 def fired(d, rule, dev):
     return [r for r in audit(d) if r["event"] == "rule.fired" and r["subject"] == dev and
             r["details"]["rule"] == rule]
+
+
+def top_on_a_terminal(d, key=b"q"):
+    """Run `mcugwctl top` on a pseudo-terminal: it redraws at least twice, then `key` (q or
+    Ctrl-C, which the terminal turns into SIGINT) ends it with status 0."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(MCUGWCTL, [MCUGWCTL, "--socket", d.socket, "top", "--interval", "0.3"])
+    out = b""
+    deadline = time.monotonic() + 10
+    while out.count(b"\033[H\033[2J") < 2 and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    os.write(fd, key)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        try:
+            if select.select([fd], [], [], 0.1)[0]:
+                os.read(fd, 65536)  # keep draining so that top never blocks writing
+        except OSError:
+            time.sleep(0.05)  # EIO: the child closed the terminal and is exiting
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        return False
+    os.close(fd)
+    return (out.count(b"\033[H\033[2J") >= 2 and b"good-0000" in out and
+            os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 
 
 def test_check_config(tmp):
@@ -195,6 +233,8 @@ MetricsInterval=200ms
         r = d.ctl("top", "--once")
         check(r.returncode == 0 and "good-0002" in r.stdout and "\033[" not in r.stdout,
               "`mcugwctl top --once` prints one screen without terminal codes")
+        check(top_on_a_terminal(d), "`mcugwctl top` on a terminal refreshes and exits on q")
+        check(top_on_a_terminal(d, b"\x03"), "... and on Ctrl-C")
 
         # --- a flooding device is quarantined within its window ------------------------------
         before = {i: metrics(d)[i]["frames_in"] for i in want}

@@ -240,6 +240,9 @@ AbortAfterFailures=0
         check(wait_for(lambda: devices()["c-0005"]["fw_version"] == "1.0.0", 10),
               "the device stays on its old firmware")
 
+        rej = d.ctl_json("status")["ota"]["cloud"]["updates_rejected"]
+        check(rej == 0, f"the cloud accepted every job update (none after a final one): {rej}")
+
         # --- Targeting=gateway: one job on the gateway's thing names a group ----------------
         d.stop()
         d.write_config(config.replace("Targeting=thing-per-device", "Targeting=gateway"))

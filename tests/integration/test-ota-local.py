@@ -257,6 +257,27 @@ AbortAfterFailures=0
         check(d.ctl("ota", "abort", ja["id"]).returncode != 0, "aborting twice is an error")
         check(d.ctl("ota", "show", "nope").returncode != 0, "ota show of an unknown job fails")
 
+        # --- rollout controls: one at a time, abort after the first failure ------------------
+        d.write_config(config.replace("MaxConcurrent=4", "MaxConcurrent=1")
+                       .replace("AbortAfterFailures=0", "AbortAfterFailures=1"))
+        check(d.ctl("reload").returncode == 0, "reload with MaxConcurrent=1, AbortAfterFailures=1")
+        img3ok = make_image(tmp, "fw-3.0.0-ok", "3.0.0", 40000, signer)
+        r, jl = start(d, img3ok, "--group", "line-b")  # ota-0000, -0003 (fails), -0004, -0005
+        check(r.returncode == 0 and jl["devices"] == 4, "a job for the four devices of line-b")
+        peak = [0]
+
+        def sample():
+            j = job(d, jl["id"])
+            act = sum(x["state"] in ("offered", "sending", "rebooting", "testing")
+                      for x in j["transfers"])
+            peak[0] = max(peak[0], act)
+            return j["state"] not in ("IN_PROGRESS", "QUEUED") and j
+        jl = wait_for(sample, 90, 0.05)
+        check(peak[0] == 1, f"never more than one transfer at a time (peak {peak[0]})")
+        states = sorted(x["state"] for x in jl["transfers"]) if jl else []
+        check(jl and jl["state"] == "FAILED" and "failed" in states and "aborted" in states,
+              f"the first failure aborted the rest of the job ({states})")
+
         v = d.ctl("audit", "verify", json_out=True)
         check(v.returncode == 0 and json.loads(v.stdout)["ok"], "audit chain still verifies")
         for sm in sims:

@@ -345,7 +345,11 @@ static EVP_PKEY *make_cert(const char *curve, char **ret_pem)
         assert_true(X509_sign(x, k, EVP_sha256()) > 0);
         PEM_write_bio_X509(bio, x);
         n = BIO_get_mem_data(bio, &data);
-        *ret_pem = strndup(data, (size_t)n);
+        /* the BIO's memory is not NUL-terminated */
+        *ret_pem = malloc((size_t)n + 1);
+        assert_non_null(*ret_pem);
+        memcpy(*ret_pem, data, (size_t)n);
+        (*ret_pem)[n] = 0;
         BIO_free(bio);
         X509_free(x);
         return k;
