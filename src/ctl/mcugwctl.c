@@ -537,7 +537,8 @@ static int do_device_add(int argc, char **argv)
         return run("device.add", args, print_device_row);
 }
 
-static int state_change(const char *cmd, int argc, char **argv)
+/* COMMAND ID [--reason TEXT] for the device verbs. */
+static int id_with_reason(const char *cmd, int argc, char **argv, void (*human)(json_t *))
 {
         static const struct option opts[] = {
                 { "reason", required_argument, NULL, 'r' },
@@ -557,7 +558,12 @@ static int state_change(const char *cmd, int argc, char **argv)
                 return fail("usage: mcugwctl %s ID [--reason TEXT]", cmd);
         }
         json_object_set_new(args, "id", json_string(argv[optind]));
-        return run(cmd, args, print_device_row);
+        return run(cmd, args, human);
+}
+
+static int state_change(const char *cmd, int argc, char **argv)
+{
+        return id_with_reason(cmd, argc, argv, print_device_row);
 }
 
 static int do_device_approve(int argc, char **argv)
@@ -1179,25 +1185,7 @@ static void print_done(json_t *d)
 
 static int device_remedy(const char *cmd, int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "reason", required_argument, NULL, 'r' },
-                {},
-        };
-        json_t *args = json_object();
-        int c;
-
-        optind = 0;
-        while ((c = getopt_long(argc, argv, "r:", opts, NULL)) >= 0)
-                switch (c) {
-                case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
-                default: json_decref(args); return EXIT_FAILURE;
-                }
-        if (argc - optind != 1) {
-                json_decref(args);
-                return fail("usage: mcugwctl %s ID [--reason TEXT]", cmd);
-        }
-        json_object_set_new(args, "id", json_string(argv[optind]));
-        return run(cmd, args, print_done);
+        return id_with_reason(cmd, argc, argv, print_done);
 }
 
 static void print_defender(json_t *d)

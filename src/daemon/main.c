@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "config.h"
@@ -97,6 +98,9 @@ int main(int argc, char **argv)
         if (check)
                 return check_config(config);
 
+        /* Nothing we create (database, keys, caches) is for other users; the control socket's
+         * mode is set explicitly. systemd's UMask=0077 is stricter still. */
+        umask(0027);
         log_open("mcugwd");
         r = conf_load(config, &conf, &err);
         if (r < 0) {

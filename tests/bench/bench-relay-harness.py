@@ -172,22 +172,53 @@ CommitInterval=10ms
 
 
 def bench_memory(root, broker, cert):
-    def measure(devices, name):
-        run = Run(root, broker, cert, "", name)
-        proc = run.driver("--devices", devices, "--count", 1 if devices else 0, "--rate",
-                          100000, "--size", 64, wait=False)
+    """The real mcugwd with its TLS session up: RssAnon with no MCU connected, then with 1,000
+    simulated MCUs (mcugw-sim, real handshakes over a Unix socket, 1 message/s each) connected.
+    The baseline and the measurement come from the same daemon process."""
+    sim = os.path.join(BUILD, "src", "sim", "mcugw-sim")
+    n = 1000
+    run = Run(root, broker, cert, "", "mem")
+    link = os.path.join(run.dir, "run", "link.sock")
+    devdir = os.path.join(run.dir, "devices.d")
+    os.makedirs(devdir)
+    subprocess.run([sim, "keys", "--count", str(n), "--seed", "mem", "--id-prefix", "m-",
+                    "--enroll-file", os.path.join(devdir, "mem.conf")], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(run.conf, "a") as f:
+        f.write(f"\n[Paths]\nDevicesDirectory={devdir}\n[Link]\nListenStream=unix:{link}\n"
+                "HandshakeRate=5000\nMaxConnections=2000\n")
+    log_f = open(os.path.join(run.dir, "mcugwd.log"), "wb")
+    d = subprocess.Popen([MCUGWD, "--config", run.conf], stdout=log_f, stderr=log_f)
+    sp = None
+    try:
         run.wait_connected()
-        time.sleep(1.5)
-        kib = rss_anon_kib(proc.pid)
-        proc.terminate()
-        proc.communicate(timeout=20)
-        run.log.close()
-        return kib
-    base = measure(1, "mem-base")
-    many = measure(1000, "mem-1000")
-    return {"base_rss_anon_kib": base, "per_device_bytes": round((many - base) * 1024 / 999),
-            "rss_anon_kib_1000_devices": many, "source": "driver",
-            "note": "relay + outbox per-device state only; link sessions are not in this run"}
+        time.sleep(1.0)
+        base = rss_anon_kib(d.pid)
+        gw = run.status()["link"]["public_key"]
+        sp = subprocess.Popen([sim, "run", "--connect", f"unix:{link}", "--count", str(n),
+                               "--seed", "mem", "--id-prefix", "m-", "--gateway-key", gw,
+                               "--rate", "1", "--size", "64", "--messages", "0",
+                               "--duration", "90"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        connected = 0
+        while time.monotonic() < deadline:
+            connected = run.status()["link"].get("devices_connected", 0)
+            if connected >= n:
+                break
+            time.sleep(0.5)
+        time.sleep(3.0)  # a few rounds of telemetry through the outbox and the session
+        many = rss_anon_kib(d.pid)
+    finally:
+        if sp:
+            sp.terminate()
+            sp.wait(timeout=20)
+        d.terminate()
+        d.wait(timeout=30)
+        log_f.close()
+    return {"base_rss_anon_kib": base, "per_device_bytes": round((many - base) * 1024 / n),
+            "rss_anon_kib_1000_devices": many, "devices_connected": connected, "source": "sim",
+            "budget_base_kib": 4096, "budget_per_device_bytes": 4096}
 
 
 def bench_outage(root, broker, cert):

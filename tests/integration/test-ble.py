@@ -16,12 +16,12 @@ survived; SIGTERM disconnects the peripherals and exits cleanly."""
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import MCUGWD, Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
+from mcugwtest import Sim, sim_keys  # noqa: E402
 from broker import Broker, Subscriber  # noqa: E402
 
 try:
@@ -35,7 +35,6 @@ except ImportError as e:
     print(f"cannot run the BLE test: {e}; install dbus-daemon and python3-dbusmock", flush=True)
     sys.exit(1 if os.environ.get("CI") else 77)
 
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bluez_standin.py")
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
@@ -108,32 +107,6 @@ class Standin:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-class Sim:
-    def __init__(self, tmp, name, args):
-        self.out_path = tmp.join(f"sim-{name}.out")
-        self.proc = subprocess.Popen([SIM, "run"] + args, stdout=open(self.out_path, "w"),
-                                     stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-
-    def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        with open(self.out_path) as f:
-            lines = [x for x in f.read().splitlines() if x.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
-
-
-def sim_keys(count, seed, prefix):
-    r = subprocess.run([SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix", prefix,
-                        "--json"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def devices(d):

@@ -12,14 +12,12 @@ import base64
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
 
+from mcugwtest import Sim, sim_keys  # noqa: E402
 try:
     import paho.mqtt.client  # noqa: F401
     from broker import Broker, Subscriber
@@ -27,7 +25,6 @@ except ImportError as e:
     print(f"cannot run the cloud monitoring test: {e}")
     sys.exit(1 if os.environ.get("CI") else 77)
 
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 GW = "it-gw"
 DEFENDER = f"$aws/things/{GW}/defender/metrics/json"
 
@@ -39,29 +36,6 @@ Threshold=300
 Action=quarantine alert
 Match=flood-*
 """
-
-
-def sim_keys(count, seed, prefix):
-    r = subprocess.run([SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix", prefix,
-                        "--json"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-class Sim:
-    def __init__(self, tmp, name, args):
-        self.proc = subprocess.Popen([SIM, "run"] + args,
-                                     stdout=open(tmp.join(f"sim-{name}.out"), "w"),
-                                     stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def chain_hash(prev, r):

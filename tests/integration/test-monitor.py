@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (MCUGWCTL, MCUGWD, Daemon, TempDir, base_config, check, finish,  # noqa
                        wait_for)
 
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 
+from mcugwtest import Sim, sim_keys  # noqa: E402
 RULES = """# test rules
 [Rule]
 Name=msg-flood
@@ -53,29 +53,6 @@ Metric=silence
 Timeout=1h
 Action=alert
 """
-
-
-def sim_keys(count, seed, prefix):
-    r = subprocess.run([SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix", prefix,
-                        "--json"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-class Sim:
-    def __init__(self, tmp, name, args):
-        self.out_path = tmp.join(f"sim-{name}.out")
-        self.proc = subprocess.Popen([SIM, "run"] + args, stdout=open(self.out_path, "w"),
-                                     stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-
-    def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def devices(d):

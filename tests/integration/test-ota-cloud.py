@@ -20,10 +20,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa
+from mcugwtest import SIM, Sim  # noqa: E402
 from broker import Broker  # noqa
 from aws_cloud import AwsCloud  # noqa
 
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
 
@@ -52,22 +52,6 @@ def job_document(stream, size, sig):
                         "files": [{"filepath": "/firmware.bin", "filesize": size, "fileid": 0,
                                    "certfile": "ecdsasigner.crt", "update_data_url": None,
                                    "auth_scheme": None, "sig-sha256-ecdsa": sig}]}}
-
-
-class Sim:
-    def __init__(self, tmp, name, args):
-        self.proc = subprocess.Popen([SIM, "run"] + args,
-                                     stdout=open(tmp.join(f"sim-{name}.out"), "w"),
-                                     stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def main():

@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa
 
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
+from mcugwtest import Sim, sim_keys  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
 
@@ -26,30 +26,6 @@ def run(*cmd):
     r = subprocess.run(list(cmd), capture_output=True, text=True)
     assert r.returncode == 0, f"{cmd}: {r.stderr}"
     return r.stdout.strip()
-
-
-def sim_keys(count, seed, prefix):
-    return json.loads(run(SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix",
-                          prefix, "--json"))
-
-
-class Sim:
-    def __init__(self, tmp, name, args):
-        self.out_path = tmp.join(f"sim-{name}.out")
-        self.proc = subprocess.Popen([SIM, "run"] + args, stdout=open(self.out_path, "w"),
-                                     stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with open(self.out_path) as f:
-            lines = [x for x in f.read().splitlines() if x.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
 
 
 def make_image(tmp, name, version, size, key, sec=1):
