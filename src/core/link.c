@@ -68,7 +68,10 @@ struct link_dev {
         char link_name[80];
 };
 
+/* Telemetry handed to on_telemetry and waiting for its ACK. Sequence numbers are per stream, so
+ * the ack token names the slot by its own id, never by (seq) alone. */
 struct pending_ack {
+        uint32_t id; /* per link, never 0 */
         uint32_t seq;
         uint16_t stream;
         uint8_t used;
@@ -104,6 +107,7 @@ struct link {
         uint32_t out_len, out_cap;
         uint8_t pend_next;
         struct pending_ack pend[LINK_PENDING_ACKS];
+        uint32_t next_ack_id;
         uint8_t rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
 };
 
@@ -606,17 +610,18 @@ static void link_auth_failed(struct link *l, const char *reason)
         char key[45] = "";
 
         m->tot.auth_failures++;
+        /* A failure counts against a device only when its own enrolled key was presented
+         * (pending, quarantined, revoked, or used under another id). Anyone who knows the
+         * gateway's public key can start a handshake with a fresh key and any claimed id: if
+         * that counted against the device named, a stranger could get it quarantined by the
+         * rules. Unknown keys count gateway-wide and are audited with the claimed id. */
         if (m->reg && l->claimed_key_valid) {
                 const struct registry_device *rd = registry_find_key(m->reg, l->claimed_key);
                 if (rd)
                         d = dev_get(m, rd->id);
         }
-        if (!d && who && m->reg)
-                d = dev_get(m, who);
-        if (d && d != l->dev)
+        if (d)
                 d->c.auth_failures++;
-        if (l->dev)
-                l->dev->c.auth_failures++;
         if (!audit_allowed(l))
                 return;
         if (l->claimed_key_valid)
@@ -753,17 +758,23 @@ static int link_session_start(struct link *l)
         return 0;
 }
 
-static void pending_add(struct link *l, uint16_t stream, uint32_t seq)
+/* Returns the slot's id, which goes into the ack token. */
+static uint32_t pending_add(struct link *l, uint16_t stream, uint32_t seq)
 {
+        uint32_t id = ++l->next_ack_id;
+        if (id == 0)
+                id = ++l->next_ack_id;
         for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
                 if (!l->pend[i].used) {
-                        l->pend[i] =
-                                (struct pending_ack){ .seq = seq, .stream = stream, .used = 1 };
-                        return;
+                        l->pend[i] = (struct pending_ack){ .id = id, .seq = seq, .stream = stream,
+                                                           .used = 1 };
+                        return id;
                 }
         /* Full: the oldest slot in rotation goes; its ack is lost and the device resends. */
-        l->pend[l->pend_next] = (struct pending_ack){ .seq = seq, .stream = stream, .used = 1 };
+        l->pend[l->pend_next] =
+                (struct pending_ack){ .id = id, .seq = seq, .stream = stream, .used = 1 };
         l->pend_next = (uint8_t)((l->pend_next + 1) % LINK_PENDING_ACKS);
+        return id;
 }
 
 static void link_message(struct link *l, const uint8_t *data, size_t len)
@@ -793,10 +804,10 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 COUNT(l, telemetry_bytes, msg.u.telemetry.len);
                 if (m->cb.on_telemetry) {
                         uint64_t token = 0;
-                        if (want_ack) {
-                                pending_add(l, msg.u.telemetry.stream, msg.u.telemetry.seq);
-                                token = link_token_make(l->gen, msg.u.telemetry.seq);
-                        }
+                        if (want_ack)
+                                token = link_token_make(l->gen,
+                                                        pending_add(l, msg.u.telemetry.stream,
+                                                                    msg.u.telemetry.seq));
                         m->cb.on_telemetry(m->cb.ud, d->id, msg.u.telemetry.stream,
                                            msg.u.telemetry.seq, msg.u.telemetry.flags,
                                            msg.u.telemetry.payload, msg.u.telemetry.len, token);
@@ -1462,7 +1473,7 @@ void link_manager_set_callbacks(struct link_manager *m, const struct link_callba
 int link_manager_ack(struct link_manager *m, uint64_t token, int status)
 {
         struct link *l;
-        uint32_t gen = (uint32_t)(token >> 32), seq = (uint32_t)token;
+        uint32_t gen = (uint32_t)(token >> 32), id = (uint32_t)token;
 
         if (!m || !token || status < 0 || status > (int)MCUGW_ACK_RETRY)
                 return -EINVAL;
@@ -1470,9 +1481,10 @@ int link_manager_ack(struct link_manager *m, uint64_t token, int status)
         if (!l || l->closing || !l->dev)
                 return -ENOTCONN;
         for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
-                if (l->pend[i].used && l->pend[i].seq == seq) {
+                if (l->pend[i].used && l->pend[i].id == id) {
                         l->pend[i].used = 0;
-                        return link_send_ack(l, l->pend[i].stream, seq, (uint8_t)status);
+                        return link_send_ack(l, l->pend[i].stream, l->pend[i].seq,
+                                             (uint8_t)status);
                 }
         return -ENOENT;
 }

@@ -128,8 +128,9 @@ int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode);
 /* Create a new key file (mode 0600, O_EXCL) with a fresh key. */
 int link_key_create(const char *path, uint8_t priv[32]);
 
-/* Ack tokens: connection generation (never 0) and telemetry sequence number. */
-static inline uint64_t link_token_make(uint32_t gen, uint32_t seq)
+/* Ack tokens: connection generation (never 0) and the id of the link's pending-ack slot (never
+ * 0; sequence numbers alone are not unique: they are per stream). */
+static inline uint64_t link_token_make(uint32_t gen, uint32_t slot_id)
 {
-        return ((uint64_t)gen << 32) | seq;
+        return ((uint64_t)gen << 32) | slot_id;
 }

@@ -182,9 +182,15 @@ AuditFailuresPerMinute=5
         check(any("wrong gateway key" in x["details"]["reason"] for x in fails),
               "a device pinning another gateway key fails the handshake, audited")
         check("unknown-0000" not in devices(d), "the unknown device is not in the registry")
-        check(stats(d, "bad-0000").get("auth_failures", 0) >= 1 and
-              stats(d, "bad-0000").get("telemetry", 0) == 0,
-              "auth failures counted for the enrolled id; none of its telemetry counted")
+        # A wrong key claiming an enrolled id is a stranger's attempt: it is audited with the
+        # claimed id but never counted against that device (else anyone could get it
+        # quarantined by the rules); the device's own key refused (revoked) does count.
+        check(stats(d, "bad-0000").get("auth_failures", 0) == 0 and
+              stats(d, "bad-0000").get("telemetry", 0) == 0 and
+              d.ctl_json("status")["link"]["counters"]["auth_failures"] >= 1,
+              "wrong-key failures counted gateway-wide, not against the claimed id; no telemetry")
+        check(stats(d, "rev-0000").get("auth_failures", 0) >= 1,
+              "failures with a device's own (revoked) key count against it")
         check(stats(d, "rev-0000").get("telemetry", 0) == 0, "no telemetry from the revoked one")
         n_fail_unknown = sum(1 for x in fails if x["details"]["device_id"] == "unknown-0000")
         check(n_fail_unknown <= 5, f"auth.failed audit rate-limited per link ({n_fail_unknown})")

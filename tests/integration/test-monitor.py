@@ -242,11 +242,20 @@ MetricsInterval=200ms
               f"the other devices kept flowing ({before} -> {after})")
 
         # --- repeated authentication failures -------------------------------------------------
+        # A stranger with a fresh key claiming authf-0000's id must not count against it ...
+        sims.append(Sim(tmp, "spoof", [*base, "--seed", "authf", "--id-prefix", "authf-",
+                                       "--wrong-key", "--duration", "4"]))
+        sims[-1].wait(15)
+        check(devices(d)["authf-0000"]["state"] == "active" and
+              metrics(d).get("authf-0000", {}).get("auth_failures", 0) == 0,
+              "failures with unknown keys do not count against the device whose id they claim")
+        # ... but authf-0000's own key used under another identity (a cloned key) does.
         t0 = time.monotonic()
-        sims.append(Sim(tmp, "authf", [*base, "--seed", "authf", "--id-prefix", "authf-",
-                                       "--wrong-key", "--duration", "20"]))
+        sims.append(Sim(tmp, "authf", [*base, "--seed", "authf", "--id-prefix", "clone-",
+                                       "--duration", "20"]))
         check(wait_for(lambda: devices(d)["authf-0000"]["state"] == "quarantined", timeout=20),
-              "a device failing authentication repeatedly is quarantined by rule auth-flood")
+              "a device whose key fails authentication repeatedly is quarantined by rule "
+              "auth-flood")
         check(time.monotonic() - t0 < 15, f"... within {time.monotonic() - t0:.1f}s")
         f = fired(d, "auth-flood", "authf-0000")
         check(len(f) == 1 and f[0]["details"]["metric"] == "auth_failures",
