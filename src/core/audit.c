@@ -87,6 +87,35 @@ static int audit_precommit(void *userdata)
         return 0;
 }
 
+/* The chain continues from the last record on disk. */
+static void audit_load_head(struct audit *a)
+{
+        a->head_seq = 0;
+        memset(a->head_hash, 0, AUDIT_HASH_LEN);
+        if (sqlite3_step(a->last) == SQLITE_ROW) {
+                a->head_seq = sqlite3_column_int64(a->last, 0);
+                if (sqlite3_column_bytes(a->last, 1) == AUDIT_HASH_LEN)
+                        memcpy(a->head_hash, sqlite3_column_blob(a->last, 1), AUDIT_HASH_LEN);
+        }
+        sqlite3_reset(a->last);
+}
+
+/* A failed commit (disk full, I/O error) took the records since the last commit with it: carry
+ * on from the last durable one, so the chain stays verifiable, and say what was lost. */
+static int audit_rollback(void *userdata)
+{
+        struct audit *a = userdata;
+        int64_t before = a->head_seq;
+
+        audit_load_head(a);
+        a->head_dirty = false;
+        if (before != a->head_seq)
+                log_error("audit: %lld record(s) lost with a failed commit; the chain continues "
+                          "from record %lld",
+                          (long long)(before - a->head_seq), (long long)a->head_seq);
+        return 0;
+}
+
 int audit_open(struct db *db, struct audit **ret)
 {
         struct audit *a = calloc(1, sizeof *a);
@@ -114,17 +143,12 @@ int audit_open(struct db *db, struct audit **ret)
                             &a->walk)) < 0 ||
             (r = db_prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                             &a->last)) < 0 ||
-            (r = db_add_precommit(db, audit_precommit, a)) < 0) {
+            (r = db_add_precommit(db, audit_precommit, a)) < 0 ||
+            (r = db_add_rollback(db, audit_rollback, a)) < 0) {
                 audit_free(a);
                 return r;
         }
-
-        if (sqlite3_step(a->last) == SQLITE_ROW) {
-                a->head_seq = sqlite3_column_int64(a->last, 0);
-                if (sqlite3_column_bytes(a->last, 1) == AUDIT_HASH_LEN)
-                        memcpy(a->head_hash, sqlite3_column_blob(a->last, 1), AUDIT_HASH_LEN);
-        }
-        sqlite3_reset(a->last);
+        audit_load_head(a);
         *ret = a;
         return 0;
 }
@@ -136,6 +160,7 @@ void audit_free(struct audit *a)
         if (a->head_dirty && db_write_begin(a->db) >= 0)
                 audit_precommit(a);
         db_remove_precommit(a->db, audit_precommit, a);
+        db_remove_rollback(a->db, audit_rollback, a);
         EVP_MD_CTX_free(a->md);
         free(a);
 }

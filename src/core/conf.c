@@ -233,6 +233,7 @@ static int parse_duration(const char *v, void *field, const char **reason)
         } units[] = {
                 { "", 1000000 },   { "us", 1 },          { "ms", 1000 },
                 { "s", 1000000 },  { "min", 60000000 }, { "h", 3600000000ULL },
+                { "d", 86400000000ULL },
         };
         uint64_t x;
         int n = parse_u64(v, &x, 10);
@@ -409,6 +410,17 @@ static int parse_key_spec(const char *v, void *field, const char **reason)
                 return parse_string(v, field, reason);
         }
         return parse_path(v, field, reason);
+}
+
+/* Parameters=Key=Value (fleet provisioning template parameters). */
+static int parse_prov_parameter(const char *v, void *field, const char **reason)
+{
+        const char *eq = strchr(v, '=');
+        if (*v && (!eq || eq == v || strlen(v) > 1024)) {
+                *reason = "expected Key=Value";
+                return -EINVAL;
+        }
+        return parse_strv(v, field, reason);
 }
 
 static int parse_onboarding_policy(const char *v, void *field, const char **reason)
@@ -632,6 +644,14 @@ static const struct conf_key conf_keys[] = {
         { "OTA", "AllowDowngrade", CONF_INT, parse_bool, F(ota_allow_downgrade), "no", false },
         { "OTA", "AllowUnsigned", CONF_INT, parse_bool, F(ota_allow_unsigned), "no", false },
         { "OTA", "Window", CONF_U64, parse_size, F(ota_window), "16K", false },
+        { "Provisioning", "ClaimCertificateFile", CONF_STR, parse_path, F(prov_claim_cert), NULL,
+          true },
+        { "Provisioning", "ClaimKeyFile", CONF_STR, parse_path, F(prov_claim_key), NULL, true },
+        { "Provisioning", "Template", CONF_STR, parse_string_opt, F(prov_template), NULL, true },
+        { "Provisioning", "Parameters", CONF_STRV, parse_prov_parameter, F(prov_parameters), NULL,
+          true },
+        { "Provisioning", "RotateBeforeExpiry", CONF_U64, parse_duration,
+          F(prov_rotate_before_usec), "0", true },
 };
 #undef F
 
@@ -648,16 +668,25 @@ static const struct conf_key *conf_key_find(const char *section, const char *key
         return NULL;
 }
 
+#define CONF_ERRORS_MAX 1000
+
 void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
 {
         va_list ap;
         char *m;
         char **n;
 
-        va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
+        /* Enough to fix a file with; a hostile one must not make us allocate without bound. */
+        if (e->n > CONF_ERRORS_MAX)
+                return;
+        if (e->n == CONF_ERRORS_MAX)
+                m = strdup("(more errors not shown)");
+        else {
+                va_start(ap, fmt);
+                if (vasprintf(&m, fmt, ap) < 0)
+                        m = NULL;
+                va_end(ap);
+        }
         if (!m)
                 return;
         n = realloc(e->msgs, (e->n + 1) * sizeof *n);
@@ -939,6 +968,13 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
         if (c->mqtt_host && (!c->mqtt_ca_file || !c->mqtt_cert_file || !c->mqtt_key_file))
                 conf_errors_add(err, "%s: [MQTT] Host= needs CAFile=, CertificateFile= and "
                                 "KeyFile= (mutual TLS)", name);
+        if (c->prov_claim_cert && (!c->prov_claim_key || !c->prov_template || !c->mqtt_host))
+                conf_errors_add(err, "%s: [Provisioning] ClaimCertificateFile= needs "
+                                "ClaimKeyFile=, Template= and [MQTT] Host=", name);
+        if ((c->prov_claim_cert || c->prov_rotate_before_usec) && c->mqtt_key_file &&
+            strncmp(c->mqtt_key_file, "pkcs11:", 7) == 0)
+                conf_errors_add(err, "%s: [Provisioning] needs [MQTT] KeyFile= to be a file: the "
+                                "new key is written there", name);
         if (c->mqtt_reconnect_min_usec < 1000000 ||
             c->mqtt_reconnect_max_usec < c->mqtt_reconnect_min_usec)
                 conf_errors_add(err, "%s: [MQTT] ReconnectMin must be at least 1s and at most "

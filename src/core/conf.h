@@ -141,6 +141,13 @@ struct conf {
         int ota_allow_unsigned;       /* bool */
         uint64_t ota_window;          /* Window=: bytes in flight per MCU, capped by the MCU */
 
+        /* [Provisioning] (docs/provisioning.md): fleet provisioning by claim, rotation */
+        char *prov_claim_cert;             /* ClaimCertificateFile= */
+        char *prov_claim_key;              /* ClaimKeyFile= */
+        char *prov_template;               /* Template=: the provisioning template's name */
+        struct conf_strv prov_parameters;  /* Parameters=Key=Value */
+        uint64_t prov_rotate_before_usec;  /* RotateBeforeExpiry=; 0: only `cert rotate` */
+
         /* SHA-256 over every file read (names and contents), as hex. */
         char hash[65];
         /* The files that were read, in order. */

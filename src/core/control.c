@@ -69,6 +69,8 @@ struct write_req {
 };
 
 static void control_maybe_free(struct control *ctl);
+static void audit_limited(struct control *ctl, const struct control_peer *p, const char *event,
+                          const char *subject, json_t *details);
 static void control_handle_closed(uv_handle_t *h);
 
 static void resolve_group(const char *name, gid_t *gid, bool *have, const char *what)
@@ -287,8 +289,8 @@ static void conn_handle_line(struct control_conn *c, const char *line, size_t le
         if (c->peer.level < cmd->level) {
                 char m[160];
                 snprintf(m, sizeof m, "permission denied: '%s' needs the admin group", req.cmd);
-                audit_log(ctl->audit, c->peer.actor, "ctl.denied", req.cmd,
-                          json_pack("{si}", "pid", (int)c->peer.pid));
+                audit_limited(ctl, &c->peer, "ctl.denied", req.cmd,
+                              json_pack("{si}", "pid", (int)c->peer.pid));
                 conn_reply_error(c, -EPERM, m, false);
                 goto out;
         }
@@ -356,7 +358,11 @@ static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
 }
 
-static void audit_refusal(struct control *ctl, const struct control_peer *p)
+/* Refused peers and denied commands are audited, but a local user must not be able to flood the
+ * audit log with them: at most RefusalsPerMinute records a minute, the rest counted in one
+ * ctl.refused.suppressed record. Takes details. */
+static void audit_limited(struct control *ctl, const struct control_peer *p, const char *event,
+                          const char *subject, json_t *details)
 {
         uint64_t now = uv_now(ctl->loop);
 
@@ -369,10 +375,17 @@ static void audit_refusal(struct control *ctl, const struct control_peer *p)
                 ctl->refusals_suppressed = 0;
         }
         if (ctl->refusals_in_window++ < ctl->opts.refusals_per_min)
-                audit_log(ctl->audit, p->actor, "ctl.refused", "",
-                          json_pack("{si si}", "pid", (int)p->pid, "gid", (int)p->gid));
-        else
+                audit_log(ctl->audit, p->actor, event, subject, details);
+        else {
                 ctl->refusals_suppressed++;
+                json_decref(details);
+        }
+}
+
+static void audit_refusal(struct control *ctl, const struct control_peer *p)
+{
+        audit_limited(ctl, p, "ctl.refused", "",
+                      json_pack("{si si}", "pid", (int)p->pid, "gid", (int)p->gid));
 }
 
 static void on_connection(uv_stream_t *server, int status)

@@ -35,6 +35,8 @@ struct db {
         size_t n_waiters, cap_waiters;
         struct db_hook *hooks;
         size_t n_hooks;
+        struct db_hook *rollback_hooks;
+        size_t n_rollback_hooks;
 };
 
 /* Forward-only migrations; index i upgrades user_version i to i + 1. Add, never edit. */
@@ -209,6 +211,9 @@ int db_commit(struct db *db)
                 if (r < 0) {
                         log_error_errno(r, "database: commit failed: %s", sqlite3_errmsg(db->h));
                         db_step_reset(db, db->rollback);
+                        /* Let the modules bring what they keep in memory back in line. */
+                        for (size_t i = 0; i < db->n_rollback_hooks; i++)
+                                db->rollback_hooks[i].fn(db->rollback_hooks[i].userdata);
                 }
                 db->in_txn = false;
                 db->commits++;
@@ -258,6 +263,28 @@ void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdat
                         memmove(&db->hooks[i], &db->hooks[i + 1],
                                 (db->n_hooks - i - 1) * sizeof db->hooks[0]);
                         db->n_hooks--;
+                        return;
+                }
+}
+
+int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        struct db_hook *n =
+                realloc(db->rollback_hooks, (db->n_rollback_hooks + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        db->rollback_hooks = n;
+        db->rollback_hooks[db->n_rollback_hooks++] = (struct db_hook){ fn, userdata };
+        return 0;
+}
+
+void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        for (size_t i = 0; i < db->n_rollback_hooks; i++)
+                if (db->rollback_hooks[i].fn == fn && db->rollback_hooks[i].userdata == userdata) {
+                        memmove(&db->rollback_hooks[i], &db->rollback_hooks[i + 1],
+                                (db->n_rollback_hooks - i - 1) * sizeof db->rollback_hooks[0]);
+                        db->n_rollback_hooks--;
                         return;
                 }
 }
@@ -326,6 +353,7 @@ static void db_free(struct db *db)
                 sqlite3_close(db->h);
         free(db->waiters);
         free(db->hooks);
+        free(db->rollback_hooks);
         free(db);
 }
 

@@ -42,6 +42,10 @@ int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
 int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 /* Undo db_add_precommit(); owners call it before they go away. */
 void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
+/* Called after a failed commit was rolled back: what was written since the last commit is gone,
+ * and whoever keeps a copy in memory (the audit chain head, the registry) must resync. */
+int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata);
+void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata);
 
 /* Pending statements in the open transaction; number of commits so far. */
 uint64_t db_commits(const struct db *db);

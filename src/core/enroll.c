@@ -154,25 +154,71 @@ static bool key_is_zero(const uint8_t *k)
 
 /* Ids and keys must be unique within one list: entries from `from` on are checked against
  * everything before them too (earlier files of the same directory). */
+static int cmp_id(const void *a, const void *b, void *ud)
+{
+        const struct enroll_entry *v = ud;
+        size_t i = *(const size_t *)a, j = *(const size_t *)b;
+        int c = strcmp(v[i].id, v[j].id);
+        return c ? c : (i > j) - (i < j);
+}
+
+static int cmp_key(const void *a, const void *b, void *ud)
+{
+        const struct enroll_entry *v = ud;
+        size_t i = *(const size_t *)a, j = *(const size_t *)b;
+        int c = memcmp(v[i].key, v[j].key, ENROLL_KEY_LEN);
+        return c ? c : (i > j) - (i < j);
+}
+
+/* Ids and keys must be unique within one list: entries from `from` on are checked against
+ * everything before them too (earlier files of the same directory). Sorting keeps this
+ * O(n log n) for a 100,000-line import, and each entry gets at most one duplicate error. */
 static void enroll_check(const char *name, struct enroll_list *l, size_t from,
                          struct conf_errors *err)
 {
+        size_t *ix;
+
         for (size_t i = from; i < l->n; i++) {
                 if (!l->v[i].id[0])
                         conf_errors_add(err, "%s:%u: device has no Id", name, l->v[i].line);
                 if (key_is_zero(l->v[i].key))
                         conf_errors_add(err, "%s:%u: device %s has no PublicKey", name,
                                         l->v[i].line, l->v[i].id);
-                for (size_t j = 0; j < i; j++) {
-                        if (l->v[i].id[0] && strcmp(l->v[i].id, l->v[j].id) == 0)
-                                conf_errors_add(err, "%s:%u: device id %s defined twice", name,
-                                                l->v[i].line, l->v[i].id);
-                        else if (!key_is_zero(l->v[i].key) &&
-                                 memcmp(l->v[i].key, l->v[j].key, ENROLL_KEY_LEN) == 0)
-                                conf_errors_add(err, "%s:%u: device %s has the same key as %s",
-                                                name, l->v[i].line, l->v[i].id, l->v[j].id);
-                }
         }
+        if (l->n < 2)
+                return;
+        ix = malloc(l->n * sizeof *ix);
+        if (!ix) {
+                conf_errors_add(err, "%s: out of memory", name);
+                return;
+        }
+        for (size_t i = 0; i < l->n; i++)
+                ix[i] = i;
+        qsort_r(ix, l->n, sizeof *ix, cmp_id, l->v);
+        for (size_t k = 1, g = 0; k < l->n; k++) {
+                size_t first = ix[g], i = ix[k];
+                if (strcmp(l->v[first].id, l->v[i].id) != 0) {
+                        g = k; /* a new group of equal ids; ix[g] is its earliest entry */
+                        continue;
+                }
+                if (i >= from && l->v[i].id[0])
+                        conf_errors_add(err, "%s:%u: device id %s defined twice (first at line "
+                                        "%u)", name, l->v[i].line, l->v[i].id,
+                                        l->v[first].line);
+        }
+        qsort_r(ix, l->n, sizeof *ix, cmp_key, l->v);
+        for (size_t k = 1, g = 0; k < l->n; k++) {
+                size_t first = ix[g], i = ix[k];
+                if (memcmp(l->v[first].key, l->v[i].key, ENROLL_KEY_LEN) != 0) {
+                        g = k;
+                        continue;
+                }
+                if (i >= from && !key_is_zero(l->v[i].key) &&
+                    strcmp(l->v[first].id, l->v[i].id) != 0)
+                        conf_errors_add(err, "%s:%u: device %s has the same key as %s", name,
+                                        l->v[i].line, l->v[i].id, l->v[first].id);
+        }
+        free(ix);
 }
 
 struct dir_state {

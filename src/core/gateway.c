@@ -26,6 +26,7 @@
 #include "link.h"
 #include "onboard.h"
 #include "ota.h"
+#include "provision.h"
 #include "ota_jobs.h"
 #include "registry.h"
 #include "relay.h"
@@ -43,6 +44,7 @@ struct gateway {
         struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
         struct ble_manager *ble;
         struct relay *relay;
+        struct provision *provision; /* fleet provisioning, certificate rotation */
         struct ota *ota; /* OTA rollout engine (docs/ota.md) */
         struct ota_jobs *ota_jobs; /* AWS IoT Jobs + streams; NULL without [MQTT] */
         struct remedy *remedy;     /* rules and remediation (docs/monitoring.md) */
@@ -98,7 +100,11 @@ static int mkdir_parents(const char *path, mode_t mode)
                         return -errno;
                 *s = '/';
         }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
+        if (mkdir(p, mode) < 0)
+                return errno == EEXIST ? 0 : -errno;
+        /* Exactly this mode, whatever the umask: the runtime directory must stay traversable
+         * for the control socket's group. */
+        if (chmod(p, mode) < 0)
                 return -errno;
         return 0;
 }
@@ -295,6 +301,8 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
                 json_object_set_new(o, "ota", ot);
         }
         json_object_set_new(o, "ble", ble_manager_status(gw->ble));
+        if (gw->provision)
+                json_object_set_new(o, "provisioning", provision_status_json(gw->provision));
         if (gw->relay) {
                 json_object_set_new(o, "mqtt", relay_mqtt_status(gw->relay));
                 json_object_set_new(o, "outbox", relay_outbox_status(gw->relay));
@@ -615,8 +623,13 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
         if ((r = ble_manager_new(loop, conf, gw->audit, gw->link, &gw->ble)) < 0)
                 goto fail;
 
-        /* 4c. the cloud: durable outbox, MQTT session, relay */
+        /* 4c. the cloud: durable outbox, MQTT session (on the claim until provisioned), relay */
+        provision_recover(conf);
         if ((r = relay_new(loop, conf, gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
+                goto fail;
+        if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit,
+                               &gw->provision)) < 0 ||
+            (r = provision_add_commands(gw->provision, gw->control)) < 0)
                 goto fail;
         /* 4c'. OTA: image cache, signature check, transfers over the links */
         if ((r = ota_new(loop, conf, gw->db, gw->audit, gw->registry, gw->link, &gw->ota)) < 0 ||
@@ -708,6 +721,8 @@ void gateway_free(struct gateway *gw)
                 gw->ota = NULL;
         }
         gw_unwire_relay(gw);
+        provision_stop(gw->provision);
+        gw->provision = NULL;
         if (gw->relay) {
                 relay_stop(gw->relay);
                 gw->relay = NULL;

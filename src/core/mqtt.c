@@ -41,6 +41,10 @@ struct mqtt {
         enum mqtt_state state;
 
         char *host, *client_id, *server_name, *status_topic;
+        /* Kept to rebuild the TLS context when the credentials change (mqtt_set_credentials). */
+        char *ca_file, *alpn, *cert_file, *key_file, *pkcs11_module;
+        SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own */
+        bool quiet;       /* no "online", no last will (mqtt_set_announce) */
         unsigned port, keepalive_s;
         int protocol;
         uint64_t reconnect_min_ms, reconnect_max_ms;
@@ -244,6 +248,12 @@ static void handle_closed(uv_handle_t *h)
                 free(m->client_id);
                 free(m->server_name);
                 free(m->status_topic);
+                free(m->ca_file);
+                free(m->alpn);
+                free(m->cert_file);
+                free(m->key_file);
+                free(m->pkcs11_module);
+                SSL_CTX_free(m->ssl_ctx);
                 free(m);
         }
 }
@@ -482,6 +492,8 @@ static void mqtt_lost(struct mqtt *m, int rc)
                             m->last_error);
         if (was_connected && m->cb.on_disconnected)
                 m->cb.on_disconnected(m->cb.userdata);
+        else if (!was_connected && !m->stopping && m->cb.on_connect_failed)
+                m->cb.on_connect_failed(m->cb.userdata, m->last_error);
         mqtt_schedule_reconnect(m);
 }
 
@@ -507,7 +519,9 @@ static void on_connect_cb(struct mosquitto *mosq, void *ud, int rc, int flags,
         log_info("mqtt: connected to %s:%u as %s (MQTT %s, session %s)", m->host, m->port,
                  m->client_id, m->protocol == 5 ? "5" : "3.1.1",
                  m->session_present ? "resumed" : "new");
-        mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1, true);
+        if (!m->quiet)
+                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1,
+                                  true);
         for (size_t i = 0; i < m->n_subs; i++)
                 mosquitto_subscribe(m->mosq, &m->subs[i].mid, m->subs[i].filter, 1);
         /* Tell the owner after libmosquitto has re-queued the old in-flight messages, which it
@@ -612,7 +626,13 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         m->client_id = strdup(o->client_id);
         m->server_name = o->server_name ? strdup(o->server_name) : NULL;
         m->status_topic = strdup(o->status_topic);
-        if (!m->host || !m->client_id || !m->status_topic ||
+        m->ca_file = strdup(o->ca_file);
+        m->cert_file = strdup(o->cert_file);
+        m->key_file = strdup(o->key_file);
+        m->alpn = o->alpn ? strdup(o->alpn) : NULL;
+        m->pkcs11_module = o->pkcs11_module ? strdup(o->pkcs11_module) : NULL;
+        if (!m->host || !m->client_id || !m->status_topic || !m->ca_file || !m->cert_file ||
+            !m->key_file || (o->alpn && !m->alpn) || (o->pkcs11_module && !m->pkcs11_module) ||
             (o->server_name && !m->server_name)) {
                 rc = -ENOMEM;
                 goto fail;
@@ -633,7 +653,7 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
                 rc = log_error_errno(-EINVAL, "mqtt: libmosquitto refused the TLS context");
                 goto fail;
         }
-        SSL_CTX_free(ctx); /* libmosquitto holds its own reference */
+        m->ssl_ctx = ctx; /* libmosquitto holds its own reference */
         ctx = NULL;
         if (mosquitto_will_set(m->mosq, m->status_topic, 7, "offline", 1, true) !=
             MOSQ_ERR_SUCCESS) {
@@ -662,8 +682,98 @@ fail:
         free(m->client_id);
         free(m->server_name);
         free(m->status_topic);
+        free(m->ca_file);
+        free(m->alpn);
+        free(m->cert_file);
+        free(m->key_file);
+        free(m->pkcs11_module);
         free(m);
         return rc;
+}
+
+int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_file,
+                         bool reconnect, char *err, size_t n)
+{
+        struct mqtt_options o = {
+                .host = m->host,
+                .server_name = m->server_name,
+                .ca_file = m->ca_file,
+                .cert_file = cert_file,
+                .key_file = key_file,
+                .pkcs11_module = m->pkcs11_module,
+                .alpn = m->alpn,
+        };
+        char *c = NULL, *k = NULL;
+        SSL_CTX *ctx, *old;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        ctx = mqtt_tls_ctx_new(&o, err, n);
+        if (!ctx)
+                return -EINVAL;
+        c = strdup(cert_file);
+        k = strdup(key_file);
+        if (!c || !k) {
+                free(c);
+                free(k);
+                SSL_CTX_free(ctx);
+                return -ENOMEM;
+        }
+        SSL_CTX_set_app_data(ctx, m);
+        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS) {
+                snprintf(err, n, "libmosquitto refused the TLS context");
+                free(c);
+                free(k);
+                SSL_CTX_free(ctx);
+                return -EINVAL;
+        }
+        /* libmosquitto took a reference to the new context but does not drop the one it held on
+         * the old: drop both ours and that one (a live connection keeps its own reference). */
+        old = m->ssl_ctx;
+        m->ssl_ctx = ctx;
+        SSL_CTX_free(old);
+        SSL_CTX_free(old);
+        free(m->cert_file);
+        free(m->key_file);
+        m->cert_file = c;
+        m->key_file = k;
+        if (reconnect && m->state == MQTT_CONNECTED) {
+                log_info("mqtt: reconnecting with certificate %s", cert_file);
+                m->backoff_step = 0;
+                mosquitto_disconnect(m->mosq);
+                mqtt_lost(m, MOSQ_ERR_SUCCESS);
+        } else if (reconnect && m->state == MQTT_CONNECTING) {
+                /* Not a failure of the new pair: start over with it. */
+                poll_close(m);
+                m->state = MQTT_DISCONNECTED;
+                m->backoff_step = 0;
+                mqtt_schedule_reconnect(m);
+        }
+        return 0;
+}
+
+int mqtt_set_announce(struct mqtt *m, bool on)
+{
+        bool was_quiet = m->quiet;
+
+        m->quiet = !on;
+        if (!on)
+                return mosquitto_will_clear(m->mosq) == MOSQ_ERR_SUCCESS ? 0 : -EINVAL;
+        if (mosquitto_will_set(m->mosq, m->status_topic, 7, "offline", 1, true) !=
+            MOSQ_ERR_SUCCESS)
+                return -EINVAL;
+        /* Connected quietly: say "online" now (the will counts from the next CONNECT). */
+        if (was_quiet && m->state == MQTT_CONNECTED) {
+                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1,
+                                  true);
+                poll_update(m);
+        }
+        return 0;
+}
+
+const char *mqtt_cert_file(const struct mqtt *m)
+{
+        return m->cert_file;
 }
 
 int mqtt_start(struct mqtt *m)
@@ -692,6 +802,7 @@ int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t 
         case MOSQ_ERR_INVAL:
         case MOSQ_ERR_MALFORMED_UTF8: return -EINVAL;
         default:
+                log_debug("mqtt: publish to %s failed: %s", topic, mosquitto_strerror(rc));
                 check_rc(m, rc);
                 return -EIO;
         }
@@ -728,7 +839,9 @@ void mqtt_stop(struct mqtt *m)
                 if (m->protocol == 5)
                         mosquitto_disconnect_v5(m->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
                 else {
-                        mosquitto_publish(m->mosq, NULL, m->status_topic, 7, "offline", 1, true);
+                        if (!m->quiet)
+                                mosquitto_publish(m->mosq, NULL, m->status_topic, 7, "offline",
+                                                  1, true);
                         mosquitto_disconnect(m->mosq);
                 }
                 /* Best effort, non-blocking: what does not fit in the socket buffer now is

@@ -61,12 +61,26 @@ struct mqtt_callbacks {
         /* PUBACK for mid; reason is 0 or an MQTT 5 reason code (>= 0x80: refused). */
         void (*on_published)(void *userdata, int mid, int reason);
         void (*on_message)(void *userdata, const char *topic, const uint8_t *payload, size_t len);
+        /* A connection attempt failed before CONNACK (TLS refused, broker refused, no route);
+         * reason is the last error. Optional. */
+        void (*on_connect_failed)(void *userdata, const char *reason);
 };
 
 /* Builds the TLS context (checks the key file's permissions) and the client; does not connect.
  * Errors are logged with the reason. */
 int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt_callbacks *cb,
              struct mqtt **ret);
+/* Switch to another client certificate and key (certificate rotation, fleet provisioning): a new
+ * TLS context is built and checked first (-EINVAL with the reason in err, the old one stays); with
+ * reconnect, the current connection is dropped and the next attempt uses the new pair. */
+int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_file,
+                         bool reconnect, char *err, size_t n);
+/* Whether the session says "online"/"offline" on the status topic (the default). Off for a
+ * provisioning claim, whose policy allows nothing but provisioning; takes effect with the next
+ * CONNECT. */
+int mqtt_set_announce(struct mqtt *m, bool on);
+/* The certificate file the session uses now. */
+const char *mqtt_cert_file(const struct mqtt *m);
 /* Start connecting (and keep reconnecting). */
 int mqtt_start(struct mqtt *m);
 /* Say "offline", disconnect, close the handles; memory goes in the last close callback. */

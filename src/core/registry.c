@@ -64,13 +64,15 @@ static void index_put(struct registry *r, struct index *ix, size_t dev, bool by_
 
 static int index_rebuild(struct registry *r, struct index *ix, size_t want, bool by_key)
 {
+        uint32_t *slots;
         size_t cap = 64;
         while (cap < want * 2)
                 cap *= 2;
+        slots = calloc(cap, sizeof *slots);
+        if (!slots)
+                return -ENOMEM; /* the old index stays valid */
         free(ix->slots);
-        ix->slots = calloc(cap, sizeof *ix->slots);
-        if (!ix->slots)
-                return -ENOMEM;
+        ix->slots = slots;
         ix->cap = cap;
         for (size_t i = 0; i < r->n; i++)
                 index_put(r, ix, i, by_key);
@@ -161,6 +163,16 @@ static int registry_precommit(void *userdata)
         return 0;
 }
 
+/* A failed commit lost rows we wrote: memory is the truth, write every device again. */
+static int registry_rollback(void *userdata)
+{
+        struct registry *r = userdata;
+        for (size_t i = 0; i < r->n; i++)
+                r->dirty[i] = true;
+        r->any_dirty = r->n > 0;
+        return 0;
+}
+
 static void mark_dirty(struct registry *r, const struct registry_device *d)
 {
         size_t i = dev_index(r, d);
@@ -191,8 +203,14 @@ static struct registry_device *dev_insert(struct registry *r, struct registry_de
         r->n++;
         if (r->n * 2 > r->by_id.cap) {
                 if (index_rebuild(r, &r->by_id, r->n, false) < 0 ||
-                    index_rebuild(r, &r->by_key, r->n, true) < 0)
+                    index_rebuild(r, &r->by_key, r->n, true) < 0) {
+                        /* Out of memory: forget the new device again, the indexes still hold
+                         * only the old ones (a rebuilt one holds them too). */
+                        r->n--;
+                        index_rebuild(r, &r->by_id, r->n, false);
+                        index_rebuild(r, &r->by_key, r->n, true);
                         return NULL;
+                }
         } else {
                 index_put(r, &r->by_id, r->n - 1, false);
                 index_put(r, &r->by_key, r->n - 1, true);
@@ -223,7 +241,8 @@ int registry_open(struct db *db, struct audit *audit, struct registry **ret)
                             &r->load)) < 0 ||
             (q = index_rebuild(r, &r->by_id, 0, false)) < 0 ||
             (q = index_rebuild(r, &r->by_key, 0, true)) < 0 ||
-            (q = db_add_precommit(db, registry_precommit, r)) < 0)
+            (q = db_add_precommit(db, registry_precommit, r)) < 0 ||
+            (q = db_add_rollback(db, registry_rollback, r)) < 0)
                 goto fail;
 
         while ((rc = sqlite3_step(r->load)) == SQLITE_ROW) {
@@ -275,6 +294,7 @@ void registry_free(struct registry *r)
         if (r->any_dirty && db_write_begin(r->db) >= 0)
                 registry_precommit(r);
         db_remove_precommit(r->db, registry_precommit, r);
+        db_remove_rollback(r->db, registry_rollback, r);
         for (size_t i = 0; i < r->n; i++)
                 free(r->devs[i]);
         free(r->devs);

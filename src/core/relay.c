@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "mqtt.h"
 #include "outbox.h"
+#include "provision.h"
 #include "relay.h"
 #include "tbucket.h"
 #include "topic.h"
@@ -73,6 +74,11 @@ struct relay {
         uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
         uint64_t commands, commands_rejected, results;
         uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
+
+        /* On a provisioning claim: no telemetry (the claim may only provision). */
+        bool hold;
+        relay_session_fn on_session;
+        void *session_ud;
 };
 
 static int64_t realtime_ms(void)
@@ -232,7 +238,7 @@ static int publish_singles(struct relay *r)
 
 static void pump(struct relay *r)
 {
-        while (!r->stopping && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
+        while (!r->stopping && !r->hold && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
                r->n_inflight < r->max_inflight && r->cursor < outbox_last_id(r->outbox)) {
                 uint64_t now = mono_us(), d;
                 int q;
@@ -273,10 +279,22 @@ static void on_connected(void *ud, bool session_present)
 {
         struct relay *r = ud;
         pump_arm(r, 0);
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_UP);
+}
+
+static void on_connect_failed(void *ud, const char *reason)
+{
+        struct relay *r = ud;
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_FAILED);
 }
 
 static void on_disconnected(void *ud)
 {
+        struct relay *r = ud;
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_DOWN);
         /* In-flight publishes stay in flight: libmosquitto re-sends them after the next CONNACK
          * with the same message ids, and their rows stay in the outbox until acked. */
 }
@@ -480,6 +498,41 @@ int relay_publish(struct relay *r, const char *topic, const void *payload, size_
         return mqtt_publish(r->mqtt, topic, payload, len, false, NULL);
 }
 
+void relay_set_session_listener(struct relay *r, relay_session_fn fn, void *userdata)
+{
+        r->on_session = fn;
+        r->session_ud = userdata;
+}
+
+void relay_hold(struct relay *r, bool hold)
+{
+        r->hold = hold;
+        if (r->mqtt)
+                mqtt_set_announce(r->mqtt, !hold);
+        if (!hold)
+                pump_arm(r, 0);
+}
+
+bool relay_session_up(struct relay *r)
+{
+        return r && r->mqtt && !r->stopping && mqtt_state(r->mqtt) == MQTT_CONNECTED;
+}
+
+const char *relay_cert_file(struct relay *r)
+{
+        return r && r->mqtt ? mqtt_cert_file(r->mqtt) : NULL;
+}
+
+int relay_set_credentials(struct relay *r, const char *cert_file, const char *key_file,
+                          bool reconnect, char *err, size_t n)
+{
+        if (!r->mqtt || r->stopping) {
+                snprintf(err, n, "no MQTT session");
+                return -ENOTCONN;
+        }
+        return mqtt_set_credentials(r->mqtt, cert_file, key_file, reconnect, err, n);
+}
+
 void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata)
 {
         r->on_command = fn;
@@ -637,7 +690,15 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         .on_disconnected = on_disconnected,
                         .on_published = on_published,
                         .on_message = on_message,
+                        .on_connect_failed = on_connect_failed,
                 };
+                if (provision_use_claim(c)) {
+                        o.cert_file = c->prov_claim_cert;
+                        o.key_file = c->prov_claim_key;
+                        r->hold = true;
+                        log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
+                                   "for fleet provisioning", c->mqtt_cert_file, o.cert_file);
+                }
                 if ((q = topic_expand(c->topic_status, gateway, NULL, 0, status_topic,
                                       sizeof status_topic)) < 0 ||
                     (q = topic_filter(c->topic_command, gateway, filter, sizeof filter)) < 0) {
@@ -653,6 +714,8 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         return q;
                 }
                 mqtt_subscribe(r->mqtt, filter);
+                if (r->hold)
+                        mqtt_set_announce(r->mqtt, false);
                 mqtt_start(r->mqtt);
         } else
                 log_notice("mqtt: no [MQTT] Host= configured; telemetry stays in the outbox");

@@ -70,6 +70,27 @@ int relay_subscribe(struct relay *r, const char *filter, relay_message_fn fn, vo
 /* Drop the handlers registered with this userdata (their owner goes away first). */
 void relay_forget_handlers(struct relay *r, void *userdata);
 
+/* The session's life, for fleet provisioning and certificate rotation (provision.h): UP after
+ * every CONNACK, DOWN when an established connection ends, FAILED when an attempt ends before
+ * CONNACK (TLS or broker refusal). */
+enum relay_session_event {
+        RELAY_SESSION_UP,
+        RELAY_SESSION_DOWN,
+        RELAY_SESSION_FAILED,
+};
+typedef void (*relay_session_fn)(void *userdata, enum relay_session_event ev);
+void relay_set_session_listener(struct relay *r, relay_session_fn fn, void *userdata);
+/* Connected now? */
+bool relay_session_up(struct relay *r);
+/* Hold back telemetry from the outbox (while on a provisioning claim); false resumes. The relay
+ * starts held when it connects with the claim (provision_use_claim()). */
+void relay_hold(struct relay *r, bool hold);
+/* Switch the session to another certificate and key (mqtt_set_credentials()); the certificate
+ * in use now (NULL without a session). */
+int relay_set_credentials(struct relay *r, const char *cert_file, const char *key_file,
+                          bool reconnect, char *err, size_t n);
+const char *relay_cert_file(struct relay *r);
+
 /* {"mqtt":{…},"outbox":{…}} parts for the status command. */
 json_t *relay_mqtt_status(struct relay *r);
 json_t *relay_outbox_status(struct relay *r);

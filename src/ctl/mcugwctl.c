@@ -265,6 +265,21 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                        jint(ob, "dropped"));
 }
 
+/* Fleet provisioning / rotation: one line, only when there is something to say. */
+static void print_provisioning(json_t *p)
+{
+        if (!p || (strcmp(jstr(p, "mode"), "none") == 0 && strcmp(jstr(p, "state"), "idle") == 0))
+                return;
+        if (json_is_true(json_object_get(p, "complete")))
+                printf("Provision: complete, thing %s, certificate %s; the claim is no longer "
+                       "used\n", jstr(p, "thing_name"), jstr(p, "certificate_id"));
+        else
+                printf("Provision: %s %s, %lld attempt(s)\n", jstr(p, "mode"), jstr(p, "state"),
+                       jint(p, "attempts"));
+        if (*jstr(p, "last_error"))
+                printf("Provision error: %s\n", jstr(p, "last_error"));
+}
+
 static void print_status(json_t *d)
 {
         json_t *files = json_object_get(d, "config_files"), *dev = json_object_get(d, "devices");
@@ -306,6 +321,7 @@ static void print_status(json_t *d)
         printf("Reloads:   %lld ok, %lld failed\n", jint(json_object_get(d, "reloads"), "ok"),
                jint(json_object_get(d, "reloads"), "failed"));
         print_status_mqtt(json_object_get(d, "mqtt"), json_object_get(d, "outbox"));
+        print_provisioning(json_object_get(d, "provisioning"));
         if (*jstr(d, "last_error"))
                 printf("Last error: %s\n", jstr(d, "last_error"));
 }
@@ -315,6 +331,55 @@ static int do_status(int argc, char **argv)
         if (argc > 1)
                 return fail("status: unexpected argument '%s'", argv[1]);
         return run("status", NULL, print_status);
+}
+
+static void print_cert(json_t *d)
+{
+        json_t *c = json_object_get(d, "certificate");
+        char nb[32], na[32];
+        time_t t;
+
+        printf("File:        %s%s\n", jstr(d, "file"),
+               *jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0 ?
+                       " (not in use)" : "");
+        if (*jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0)
+                printf("In use:      %s\n", jstr(d, "in_use"));
+        if (json_is_object(c)) {
+                t = (time_t)jint(c, "not_before");
+                strftime(nb, sizeof nb, "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
+                t = (time_t)jint(c, "not_after");
+                strftime(na, sizeof na, "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
+                printf("Subject:     %s\nIssuer:      %s\nSerial:      %s\n", jstr(c, "subject"),
+                       jstr(c, "issuer"), jstr(c, "serial"));
+                printf("Not before:  %s\nNot after:   %s (%lld days left)\n", nb, na,
+                       jint(c, "days_left"));
+                printf("SHA-256:     %s\n", jstr(c, "fingerprint_sha256"));
+        } else
+                printf("Certificate: none yet\n");
+        if (json_is_true(json_object_get(json_object_get(d, "rotation"), "automatic")))
+                printf("Rotation:    automatic, %lld days before expiry\n",
+                       jint(json_object_get(d, "rotation"), "before_expiry_s") / 86400);
+        print_provisioning(json_object_get(d, "provisioning"));
+}
+
+static int do_cert_show(int argc, char **argv)
+{
+        if (argc > 1)
+                return fail("cert show: unexpected argument '%s'", argv[1]);
+        return run("cert.show", NULL, print_cert);
+}
+
+static void print_rotating(json_t *d)
+{
+        printf("rotation started: new key and CSR sent; the old certificate stays until the new "
+               "one has connected (see mcugwctl cert show)\n");
+}
+
+static int do_cert_rotate(int argc, char **argv)
+{
+        if (argc > 1)
+                return fail("cert rotate: unexpected argument '%s'", argv[1]);
+        return run("cert.rotate", NULL, print_rotating);
 }
 
 static void print_reloaded(json_t *d)
@@ -1412,6 +1477,8 @@ static const struct verb verbs[] = {
         { NULL, "defender", do_defender, "Device Defender reports; send: publish one now" },
         { NULL, "devices", do_devices, "list devices [--state S] [--group G]" },
         { "device", "show", do_device_show, "show one device: ID" },
+        { "cert", "show", do_cert_show, "the gateway's MQTT certificate, expiry, provisioning" },
+        { "cert", "rotate", do_cert_rotate, "new key + certificate via the cloud (CSR)" },
         { "ota", "list", do_ota_list, "OTA jobs and their state" },
         { "ota", "show", do_ota_show, "one OTA job with per-device progress: ID" },
         { "ota", "start", do_ota_start,

@@ -211,6 +211,11 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
                         return 0;
                 if (o->state == MCUGW_OTA_ST_CONFIRMED)
                         return 0; /* too late */
+                /* Once the image is marked pending, the next reset boots it whatever we say:
+                 * report the real state instead of an abort that would not happen. */
+                if (o->state == MCUGW_OTA_ST_VERIFIED || o->state == MCUGW_OTA_ST_TESTING)
+                        return send_status(o, o->transfer_id, o->state, 0,
+                                           "too late to abort: image pending");
                 o->state = MCUGW_OTA_ST_ABORTED;
                 return send_status(o, o->transfer_id, MCUGW_OTA_ST_ABORTED, MCUGW_OTA_E_ABORTED,
                                    "aborted by the gateway");

@@ -143,6 +143,13 @@ def test_permissions(tmp, d):
     check(any(x["event"] == "ctl.denied" and x["subject"] == "reload" for x in recs),
           "denied admin command audited")
 
+    # A local user cannot flood the audit log with denials: RefusalsPerMinute (30) a minute.
+    for _ in range(40):
+        d.ctl("reload", user=reader)
+    recs = d.ctl_json("audit", "tail", "-n", "500")
+    n = sum(1 for x in recs if x["event"] in ("ctl.denied", "ctl.refused"))
+    check(n <= 30, f"denials are audited at most 30 times a minute ({n})")
+
 
 def test_bad_requests(d):
     out = raw_request(d.socket, b"this is not json\n")

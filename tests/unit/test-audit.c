@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -198,6 +199,36 @@ static void test_tail_json(void **state)
         json_decref(arr);
 }
 
+static int fail_once(void *ud)
+{
+        int *armed = ud;
+        if (*armed) {
+                *armed = 0;
+                return -ENOSPC;
+        }
+        return 0;
+}
+
+/* A failed group commit (disk full) must not leave the chain broken for good. */
+static void test_failed_commit_keeps_chain(void **state)
+{
+        struct fixture *f = *state;
+        struct audit_verify_result res;
+        int armed = 1;
+
+        fill(f, 3);
+        assert_int_equal(db_add_precommit(f->db, fail_once, &armed), 0);
+        audit_append(f->audit, "daemon", "lost", "", NULL);
+        audit_append(f->audit, "daemon", "lost", "", NULL);
+        assert_int_equal(db_commit(f->db), -ENOSPC);
+        assert_int_equal(audit_head_seq(f->audit), 3);
+        fill(f, 2);
+        db_remove_precommit(f->db, fail_once, &armed);
+        assert_int_equal(audit_verify(f->audit, &res), 0);
+        assert_true(res.ok);
+        assert_int_equal(res.records, 5);
+}
+
 /* The documented hash (docs/audit.md) for a fixed record. */
 static void test_hash_vector(void **state)
 {
@@ -230,6 +261,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_tail_truncation_detected, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_persist_and_continue, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_tail_json, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_failed_commit_keeps_chain, setup, teardown),
                 cmocka_unit_test(test_hash_vector),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

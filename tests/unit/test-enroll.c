@@ -160,12 +160,32 @@ static void test_groups(void **state)
         assert_int_equal(enroll_groups_normalize("aaaaaaaaaa,bbbbbbbbbb", out, 8), -E2BIG);
 }
 
+/* A hostile import (every line the same key) costs O(n log n) and a bounded error list. */
+static void test_many_duplicates(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct enroll_list l = { 0 };
+        size_t n = 20000, cap = n * 64, off = 0;
+        char *csv = malloc(cap);
+
+        assert_non_null(csv);
+        for (size_t i = 0; i < n; i++)
+                off += (size_t)snprintf(csv + off, cap - off, "d%zu,%s\n", i, K1);
+        assert_int_equal(enroll_parse_csv("big.csv", csv, &l, &e), -EINVAL);
+        assert_true(e.n <= 1001);
+        assert_true(has_error(&e, "big.csv:2: device d1 has the same key as d0"));
+        assert_true(has_error(&e, "(more errors not shown)"));
+        conf_errors_clear(&e);
+        free(csv);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_base64),     cmocka_unit_test(test_csv),
                 cmocka_unit_test(test_csv_errors), cmocka_unit_test(test_json),
                 cmocka_unit_test(test_dir),        cmocka_unit_test(test_groups),
+                cmocka_unit_test(test_many_duplicates),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <uv.h>
+
+/*
+ * The gateway's own MQTT certificate (docs/provisioning.md): fleet provisioning by claim and
+ * certificate rotation over the AWS IoT fleet provisioning MQTT API.
+ *
+ * Provisioning: while [MQTT] CertificateFile= does not exist and a claim is configured, the
+ * session connects with the claim (relay_new() asks provision_use_claim()) and holds telemetry
+ * back. Once up, a new P-256 key is generated here (it never leaves the gateway), a CSR with
+ * CN = the gateway name goes to $aws/certificates/create-from-csr/json, the certificate and its
+ * ownership token come back on .../accepted, and $aws/provisioning-templates/T/provision/json
+ * registers the thing. Rotation runs the same CSR flow on the current certificate, without the
+ * template.
+ *
+ * Either way the new pair is written next to the configured files as FILE.new (key 0600, both
+ * fsynced), the session switches to it, and only after a CONNACK with it are they renamed over
+ * [MQTT] KeyFile= and CertificateFile= (key first). Two refused connection attempts (or a minute
+ * without one) discard the new pair and switch back. provision_recover() tidies up a switch a
+ * crash interrupted: both .new files present means not committed (discarded); only the
+ * certificate's means the key was already renamed (the certificate follows). A certificate
+ * file is therefore either absent, the old one or the complete new one.
+ */
+
+struct provision;
+struct conf;
+struct relay;
+struct audit;
+struct control;
+
+/* True if the session must start on the claim: a claim is configured and the certificate
+ * file does not exist yet. */
+bool provision_use_claim(const struct conf *c);
+/* Finish or discard a certificate switch that a crash interrupted. Before relay_new(). */
+void provision_recover(const struct conf *c);
+
+/* Listens to the relay's session; starts provisioning when it connects on the claim, and checks
+ * the certificate's expiry when RotateBeforeExpiry= is set. */
+int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway,
+                  struct relay *relay, struct audit *audit, struct provision **ret);
+/* cert.show (read) and cert.rotate (admin). */
+int provision_add_commands(struct provision *p, struct control *ctl);
+/* {"mode","state","complete","attempts","thing_name","certificate_id","last_error"} */
+json_t *provision_status_json(const struct provision *p);
+/* Close the timers; memory goes in the last close callback. Accepts NULL. */
+void provision_stop(struct provision *p);
+
+/* Pure helpers, exposed for tests. A new P-256 key and a PEM CSR for it with CN = cn. */
+int provision_make_csr(const char *cn, EVP_PKEY **ret_key, char **ret_csr_pem);
+/* Subject, issuer, serial, not_before/not_after (UNIX seconds), days_left, sha256 fingerprint
+ * of a PEM certificate file; NULL and err on failure. */
+json_t *provision_cert_info(const char *path, char *err, size_t n);
