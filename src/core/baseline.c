@@ -210,6 +210,7 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
         /* Credentials */
         check_key_file(a, "link private key", link_key);
         check_key_file(a, "MQTT private key", c->mqtt_key_file);
+        check_key_file(a, "provisioning claim key", c->prov_claim_key);
         check_cert(a, "MQTT client certificate", c->mqtt_cert_file, c->cert_expiry_days, now);
         check_cert(a, "MQTT CA certificate", c->mqtt_ca_file, c->cert_expiry_days, now);
 

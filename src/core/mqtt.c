@@ -727,12 +727,15 @@ int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_
                 SSL_CTX_free(ctx);
                 return -EINVAL;
         }
-        /* libmosquitto took a reference to the new context but does not drop the one it held on
-         * the old: drop both ours and that one (a live connection keeps its own reference). */
+        /* libmosquitto took a reference to the new context; up to 2.0 (options.c) it does not
+         * drop the one it held on the old: drop both ours and that one (a live connection keeps
+         * its own reference). Later versions: only ours (at worst one context leaks). */
         old = m->ssl_ctx;
         m->ssl_ctx = ctx;
         SSL_CTX_free(old);
+#if LIBMOSQUITTO_VERSION_NUMBER < 2001000
         SSL_CTX_free(old);
+#endif
         free(m->cert_file);
         free(m->key_file);
         m->cert_file = c;

@@ -50,14 +50,10 @@ enum prov_state {
 };
 
 static const char *const state_names[] = {
-        [ST_IDLE] = "idle",
-        [ST_WAIT_SESSION] = "waiting-for-session",
-        [ST_CSR_SENT] = "csr-sent",
-        [ST_REGISTERING] = "registering",
-        [ST_SWITCHING] = "switching",
-        [ST_RETRY] = "retrying",
-        [ST_COMPLETE] = "complete",
-        [ST_FAILED] = "failed",
+        [ST_IDLE] = "idle",           [ST_WAIT_SESSION] = "waiting-for-session",
+        [ST_CSR_SENT] = "csr-sent",   [ST_REGISTERING] = "registering",
+        [ST_SWITCHING] = "switching", [ST_RETRY] = "retrying",
+        [ST_COMPLETE] = "complete",   [ST_FAILED] = "failed",
 };
 
 static const char *const mode_names[] = {
@@ -176,7 +172,8 @@ void provision_recover(const struct conf *c)
                 return;
         if (exists(cn) && exists(kn)) {
                 log_notice("provision: discarding %s and %s: a certificate switch was interrupted "
-                           "before the new certificate connected", cn, kn);
+                           "before the new certificate connected",
+                           cn, kn);
                 unlink(cn);
                 unlink(kn);
         } else if (exists(cn)) {
@@ -209,8 +206,8 @@ int provision_make_csr(const char *cn, EVP_PKEY **ret_key, char **ret_csr_pem)
         if (!req || X509_REQ_set_version(req, 0) != 1)
                 goto out;
         name = X509_REQ_get_subject_name(req);
-        if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
-                                       -1, 0) != 1 ||
+        if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                       0) != 1 ||
             X509_REQ_set_pubkey(req, key) != 1 || X509_REQ_sign(req, key, EVP_sha256()) <= 0)
                 goto out;
         bio = BIO_new(BIO_s_mem());
@@ -442,8 +439,8 @@ static void begin_csr(struct provision *p)
         p->state = ST_CSR_SENT;
         log_info("%s: CSR for a new P-256 key sent (CN=%s)", event_prefix(p), p->gateway);
         audit_log(p->audit, p->actor,
-                  p->mode == MODE_ROTATE ? "cert.rotate_start" : "provision.csr_sent",
-                  p->gateway, json_pack("{si ss}", "attempt", (int)p->attempts, "key", "EC P-256"));
+                  p->mode == MODE_ROTATE ? "cert.rotate_start" : "provision.csr_sent", p->gateway,
+                  json_pack("{si ss}", "attempt", (int)p->attempts, "key", "EC P-256"));
         uv_timer_start(&p->timer, on_answer_timeout, ANSWER_TIMEOUT_MS, 0);
 }
 
@@ -497,13 +494,11 @@ static void commit(struct provision *p)
         uv_timer_stop(&p->timer);
         if (rename(p->key_new, p->key_file) < 0 || rename(p->cert_new, p->cert_file) < 0) {
                 r = -errno;
-                fail(p, "commit", "cannot rename the new certificate into place: %s",
-                     strerror(-r));
+                fail(p, "commit", "cannot rename the new certificate into place: %s", strerror(-r));
                 return;
         }
         fsync_dir_of(p->cert_file);
-        if (relay_set_credentials(p->relay, p->cert_file, p->key_file, false, err, sizeof err) <
-            0)
+        if (relay_set_credentials(p->relay, p->cert_file, p->key_file, false, err, sizeof err) < 0)
                 log_warning("provision: %s", err);
         info = provision_cert_info(p->cert_file, err, sizeof err);
         p->last_error[0] = 0;
@@ -512,17 +507,16 @@ static void commit(struct provision *p)
         if (p->mode == MODE_PROVISION) {
                 p->provisioned = true;
                 log_notice("provision: complete; thing %s, certificate %s in use, the claim is no "
-                           "longer used", p->thing_name, p->cert_file);
+                           "longer used",
+                           p->thing_name, p->cert_file);
                 audit_log(p->audit, p->actor, "provision.complete", p->gateway,
-                          json_pack("{ss ss ss sO*}", "thing_name", p->thing_name,
-                                    "certificate_id", p->certificate_id, "certificate",
-                                    p->cert_file, "info", info));
+                          json_pack("{ss ss ss sO*}", "thing_name", p->thing_name, "certificate_id",
+                                    p->certificate_id, "certificate", p->cert_file, "info", info));
                 relay_hold(p->relay, false);
         } else {
                 log_notice("cert: rotated; the new certificate %s is in use", p->cert_file);
                 audit_log(p->audit, p->actor, "cert.rotated", p->cert_file,
-                          json_pack("{ss sO*}", "certificate_id", p->certificate_id, "info",
-                                    info));
+                          json_pack("{ss sO*}", "certificate_id", p->certificate_id, "info", info));
         }
         p->mode = MODE_NONE;
 }
@@ -582,8 +576,8 @@ static void on_session(void *ud, enum relay_session_event ev)
                                 snprintf(p->last_error, sizeof p->last_error,
                                          "the connection dropped during rotation");
                                 audit_log(p->audit, p->actor, "cert.rotate_failed", p->cert_file,
-                                          json_pack("{ss ss}", "step", "create-from-csr",
-                                                    "reason", p->last_error));
+                                          json_pack("{ss ss}", "step", "create-from-csr", "reason",
+                                                    p->last_error));
                         } else
                                 p->state = ST_WAIT_SESSION;
                 }
@@ -603,7 +597,8 @@ static void on_session(void *ud, enum relay_session_event ev)
 
 static const char *answer_error(json_t *o, char *buf, size_t n)
 {
-        snprintf(buf, n, "%lld %s: %s", (long long)json_integer_value(json_object_get(o, "statusCode")),
+        snprintf(buf, n, "%lld %s: %s",
+                 (long long)json_integer_value(json_object_get(o, "statusCode")),
                  json_string_value(json_object_get(o, "errorCode")) ?: "?",
                  json_string_value(json_object_get(o, "errorMessage")) ?: "");
         return buf;
@@ -665,8 +660,8 @@ static void on_register_answer(struct provision *p, bool accepted, json_t *o)
         char buf[512];
 
         if (!accepted) {
-                fail(p, "register", "template %s rejected the registration: %s",
-                     p->template_name, answer_error(o, buf, sizeof buf));
+                fail(p, "register", "template %s rejected the registration: %s", p->template_name,
+                     answer_error(o, buf, sizeof buf));
                 return;
         }
         snprintf(p->thing_name, sizeof p->thing_name, "%s", thing ? thing : "");
@@ -684,11 +679,15 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
         size_t tl = strlen(topic), rl = strlen(p->topic_register);
         bool csr = strncmp(topic, CSR_TOPIC "/", strlen(CSR_TOPIC) + 1) == 0;
         bool reg = rl && strncmp(topic, p->topic_register, rl) == 0 && topic[rl] == '/';
-        const char *verdict = topic + (csr ? strlen(CSR_TOPIC) : rl) + 1;
-        bool accepted = strcmp(verdict, "accepted") == 0;
+        const char *verdict;
+        bool accepted;
         json_t *o;
 
-        if ((!csr && !reg) || (!accepted && strcmp(verdict, "rejected") != 0) || tl > 256)
+        if ((!csr && !reg) || tl > 256)
+                return;
+        verdict = topic + (csr ? strlen(CSR_TOPIC) : rl) + 1;
+        accepted = strcmp(verdict, "accepted") == 0;
+        if (!accepted && strcmp(verdict, "rejected") != 0)
                 return;
         if ((csr && p->state != ST_CSR_SENT) || (reg && p->state != ST_REGISTERING)) {
                 log_debug("provision: ignoring an answer on %s in state %s", topic,
@@ -714,7 +713,8 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
 static int start_rotation(struct provision *p, const char *actor, char *err, size_t n)
 {
         if (!p->enabled) {
-                snprintf(err, n, "needs [MQTT] Host=, CertificateFile= and a KeyFile= that is a "
+                snprintf(err, n,
+                         "needs [MQTT] Host=, CertificateFile= and a KeyFile= that is a "
                          "file");
                 return -EOPNOTSUPP;
         }
@@ -781,9 +781,9 @@ static int cmd_cert_show(struct control_conn *c, json_t *args, json_t **ret, voi
                 return control_conn_error(c, -ENOENT, "no certificate: %s",
                                           p->cert_file ? err : "[MQTT] CertificateFile= not set");
         o = json_pack("{ss* so ss* s{sb sI} so}", "file", p->cert_file, "certificate",
-                      info ? info : json_null(), "in_use", in_use, "rotation",
-                      "automatic", p->rotate_before_s > 0, "before_expiry_s",
-                      (json_int_t)p->rotate_before_s, "provisioning", provision_status_json(p));
+                      info ? info : json_null(), "in_use", in_use, "rotation", "automatic",
+                      p->rotate_before_s > 0, "before_expiry_s", (json_int_t)p->rotate_before_s,
+                      "provisioning", provision_status_json(p));
         if (!o)
                 return -ENOMEM;
         *ret = o;
@@ -816,9 +816,9 @@ json_t *provision_status_json(const struct provision *p)
 {
         return json_pack("{ss ss sb sb sI sI ss ss ss}", "mode", mode_names[p->mode], "state",
                          state_names[p->state], "complete", p->provisioned, "claim_in_use",
-                         p->mode == MODE_PROVISION, "attempts", (json_int_t)p->attempts,
-                         "failures", (json_int_t)p->failures, "thing_name", p->thing_name,
-                         "certificate_id", p->certificate_id, "last_error", p->last_error);
+                         p->mode == MODE_PROVISION, "attempts", (json_int_t)p->attempts, "failures",
+                         (json_int_t)p->failures, "thing_name", p->thing_name, "certificate_id",
+                         p->certificate_id, "last_error", p->last_error);
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
@@ -854,8 +854,8 @@ void provision_stop(struct provision *p)
         uv_close((uv_handle_t *)&p->expiry_timer, handle_closed);
 }
 
-int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway,
-                  struct relay *relay, struct audit *audit, struct provision **ret)
+int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
+                  struct audit *audit, struct provision **ret)
 {
         struct provision *p = calloc(1, sizeof *p);
         char filter[200];
@@ -886,8 +886,7 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway,
             (p->key_file && !(p->key_new = path_new(p->key_file))))
                 goto oom;
         if (c->prov_template) {
-                if (strlen(c->prov_template) > TEMPLATE_MAX ||
-                    strpbrk(c->prov_template, "/+#")) {
+                if (strlen(c->prov_template) > TEMPLATE_MAX || strpbrk(c->prov_template, "/+#")) {
                         provision_free(p);
                         return log_error_errno(-EINVAL, "provision: bad Template= name %s",
                                                c->prov_template);

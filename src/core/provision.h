@@ -42,8 +42,8 @@ void provision_recover(const struct conf *c);
 
 /* Listens to the relay's session; starts provisioning when it connects on the claim, and checks
  * the certificate's expiry when RotateBeforeExpiry= is set. */
-int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway,
-                  struct relay *relay, struct audit *audit, struct provision **ret);
+int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
+                  struct audit *audit, struct provision **ret);
 /* cert.show (read) and cert.rotate (admin). */
 int provision_add_commands(struct provision *p, struct control *ctl);
 /* {"mode","state","complete","attempts","thing_name","certificate_id","last_error"} */

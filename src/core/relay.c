@@ -495,6 +495,11 @@ int relay_publish(struct relay *r, const char *topic, const void *payload, size_
                 return -ENOTCONN;
         if (len > r->max_payload)
                 return -EMSGSIZE;
+        /* On a claim only fleet provisioning may publish: its policy allows nothing else, and
+         * AWS IoT closes the connection of a client that publishes where it may not. */
+        if (r->hold && strncmp(topic, "$aws/certificates/", 18) != 0 &&
+            strncmp(topic, "$aws/provisioning-templates/", 28) != 0)
+                return -EPERM;
         return mqtt_publish(r->mqtt, topic, payload, len, false, NULL);
 }
 

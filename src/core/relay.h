@@ -82,8 +82,10 @@ typedef void (*relay_session_fn)(void *userdata, enum relay_session_event ev);
 void relay_set_session_listener(struct relay *r, relay_session_fn fn, void *userdata);
 /* Connected now? */
 bool relay_session_up(struct relay *r);
-/* Hold back telemetry from the outbox (while on a provisioning claim); false resumes. The relay
- * starts held when it connects with the claim (provision_use_claim()). */
+/* Hold back telemetry from the outbox (while on a provisioning claim); false resumes. While
+ * held, relay_publish() refuses (-EPERM) every topic but the fleet provisioning API's, and the
+ * session does not announce itself. The relay starts held when it connects with the claim
+ * (provision_use_claim()). */
 void relay_hold(struct relay *r, bool hold);
 /* Switch the session to another certificate and key (mqtt_set_credentials()); the certificate
  * in use now (NULL without a session). */

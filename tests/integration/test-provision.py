@@ -346,6 +346,11 @@ Parameters=Model=mcugw-it
         ok = wait_for(lambda: any(e.get("actor") == "daemon" for e in events(d, "cert.rotated")),
                       timeout=30)
         check(ok, "RotateBeforeExpiry: rotated automatically")
+        # Credential hygiene: a claim key others may read is flagged by `audit config`.
+        os.chmod(claim[1], 0o644)
+        r = d.ctl("audit", "config", json_out=True)
+        check("provisioning claim key" in r.stdout, "audit config flags a readable claim key")
+        os.chmod(claim[1], 0o600)
         check(d.stop() == 0, "clean exit")
         d = None
     finally:

@@ -79,7 +79,8 @@ static void test_cert_info(void **state)
         json_t *o;
 
         sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-           "-keyout k.pem -out c.pem -days 10 -subj /CN=gw-info >/dev/null 2>&1", dir);
+           "-keyout k.pem -out c.pem -days 10 -subj /CN=gw-info >/dev/null 2>&1",
+           dir);
         snprintf(p, sizeof p, "%s/c.pem", dir);
         o = provision_cert_info(p, err, sizeof err);
         assert_non_null(o);
@@ -101,7 +102,8 @@ static void recover(void)
 
         snprintf(text, sizeof text,
                  "[MQTT]\nHost=127.0.0.1\nCAFile=%s/ca\nCertificateFile=%s/m.crt\n"
-                 "KeyFile=%s/m.key\n", dir, dir, dir);
+                 "KeyFile=%s/m.key\n",
+                 dir, dir, dir);
         assert_int_equal(conf_load_string("t", text, &c, &err), 0);
         provision_recover(c);
         conf_free(c);
