@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <openssl/crypto.h>
 #include <systemd/sd-journal.h>
 
 #include "log.h"
@@ -112,12 +111,4 @@ int log_internal(int level, int error, const char *device, const char *file, int
 
         errno = saved;
         return -error;
-}
-
-void secure_free(void *p, size_t n)
-{
-        if (!p)
-                return;
-        OPENSSL_cleanse(p, n);
-        free(p);
 }

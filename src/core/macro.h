@@ -56,6 +56,3 @@ static inline void fclosep(FILE **f)
 #undef MAX
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* Wipe and free a buffer that held key material. */
-void secure_free(void *p, size_t n);
