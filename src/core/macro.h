@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
@@ -54,5 +55,16 @@ static inline void fclosep(FILE **f)
 
 #undef MIN
 #undef MAX
+/* A NUL-terminated copy of n bytes that need not be a string (BIO memory, a line in a buffer). */
+static inline char *memdup_nul(const void *p, size_t n)
+{
+        char *s = malloc(n + 1);
+        if (s) {
+                memcpy(s, p, n);
+                s[n] = 0;
+        }
+        return s;
+}
+
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -214,7 +214,7 @@ int provision_make_csr(const char *cn, EVP_PKEY **ret_key, char **ret_csr_pem)
         if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1)
                 goto out;
         len = BIO_get_mem_data(bio, &data);
-        pem = len > 0 ? strndup(data, (size_t)len) : NULL;
+        pem = len > 0 ? memdup_nul(data, (size_t)len) : NULL;
         if (!pem) {
                 r = -ENOMEM;
                 goto out;

@@ -113,7 +113,7 @@ static ssize_t client_read_line(struct client *cl, int timeout, char **ret)
 
                 if (nl) {
                         size_t l = (size_t)(nl - cl->buf);
-                        char *line = strndup(cl->buf, l);
+                        char *line = memdup_nul(cl->buf, l);
                         if (!line)
                                 return -ENOMEM;
                         memmove(cl->buf, nl + 1, cl->len - l - 1);
