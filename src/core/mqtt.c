@@ -234,28 +234,33 @@ fail:
 static void mqtt_schedule_reconnect(struct mqtt *m);
 static void mqtt_lost(struct mqtt *m, int rc);
 
+/* Everything the session owns; also the failure path of mqtt_new(). */
+static void mqtt_free(struct mqtt *m)
+{
+        for (size_t i = 0; i < m->n_subs; i++)
+                free(m->subs[i].filter);
+        if (m->mosq)
+                mosquitto_destroy(m->mosq);
+        free(m->host);
+        free(m->client_id);
+        free(m->server_name);
+        free(m->status_topic);
+        free(m->ca_file);
+        free(m->alpn);
+        free(m->cert_file);
+        free(m->key_file);
+        free(m->pkcs11_module);
+        SSL_CTX_free(m->ssl_ctx);
+        free(m);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
         struct mqtt *m = h->data;
         if (h->type == UV_POLL)
                 free(container_of_poll((uv_poll_t *)h));
-        if (--m->open_handles == 0 && m->stopping) {
-                for (size_t i = 0; i < m->n_subs; i++)
-                        free(m->subs[i].filter);
-                if (m->mosq)
-                        mosquitto_destroy(m->mosq);
-                free(m->host);
-                free(m->client_id);
-                free(m->server_name);
-                free(m->status_topic);
-                free(m->ca_file);
-                free(m->alpn);
-                free(m->cert_file);
-                free(m->key_file);
-                free(m->pkcs11_module);
-                SSL_CTX_free(m->ssl_ctx);
-                free(m);
-        }
+        if (--m->open_handles == 0 && m->stopping)
+                mqtt_free(m);
 }
 
 static void poll_close(struct mqtt *m)
@@ -675,19 +680,8 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         *ret = m;
         return 0;
 fail:
-        SSL_CTX_free(ctx);
-        if (m->mosq)
-                mosquitto_destroy(m->mosq);
-        free(m->host);
-        free(m->client_id);
-        free(m->server_name);
-        free(m->status_topic);
-        free(m->ca_file);
-        free(m->alpn);
-        free(m->cert_file);
-        free(m->key_file);
-        free(m->pkcs11_module);
-        free(m);
+        SSL_CTX_free(ctx); /* NULL once m->ssl_ctx owns it */
+        mqtt_free(m);
         return rc;
 }
 
