@@ -310,22 +310,28 @@ static int parse_ble_adapter(const char *v, void *field, const char **reason)
 }
 
 /* [MQTT], [Relay], [Outbox] (docs/mqtt.md) */
-static int parse_bool(const char *v, void *field, const char **reason)
+int conf_parse_boolean(const char *v)
 {
         static const char *const yes[] = { "yes", "true", "on", "1" };
         static const char *const no[] = { "no", "false", "off", "0" };
         for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
-                if (strcmp(v, yes[i]) == 0) {
-                        *(int *)field = 1;
+                if (strcmp(v, yes[i]) == 0)
+                        return 1;
+                if (strcmp(v, no[i]) == 0)
                         return 0;
-                }
-                if (strcmp(v, no[i]) == 0) {
-                        *(int *)field = 0;
-                        return 0;
-                }
         }
-        *reason = "expected yes or no";
         return -EINVAL;
+}
+
+static int parse_bool(const char *v, void *field, const char **reason)
+{
+        int b = conf_parse_boolean(v);
+        if (b < 0) {
+                *reason = "expected yes or no";
+                return b;
+        }
+        *(int *)field = b;
+        return 0;
 }
 
 static int parse_port(const char *v, void *field, const char **reason)

@@ -182,6 +182,9 @@ int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
 int conf_ini_parse_string(const char *name, const char *text, conf_ini_fn fn, void *userdata,
                           struct conf_errors *err);
 
+/* yes/true/on/1 -> 1, no/false/off/0 -> 0, else -EINVAL: the booleans of every file we read. */
+int conf_parse_boolean(const char *v);
+
 void conf_errors_add(struct conf_errors *e, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 void conf_errors_clear(struct conf_errors *e);

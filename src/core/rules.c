@@ -354,16 +354,12 @@ static void on_key(void *userdata, const char *file, unsigned line, unsigned sec
                         snprintf(r->group, sizeof r->group, "%s", value);
         } else if (strcmp(key, "Enabled") == 0) {
                 bit = SEEN_ENABLED;
-                if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "on") ||
-                    !strcmp(value, "1"))
-                        r->enabled = true;
-                else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "off") ||
-                         !strcmp(value, "0"))
-                        r->enabled = false;
-                else {
+                int b = conf_parse_boolean(value);
+                if (b < 0) {
                         why = "expected yes or no";
                         q = -EINVAL;
-                }
+                } else
+                        r->enabled = b;
         } else {
                 conf_errors_add(st->err, "%s:%u: unknown key '%s' in section [Rule]", file, line,
                                 key);
