@@ -171,6 +171,13 @@ def raw_request(path, payload, read_timeout=5.0):
     return out
 
 
+
+def run(*cmd):
+    """Run a command that must succeed; its stdout, stripped."""
+    r = subprocess.run(list(cmd), capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd}: {r.stderr}"
+    return r.stdout.strip()
+
 SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
 
 

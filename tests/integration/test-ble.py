@@ -20,8 +20,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import MCUGWD, Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
-from mcugwtest import Sim, sim_keys  # noqa: E402
+from mcugwtest import (MCUGWD, Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
+                       sim_keys, wait_for)
 from broker import Broker, Subscriber  # noqa: E402
 
 try:

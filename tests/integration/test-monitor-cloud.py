@@ -15,9 +15,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
+from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
+                       sim_keys, wait_for)
 
-from mcugwtest import Sim, sim_keys  # noqa: E402
 try:
     import paho.mqtt.client  # noqa: F401
     from broker import Broker, Subscriber

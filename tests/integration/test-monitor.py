@@ -17,11 +17,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import (MCUGWCTL, MCUGWD, Daemon, TempDir, base_config, check, finish,  # noqa
-                       wait_for)
+from mcugwtest import (MCUGWCTL, MCUGWD, Daemon, Sim, TempDir, base_config, check,  # noqa
+                       finish, sim_keys, wait_for)
 
 
-from mcugwtest import Sim, sim_keys  # noqa: E402
 RULES = """# test rules
 [Rule]
 Name=msg-flood

@@ -8,37 +8,12 @@ command reaches the device and its result comes back."""
 import base64
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, Subscriber, free_port  # noqa: E402
-from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
-
-SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
-
-
-def sim_keys(count, seed, prefix):
-    r = subprocess.run([SIM, "keys", "--count", str(count), "--seed", seed, "--id-prefix", prefix,
-                        "--json"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def sim(tmp, name, args):
-    out = tmp.join(f"sim-{name}.out")
-    p = subprocess.Popen([SIM, "run"] + args, stdout=open(out, "w"),
-                         stderr=open(tmp.join(f"sim-{name}.err"), "w"))
-    return p, out
-
-
-def sim_result(out):
-    with open(out) as f:
-        lines = [x for x in f.read().splitlines() if x.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
+                       sim_keys, wait_for)
 
 
 def entries(sub):
@@ -77,19 +52,17 @@ ListenStream=tcp:127.0.0.1:{port}
         gw_key = d.ctl_json("status")["link"]["public_key"]
         base = ["--gateway-key", gw_key, "--connect", f"tcp:127.0.0.1:{port}"]
 
-        p, out = sim(tmp, "good", [*base, "--count", "4", "--seed", "good", "--id-prefix",
-                                   "sim-", "--rate", "50", "--messages", "100", "--linger", "3"])
-        procs.append(p)
-        bad, bad_out = sim(tmp, "bad", [*base, "--count", "1", "--seed", "good", "--id-prefix",
-                                        "sim-", "--unknown", "--messages", "20", "--duration",
-                                        "4"])
+        good = Sim(tmp, "good", [*base, "--count", "4", "--seed", "good", "--id-prefix",
+                                 "sim-", "--rate", "50", "--messages", "100", "--linger", "3"])
+        procs.append(good)
+        bad = Sim(tmp, "bad", [*base, "--count", "1", "--seed", "good", "--id-prefix", "sim-",
+                               "--unknown", "--messages", "20", "--duration", "4"])
         procs.append(bad)
         # A command while the devices are connected.
         ok = wait_for(lambda: len(entries(sub)) >= 20, timeout=15)
         sub.publish("mcugw/it-gw/cmd/sim-0001", b"blink")
-        p.wait(40)
-        bad.wait(20)
-        r = sim_result(out)
+        r = good.wait(40)
+        bad_result = bad.wait(20)
         check(r.get("acked", 0) >= 390, f"simulators: {r.get('acked')} of 400 acked")
         ok = wait_for(lambda: len(set(entries(sub))) >= r.get("acked", 0), timeout=15)
         got = set(entries(sub))
@@ -103,7 +76,7 @@ ListenStream=tcp:127.0.0.1:{port}
                 in_order = False
             last[dev] = q
         check(in_order, "per-device order")
-        check(sim_result(bad_out).get("authenticated", 1) == 0,
+        check(bad_result.get("authenticated", 1) == 0,
               "a device with an unknown key never authenticated")
         res = [json.loads(m[1]) for m in sub.snapshot() if "/cmd-result/" in m[0]]
         check(any(x["device"] == "sim-0001" and x["status"] == 0 and
@@ -118,9 +91,7 @@ ListenStream=tcp:127.0.0.1:{port}
         check(rc == 0, "daemon exits 0")
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(10)
+            p.stop()
         if d:
             d.stop()
         if sub:

@@ -14,24 +14,17 @@ device stays on its old firmware."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa
-from mcugwtest import SIM, Sim  # noqa: E402
+from mcugwtest import (SIM, Daemon, Sim, TempDir, base_config, check, finish, run,  # noqa
+                       wait_for)
 from broker import Broker  # noqa
 from aws_cloud import AwsCloud  # noqa
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
-
-
-def run(*cmd):
-    r = subprocess.run(list(cmd), capture_output=True, text=True)
-    assert r.returncode == 0, f"{cmd}: {r.stderr}"
-    return r.stdout.strip()
 
 
 def make_image(tmp, name, version, size, key):

@@ -10,22 +10,15 @@ both resume by offset; abort."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa
+from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, run,  # noqa: E402
+                       sim_keys, wait_for)
 
-from mcugwtest import Sim, sim_keys  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
-
-
-def run(*cmd):
-    r = subprocess.run(list(cmd), capture_output=True, text=True)
-    assert r.returncode == 0, f"{cmd}: {r.stderr}"
-    return r.stdout.strip()
 
 
 def make_image(tmp, name, version, size, key, sec=1):
