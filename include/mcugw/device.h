@@ -44,11 +44,11 @@ extern "C" {
 /** Size of handshake message 1 (the minimum transmit buffer) for an id of @p id_len bytes. */
 #define MCUGW_DEVICE_HS1_LEN(id_len) (MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + 7u + (id_len))
 /** The same with a manufacturer attestation of @p attest_len bytes in message 1. */
-#define MCUGW_DEVICE_HS1_LEN_ATTEST(id_len, attest_len)                                             \
+#define MCUGW_DEVICE_HS1_LEN_ATTEST(id_len, attest_len)                                            \
         (MCUGW_DEVICE_HS1_LEN(id_len) + (attest_len))
 
 /** First retransmission timeout of message 1; doubles per attempt up to the maximum. */
-#define MCUGW_DEVICE_HS_TIMEOUT_MS     1000u
+#define MCUGW_DEVICE_HS_TIMEOUT_MS 1000u
 #define MCUGW_DEVICE_HS_TIMEOUT_MAX_MS 32000u
 /** Attempts with the same message 1 before a fresh ephemeral key is drawn. */
 #define MCUGW_DEVICE_HS_ATTEMPTS 6u
@@ -121,10 +121,10 @@ struct mcugw_device_config {
 
 /** Counters for diagnostics. */
 struct mcugw_device_stats {
-        uint32_t handshakes;     /**< sessions established */
-        uint32_t hs_sent;        /**< message 1 transmissions incl. retransmits */
-        uint32_t rx_messages;    /**< authenticated messages received */
-        uint32_t rx_dropped;     /**< frames dropped after deframing (auth, replay, ...) */
+        uint32_t handshakes;  /**< sessions established */
+        uint32_t hs_sent;     /**< message 1 transmissions incl. retransmits */
+        uint32_t rx_messages; /**< authenticated messages received */
+        uint32_t rx_dropped;  /**< frames dropped after deframing (auth, replay, ...) */
         uint32_t tx_messages;
 };
 
@@ -138,8 +138,8 @@ struct mcugw_device {
         } u;
         uint32_t deadline_ms; /**< next message 1 retransmission */
         uint32_t timeout_ms;
-        uint32_t session_ms;  /**< when the session started */
-        uint16_t hs1_len;     /**< message 1 kept in tx_buf for retransmission */
+        uint32_t session_ms; /**< when the session started */
+        uint16_t hs1_len;    /**< message 1 kept in tx_buf for retransmission */
         uint8_t state;
         uint8_t attempts;
         struct mcugw_device_stats stats;

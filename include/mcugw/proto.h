@@ -124,11 +124,11 @@ int mcugw_frame_encode_stream(const uint8_t *frame, size_t len, mcugw_write_fn w
 
 /** Counters kept by a deframer; every dropped byte/frame is counted in exactly one bucket. */
 struct mcugw_deframer_stats {
-        uint32_t frames;     /**< good frames delivered */
-        uint32_t crc_errors; /**< COBS fine, CRC wrong (line noise, garbage) */
-        uint32_t cobs_errors; /**< delimiter inside a COBS block */
-        uint32_t oversize;   /**< longer than the buffer; discarded up to the next 0x00 */
-        uint32_t runts;      /**< shorter than header + CRC */
+        uint32_t frames;        /**< good frames delivered */
+        uint32_t crc_errors;    /**< COBS fine, CRC wrong (line noise, garbage) */
+        uint32_t cobs_errors;   /**< delimiter inside a COBS block */
+        uint32_t oversize;      /**< longer than the buffer; discarded up to the next 0x00 */
+        uint32_t runts;         /**< shorter than header + CRC */
         uint32_t dropped_bytes; /**< wire bytes belonging to dropped frames */
 };
 
@@ -137,9 +137,9 @@ struct mcugw_deframer {
         uint8_t *buf;
         uint16_t cap;
         uint16_t len;
-        uint32_t wire; /**< wire bytes of the frame being decoded */
-        uint8_t left;  /**< data bytes left in the current COBS block */
-        uint8_t code;  /**< code byte of the current block, 0 = none yet */
+        uint32_t wire;   /**< wire bytes of the frame being decoded */
+        uint8_t left;    /**< data bytes left in the current COBS block */
+        uint8_t code;    /**< code byte of the current block, 0 = none yet */
         uint8_t discard; /**< oversize: dropping until the next 0x00 */
         struct mcugw_deframer_stats stats;
 };
@@ -157,8 +157,8 @@ int mcugw_deframer_init(struct mcugw_deframer *d, uint8_t *buf, size_t cap);
  * frame, or a negative code (MCUGW_ECRC, ECOBS, EOVERSIZE, ERUNT) when a bad frame was dropped
  * (already counted in the stats). Call again with the remaining input.
  */
-int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t len,
-                        size_t *consumed, uint8_t **frame, size_t *frame_len);
+int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t len, size_t *consumed,
+                        uint8_t **frame, size_t *frame_len);
 
 /**
  * Validate the 4-byte common header of a decoded frame and return its type (> 0) or
@@ -187,15 +187,15 @@ struct mcugw_noise {
  * static public key) (the IK pre-message). The initiator passes the pinned gateway key; the
  * responder passes its own public key.
  */
-int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c,
-                     const uint8_t *prologue, size_t prologue_len, const uint8_t rs_pub[32]);
+int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const uint8_t *prologue,
+                     size_t prologue_len, const uint8_t rs_pub[32]);
 
 /**
  * Initiator: -> e, es, s, ss + payload. A fresh ephemeral comes from crypto->random.
  * Writes 96 + @p payload_len bytes to @p out; returns that length.
  */
-int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
-                           const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap);
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], const uint8_t *payload,
+                           size_t payload_len, uint8_t *out, size_t cap);
 
 /**
  * Responder: read message 1. On success hs->rs holds the initiator static key, the payload
@@ -248,8 +248,8 @@ struct mcugw_session {
  * Returns the frame length (len + 32). MCUGW_ETOOBIG if it would exceed the peer's limit,
  * MCUGW_EREKEY when the counter limit is reached, MCUGW_ESESSION if not active.
  */
-int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c,
-                       const uint8_t *msg, size_t len, uint8_t *out, size_t cap);
+int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c, const uint8_t *msg,
+                       size_t len, uint8_t *out, size_t cap);
 
 /**
  * Authenticate and decrypt a DATA frame in place. Checks in this order: length (ETRUNC),
@@ -275,8 +275,8 @@ struct mcugw_initiator_params {
         const uint8_t *gateway_pub; /**< pinned gateway static public key, 32 bytes */
         const char *device_id;      /**< 1..32 printable ASCII bytes */
         size_t device_id_len;
-        uint16_t max_rx_frame;      /**< MCUGW_FRAME_MIN..MCUGW_FRAME_MAX */
-        const uint8_t *attest;      /**< optional, NULL in v1 */
+        uint16_t max_rx_frame; /**< MCUGW_FRAME_MIN..MCUGW_FRAME_MAX */
+        const uint8_t *attest; /**< optional, NULL in v1 */
         size_t attest_len;
 };
 
@@ -291,8 +291,8 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
  * Process an HS2 frame (decrypted in place). On success fills @p s (which may share storage
  * with @p hs: the handshake is wiped first) and returns 0.
  */
-int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32],
-                             uint8_t *frame, size_t len, struct mcugw_session *s);
+int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32], uint8_t *frame,
+                             size_t len, struct mcugw_session *s);
 
 /**
  * Registry lookup on the responder: called once per new message 1 after the initiator's
@@ -344,7 +344,7 @@ struct mcugw_responder {
         struct mcugw_session next; /**< answered, not yet confirmed by the initiator */
         struct mcugw_peer peer;
         struct mcugw_peer next_peer;
-        uint8_t hs1_hash[32];      /**< SHA-256 of the last answered HS1 frame */
+        uint8_t hs1_hash[32]; /**< SHA-256 of the last answered HS1 frame */
         uint8_t hs2[MCUGW_HDR_LEN + MCUGW_HS2_OVERHEAD + MCUGW_HS2_PAYLOAD_LEN];
         uint8_t hs2_valid;
         struct mcugw_responder_stats stats;
@@ -359,8 +359,8 @@ enum {
 
 /** Output of mcugw_responder_handle(). */
 struct mcugw_rx {
-        int kind;             /**< MCUGW_RX_* */
-        const uint8_t *data;  /**< reply frame (in the responder) or message (in the frame) */
+        int kind;            /**< MCUGW_RX_* */
+        const uint8_t *data; /**< reply frame (in the responder) or message (in the frame) */
         size_t len;
         uint8_t new_handshake; /**< a fresh message 1 was accepted (session pending) */
         uint8_t new_session;   /**< this frame confirmed a new session: re-read the peer */
@@ -386,8 +386,8 @@ int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len
  * Seal a plaintext message into a DATA frame on the confirmed session (see
  * mcugw_session_seal(); @p msg may be out + MCUGW_DATA_HDR_LEN). Returns the frame length.
  */
-int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len,
-                         uint8_t *out, size_t cap);
+int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len, uint8_t *out,
+                         size_t cap);
 
 /** The confirmed peer, or NULL before the first session. */
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r);
@@ -412,7 +412,7 @@ struct mcugw_msg {
                 struct {
                         uint16_t stream;
                         uint32_t seq;
-                        uint8_t flags; /**< MCUGW_ACK_* */
+                        uint8_t flags;  /**< MCUGW_ACK_* */
                         uint8_t status; /**< MCUGW_ACK_OK, ... */
                 } ack;
                 struct {

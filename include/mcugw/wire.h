@@ -33,16 +33,16 @@
 #define MCUGW_NOISE_PROTOCOL_NAME "Noise_IK_25519_ChaChaPoly_SHA256"
 
 /** Noise prologue: protocol name and version of this framing ("mcugw-link/v1", 13 bytes). */
-#define MCUGW_PROLOGUE     "mcugw-link/v1"
+#define MCUGW_PROLOGUE "mcugw-link/v1"
 #define MCUGW_PROLOGUE_LEN 13u
 
 /* ------------------------------------------------------------------------------------------ */
 /* Sizes and limits                                                                            */
 
-#define MCUGW_KEY_LEN  32u /**< X25519 key, ChaCha20 key, SHA-256 output */
+#define MCUGW_KEY_LEN 32u /**< X25519 key, ChaCha20 key, SHA-256 output */
 #define MCUGW_HASH_LEN 32u
-#define MCUGW_TAG_LEN  16u /**< Poly1305 tag */
-#define MCUGW_CRC_LEN  4u  /**< CRC-32C trailer inside the COBS frame */
+#define MCUGW_TAG_LEN 16u /**< Poly1305 tag */
+#define MCUGW_CRC_LEN 4u  /**< CRC-32C trailer inside the COBS frame */
 
 /**
  * Largest decoded frame (header + body, CRC excluded) any peer may send. The gateway always
@@ -90,14 +90,15 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Frame types (header byte 1)                                                                 */
 
-#define MCUGW_FRAME_HS1  0x01u /**< device -> gateway: Noise IK message 1 (-> e, es, s, ss) */
-#define MCUGW_FRAME_HS2  0x02u /**< gateway -> device: Noise IK message 2 (<- e, ee, se) */
+#define MCUGW_FRAME_HS1 0x01u  /**< device -> gateway: Noise IK message 1 (-> e, es, s, ss) */
+#define MCUGW_FRAME_HS2 0x02u  /**< gateway -> device: Noise IK message 2 (<- e, ee, se) */
 #define MCUGW_FRAME_DATA 0x03u /**< either way: AEAD-protected message */
 
 /* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
 
 /** Exact body lengths of the handshake messages without payload. */
-#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag */
+#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag   \
+                                                                        */
 #define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)                       /* e, payload tag */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -122,29 +123,29 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Messages (first plaintext byte of a DATA frame)                                             */
 
-#define MCUGW_MSG_TELEMETRY      0x01u /**< dev->gw: u16 stream, u32 seq, u8 flags, payload */
-#define MCUGW_MSG_ACK            0x02u /**< both: u16 stream, u32 seq, u8 flags, u8 status */
-#define MCUGW_MSG_PING           0x03u /**< both: u32 token */
-#define MCUGW_MSG_PONG           0x04u /**< both: u32 token (echo) */
-#define MCUGW_MSG_STATUS         0x05u /**< dev->gw: u32 boot, u32 uptime_s, u8 reset, u8 n, fw */
-#define MCUGW_MSG_ERROR          0x06u /**< both: u16 code, u8 n, text[n] */
-#define MCUGW_MSG_COMMAND        0x07u /**< gw->dev: u32 command id, payload */
+#define MCUGW_MSG_TELEMETRY 0x01u      /**< dev->gw: u16 stream, u32 seq, u8 flags, payload */
+#define MCUGW_MSG_ACK 0x02u            /**< both: u16 stream, u32 seq, u8 flags, u8 status */
+#define MCUGW_MSG_PING 0x03u           /**< both: u32 token */
+#define MCUGW_MSG_PONG 0x04u           /**< both: u32 token (echo) */
+#define MCUGW_MSG_STATUS 0x05u         /**< dev->gw: u32 boot, u32 uptime_s, u8 reset, u8 n, fw */
+#define MCUGW_MSG_ERROR 0x06u          /**< both: u16 code, u8 n, text[n] */
+#define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
 
 /** 0x20..0x2f: OTA (offer / chunk / chunk ack / status), defined by the OTA section later. */
-#define MCUGW_MSG_OTA_FIRST     0x20u
-#define MCUGW_MSG_OTA_OFFER     0x20u
-#define MCUGW_MSG_OTA_CHUNK     0x21u
+#define MCUGW_MSG_OTA_FIRST 0x20u
+#define MCUGW_MSG_OTA_OFFER 0x20u
+#define MCUGW_MSG_OTA_CHUNK 0x21u
 #define MCUGW_MSG_OTA_CHUNK_ACK 0x22u
-#define MCUGW_MSG_OTA_STATUS    0x23u
-#define MCUGW_MSG_OTA_LAST      0x2fu
+#define MCUGW_MSG_OTA_STATUS 0x23u
+#define MCUGW_MSG_OTA_LAST 0x2fu
 
 /** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */
 #define MCUGW_MSG_VENDOR_FIRST 0xf0u
 
 /** Telemetry flags. */
 #define MCUGW_TLM_ACK_REQUESTED 0x01u /**< QoS 1: gateway acks once the message is durable */
-#define MCUGW_TLM_FLAGS_MASK    0x01u
+#define MCUGW_TLM_FLAGS_MASK 0x01u
 
 /* ------------------------------------------------------------------------------------------ */
 /* BLE carrier (docs/ble.md)                                                                   */
@@ -158,7 +159,7 @@
  * ([BLE] ServiceUUID=, CharacteristicUUID=): one random base, the service ending its first
  * group in 0001 and the characteristic in 0002, the last group "mcgw" (6d 63 67 77) 00 00.
  */
-#define MCUGW_BLE_SERVICE_UUID        "6e4d0001-8e5e-4c39-9a0e-6d6367770000"
+#define MCUGW_BLE_SERVICE_UUID "6e4d0001-8e5e-4c39-9a0e-6d6367770000"
 #define MCUGW_BLE_CHARACTERISTIC_UUID "6e4d0002-8e5e-4c39-9a0e-6d6367770000"
 
 /** Ack flags. */
@@ -166,19 +167,19 @@
 #define MCUGW_ACK_FLAGS_MASK 0x01u
 
 /** Ack status codes. */
-#define MCUGW_ACK_OK       0u /**< stored durably */
-#define MCUGW_ACK_DROPPED  1u /**< refused (quota, quarantine); do not resend */
-#define MCUGW_ACK_RETRY    2u /**< transient (outbox full); resend later */
+#define MCUGW_ACK_OK 0u      /**< stored durably */
+#define MCUGW_ACK_DROPPED 1u /**< refused (quota, quarantine); do not resend */
+#define MCUGW_ACK_RETRY 2u   /**< transient (outbox full); resend later */
 
 /** Reset causes in STATUS. */
-#define MCUGW_RESET_UNKNOWN  0u
+#define MCUGW_RESET_UNKNOWN 0u
 #define MCUGW_RESET_POWER_ON 1u
-#define MCUGW_RESET_PIN      2u
+#define MCUGW_RESET_PIN 2u
 #define MCUGW_RESET_WATCHDOG 3u
 #define MCUGW_RESET_SOFTWARE 4u
 #define MCUGW_RESET_BROWNOUT 5u
-#define MCUGW_RESET_FAULT    6u
-#define MCUGW_RESET_OTA      7u
+#define MCUGW_RESET_FAULT 6u
+#define MCUGW_RESET_OTA 7u
 
 #define MCUGW_FW_VERSION_MAX 32u /**< firmware version string in STATUS */
 #define MCUGW_ERROR_TEXT_MAX 64u /**< text in ERROR */
@@ -186,28 +187,28 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Error codes (returned as negative ints; also the u16 code of an ERROR message, positive)    */
 
-#define MCUGW_OK         0
-#define MCUGW_EINVAL     (-1)  /**< bad argument from the caller */
-#define MCUGW_ENOSPC     (-2)  /**< caller buffer too small */
-#define MCUGW_ESTATE     (-3)  /**< call not valid in the current state */
-#define MCUGW_EAGAIN     (-4)  /**< nothing to do yet / no complete frame */
-#define MCUGW_ECRYPTO    (-5)  /**< crypto port failure (RNG, key import, ...) */
-#define MCUGW_EIO        (-6)  /**< I/O port failure (link closed, write error) */
-#define MCUGW_ECRC       (-10) /**< frame CRC mismatch (line noise) */
-#define MCUGW_ECOBS      (-11) /**< malformed COBS (delimiter inside a block) */
-#define MCUGW_EOVERSIZE  (-12) /**< frame longer than the receive limit */
-#define MCUGW_ERUNT      (-13) /**< frame shorter than header + CRC */
-#define MCUGW_EVERSION   (-14) /**< unsupported protocol version */
-#define MCUGW_ETYPE      (-15) /**< unknown or unexpected frame / message type */
+#define MCUGW_OK 0
+#define MCUGW_EINVAL (-1)      /**< bad argument from the caller */
+#define MCUGW_ENOSPC (-2)      /**< caller buffer too small */
+#define MCUGW_ESTATE (-3)      /**< call not valid in the current state */
+#define MCUGW_EAGAIN (-4)      /**< nothing to do yet / no complete frame */
+#define MCUGW_ECRYPTO (-5)     /**< crypto port failure (RNG, key import, ...) */
+#define MCUGW_EIO (-6)         /**< I/O port failure (link closed, write error) */
+#define MCUGW_ECRC (-10)       /**< frame CRC mismatch (line noise) */
+#define MCUGW_ECOBS (-11)      /**< malformed COBS (delimiter inside a block) */
+#define MCUGW_EOVERSIZE (-12)  /**< frame longer than the receive limit */
+#define MCUGW_ERUNT (-13)      /**< frame shorter than header + CRC */
+#define MCUGW_EVERSION (-14)   /**< unsupported protocol version */
+#define MCUGW_ETYPE (-15)      /**< unknown or unexpected frame / message type */
 #define MCUGW_EMALFORMED (-16) /**< bad field, reserved bits set, trailing bytes */
-#define MCUGW_ETRUNC     (-17) /**< body shorter than its fixed parts (e.g. missing tag) */
-#define MCUGW_EAUTH      (-20) /**< AEAD tag mismatch: forgery, corruption, wrong key */
-#define MCUGW_EREPLAY    (-21) /**< counter already seen inside the window */
-#define MCUGW_ETOOOLD    (-22) /**< counter left of the replay window */
-#define MCUGW_ESESSION   (-23) /**< DATA for an unknown session id / no session */
-#define MCUGW_EREKEY     (-24) /**< counter limit reached: a new handshake is required */
-#define MCUGW_EDH        (-25) /**< X25519 result all-zero (low-order peer key) */
-#define MCUGW_EREJECTED  (-26) /**< responder: device unknown / not allowed (lookup callback) */
-#define MCUGW_ETOOBIG    (-27) /**< message does not fit the peer's receive limit */
+#define MCUGW_ETRUNC (-17)     /**< body shorter than its fixed parts (e.g. missing tag) */
+#define MCUGW_EAUTH (-20)      /**< AEAD tag mismatch: forgery, corruption, wrong key */
+#define MCUGW_EREPLAY (-21)    /**< counter already seen inside the window */
+#define MCUGW_ETOOOLD (-22)    /**< counter left of the replay window */
+#define MCUGW_ESESSION (-23)   /**< DATA for an unknown session id / no session */
+#define MCUGW_EREKEY (-24)     /**< counter limit reached: a new handshake is required */
+#define MCUGW_EDH (-25)        /**< X25519 result all-zero (low-order peer key) */
+#define MCUGW_EREJECTED (-26)  /**< responder: device unknown / not allowed (lookup callback) */
+#define MCUGW_ETOOBIG (-27)    /**< message does not fit the peer's receive limit */
 
 #endif /* MCUGW_WIRE_H */

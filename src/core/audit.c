@@ -412,9 +412,9 @@ int64_t audit_prune(struct audit *a, int64_t through, const char *actor)
         /* The checkpoint goes into the chain first: the delete trigger allows only rows it
          * covers, and verify finds the prefix hash in it. */
         seq = audit_log(a, actor, "audit.checkpoint", "audit",
-                        json_pack("{sI sI sI ss}", "first_seq", (json_int_t)first,
-                                  "pruned_through", (json_int_t)through, "records",
-                                  (json_int_t)(through - first + 1), "prefix_hash", hx));
+                        json_pack("{sI sI sI ss}", "first_seq", (json_int_t)first, "pruned_through",
+                                  (json_int_t)through, "records", (json_int_t)(through - first + 1),
+                                  "prefix_hash", hx));
         if (seq < 0)
                 return seq;
         if (sqlite3_prepare_v2(db_handle(a->db), "DELETE FROM audit WHERE seq <= ?", -1, &s,
@@ -474,8 +474,7 @@ int audit_verify(struct audit *a, struct audit_verify_result *res)
                 expect = 1;
         res->first_seq = expect;
         if (checkpoint_prev(a, expect, prev) < 0) {
-                verify_fail(res, 1,
-                            "records 1 to %lld missing (deleted without a checkpoint)",
+                verify_fail(res, 1, "records 1 to %lld missing (deleted without a checkpoint)",
                             (long long)(expect - 1));
                 return 0;
         }

@@ -34,7 +34,7 @@ struct audit_record {
 struct audit_verify_result {
         bool ok;
         int64_t records;
-        int64_t first_seq;  /* the oldest record kept; > 1 after retention pruning */
+        int64_t first_seq;     /* the oldest record kept; > 1 after retention pruning */
         int64_t first_bad_seq; /* 0 if ok */
         char reason[160];
 };
@@ -66,8 +66,7 @@ int64_t audit_first_seq(struct audit *a);
 /* Records with seq > after_seq in order, at most max; fn returns 0 to go on, < 0 to stop.
  * Returns the number passed to fn or -errno. For the upstream export. */
 typedef int (*audit_record_fn)(void *userdata, const struct audit_record *rec);
-int audit_read(struct audit *a, int64_t after_seq, size_t max, audit_record_fn fn,
-               void *userdata);
+int audit_read(struct audit *a, int64_t after_seq, size_t max, audit_record_fn fn, void *userdata);
 /* ts_us of a record, 0 if absent (retention by age). */
 int64_t audit_record_ts(struct audit *a, int64_t seq);
 /* The seq of the newest record with ts_us < before_us, 0 if none. */

@@ -72,8 +72,8 @@ static const char *const peer_state_names[_PEER_STATE_MAX] = {
         X(connect_failures)                                                                        \
         X(tx_bytes)                                                                                \
         X(rx_bytes)                                                                                \
-        X(writes) X(write_errors) X(notifications) X(rx_dropped) X(rx_dropped_bytes)               \
-                X(flood_disconnects)
+        X(writes)                                                                                  \
+        X(write_errors) X(notifications) X(rx_dropped) X(rx_dropped_bytes) X(flood_disconnects)
 
 struct ble_counters {
 #define X(n) uint64_t n;

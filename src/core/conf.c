@@ -39,7 +39,7 @@ struct conf_key {
         enum conf_type type;
         conf_parser_t parse;
         size_t offset;
-        const char *def;     /* parsed through `parse` at init; NULL leaves the field zero */
+        const char *def;    /* parsed through `parse` at init; NULL leaves the field zero */
         bool needs_restart; /* reload keeps the old value and warns */
 };
 
@@ -210,9 +210,18 @@ static int parse_size(const char *v, void *field, const char **reason)
                 goto bad;
         switch (v[n]) {
         case 0: break;
-        case 'K': mul = 1024; n++; break;
-        case 'M': mul = 1024 * 1024; n++; break;
-        case 'G': mul = 1024ULL * 1024 * 1024; n++; break;
+        case 'K':
+                mul = 1024;
+                n++;
+                break;
+        case 'M':
+                mul = 1024 * 1024;
+                n++;
+                break;
+        case 'G':
+                mul = 1024ULL * 1024 * 1024;
+                n++;
+                break;
         default: goto bad;
         }
         if (v[n] || x > UINT64_MAX / mul)
@@ -231,8 +240,8 @@ static int parse_duration(const char *v, void *field, const char **reason)
                 const char *suffix;
                 uint64_t usec;
         } units[] = {
-                { "", 1000000 },   { "us", 1 },          { "ms", 1000 },
-                { "s", 1000000 },  { "min", 60000000 }, { "h", 3600000000ULL },
+                { "", 1000000 },         { "us", 1 },         { "ms", 1000 },
+                { "s", 1000000 },        { "min", 60000000 }, { "h", 3600000000ULL },
                 { "d", 86400000000ULL },
         };
         uint64_t x;
@@ -301,8 +310,8 @@ static int parse_ble_uuid(const char *v, void *field, const char **reason)
 
 static int parse_ble_adapter(const char *v, void *field, const char **reason)
 {
-        if (*v && (strlen(v) > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
-                                             strlen(v))) {
+        if (*v &&
+            (strlen(v) > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(v))) {
                 *reason = "expected an adapter name such as hci0";
                 return -EINVAL;
         }
@@ -545,8 +554,8 @@ static const struct conf_key conf_keys[] = {
         { "Link", "PrivateKeyFile", CONF_STR, parse_path, F(link_private_key_file), NULL, true },
         { "Link", "ListenStream", CONF_STRV, parse_link_listen, F(link_listen), NULL, true },
         { "Link", "SerialPort", CONF_STRV, parse_link_serial, F(link_serial), NULL, true },
-        { "Link", "MaxConnections", CONF_UINT, parse_link_max_connections,
-          F(link_max_connections), "1024", true },
+        { "Link", "MaxConnections", CONF_UINT, parse_link_max_connections, F(link_max_connections),
+          "1024", true },
         { "Link", "HandshakeTimeout", CONF_U64, parse_duration, F(link_handshake_timeout_usec),
           "10s", true },
         { "Link", "IdleTimeout", CONF_U64, parse_duration, F(link_idle_timeout_usec), "5min",
@@ -555,8 +564,8 @@ static const struct conf_key conf_keys[] = {
           true },
         { "Link", "HandshakeRatePerLink", CONF_UINT, parse_link_rate,
           F(link_handshake_rate_per_link), "2", true },
-        { "Link", "AuditFailuresPerMinute", CONF_UINT, parse_per_min, F(link_audit_per_min),
-          "10", true },
+        { "Link", "AuditFailuresPerMinute", CONF_UINT, parse_per_min, F(link_audit_per_min), "10",
+          true },
         { "MQTT", "Host", CONF_STR, parse_string_opt, F(mqtt_host), NULL, true },
         { "MQTT", "Port", CONF_UINT, parse_port, F(mqtt_port), "8883", true },
         { "MQTT", "ClientId", CONF_STR, parse_string_opt, F(mqtt_client_id), NULL, true },
@@ -569,8 +578,7 @@ static const struct conf_key conf_keys[] = {
         { "MQTT", "ProtocolVersion", CONF_INT, parse_mqtt_protocol, F(mqtt_protocol), "3.1.1",
           true },
         { "MQTT", "KeepAlive", CONF_U64, parse_duration, F(mqtt_keepalive_usec), "60s", true },
-        { "MQTT", "MaxInflight", CONF_UINT, parse_mqtt_inflight, F(mqtt_max_inflight), "20",
-          true },
+        { "MQTT", "MaxInflight", CONF_UINT, parse_mqtt_inflight, F(mqtt_max_inflight), "20", true },
         { "MQTT", "ReconnectMin", CONF_U64, parse_duration, F(mqtt_reconnect_min_usec), "1s",
           true },
         { "MQTT", "ReconnectMax", CONF_U64, parse_duration, F(mqtt_reconnect_max_usec), "2min",
@@ -619,8 +627,7 @@ static const struct conf_key conf_keys[] = {
         { "BLE", "CharacteristicUUID", CONF_STR, parse_ble_uuid, F(ble_characteristic_uuid),
           MCUGW_BLE_CHARACTERISTIC_UUID, true },
         { "BLE", "BusAddress", CONF_STR, parse_string_opt, F(ble_bus_address), NULL, true },
-        { "BLE", "ReconnectMin", CONF_U64, parse_duration, F(ble_reconnect_min_usec), "1s",
-          true },
+        { "BLE", "ReconnectMin", CONF_U64, parse_duration, F(ble_reconnect_min_usec), "1s", true },
         { "BLE", "ReconnectMax", CONF_U64, parse_duration, F(ble_reconnect_max_usec), "1min",
           true },
         { "BLE", "NotifyRateLimit", CONF_U64, parse_size, F(ble_notify_rate), "64K", true },
@@ -631,8 +638,7 @@ static const struct conf_key conf_keys[] = {
           false },
         { "Onboarding", "RevokedManufacturerKey", CONF_STRV, parse_strv,
           F(revoked_manufacturer_keys), NULL, false },
-        { "OTA", "CodeSigningCertificate", CONF_STR, parse_path, F(ota_signing_cert), NULL,
-          false },
+        { "OTA", "CodeSigningCertificate", CONF_STR, parse_path, F(ota_signing_cert), NULL, false },
         { "OTA", "CacheDirectory", CONF_STR, parse_path, F(ota_cache_dir), NULL, true },
         { "OTA", "MaxCacheSize", CONF_U64, parse_size, F(ota_max_cache), "256M", false },
         { "OTA", "BlockSize", CONF_U64, parse_ota_block, F(ota_block_size), "4K", false },
@@ -645,8 +651,7 @@ static const struct conf_key conf_keys[] = {
         { "OTA", "MaxConcurrent", CONF_UINT, parse_ota_count, F(ota_max_concurrent), "8", false },
         { "OTA", "MaxConcurrentPerLink", CONF_UINT, parse_ota_count, F(ota_max_per_link), "1",
           false },
-        { "OTA", "AbortAfterFailures", CONF_UINT, parse_ota_count, F(ota_abort_after), "3",
-          false },
+        { "OTA", "AbortAfterFailures", CONF_UINT, parse_ota_count, F(ota_abort_after), "3", false },
         { "OTA", "AllowDowngrade", CONF_INT, parse_bool, F(ota_allow_downgrade), "no", false },
         { "OTA", "AllowUnsigned", CONF_INT, parse_bool, F(ota_allow_unsigned), "no", false },
         { "OTA", "Window", CONF_U64, parse_size, F(ota_window), "16K", false },
@@ -737,8 +742,8 @@ static struct conf *conf_new_defaults(void)
                 const char *reason = NULL;
                 if (!conf_keys[i].def)
                         continue;
-                if (conf_keys[i].parse(conf_keys[i].def, (char *)c + conf_keys[i].offset,
-                                       &reason) < 0) {
+                if (conf_keys[i].parse(conf_keys[i].def, (char *)c + conf_keys[i].offset, &reason) <
+                    0) {
                         conf_free(c);
                         return NULL;
                 }
@@ -841,8 +846,8 @@ static int ini_on_line(void *user, const char *section, const char *name, const 
         struct ini_reader *r = user;
 
         if (!*section) {
-                conf_errors_add(r->err, "%s:%u: key '%s' outside of any section", r->name,
-                                r->line, name);
+                conf_errors_add(r->err, "%s:%u: key '%s' outside of any section", r->name, r->line,
+                                name);
                 return 1;
         }
         r->fn(r->userdata, r->name, r->line, r->section_index, section, name, value);
@@ -859,8 +864,7 @@ static void ini_run(struct ini_reader *r)
                 conf_errors_add(r->err, "%s: could not be parsed", r->name);
 }
 
-int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
-                        struct conf_errors *err)
+int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata, struct conf_errors *err)
 {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
         struct ini_reader r = { .name = path, .f = f, .err = err, .fn = fn, .userdata = userdata };
@@ -876,8 +880,9 @@ int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
 int conf_ini_parse_string(const char *name, const char *text, conf_ini_fn fn, void *userdata,
                           struct conf_errors *err)
 {
-        struct ini_reader r = { .name = name, .text = text, .err = err, .fn = fn,
-                                .userdata = userdata };
+        struct ini_reader r = {
+                .name = name, .text = text, .err = err, .fn = fn, .userdata = userdata
+        };
         ini_run(&r);
         return 0;
 }
@@ -932,8 +937,12 @@ static int conf_add_file(struct conf *c, const char *path)
 static int conf_parse_path(struct conf_parse_state *st, EVP_MD_CTX *md, const char *path)
 {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
-        struct ini_reader r = { .name = path, .f = f, .err = st->err, .md = md,
-                                .section_known = conf_section_known, .fn = conf_on_key,
+        struct ini_reader r = { .name = path,
+                                .f = f,
+                                .err = st->err,
+                                .md = md,
+                                .section_known = conf_section_known,
+                                .fn = conf_on_key,
                                 .userdata = st };
 
         if (!f) {
@@ -972,19 +981,27 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
         if (c->commit_interval_usec > 1000000)
                 conf_errors_add(err, "%s: [Database] CommitInterval must be at most 1s", name);
         if (c->mqtt_host && (!c->mqtt_ca_file || !c->mqtt_cert_file || !c->mqtt_key_file))
-                conf_errors_add(err, "%s: [MQTT] Host= needs CAFile=, CertificateFile= and "
-                                "KeyFile= (mutual TLS)", name);
+                conf_errors_add(err,
+                                "%s: [MQTT] Host= needs CAFile=, CertificateFile= and "
+                                "KeyFile= (mutual TLS)",
+                                name);
         if (c->prov_claim_cert && (!c->prov_claim_key || !c->prov_template || !c->mqtt_host))
-                conf_errors_add(err, "%s: [Provisioning] ClaimCertificateFile= needs "
-                                "ClaimKeyFile=, Template= and [MQTT] Host=", name);
+                conf_errors_add(err,
+                                "%s: [Provisioning] ClaimCertificateFile= needs "
+                                "ClaimKeyFile=, Template= and [MQTT] Host=",
+                                name);
         if ((c->prov_claim_cert || c->prov_rotate_before_usec) && c->mqtt_key_file &&
             strncmp(c->mqtt_key_file, "pkcs11:", 7) == 0)
-                conf_errors_add(err, "%s: [Provisioning] needs [MQTT] KeyFile= to be a file: the "
-                                "new key is written there", name);
+                conf_errors_add(err,
+                                "%s: [Provisioning] needs [MQTT] KeyFile= to be a file: the "
+                                "new key is written there",
+                                name);
         if (c->mqtt_reconnect_min_usec < 1000000 ||
             c->mqtt_reconnect_max_usec < c->mqtt_reconnect_min_usec)
-                conf_errors_add(err, "%s: [MQTT] ReconnectMin must be at least 1s and at most "
-                                "ReconnectMax", name);
+                conf_errors_add(err,
+                                "%s: [MQTT] ReconnectMin must be at least 1s and at most "
+                                "ReconnectMax",
+                                name);
         if (c->mqtt_keepalive_usec < 5000000 || c->mqtt_keepalive_usec > 65535000000ULL)
                 conf_errors_add(err, "%s: [MQTT] KeepAlive must be between 5s and 65535s", name);
         if (c->relay_max_payload < 1024 || c->relay_max_payload > 256 * 1024 * 1024)
@@ -1025,8 +1042,7 @@ int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
         }
         n = scandir(dir, &ents, dropin_filter, alphasort);
         if (n < 0 && errno != ENOENT && errno != ENOTDIR)
-                conf_errors_add(err, "%s: cannot read drop-in directory: %s", dir,
-                                strerror(errno));
+                conf_errors_add(err, "%s: cannot read drop-in directory: %s", dir, strerror(errno));
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *p = NULL;
                 if (q >= 0 && asprintf(&p, "%s/%s", dir, ents[i]->d_name) >= 0)
@@ -1049,14 +1065,17 @@ out:
         return 0;
 }
 
-int conf_load_string(const char *name, const char *text, struct conf **ret,
-                     struct conf_errors *err)
+int conf_load_string(const char *name, const char *text, struct conf **ret, struct conf_errors *err)
 {
         struct conf *c = conf_new_defaults();
         struct conf_parse_state st = { .conf = c, .err = err };
         EVP_MD_CTX *md = EVP_MD_CTX_new();
-        struct ini_reader r = { .name = name, .text = text, .err = err, .md = md,
-                                .section_known = conf_section_known, .fn = conf_on_key,
+        struct ini_reader r = { .name = name,
+                                .text = text,
+                                .err = err,
+                                .md = md,
+                                .section_known = conf_section_known,
+                                .fn = conf_on_key,
                                 .userdata = &st };
         size_t errs_before = err->n;
 

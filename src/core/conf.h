@@ -59,12 +59,12 @@ struct conf {
         uint64_t audit_max_records;  /* retention; 0: no limit */
 
         /* [Link] */
-        char *link_private_key_file; /* NULL: <StateDirectory>/link.key */
+        char *link_private_key_file;  /* NULL: <StateDirectory>/link.key */
         struct conf_strv link_listen; /* ListenStream=unix:/PATH | tcp:ADDR:PORT */
         struct conf_strv link_serial; /* SerialPort=/dev/PATH[:BAUD] */
         unsigned link_max_connections;
         uint64_t link_handshake_timeout_usec;
-        uint64_t link_idle_timeout_usec; /* 0: never */
+        uint64_t link_idle_timeout_usec;       /* 0: never */
         unsigned link_handshake_rate;          /* per second, whole gateway */
         unsigned link_handshake_rate_per_link; /* per second, one link */
         unsigned link_audit_per_min;           /* auth.failed records per link and minute */
@@ -78,8 +78,8 @@ struct conf {
         char *mqtt_cert_file;
         char *mqtt_key_file;      /* a file or a pkcs11: URI */
         char *mqtt_pkcs11_module; /* the PKCS#11 module for pkcs11: URIs */
-        char *mqtt_alpn; /* e.g. x-amzn-mqtt-ca for AWS IoT on port 443 */
-        int mqtt_protocol; /* 4 (3.1.1) or 5 */
+        char *mqtt_alpn;          /* e.g. x-amzn-mqtt-ca for AWS IoT on port 443 */
+        int mqtt_protocol;        /* 4 (3.1.1) or 5 */
         uint64_t mqtt_keepalive_usec;
         unsigned mqtt_max_inflight;
         uint64_t mqtt_reconnect_min_usec, mqtt_reconnect_max_usec;
@@ -112,41 +112,41 @@ struct conf {
         uint64_t drift_check_usec;       /* baseline drift check period; 0: start/reload only */
 
         /* [BLE] (docs/ble.md); no Device= means no BLE at all */
-        char *ble_adapter;              /* "hci0"; NULL: the first adapter BlueZ reports */
-        struct conf_strv ble_devices;   /* Device=AA:BB:CC:DD:EE:FF, the allow-list */
-        char *ble_service_uuid;         /* default MCUGW_BLE_SERVICE_UUID */
-        char *ble_characteristic_uuid;  /* default MCUGW_BLE_CHARACTERISTIC_UUID */
-        char *ble_bus_address;          /* NULL: the system bus (DBUS_SYSTEM_BUS_ADDRESS) */
+        char *ble_adapter;             /* "hci0"; NULL: the first adapter BlueZ reports */
+        struct conf_strv ble_devices;  /* Device=AA:BB:CC:DD:EE:FF, the allow-list */
+        char *ble_service_uuid;        /* default MCUGW_BLE_SERVICE_UUID */
+        char *ble_characteristic_uuid; /* default MCUGW_BLE_CHARACTERISTIC_UUID */
+        char *ble_bus_address;         /* NULL: the system bus (DBUS_SYSTEM_BUS_ADDRESS) */
         uint64_t ble_reconnect_min_usec, ble_reconnect_max_usec;
-        uint64_t ble_notify_rate;       /* bytes/s per peripheral, 0: unlimited */
-        int ble_acquire;                /* bool: use AcquireWrite/AcquireNotify when offered */
+        uint64_t ble_notify_rate; /* bytes/s per peripheral, 0: unlimited */
+        int ble_acquire;          /* bool: use AcquireWrite/AcquireNotify when offered */
 
         /* [Onboarding] (src/core/onboard.h) */
-        int onboarding_policy;                 /* enum onboard_policy */
-        struct conf_strv manufacturer_keys;    /* KEYID:/path/key.pem */
+        int onboarding_policy;                      /* enum onboard_policy */
+        struct conf_strv manufacturer_keys;         /* KEYID:/path/key.pem */
         struct conf_strv revoked_manufacturer_keys; /* KEYID */
 
         /* [OTA] (docs/ota.md) */
-        char *ota_signing_cert;       /* CodeSigningCertificate=, PEM (ECDSA P-256) */
-        char *ota_cache_dir;          /* NULL: <StateDirectory>/ota */
-        uint64_t ota_max_cache;       /* MaxCacheSize= */
-        uint64_t ota_block_size;      /* BlockSize=: chunk size towards the MCUs (<= link) */
-        uint64_t ota_download_block;  /* DownloadBlockSize=: MQTT stream block, <= 128K */
-        int ota_targeting;            /* 0 thing-per-device, 1 gateway */
-        char *ota_thing_template;     /* ThingNameTemplate=, {gateway} {device} */
-        unsigned ota_max_concurrent;  /* MaxConcurrent= (gateway) */
-        unsigned ota_max_per_link;    /* MaxConcurrentPerLink= */
-        unsigned ota_abort_after;     /* AbortAfterFailures=, 0: never */
-        int ota_allow_downgrade;      /* bool */
-        int ota_allow_unsigned;       /* bool */
-        uint64_t ota_window;          /* Window=: bytes in flight per MCU, capped by the MCU */
+        char *ota_signing_cert;      /* CodeSigningCertificate=, PEM (ECDSA P-256) */
+        char *ota_cache_dir;         /* NULL: <StateDirectory>/ota */
+        uint64_t ota_max_cache;      /* MaxCacheSize= */
+        uint64_t ota_block_size;     /* BlockSize=: chunk size towards the MCUs (<= link) */
+        uint64_t ota_download_block; /* DownloadBlockSize=: MQTT stream block, <= 128K */
+        int ota_targeting;           /* 0 thing-per-device, 1 gateway */
+        char *ota_thing_template;    /* ThingNameTemplate=, {gateway} {device} */
+        unsigned ota_max_concurrent; /* MaxConcurrent= (gateway) */
+        unsigned ota_max_per_link;   /* MaxConcurrentPerLink= */
+        unsigned ota_abort_after;    /* AbortAfterFailures=, 0: never */
+        int ota_allow_downgrade;     /* bool */
+        int ota_allow_unsigned;      /* bool */
+        uint64_t ota_window;         /* Window=: bytes in flight per MCU, capped by the MCU */
 
         /* [Provisioning] (docs/provisioning.md): fleet provisioning by claim, rotation */
-        char *prov_claim_cert;             /* ClaimCertificateFile= */
-        char *prov_claim_key;              /* ClaimKeyFile= */
-        char *prov_template;               /* Template=: the provisioning template's name */
-        struct conf_strv prov_parameters;  /* Parameters=Key=Value */
-        uint64_t prov_rotate_before_usec;  /* RotateBeforeExpiry=; 0: only `cert rotate` */
+        char *prov_claim_cert;            /* ClaimCertificateFile= */
+        char *prov_claim_key;             /* ClaimKeyFile= */
+        char *prov_template;              /* Template=: the provisioning template's name */
+        struct conf_strv prov_parameters; /* Parameters=Key=Value */
+        uint64_t prov_rotate_before_usec; /* RotateBeforeExpiry=; 0: only `cert rotate` */
 
         /* SHA-256 over every file read (names and contents), as hex. */
         char hash[65];
@@ -174,11 +174,9 @@ bool conf_needs_restart(const struct conf *a, const struct conf *b, const char *
 /* The INI reader behind conf_load, for other files in the same syntax (enrollment files):
  * fn gets every Key=Value with its file, line and the running number of its section, so that
  * repeated sections ([Device] [Device] …) can be told apart. Errors go to err. */
-typedef void (*conf_ini_fn)(void *userdata, const char *file, unsigned line,
-                            unsigned section_index, const char *section, const char *key,
-                            const char *value);
-int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata,
-                        struct conf_errors *err);
+typedef void (*conf_ini_fn)(void *userdata, const char *file, unsigned line, unsigned section_index,
+                            const char *section, const char *key, const char *value);
+int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata, struct conf_errors *err);
 int conf_ini_parse_string(const char *name, const char *text, conf_ini_fn fn, void *userdata,
                           struct conf_errors *err);
 

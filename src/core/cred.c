@@ -30,9 +30,8 @@ static int seterr(char *err, size_t n, int r, const char *fmt, ...)
         va_end(ap);
         off = strlen(err);
         if (e && off + 3 < n) {
-                snprintf(err + off, n - off, " (%s)", ERR_reason_error_string(e) ?
-                                                             ERR_reason_error_string(e) :
-                                                             "OpenSSL error");
+                snprintf(err + off, n - off, " (%s)",
+                         ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "OpenSSL error");
         }
         ERR_clear_error();
         return r;
@@ -72,8 +71,7 @@ static int load_key_file(const char *path, EVP_PKEY **ret, char *err, size_t err
                 k = d2i_PrivateKey_fp(f, NULL);
         }
         if (!k)
-                return seterr(err, errlen, -EBADMSG, "private key %s: not a PEM or DER key",
-                              path);
+                return seterr(err, errlen, -EBADMSG, "private key %s: not a PEM or DER key", path);
         *ret = k;
         return 0;
 }
@@ -158,14 +156,13 @@ int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen
                 return seterr(err, errlen, -errno, "certificate %s: %s", path, strerror(errno));
         x = PEM_read_X509(f, NULL, NULL, NULL);
         if (!x)
-                return seterr(err, errlen, -EBADMSG, "certificate %s: not a PEM certificate",
-                              path);
+                return seterr(err, errlen, -EBADMSG, "certificate %s: not a PEM certificate", path);
         *ret = x;
         return 0;
 }
 
-int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec,
-                     const char *module, char *err, size_t errlen)
+int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec, const char *module,
+                     char *err, size_t errlen)
 {
         EVP_PKEY *k = NULL;
         X509 *x = NULL;

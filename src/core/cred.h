@@ -22,5 +22,5 @@ int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, 
 int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen);
 
 /* Load both into ctx and check that they belong together. */
-int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec,
-                     const char *module, char *err, size_t errlen);
+int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec, const char *module,
+                     char *err, size_t errlen);

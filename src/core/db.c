@@ -269,8 +269,7 @@ void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdat
 
 int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
 {
-        struct db_hook *n =
-                realloc(db->rollback_hooks, (db->n_rollback_hooks + 1) * sizeof *n);
+        struct db_hook *n = realloc(db->rollback_hooks, (db->n_rollback_hooks + 1) * sizeof *n);
         if (!n)
                 return -ENOMEM;
         db->rollback_hooks = n;

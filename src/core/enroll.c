@@ -202,9 +202,10 @@ static void enroll_check(const char *name, struct enroll_list *l, size_t from,
                         continue;
                 }
                 if (i >= from && l->v[i].id[0])
-                        conf_errors_add(err, "%s:%u: device id %s defined twice (first at line "
-                                        "%u)", name, l->v[i].line, l->v[i].id,
-                                        l->v[first].line);
+                        conf_errors_add(err,
+                                        "%s:%u: device id %s defined twice (first at line "
+                                        "%u)",
+                                        name, l->v[i].line, l->v[i].id, l->v[first].line);
         }
         qsort_r(ix, l->n, sizeof *ix, cmp_key, l->v);
         for (size_t k = 1, g = 0; k < l->n; k++) {

@@ -45,9 +45,9 @@ struct gateway {
         struct ble_manager *ble;
         struct relay *relay;
         struct provision *provision; /* fleet provisioning, certificate rotation */
-        struct ota *ota; /* OTA rollout engine (docs/ota.md) */
-        struct ota_jobs *ota_jobs; /* AWS IoT Jobs + streams; NULL without [MQTT] */
-        struct remedy *remedy;     /* rules and remediation (docs/monitoring.md) */
+        struct ota *ota;             /* OTA rollout engine (docs/ota.md) */
+        struct ota_jobs *ota_jobs;   /* AWS IoT Jobs + streams; NULL without [MQTT] */
+        struct remedy *remedy;       /* rules and remediation (docs/monitoring.md) */
         struct metrics *metrics;
         struct baseline *baseline;
         struct defender *defender;
@@ -188,10 +188,9 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
                         log_error("reload: %s", err.msgs[i]);
                         json_array_append_new(errors, json_string(err.msgs[i]));
                 }
-                log_error("reload: configuration has %zu error(s); keeping the running one",
-                          err.n);
-                snprintf(gw->last_error, sizeof gw->last_error,
-                         "reload failed: %s", err.n ? err.msgs[0] : strerror(-r));
+                log_error("reload: configuration has %zu error(s); keeping the running one", err.n);
+                snprintf(gw->last_error, sizeof gw->last_error, "reload failed: %s",
+                         err.n ? err.msgs[0] : strerror(-r));
                 gw->reload_failures++;
                 audit_log(gw->audit, actor, "config.reload_failed", gw->config_path,
                           json_pack("{sO ss}", "errors", errors, "kept_hash", gw->conf->hash));
@@ -271,16 +270,16 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
 {
         struct gateway *gw = ud;
         size_t counts[_DEVICE_STATE_MAX];
-        json_t *o = json_pack(
-                "{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version", MCUGW_VERSION,
-                "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
-                (json_int_t)((uv_now(gw->loop) - gw->started_ms) / 1000), "config_hash",
-                gw->conf->hash, "config_files", conf_files_json(gw->conf), "audit", "records",
-                (json_int_t)audit_head_seq(gw->audit), "head_seq",
-                (json_int_t)audit_head_seq(gw->audit), "database", "commits",
-                (json_int_t)db_commits(gw->db), "control", "clients",
-                (int)control_clients(gw->control), "reloads", "ok", (int)gw->reloads, "failed",
-                (int)gw->reload_failures, "last_error", gw->last_error);
+        json_t *o =
+                json_pack("{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version",
+                          MCUGW_VERSION, "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
+                          (json_int_t)((uv_now(gw->loop) - gw->started_ms) / 1000), "config_hash",
+                          gw->conf->hash, "config_files", conf_files_json(gw->conf), "audit",
+                          "records", (json_int_t)audit_head_seq(gw->audit), "head_seq",
+                          (json_int_t)audit_head_seq(gw->audit), "database", "commits",
+                          (json_int_t)db_commits(gw->db), "control", "clients",
+                          (int)control_clients(gw->control), "reloads", "ok", (int)gw->reloads,
+                          "failed", (int)gw->reload_failures, "last_error", gw->last_error);
         if (!o)
                 return -ENOMEM;
         registry_count(gw->registry, counts);
@@ -332,10 +331,12 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
         r = gw_reload(gw, control_conn_peer(c)->actor, &errors);
         if (r < 0) {
                 const char *first = json_string_value(json_array_get(errors, 0));
-                control_conn_error(c, -EINVAL, "new configuration rejected, still running the "
-                                   "old one: %s%s", first ? first : "unknown error",
-                                   json_array_size(errors) > 1 ? " (and more, see the journal)" :
-                                                                 "");
+                control_conn_error(c, -EINVAL,
+                                   "new configuration rejected, still running the "
+                                   "old one: %s%s",
+                                   first ? first : "unknown error",
+                                   json_array_size(errors) > 1 ? " (and more, see the journal)"
+                                                               : "");
                 json_decref(errors);
                 return -EINVAL;
         }
@@ -422,7 +423,8 @@ static void on_durable(void *ud, int status)
         struct pending_ack *p = ud;
         /* The link may be gone (shutdown) or the device reconnected: the token tells. */
         if (p->gw->link)
-                link_manager_ack(p->gw->link, p->token, status < 0 ? MCUGW_ACK_RETRY : MCUGW_ACK_OK);
+                link_manager_ack(p->gw->link, p->token,
+                                 status < 0 ? MCUGW_ACK_RETRY : MCUGW_ACK_OK);
         free(p);
 }
 
@@ -443,8 +445,8 @@ static void on_telemetry(void *ud, const char *device_id, uint16_t stream, uint3
                 free(p);
                 /* Too big or malformed will never succeed; anything else may later. */
                 link_manager_ack(gw->link, token,
-                                 r == -EMSGSIZE || r == -EINVAL ? MCUGW_ACK_DROPPED :
-                                                                  MCUGW_ACK_RETRY);
+                                 r == -EMSGSIZE || r == -EINVAL ? MCUGW_ACK_DROPPED
+                                                                : MCUGW_ACK_RETRY);
         }
 }
 
@@ -627,8 +629,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
         provision_recover(conf);
         if ((r = relay_new(loop, conf, gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
                 goto fail;
-        if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit,
-                               &gw->provision)) < 0 ||
+        if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit, &gw->provision)) <
+                    0 ||
             (r = provision_add_commands(gw->provision, gw->control)) < 0)
                 goto fail;
         /* 4c'. OTA: image cache, signature check, transfers over the links */
@@ -636,8 +638,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
             (r = ota_add_commands(gw->ota, gw->control)) < 0)
                 goto fail;
         link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
-        if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry,
-                              gw->audit, &gw->ota_jobs)) < 0)
+        if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry, gw->audit,
+                              &gw->ota_jobs)) < 0)
                 goto fail;
         gw_wire_relay(gw);
         /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */

@@ -135,7 +135,7 @@ struct serial_port {
 
 struct link_manager {
         struct onboard *onboard; /* just-in-time onboarding (link_manager_set_onboard) */
-        link_ota_fn ota_fn; /* OTA engine (link_manager_set_ota_handler) */
+        link_ota_fn ota_fn;      /* OTA engine (link_manager_set_ota_handler) */
         void *ota_ud;
         uv_loop_t *loop;
         struct audit *audit;
@@ -662,8 +662,9 @@ static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *at
         audit_json(m, actor, "device.onboarded", l->claimed_id,
                    json_pack("{ss ss ss}", "manufacturer_key", kid, "link", l->name, "state",
                              policy == ONBOARD_ACTIVE ? "active" : "pending"));
-        log_device(LOG_NOTICE, l->claimed_id, "onboarded on %s, attested by manufacturer key %s (%s)",
-                   l->name, kid, policy == ONBOARD_ACTIVE ? "active" : "pending approval");
+        log_device(LOG_NOTICE, l->claimed_id,
+                   "onboarded on %s, attested by manufacturer key %s (%s)", l->name, kid,
+                   policy == ONBOARD_ACTIVE ? "active" : "pending approval");
         if (policy == ONBOARD_ACTIVE)
                 return 0;
         l->reject_reason = "pending approval";
@@ -766,8 +767,9 @@ static uint32_t pending_add(struct link *l, uint16_t stream, uint32_t seq)
                 id = ++l->next_ack_id;
         for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
                 if (!l->pend[i].used) {
-                        l->pend[i] = (struct pending_ack){ .id = id, .seq = seq, .stream = stream,
-                                                           .used = 1 };
+                        l->pend[i] = (struct pending_ack){
+                                .id = id, .seq = seq, .stream = stream, .used = 1
+                        };
                         return id;
                 }
         /* Full: the oldest slot in rotation goes; its ack is lost and the device resends. */
@@ -1483,8 +1485,7 @@ int link_manager_ack(struct link_manager *m, uint64_t token, int status)
         for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
                 if (l->pend[i].used && l->pend[i].id == id) {
                         l->pend[i].used = 0;
-                        return link_send_ack(l, l->pend[i].stream, l->pend[i].seq,
-                                             (uint8_t)status);
+                        return link_send_ack(l, l->pend[i].stream, l->pend[i].seq, (uint8_t)status);
                 }
         return -ENOENT;
 }

@@ -36,7 +36,6 @@ int log_internal(int level, int error, const char *device, const char *file, int
 #define log_error_errno(e, ...) log_full_errno(LOG_ERR, (e), __VA_ARGS__)
 #define log_debug_errno(e, ...) log_full_errno(LOG_DEBUG, (e), __VA_ARGS__)
 
-#define log_device(level, dev, ...)                                                                \
-        log_internal((level), 0, (dev), __FILE__, __LINE__, __VA_ARGS__)
+#define log_device(level, dev, ...) log_internal((level), 0, (dev), __FILE__, __LINE__, __VA_ARGS__)
 #define log_device_errno(level, e, dev, ...)                                                       \
         log_internal((level), (e), (dev), __FILE__, __LINE__, __VA_ARGS__)

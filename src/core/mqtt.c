@@ -288,8 +288,8 @@ static void poll_update(struct mqtt *m)
 /* After any libmosquitto call: did it lose the connection behind our back? */
 static void check_rc(struct mqtt *m, int rc)
 {
-        if (m->poll && (mosquitto_socket(m->mosq) != m->poll->fd || (rc != MOSQ_ERR_SUCCESS &&
-                                                                      rc != MOSQ_ERR_CONN_PENDING)))
+        if (m->poll && (mosquitto_socket(m->mosq) != m->poll->fd ||
+                        (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING)))
                 mqtt_lost(m, rc);
 }
 
@@ -490,11 +490,9 @@ static void mqtt_lost(struct mqtt *m, int rc)
                 set_error(m, "%s: %s", was_connected ? "connection lost" : "connection failed",
                           rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         if (was_connected)
-                log_warning("mqtt: disconnected from %s:%u: %s", m->host, m->port,
-                            m->last_error);
+                log_warning("mqtt: disconnected from %s:%u: %s", m->host, m->port, m->last_error);
         else if (!m->stopping)
-                log_warning("mqtt: cannot connect to %s:%u: %s", m->host, m->port,
-                            m->last_error);
+                log_warning("mqtt: cannot connect to %s:%u: %s", m->host, m->port, m->last_error);
         if (was_connected && m->cb.on_disconnected)
                 m->cb.on_disconnected(m->cb.userdata);
         else if (!was_connected && !m->stopping && m->cb.on_connect_failed)
@@ -511,8 +509,8 @@ static void on_connect_cb(struct mosquitto *mosq, void *ud, int rc, int flags,
 
         if (rc != 0) {
                 set_error(m, "broker refused the connection: %s",
-                          m->protocol == 5 ? mosquitto_reason_string(rc) :
-                                             mosquitto_connack_string(rc));
+                          m->protocol == 5 ? mosquitto_reason_string(rc)
+                                           : mosquitto_connack_string(rc));
                 log_error("mqtt: %s", m->last_error);
                 return; /* libmosquitto disconnects; on_disconnect follows */
         }
@@ -525,8 +523,7 @@ static void on_connect_cb(struct mosquitto *mosq, void *ud, int rc, int flags,
                  m->client_id, m->protocol == 5 ? "5" : "3.1.1",
                  m->session_present ? "resumed" : "new");
         if (!m->quiet)
-                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1,
-                                  true);
+                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1, true);
         for (size_t i = 0; i < m->n_subs; i++)
                 mosquitto_subscribe(m->mosq, &m->subs[i].mid, m->subs[i].filter, 1);
         /* Tell the owner after libmosquitto has re-queued the old in-flight messages, which it
@@ -756,13 +753,11 @@ int mqtt_set_announce(struct mqtt *m, bool on)
         m->quiet = !on;
         if (!on)
                 return mosquitto_will_clear(m->mosq) == MOSQ_ERR_SUCCESS ? 0 : -EINVAL;
-        if (mosquitto_will_set(m->mosq, m->status_topic, 7, "offline", 1, true) !=
-            MOSQ_ERR_SUCCESS)
+        if (mosquitto_will_set(m->mosq, m->status_topic, 7, "offline", 1, true) != MOSQ_ERR_SUCCESS)
                 return -EINVAL;
         /* Connected quietly: say "online" now (the will counts from the next CONNECT). */
         if (was_quiet && m->state == MQTT_CONNECTED) {
-                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1,
-                                  true);
+                mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1, true);
                 poll_update(m);
         }
         return 0;
@@ -780,8 +775,8 @@ int mqtt_start(struct mqtt *m)
         return 0;
 }
 
-int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len,
-                 bool retain, int *ret_mid)
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, bool retain,
+                 int *ret_mid)
 {
         int rc, mid = 0;
 
@@ -837,8 +832,8 @@ void mqtt_stop(struct mqtt *m)
                         mosquitto_disconnect_v5(m->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
                 else {
                         if (!m->quiet)
-                                mosquitto_publish(m->mosq, NULL, m->status_topic, 7, "offline",
-                                                  1, true);
+                                mosquitto_publish(m->mosq, NULL, m->status_topic, 7, "offline", 1,
+                                                  true);
                         mosquitto_disconnect(m->mosq);
                 }
                 /* Best effort, non-blocking: what does not fit in the socket buffer now is

@@ -46,7 +46,7 @@ struct mqtt_options {
         const char *key_file;      /* a file, or a "pkcs11:" URI (cred.h) */
         const char *pkcs11_module; /* for pkcs11: URIs; NULL: the engine's default */
         const char *alpn;          /* NULL: none */
-        int protocol;     /* 4 or 5 */
+        int protocol;              /* 4 or 5 */
         unsigned keepalive_s;
         unsigned max_inflight;
         uint64_t reconnect_min_ms, reconnect_max_ms;
@@ -87,8 +87,8 @@ int mqtt_start(struct mqtt *m);
 void mqtt_stop(struct mqtt *m);
 
 /* QoS 1 publish. Returns 0 and the message id, -ENOTCONN when not connected, -EMSGSIZE, -EIO. */
-int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len,
-                 bool retain, int *ret_mid);
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, bool retain,
+                 int *ret_mid);
 /* Subscribe (QoS 1) now and after every reconnect; a refusal in SUBACK is logged and counted. */
 int mqtt_subscribe(struct mqtt *m, const char *filter);
 

@@ -38,8 +38,7 @@ static int attest_digest(const char *id, size_t id_len, const uint8_t pub[ENROLL
         ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(md, ATTEST_DOMAIN, sizeof ATTEST_DOMAIN - 1) == 1 &&
              EVP_DigestUpdate(md, &l, 1) == 1 && EVP_DigestUpdate(md, id, id_len) == 1 &&
-             EVP_DigestUpdate(md, pub, ENROLL_KEY_LEN) == 1 &&
-             EVP_DigestFinal_ex(md, out, &n) == 1;
+             EVP_DigestUpdate(md, pub, ENROLL_KEY_LEN) == 1 && EVP_DigestFinal_ex(md, out, &n) == 1;
         EVP_MD_CTX_free(md);
         return ok ? 0 : -EIO;
 }
@@ -109,8 +108,10 @@ int onboard_new(const struct conf *c, struct onboard **ret, struct conf_errors *
                 struct onboard_key *k = &o->keys[o->n];
 
                 if (!colon || !key_id_valid(spec, (size_t)(colon - spec)) || colon[1] != '/') {
-                        conf_errors_add(err, "[Onboarding] ManufacturerKey=%s: expected "
-                                        "KEYID:/path/to/key.pem", spec);
+                        conf_errors_add(err,
+                                        "[Onboarding] ManufacturerKey=%s: expected "
+                                        "KEYID:/path/to/key.pem",
+                                        spec);
                         continue;
                 }
                 memcpy(k->id, spec, (size_t)(colon - spec));

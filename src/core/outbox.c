@@ -152,9 +152,8 @@ static void report_drops(struct outbox *o, bool force)
         log_warning("outbox: over quota (%llu of %llu bytes): dropped %llu oldest message(s) "
                     "(%llu bytes), most recently of device %s; %llu dropped in total",
                     (unsigned long long)o->bytes, (unsigned long long)o->max_bytes,
-                    (unsigned long long)o->unreported_rows,
-                    (unsigned long long)o->unreported_bytes, o->unreported_device,
-                    (unsigned long long)o->dropped);
+                    (unsigned long long)o->unreported_rows, (unsigned long long)o->unreported_bytes,
+                    o->unreported_device, (unsigned long long)o->dropped);
         if (o->audit)
                 audit_log(o->audit, "daemon", "outbox.overflow", o->unreported_device,
                           json_pack("{sI sI sI sI sI}", "dropped_rows",
@@ -246,8 +245,7 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
         return 0;
 }
 
-int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn,
-                void *userdata)
+int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn, void *userdata)
 {
         int rc, r = 0, n = 0;
 
@@ -344,8 +342,8 @@ static int outbox_load(struct outbox *o)
                 const char *dev = (const char *)sqlite3_column_text(s, 0);
                 size_t dl = (size_t)sqlite3_column_bytes(s, 0);
                 uint64_t rows = (uint64_t)sqlite3_column_int64(s, 1);
-                uint64_t bytes = (uint64_t)sqlite3_column_int64(s, 2) +
-                                 rows * (dl + OUTBOX_ROW_OVERHEAD);
+                uint64_t bytes =
+                        (uint64_t)sqlite3_column_int64(s, 2) + rows * (dl + OUTBOX_ROW_OVERHEAD);
                 struct dev_count *d = dev_get(o, dev ? dev : "", dev ? dl : 0, true);
                 if (!d) {
                         sqlite3_finalize(s);

@@ -55,8 +55,7 @@ void outbox_free(struct outbox *o);
 int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id);
 /* Rows with id > after, in id order, at most max_rows; returns the number consumed or -errno. */
-int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn,
-                void *userdata);
+int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn, void *userdata);
 /* Delete rows first..last (inclusive): they were delivered. Returns the number deleted. */
 int outbox_delete_range(struct outbox *o, int64_t first, int64_t last);
 

@@ -128,8 +128,8 @@ static int inflight_add(struct relay *r, int mid, int64_t first, int64_t last, u
 static int batch_row(void *ud, const struct outbox_row *row)
 {
         struct relay *r = ud;
-        int q = envelope_add(&r->env, row->device, row->stream, row->seq, row->ts_ms,
-                             row->payload, row->len);
+        int q = envelope_add(&r->env, row->device, row->stream, row->seq, row->ts_ms, row->payload,
+                             row->len);
         if (q == -ENOSPC)
                 return 1;
         if (q == -EMSGSIZE) {
@@ -307,8 +307,7 @@ static void on_published(void *ud, int mid, int reason)
                 int q;
                 if (f.mid != mid)
                         continue;
-                memmove(&r->inflight[i], &r->inflight[i + 1],
-                        (r->n_inflight - i - 1) * sizeof f);
+                memmove(&r->inflight[i], &r->inflight[i + 1], (r->n_inflight - i - 1) * sizeof f);
                 r->n_inflight--;
                 if (reason >= 0x80) {
                         /* An MQTT 5 broker refused it (not authorized, quota, payload format):
@@ -318,8 +317,7 @@ static void on_published(void *ud, int mid, int reason)
                                     "0x%02x); dropped",
                                     f.rows, reason);
                         audit_log(r->audit, "daemon", "outbox.rejected", "",
-                                  json_pack("{si si}", "messages", (int)f.rows, "reason",
-                                            reason));
+                                  json_pack("{si si}", "messages", (int)f.rows, "reason", reason));
                 } else
                         r->acked_msgs += f.rows;
                 q = outbox_delete_range(r->outbox, f.first, f.last);
@@ -363,8 +361,8 @@ static int publish_result(struct relay *r, const char *device, uint32_t id, int 
         if (!b64)
                 return -ENOMEM;
         EVP_EncodeBlock((unsigned char *)b64, payload, (int)len);
-        o = json_pack("{ss sI si ss ss}", "device", device, "id", (json_int_t)id, "status",
-                      status, "result", status < 0 ? errno_name(-status) : "ok", "p", b64);
+        o = json_pack("{ss sI si ss ss}", "device", device, "id", (json_int_t)id, "status", status,
+                      "result", status < 0 ? errno_name(-status) : "ok", "p", b64);
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (!text)
@@ -441,14 +439,14 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         return 0;
 }
 
-int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id,
-                         int status, const uint8_t *payload, size_t len)
+int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
+                         const uint8_t *payload, size_t len)
 {
         int q = publish_result(r, device_id, command_id, status, payload, len);
         char actor[TOPIC_DEVICE_MAX + 8];
         /* A refusal by the gateway (unknown device) is the daemon's result, not the device's. */
-        snprintf(actor, sizeof actor, "%s%s", status == -ENOENT ? "daemon" : "device:",
-                 status == -ENOENT ? "" : device_id);
+        snprintf(actor, sizeof actor, "%s%s",
+                 status == -ENOENT ? "daemon" : "device:", status == -ENOENT ? "" : device_id);
         r->results++;
         audit_log(r->audit, actor, "cmd.result", device_id,
                   json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", status,
@@ -570,8 +568,7 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "queue_rows", json_integer((json_int_t)outbox_rows(r->outbox)));
         json_object_set_new(o, "queue_bytes", json_integer((json_int_t)outbox_bytes(r->outbox)));
         json_object_set_new(o, "commands", json_integer((json_int_t)r->commands));
-        json_object_set_new(o, "commands_rejected",
-                            json_integer((json_int_t)r->commands_rejected));
+        json_object_set_new(o, "commands_rejected", json_integer((json_int_t)r->commands_rejected));
         json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
         return o;
 }
@@ -644,8 +641,7 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
         if (r->topic_batch &&
             topic_expand(c->topic_batch, gateway, NULL, 0, r->topic_batch, TOPIC_MAX_LEN + 1) < 0) {
                 relay_free(r);
-                return log_error_errno(-EINVAL, "relay: cannot expand BatchTopic for %s",
-                                       gateway);
+                return log_error_errno(-EINVAL, "relay: cannot expand BatchTopic for %s", gateway);
         }
         r->topic_telemetry = strdup(c->topic_telemetry);
         r->topic_command = strdup(c->topic_command);
@@ -702,15 +698,18 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         o.key_file = c->prov_claim_key;
                         r->hold = true;
                         log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
-                                   "for fleet provisioning", c->mqtt_cert_file, o.cert_file);
+                                   "for fleet provisioning",
+                                   c->mqtt_cert_file, o.cert_file);
                 }
                 if ((q = topic_expand(c->topic_status, gateway, NULL, 0, status_topic,
                                       sizeof status_topic)) < 0 ||
                     (q = topic_filter(c->topic_command, gateway, filter, sizeof filter)) < 0) {
                         outbox_free(r->outbox);
                         relay_free(r);
-                        return log_error_errno(q, "mqtt: cannot expand the topics for gateway "
-                                               "%s: %m", gateway);
+                        return log_error_errno(q,
+                                               "mqtt: cannot expand the topics for gateway "
+                                               "%s: %m",
+                                               gateway);
                 }
                 q = mqtt_new(loop, &o, &cb, &r->mqtt);
                 if (q < 0) {

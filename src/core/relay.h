@@ -52,8 +52,8 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
                  void *userdata);
 
 /* Publish the result of a command on the device's result topic (audited as cmd.result). */
-int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id,
-                         int status, const uint8_t *payload, size_t len);
+int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
+                         const uint8_t *payload, size_t len);
 
 /* Publish a message of the gateway itself (alerts, Device Defender reports) on topic, QoS 1,
  * outside the outbox and its pacing: best effort, -ENOTCONN when there is no session or it is

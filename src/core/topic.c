@@ -114,8 +114,8 @@ int topic_template_check(const char *tmpl, unsigned allowed, unsigned required,
                 return -EINVAL;
         }
         if ((seen & required) != required) {
-                *ret_reason = required & TOPIC_VAR_DEVICE ? "must contain {device}" :
-                                                            "missing a required placeholder";
+                *ret_reason = required & TOPIC_VAR_DEVICE ? "must contain {device}"
+                                                          : "missing a required placeholder";
                 return -EINVAL;
         }
         if (levels > TOPIC_MAX_LEVELS) {

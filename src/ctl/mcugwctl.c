@@ -71,8 +71,9 @@ static int client_connect(struct client *cl)
         if (cl->fd < 0 || connect(cl->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
                 int e = errno;
                 fail("cannot connect to %s: %s%s", path, strerror(e),
-                     e == ENOENT || e == ECONNREFUSED ? " (is mcugwd running?)" :
-                     e == EACCES ? " (are you in the mcugw group?)" : "");
+                     e == ENOENT || e == ECONNREFUSED ? " (is mcugwd running?)"
+                     : e == EACCES                    ? " (are you in the mcugw group?)"
+                                                      : "");
                 return -e;
         }
         return 0;
@@ -272,7 +273,8 @@ static void print_provisioning(json_t *p)
                 return;
         if (json_is_true(json_object_get(p, "complete")))
                 printf("Provision: complete, thing %s, certificate %s; the claim is no longer "
-                       "used\n", jstr(p, "thing_name"), jstr(p, "certificate_id"));
+                       "used\n",
+                       jstr(p, "thing_name"), jstr(p, "certificate_id"));
         else
                 printf("Provision: %s %s, %lld attempt(s)\n", jstr(p, "mode"), jstr(p, "state"),
                        jint(p, "attempts"));
@@ -340,8 +342,9 @@ static void print_cert(json_t *d)
         time_t t;
 
         printf("File:        %s%s\n", jstr(d, "file"),
-               *jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0 ?
-                       " (not in use)" : "");
+               *jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0
+                       ? " (not in use)"
+                       : "");
         if (*jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0)
                 printf("In use:      %s\n", jstr(d, "in_use"));
         if (json_is_object(c)) {
@@ -452,7 +455,7 @@ static int do_audit_tail(int argc, char **argv)
                 if (!arg_json)
                         printf("%6s  %-20s  %-20s %-22s %-20s %s\n", "SEQ", "TIME", "ACTOR",
                                "EVENT", "SUBJECT", "DETAILS");
-                json_array_foreach(d, i, r)
+                json_array_foreach (d, i, r)
                         print_audit_record(r);
         }
         fflush(stdout);
@@ -526,7 +529,7 @@ static void print_devices(json_t *arr)
         json_t *d;
         printf("%-20s %-12s %-5s %-12s %-21s %-16s %s\n", "ID", "STATE", "CONN", "FIRMWARE",
                "LAST SEEN", "LINK", "GROUPS");
-        json_array_foreach(arr, i, d)
+        json_array_foreach (arr, i, d)
                 print_device_row(d);
         printf("%zu device(s)\n", json_array_size(arr));
 }
@@ -535,7 +538,7 @@ static void print_device(json_t *d)
 {
         const char *k;
         json_t *v;
-        json_object_foreach(d, k, v) {
+        json_object_foreach (d, k, v) {
                 char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
                 if (json_is_string(v))
                         printf("%-16s %s\n", k, json_string_value(v));
@@ -765,8 +768,7 @@ static int do_keygen(int argc, char **argv)
         if (write_keypair(argv[1], pub) < 0)
                 return EXIT_FAILURE;
         if (arg_json)
-                printf("{\"private_key_file\": \"%s\", \"public_key\": \"%s\"}\n", argv[1],
-                       pub);
+                printf("{\"private_key_file\": \"%s\", \"public_key\": \"%s\"}\n", argv[1], pub);
         else
                 printf("%s\n", pub);
         return EXIT_SUCCESS;
@@ -823,7 +825,8 @@ static int do_factory_keys(int argc, char **argv)
                 snprintf(id, sizeof id, "%s-%04ld", prefix, i);
                 if (!enroll_id_valid(id))
                         return fail("device id %s is not valid: use a shorter --prefix of "
-                                    "[A-Za-z0-9._-]", id);
+                                    "[A-Za-z0-9._-]",
+                                    id);
                 snprintf(path, sizeof path, "%s/%s.key", dir, id);
                 if (write_keypair(path, pub) < 0)
                         return EXIT_FAILURE;
@@ -832,8 +835,8 @@ static int do_factory_keys(int argc, char **argv)
         }
         if (fflush(csv) != 0)
                 return fail("cannot write %s/import.csv", dir);
-        printf("%ld key pair(s) in %s; enroll them with: mcugwctl device import %s/import.csv\n",
-               n, dir, dir);
+        printf("%ld key pair(s) in %s; enroll them with: mcugwctl device import %s/import.csv\n", n,
+               dir, dir);
         return EXIT_SUCCESS;
 }
 
@@ -913,7 +916,7 @@ static int do_device_export(int argc, char **argv)
                 return r;
         if (strcmp(format, "json") == 0 || arg_json) {
                 json_t *out = json_array();
-                json_array_foreach(export_data, i, d)
+                json_array_foreach (export_data, i, d)
                         json_array_append_new(out, json_pack("{sO sO sO sO}", "id",
                                                              json_object_get(d, "id"), "public_key",
                                                              json_object_get(d, "public_key"),
@@ -923,7 +926,7 @@ static int do_device_export(int argc, char **argv)
                 json_decref(out);
         } else {
                 printf("id,public_key,groups,state\n");
-                json_array_foreach(export_data, i, d)
+                json_array_foreach (export_data, i, d)
                         printf("%s,%s,\"%s\",%s\n", jstr(d, "id"), jstr(d, "public_key"),
                                jstr(d, "groups"), jstr(d, "state"));
         }
@@ -973,19 +976,18 @@ static void print_gateway_metrics(json_t *g)
 static void print_device_metrics_header(void)
 {
         printf("%-20s %-11s %-4s %9s %9s %10s %10s %6s %6s %6s %6s %s\n", "ID", "STATE", "CONN",
-               "MSGS/S", "BYTES/S", "FRAMES IN", "BYTES IN", "AUTHF", "MACERR", "REPLAY",
-               "DROPS", "FIRMWARE");
+               "MSGS/S", "BYTES/S", "FRAMES IN", "BYTES IN", "AUTHF", "MACERR", "REPLAY", "DROPS",
+               "FIRMWARE");
 }
 
 static void print_device_metrics(json_t *d)
 {
         printf("%-20s %-11s %-4s %9.1f %9.0f %10lld %10lld %6lld %6lld %6lld %6lld %s\n",
                jstr(d, "id"), jstr(d, "state"),
-               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
-               jreal(d, "msgs_per_s"), jreal(d, "bytes_per_s"), jint(d, "frames_in"),
-               jint(d, "bytes_in"), jint(d, "auth_failures"), jint(d, "mac_errors"),
-               jint(d, "replays"), jint(d, "drops"),
-               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-");
+               json_is_true(json_object_get(d, "connected")) ? "yes" : "no", jreal(d, "msgs_per_s"),
+               jreal(d, "bytes_per_s"), jint(d, "frames_in"), jint(d, "bytes_in"),
+               jint(d, "auth_failures"), jint(d, "mac_errors"), jint(d, "replays"),
+               jint(d, "drops"), *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-");
 }
 
 static void print_metrics(json_t *m)
@@ -996,7 +998,7 @@ static void print_metrics(json_t *m)
         print_gateway_metrics(json_object_get(m, "gateway"));
         printf("\n");
         print_device_metrics_header();
-        json_array_foreach(devs, i, d)
+        json_array_foreach (devs, i, d)
                 print_device_metrics(d);
 }
 
@@ -1144,19 +1146,17 @@ static void print_rules(json_t *d)
 
         printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", "NAME", "METRIC", "WINDOW",
                "THRESHOLD", "ACTIONS", "MATCH", "ON", "FILE");
-        json_array_foreach(rules, i, r) {
+        json_array_foreach (rules, i, r) {
                 char w[32], th[24] = "-";
                 bool silence = strcmp(jstr(r, "metric"), "silence") == 0;
                 if (!silence)
                         snprintf(th, sizeof th, "%lld", jint(r, "threshold"));
-                format_duration((silence ? jint(r, "timeout_ms") : jint(r, "window_ms")) / 1000,
-                                w, sizeof w);
+                format_duration((silence ? jint(r, "timeout_ms") : jint(r, "window_ms")) / 1000, w,
+                                sizeof w);
                 printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", jstr(r, "name"),
-                       jstr(r, "metric"), w,
-                       th,
-                       jstr(r, "actions"), *jstr(r, "group") ? jstr(r, "group") : jstr(r, "match"),
-                       json_is_true(json_object_get(r, "enabled")) ? "yes" : "no",
-                       jstr(r, "file"));
+                       jstr(r, "metric"), w, th, jstr(r, "actions"),
+                       *jstr(r, "group") ? jstr(r, "group") : jstr(r, "match"),
+                       json_is_true(json_object_get(r, "enabled")) ? "yes" : "no", jstr(r, "file"));
         }
         printf("%zu rule(s)%s; fired %lld time(s), %lld device(s) throttled now\n",
                json_array_size(rules),
@@ -1195,12 +1195,12 @@ static int do_audit_config(int argc, char **argv)
         findings = json_object_get(d, "findings");
         drift = json_object_get(d, "drift");
         base = json_object_get(d, "baseline");
-        json_array_foreach(findings, i, f)
+        json_array_foreach (findings, i, f)
                 serious += severity_rank(jstr(f, "severity")) >= 3;
         if (arg_json)
                 print_json(d);
         else {
-                json_array_foreach(findings, i, f)
+                json_array_foreach (findings, i, f)
                         printf("%-8s  %-26s %s\n", jstr(f, "severity"), jstr(f, "check"),
                                jstr(f, "message"));
                 if (!json_array_size(findings))
@@ -1214,7 +1214,7 @@ static int do_audit_config(int argc, char **argv)
                         else {
                                 json_t *x;
                                 printf("%zu difference(s)\n", json_array_size(drift));
-                                json_array_foreach(drift, i, x)
+                                json_array_foreach (drift, i, x)
                                         printf("  drift     %s\n", jstr(x, "item"));
                         }
                 } else
@@ -1293,7 +1293,7 @@ static void print_ota_list(json_t *d)
         json_t *j;
 
         printf("%-28s %-6s %-12s %-14s %s\n", "JOB", "SOURCE", "STATE", "VERSION", "DEVICES");
-        json_array_foreach(d, i, j) {
+        json_array_foreach (d, i, j) {
                 printf("%-28s %-6s %-12s %-14s %lld/%lld ok%s%s\n",
                        json_string_value(json_object_get(j, "id")),
                        json_string_value(json_object_get(j, "source")),
@@ -1302,8 +1302,9 @@ static void print_ota_list(json_t *d)
                        json_integer_value(json_object_get(j, "succeeded")),
                        json_integer_value(json_object_get(j, "devices")),
                        json_object_get(j, "reason") ? "  " : "",
-                       json_object_get(j, "reason") ?
-                               json_string_value(json_object_get(j, "reason")) : "");
+                       json_object_get(j, "reason")
+                               ? json_string_value(json_object_get(j, "reason"))
+                               : "");
         }
 }
 
@@ -1319,7 +1320,7 @@ static void print_ota_job(json_t *j)
                json_is_true(json_object_get(j, "mcuboot")) ? " (MCUboot)" : "");
         if (json_object_get(j, "reason"))
                 printf("  reason: %s\n", json_string_value(json_object_get(j, "reason")));
-        json_array_foreach(json_object_get(j, "transfers"), i, x) {
+        json_array_foreach (json_object_get(j, "transfers"), i, x) {
                 long long pct = json_integer_value(json_object_get(x, "percent"));
                 char bar[21];
                 memset(bar, '#', (size_t)(pct / 5));
@@ -1331,8 +1332,9 @@ static void print_ota_job(json_t *j)
                        json_integer_value(json_object_get(x, "offset")),
                        json_integer_value(json_object_get(x, "size")),
                        json_object_get(x, "reason") ? "  " : "",
-                       json_object_get(x, "reason") ?
-                               json_string_value(json_object_get(x, "reason")) : "");
+                       json_object_get(x, "reason")
+                               ? json_string_value(json_object_get(x, "reason"))
+                               : "");
         }
 }
 
@@ -1427,7 +1429,8 @@ static int do_ota_start(int argc, char **argv)
                 case 'w': wait = true; break;
                 default: json_decref(args); return EXIT_FAILURE;
                 }
-        if (argc - optind != 1 || (!json_object_get(args, "device") == !json_object_get(args, "group"))) {
+        if (argc - optind != 1 ||
+            (!json_object_get(args, "device") == !json_object_get(args, "group"))) {
                 json_decref(args);
                 return fail("usage: mcugwctl ota start FILE --device ID|--group G [--signature "
                             "FILE.sig] [--wait]");
@@ -1482,7 +1485,8 @@ static const struct verb verbs[] = {
         { "ota", "list", do_ota_list, "OTA jobs and their state" },
         { "ota", "show", do_ota_show, "one OTA job with per-device progress: ID" },
         { "ota", "start", do_ota_start,
-          "update devices from a signed file: FILE --device ID|--group G [--signature S] [--wait]" },
+          "update devices from a signed file: FILE --device ID|--group G [--signature S] "
+          "[--wait]" },
         { "ota", "abort", do_ota_abort, "abort an OTA job: ID" },
         { "device", "add", do_device_add, "enroll: ID PUBLIC_KEY [--groups G,H] [--pending]" },
         { "device", "approve", do_device_approve, "activate a pending device: ID" },
@@ -1493,7 +1497,8 @@ static const struct verb verbs[] = {
         { "device", "rotate-session", do_device_rotate,
           "force a new handshake (fresh session keys): ID" },
         { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
-        { "device", "export", do_device_export, "the registry as an import file [--format csv|json]" },
+        { "device", "export", do_device_export,
+          "the registry as an import file [--format csv|json]" },
         { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key" },
         { NULL, "attest", do_attest,
           "sign a device for onboarding: --manufacturer-key K --key-id I DEVICE_ID PUBLIC_KEY" },
@@ -1505,7 +1510,8 @@ static void help(void)
 {
         printf("Usage: mcugwctl [--socket PATH] [--json] COMMAND [ARGS]\n\n"
                "Query and administer mcugwd over its control socket\n"
-               "(default %s, or $MCUGW_SOCKET).\n\nCommands:\n", DEFAULT_SOCKET);
+               "(default %s, or $MCUGW_SOCKET).\n\nCommands:\n",
+               DEFAULT_SOCKET);
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 char name[48];
                 snprintf(name, sizeof name, "%s%s%s", verbs[i].group ? verbs[i].group : "",
@@ -1524,12 +1530,9 @@ int main(int argc, char **argv)
 {
         enum { ARG_VERSION = 0x100 };
         static const struct option opts[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "json", no_argument, NULL, 'j' },
-                { "timeout", required_argument, NULL, 't' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                {},
+                { "socket", required_argument, NULL, 's' },    { "json", no_argument, NULL, 'j' },
+                { "timeout", required_argument, NULL, 't' },   { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION }, {},
         };
         int c;
 

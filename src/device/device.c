@@ -143,8 +143,8 @@ int mcugw_device_send(struct mcugw_device *dev, const struct mcugw_msg *m)
         n = mcugw_msg_encode(m, tx + MCUGW_DATA_HDR_LEN, dev->cfg.tx_cap - MCUGW_DATA_OVERHEAD);
         if (n < 0)
                 return n;
-        n = mcugw_session_seal(&dev->u.s, dev->cfg.port.crypto, tx + MCUGW_DATA_HDR_LEN,
-                               (size_t)n, tx, dev->cfg.tx_cap);
+        n = mcugw_session_seal(&dev->u.s, dev->cfg.port.crypto, tx + MCUGW_DATA_HDR_LEN, (size_t)n,
+                               tx, dev->cfg.tx_cap);
         if (n < 0)
                 return n;
         r = send_frame(dev, tx, (size_t)n);
@@ -225,9 +225,7 @@ static void dispatch(struct mcugw_device *dev, const struct mcugw_msg *m)
         const struct mcugw_device_callbacks *cb = &dev->cfg.cb;
 
         switch (m->type) {
-        case MCUGW_MSG_PING:
-                (void)send_ping(dev, MCUGW_MSG_PONG, m->u.ping.token);
-                break;
+        case MCUGW_MSG_PING: (void)send_ping(dev, MCUGW_MSG_PONG, m->u.ping.token); break;
         case MCUGW_MSG_COMMAND:
                 if (cb->on_command)
                         cb->on_command(cb->user, m->u.command.id, m->u.command.payload,

@@ -65,7 +65,7 @@ static int cobs_walk(const uint8_t *frame, size_t len, block_fn emit, void *ctx)
                 }
                 if (n == 254)
                         continue; /* full block, no implied zero: nothing to skip */
-                i++; /* skip the zero the code byte implies */
+                i++;              /* skip the zero the code byte implies */
                 if (i == total) {
                         /* The input ended with a zero: one more empty block encodes it. */
                         r = emit(ctx, &v, 1, i, 0);
@@ -215,8 +215,8 @@ static int deframer_finish(struct mcugw_deframer *d, uint8_t **frame, size_t *fr
         return r;
 }
 
-int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t len,
-                        size_t *consumed, uint8_t **frame, size_t *frame_len)
+int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t len, size_t *consumed,
+                        uint8_t **frame, size_t *frame_len)
 {
         size_t i;
 

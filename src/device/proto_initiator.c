@@ -56,8 +56,8 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
         return MCUGW_HDR_LEN + r;
 }
 
-int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32],
-                             uint8_t *frame, size_t len, struct mcugw_session *s)
+int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32], uint8_t *frame,
+                             size_t len, struct mcugw_session *s)
 {
         uint8_t k1[32], k2[32], *pl;
         uint16_t max_rx;
@@ -76,8 +76,8 @@ int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[3
         if (len != MCUGW_HDR_LEN + MCUGW_HS2_OVERHEAD + MCUGW_HS2_PAYLOAD_LEN)
                 return MCUGW_EMALFORMED;
         pl = frame + MCUGW_HDR_LEN + 32;
-        r = mcugw_noise_read_msg2(hs, static_priv, frame + MCUGW_HDR_LEN, len - MCUGW_HDR_LEN,
-                                  pl, MCUGW_HS2_PAYLOAD_LEN);
+        r = mcugw_noise_read_msg2(hs, static_priv, frame + MCUGW_HDR_LEN, len - MCUGW_HDR_LEN, pl,
+                                  MCUGW_HS2_PAYLOAD_LEN);
         if (r < 0)
                 return r;
         if (pl[0] != MCUGW_PROTO_VERSION) {

@@ -212,8 +212,8 @@ void mcugw_noise_wipe(struct mcugw_noise *hs)
         hs->crypto = c;
 }
 
-int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c,
-                     const uint8_t *prologue, size_t prologue_len, const uint8_t rs_pub[32])
+int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const uint8_t *prologue,
+                     size_t prologue_len, const uint8_t rs_pub[32])
 {
         int r;
 
@@ -231,8 +231,8 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c,
         return r;
 }
 
-int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
-                           const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap)
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], const uint8_t *payload,
+                           size_t payload_len, uint8_t *out, size_t cap)
 {
         uint8_t s_pub[32];
         size_t total = 96 + payload_len;
@@ -242,18 +242,18 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
                 return MCUGW_EINVAL;
         if (cap < total)
                 return MCUGW_ENOSPC;
-        r = gen_ephemeral(hs, out);                         /* e */
+        r = gen_ephemeral(hs, out); /* e */
         if (r == 0)
                 r = mix_hash(hs, out, 32);
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->rs);         /* es */
+                r = dh_mix(hs, hs->e_priv, hs->rs); /* es */
         if (r == 0)
-                r = hs->crypto->x25519_public(hs->crypto->ctx, s_pub, s_priv) < 0 ?
-                        MCUGW_ECRYPTO : 0;
+                r = hs->crypto->x25519_public(hs->crypto->ctx, s_pub, s_priv) < 0 ? MCUGW_ECRYPTO
+                                                                                  : 0;
         if (r == 0)
                 r = encrypt_and_hash(hs, s_pub, 32, out + 32); /* s */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->rs);             /* ss */
+                r = dh_mix(hs, s_priv, hs->rs); /* ss */
         if (r == 0)
                 r = encrypt_and_hash(hs, payload, payload_len, out + 80);
         if (r < 0) {
@@ -275,13 +275,13 @@ int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint
         if (cap < len - 96)
                 return MCUGW_ENOSPC;
         memcpy(hs->re, msg, 32);
-        r = mix_hash(hs, hs->re, 32);                       /* e */
+        r = mix_hash(hs, hs->re, 32); /* e */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->re);             /* es */
+                r = dh_mix(hs, s_priv, hs->re); /* es */
         if (r == 0)
                 r = decrypt_and_hash(hs, msg + 32, 48, hs->rs); /* s */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->rs);             /* ss */
+                r = dh_mix(hs, s_priv, hs->rs); /* ss */
         if (r == 0)
                 r = decrypt_and_hash(hs, msg + 80, len - 80, payload);
         if (r < 0) {
@@ -301,13 +301,13 @@ int mcugw_noise_write_msg2(struct mcugw_noise *hs, const uint8_t *payload, size_
                 return MCUGW_EINVAL;
         if (cap < total)
                 return MCUGW_ENOSPC;
-        r = gen_ephemeral(hs, out);                         /* e */
+        r = gen_ephemeral(hs, out); /* e */
         if (r == 0)
                 r = mix_hash(hs, out, 32);
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->re);         /* ee */
+                r = dh_mix(hs, hs->e_priv, hs->re); /* ee */
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->rs);         /* se */
+                r = dh_mix(hs, hs->e_priv, hs->rs); /* se */
         if (r == 0)
                 r = encrypt_and_hash(hs, payload, payload_len, out + 32);
         if (r < 0) {
@@ -331,11 +331,11 @@ int mcugw_noise_read_msg2(struct mcugw_noise *hs, const uint8_t s_priv[32], uint
                 return MCUGW_ENOSPC;
         saved = *hs;
         memcpy(hs->re, msg, 32);
-        r = mix_hash(hs, hs->re, 32);                       /* e */
+        r = mix_hash(hs, hs->re, 32); /* e */
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->re);         /* ee */
+                r = dh_mix(hs, hs->e_priv, hs->re); /* ee */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->re);             /* se */
+                r = dh_mix(hs, s_priv, hs->re); /* se */
         if (r == 0)
                 r = decrypt_and_hash(hs, msg + 32, len - 32, payload);
         /* A forged message 2 must not kill the pending handshake: roll back. */

@@ -12,8 +12,8 @@ int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder
 {
         if (!r || !cfg || !cfg->crypto || !cfg->static_priv || !cfg->static_pub || !cfg->lookup)
                 return MCUGW_EINVAL;
-        if (cfg->max_rx_frame && (cfg->max_rx_frame < MCUGW_FRAME_MIN ||
-                                  cfg->max_rx_frame > MCUGW_FRAME_MAX))
+        if (cfg->max_rx_frame &&
+            (cfg->max_rx_frame < MCUGW_FRAME_MIN || cfg->max_rx_frame > MCUGW_FRAME_MAX))
                 return MCUGW_EINVAL;
         memset(r, 0, sizeof(*r));
         r->cfg = *cfg;
@@ -130,15 +130,14 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
                 return n;
         }
         memset(&peer, 0, sizeof(peer));
-        ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &attest,
-                                &attest_len);
+        ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &attest, &attest_len);
         if (ret < 0) {
                 r->stats.hs_malformed++;
                 goto out;
         }
         memcpy(peer.static_pub, hs.rs, 32);
-        if (r->cfg.lookup(r->cfg.user, peer.static_pub, peer.device_id, peer.device_id_len,
-                          attest, attest_len) < 0) {
+        if (r->cfg.lookup(r->cfg.user, peer.static_pub, peer.device_id, peer.device_id_len, attest,
+                          attest_len) < 0) {
                 r->stats.hs_rejected++;
                 ret = MCUGW_EREJECTED;
                 goto out;
@@ -252,8 +251,8 @@ int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len
         return MCUGW_ETYPE;
 }
 
-int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len,
-                         uint8_t *out, size_t cap)
+int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len, uint8_t *out,
+                         size_t cap)
 {
         int n;
 

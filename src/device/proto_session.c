@@ -14,8 +14,8 @@ static void data_nonce(uint8_t nonce[12], uint64_t ctr)
         put_le64(nonce + 4, ctr);
 }
 
-int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c,
-                       const uint8_t *msg, size_t len, uint8_t *out, size_t cap)
+int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c, const uint8_t *msg,
+                       size_t len, uint8_t *out, size_t cap)
 {
         uint8_t nonce[12];
         size_t total;

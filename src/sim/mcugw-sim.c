@@ -425,11 +425,15 @@ static void sim_ota_init(struct sim_dev *d)
 {
         struct mcugw_ota_config c = {
                 .flash = { d, fl_begin, fl_write, fl_finish, fl_set_pending, fl_confirm },
-                .send = ota_send, .send_ctx = d, .crypto = &mcugw_crypto_openssl,
+                .send = ota_send,
+                .send_ctx = d,
+                .crypto = &mcugw_crypto_openssl,
                 .signer_pub = opt.have_ota_pub ? opt.ota_pub : NULL,
-                .max_size = 64u << 20, .window = 16384,
+                .max_size = 64u << 20,
+                .window = 16384,
                 .max_chunk = MCUGW_FRAME_MAX - MCUGW_DATA_OVERHEAD - MCUGW_OTA_CHUNK_HDR,
-                .on_reboot = ota_reboot_cb, .user = d,
+                .on_reboot = ota_reboot_cb,
+                .user = d,
         };
         d->ota_fd = -1;
         snprintf(d->fw, sizeof d->fw, "%s", opt.fw_version ? opt.fw_version : "sim-1.0.0");
@@ -455,8 +459,8 @@ static void on_message(void *user, const struct mcugw_msg *m)
         if (!d->ota_on || m->type < MCUGW_MSG_OTA_FIRST || m->type > MCUGW_MSG_OTA_LAST)
                 return;
         if (m->type == MCUGW_MSG_OTA_OFFER && mcugw_ota_decode(m, &o) == 0)
-                snprintf(d->fw_offered, sizeof d->fw_offered, "%.*s",
-                         (int)o.u.offer.version_len, o.u.offer.version);
+                snprintf(d->fw_offered, sizeof d->fw_offered, "%.*s", (int)o.u.offer.version_len,
+                         o.u.offer.version);
         mcugw_ota_handle(&d->ota, m);
 }
 
@@ -488,8 +492,8 @@ static void sim_ota_tick(struct sim_dev *d, uint64_t now)
                         mcugw_device_start(&d->dev);
                 }
         }
-        if (d->self_test_at_ms && now >= d->self_test_at_ms &&
-            d->state == MCUGW_DEV_CONNECTED && d->ota.state == MCUGW_OTA_ST_TESTING) {
+        if (d->self_test_at_ms && now >= d->self_test_at_ms && d->state == MCUGW_DEV_CONNECTED &&
+            d->ota.state == MCUGW_OTA_ST_TESTING) {
                 d->self_test_at_ms = 0;
                 if (opt.ota_fail_self_test) {
                         mcugw_ota_self_test_done(&d->ota, 0, "self-test failed (simulated)");
@@ -510,8 +514,10 @@ static void read_ota_cert(const char *path)
 
         if (f)
                 fclose(f);
-        if (!k || EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", opt.ota_pub,
-                                                  sizeof opt.ota_pub, &n) != 1 || n != 65)
+        if (!k ||
+            EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", opt.ota_pub, sizeof opt.ota_pub,
+                                            &n) != 1 ||
+            n != 65)
                 die("--ota-cert %s: not a P-256 certificate", path);
         opt.have_ota_pub = true;
         EVP_PKEY_free(k);
@@ -530,11 +536,10 @@ static void on_state(void *user, int state)
                         d->connected_ms = mono_ms();
                         d->connected_once = true;
                 }
-                mcugw_device_send_status(&d->dev, 1 + d->boots,
-                                         (uint32_t)((mono_ms() - t0_ms) / 1000),
-                                         d->boots ? MCUGW_RESET_OTA : MCUGW_RESET_POWER_ON,
-                                         d->fw[0] ? d->fw : (opt.fw_version ? opt.fw_version
-                                                                            : "sim-1.0.0"));
+                mcugw_device_send_status(
+                        &d->dev, 1 + d->boots, (uint32_t)((mono_ms() - t0_ms) / 1000),
+                        d->boots ? MCUGW_RESET_OTA : MCUGW_RESET_POWER_ON,
+                        d->fw[0] ? d->fw : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
                 sim_ota_connected(d);
         }
 }
@@ -727,8 +732,8 @@ static void print_stats(void)
                (unsigned long long)injected, (unsigned long long)errors, (unsigned long long)disc,
                ever ? hs_sum / ever : 0.0, hs_max, el, el > 0 ? (double)acked / el : 0.0,
                (unsigned long long)ota_confirmed, (unsigned long long)ota_failed,
-               opt.count && devs[0].fw[0] ? devs[0].fw : (opt.fw_version ? opt.fw_version
-                                                                         : "sim-1.0.0"));
+               opt.count && devs[0].fw[0] ? devs[0].fw
+                                          : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
         fflush(stdout);
 }
 
@@ -738,10 +743,9 @@ static bool dev_finished(struct sim_dev *d)
 {
         if (!opt.messages)
                 return false;
-        if (d->ota_on && (d->reboot_at_ms || d->self_test_at_ms ||
-                          d->ota.state == MCUGW_OTA_ST_RECEIVING ||
-                          d->ota.state == MCUGW_OTA_ST_VERIFIED ||
-                          d->ota.state == MCUGW_OTA_ST_TESTING))
+        if (d->ota_on &&
+            (d->reboot_at_ms || d->self_test_at_ms || d->ota.state == MCUGW_OTA_ST_RECEIVING ||
+             d->ota.state == MCUGW_OTA_ST_VERIFIED || d->ota.state == MCUGW_OTA_ST_TESTING))
                 return false; /* an update is under way */
         return d->sent >= opt.messages && d->acked + d->nacked + d->corrupted >= d->sent;
 }
@@ -820,8 +824,8 @@ static int run(void)
                                 ssize_t k;
                                 if (opt.baud) {
                                         /* A serial line carries baud/10 bytes/s both ways. */
-                                        d->rx_tokens += (double)(now - d->rx_last_ms) *
-                                                        opt.baud / 10000.0;
+                                        d->rx_tokens +=
+                                                (double)(now - d->rx_last_ms) * opt.baud / 10000.0;
                                         if (d->rx_tokens > opt.baud / 100.0 + 64)
                                                 d->rx_tokens = opt.baud / 100.0 + 64;
                                         d->rx_last_ms = now;
@@ -1043,8 +1047,8 @@ int main(int argc, char **argv)
                 case O_ID: opt.id = optarg; break;
                 case O_ATTEST_KEY: {
                         char err[512];
-                        if (cred_load_private_key(optarg, NULL, &opt.attest_key, err,
-                                                  sizeof err) < 0)
+                        if (cred_load_private_key(optarg, NULL, &opt.attest_key, err, sizeof err) <
+                            0)
                                 die("--attest-key: %s", err);
                         break;
                 }

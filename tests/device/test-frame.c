@@ -64,8 +64,8 @@ static void test_known_vector(void **state)
         assert_int_equal(n, 13);
         /* 03 01 03 | 01 | 02 11 | 06 22 crc0..3 | 00 */
         {
-                const uint8_t want[13] = { 0x03, 0x01, 0x03, 0x01, 0x02, 0x11, 0x06, 0x22,
-                                           crc[0], crc[1], crc[2], crc[3], 0x00 };
+                const uint8_t want[13] = { 0x03, 0x01,   0x03,   0x01,   0x02,   0x11, 0x06,
+                                           0x22, crc[0], crc[1], crc[2], crc[3], 0x00 };
 
                 assert_memory_equal(w, want, 13);
         }
@@ -85,17 +85,18 @@ static void test_roundtrip_sizes(void **state)
                         int mode = (int)(n % 4);
 
                         /* mix: random with zeros, no zeros (long COBS blocks), all zeros */
-                        frame[i] = mode == 0 ? (uint8_t)rand() :
-                                   mode == 1 ? (uint8_t)(1 + rand() % 255) :
-                                   mode == 2 ? 0 : (uint8_t)(rand() % 3);
+                        frame[i] = mode == 0   ? (uint8_t)rand()
+                                   : mode == 1 ? (uint8_t)(1 + rand() % 255)
+                                   : mode == 2 ? 0
+                                               : (uint8_t)(rand() % 3);
                 }
                 w = mcugw_frame_encode(frame, n, wire, sizeof(wire));
                 assert_true(w > 0 && (size_t)w <= MCUGW_WIRE_MAX(n));
                 assert_null(memchr(wire, 0, (size_t)w - 1));
                 assert_int_equal(wire[w - 1], 0);
                 mcugw_deframer_init(&d, buf, sizeof(buf));
-                assert_int_equal(deframe_all(&d, wire, (size_t)w, n % 7 + 1, out, lens, 4,
-                                             &errors), 1);
+                assert_int_equal(deframe_all(&d, wire, (size_t)w, n % 7 + 1, out, lens, 4, &errors),
+                                 1);
                 assert_int_equal(errors, 0);
                 assert_int_equal(lens[0], n);
                 assert_memory_equal(out[0], frame, n);

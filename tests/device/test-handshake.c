@@ -258,7 +258,8 @@ static void test_connect_and_traffic(void **state)
         assert_int_equal(gw_last_msg.type, MCUGW_MSG_PING);
 
         assert_int_equal(mcugw_device_send_telemetry(&dev, 3, 77, MCUGW_TLM_ACK_REQUESTED,
-                                                     (const uint8_t *)"{\"t\":1}", 7), 0);
+                                                     (const uint8_t *)"{\"t\":1}", 7),
+                         0);
         exchange();
         assert_int_equal(gw_last_msg.type, MCUGW_MSG_TELEMETRY);
         assert_int_equal(gw_last_msg.u.telemetry.seq, 77);
@@ -380,8 +381,9 @@ static void test_backoff_and_fresh_ephemeral(void **state)
                 assert_int_equal(to_gw.len, first_len);
                 assert_memory_equal(to_gw.buf, first, first_len);
                 to_gw.len = 0;
-                expect = expect * 2 > MCUGW_DEVICE_HS_TIMEOUT_MAX_MS ?
-                         MCUGW_DEVICE_HS_TIMEOUT_MAX_MS : expect * 2;
+                expect = expect * 2 > MCUGW_DEVICE_HS_TIMEOUT_MAX_MS
+                                 ? MCUGW_DEVICE_HS_TIMEOUT_MAX_MS
+                                 : expect * 2;
         }
         clock_ms += expect;
         mcugw_device_tick(&dev);
@@ -508,7 +510,8 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         assert_int_equal(gw.stats.hs_ok, 3);
         to_dev.len = 0; /* the device would ignore it anyway */
         assert_int_equal(mcugw_device_send_telemetry(&dev, 2, 8, MCUGW_TLM_ACK_REQUESTED,
-                                                     (const uint8_t *)"x", 1), 0);
+                                                     (const uint8_t *)"x", 1),
+                         0);
         exchange();
         assert_int_equal(acked_seq, 8);
         assert_int_equal(gw.stats.sessions, 2);

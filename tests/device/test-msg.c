@@ -195,10 +195,8 @@ static void test_unknown_and_empty(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_telemetry),
-                cmocka_unit_test(test_fixed_messages),
-                cmocka_unit_test(test_strings),
-                cmocka_unit_test(test_command_and_raw),
+                cmocka_unit_test(test_telemetry),         cmocka_unit_test(test_fixed_messages),
+                cmocka_unit_test(test_strings),           cmocka_unit_test(test_command_and_raw),
                 cmocka_unit_test(test_unknown_and_empty),
         };
 

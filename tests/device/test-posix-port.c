@@ -101,7 +101,8 @@ static void test_socketpair(void **state)
         assert_int_equal(last.type, MCUGW_MSG_PING);
         for (i = 0; i < 10; i++)
                 assert_int_equal(mcugw_device_send_telemetry(&dev, 1, (uint32_t)i, 0,
-                                                             (const uint8_t *)"v", 1), 0);
+                                                             (const uint8_t *)"v", 1),
+                                 0);
         assert_int_equal(gw_poll(sv[1], &r, &d, &last), 10);
         assert_int_equal(last.u.telemetry.seq, 9);
         assert_string_equal(mcugw_responder_peer(&r)->device_id, "posix-1");

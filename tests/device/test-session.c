@@ -181,11 +181,10 @@ static void test_wrong_session_and_limits(void **state)
                          MCUGW_ETOOBIG);
         tx.peer_max_frame = 0;
         assert_int_equal(mcugw_session_seal(&tx, &crypto, big, 69, out, 100), MCUGW_ENOSPC);
-        assert_int_equal(mcugw_session_seal(&tx, &crypto, big, MCUGW_MSG_MAX + 1, out,
-                                            sizeof(out)), MCUGW_ETOOBIG);
+        assert_int_equal(mcugw_session_seal(&tx, &crypto, big, MCUGW_MSG_MAX + 1, out, sizeof(out)),
+                         MCUGW_ETOOBIG);
         tx.tx_counter = MCUGW_REJECT_AFTER_MESSAGES;
-        assert_int_equal(mcugw_session_seal(&tx, &crypto, big, 5, out, sizeof(out)),
-                         MCUGW_EREKEY);
+        assert_int_equal(mcugw_session_seal(&tx, &crypto, big, 5, out, sizeof(out)), MCUGW_EREKEY);
         mcugw_session_wipe(&tx);
         assert_int_equal(tx.active, 0);
         assert_int_equal(mcugw_session_seal(&tx, &crypto, big, 5, out, sizeof(out)),

@@ -48,11 +48,11 @@ static inline void tohex(const uint8_t *p, size_t n, char *out)
 }
 
 /* Compare bytes against a hex string, printing both on mismatch. */
-#define assert_hex_equal(buf, len, hex)                                                     \
-        do {                                                                                \
-                static char got_[8192];                                                     \
-                tohex((buf), (len), got_);                                                  \
-                assert_string_equal(got_, (hex));                                           \
+#define assert_hex_equal(buf, len, hex)                                                            \
+        do {                                                                                       \
+                static char got_[8192];                                                            \
+                tohex((buf), (len), got_);                                                         \
+                assert_string_equal(got_, (hex));                                                  \
         } while (0)
 
 /*
@@ -82,8 +82,8 @@ static inline int scripted_random(void *ctx, uint8_t *out, size_t len)
 
 static inline void rng_push_hex(const char *hex)
 {
-        test_rng.len += unhex(hex, test_rng.bytes + test_rng.len,
-                              sizeof(test_rng.bytes) - test_rng.len);
+        test_rng.len +=
+                unhex(hex, test_rng.bytes + test_rng.len, sizeof(test_rng.bytes) - test_rng.len);
 }
 
 static inline void rng_reset(void)

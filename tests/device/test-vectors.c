@@ -101,7 +101,8 @@ static void test_cacophony_ik(void **state)
          * scripts/gen-vectors.py (0b0f68fb...), although every handshake and transport
          * ciphertext above matches byte for byte. See docs/protocol.md, "Test vectors".
          */
-        assert_hex_equal(ih, 32, "0b0f68fb0c27e03ce9b97565995ed4838cc0581b762ef72b062f6a546419fad7");
+        assert_hex_equal(ih, 32,
+                         "0b0f68fb0c27e03ce9b97565995ed4838cc0581b762ef72b062f6a546419fad7");
 }
 
 /* ---- mcugw v1 vectors (docs/protocol.md, "Test vectors") ---- */
@@ -261,7 +262,8 @@ static void test_low_order_points(void **state)
                 memcpy(msg, p, 32);
                 assert_int_equal(mcugw_noise_init(&hs, &c, NULL, 0, pub), 0);
                 assert_int_equal(mcugw_noise_read_msg1(&hs, priv, msg, sizeof(msg), msg + 80,
-                                                       sizeof(msg) - 80), MCUGW_EDH);
+                                                       sizeof(msg) - 80),
+                                 MCUGW_EDH);
         }
 }
 

@@ -17,19 +17,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Same fixed keys as the test vectors (docs/protocol.md). */
 static const uint8_t gw_priv[32] = {
-        0x4a, 0x3a, 0xcb, 0xfd, 0xb1, 0x63, 0xde, 0xc6, 0x51, 0xdf, 0xa3, 0x19, 0x4d, 0xec, 0xe6,
-        0x76, 0xd4, 0x37, 0x02, 0x9c, 0x62, 0xa4, 0x08, 0xb4, 0xc5, 0xea, 0x91, 0x14, 0x24, 0x6e,
-        0x48, 0x93,
+        0x4a, 0x3a, 0xcb, 0xfd, 0xb1, 0x63, 0xde, 0xc6, 0x51, 0xdf, 0xa3,
+        0x19, 0x4d, 0xec, 0xe6, 0x76, 0xd4, 0x37, 0x02, 0x9c, 0x62, 0xa4,
+        0x08, 0xb4, 0xc5, 0xea, 0x91, 0x14, 0x24, 0x6e, 0x48, 0x93,
 };
 static const uint8_t gw_eph[32] = {
-        0xbb, 0xdb, 0x4c, 0xdb, 0xd3, 0x09, 0xf1, 0xa1, 0xf2, 0xe1, 0x45, 0x69, 0x67, 0xfe, 0x28,
-        0x8c, 0xad, 0xd6, 0xf7, 0x12, 0xd6, 0x5d, 0xc7, 0xb7, 0x79, 0x3d, 0x5e, 0x63, 0xda, 0x6b,
-        0x37, 0x5b,
+        0xbb, 0xdb, 0x4c, 0xdb, 0xd3, 0x09, 0xf1, 0xa1, 0xf2, 0xe1, 0x45,
+        0x69, 0x67, 0xfe, 0x28, 0x8c, 0xad, 0xd6, 0xf7, 0x12, 0xd6, 0x5d,
+        0xc7, 0xb7, 0x79, 0x3d, 0x5e, 0x63, 0xda, 0x6b, 0x37, 0x5b,
 };
 static const uint8_t dev_priv[32] = {
-        0xe6, 0x1e, 0xf9, 0x91, 0x9c, 0xde, 0x45, 0xdd, 0x5f, 0x82, 0x16, 0x64, 0x04, 0xbd, 0x08,
-        0xe3, 0x8b, 0xce, 0xb5, 0xdf, 0xdf, 0xde, 0xd0, 0xa3, 0x4c, 0x8d, 0xf7, 0xed, 0x54, 0x22,
-        0x14, 0xd1,
+        0xe6, 0x1e, 0xf9, 0x91, 0x9c, 0xde, 0x45, 0xdd, 0x5f, 0x82, 0x16,
+        0x64, 0x04, 0xbd, 0x08, 0xe3, 0x8b, 0xce, 0xb5, 0xdf, 0xdf, 0xde,
+        0xd0, 0xa3, 0x4c, 0x8d, 0xf7, 0xed, 0x54, 0x22, 0x14, 0xd1,
 };
 
 /* Deterministic "RNG": session id 0x12345678, the fixed responder ephemeral. */
@@ -101,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         continue;
                 if (mcugw_frame_type(f, fl) == MCUGW_FRAME_HS2) {
                         /* Device side: a fresh handshake reading an arbitrary message 2. */
-                        struct mcugw_initiator_params ip = { dev_priv, gw_pub, "fuzz", 4, 256,
-                                                             NULL, 0 };
+                        struct mcugw_initiator_params ip = { dev_priv, gw_pub, "fuzz", 4,
+                                                             256,      NULL,   0 };
                         struct mcugw_noise hs;
                         struct mcugw_session s;
                         uint8_t hs1[256];
@@ -121,16 +121,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                  sizeof(out) - MCUGW_DATA_OVERHEAD);
 
                         if (k >= 0)
-                                (void)mcugw_responder_seal(&r, out + MCUGW_DATA_HDR_LEN,
-                                                           (size_t)k, out, sizeof(out));
+                                (void)mcugw_responder_seal(&r, out + MCUGW_DATA_HDR_LEN, (size_t)k,
+                                                           out, sizeof(out));
                 }
         }
 #ifdef MCUGW_FUZZ_DEBUG
-        fprintf(stderr, "hs_ok %u dup %u auth_fail %u rejected %u sessions %u rx_ok %u "
-                "auth %u replay %u trunc %u bad_session %u malformed %u\n", r.stats.hs_ok,
-                r.stats.hs_duplicate, r.stats.hs_auth_fail, r.stats.hs_rejected, r.stats.sessions,
-                r.stats.rx_ok, r.stats.rx_auth_fail, r.stats.rx_replay, r.stats.rx_truncated,
-                r.stats.rx_bad_session, r.stats.rx_malformed);
+        fprintf(stderr,
+                "hs_ok %u dup %u auth_fail %u rejected %u sessions %u rx_ok %u "
+                "auth %u replay %u trunc %u bad_session %u malformed %u\n",
+                r.stats.hs_ok, r.stats.hs_duplicate, r.stats.hs_auth_fail, r.stats.hs_rejected,
+                r.stats.sessions, r.stats.rx_ok, r.stats.rx_auth_fail, r.stats.rx_replay,
+                r.stats.rx_truncated, r.stats.rx_bad_session, r.stats.rx_malformed);
 #endif
         mcugw_responder_reset(&r);
         return 0;

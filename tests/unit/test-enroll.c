@@ -182,9 +182,12 @@ static void test_many_duplicates(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_base64),     cmocka_unit_test(test_csv),
-                cmocka_unit_test(test_csv_errors), cmocka_unit_test(test_json),
-                cmocka_unit_test(test_dir),        cmocka_unit_test(test_groups),
+                cmocka_unit_test(test_base64),
+                cmocka_unit_test(test_csv),
+                cmocka_unit_test(test_csv_errors),
+                cmocka_unit_test(test_json),
+                cmocka_unit_test(test_dir),
+                cmocka_unit_test(test_groups),
                 cmocka_unit_test(test_many_duplicates),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,7 +16,7 @@
 
 static char dir[64], pem_acme[128], pem_other[128];
 static EVP_PKEY *acme, *other;
-static const uint8_t dev_pub[32] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+static const uint8_t dev_pub[32] = { 1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                      17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31 };
 
 static void write_pub(EVP_PKEY *k, const char *path)
@@ -145,8 +145,9 @@ static void test_policy_off_and_config_errors(void **state)
         onboard_free(o);
         conf_free(c);
 
-        snprintf(text, sizeof text, "[Onboarding]\nManufacturerKey=nocolon\n"
-                                    "ManufacturerKey=x:/nonexistent.pem\n");
+        snprintf(text, sizeof text,
+                 "[Onboarding]\nManufacturerKey=nocolon\n"
+                 "ManufacturerKey=x:/nonexistent.pem\n");
         assert_int_equal(conf_load_string("t.conf", text, &c, &e), 0);
         assert_int_equal(onboard_new(c, &o, &e), -EINVAL);
         assert_int_equal(e.n, 2);

@@ -83,12 +83,10 @@ static void test_append_scan_delete(void **state)
 
         open_all(f, 0);
         for (uint32_t i = 1; i <= 3; i++) {
-                assert_int_equal(outbox_append(f->ob, "a", 1, i, 100, (const uint8_t *)"xy", 2,
-                                               &id),
-                                 0);
-                assert_int_equal(outbox_append(f->ob, "b", 1, i, 100, (const uint8_t *)"z", 1,
-                                               NULL),
-                                 0);
+                assert_int_equal(
+                        outbox_append(f->ob, "a", 1, i, 100, (const uint8_t *)"xy", 2, &id), 0);
+                assert_int_equal(
+                        outbox_append(f->ob, "b", 1, i, 100, (const uint8_t *)"z", 1, NULL), 0);
         }
         assert_int_equal(outbox_rows(f->ob), 6);
         assert_int_equal(outbox_bytes(f->ob), 3 * (2 + 1 + 64) + 3 * (1 + 1 + 64));
@@ -156,9 +154,9 @@ static void test_overflow_drops_biggest_device(void **state)
 
         /* Never silent: audited. */
         assert_int_equal(audit_tail(f->audit, 50, &tail), 0);
-        json_array_foreach(tail, i, rec)
-                if (strcmp(json_string_value(json_object_get(rec, "event")),
-                           "outbox.overflow") == 0 &&
+        json_array_foreach (tail, i, rec)
+                if (strcmp(json_string_value(json_object_get(rec, "event")), "outbox.overflow") ==
+                            0 &&
                     strcmp(json_string_value(json_object_get(rec, "subject")), "chatty") == 0)
                         audited = true;
         json_decref(tail);

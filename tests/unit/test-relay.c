@@ -41,10 +41,10 @@ static void test_envelope_decodes(void **state)
         assert_int_equal(json_integer_value(json_object_get(m, "s")), 7);
         assert_int_equal(json_integer_value(json_object_get(m, "q")), 42);
         assert_int_equal(json_integer_value(json_object_get(m, "t")), 1700000000123LL);
-        assert_int_equal(EVP_DecodeBlock(dec, (const unsigned char *)json_string_value(
-                                                      json_object_get(m, "p")),
-                                         8),
-                         6);
+        assert_int_equal(
+                EVP_DecodeBlock(
+                        dec, (const unsigned char *)json_string_value(json_object_get(m, "p")), 8),
+                6);
         assert_memory_equal(dec, bin, sizeof bin);
         m = json_array_get(json_object_get(o, "msgs"), 1);
         assert_int_equal(json_integer_value(json_object_get(m, "q")), 4294967295LL);

@@ -70,8 +70,8 @@ static void test_expand(void **state)
         assert_int_equal(topic_expand("a/{device}", "g", "$SYS", 0, out, sizeof out), -EINVAL);
         assert_int_equal(topic_expand("a/{device}", "g", "a b", 0, out, sizeof out), -EINVAL);
         assert_int_equal(topic_expand("a/{device}", "g", NULL, 0, out, sizeof out), -EINVAL);
-        assert_int_equal(topic_expand("a/{device}", "g", "0123456789012345678901234567890123",
-                                      0, out, sizeof out),
+        assert_int_equal(topic_expand("a/{device}", "g", "0123456789012345678901234567890123", 0,
+                                      out, sizeof out),
                          -EINVAL);
         assert_int_equal(topic_expand("a/{device}", "g", "abc", 0, out, 5), -ENAMETOOLONG);
 }

@@ -80,8 +80,8 @@ static EVP_PKEY *import_dh_key(const uint8_t priv[32])
         OSSL_PARAM params[3];
 
         params[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, (void *)priv, 32);
-        params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
-                                                      (void *)unused_pub, 32);
+        params[1] =
+                OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)unused_pub, 32);
         params[2] = OSSL_PARAM_construct_end();
         pc = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
         if (!pc || EVP_PKEY_fromdata_init(pc) != 1 ||
@@ -153,8 +153,8 @@ static int ossl_aead(int enc, const uint8_t key[32], const uint8_t nonce[12], co
         c = EVP_CIPHER_CTX_new();
         if (!c || EVP_CipherInit_ex(c, chachapoly_cipher(), NULL, key, nonce, enc) != 1)
                 goto out;
-        if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, MCUGW_TAG_LEN,
-                                        (void *)(in + len)) != 1)
+        if (!enc &&
+            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, MCUGW_TAG_LEN, (void *)(in + len)) != 1)
                 goto out;
         if (ad_len && EVP_CipherUpdate(c, NULL, &outl, ad, (int)ad_len) != 1)
                 goto out;
@@ -172,17 +172,15 @@ out:
         return r;
 }
 
-static int ossl_seal(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
-                     const uint8_t *ad, size_t ad_len, const uint8_t *pt, size_t len,
-                     uint8_t *out)
+static int ossl_seal(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *ad,
+                     size_t ad_len, const uint8_t *pt, size_t len, uint8_t *out)
 {
         (void)ctx;
         return ossl_aead(1, key, nonce, ad, ad_len, pt, len, out);
 }
 
-static int ossl_open(void *ctx, const uint8_t key[32], const uint8_t nonce[12],
-                     const uint8_t *ad, size_t ad_len, const uint8_t *ct, size_t len,
-                     uint8_t *out)
+static int ossl_open(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *ad,
+                     size_t ad_len, const uint8_t *ct, size_t len, uint8_t *out)
 {
         int r;
 

@@ -202,8 +202,9 @@ static int p_ecdsa_p256_verify(void *ctx, const uint8_t pub[65], const uint8_t d
                 return MCUGW_EINVAL;
         st = psa_verify_hash(id, PSA_ALG_ECDSA(PSA_ALG_SHA_256), digest, 32, raw, sizeof raw);
         psa_destroy_key(id);
-        return st == PSA_SUCCESS ? 0 : st == PSA_ERROR_INVALID_SIGNATURE ? MCUGW_EAUTH
-                                                                          : MCUGW_ECRYPTO;
+        return st == PSA_SUCCESS                   ? 0
+               : st == PSA_ERROR_INVALID_SIGNATURE ? MCUGW_EAUTH
+                                                   : MCUGW_ECRYPTO;
 }
 
 const struct mcugw_crypto mcugw_crypto_psa = {
