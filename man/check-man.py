@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Keeps the documentation in step with the code it describes.
 
-- every key of conf_keys[] (src/core/conf.c) is described in mcugw.conf.5.scd under its section,
+- every key of conf_keys[] (src/daemon/conf.c) is described in mcugw.conf.5.scd under its section,
   with its default, and says "Needs a restart" exactly when the table says so;
 - etc/mcugw/mcugw.conf lists every key, commented out at its default;
 - every verb of verbs[] (src/ctl/mcugwctl.c) is described in mcugwctl.1.scd and completed by
@@ -30,10 +30,10 @@ def fail(msg):
 
 
 # --- configuration keys ---------------------------------------------------------------------
-conf_c = read("src", "core", "conf.c")
+conf_c = read("src", "daemon", "conf.c")
 table = re.search(r"conf_keys\[\]\s*=\s*\{(.*?)\n\};", conf_c, re.S)
 if not table:
-    fail("cannot find conf_keys[] in src/core/conf.c")
+    fail("cannot find conf_keys[] in src/daemon/conf.c")
     keys = []
 else:
     body = re.sub(r"/\*.*?\*/", "", table.group(1), flags=re.S)

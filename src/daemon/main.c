@@ -7,12 +7,12 @@
 #include <uv.h>
 
 #include "config.h"
-#include "conf.h"
-#include "enroll.h"
-#include "gateway.h"
-#include "onboard.h"
-#include "log.h"
-#include "rules.h"
+#include "daemon/conf.h"
+#include "devices/enroll.h"
+#include "daemon/gateway.h"
+#include "devices/onboard.h"
+#include "basic/log.h"
+#include "monitor/rules.h"
 
 static void help(void)
 {

@@ -39,8 +39,8 @@
 #include <openssl/x509.h>
 #include <openssl/rand.h>
 
-#include "cred.h"
-#include "onboard.h"
+#include "cloud/cred.h"
+#include "devices/onboard.h"
 #include "mcugw/device.h"
 #include "mcugw/proto.h"
 #include "posix_openssl.h"

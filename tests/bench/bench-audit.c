@@ -10,10 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audit.h"
-#include "conf.h"
-#include "db.h"
-#include "log.h"
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "basic/log.h"
 
 static double now_s(void)
 {

@@ -24,12 +24,12 @@
 #include "mcugw/proto.h"
 #include "posix_openssl.h"
 
-#include "audit.h"
-#include "conf.h"
-#include "db.h"
-#include "link.h"
-#include "log.h"
-#include "registry.h"
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "link/link.h"
+#include "basic/log.h"
+#include "devices/registry.h"
 
 static double now_s(void)
 {

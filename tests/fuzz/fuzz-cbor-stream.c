@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ota_stream.h"
+#include "ota/ota_stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

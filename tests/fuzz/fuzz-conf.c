@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf.h"
-#include "log.h"
+#include "daemon/conf.h"
+#include "basic/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

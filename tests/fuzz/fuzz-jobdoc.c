@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "ota_jobdoc.h"
+#include "ota/ota_jobdoc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The gateway's per-link code path (src/core/link.c) under arbitrary input, through a real
+ * The gateway's per-link code path (src/link/link.c) under arbitrary input, through a real
  * socket, a real link manager and a real registry. The first byte selects the mode:
  *
  *   even: the rest goes to the link as raw wire bytes (framing, handshake, DATA parsing);
@@ -24,12 +24,12 @@
 #include "mcugw/proto.h"
 #include "posix_openssl.h"
 
-#include "audit.h"
-#include "conf.h"
-#include "db.h"
-#include "link.h"
-#include "log.h"
-#include "registry.h"
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "link/link.h"
+#include "basic/log.h"
+#include "devices/registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

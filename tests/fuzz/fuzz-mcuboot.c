@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "ota_mcuboot.h"
+#include "ota/ota_mcuboot.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -30,10 +30,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "conf.h"
-#include "gateway.h"
-#include "log.h"
-#include "relay.h"
+#include "daemon/conf.h"
+#include "daemon/gateway.h"
+#include "basic/log.h"
+#include "cloud/relay.h"
 
 static unsigned arg_devices = 1, arg_size = 32;
 static uint64_t arg_count = 100, arg_rate = 1000, arg_max_backlog = 20000, arg_then_rate;

@@ -12,10 +12,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "audit.h"
-#include "auditexport.h"
-#include "conf.h"
-#include "db.h"
+#include "audit/audit.h"
+#include "cloud/auditexport.h"
+#include "daemon/conf.h"
+#include "store/db.h"
 
 struct fixture {
         char dir[64];

@@ -11,8 +11,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "baseline.h"
-#include "conf.h"
+#include "monitor/baseline.h"
+#include "daemon/conf.h"
 
 struct fixture {
         char dir[64];

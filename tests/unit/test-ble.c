@@ -13,7 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "blefrag.h"
+#include "link/blefrag.h"
 #include "mcugw/proto.h"
 #include "mcugw/wire.h"
 

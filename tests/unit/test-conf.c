@@ -10,8 +10,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "conf.h"
-#include "log.h"
+#include "daemon/conf.h"
+#include "basic/log.h"
 
 static char tmpdir[64];
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "ctlproto.h"
+#include "ctl/ctlproto.h"
 
 static int parse(const char *s, struct ctl_request *r, const char **err)
 {

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "defender.h"
-#include "metrics.h"
+#include "monitor/defender.h"
+#include "monitor/metrics.h"
 
 static const char tcp[] =
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "enroll.h"
+#include "devices/enroll.h"
 
 /* Two valid keys (base64 of 32 bytes) */
 #define K1 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="

@@ -14,8 +14,8 @@
 #include <netinet/in.h>
 #include <cmocka.h>
 
-#include "link.h"
-#include "transport.h"
+#include "link/link.h"
+#include "link/transport.h"
 
 static void test_bucket(void **state)
 {

@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "onboard.h"
+#include "devices/onboard.h"
 
 static char dir[64], pem_acme[128], pem_other[128];
 static EVP_PKEY *acme, *other;

@@ -15,14 +15,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "conf.h"
-#include "db.h"
-#include "ota_cache.h"
-#include "ota_jobdoc.h"
-#include "ota_jobs.h"
-#include "ota_mcuboot.h"
-#include "ota_stream.h"
-#include "ota_verify.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "ota/ota_cache.h"
+#include "ota/ota_jobdoc.h"
+#include "ota/ota_jobs.h"
+#include "ota/ota_mcuboot.h"
+#include "ota/ota_stream.h"
+#include "ota/ota_verify.h"
 
 /* ---- job documents ------------------------------------------------------------------------ */
 

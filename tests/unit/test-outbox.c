@@ -9,10 +9,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "audit.h"
-#include "conf.h"
-#include "db.h"
-#include "outbox.h"
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "cloud/outbox.h"
 
 struct fixture {
         char dir[64];

@@ -14,8 +14,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "conf.h"
-#include "provision.h"
+#include "daemon/conf.h"
+#include "cloud/provision.h"
 
 static char dir[64];
 

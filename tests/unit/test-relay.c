@@ -11,8 +11,8 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "envelope.h"
-#include "tbucket.h"
+#include "cloud/envelope.h"
+#include "basic/tbucket.h"
 
 static void test_envelope_decodes(void **state)
 {

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "rules.h"
+#include "monitor/rules.h"
 
 static const char *const good = "[Rule]\n"
                                 "Name=auth-flood\n"

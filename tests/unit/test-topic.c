@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "topic.h"
+#include "cloud/topic.h"
 
 #define ALL (TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE | TOPIC_VAR_STREAM)
 

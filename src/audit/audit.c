@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "audit/audit.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+
+#define AUDIT_DOMAIN "mcugw-audit-v1"
+
+struct audit {
+        struct db *db;
+        sqlite3_stmt *insert, *head_put, *tail, *walk, *last;
+        int64_t head_seq;
+        uint8_t head_hash[AUDIT_HASH_LEN];
+        bool head_dirty;
+        EVP_MD_CTX *md;
+        audit_listener_fn listener;
+        void *listener_data;
+};
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t)v;
+}
+
+static void hash_field(EVP_MD_CTX *md, const char *s)
+{
+        size_t n = strlen(s);
+        uint8_t len[4] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
+        EVP_DigestUpdate(md, len, 4);
+        EVP_DigestUpdate(md, s, n);
+}
+
+static void audit_hash_ctx(EVP_MD_CTX *md, const uint8_t prev[AUDIT_HASH_LEN],
+                           const struct audit_record *rec, uint8_t out[AUDIT_HASH_LEN])
+{
+        uint8_t nums[16];
+        unsigned len;
+
+        put_be64(nums, (uint64_t)rec->seq);
+        put_be64(nums + 8, (uint64_t)rec->ts_us);
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        EVP_DigestUpdate(md, AUDIT_DOMAIN, sizeof AUDIT_DOMAIN - 1);
+        EVP_DigestUpdate(md, prev, AUDIT_HASH_LEN);
+        EVP_DigestUpdate(md, nums, sizeof nums);
+        hash_field(md, rec->actor);
+        hash_field(md, rec->event);
+        hash_field(md, rec->subject);
+        hash_field(md, rec->details);
+        EVP_DigestFinal_ex(md, out, &len);
+}
+
+void audit_hash(const uint8_t prev[AUDIT_HASH_LEN], const struct audit_record *rec,
+                uint8_t out[AUDIT_HASH_LEN])
+{
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        if (!md)
+                abort();
+        audit_hash_ctx(md, prev, rec, out);
+        EVP_MD_CTX_free(md);
+}
+
+/* Runs inside each group commit: persist the head so a truncated tail shows up offline too. */
+static int audit_precommit(void *userdata)
+{
+        struct audit *a = userdata;
+        uint8_t v[8 + AUDIT_HASH_LEN];
+        int rc;
+
+        if (!a->head_dirty)
+                return 0;
+        put_be64(v, (uint64_t)a->head_seq);
+        memcpy(v + 8, a->head_hash, AUDIT_HASH_LEN);
+        sqlite3_bind_blob(a->head_put, 1, v, sizeof v, SQLITE_STATIC);
+        rc = sqlite3_step(a->head_put);
+        sqlite3_reset(a->head_put);
+        if (rc != SQLITE_DONE)
+                return db_errno(rc);
+        a->head_dirty = false;
+        return 0;
+}
+
+/* The chain continues from the last record on disk. */
+static void audit_load_head(struct audit *a)
+{
+        a->head_seq = 0;
+        memset(a->head_hash, 0, AUDIT_HASH_LEN);
+        if (sqlite3_step(a->last) == SQLITE_ROW) {
+                a->head_seq = sqlite3_column_int64(a->last, 0);
+                if (sqlite3_column_bytes(a->last, 1) == AUDIT_HASH_LEN)
+                        memcpy(a->head_hash, sqlite3_column_blob(a->last, 1), AUDIT_HASH_LEN);
+        }
+        sqlite3_reset(a->last);
+}
+
+/* A failed commit (disk full, I/O error) took the records since the last commit with it: carry
+ * on from the last durable one, so the chain stays verifiable, and say what was lost. */
+static int audit_rollback(void *userdata)
+{
+        struct audit *a = userdata;
+        int64_t before = a->head_seq;
+
+        audit_load_head(a);
+        a->head_dirty = false;
+        if (before != a->head_seq)
+                log_error("audit: %lld record(s) lost with a failed commit; the chain continues "
+                          "from record %lld",
+                          (long long)(before - a->head_seq), (long long)a->head_seq);
+        return 0;
+}
+
+int audit_open(struct db *db, struct audit **ret)
+{
+        struct audit *a = calloc(1, sizeof *a);
+        int r;
+
+        if (!a || !(a->md = EVP_MD_CTX_new())) {
+                free(a);
+                return -ENOMEM;
+        }
+        a->db = db;
+        if ((r = db_prepare(db,
+                            "INSERT INTO audit (seq, ts_us, actor, event, subject, details, hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            &a->insert)) < 0 ||
+            (r = db_prepare(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)",
+                            &a->head_put)) < 0 ||
+            (r = db_prepare(db,
+                            "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                            "WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit) - ? "
+                            "ORDER BY seq",
+                            &a->tail)) < 0 ||
+            (r = db_prepare(db,
+                            "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                            "ORDER BY seq",
+                            &a->walk)) < 0 ||
+            (r = db_prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                            &a->last)) < 0 ||
+            (r = db_add_precommit(db, audit_precommit, a)) < 0 ||
+            (r = db_add_rollback(db, audit_rollback, a)) < 0) {
+                audit_free(a);
+                return r;
+        }
+        audit_load_head(a);
+        *ret = a;
+        return 0;
+}
+
+void audit_free(struct audit *a)
+{
+        if (!a)
+                return;
+        if (a->head_dirty && db_write_begin(a->db) >= 0)
+                audit_precommit(a);
+        db_remove_precommit(a->db, audit_precommit, a);
+        db_remove_rollback(a->db, audit_rollback, a);
+        EVP_MD_CTX_free(a->md);
+        free(a);
+}
+
+int64_t audit_head_seq(const struct audit *a)
+{
+        return a->head_seq;
+}
+
+void audit_set_listener(struct audit *a, audit_listener_fn fn, void *userdata)
+{
+        a->listener = fn;
+        a->listener_data = userdata;
+}
+
+static int64_t now_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t audit_append(struct audit *a, const char *actor, const char *event, const char *subject,
+                     const char *details_json)
+{
+        struct audit_record rec = {
+                .seq = a->head_seq + 1,
+                .ts_us = now_us(),
+                .actor = actor,
+                .event = event,
+                .subject = subject ? subject : "",
+                .details = details_json ? details_json : "{}",
+        };
+        int rc, r;
+
+        r = db_write_begin(a->db);
+        if (r < 0)
+                return r;
+        audit_hash_ctx(a->md, a->head_hash, &rec, rec.hash);
+
+        sqlite3_bind_int64(a->insert, 1, rec.seq);
+        sqlite3_bind_int64(a->insert, 2, rec.ts_us);
+        sqlite3_bind_text(a->insert, 3, rec.actor, -1, SQLITE_STATIC);
+        sqlite3_bind_text(a->insert, 4, rec.event, -1, SQLITE_STATIC);
+        sqlite3_bind_text(a->insert, 5, rec.subject, -1, SQLITE_STATIC);
+        sqlite3_bind_text(a->insert, 6, rec.details, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(a->insert, 7, rec.hash, AUDIT_HASH_LEN, SQLITE_STATIC);
+        rc = sqlite3_step(a->insert);
+        sqlite3_reset(a->insert);
+        sqlite3_clear_bindings(a->insert);
+        if (rc != SQLITE_DONE)
+                return log_error_errno(db_errno(rc), "audit: cannot append %s record: %s", event,
+                                       sqlite3_errmsg(db_handle(a->db)));
+
+        a->head_seq = rec.seq;
+        memcpy(a->head_hash, rec.hash, AUDIT_HASH_LEN);
+        a->head_dirty = true;
+        if (a->listener)
+                a->listener(a->listener_data, &rec);
+        return rec.seq;
+}
+
+int64_t audit_log(struct audit *a, const char *actor, const char *event, const char *subject,
+                  json_t *details)
+{
+        _cleanup_free_ char *text = NULL;
+        int64_t r;
+
+        if (details) {
+                text = json_dumps(details, JSON_COMPACT | JSON_SORT_KEYS);
+                json_decref(details);
+                if (!text)
+                        return -ENOMEM;
+        }
+        r = audit_append(a, actor, event, subject, text);
+        return r;
+}
+
+static void record_from_row(sqlite3_stmt *s, struct audit_record *rec)
+{
+        const void *h;
+        memset(rec, 0, sizeof *rec);
+        rec->seq = sqlite3_column_int64(s, 0);
+        rec->ts_us = sqlite3_column_int64(s, 1);
+        rec->actor = (const char *)sqlite3_column_text(s, 2);
+        rec->event = (const char *)sqlite3_column_text(s, 3);
+        rec->subject = (const char *)sqlite3_column_text(s, 4);
+        rec->details = (const char *)sqlite3_column_text(s, 5);
+        h = sqlite3_column_blob(s, 6);
+        if (h && sqlite3_column_bytes(s, 6) == AUDIT_HASH_LEN)
+                memcpy(rec->hash, h, AUDIT_HASH_LEN);
+        if (!rec->actor)
+                rec->actor = "";
+        if (!rec->event)
+                rec->event = "";
+        if (!rec->subject)
+                rec->subject = "";
+        if (!rec->details)
+                rec->details = "";
+}
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+        for (size_t i = 0; i < n; i++)
+                snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+json_t *audit_record_to_json(const struct audit_record *rec)
+{
+        char h[2 * AUDIT_HASH_LEN + 1];
+        json_t *details = json_loads(rec->details, 0, NULL);
+
+        hex(rec->hash, AUDIT_HASH_LEN, h);
+        if (!details)
+                details = json_string(rec->details);
+        return json_pack("{sI sI ss ss ss so ss}", "seq", (json_int_t)rec->seq, "ts_us",
+                         (json_int_t)rec->ts_us, "actor", rec->actor, "event", rec->event,
+                         "subject", rec->subject, "details", details, "hash", h);
+}
+
+int audit_tail(struct audit *a, int64_t n, json_t **ret)
+{
+        json_t *arr = json_array();
+        int rc;
+
+        if (!arr)
+                return -ENOMEM;
+        sqlite3_bind_int64(a->tail, 1, n);
+        while ((rc = sqlite3_step(a->tail)) == SQLITE_ROW) {
+                struct audit_record rec;
+                record_from_row(a->tail, &rec);
+                json_array_append_new(arr, audit_record_to_json(&rec));
+        }
+        sqlite3_reset(a->tail);
+        if (rc != SQLITE_DONE) {
+                json_decref(arr);
+                return db_errno(rc);
+        }
+        *ret = arr;
+        return 0;
+}
+
+static void verify_fail(struct audit_verify_result *res, int64_t seq, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void verify_fail(struct audit_verify_result *res, int64_t seq, const char *fmt, ...)
+{
+        va_list ap;
+        res->ok = false;
+        res->first_bad_seq = seq;
+        va_start(ap, fmt);
+        vsnprintf(res->reason, sizeof res->reason, fmt, ap);
+        va_end(ap);
+}
+
+static int64_t query_int(struct audit *a, const char *sql, int64_t arg)
+{
+        sqlite3_stmt *s = NULL;
+        int64_t v = 0;
+
+        if (sqlite3_prepare_v2(db_handle(a->db), sql, -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, arg);
+        if (sqlite3_step(s) == SQLITE_ROW)
+                v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+        return v;
+}
+
+int64_t audit_first_seq(struct audit *a)
+{
+        return query_int(a, "SELECT COALESCE(MIN(seq), 0) FROM audit WHERE ?1 = ?1", 0);
+}
+
+int64_t audit_record_ts(struct audit *a, int64_t seq)
+{
+        return query_int(a, "SELECT ts_us FROM audit WHERE seq = ?", seq);
+}
+
+int64_t audit_seq_before(struct audit *a, int64_t before_us)
+{
+        /* ts_us grows with seq (give or take clock steps): binary search on the primary key
+         * would be exact; the newest row older than before_us is good enough here. */
+        return query_int(a, "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE ts_us < ?", before_us);
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n)
+{
+        if (!s || strlen(s) != 2 * n)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                if (sscanf(s + 2 * i, "%2x", &v) != 1)
+                        return -EINVAL;
+                out[i] = (uint8_t)v;
+        }
+        return 0;
+}
+
+/* The predecessor hash of the oldest kept record `first`: zero for record 1, otherwise the
+ * prefix_hash of the checkpoint that pruned through first - 1. */
+static int checkpoint_prev(struct audit *a, int64_t first, uint8_t prev[AUDIT_HASH_LEN])
+{
+        sqlite3_stmt *s = NULL;
+        int r = -ENOENT;
+
+        memset(prev, 0, AUDIT_HASH_LEN);
+        if (first <= 1)
+                return 0;
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT json_extract(details, '$.prefix_hash') FROM audit "
+                               "WHERE event = 'audit.checkpoint' AND "
+                               "json_extract(details, '$.pruned_through') = ? "
+                               "ORDER BY seq DESC LIMIT 1",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, first - 1);
+        if (sqlite3_step(s) == SQLITE_ROW)
+                r = unhex((const char *)sqlite3_column_text(s, 0), prev, AUDIT_HASH_LEN);
+        sqlite3_finalize(s);
+        return r;
+}
+
+int64_t audit_prune(struct audit *a, int64_t through, const char *actor)
+{
+        sqlite3_stmt *s = NULL;
+        uint8_t h[AUDIT_HASH_LEN];
+        char hx[2 * AUDIT_HASH_LEN + 1];
+        int64_t first = audit_first_seq(a), seq, deleted;
+        int rc, r;
+
+        if (first <= 0 || through < first)
+                return 0;
+        through = MIN(through, a->head_seq);
+        if ((r = db_write_begin(a->db)) < 0)
+                return r;
+        if (sqlite3_prepare_v2(db_handle(a->db), "SELECT hash FROM audit WHERE seq = ?", -1, &s,
+                               NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, through);
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW || sqlite3_column_bytes(s, 0) != AUDIT_HASH_LEN) {
+                sqlite3_finalize(s);
+                return rc == SQLITE_ROW || rc == SQLITE_DONE ? -ENOENT : db_errno(rc);
+        }
+        memcpy(h, sqlite3_column_blob(s, 0), AUDIT_HASH_LEN);
+        sqlite3_finalize(s);
+        hex(h, AUDIT_HASH_LEN, hx);
+
+        /* The checkpoint goes into the chain first: the delete trigger allows only rows it
+         * covers, and verify finds the prefix hash in it. */
+        seq = audit_log(a, actor, "audit.checkpoint", "audit",
+                        json_pack("{sI sI sI ss}", "first_seq", (json_int_t)first, "pruned_through",
+                                  (json_int_t)through, "records", (json_int_t)(through - first + 1),
+                                  "prefix_hash", hx));
+        if (seq < 0)
+                return seq;
+        if (sqlite3_prepare_v2(db_handle(a->db), "DELETE FROM audit WHERE seq <= ?", -1, &s,
+                               NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, through);
+        rc = sqlite3_step(s);
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE)
+                return log_error_errno(db_errno(rc), "audit: cannot prune through %lld: %s",
+                                       (long long)through, sqlite3_errmsg(db_handle(a->db)));
+        deleted = sqlite3_changes(db_handle(a->db));
+        return deleted;
+}
+
+int audit_read(struct audit *a, int64_t after, size_t max, audit_record_fn fn, void *userdata)
+{
+        sqlite3_stmt *s = NULL;
+        int n = 0, rc;
+
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                               "WHERE seq > ? ORDER BY seq LIMIT ?",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, after);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct audit_record rec;
+                record_from_row(s, &rec);
+                if (fn(userdata, &rec) < 0)
+                        break;
+                n++;
+        }
+        sqlite3_finalize(s);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : db_errno(rc);
+}
+
+int audit_verify(struct audit *a, struct audit_verify_result *res)
+{
+        uint8_t prev[AUDIT_HASH_LEN] = { 0 }, h[AUDIT_HASH_LEN];
+        int64_t expect = 1;
+        sqlite3_stmt *meta = NULL;
+        int rc;
+
+        memset(res, 0, sizeof *res);
+        res->ok = true;
+
+        /* Commit first so the walk sees everything appended so far. */
+        db_commit(a->db);
+
+        /* After retention pruning the chain starts at a checkpoint's prefix hash. */
+        expect = audit_first_seq(a);
+        if (expect < 0)
+                return (int)expect;
+        if (expect == 0)
+                expect = 1;
+        res->first_seq = expect;
+        if (checkpoint_prev(a, expect, prev) < 0) {
+                verify_fail(res, 1, "records 1 to %lld missing (deleted without a checkpoint)",
+                            (long long)(expect - 1));
+                return 0;
+        }
+
+        while ((rc = sqlite3_step(a->walk)) == SQLITE_ROW) {
+                struct audit_record rec;
+                record_from_row(a->walk, &rec);
+                res->records++;
+                if (rec.seq != expect) {
+                        verify_fail(res, expect,
+                                    rec.seq > expect ? "record %lld missing (deleted)"
+                                                     : "record %lld out of order",
+                                    (long long)expect);
+                        break;
+                }
+                audit_hash_ctx(a->md, prev, &rec, h);
+                if (CRYPTO_memcmp(h, rec.hash, AUDIT_HASH_LEN) != 0) {
+                        verify_fail(res, rec.seq,
+                                    "record %lld does not match its chain hash "
+                                    "(edited, inserted or reordered)",
+                                    (long long)rec.seq);
+                        break;
+                }
+                memcpy(prev, h, AUDIT_HASH_LEN);
+                expect++;
+        }
+        sqlite3_reset(a->walk);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return db_errno(rc);
+        if (!res->ok)
+                return 0;
+
+        /* The tail: compare with the head in memory and with the one stored at each commit. */
+        if (expect - 1 != a->head_seq || CRYPTO_memcmp(prev, a->head_hash, AUDIT_HASH_LEN) != 0) {
+                verify_fail(res, expect,
+                            "chain ends at record %lld but the daemon wrote up to "
+                            "%lld (tail deleted or replaced)",
+                            (long long)(expect - 1), (long long)a->head_seq);
+                return 0;
+        }
+        rc = sqlite3_prepare_v2(db_handle(a->db), "SELECT value FROM meta WHERE key = 'audit_head'",
+                                -1, &meta, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(meta) == SQLITE_ROW &&
+            sqlite3_column_bytes(meta, 0) == 8 + AUDIT_HASH_LEN) {
+                const uint8_t *v = sqlite3_column_blob(meta, 0);
+                uint64_t seq = 0;
+                for (int i = 0; i < 8; i++)
+                        seq = seq << 8 | v[i];
+                if ((int64_t)seq != expect - 1 || CRYPTO_memcmp(v + 8, prev, AUDIT_HASH_LEN) != 0)
+                        verify_fail(res, expect,
+                                    "chain ends at record %lld but the recorded "
+                                    "head is %llu (tail deleted or replaced)",
+                                    (long long)(expect - 1), (unsigned long long)seq);
+        } else if (expect > 1)
+                verify_fail(res, expect, "recorded chain head is missing");
+        sqlite3_finalize(meta);
+        return 0;
+}

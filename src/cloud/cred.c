@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The pkcs11 engine is the PKCS#11 path Debian 12 ships for OpenSSL 3 (no pkcs11-provider in
+ * bookworm), and engines are deprecated API in OpenSSL 3: allow it in this file only. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <openssl/engine.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ui.h>
+#include <openssl/x509.h>
+
+#include "cloud/cred.h"
+#include "basic/macro.h"
+
+static int seterr(char *err, size_t n, int r, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static int seterr(char *err, size_t n, int r, const char *fmt, ...)
+{
+        va_list ap;
+        unsigned long e = ERR_peek_last_error();
+        size_t off;
+
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+        off = strlen(err);
+        if (e && off + 3 < n) {
+                snprintf(err + off, n - off, " (%s)",
+                         ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "OpenSSL error");
+        }
+        ERR_clear_error();
+        return r;
+}
+
+int cred_check_private_file(const char *path, char *err, size_t errlen)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return seterr(err, errlen, -errno, "private key %s: %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return seterr(err, errlen, -EINVAL, "private key %s is not a regular file", path);
+        if (st.st_mode & 0077)
+                return seterr(err, errlen, -EPERM,
+                              "private key %s is accessible by group or others (mode %04o); "
+                              "refusing it: chmod 600 %s",
+                              path, (unsigned)(st.st_mode & 07777), path);
+        return 0;
+}
+
+static int load_key_file(const char *path, EVP_PKEY **ret, char *err, size_t errlen)
+{
+        _cleanup_fclose_ FILE *f = NULL;
+        EVP_PKEY *k;
+        int r = cred_check_private_file(path, err, errlen);
+
+        if (r < 0)
+                return r;
+        f = fopen(path, "re");
+        if (!f)
+                return seterr(err, errlen, -errno, "private key %s: %s", path, strerror(errno));
+        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        if (!k) {
+                rewind(f);
+                ERR_clear_error();
+                k = d2i_PrivateKey_fp(f, NULL);
+        }
+        if (!k)
+                return seterr(err, errlen, -EBADMSG, "private key %s: not a PEM or DER key", path);
+        *ret = k;
+        return 0;
+}
+
+/* One pkcs11 engine for the life of the process: libp11 keeps per-module state (sessions,
+ * logins, method tables) that it does not give back when an engine is torn down, so it is set up
+ * once and kept (it stays reachable, and a second module path is refused). */
+static ENGINE *pkcs11_engine(const char *module, char *err, size_t errlen)
+{
+        static ENGINE *engine;
+        static char *engine_module;
+        ENGINE *e;
+
+        if (engine) {
+                if ((module || engine_module) &&
+                    (!module || !engine_module || strcmp(module, engine_module) != 0)) {
+                        seterr(err, errlen, 0, "pkcs11 engine: already using module %s",
+                               engine_module ? engine_module : "(default)");
+                        return NULL;
+                }
+                return engine;
+        }
+        ENGINE_load_builtin_engines();
+        e = ENGINE_by_id("pkcs11"); /* engines-3/pkcs11.so, loaded on demand */
+        if (!e) {
+                seterr(err, errlen, 0,
+                       "PKCS#11 URIs need OpenSSL's pkcs11 engine (libengine-pkcs11-openssl)");
+                return NULL;
+        }
+        if (module && ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) != 1) {
+                seterr(err, errlen, 0, "pkcs11 engine: cannot use module %s", module);
+                ENGINE_free(e);
+                return NULL;
+        }
+        if (ENGINE_init(e) != 1) {
+                seterr(err, errlen, 0, "pkcs11 engine: cannot initialise%s%s",
+                       module ? " module " : "", module ? module : "");
+                ENGINE_free(e);
+                return NULL;
+        }
+        engine = e;
+        engine_module = module ? strdup(module) : NULL;
+        return engine;
+}
+
+static int load_key_pkcs11(const char *uri, const char *module, EVP_PKEY **ret, char *err,
+                           size_t errlen)
+{
+        ENGINE *e = pkcs11_engine(module, err, errlen);
+        EVP_PKEY *k;
+
+        if (!e)
+                return -ENOPKG;
+        /* UI_null(): never prompt for a PIN on a terminal — a daemon has none. The PIN comes in
+         * the URI (pin-source=file:… is best: libp11 prints URIs it cannot resolve). */
+        k = ENGINE_load_private_key(e, uri, (UI_METHOD *)UI_null(), NULL);
+        if (!k) {
+                /* Never repeat the query part: it may hold pin-value=. */
+                int n = (int)strcspn(uri, "?");
+                return seterr(err, errlen, -EACCES,
+                              "PKCS#11 key %.*s: cannot load (wrong PIN, token or object?)", n,
+                              uri);
+        }
+        *ret = k;
+        return 0;
+}
+
+int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, char *err,
+                          size_t errlen)
+{
+        if (strncmp(spec, "pkcs11:", 7) == 0)
+                return load_key_pkcs11(spec, module, ret, err, errlen);
+        return load_key_file(spec, ret, err, errlen);
+}
+
+int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        X509 *x;
+
+        if (!f)
+                return seterr(err, errlen, -errno, "certificate %s: %s", path, strerror(errno));
+        x = PEM_read_X509(f, NULL, NULL, NULL);
+        if (!x)
+                return seterr(err, errlen, -EBADMSG, "certificate %s: not a PEM certificate", path);
+        *ret = x;
+        return 0;
+}
+
+int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec, const char *module,
+                     char *err, size_t errlen)
+{
+        EVP_PKEY *k = NULL;
+        X509 *x = NULL;
+        int r;
+
+        if ((r = cred_load_certificate(cert_path, &x, err, errlen)) < 0)
+                return r;
+        if ((r = cred_load_private_key(key_spec, module, &k, err, errlen)) < 0)
+                goto out;
+        if (SSL_CTX_use_certificate(ctx, x) != 1) {
+                r = seterr(err, errlen, -EINVAL, "certificate %s cannot be used", cert_path);
+                goto out;
+        }
+        if (SSL_CTX_use_PrivateKey(ctx, k) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+                r = seterr(err, errlen, -EINVAL, "private key %s does not match certificate %s",
+                           key_spec, cert_path);
+                goto out;
+        }
+        r = 0;
+out:
+        EVP_PKEY_free(k);
+        X509_free(x);
+        return r;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "audit/audit.h"
+#include "store/db.h"
+
+/*
+ * The durable outbox (docs/mqtt.md): telemetry waiting for the cloud, one row per MCU message in
+ * the `outbox` table of the state database. Rows are appended inside the open group-commit
+ * transaction (db.h), read back in id order (which is arrival order, so per device in order),
+ * and deleted when the broker acknowledged the publish that carried them. Whatever is left after
+ * a restart is simply read again from the start.
+ *
+ * Ids are allocated here, not by SQLite, so an id is never reused within a run even if a commit
+ * fails and rolls rows back: a late PUBACK can only ever delete the rows it carried.
+ *
+ * Quota: the logical size of a row is its payload + device id + OUTBOX_ROW_OVERHEAD bytes. When
+ * the sum exceeds MaxBytes the oldest rows of the device with the most queued rows are dropped
+ * (so one chatty device cannot evict the others), down to a little below the quota. Drops are
+ * counted, logged and audited (`outbox.overflow`, rate-limited with the counts since the last
+ * record), never silent.
+ */
+
+/* Rowid, ints, record header and the (device, id) index entry: measured ~60 bytes, rounded. */
+#define OUTBOX_ROW_OVERHEAD 64
+
+struct outbox;
+
+struct outbox_row {
+        int64_t id;
+        const char *device;
+        uint16_t stream;
+        uint32_t seq;
+        int64_t ts_ms;
+        const uint8_t *payload;
+        size_t len;
+};
+
+/* Called for each row by outbox_scan: return 0 to go on, 1 to stop before consuming this row,
+ * or -errno to abort. */
+typedef int (*outbox_row_fn)(void *userdata, const struct outbox_row *row);
+
+int outbox_open(struct db *db, struct audit *audit, uint64_t max_bytes, unsigned audit_per_min,
+                struct outbox **ret);
+/* Audits drops not yet reported, then frees. */
+void outbox_free(struct outbox *o);
+
+/* Append a row in the open transaction; evicts per the overflow policy if over quota.
+ * Returns 0 and the new id, or -errno. */
+int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
+                  int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id);
+/* Rows with id > after, in id order, at most max_rows; returns the number consumed or -errno. */
+int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn, void *userdata);
+/* Delete rows first..last (inclusive): they were delivered. Returns the number deleted. */
+int outbox_delete_range(struct outbox *o, int64_t first, int64_t last);
+
+uint64_t outbox_rows(const struct outbox *o);
+uint64_t outbox_bytes(const struct outbox *o);
+uint64_t outbox_dropped(const struct outbox *o);
+int64_t outbox_last_id(const struct outbox *o);
+size_t outbox_devices(const struct outbox *o);
+/* {"rows","bytes","max_bytes","devices","dropped","dropped_bytes","appended"} */
+json_t *outbox_status_json(const struct outbox *o);

@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <mosquitto.h>
+#include <openssl/evp.h>
+
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "store/db.h"
+#include "cloud/envelope.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "cloud/mqtt.h"
+#include "cloud/outbox.h"
+#include "cloud/provision.h"
+#include "cloud/relay.h"
+#include "basic/tbucket.h"
+#include "cloud/topic.h"
+
+/* Rows read per SELECT when building a batch: a batch of 128 KB holds ~1,000 small readings. */
+#define SCAN_ROWS 8192
+
+struct inflight {
+        int mid;
+        int64_t first, last;
+        uint32_t rows;
+};
+
+struct relay {
+        uv_loop_t *loop;
+        char gateway[TOPIC_GATEWAY_MAX + 1];
+        struct db *db;
+        struct audit *audit;
+        struct outbox *outbox;
+        struct mqtt *mqtt; /* NULL: no [MQTT] Host= */
+
+        bool batching;
+        uint64_t window_ms;
+        size_t max_payload;
+        unsigned max_inflight;
+        char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
+
+        struct tbucket pubs, bytes;
+        uv_timer_t pump_timer, stats_timer;
+        uint64_t pump_due_ms;
+        unsigned open_handles;
+        bool stopping;
+
+        int64_t cursor; /* the highest outbox id handed to MQTT */
+        struct inflight *inflight;
+        size_t n_inflight;
+        uint64_t first_unsent_ms;
+        uint64_t unsent_est; /* estimated envelope bytes of rows past the cursor */
+        struct envelope env;
+
+        /* Batch being built by the scan callback. */
+        int64_t b_first, b_last;
+        uint32_t b_rows;
+        int b_err;
+        bool b_stopped;
+
+        relay_command_fn on_command;
+        void *command_ud;
+        struct {
+                char *filter;
+                relay_message_fn fn;
+                void *ud;
+        } handlers[RELAY_MAX_HANDLERS];
+        size_t n_handlers;
+        uint32_t next_command_id;
+
+        uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
+        uint64_t commands, commands_rejected, results;
+        uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
+
+        /* On a provisioning claim: no telemetry (the claim may only provision). */
+        bool hold;
+        relay_session_fn on_session;
+        void *session_ud;
+};
+
+static int64_t realtime_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void)
+{
+        return uv_hrtime() / 1000;
+}
+
+static void pump(struct relay *r);
+
+static void on_pump_timer(uv_timer_t *t)
+{
+        struct relay *r = t->data;
+        r->pump_due_ms = 0;
+        pump(r);
+}
+
+/* Run the pump after `ms` (0: on the next loop iteration), unless it is due sooner anyway. */
+static void pump_arm(struct relay *r, uint64_t ms)
+{
+        uint64_t due = uv_now(r->loop) + ms;
+        if (r->stopping)
+                return;
+        if (uv_is_active((uv_handle_t *)&r->pump_timer) && r->pump_due_ms <= due)
+                return;
+        r->pump_due_ms = due;
+        uv_timer_start(&r->pump_timer, on_pump_timer, ms, 0);
+}
+
+static int inflight_add(struct relay *r, int mid, int64_t first, int64_t last, uint32_t rows)
+{
+        r->inflight[r->n_inflight++] = (struct inflight){ mid, first, last, rows };
+        r->cursor = last;
+        r->publishes++;
+        r->published_msgs += rows;
+        return 0;
+}
+
+/* ---- batched ------------------------------------------------------------------------------ */
+
+static int batch_row(void *ud, const struct outbox_row *row)
+{
+        struct relay *r = ud;
+        int q = envelope_add(&r->env, row->device, row->stream, row->seq, row->ts_ms, row->payload,
+                             row->len);
+        if (q == -ENOSPC)
+                return 1;
+        if (q == -EMSGSIZE) {
+                /* Cannot happen for rows relay_submit accepted (MaxPayload only changes at a
+                 * restart, and then it may shrink): skip it, counted, rather than block. */
+                log_warning("relay: message %lld of device %s does not fit MaxPayload; dropped",
+                            (long long)row->id, row->device);
+                r->rejected_msgs++;
+                if (!r->b_rows)
+                        r->b_first = row->id;
+                r->b_last = row->id;
+                return 0;
+        }
+        if (q < 0) {
+                r->b_err = q;
+                return q;
+        }
+        if (!r->b_rows)
+                r->b_first = row->id;
+        r->b_last = row->id;
+        r->b_rows++;
+        return 0;
+}
+
+/* Returns 1 if a publish went out, 0 if there was nothing to send, -errno. */
+static int publish_batch(struct relay *r)
+{
+        const char *text;
+        size_t len;
+        int mid, q;
+
+        if ((q = envelope_begin(&r->env, r->gateway, r->max_payload)) < 0)
+                return q;
+        r->b_rows = 0;
+        r->b_first = r->b_last = 0;
+        r->b_err = 0;
+        q = outbox_scan(r->outbox, r->cursor, SCAN_ROWS, batch_row, r);
+        if (q < 0)
+                return q;
+        if (!r->b_rows) {
+                if (r->b_last)
+                        r->cursor = r->b_last; /* only skipped rows */
+                return 0;
+        }
+        text = envelope_finish(&r->env, &len);
+        q = mqtt_publish(r->mqtt, r->topic_batch, text, len, false, &mid);
+        if (q < 0)
+                return q;
+        inflight_add(r, mid, r->b_first, r->b_last, r->b_rows);
+        tbucket_take(&r->pubs, 1, mono_us());
+        tbucket_take(&r->bytes, (double)len, mono_us());
+        r->unsent_est -= MIN(r->unsent_est, (uint64_t)(len - r->env.header_len));
+        return 1;
+}
+
+/* ---- one publish per message -------------------------------------------------------------- */
+
+static int single_row(void *ud, const struct outbox_row *row)
+{
+        struct relay *r = ud;
+        char topic[TOPIC_MAX_LEN + 1];
+        uint64_t now = mono_us();
+        int mid, q;
+
+        if (r->n_inflight >= r->max_inflight || tbucket_delay_us(&r->pubs, 1, now) ||
+            tbucket_delay_us(&r->bytes, 1, now)) {
+                r->b_stopped = true;
+                return 1;
+        }
+        if (topic_expand(r->topic_telemetry, r->gateway, row->device, row->stream, topic,
+                         sizeof topic) < 0) {
+                /* Ids are checked at submit; a row that still does not expand is skipped. */
+                log_warning("relay: no topic for device %s; message %lld dropped", row->device,
+                            (long long)row->id);
+                r->rejected_msgs++;
+                r->cursor = row->id;
+                return 0;
+        }
+        q = mqtt_publish(r->mqtt, topic, row->payload, row->len, false, &mid);
+        if (q < 0) {
+                r->b_err = q;
+                return q;
+        }
+        inflight_add(r, mid, row->id, row->id, 1);
+        tbucket_take(&r->pubs, 1, now);
+        tbucket_take(&r->bytes, (double)row->len, now);
+        r->unsent_est -= MIN(r->unsent_est, envelope_entry_size(row->device, row->len));
+        r->b_rows++;
+        return 0;
+}
+
+static int publish_singles(struct relay *r)
+{
+        int q;
+        int64_t before = r->cursor;
+        r->b_rows = 0;
+        r->b_err = 0;
+        r->b_stopped = false;
+        q = outbox_scan(r->outbox, r->cursor, r->max_inflight - r->n_inflight, single_row, r);
+        if (q < 0)
+                return q;
+        return r->b_rows > 0 || r->b_stopped || r->cursor != before ? 1 : 0;
+}
+
+/* ---- the pump: publish what the window, the window time and the quotas allow -------------- */
+
+static void pump(struct relay *r)
+{
+        while (!r->stopping && !r->hold && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
+               r->n_inflight < r->max_inflight && r->cursor < outbox_last_id(r->outbox)) {
+                uint64_t now = mono_us(), d;
+                int q;
+
+                if (r->batching && r->unsent_est < r->max_payload * 9 / 10) {
+                        uint64_t age = uv_now(r->loop) - r->first_unsent_ms;
+                        if (age < r->window_ms) {
+                                pump_arm(r, r->window_ms - age);
+                                return;
+                        }
+                }
+                d = MAX(tbucket_delay_us(&r->pubs, 1, now), tbucket_delay_us(&r->bytes, 1, now));
+                if (d) {
+                        pump_arm(r, (d + 999) / 1000);
+                        return;
+                }
+                q = r->batching ? publish_batch(r) : publish_singles(r);
+                if (q < 0) {
+                        if (q != -ENOTCONN)
+                                log_warning_errno(q, "relay: publish failed: %m");
+                        pump_arm(r, 100);
+                        return;
+                }
+                if (q == 0) {
+                        /* Nothing left past the cursor (rows evicted, or only skipped ones). */
+                        r->cursor = MAX(r->cursor, outbox_last_id(r->outbox));
+                        r->unsent_est = 0;
+                        return;
+                }
+        }
+        if (r->cursor >= outbox_last_id(r->outbox))
+                r->unsent_est = 0;
+}
+
+/* ---- MQTT callbacks ----------------------------------------------------------------------- */
+
+static void on_connected(void *ud, bool session_present)
+{
+        struct relay *r = ud;
+        pump_arm(r, 0);
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_UP);
+}
+
+static void on_connect_failed(void *ud, const char *reason)
+{
+        struct relay *r = ud;
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_FAILED);
+}
+
+static void on_disconnected(void *ud)
+{
+        struct relay *r = ud;
+        if (r->on_session)
+                r->on_session(r->session_ud, RELAY_SESSION_DOWN);
+        /* In-flight publishes stay in flight: libmosquitto re-sends them after the next CONNACK
+         * with the same message ids, and their rows stay in the outbox until acked. */
+}
+
+static void on_published(void *ud, int mid, int reason)
+{
+        struct relay *r = ud;
+        for (size_t i = 0; i < r->n_inflight; i++) {
+                struct inflight f = r->inflight[i];
+                int q;
+                if (f.mid != mid)
+                        continue;
+                memmove(&r->inflight[i], &r->inflight[i + 1], (r->n_inflight - i - 1) * sizeof f);
+                r->n_inflight--;
+                if (reason >= 0x80) {
+                        /* An MQTT 5 broker refused it (not authorized, quota, payload format):
+                         * sending it again would fail the same way. */
+                        r->rejected_msgs += f.rows;
+                        log_warning("relay: broker refused a publish of %u message(s) (reason "
+                                    "0x%02x); dropped",
+                                    f.rows, reason);
+                        audit_log(r->audit, "daemon", "outbox.rejected", "",
+                                  json_pack("{si si}", "messages", (int)f.rows, "reason", reason));
+                } else
+                        r->acked_msgs += f.rows;
+                q = outbox_delete_range(r->outbox, f.first, f.last);
+                if (q < 0)
+                        log_error_errno(q, "relay: cannot delete delivered messages: %m");
+                /* Refill the window right away: libmosquitto sends what we queue here as soon
+                 * as it has read this batch of PUBACKs. */
+                pump(r);
+                return;
+        }
+}
+
+static const char *errno_name(int e)
+{
+        switch (e) {
+        case 0: return "ok";
+        case ENOENT: return "unknown-device";
+        case ENOTCONN: return "device-offline";
+        case EMSGSIZE: return "too-large";
+        case ETIMEDOUT: return "timeout";
+        case EACCES:
+        case EPERM: return "denied";
+        case ENOSYS: return "not-supported";
+        default: return "error";
+        }
+}
+
+static int publish_result(struct relay *r, const char *device, uint32_t id, int status,
+                          const uint8_t *payload, size_t len)
+{
+        char topic[TOPIC_MAX_LEN + 1];
+        _cleanup_free_ char *b64 = NULL, *text = NULL;
+        json_t *o;
+        int q;
+
+        if ((q = topic_expand(r->topic_result, r->gateway, device, 0, topic, sizeof topic)) < 0)
+                return q;
+        if (len > 4 * 1024 * 1024)
+                return -EMSGSIZE;
+        b64 = malloc((len + 2) / 3 * 4 + 1);
+        if (!b64)
+                return -ENOMEM;
+        EVP_EncodeBlock((unsigned char *)b64, payload, (int)len);
+        o = json_pack("{ss sI si ss ss}", "device", device, "id", (json_int_t)id, "status", status,
+                      "result", status < 0 ? errno_name(-status) : "ok", "p", b64);
+        text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (!text)
+                return -ENOMEM;
+        if (!r->mqtt)
+                return -ENOTCONN;
+        return mqtt_publish(r->mqtt, topic, text, strlen(text), false, NULL);
+}
+
+static void on_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
+{
+        struct relay *r = ud;
+        char device[TOPIC_DEVICE_MAX + 1];
+        uint32_t id;
+        int q;
+
+        q = topic_match_device(r->topic_command, r->gateway, topic, device);
+        if (q < 0) {
+                for (size_t i = 0; i < r->n_handlers; i++) {
+                        bool match = false;
+                        if (mosquitto_topic_matches_sub(r->handlers[i].filter, topic, &match) ==
+                                    MOSQ_ERR_SUCCESS &&
+                            match) {
+                                r->handlers[i].fn(r->handlers[i].ud, topic, payload, len);
+                                return;
+                        }
+                }
+                log_debug("relay: ignoring message on %s", topic);
+                return;
+        }
+        id = ++r->next_command_id;
+        r->commands++;
+        audit_log(r->audit, "cloud", "cmd.received", device,
+                  json_pack("{sI sI}", "id", (json_int_t)id, "bytes", (json_int_t)len));
+        q = r->on_command ? r->on_command(r->command_ud, device, id, payload, len) : -ENOSYS;
+        if (q == -ENOENT) {
+                r->commands_rejected++;
+                log_warning("relay: command %u for unknown device %s rejected", id, device);
+                audit_log(r->audit, "cloud", "cmd.rejected", device,
+                          json_pack("{sI ss}", "id", (json_int_t)id, "reason", "unknown device"));
+        }
+        if (q < 0)
+                relay_command_result(r, device, id, q, NULL, 0);
+}
+
+/* ---- API ---------------------------------------------------------------------------------- */
+
+int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32_t seq,
+                 const uint8_t *payload, size_t len, void (*durable_cb)(void *ud, int status),
+                 void *userdata)
+{
+        uint64_t entry;
+        int q;
+
+        if (r->stopping)
+                return -ESHUTDOWN;
+        if (!topic_level_valid(device_id, TOPIC_DEVICE_MAX))
+                return -EINVAL;
+        entry = envelope_entry_size(device_id, len);
+        if ((r->batching && envelope_overhead(r->gateway) + entry > r->max_payload) ||
+            len > r->max_payload)
+                return -EMSGSIZE;
+        q = outbox_append(r->outbox, device_id, stream, seq, realtime_ms(), payload, len, NULL);
+        if (q < 0)
+                return q;
+        r->submitted++;
+        if (durable_cb && (q = db_on_commit(r->db, durable_cb, userdata)) < 0)
+                return q;
+        if (r->unsent_est == 0)
+                r->first_unsent_ms = uv_now(r->loop);
+        r->unsent_est += entry;
+        if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED && r->n_inflight < r->max_inflight)
+                pump_arm(r, 0);
+        return 0;
+}
+
+int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
+                         const uint8_t *payload, size_t len)
+{
+        int q = publish_result(r, device_id, command_id, status, payload, len);
+        char actor[TOPIC_DEVICE_MAX + 8];
+        /* A refusal by the gateway (unknown device) is the daemon's result, not the device's. */
+        snprintf(actor, sizeof actor, "%s%s",
+                 status == -ENOENT ? "daemon" : "device:", status == -ENOENT ? "" : device_id);
+        r->results++;
+        audit_log(r->audit, actor, "cmd.result", device_id,
+                  json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", status,
+                            "result", status < 0 ? errno_name(-status) : "ok", "published",
+                            q >= 0));
+        if (q < 0)
+                log_warning_errno(q, "relay: result of command %u for %s not published: %m",
+                                  command_id, device_id);
+        return q;
+}
+
+int relay_subscribe(struct relay *r, const char *filter, relay_message_fn fn, void *userdata)
+{
+        if (!r || !r->mqtt)
+                return -ENOTCONN;
+        if (r->n_handlers >= RELAY_MAX_HANDLERS)
+                return -ENOSPC;
+        if (!(r->handlers[r->n_handlers].filter = strdup(filter)))
+                return -ENOMEM;
+        r->handlers[r->n_handlers].fn = fn;
+        r->handlers[r->n_handlers].ud = userdata;
+        r->n_handlers++;
+        return mqtt_subscribe(r->mqtt, filter);
+}
+
+void relay_forget_handlers(struct relay *r, void *userdata)
+{
+        size_t k = 0;
+        if (!r)
+                return;
+        for (size_t i = 0; i < r->n_handlers; i++) {
+                if (r->handlers[i].ud == userdata) {
+                        free(r->handlers[i].filter);
+                        continue;
+                }
+                r->handlers[k++] = r->handlers[i];
+        }
+        r->n_handlers = k;
+}
+
+int relay_publish(struct relay *r, const char *topic, const void *payload, size_t len)
+{
+        if (!r || !r->mqtt || r->stopping || mqtt_state(r->mqtt) != MQTT_CONNECTED)
+                return -ENOTCONN;
+        if (len > r->max_payload)
+                return -EMSGSIZE;
+        /* On a claim only fleet provisioning may publish: its policy allows nothing else, and
+         * AWS IoT closes the connection of a client that publishes where it may not. */
+        if (r->hold && strncmp(topic, "$aws/certificates/", 18) != 0 &&
+            strncmp(topic, "$aws/provisioning-templates/", 28) != 0)
+                return -EPERM;
+        return mqtt_publish(r->mqtt, topic, payload, len, false, NULL);
+}
+
+void relay_set_session_listener(struct relay *r, relay_session_fn fn, void *userdata)
+{
+        r->on_session = fn;
+        r->session_ud = userdata;
+}
+
+void relay_hold(struct relay *r, bool hold)
+{
+        r->hold = hold;
+        if (r->mqtt)
+                mqtt_set_announce(r->mqtt, !hold);
+        if (!hold)
+                pump_arm(r, 0);
+}
+
+bool relay_session_up(struct relay *r)
+{
+        return r && r->mqtt && !r->stopping && mqtt_state(r->mqtt) == MQTT_CONNECTED;
+}
+
+const char *relay_cert_file(struct relay *r)
+{
+        return r && r->mqtt ? mqtt_cert_file(r->mqtt) : NULL;
+}
+
+int relay_set_credentials(struct relay *r, const char *cert_file, const char *key_file,
+                          bool reconnect, char *err, size_t n)
+{
+        if (!r->mqtt || r->stopping) {
+                snprintf(err, n, "no MQTT session");
+                return -ENOTCONN;
+        }
+        return mqtt_set_credentials(r->mqtt, cert_file, key_file, reconnect, err, n);
+}
+
+void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata)
+{
+        r->on_command = fn;
+        r->command_ud = userdata;
+}
+
+static void on_stats_timer(uv_timer_t *t)
+{
+        struct relay *r = t->data;
+        r->publishes_per_s = r->publishes - r->last_publishes;
+        r->msgs_per_s = r->published_msgs - r->last_msgs;
+        r->last_publishes = r->publishes;
+        r->last_msgs = r->published_msgs;
+}
+
+json_t *relay_mqtt_status(struct relay *r)
+{
+        json_t *o = r->mqtt ? mqtt_status_json(r->mqtt) : json_pack("{ss}", "state", "disabled");
+        if (!o)
+                return NULL;
+        json_object_set_new(o, "batching", json_boolean(r->batching));
+        json_object_set_new(o, "publishes", json_integer((json_int_t)r->publishes));
+        json_object_set_new(o, "publishes_per_s", json_integer((json_int_t)r->publishes_per_s));
+        json_object_set_new(o, "msgs_per_s", json_integer((json_int_t)r->msgs_per_s));
+        json_object_set_new(o, "submitted", json_integer((json_int_t)r->submitted));
+        json_object_set_new(o, "acked", json_integer((json_int_t)r->acked_msgs));
+        json_object_set_new(o, "rejected", json_integer((json_int_t)r->rejected_msgs));
+        json_object_set_new(o, "dropped", json_integer((json_int_t)outbox_dropped(r->outbox)));
+        json_object_set_new(o, "inflight", json_integer((json_int_t)r->n_inflight));
+        json_object_set_new(o, "queue_rows", json_integer((json_int_t)outbox_rows(r->outbox)));
+        json_object_set_new(o, "queue_bytes", json_integer((json_int_t)outbox_bytes(r->outbox)));
+        json_object_set_new(o, "commands", json_integer((json_int_t)r->commands));
+        json_object_set_new(o, "commands_rejected", json_integer((json_int_t)r->commands_rejected));
+        json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
+        return o;
+}
+
+json_t *relay_outbox_status(struct relay *r)
+{
+        return outbox_status_json(r->outbox);
+}
+
+void relay_status_line(struct relay *r, char *buf, size_t n)
+{
+        snprintf(buf, n, "mqtt %s, outbox %llu msgs, %llu publishes/s",
+                 r->mqtt ? mqtt_state_to_string(mqtt_state(r->mqtt)) : "disabled",
+                 (unsigned long long)outbox_rows(r->outbox),
+                 (unsigned long long)r->publishes_per_s);
+}
+
+static void relay_free(struct relay *r)
+{
+        for (size_t i = 0; i < r->n_handlers; i++)
+                free(r->handlers[i].filter);
+        envelope_free(&r->env);
+        free(r->inflight);
+        free(r->topic_batch);
+        free(r->topic_telemetry);
+        free(r->topic_command);
+        free(r->topic_result);
+        free(r);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+        struct relay *r = h->data;
+        if (--r->open_handles == 0)
+                relay_free(r);
+}
+
+void relay_stop(struct relay *r)
+{
+        if (!r)
+                return;
+        r->stopping = true;
+        mqtt_stop(r->mqtt);
+        r->mqtt = NULL;
+        outbox_free(r->outbox);
+        r->outbox = NULL;
+        uv_close((uv_handle_t *)&r->pump_timer, handle_closed);
+        uv_close((uv_handle_t *)&r->stats_timer, handle_closed);
+}
+
+int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct db *db,
+              struct audit *audit, struct relay **ret)
+{
+        struct relay *r = calloc(1, sizeof *r);
+        char status_topic[TOPIC_MAX_LEN + 1], filter[TOPIC_MAX_LEN + 1];
+        uint64_t now = mono_us();
+        int q;
+
+        if (!r)
+                return -ENOMEM;
+        r->loop = loop;
+        snprintf(r->gateway, sizeof r->gateway, "%s", gateway);
+        r->db = db;
+        r->audit = audit;
+        r->batching = c->relay_batching;
+        r->window_ms = c->relay_batch_window_usec / 1000;
+        r->max_payload = (size_t)c->relay_max_payload;
+        r->max_inflight = MAX(c->mqtt_max_inflight, 1u);
+        r->topic_batch = malloc(TOPIC_MAX_LEN + 1);
+        if (r->topic_batch &&
+            topic_expand(c->topic_batch, gateway, NULL, 0, r->topic_batch, TOPIC_MAX_LEN + 1) < 0) {
+                relay_free(r);
+                return log_error_errno(-EINVAL, "relay: cannot expand BatchTopic for %s", gateway);
+        }
+        r->topic_telemetry = strdup(c->topic_telemetry);
+        r->topic_command = strdup(c->topic_command);
+        r->topic_result = strdup(c->topic_command_result);
+        r->inflight = calloc(r->max_inflight, sizeof *r->inflight);
+        /* A random start keeps command ids of consecutive runs apart. */
+        r->next_command_id = (uint32_t)(now ^ (now >> 32)) & 0x7fffffff;
+        if (!r->topic_batch || !r->topic_telemetry || !r->topic_command || !r->topic_result ||
+            !r->inflight) {
+                relay_free(r);
+                return -ENOMEM;
+        }
+        /* Bursts of 10 ms worth: over any second the rate stays within ~1 % of the quota. */
+        tbucket_init(&r->pubs, c->relay_publishes_per_s, c->relay_publishes_per_s / 100.0, now);
+        tbucket_init(&r->bytes, (double)c->relay_bytes_per_s, (double)c->relay_bytes_per_s / 10,
+                     now);
+
+        q = outbox_open(db, audit, c->outbox_max_bytes, c->outbox_audit_per_min, &r->outbox);
+        if (q < 0) {
+                relay_free(r);
+                return log_error_errno(q, "cannot open the outbox: %m");
+        }
+        r->unsent_est = outbox_bytes(r->outbox);
+        r->first_unsent_ms = 0; /* a backlog goes out at once */
+
+        if (c->mqtt_host) {
+                struct mqtt_options o = {
+                        .host = c->mqtt_host,
+                        .port = c->mqtt_port,
+                        .client_id = c->mqtt_client_id ? c->mqtt_client_id : gateway,
+                        .server_name = c->mqtt_server_name,
+                        .ca_file = c->mqtt_ca_file,
+                        .cert_file = c->mqtt_cert_file,
+                        .key_file = c->mqtt_key_file,
+                        .pkcs11_module = c->mqtt_pkcs11_module,
+                        .alpn = c->mqtt_alpn,
+                        .protocol = c->mqtt_protocol,
+                        .keepalive_s = (unsigned)(c->mqtt_keepalive_usec / 1000000),
+                        .max_inflight = r->max_inflight,
+                        .reconnect_min_ms = c->mqtt_reconnect_min_usec / 1000,
+                        .reconnect_max_ms = c->mqtt_reconnect_max_usec / 1000,
+                        .status_topic = status_topic,
+                };
+                struct mqtt_callbacks cb = {
+                        .userdata = r,
+                        .on_connected = on_connected,
+                        .on_disconnected = on_disconnected,
+                        .on_published = on_published,
+                        .on_message = on_message,
+                        .on_connect_failed = on_connect_failed,
+                };
+                if (provision_use_claim(c)) {
+                        o.cert_file = c->prov_claim_cert;
+                        o.key_file = c->prov_claim_key;
+                        r->hold = true;
+                        log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
+                                   "for fleet provisioning",
+                                   c->mqtt_cert_file, o.cert_file);
+                }
+                if ((q = topic_expand(c->topic_status, gateway, NULL, 0, status_topic,
+                                      sizeof status_topic)) < 0 ||
+                    (q = topic_filter(c->topic_command, gateway, filter, sizeof filter)) < 0) {
+                        outbox_free(r->outbox);
+                        relay_free(r);
+                        return log_error_errno(q,
+                                               "mqtt: cannot expand the topics for gateway "
+                                               "%s: %m",
+                                               gateway);
+                }
+                q = mqtt_new(loop, &o, &cb, &r->mqtt);
+                if (q < 0) {
+                        outbox_free(r->outbox);
+                        relay_free(r);
+                        return q;
+                }
+                mqtt_subscribe(r->mqtt, filter);
+                if (r->hold)
+                        mqtt_set_announce(r->mqtt, false);
+                mqtt_start(r->mqtt);
+        } else
+                log_notice("mqtt: no [MQTT] Host= configured; telemetry stays in the outbox");
+
+        uv_timer_init(loop, &r->pump_timer);
+        uv_timer_init(loop, &r->stats_timer);
+        r->pump_timer.data = r->stats_timer.data = r;
+        r->open_handles = 2;
+        uv_timer_start(&r->stats_timer, on_stats_timer, 1000, 1000);
+        *ret = r;
+        return 0;
+}

@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "ctl/control.h"
+#include "ctl/ctlproto.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+
+#define CONTROL_MAX_OUTQ (1024 * 1024)
+#define CONTROL_IDLE_MS 60000
+#define CONTROL_SWEEP_MS 5000
+#define CONTROL_MAX_GROUPS 256
+
+struct control_table {
+        const struct control_command *cmds;
+        size_t n;
+        void *userdata;
+};
+
+struct control_conn {
+        uv_pipe_t pipe;
+        struct control *ctl;
+        struct control_conn *next, *prev;
+        struct control_peer peer;
+        char *buf;
+        size_t len, cap;
+        uint64_t last_active;
+        bool closing;
+        bool close_after_write;
+        unsigned n_writes;
+        char *topic;
+        char errmsg[1024];
+        int errcode;
+};
+
+struct control {
+        uv_loop_t *loop;
+        uv_pipe_t server;
+        uv_timer_t sweep;
+        struct audit *audit;
+        struct control_options opts;
+        char *path; /* set when we created the socket file ourselves */
+        gid_t admin_gid, ro_gid;
+        bool have_admin_gid, have_ro_gid;
+        struct control_table *tables;
+        size_t n_tables;
+        struct control_conn *conns;
+        unsigned n_conns;
+        unsigned pending_closes;
+        bool stopping;
+        /* refusal audit rate limit */
+        uint64_t refusal_window_start;
+        unsigned refusals_in_window, refusals_suppressed;
+};
+
+struct write_req {
+        uv_write_t req;
+        struct control_conn *conn;
+        char *data;
+};
+
+static void control_maybe_free(struct control *ctl);
+static void audit_limited(struct control *ctl, const struct control_peer *p, const char *event,
+                          const char *subject, json_t *details);
+static void control_handle_closed(uv_handle_t *h);
+
+static void resolve_group(const char *name, gid_t *gid, bool *have, const char *what)
+{
+        struct group *g;
+        *have = false;
+        if (!name)
+                return;
+        g = getgrnam(name);
+        if (!g) {
+                log_warning("control: %s '%s' does not exist; ignoring it", what, name);
+                return;
+        }
+        *gid = g->gr_gid;
+        *have = true;
+}
+
+void control_update(struct control *ctl, const struct control_options *opts)
+{
+        ctl->opts.admin_group = NULL;
+        ctl->opts.readonly_group = NULL;
+        ctl->opts.max_clients = opts->max_clients;
+        ctl->opts.max_request = opts->max_request;
+        ctl->opts.refusals_per_min = opts->refusals_per_min;
+        resolve_group(opts->admin_group, &ctl->admin_gid, &ctl->have_admin_gid, "AdminGroup");
+        resolve_group(opts->readonly_group, &ctl->ro_gid, &ctl->have_ro_gid, "ReadOnlyGroup");
+}
+
+static enum control_level peer_level(struct control *ctl, int fd, const struct ucred *cred)
+{
+        gid_t groups[CONTROL_MAX_GROUPS];
+        socklen_t len = sizeof groups;
+        size_t n = 0;
+        bool admin = false, ro = false;
+
+        if (cred->uid == 0 || cred->uid == geteuid())
+                return CONTROL_ADMIN;
+        /* SO_PEERGROUPS gives the supplementary groups the peer had at connect(). */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+                n = len / sizeof(gid_t);
+        for (size_t i = 0; i <= n; i++) {
+                gid_t g = i < n ? groups[i] : cred->gid;
+                if (ctl->have_admin_gid && g == ctl->admin_gid)
+                        admin = true;
+                if (ctl->have_ro_gid && g == ctl->ro_gid)
+                        ro = true;
+        }
+        return admin ? CONTROL_ADMIN : ro ? CONTROL_READ : CONTROL_NONE;
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+        struct control_conn *c = h->data;
+        struct control *ctl = c->ctl;
+
+        free(c->buf);
+        free(c->topic);
+        free(c);
+        ctl->pending_closes--;
+        control_maybe_free(ctl);
+}
+
+static void conn_close(struct control_conn *c)
+{
+        struct control *ctl = c->ctl;
+        if (c->closing)
+                return;
+        c->closing = true;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                ctl->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        ctl->n_conns--;
+        ctl->pending_closes++;
+        uv_close((uv_handle_t *)&c->pipe, conn_closed);
+}
+
+static void write_done(uv_write_t *req, int status)
+{
+        struct write_req *w = (struct write_req *)req;
+        struct control_conn *c = w->conn;
+
+        free(w->data);
+        free(w);
+        c->n_writes--;
+        if (c->closing)
+                return;
+        if (status < 0 || (c->close_after_write && c->n_writes == 0))
+                conn_close(c);
+}
+
+/* Takes ownership of data. */
+static int conn_write(struct control_conn *c, char *data, size_t len)
+{
+        struct write_req *w;
+        uv_buf_t b = uv_buf_init(data, (unsigned)len);
+        int r;
+
+        if (!data)
+                return -ENOMEM;
+        if (c->closing) {
+                free(data);
+                return -ECONNRESET;
+        }
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) > CONTROL_MAX_OUTQ) {
+                free(data);
+                log_warning("control: client pid %d does not read its replies; dropping it",
+                            (int)c->peer.pid);
+                conn_close(c);
+                return -ENOBUFS;
+        }
+        w = calloc(1, sizeof *w);
+        if (!w) {
+                free(data);
+                return -ENOMEM;
+        }
+        w->conn = c;
+        w->data = data;
+        r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done);
+        if (r >= 0)
+                c->n_writes++;
+        else {
+                free(data);
+                free(w);
+                conn_close(c);
+                return r;
+        }
+        return 0;
+}
+
+static void conn_reply_error(struct control_conn *c, int error, const char *msg, bool then_close)
+{
+        size_t len = 0;
+        char *s = ctlproto_error(ctlproto_errno_name(error), msg, &len);
+        if (then_close)
+                c->close_after_write = true;
+        conn_write(c, s, len);
+}
+
+int control_conn_error(struct control_conn *c, int error, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
+        va_end(ap);
+        c->errcode = error;
+        return error < 0 ? error : -error;
+}
+
+const struct control_peer *control_conn_peer(const struct control_conn *c)
+{
+        return &c->peer;
+}
+
+int control_conn_send_event(struct control_conn *c, const char *event, json_t *data)
+{
+        size_t len = 0;
+        char *s = ctlproto_event(event, data, &len);
+        return conn_write(c, s, len);
+}
+
+void control_conn_subscribe(struct control_conn *c, const char *topic)
+{
+        free(c->topic);
+        c->topic = strdup(topic);
+}
+
+void control_broadcast(struct control *ctl, const char *topic, json_t *data)
+{
+        struct control_conn *c, *next;
+        for (c = ctl->conns; c; c = next) {
+                next = c->next;
+                if (c->topic && strcmp(c->topic, topic) == 0)
+                        control_conn_send_event(c, topic, json_incref(data));
+        }
+        json_decref(data);
+}
+
+static const struct control_command *find_command(struct control *ctl, const char *name,
+                                                  void **ret_userdata)
+{
+        for (size_t t = 0; t < ctl->n_tables; t++)
+                for (size_t i = 0; i < ctl->tables[t].n; i++)
+                        if (strcmp(ctl->tables[t].cmds[i].name, name) == 0) {
+                                *ret_userdata = ctl->tables[t].userdata;
+                                return &ctl->tables[t].cmds[i];
+                        }
+        return NULL;
+}
+
+static void conn_handle_line(struct control_conn *c, const char *line, size_t len)
+{
+        struct control *ctl = c->ctl;
+        struct ctl_request req;
+        const struct control_command *cmd;
+        const char *err = NULL;
+        json_t *data = NULL;
+        void *ud = NULL;
+        size_t olen = 0;
+        int r;
+
+        r = ctlproto_parse_request(line, len, &req, &err);
+        if (r < 0) {
+                conn_reply_error(c, r, err, false);
+                return;
+        }
+        cmd = find_command(ctl, req.cmd, &ud);
+        if (!cmd) {
+                char m[128];
+                snprintf(m, sizeof m, "unknown command '%s'", req.cmd);
+                conn_reply_error(c, -EOPNOTSUPP, m, false);
+                goto out;
+        }
+        if (c->peer.level < cmd->level) {
+                char m[160];
+                snprintf(m, sizeof m, "permission denied: '%s' needs the admin group", req.cmd);
+                audit_limited(ctl, &c->peer, "ctl.denied", req.cmd,
+                              json_pack("{si}", "pid", (int)c->peer.pid));
+                conn_reply_error(c, -EPERM, m, false);
+                goto out;
+        }
+        c->errmsg[0] = 0;
+        r = cmd->fn(c, req.args, &data, ud);
+        if (r < 0) {
+                conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
+                                 c->errmsg[0] ? c->errmsg : strerror(-r), false);
+                json_decref(data);
+        } else {
+                char *out = ctlproto_ok(data, &olen);
+                conn_write(c, out, olen);
+        }
+out:
+        ctl_request_done(&req);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+        struct control_conn *c = h->data;
+        size_t want = c->ctl->opts.max_request + 1;
+
+        if (c->cap - c->len < 4096 && c->cap < want) {
+                size_t cap = MIN(want, MAX(c->cap * 2, (size_t)4096));
+                char *n = realloc(c->buf, cap);
+                if (n) {
+                        c->buf = n;
+                        c->cap = cap;
+                }
+        }
+        *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+        struct control_conn *c = s->data;
+        size_t start = 0;
+
+        if (nread < 0) {
+                conn_close(c);
+                return;
+        }
+        if (c->close_after_write || c->closing)
+                return;
+        c->last_active = uv_now(c->ctl->loop);
+        c->len += (size_t)nread;
+
+        for (size_t i = c->len - (size_t)nread; i < c->len && !c->closing; i++) {
+                if (c->buf[i] != '\n')
+                        continue;
+                /* A streaming connection takes no further commands. */
+                if (!c->topic)
+                        conn_handle_line(c, c->buf + start, i - start);
+                start = i + 1;
+        }
+        if (c->closing)
+                return;
+        memmove(c->buf, c->buf + start, c->len - start);
+        c->len -= start;
+        if (c->len >= c->ctl->opts.max_request) {
+                char m[96];
+                snprintf(m, sizeof m, "request larger than %zu bytes", c->ctl->opts.max_request);
+                uv_read_stop(s);
+                conn_reply_error(c, -E2BIG, m, true);
+        }
+}
+
+/* Refused peers and denied commands are audited, but a local user must not be able to flood the
+ * audit log with them: at most RefusalsPerMinute records a minute, the rest counted in one
+ * ctl.refused.suppressed record. Takes details. */
+static void audit_limited(struct control *ctl, const struct control_peer *p, const char *event,
+                          const char *subject, json_t *details)
+{
+        uint64_t now = uv_now(ctl->loop);
+
+        if (now - ctl->refusal_window_start >= 60000) {
+                if (ctl->refusals_suppressed)
+                        audit_log(ctl->audit, "daemon", "ctl.refused.suppressed", "",
+                                  json_pack("{si}", "count", ctl->refusals_suppressed));
+                ctl->refusal_window_start = now;
+                ctl->refusals_in_window = 0;
+                ctl->refusals_suppressed = 0;
+        }
+        if (ctl->refusals_in_window++ < ctl->opts.refusals_per_min)
+                audit_log(ctl->audit, p->actor, event, subject, details);
+        else {
+                ctl->refusals_suppressed++;
+                json_decref(details);
+        }
+}
+
+static void audit_refusal(struct control *ctl, const struct control_peer *p)
+{
+        audit_limited(ctl, p, "ctl.refused", "",
+                      json_pack("{si si}", "pid", (int)p->pid, "gid", (int)p->gid));
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+        struct control *ctl = server->data;
+        struct control_conn *c;
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        uv_os_fd_t fd;
+
+        if (status < 0) {
+                log_warning("control: accept failed: %s", uv_strerror(status));
+                return;
+        }
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return;
+        c->ctl = ctl;
+        uv_pipe_init(ctl->loop, &c->pipe, 0);
+        c->pipe.data = c;
+        c->next = ctl->conns;
+        if (ctl->conns)
+                ctl->conns->prev = c;
+        ctl->conns = c;
+        ctl->n_conns++;
+        c->last_active = uv_now(ctl->loop);
+
+        if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+                conn_close(c);
+                return;
+        }
+        if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                log_warning("control: cannot identify peer: %m");
+                conn_close(c);
+                return;
+        }
+        c->peer.pid = cred.pid;
+        c->peer.uid = cred.uid;
+        c->peer.gid = cred.gid;
+        c->peer.level = peer_level(ctl, fd, &cred);
+        snprintf(c->peer.actor, sizeof c->peer.actor, "cli:uid=%u", (unsigned)cred.uid);
+
+        if (c->peer.level == CONTROL_NONE) {
+                char m[160];
+                log_notice("control: refusing uid %u (pid %d): not root, not in the admin or "
+                           "read-only group",
+                           (unsigned)cred.uid, (int)cred.pid);
+                audit_refusal(ctl, &c->peer);
+                snprintf(m, sizeof m, "permission denied: uid %u may not use this socket",
+                         (unsigned)cred.uid);
+                conn_reply_error(c, -EACCES, m, true);
+                return;
+        }
+        if (ctl->n_conns > ctl->opts.max_clients) {
+                conn_reply_error(c, -EBUSY, "too many control clients", true);
+                return;
+        }
+        uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+        struct control *ctl = t->data;
+        uint64_t now = uv_now(ctl->loop);
+        struct control_conn *c, *next;
+
+        for (c = ctl->conns; c; c = next) {
+                next = c->next;
+                if (!c->topic && now - c->last_active > CONTROL_IDLE_MS)
+                        conn_close(c);
+        }
+}
+
+static int listen_socket(const char *path, mode_t mode, const char *group)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        mode_t old;
+        int r;
+
+        if (strlen(path) >= sizeof sa.sun_path)
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+
+        /* Remove a stale socket, but never some other file that happens to be there. */
+        if (lstat(path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return log_error_errno(-EEXIST, "control: %s exists and is not a socket",
+                                               path);
+                unlink(path);
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        old = umask(0777 & ~mode);
+        r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+        umask(old);
+        if (r < 0)
+                return log_error_errno(-errno, "control: cannot bind %s: %m", path);
+        if (chmod(path, mode) < 0)
+                return log_error_errno(-errno, "control: cannot chmod %s: %m", path);
+        if (group) {
+                struct group *g = getgrnam(group);
+                if (g && chown(path, (uid_t)-1, g->gr_gid) < 0)
+                        log_warning("control: cannot give %s to group %s: %m", path, group);
+        }
+        if (listen(fd, 64) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+int control_new(uv_loop_t *loop, struct audit *audit, const struct control_options *opts,
+                int listen_fd, struct control **ret)
+{
+        struct control *ctl = calloc(1, sizeof *ctl);
+        int fd = listen_fd, r;
+
+        if (!ctl)
+                return -ENOMEM;
+        ctl->loop = loop;
+        ctl->audit = audit;
+        control_update(ctl, opts);
+
+        if (fd < 0) {
+                fd = listen_socket(opts->path, opts->mode, opts->readonly_group);
+                if (fd < 0) {
+                        free(ctl);
+                        return fd;
+                }
+                ctl->path = strdup(opts->path);
+        }
+        uv_pipe_init(loop, &ctl->server, 0);
+        ctl->server.data = ctl;
+        r = uv_pipe_open(&ctl->server, fd);
+        if (r >= 0)
+                r = uv_listen((uv_stream_t *)&ctl->server, 64, on_connection);
+        if (r < 0) {
+                log_error("control: cannot listen: %s", uv_strerror(r));
+                /* Freed in the close callback, once the loop runs. */
+                ctl->stopping = true;
+                ctl->pending_closes = 1;
+                uv_close((uv_handle_t *)&ctl->server, control_handle_closed);
+                return r;
+        }
+        uv_timer_init(loop, &ctl->sweep);
+        ctl->sweep.data = ctl;
+        uv_timer_start(&ctl->sweep, sweep_cb, CONTROL_SWEEP_MS, CONTROL_SWEEP_MS);
+        uv_unref((uv_handle_t *)&ctl->sweep);
+        *ret = ctl;
+        return 0;
+}
+
+int control_add_commands(struct control *ctl, const struct control_command *cmds, size_t n,
+                         void *userdata)
+{
+        struct control_table *t = realloc(ctl->tables, (ctl->n_tables + 1) * sizeof *t);
+        if (!t)
+                return -ENOMEM;
+        ctl->tables = t;
+        ctl->tables[ctl->n_tables++] = (struct control_table){ cmds, n, userdata };
+        return 0;
+}
+
+unsigned control_clients(const struct control *ctl)
+{
+        return ctl->n_conns;
+}
+
+static void control_maybe_free(struct control *ctl)
+{
+        if (!ctl->stopping || ctl->pending_closes > 0)
+                return;
+        free(ctl->tables);
+        free(ctl->path);
+        free(ctl);
+}
+
+static void control_handle_closed(uv_handle_t *h)
+{
+        struct control *ctl = h->data;
+        ctl->pending_closes--;
+        control_maybe_free(ctl);
+}
+
+void control_stop(struct control *ctl)
+{
+        if (!ctl)
+                return;
+        while (ctl->conns)
+                conn_close(ctl->conns);
+        if (ctl->path)
+                unlink(ctl->path);
+        ctl->stopping = true;
+        ctl->pending_closes += 2;
+        uv_close((uv_handle_t *)&ctl->server, control_handle_closed);
+        uv_close((uv_handle_t *)&ctl->sweep, control_handle_closed);
+}

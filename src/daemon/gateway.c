@@ -1,0 +1,765 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "audit/audit.h"
+#include "cloud/auditexport.h"
+#include "monitor/baseline.h"
+#include "link/ble.h"
+#include "ctl/control.h"
+#include "ctl/ctlproto.h"
+#include "store/db.h"
+#include "monitor/defender.h"
+#include "daemon/gateway.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "mcugw/wire.h"
+#include "monitor/metrics.h"
+#include "monitor/remedy.h"
+#include "monitor/rules.h"
+#include "link/link.h"
+#include "devices/onboard.h"
+#include "ota/ota.h"
+#include "cloud/provision.h"
+#include "ota/ota_jobs.h"
+#include "devices/registry.h"
+#include "cloud/relay.h"
+
+struct gateway {
+        uv_loop_t *loop;
+        char *config_path;
+        struct conf *conf;
+        char name[65];
+        struct db *db;
+        struct audit *audit;
+        struct registry *registry;
+        struct control *control;
+        struct link_manager *link;
+        struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
+        struct ble_manager *ble;
+        struct relay *relay;
+        struct provision *provision; /* fleet provisioning, certificate rotation */
+        struct ota *ota;             /* OTA rollout engine (docs/ota.md) */
+        struct ota_jobs *ota_jobs;   /* AWS IoT Jobs + streams; NULL without [MQTT] */
+        struct remedy *remedy;       /* rules and remediation (docs/monitoring.md) */
+        struct metrics *metrics;
+        struct baseline *baseline;
+        struct defender *defender;
+        struct auditexport *auditexport;
+        uv_timer_t status_timer;
+        bool have_status_timer;
+        uv_signal_t sig_term, sig_int, sig_hup;
+        uv_timer_t watchdog;
+        bool have_watchdog;
+        uint64_t started_ms;
+        unsigned reloads, reload_failures;
+        char last_error[256];
+        int exit_status;
+};
+
+static const char *gw_name(const struct gateway *gw)
+{
+        return gw->name;
+}
+
+static void gw_notify_status(struct gateway *gw)
+{
+        char relay_line[128] = "";
+        if (gw->relay)
+                relay_status_line(gw->relay, relay_line, sizeof relay_line);
+        sd_notifyf(0, "STATUS=gateway %s: running; %s; audit head %lld; %u control clients",
+                   gw_name(gw), relay_line, (long long)audit_head_seq(gw->audit),
+                   control_clients(gw->control));
+}
+
+static json_t *conf_files_json(const struct conf *c)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; i < c->n_files; i++)
+                json_array_append_new(a, json_string(c->files[i]));
+        return a;
+}
+
+/* mkdir -p with a mode for the last component; existing directories are left alone. */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+        _cleanup_free_ char *p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0)
+                return errno == EEXIST ? 0 : -errno;
+        /* Exactly this mode, whatever the umask: the runtime directory must stay traversable
+         * for the control socket's group. */
+        if (chmod(p, mode) < 0)
+                return -errno;
+        return 0;
+}
+
+static struct control_options control_opts(const struct conf *c)
+{
+        return (struct control_options){
+                .path = c->control_socket,
+                .mode = c->socket_mode,
+                .admin_group = c->admin_group,
+                .readonly_group = c->readonly_group,
+                .max_clients = c->max_clients,
+                .max_request = (size_t)c->max_request_bytes,
+                .refusals_per_min = c->refusal_audit_per_min,
+        };
+}
+
+/* Apply a new, valid configuration. Keys that need a restart keep their old values. */
+static void gw_apply_conf(struct gateway *gw, struct conf *n)
+{
+        struct control_options o;
+        const char *key;
+
+        if (conf_needs_restart(gw->conf, n, &key))
+                log_warning("reload: %s changed; that takes effect only after a restart", key);
+        log_set_level(n->log_level);
+        db_set_commit_interval(gw->db, n->commit_interval_usec);
+        if (gw->ota)
+                ota_apply_conf(gw->ota, n);
+        o = control_opts(n);
+        control_update(gw->control, &o);
+
+        /* Keep the restart-only values of the running daemon. */
+#define KEEP(field)                                                                                \
+        do {                                                                                       \
+                __typeof__(n->field) _t = n->field;                                                \
+                n->field = gw->conf->field;                                                        \
+                gw->conf->field = _t;                                                              \
+        } while (0)
+        KEEP(gateway_name);
+        KEEP(state_dir);
+        KEEP(runtime_dir);
+        KEEP(control_socket);
+        KEEP(socket_mode);
+        KEEP(synchronous);
+#undef KEEP
+        conf_free(gw->conf);
+        gw->conf = n;
+}
+
+/* Re-read the configuration; keep the old one if the new one has errors. */
+static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
+{
+        struct conf_errors err = { 0 };
+        struct enroll_list devices = { 0 };
+        struct rule_set rules = { 0 };
+        struct onboard *onboard = NULL;
+        struct conf *n = NULL;
+        json_t *errors;
+        char old_hash[65];
+        int r;
+
+        sd_notifyf(0, "RELOADING=1\nSTATUS=reloading configuration");
+        r = conf_load(gw->config_path, &n, &err);
+        if (r >= 0) {
+                r = enroll_load_dir(n->devices_dir, &devices, &err);
+                if (r >= 0 && n->monitor_rules)
+                        r = rules_load_dir(n->rules_dir, &rules, &err);
+                if (r >= 0)
+                        r = onboard_new(n, &onboard, &err);
+                if (r < 0) {
+                        rule_set_free(&rules);
+                        enroll_list_free(&devices);
+                        conf_free(n);
+                        n = NULL;
+                }
+        }
+        if (r < 0) {
+                errors = json_array();
+                for (size_t i = 0; i < err.n; i++) {
+                        log_error("reload: %s", err.msgs[i]);
+                        json_array_append_new(errors, json_string(err.msgs[i]));
+                }
+                log_error("reload: configuration has %zu error(s); keeping the running one", err.n);
+                snprintf(gw->last_error, sizeof gw->last_error, "reload failed: %s",
+                         err.n ? err.msgs[0] : strerror(-r));
+                gw->reload_failures++;
+                audit_log(gw->audit, actor, "config.reload_failed", gw->config_path,
+                          json_pack("{sO ss}", "errors", errors, "kept_hash", gw->conf->hash));
+                if (ret_errors)
+                        *ret_errors = errors;
+                else
+                        json_decref(errors);
+                conf_errors_clear(&err);
+                sd_notify(0, "READY=1");
+                gw_notify_status(gw);
+                return -EINVAL;
+        }
+        memcpy(old_hash, gw->conf->hash, sizeof old_hash);
+        gw_apply_conf(gw, n);
+        registry_sync_files(gw->registry, &devices);
+        link_manager_set_onboard(gw->link, onboard);
+        onboard_free(gw->onboard);
+        gw->onboard = onboard;
+        enroll_list_free(&devices);
+        if (gw->remedy && (r = remedy_update(gw->remedy, gw->conf, &rules)) < 0)
+                log_error_errno(r, "reload: cannot apply the rules: %m");
+        rule_set_free(&rules);
+        if (gw->metrics)
+                metrics_set_interval(gw->metrics, gw->conf->metrics_interval_usec / 1000);
+        if (gw->defender)
+                defender_set_interval(gw->defender, gw->conf->defender_interval_usec / 1000);
+        if (gw->auditexport)
+                auditexport_update(gw->auditexport, gw->conf);
+        if (gw->baseline) {
+                baseline_update(gw->baseline);
+                baseline_check_drift(gw->baseline, "reload");
+        }
+        gw->reloads++;
+        audit_log(gw->audit, actor, "config.reload", gw->config_path,
+                  json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
+                            conf_files_json(gw->conf)));
+        log_info("configuration reloaded (%.12s)", gw->conf->hash);
+        sd_notify(0, "READY=1");
+        gw_notify_status(gw);
+        return 0;
+}
+
+static void gw_begin_stop(struct gateway *gw, const char *why)
+{
+        log_info("%s: shutting down", why);
+        sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
+        uv_stop(gw->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+        struct gateway *gw = s->data;
+        if (signum == SIGHUP)
+                gw_reload(gw, "daemon", NULL);
+        else
+                gw_begin_stop(gw, strsignal(signum));
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+        gw_notify_status(t->data);
+}
+
+struct relay *gateway_relay(struct gateway *gw)
+{
+        return gw->relay;
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+        sd_notify(0, "WATCHDOG=1");
+}
+
+/* Control commands of the core. */
+
+static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        size_t counts[_DEVICE_STATE_MAX];
+        json_t *o =
+                json_pack("{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version",
+                          MCUGW_VERSION, "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
+                          (json_int_t)((uv_now(gw->loop) - gw->started_ms) / 1000), "config_hash",
+                          gw->conf->hash, "config_files", conf_files_json(gw->conf), "audit",
+                          "records", (json_int_t)audit_head_seq(gw->audit), "head_seq",
+                          (json_int_t)audit_head_seq(gw->audit), "database", "commits",
+                          (json_int_t)db_commits(gw->db), "control", "clients",
+                          (int)control_clients(gw->control), "reloads", "ok", (int)gw->reloads,
+                          "failed", (int)gw->reload_failures, "last_error", gw->last_error);
+        if (!o)
+                return -ENOMEM;
+        registry_count(gw->registry, counts);
+        json_object_set_new(o, "devices",
+                            json_pack("{sI sI sI sI sI}", "total",
+                                      (json_int_t)registry_count(gw->registry, NULL), "pending",
+                                      (json_int_t)counts[DEVICE_PENDING], "active",
+                                      (json_int_t)counts[DEVICE_ACTIVE], "quarantined",
+                                      (json_int_t)counts[DEVICE_QUARANTINED], "revoked",
+                                      (json_int_t)counts[DEVICE_REVOKED]));
+        json_object_set_new(o, "link", link_manager_status(gw->link));
+        if (gw->auditexport)
+                json_object_set_new(o, "audit_export", auditexport_status(gw->auditexport));
+        if (gw->ota) {
+                json_t *ot = ota_status_json(gw->ota);
+                if (gw->ota_jobs)
+                        json_object_set_new(ot, "cloud", ota_jobs_status(gw->ota_jobs));
+                json_object_set_new(o, "ota", ot);
+        }
+        json_object_set_new(o, "ble", ble_manager_status(gw->ble));
+        if (gw->provision)
+                json_object_set_new(o, "provisioning", provision_status_json(gw->provision));
+        if (gw->relay) {
+                json_object_set_new(o, "mqtt", relay_mqtt_status(gw->relay));
+                json_object_set_new(o, "outbox", relay_outbox_status(gw->relay));
+        }
+        *ret = o;
+        return 0;
+}
+
+/* `devices` and `device show` carry the link counters of each device. */
+static void gw_decorate_device(void *ud, const char *id, json_t *obj)
+{
+        struct gateway *gw = ud;
+        json_t *ls;
+
+        link_manager_device_stats(gw->link, id, obj);
+        /* A device on a BLE link: its peripheral's RSSI and GATT counters. */
+        ls = json_object_get(obj, "link_stats");
+        ble_manager_link_stats(gw->ble, json_string_value(json_object_get(ls, "link")), obj);
+}
+
+static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        json_t *errors = NULL;
+        int r;
+
+        r = gw_reload(gw, control_conn_peer(c)->actor, &errors);
+        if (r < 0) {
+                const char *first = json_string_value(json_array_get(errors, 0));
+                control_conn_error(c, -EINVAL,
+                                   "new configuration rejected, still running the "
+                                   "old one: %s%s",
+                                   first ? first : "unknown error",
+                                   json_array_size(errors) > 1 ? " (and more, see the journal)"
+                                                               : "");
+                json_decref(errors);
+                return -EINVAL;
+        }
+        *ret = json_pack("{ss}", "config_hash", gw->conf->hash);
+        return 0;
+}
+
+static int cmd_audit_tail(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        const char *err;
+        long long n;
+        bool follow;
+        int r;
+
+        if (ctl_arg_int(args, "n", 0, 100000, 20, &n, &err) < 0 ||
+            ctl_arg_bool(args, "follow", false, &follow, &err) < 0)
+                return control_conn_error(c, -EINVAL, "%s", err);
+        r = audit_tail(gw->audit, n, ret);
+        if (r < 0)
+                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
+        if (follow) {
+                /* The reply goes out first; new records follow as "audit" events. */
+                control_conn_subscribe(c, "audit");
+                return CONTROL_STREAM;
+        }
+        return 0;
+}
+
+static int cmd_audit_verify(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        struct audit_verify_result res;
+        int r = audit_verify(gw->audit, &res);
+
+        if (r < 0)
+                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
+        audit_log(gw->audit, control_conn_peer(c)->actor, "audit.verify", "",
+                  json_pack("{sb sI}", "ok", res.ok, "records", (json_int_t)res.records));
+        if (!res.ok)
+                log_error("audit chain broken at record %lld: %s", (long long)res.first_bad_seq,
+                          res.reason);
+        *ret = json_pack("{sb sI sI ss}", "ok", res.ok, "records", (json_int_t)res.records,
+                         "first_bad_seq", (json_int_t)res.first_bad_seq, "reason", res.reason);
+        return 0;
+}
+
+static const struct control_command core_commands[] = {
+        { "status", CONTROL_READ, cmd_status },
+        { "reload", CONTROL_ADMIN, cmd_reload },
+        { "audit.tail", CONTROL_READ, cmd_audit_tail },
+        { "audit.verify", CONTROL_READ, cmd_audit_verify },
+};
+
+static void on_audit_record(void *ud, const struct audit_record *rec)
+{
+        struct gateway *gw = ud;
+        if (gw->control)
+                control_broadcast(gw->control, "audit", audit_record_to_json(rec));
+        if (gw->auditexport)
+                auditexport_notify(gw->auditexport);
+}
+
+static int socket_activated_fd(void)
+{
+        int n = sd_listen_fds(1);
+        if (n <= 0)
+                return -1;
+        if (n > 1)
+                log_warning("received %d sockets from systemd; using the first", n);
+        return SD_LISTEN_FDS_START;
+}
+
+/* The relay path: authenticated telemetry from the link goes into the durable outbox, and the
+ * device gets its ACK only after the group commit that made the message durable. Cloud commands
+ * go the other way. The link and the relay know nothing of each other; this is the glue. */
+struct pending_ack {
+        struct gateway *gw;
+        uint64_t token;
+};
+
+static void on_durable(void *ud, int status)
+{
+        struct pending_ack *p = ud;
+        /* The link may be gone (shutdown) or the device reconnected: the token tells. */
+        if (p->gw->link)
+                link_manager_ack(p->gw->link, p->token,
+                                 status < 0 ? MCUGW_ACK_RETRY : MCUGW_ACK_OK);
+        free(p);
+}
+
+static void on_telemetry(void *ud, const char *device_id, uint16_t stream, uint32_t seq,
+                         uint8_t flags, const uint8_t *payload, size_t len, uint64_t token)
+{
+        struct gateway *gw = ud;
+        struct pending_ack *p = malloc(sizeof *p);
+        int r;
+
+        if (!p) {
+                link_manager_ack(gw->link, token, MCUGW_ACK_RETRY);
+                return;
+        }
+        *p = (struct pending_ack){ gw, token };
+        r = relay_submit(gw->relay, device_id, stream, seq, payload, len, on_durable, p);
+        if (r < 0) {
+                free(p);
+                /* Too big or malformed will never succeed; anything else may later. */
+                link_manager_ack(gw->link, token,
+                                 r == -EMSGSIZE || r == -EINVAL ? MCUGW_ACK_DROPPED
+                                                                : MCUGW_ACK_RETRY);
+        }
+}
+
+static void on_command_result(void *ud, const char *device_id, uint32_t command_id, int status,
+                              const uint8_t *payload, size_t len)
+{
+        struct gateway *gw = ud;
+        relay_command_result(gw->relay, device_id, command_id, status, payload, len);
+}
+
+static int on_cloud_command(void *ud, const char *device_id, uint32_t command_id,
+                            const uint8_t *payload, size_t len)
+{
+        struct gateway *gw = ud;
+        if (!registry_find(gw->registry, device_id))
+                return -ENOENT;
+        return link_manager_send_command(gw->link, device_id, command_id, payload, len);
+}
+
+static void gw_wire_relay(struct gateway *gw)
+{
+        const struct link_callbacks cb = {
+                .ud = gw,
+                .on_telemetry = on_telemetry,
+                .on_command_result = on_command_result,
+        };
+        link_manager_set_callbacks(gw->link, &cb);
+        relay_set_command_handler(gw->relay, on_cloud_command, gw);
+}
+
+static void gw_unwire_relay(struct gateway *gw)
+{
+        const struct link_callbacks none = { 0 };
+        if (gw->link)
+                link_manager_set_callbacks(gw->link, &none);
+        if (gw->relay)
+                relay_set_command_handler(gw->relay, NULL, NULL);
+}
+
+/* Rules, metrics, remediation and the baseline (docs/monitoring.md), after links and relay. */
+static int gw_monitor_start(struct gateway *gw)
+{
+        struct conf_errors err = { 0 };
+        struct rule_set rules = { 0 };
+        struct metrics_sources src = {
+                .link = gw->link,
+                .registry = gw->registry,
+                .relay = gw->relay,
+                .state_dir = gw->conf->state_dir,
+        };
+        int r;
+
+        if (gw->conf->monitor_rules &&
+            (r = rules_load_dir(gw->conf->rules_dir, &rules, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                return r;
+        }
+        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->relay, gw->conf,
+                       gw_name(gw), &rules, &gw->remedy);
+        rule_set_free(&rules);
+        if (r < 0)
+                return log_error_errno(r, "cannot start the rule evaluator: %m");
+        if ((r = metrics_new(gw->loop, &src, gw->conf->metrics_interval_usec / 1000,
+                             &gw->metrics)) < 0)
+                return r;
+        metrics_set_listener(gw->metrics, remedy_on_delta, remedy_on_tick, gw->remedy);
+        if ((r = baseline_new(gw->loop, gw->db, gw->audit, gw->registry,
+                              (const struct conf *const *)&gw->conf,
+                              remedy_rules_enabled(gw->remedy), &gw->baseline)) < 0)
+                return r;
+        if ((r = remedy_add_commands(gw->remedy, gw->control)) < 0 ||
+            (r = metrics_add_commands(gw->metrics, gw->control)) < 0 ||
+            (r = baseline_add_commands(gw->baseline, gw->control)) < 0)
+                return r;
+        if ((r = defender_new(gw->loop, gw->relay, gw->metrics, gw->audit,
+                              gw->conf->mqtt_client_id ? gw->conf->mqtt_client_id : gw_name(gw),
+                              gw->conf->defender_interval_usec / 1000, &gw->defender)) < 0 ||
+            (r = defender_add_commands(gw->defender, gw->control)) < 0)
+                return r;
+        if ((r = auditexport_new(gw->loop, gw->db, gw->audit, gw->relay, gw->conf,
+                                 &gw->auditexport)) < 0)
+                return r;
+        baseline_check_drift(gw->baseline, "start");
+        return 0;
+}
+
+int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret)
+{
+        struct gateway *gw = calloc(1, sizeof *gw);
+        _cleanup_free_ char *db_path = NULL;
+        struct conf_errors err = { 0 };
+        struct enroll_list devices = { 0 };
+        struct control_options o;
+        uint64_t wd_usec = 0;
+        int r;
+
+        if (!gw) {
+                conf_free(conf);
+                return -ENOMEM;
+        }
+        gw->loop = loop;
+        gw->conf = conf;
+        gw->config_path = strdup(config_path);
+        gw->started_ms = uv_now(loop);
+        if (conf->gateway_name)
+                snprintf(gw->name, sizeof gw->name, "%s", conf->gateway_name);
+        else if (gethostname(gw->name, sizeof gw->name - 1) < 0)
+                strcpy(gw->name, "mcugw");
+        log_set_level(conf->log_level);
+
+        /* 1. directories */
+        if ((r = mkdir_parents(conf->state_dir, 0750)) < 0) {
+                log_error_errno(r, "cannot create state directory %s: %m", conf->state_dir);
+                goto fail;
+        }
+        if ((r = mkdir_parents(conf->runtime_dir, 0755)) < 0) {
+                log_error_errno(r, "cannot create runtime directory %s: %m", conf->runtime_dir);
+                goto fail;
+        }
+
+        /* 2. database and audit log */
+        if (asprintf(&db_path, "%s/mcugw.db", conf->state_dir) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if ((r = db_open(loop, db_path, conf->synchronous, conf->commit_interval_usec, &gw->db)) <
+            0)
+                goto fail;
+        if ((r = audit_open(gw->db, &gw->audit)) < 0) {
+                log_error_errno(r, "cannot open the audit log: %m");
+                goto fail;
+        }
+        audit_set_listener(gw->audit, on_audit_record, gw);
+        audit_log(gw->audit, "daemon", "daemon.start", gw_name(gw),
+                  json_pack("{ss si}", "version", MCUGW_VERSION, "pid", (int)getpid()));
+        audit_log(gw->audit, "daemon", "config.load", config_path,
+                  json_pack("{ss so}", "hash", conf->hash, "files", conf_files_json(conf)));
+
+        /* 3. device registry, brought in line with DevicesDirectory */
+        if ((r = enroll_load_dir(conf->devices_dir, &devices, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                goto fail;
+        }
+        if ((r = registry_open(gw->db, gw->audit, &gw->registry)) < 0) {
+                log_error_errno(r, "cannot open the device registry: %m");
+                goto fail;
+        }
+        registry_sync_files(gw->registry, &devices);
+
+        /* 4. control socket */
+        o = control_opts(conf);
+        if ((r = control_new(loop, gw->audit, &o, socket_activated_fd(), &gw->control)) < 0)
+                goto fail;
+        if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
+                    0 ||
+            (r = registry_add_commands(gw->registry, gw->control)) < 0)
+                goto fail;
+
+        /* 4b. MCU links: gateway key, stream listeners, serial ports, JIT onboarding */
+        if ((r = onboard_new(conf, &gw->onboard, &err)) < 0) {
+                for (size_t i = 0; i < err.n; i++)
+                        log_error("%s", err.msgs[i]);
+                conf_errors_clear(&err);
+                goto fail;
+        }
+        if ((r = link_manager_new(loop, conf, gw->audit, gw->registry, &gw->link)) < 0)
+                goto fail;
+        link_manager_set_onboard(gw->link, gw->onboard);
+        registry_set_decorator(gw->registry, gw_decorate_device, gw);
+
+        /* 4b'. BLE peripherals (BlueZ over D-Bus), bridged into links */
+        if ((r = ble_manager_new(loop, conf, gw->audit, gw->link, &gw->ble)) < 0)
+                goto fail;
+
+        /* 4c. the cloud: durable outbox, MQTT session (on the claim until provisioned), relay */
+        provision_recover(conf);
+        if ((r = relay_new(loop, conf, gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
+                goto fail;
+        if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit, &gw->provision)) <
+                    0 ||
+            (r = provision_add_commands(gw->provision, gw->control)) < 0)
+                goto fail;
+        /* 4c'. OTA: image cache, signature check, transfers over the links */
+        if ((r = ota_new(loop, conf, gw->db, gw->audit, gw->registry, gw->link, &gw->ota)) < 0 ||
+            (r = ota_add_commands(gw->ota, gw->control)) < 0)
+                goto fail;
+        link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
+        if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry, gw->audit,
+                              &gw->ota_jobs)) < 0)
+                goto fail;
+        gw_wire_relay(gw);
+        /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */
+        if ((r = gw_monitor_start(gw)) < 0)
+                goto fail;
+
+        uv_timer_init(loop, &gw->status_timer);
+        gw->status_timer.data = gw;
+        uv_timer_start(&gw->status_timer, on_status_timer, 5000, 5000);
+        gw->have_status_timer = true;
+
+        /* 5. signals */
+        uv_signal_init(loop, &gw->sig_term);
+        uv_signal_init(loop, &gw->sig_int);
+        uv_signal_init(loop, &gw->sig_hup);
+        gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
+        uv_signal_start(&gw->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&gw->sig_int, on_signal, SIGINT);
+        uv_signal_start(&gw->sig_hup, on_signal, SIGHUP);
+        signal(SIGPIPE, SIG_IGN);
+
+        /* 6. watchdog: ping at half the interval systemd expects */
+        if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+                uv_timer_init(loop, &gw->watchdog);
+                uv_timer_start(&gw->watchdog, on_watchdog, 0, MAX(wd_usec / 2000, (uint64_t)1));
+                gw->have_watchdog = true;
+        }
+
+        enroll_list_free(&devices);
+        db_commit(gw->db);
+        *ret = gw;
+        return 0;
+fail:
+        enroll_list_free(&devices);
+        gateway_free(gw);
+        return r;
+}
+
+int gateway_run(struct gateway *gw)
+{
+        log_info("gateway %s ready, control socket %s", gw_name(gw), gw->conf->control_socket);
+        sd_notify(0, "READY=1");
+        gw_notify_status(gw);
+        uv_run(gw->loop, UV_RUN_DEFAULT);
+        return gw->exit_status;
+}
+
+static void noop_close(uv_handle_t *h)
+{
+}
+
+void gateway_free(struct gateway *gw)
+{
+        if (!gw)
+                return;
+        /* Reverse order of gateway_new. */
+        if (gw->have_watchdog)
+                uv_close((uv_handle_t *)&gw->watchdog, noop_close);
+        if (gw->sig_term.loop) {
+                uv_close((uv_handle_t *)&gw->sig_term, noop_close);
+                uv_close((uv_handle_t *)&gw->sig_int, noop_close);
+                uv_close((uv_handle_t *)&gw->sig_hup, noop_close);
+        }
+        if (gw->have_status_timer)
+                uv_close((uv_handle_t *)&gw->status_timer, noop_close);
+        auditexport_stop(gw->auditexport);
+        gw->auditexport = NULL;
+        defender_stop(gw->defender);
+        gw->defender = NULL;
+        baseline_stop(gw->baseline);
+        gw->baseline = NULL;
+        metrics_stop(gw->metrics);
+        gw->metrics = NULL;
+        remedy_stop(gw->remedy);
+        gw->remedy = NULL;
+        ota_jobs_stop(gw->ota_jobs);
+        gw->ota_jobs = NULL;
+        if (gw->ota) {
+                link_manager_set_ota_handler(gw->link, NULL, NULL);
+                ota_stop(gw->ota);
+                gw->ota = NULL;
+        }
+        gw_unwire_relay(gw);
+        provision_stop(gw->provision);
+        gw->provision = NULL;
+        if (gw->relay) {
+                relay_stop(gw->relay);
+                gw->relay = NULL;
+        }
+        if (gw->ble) {
+                ble_manager_stop(gw->ble);
+                gw->ble = NULL;
+        }
+        if (gw->link) {
+                registry_set_decorator(gw->registry, NULL, NULL);
+                link_manager_stop(gw->link);
+                gw->link = NULL;
+        }
+        onboard_free(gw->onboard);
+        gw->onboard = NULL;
+        if (gw->control) {
+                control_stop(gw->control);
+                gw->control = NULL;
+        }
+        /* Modules free their memory in their handles' close callbacks, and some of them still
+         * touch the database there (pre-commit hooks, last rows): let those run while the
+         * database is open. */
+        uv_run(gw->loop, UV_RUN_DEFAULT);
+        if (gw->audit) {
+                audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
+                audit_set_listener(gw->audit, NULL, NULL);
+        }
+        registry_free(gw->registry);
+        if (gw->db)
+                db_commit(gw->db);
+        audit_free(gw->audit);
+        db_close(gw->db);
+        /* And the database's own timer. */
+        uv_run(gw->loop, UV_RUN_DEFAULT);
+        conf_free(gw->conf);
+        free(gw->config_path);
+        free(gw);
+}

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <uv.h>
+
+#include "daemon/conf.h"
+
+/*
+ * The daemon object: owns the loop's long-lived parts and starts them in an explicit order
+ * (database, audit log, control socket, signals, watchdog), stopping them in reverse.
+ */
+
+struct gateway;
+
+/* Takes ownership of conf. config_path is re-read on SIGHUP / `reload`. */
+int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret);
+/* Run the loop until SIGTERM/SIGINT; returns 0 or -errno. */
+int gateway_run(struct gateway *gw);
+/* Frees everything; the loop must then close cleanly. */
+void gateway_free(struct gateway *gw);
+
+struct relay;
+/* The relay (outbox + MQTT session), for front ends such as test drivers. */
+struct relay *gateway_relay(struct gateway *gw);

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "audit/audit.h"
+#include "store/db.h"
+#include "devices/enroll.h"
+
+/*
+ * The device registry: every MCU the gateway may talk to, by id and X25519 static public key,
+ * kept in the state database. Fed from DevicesDirectory (/etc/mcugw/devices.d/NAME.conf,
+ * [Device] sections) at start and reload, and from mcugwctl (device add/approve/quarantine/
+ * revoke/import). Only public keys are stored: a stolen database lets nobody impersonate a device.
+ * Every change is audited; listeners hear about state changes so that quarantining or revoking a
+ * connected device takes effect at once.
+ */
+
+#define REGISTRY_ID_MAX ENROLL_ID_MAX
+#define REGISTRY_KEY_LEN ENROLL_KEY_LEN
+#define REGISTRY_GROUPS_MAX ENROLL_GROUPS_MAX
+#define REGISTRY_FW_MAX 32
+
+struct registry_device {
+        char id[REGISTRY_ID_MAX + 1];
+        uint8_t pubkey[REGISTRY_KEY_LEN];
+        enum device_state state;
+        char groups[REGISTRY_GROUPS_MAX + 1]; /* comma separated */
+        char source[16];                      /* "file", "cli", "import", "onboarding" */
+        char fw_version[REGISTRY_FW_MAX + 1];
+        uint32_t boot_counter;
+        uint8_t reset_cause;
+        int64_t last_seen_us; /* 0: never */
+        char link[64];        /* the link it was last seen on */
+        bool connected;
+};
+
+struct registry;
+
+typedef void (*registry_state_fn)(void *userdata, const struct registry_device *dev,
+                                  enum device_state old_state);
+
+int registry_open(struct db *db, struct audit *audit, struct registry **ret);
+void registry_free(struct registry *r);
+
+/* Look up by id or by public key (constant-time key comparison). NULL if unknown. */
+const struct registry_device *registry_find(struct registry *r, const char *id);
+const struct registry_device *registry_find_key(struct registry *r,
+                                                const uint8_t key[REGISTRY_KEY_LEN]);
+
+/* Called on every state change (from any source). One listener: the link manager. */
+void registry_set_listener(struct registry *r, registry_state_fn fn, void *userdata);
+
+/* Runtime facts reported by the link: connected/disconnected, last seen, device status. */
+void registry_set_connected(struct registry *r, const char *id, bool connected, const char *link);
+void registry_touch(struct registry *r, const char *id, int64_t now_us);
+void registry_set_status(struct registry *r, const char *id, const char *fw_version,
+                         uint32_t boot_counter, uint8_t reset_cause);
+
+/* Changes; actor is an audit actor ("cli:uid=0", "daemon", "cloud"). Return 0 or -errno with a
+ * message in *ret_error (static or in the registry, valid until the next call). */
+int registry_add(struct registry *r, const char *actor, const char *id,
+                 const uint8_t key[REGISTRY_KEY_LEN], enum device_state state, const char *groups,
+                 const char *source, const char **ret_error);
+int registry_set_state(struct registry *r, const char *actor, const char *id,
+                       enum device_state state, const char *reason, const char **ret_error);
+
+/* Bring the file-sourced devices in line with DevicesDirectory: add new ones, update keys and
+ * groups, revoke the ones no longer listed. States changed by an operator are kept. */
+int registry_sync_files(struct registry *r, const struct enroll_list *files);
+/* All-or-nothing bulk add (one transaction); errors name the entry's line. */
+int registry_import(struct registry *r, const char *actor, const char *source,
+                    const struct enroll_list *list, struct conf_errors *err);
+
+json_t *registry_device_to_json(const struct registry_device *d);
+/* Number of devices; counts[state] per state if counts is not NULL. */
+size_t registry_count(struct registry *r, size_t counts[_DEVICE_STATE_MAX]);
+/* Iterate: returns the i-th device or NULL past the end. */
+const struct registry_device *registry_get(struct registry *r, size_t i);
+
+/* Adds runtime facts (the link's counters) to a device's JSON in `devices`/`device show`. */
+typedef void (*registry_decorate_fn)(void *userdata, const char *id, json_t *obj);
+void registry_set_decorator(struct registry *r, registry_decorate_fn fn, void *userdata);
+
+struct control;
+/* Register devices, device.show/add/approve/quarantine/revoke/restore/import. */
+int registry_add_commands(struct registry *r, struct control *ctl);

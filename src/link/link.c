@@ -1,0 +1,1650 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The gateway end of the MCU link. See link.h for the contract and docs/protocol.md for the
+ * protocol. Shape: one struct link per stream connection or open serial port, each driven by a
+ * uv_poll handle on its fd; a 1 s sweep timer enforces handshake and idle timeouts and rolls the
+ * audit limiters. Per-link memory is fixed (deframer buffer, responder, ack ring) plus an output
+ * queue that is only allocated when the peer does not read fast enough and is bounded.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "mcugw/proto.h"
+#include "posix_openssl.h"
+
+#include "audit/audit.h"
+#include "daemon/conf.h"
+#include "devices/onboard.h"
+#include "link/link.h"
+#include "basic/log.h"
+#include "basic/macro.h"
+#include "devices/registry.h"
+#include "link/transport.h"
+
+#define LINK_OUT_MAX (32u * 1024u)  /* queued output per link before we give up on the peer */
+#define LINK_READ_BUF (16u * 1024u) /* one read() */
+#define LINK_READS_PER_EVENT 4      /* fairness: at most this many reads per poll callback */
+#define LINK_PENDING_ACKS 64        /* telemetry handed out, waiting for link_manager_ack() */
+#define LINK_HASH_BUCKETS 4096u
+#define LINK_SWEEP_MS 1000u
+#define LINK_BACKOFF_MIN_MS 500u
+#define LINK_BACKOFF_MAX_MS 30000u
+#define LINK_STABLE_MS 5000u /* a port that stayed open this long resets its backoff */
+#define LINK_TOUCH_MS 1000u  /* registry_touch() at most once a second per device */
+
+/* Every counter we keep, per device and in total. X(name). */
+/* clang-format off */
+#define LINK_COUNTERS(X)                                                                           \
+        X(frames_in) X(frames_out) X(bytes_in) X(bytes_out) X(telemetry) X(telemetry_bytes)       \
+        X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(errors_received)  \
+        X(handshakes) X(auth_failures) X(hs_throttled) X(mac_errors) X(replays) X(bad_session)    \
+        X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
+        X(tx_dropped)
+/* clang-format on */
+
+struct link_counters {
+#define X(n) uint64_t n;
+        LINK_COUNTERS(X)
+#undef X
+};
+
+/* What we know about one registered device, connected or not. Created on first contact. */
+struct link_dev {
+        char id[MCUGW_DEVICE_ID_MAX + 1];
+        struct link_dev *hnext;
+        struct link *link; /* carrying its session now, or NULL */
+        struct link_counters c;
+        int64_t last_seen_us;
+        uint64_t last_touch_ms;
+        char link_name[80];
+};
+
+/* Telemetry handed to on_telemetry and waiting for its ACK. Sequence numbers are per stream, so
+ * the ack token names the slot by its own id, never by (seq) alone. */
+struct pending_ack {
+        uint32_t id; /* per link, never 0 */
+        uint32_t seq;
+        uint16_t stream;
+        uint8_t used;
+};
+
+struct serial_port;
+struct listener;
+
+struct link {
+        uv_poll_t poll;
+        struct link_manager *m;
+        struct link *prev, *next; /* all links */
+        struct link *gnext;       /* generation hash chain */
+        struct serial_port *port; /* NULL for a stream connection */
+        struct listener *listener;
+        int fd;
+        uint32_t gen;
+        int poll_events;
+        bool closing;
+        char name[80];
+        uint64_t opened_ms, last_rx_ms;
+        uint64_t keepalive_ms; /* when we last sent a keepalive PING */
+        struct link_dev *dev;  /* the authenticated device */
+        struct mcugw_deframer df;
+        struct mcugw_responder r;
+        struct link_bucket hs_bucket;
+        struct link_limiter audit_lim;
+        const char *reject_reason; /* set by the lookup callback */
+        char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
+        uint8_t claimed_key[32];
+        bool claimed_key_valid;
+        uint8_t *out;
+        uint32_t out_len, out_cap;
+        uint8_t pend_next;
+        struct pending_ack pend[LINK_PENDING_ACKS];
+        uint32_t next_ack_id;
+        uint8_t rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
+};
+
+struct listener {
+        uv_poll_t poll;
+        struct link_manager *m;
+        struct listener *next;
+        struct transport_endpoint ep;
+        int fd;
+        unsigned connections;
+        char name[128];
+};
+
+struct serial_port {
+        uv_timer_t timer;
+        struct link_manager *m;
+        struct serial_port *next;
+        struct transport_endpoint ep;
+        struct link *link;
+        uint64_t backoff_ms;
+        unsigned opens, failures;
+        int last_error;
+        char name[128];
+};
+
+struct link_manager {
+        struct onboard *onboard; /* just-in-time onboarding (link_manager_set_onboard) */
+        link_ota_fn ota_fn;      /* OTA engine (link_manager_set_ota_handler) */
+        void *ota_ud;
+        uv_loop_t *loop;
+        struct audit *audit;
+        struct registry *reg;
+        struct link_callbacks cb;
+        uint8_t priv[32], pub[32];
+        char pub_b64[45];
+        struct mcugw_responder_config rcfg;
+        unsigned max_connections;
+        uint64_t hs_timeout_ms, idle_timeout_ms;
+        double hs_rate_link;
+        unsigned audit_per_min;
+        struct link *links;
+        unsigned n_links, n_stream_links;
+        struct listener *listeners;
+        struct serial_port *ports;
+        uv_timer_t sweep;
+        unsigned handles;
+        bool stopping;
+        uint32_t next_gen;
+        struct link_bucket hs_bucket;
+        struct link_limiter audit_lim;
+        uint64_t refused_connections, accepted_connections, hs_timeouts, idle_timeouts;
+        uint64_t suppressed_audits;
+        struct link_counters tot;
+        struct link *gen_hash[LINK_HASH_BUCKETS];
+        struct link_dev *dev_hash[LINK_HASH_BUCKETS];
+        size_t n_devs;
+        uint8_t rbuf[LINK_READ_BUF];
+        uint8_t txbuf[MCUGW_FRAME_MAX];
+        uint8_t wire[MCUGW_WIRE_MAX(MCUGW_FRAME_MAX)];
+};
+
+#define COUNT(l, field, n)                                                                         \
+        do {                                                                                       \
+                (l)->m->tot.field += (n);                                                          \
+                if ((l)->dev)                                                                      \
+                        (l)->dev->c.field += (n);                                                  \
+        } while (0)
+
+static void link_close(struct link *l, const char *reason);
+static void on_link_poll(uv_poll_t *h, int status, int events);
+
+/* ---- pure helpers ------------------------------------------------------------------------ */
+
+void link_bucket_init(struct link_bucket *b, double rate, double burst, uint64_t now_ms)
+{
+        b->rate = rate;
+        b->burst = burst < 1 ? 1 : burst;
+        b->tokens = b->burst;
+        b->last_ms = now_ms;
+}
+
+bool link_bucket_take(struct link_bucket *b, uint64_t now_ms)
+{
+        if (now_ms > b->last_ms) {
+                b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
+                if (b->tokens > b->burst)
+                        b->tokens = b->burst;
+                b->last_ms = now_ms;
+        }
+        if (b->tokens < 1.0)
+                return false;
+        b->tokens -= 1.0;
+        return true;
+}
+
+void link_limiter_init(struct link_limiter *l, unsigned per_minute, uint64_t now_ms)
+{
+        *l = (struct link_limiter){ .window_start_ms = now_ms, .limit = per_minute };
+}
+
+unsigned link_limiter_roll(struct link_limiter *l, uint64_t now_ms)
+{
+        unsigned s;
+        if (now_ms < l->window_start_ms + 60000)
+                return 0;
+        s = l->suppressed;
+        l->window_start_ms = now_ms;
+        l->passed = 0;
+        l->suppressed = 0;
+        return s;
+}
+
+bool link_limiter_allow(struct link_limiter *l, uint64_t now_ms)
+{
+        if (now_ms >= l->window_start_ms + 60000 && l->suppressed == 0) {
+                l->window_start_ms = now_ms;
+                l->passed = 0;
+        }
+        if (l->passed < l->limit) {
+                l->passed++;
+                return true;
+        }
+        l->suppressed++;
+        return false;
+}
+
+static void b64_key(const uint8_t key[32], char out[45])
+{
+        EVP_EncodeBlock((unsigned char *)out, key, 32);
+        out[44] = 0;
+}
+
+static int b64_key_decode(const char *s, size_t len, uint8_t key[32])
+{
+        uint8_t tmp[36];
+        if (len != 44 || s[43] != '=' || s[42] == '=')
+                return -EBADMSG;
+        if (EVP_DecodeBlock(tmp, (const unsigned char *)s, 44) != 33) {
+                OPENSSL_cleanse(tmp, sizeof tmp);
+                return -EBADMSG;
+        }
+        memcpy(key, tmp, 32);
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        return 0;
+}
+
+int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode)
+{
+        _cleanup_close_ int fd = -1;
+        char buf[128];
+        struct stat st;
+        ssize_t n;
+        size_t len;
+        int r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (ret_mode)
+                *ret_mode = st.st_mode & 07777;
+        if (!S_ISREG(st.st_mode))
+                return -EPERM;
+        if (st.st_mode & 077)
+                return -EPERM;
+        n = read(fd, buf, sizeof buf - 1);
+        if (n < 0)
+                return -errno;
+        len = (size_t)n;
+        while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
+                len--;
+        r = b64_key_decode(buf, len, priv);
+        OPENSSL_cleanse(buf, sizeof buf);
+        return r;
+}
+
+int link_key_create(const char *path, uint8_t priv[32])
+{
+        _cleanup_close_ int fd = -1;
+        char b64[46];
+        ssize_t n;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, 0600) < 0 || RAND_bytes(priv, 32) != 1)
+                goto fail;
+        b64_key(priv, b64);
+        b64[44] = '\n';
+        n = write(fd, b64, 45);
+        OPENSSL_cleanse(b64, sizeof b64);
+        if (n != 45 || fsync(fd) < 0)
+                goto fail;
+        return 0;
+fail:
+        unlink(path);
+        OPENSSL_cleanse(priv, 32);
+        return errno ? -errno : -EIO;
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------------- */
+
+static uint32_t hash_str(const char *s)
+{
+        uint32_t h = 2166136261u;
+        for (; *s; s++)
+                h = (h ^ (uint8_t)*s) * 16777619u;
+        return h;
+}
+
+static uint64_t now_ms(struct link_manager *m)
+{
+        return uv_now(m->loop);
+}
+
+static int64_t realtime_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static struct link_dev *dev_find(struct link_manager *m, const char *id)
+{
+        for (struct link_dev *d = m->dev_hash[hash_str(id) % LINK_HASH_BUCKETS]; d; d = d->hnext)
+                if (strcmp(d->id, id) == 0)
+                        return d;
+        return NULL;
+}
+
+/* Only registered devices get an entry, so a peer cannot make this table grow. */
+static struct link_dev *dev_get(struct link_manager *m, const char *id)
+{
+        struct link_dev *d = dev_find(m, id);
+        uint32_t b;
+
+        if (d)
+                return d;
+        if (!m->reg || !registry_find(m->reg, id))
+                return NULL;
+        d = calloc(1, sizeof *d);
+        if (!d)
+                return NULL;
+        snprintf(d->id, sizeof d->id, "%s", id);
+        b = hash_str(id) % LINK_HASH_BUCKETS;
+        d->hnext = m->dev_hash[b];
+        m->dev_hash[b] = d;
+        m->n_devs++;
+        return d;
+}
+
+static void gen_unhash(struct link *l)
+{
+        struct link **pp = &l->m->gen_hash[l->gen % LINK_HASH_BUCKETS];
+        for (; *pp; pp = &(*pp)->gnext)
+                if (*pp == l) {
+                        *pp = l->gnext;
+                        break;
+                }
+        l->gnext = NULL;
+}
+
+/* A new generation: ack tokens of the previous session on this link become void. */
+static void gen_bump(struct link *l)
+{
+        struct link_manager *m = l->m;
+        if (l->gen)
+                gen_unhash(l);
+        if (++m->next_gen == 0)
+                m->next_gen = 1;
+        l->gen = m->next_gen;
+        l->gnext = m->gen_hash[l->gen % LINK_HASH_BUCKETS];
+        m->gen_hash[l->gen % LINK_HASH_BUCKETS] = l;
+        memset(l->pend, 0, sizeof l->pend);
+}
+
+static struct link *gen_find(struct link_manager *m, uint32_t gen)
+{
+        for (struct link *l = m->gen_hash[gen % LINK_HASH_BUCKETS]; l; l = l->gnext)
+                if (l->gen == gen)
+                        return l;
+        return NULL;
+}
+
+static void manager_maybe_free(struct link_manager *m)
+{
+        if (!m->stopping || m->handles > 0)
+                return;
+        for (size_t i = 0; i < LINK_HASH_BUCKETS; i++)
+                while (m->dev_hash[i]) {
+                        struct link_dev *d = m->dev_hash[i];
+                        m->dev_hash[i] = d->hnext;
+                        free(d);
+                }
+        OPENSSL_cleanse(m->priv, sizeof m->priv);
+        free(m);
+}
+
+static void audit_json(struct link_manager *m, const char *actor, const char *event,
+                       const char *subject, json_t *details)
+{
+        if (m->audit)
+                audit_log(m->audit, actor, event, subject, details);
+        else
+                json_decref(details);
+}
+
+/* Audit a failure-type event unless this link or the whole gateway is over its budget. */
+static bool audit_allowed(struct link *l)
+{
+        uint64_t t = now_ms(l->m);
+        if (!link_limiter_allow(&l->audit_lim, t))
+                return false;
+        if (!link_limiter_allow(&l->m->audit_lim, t)) {
+                l->m->suppressed_audits++;
+                return false;
+        }
+        return true;
+}
+
+static void audit_flush_suppressed(struct link *l, bool force)
+{
+        unsigned s =
+                force ? l->audit_lim.suppressed : link_limiter_roll(&l->audit_lim, now_ms(l->m));
+        if (force)
+                l->audit_lim.suppressed = 0;
+        if (!s)
+                return;
+        l->m->suppressed_audits += s;
+        /* Summaries count against the gateway budget too: many short-lived connections must
+         * not turn them into a flood. Over budget they fold into the gateway's summary. */
+        if (link_limiter_allow(&l->m->audit_lim, now_ms(l->m)))
+                audit_json(l->m, "daemon", "link.audit_suppressed", l->name,
+                           json_pack("{ss si}", "link", l->name, "count", (int)s));
+        else
+                l->m->audit_lim.suppressed += s - 1; /* allow() counted one already */
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static void link_update_poll(struct link *l)
+{
+        int ev = UV_READABLE | (l->port ? 0 : UV_DISCONNECT) | (l->out_len ? UV_WRITABLE : 0);
+        if (l->closing || ev == l->poll_events)
+                return;
+        l->poll_events = ev;
+        uv_poll_start(&l->poll, ev, on_link_poll);
+}
+
+static int link_flush(struct link *l)
+{
+        while (l->out_len) {
+                ssize_t k = write(l->fd, l->out, l->out_len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        return -errno;
+                }
+                memmove(l->out, l->out + k, l->out_len - (size_t)k);
+                l->out_len -= (uint32_t)k;
+        }
+        if (!l->out_len && l->out_cap > 4096) {
+                free(l->out);
+                l->out = NULL;
+                l->out_cap = 0;
+        }
+        return 0;
+}
+
+static int link_write(struct link *l, const uint8_t *data, size_t len)
+{
+        size_t need;
+
+        if (l->closing)
+                return -EPIPE;
+        if (!l->out_len) {
+                while (len) {
+                        ssize_t k = write(l->fd, data, len);
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                if (errno == EAGAIN)
+                                        break;
+                                link_close(l, "write error");
+                                return -EIO;
+                        }
+                        data += k;
+                        len -= (size_t)k;
+                }
+        }
+        if (len) {
+                need = l->out_len + len;
+                if (need > LINK_OUT_MAX) {
+                        COUNT(l, tx_dropped, 1);
+                        if (!l->port)
+                                link_close(l, "peer does not read (output queue full)");
+                        return -ENOBUFS;
+                }
+                if (need > l->out_cap) {
+                        uint32_t cap = MAX((uint32_t)need, MIN(l->out_cap * 2, LINK_OUT_MAX));
+                        uint8_t *o = realloc(l->out, cap);
+                        if (!o) {
+                                COUNT(l, tx_dropped, 1);
+                                return -ENOMEM;
+                        }
+                        l->out = o;
+                        l->out_cap = cap;
+                }
+                memcpy(l->out + l->out_len, data, len);
+                l->out_len += (uint32_t)len;
+                link_update_poll(l);
+        }
+        return 0;
+}
+
+static int link_send_frame(struct link *l, const uint8_t *frame, size_t len)
+{
+        struct link_manager *m = l->m;
+        int w = mcugw_frame_encode(frame, len, m->wire, sizeof m->wire);
+        int r;
+
+        if (w < 0)
+                return -EMSGSIZE;
+        r = link_write(l, m->wire, (size_t)w);
+        if (r == 0) {
+                COUNT(l, frames_out, 1);
+                COUNT(l, bytes_out, (uint64_t)w);
+        }
+        return r;
+}
+
+static int link_send_msg(struct link *l, const struct mcugw_msg *msg)
+{
+        struct link_manager *m = l->m;
+        int n = mcugw_msg_encode(msg, m->txbuf + MCUGW_DATA_HDR_LEN,
+                                 sizeof m->txbuf - MCUGW_DATA_OVERHEAD);
+        if (n < 0)
+                return -EMSGSIZE;
+        n = mcugw_responder_seal(&l->r, m->txbuf + MCUGW_DATA_HDR_LEN, (size_t)n, m->txbuf,
+                                 sizeof m->txbuf);
+        if (n == MCUGW_ESESSION)
+                return -ENOTCONN;
+        if (n < 0)
+                return -EMSGSIZE;
+        return link_send_frame(l, m->txbuf, (size_t)n);
+}
+
+static int link_send_ack(struct link *l, uint16_t stream, uint32_t seq, uint8_t status)
+{
+        struct mcugw_msg a = { .type = MCUGW_MSG_ACK };
+        int r;
+        a.u.ack.stream = stream;
+        a.u.ack.seq = seq;
+        a.u.ack.flags = 0;
+        a.u.ack.status = status;
+        r = link_send_msg(l, &a);
+        if (r == 0)
+                COUNT(l, acks_sent, 1);
+        return r;
+}
+
+/* ---- sessions ---------------------------------------------------------------------------- */
+
+/* The device leaves this link (the link itself may stay, e.g. a serial port). */
+static void link_session_end(struct link *l, const char *reason)
+{
+        struct link_dev *d = l->dev;
+        struct link_manager *m = l->m;
+
+        if (!d)
+                return;
+        if (m->reg)
+                registry_set_connected(m->reg, d->id, false, l->name);
+        audit_json(m, "daemon", "link.down", d->id,
+                   json_pack("{ss ss}", "link", l->name, "reason", reason));
+        log_device(LOG_INFO, d->id, "disconnected from %s: %s", l->name, reason);
+        d->link = NULL;
+        l->dev = NULL;
+        gen_bump(l);
+}
+
+/* Remove the device from a link at once: close a connection, reset a serial port's session. */
+static void link_kick(struct link *l, const char *reason)
+{
+        if (l->port) {
+                link_session_end(l, reason);
+                mcugw_responder_reset(&l->r);
+        } else
+                link_close(l, reason);
+}
+
+static void link_auth_failed(struct link *l, const char *reason)
+{
+        struct link_manager *m = l->m;
+        const char *who = l->claimed_id[0] ? l->claimed_id : NULL;
+        struct link_dev *d = NULL;
+        char key[45] = "";
+
+        m->tot.auth_failures++;
+        /* A failure counts against a device only when its own enrolled key was presented
+         * (pending, quarantined, revoked, or used under another id). Anyone who knows the
+         * gateway's public key can start a handshake with a fresh key and any claimed id: if
+         * that counted against the device named, a stranger could get it quarantined by the
+         * rules. Unknown keys count gateway-wide and are audited with the claimed id. */
+        if (m->reg && l->claimed_key_valid) {
+                const struct registry_device *rd = registry_find_key(m->reg, l->claimed_key);
+                if (rd)
+                        d = dev_get(m, rd->id);
+        }
+        if (d)
+                d->c.auth_failures++;
+        if (!audit_allowed(l))
+                return;
+        if (l->claimed_key_valid)
+                b64_key(l->claimed_key, key);
+        audit_json(m, "daemon", "auth.failed", who ? who : l->name,
+                   json_pack("{ss ss ss ss}", "reason", reason, "link", l->name, "device_id",
+                             who ? who : "", "key", key));
+        log_device(LOG_WARNING, who, "handshake refused on %s: %s", l->name, reason);
+}
+
+/* An unknown key: enroll it if it carries a valid manufacturer attestation (onboard.h). */
+static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *attest,
+                        size_t attest_len)
+{
+        struct link_manager *m = l->m;
+        const char *kid = NULL, *why = NULL, *err = NULL;
+        enum onboard_policy policy = onboard_policy(m->onboard);
+        char actor[48];
+        int q;
+
+        q = onboard_verify(m->onboard, l->claimed_id, strlen(l->claimed_id), pub, attest,
+                           attest_len, &kid, &why);
+        if (q < 0) {
+                l->reject_reason = q == -ENOENT ? "unknown key" : why;
+                return -1;
+        }
+        if (!m->reg || registry_find(m->reg, l->claimed_id)) {
+                l->reject_reason = "attested device id is enrolled with another key";
+                return -1;
+        }
+        snprintf(actor, sizeof actor, "device:%s", l->claimed_id);
+        if (registry_add(m->reg, actor, l->claimed_id, pub,
+                         policy == ONBOARD_ACTIVE ? DEVICE_ACTIVE : DEVICE_PENDING, "",
+                         "onboarding", &err) < 0) {
+                l->reject_reason = err;
+                return -1;
+        }
+        audit_json(m, actor, "device.onboarded", l->claimed_id,
+                   json_pack("{ss ss ss}", "manufacturer_key", kid, "link", l->name, "state",
+                             policy == ONBOARD_ACTIVE ? "active" : "pending"));
+        log_device(LOG_NOTICE, l->claimed_id,
+                   "onboarded on %s, attested by manufacturer key %s (%s)", l->name, kid,
+                   policy == ONBOARD_ACTIVE ? "active" : "pending approval");
+        if (policy == ONBOARD_ACTIVE)
+                return 0;
+        l->reject_reason = "pending approval";
+        return -1;
+}
+
+static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t id_len,
+                     const uint8_t *attest, size_t attest_len)
+{
+        struct link *l = user;
+        const struct registry_device *d;
+
+        memcpy(l->claimed_key, pub, 32);
+        l->claimed_key_valid = true;
+        id_len = MIN(id_len, (size_t)MCUGW_DEVICE_ID_MAX);
+        memcpy(l->claimed_id, id, id_len);
+        l->claimed_id[id_len] = 0;
+
+        d = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
+        if (!d)
+                return link_onboard(l, pub, attest, attest_len);
+        if (strcmp(d->id, l->claimed_id) != 0) {
+                l->reject_reason = "device id does not match the key";
+                return -1;
+        }
+        switch (d->state) {
+        case DEVICE_ACTIVE: return 0;
+        case DEVICE_REVOKED: l->reject_reason = "revoked"; return -1;
+        case DEVICE_QUARANTINED: l->reject_reason = "quarantined"; return -1;
+        case DEVICE_PENDING: l->reject_reason = "pending approval"; return -1;
+        default: l->reject_reason = "not admitted"; return -1;
+        }
+}
+
+/* The first DATA frame on a new session confirmed it: who is it? */
+static int link_session_start(struct link *l)
+{
+        struct link_manager *m = l->m;
+        const struct mcugw_peer *p = mcugw_responder_peer(&l->r);
+        const struct registry_device *rd;
+        struct link_dev *d;
+        char key[45];
+
+        if (!p)
+                return -EINVAL;
+        /* The state may have changed between message 1 and the confirmation. */
+        rd = m->reg ? registry_find_key(m->reg, p->static_pub) : NULL;
+        if (!rd || rd->state != DEVICE_ACTIVE || strcmp(rd->id, p->device_id) != 0) {
+                snprintf(l->claimed_id, sizeof l->claimed_id, "%s", p->device_id);
+                link_auth_failed(l, "device no longer admitted");
+                link_kick(l, "device no longer admitted");
+                mcugw_responder_reset(&l->r);
+                return -EPERM;
+        }
+        b64_key(p->static_pub, key);
+        if (l->dev && strcmp(l->dev->id, p->device_id) == 0) {
+                /* Rekey of the same device: the session continues, pending acks stay valid. */
+                char actor[48];
+                snprintf(actor, sizeof actor, "device:%s", l->dev->id);
+                COUNT(l, handshakes, 1);
+                audit_json(m, actor, "auth.ok", l->dev->id,
+                           json_pack("{ss ss sb}", "link", l->name, "key", key, "rekey", 1));
+                return 0;
+        }
+        if (l->dev)
+                link_session_end(l, "another device authenticated on this link");
+        d = dev_get(m, p->device_id);
+        if (!d) {
+                link_kick(l, "out of memory");
+                return -ENOMEM;
+        }
+        if (d->link && d->link != l)
+                link_kick(d->link, "device authenticated on another link");
+        l->dev = d;
+        d->link = l;
+        snprintf(d->link_name, sizeof d->link_name, "%s", l->name);
+        d->last_seen_us = realtime_us();
+        gen_bump(l);
+        COUNT(l, handshakes, 1);
+        if (m->reg) {
+                registry_set_connected(m->reg, d->id, true, l->name);
+                registry_touch(m->reg, d->id, d->last_seen_us);
+                d->last_touch_ms = now_ms(m);
+        }
+        {
+                char actor[48];
+                snprintf(actor, sizeof actor, "device:%s", d->id);
+                audit_json(m, actor, "auth.ok", d->id,
+                           json_pack("{ss ss}", "link", l->name, "key", key));
+        }
+        log_device(LOG_INFO, d->id, "authenticated on %s", l->name);
+        return 0;
+}
+
+/* Returns the slot's id, which goes into the ack token. */
+static uint32_t pending_add(struct link *l, uint16_t stream, uint32_t seq)
+{
+        uint32_t id = ++l->next_ack_id;
+        if (id == 0)
+                id = ++l->next_ack_id;
+        for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
+                if (!l->pend[i].used) {
+                        l->pend[i] = (struct pending_ack){
+                                .id = id, .seq = seq, .stream = stream, .used = 1
+                        };
+                        return id;
+                }
+        /* Full: the oldest slot in rotation goes; its ack is lost and the device resends. */
+        l->pend[l->pend_next] =
+                (struct pending_ack){ .id = id, .seq = seq, .stream = stream, .used = 1 };
+        l->pend_next = (uint8_t)((l->pend_next + 1) % LINK_PENDING_ACKS);
+        return id;
+}
+
+static void link_message(struct link *l, const uint8_t *data, size_t len)
+{
+        struct link_manager *m = l->m;
+        struct link_dev *d = l->dev;
+        struct mcugw_msg msg, reply;
+        char text[MCUGW_ERROR_TEXT_MAX + 1];
+        uint64_t t = now_ms(m);
+        int r;
+
+        d->last_seen_us = realtime_us();
+        if (m->reg && t - d->last_touch_ms >= LINK_TOUCH_MS) {
+                registry_touch(m->reg, d->id, d->last_seen_us);
+                d->last_touch_ms = t;
+        }
+        r = mcugw_msg_decode(data, len, &msg);
+        if (r < 0) {
+                COUNT(l, malformed, 1);
+                log_device(LOG_DEBUG, d->id, "malformed message: %s", mcugw_strerror(r));
+                return;
+        }
+        switch (msg.type) {
+        case MCUGW_MSG_TELEMETRY: {
+                bool want_ack = msg.u.telemetry.flags & MCUGW_TLM_ACK_REQUESTED;
+                COUNT(l, telemetry, 1);
+                COUNT(l, telemetry_bytes, msg.u.telemetry.len);
+                if (m->cb.on_telemetry) {
+                        uint64_t token = 0;
+                        if (want_ack)
+                                token = link_token_make(l->gen,
+                                                        pending_add(l, msg.u.telemetry.stream,
+                                                                    msg.u.telemetry.seq));
+                        m->cb.on_telemetry(m->cb.ud, d->id, msg.u.telemetry.stream,
+                                           msg.u.telemetry.seq, msg.u.telemetry.flags,
+                                           msg.u.telemetry.payload, msg.u.telemetry.len, token);
+                } else if (want_ack)
+                        link_send_ack(l, msg.u.telemetry.stream, msg.u.telemetry.seq, MCUGW_ACK_OK);
+                break;
+        }
+        case MCUGW_MSG_STATUS: {
+                char fw[MCUGW_FW_VERSION_MAX + 1];
+                size_t n = MIN(msg.u.status.fw_version_len, (size_t)MCUGW_FW_VERSION_MAX);
+                memcpy(fw, msg.u.status.fw_version, n);
+                fw[n] = 0;
+                COUNT(l, status_msgs, 1);
+                if (m->reg)
+                        registry_set_status(m->reg, d->id, fw, msg.u.status.boot_counter,
+                                            msg.u.status.reset_cause);
+                log_device(LOG_DEBUG, d->id, "status: firmware %s, boot %u, reset cause %u", fw,
+                           msg.u.status.boot_counter, msg.u.status.reset_cause);
+                break;
+        }
+        case MCUGW_MSG_PING:
+                COUNT(l, pings, 1);
+                reply = (struct mcugw_msg){ .type = MCUGW_MSG_PONG };
+                reply.u.ping.token = msg.u.ping.token;
+                link_send_msg(l, &reply);
+                break;
+        case MCUGW_MSG_PONG: break;
+        case MCUGW_MSG_ERROR: {
+                size_t n = MIN(msg.u.error.text_len, (size_t)MCUGW_ERROR_TEXT_MAX);
+                memcpy(text, msg.u.error.text, n);
+                text[n] = 0;
+                COUNT(l, errors_received, 1);
+                log_device(LOG_WARNING, d->id, "device reports error %u: %s", msg.u.error.code,
+                           text);
+                break;
+        }
+        case MCUGW_MSG_COMMAND_RESULT:
+                COUNT(l, command_results, 1);
+                if (m->cb.on_command_result)
+                        m->cb.on_command_result(m->cb.ud, d->id, msg.u.result.id,
+                                                msg.u.result.status, msg.u.result.payload,
+                                                msg.u.result.len);
+                else
+                        log_device(LOG_INFO, d->id, "command %u finished with status %d",
+                                   msg.u.result.id, msg.u.result.status);
+                break;
+        default:
+                if (msg.type >= MCUGW_MSG_OTA_FIRST && msg.type <= MCUGW_MSG_OTA_LAST &&
+                    m->ota_fn) {
+                        m->ota_fn(m->ota_ud, d->id, &msg);
+                        break;
+                }
+                COUNT(l, unhandled, 1);
+                log_device(LOG_DEBUG, d->id, "unhandled message type 0x%02x", msg.type);
+                break;
+        }
+}
+
+static const char *rx_error_reason(int rc)
+{
+        switch (rc) {
+        case MCUGW_EAUTH: return "bad MAC";
+        case MCUGW_EREPLAY: return "replay";
+        case MCUGW_ETOOOLD: return "replay (too old)";
+        case MCUGW_ETRUNC: return "truncated";
+        case MCUGW_ESESSION: return "unknown session";
+        default: return mcugw_strerror(rc);
+        }
+}
+
+static void link_frame(struct link *l, uint8_t *frame, size_t len)
+{
+        struct link_manager *m = l->m;
+        struct mcugw_rx rx;
+        uint64_t t = now_ms(m);
+        int type, rc;
+
+        COUNT(l, frames_in, 1);
+        type = mcugw_frame_type(frame, len);
+        if (type == (int)MCUGW_FRAME_HS1) {
+                /* Message 1 costs the gateway five X25519 operations: throttle it. */
+                if (!link_bucket_take(&l->hs_bucket, t) || !link_bucket_take(&m->hs_bucket, t)) {
+                        COUNT(l, hs_throttled, 1);
+                        return;
+                }
+                l->reject_reason = NULL;
+                l->claimed_id[0] = 0;
+                l->claimed_key_valid = false;
+                rc = mcugw_responder_handle(&l->r, frame, len, &rx);
+                if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
+                        link_send_frame(l, rx.data, rx.len);
+                        return;
+                }
+                if (rc == MCUGW_EREJECTED)
+                        link_auth_failed(l, l->reject_reason ? l->reject_reason : "rejected");
+                else if (rc == MCUGW_EAUTH || rc == MCUGW_EDH)
+                        link_auth_failed(l, "handshake failed to authenticate (wrong gateway "
+                                            "key or corrupted message)");
+                else if (rc < 0) {
+                        COUNT(l, malformed, 1);
+                        link_auth_failed(l, "malformed handshake");
+                }
+                return;
+        }
+        rc = mcugw_responder_handle(&l->r, frame, len, &rx);
+        if (rc < 0) {
+                const char *why = rx_error_reason(rc);
+                switch (rc) {
+                case MCUGW_EAUTH: COUNT(l, mac_errors, 1); break;
+                case MCUGW_EREPLAY:
+                case MCUGW_ETOOOLD: COUNT(l, replays, 1); break;
+                case MCUGW_ETRUNC: COUNT(l, truncated, 1); break;
+                case MCUGW_ESESSION: COUNT(l, bad_session, 1); break;
+                default: COUNT(l, malformed, 1); break;
+                }
+                if (rc != MCUGW_ESESSION && l->dev && audit_allowed(l))
+                        audit_json(m, "daemon", "link.frame_rejected", l->dev->id,
+                                   json_pack("{ss ss}", "reason", why, "link", l->name));
+                log_device(LOG_DEBUG, l->dev ? l->dev->id : NULL, "frame dropped on %s: %s",
+                           l->name, why);
+                return;
+        }
+        if (rx.kind != MCUGW_RX_MESSAGE)
+                return;
+        if (rx.new_session && link_session_start(l) < 0)
+                return;
+        if (!l->dev || l->closing)
+                return;
+        l->last_rx_ms = t;
+        link_message(l, rx.data, rx.len);
+}
+
+static void link_input(struct link *l, const uint8_t *p, size_t n)
+{
+        COUNT(l, bytes_in, n);
+        while (n > 0 && !l->closing) {
+                uint8_t *frame;
+                size_t used = 0, flen;
+                int rc = mcugw_deframer_push(&l->df, p, n, &used, &frame, &flen);
+
+                p += used;
+                n -= used;
+                if (rc == 1)
+                        link_frame(l, frame, flen);
+                else if (rc < 0) {
+                        switch (rc) {
+                        case MCUGW_ECRC: COUNT(l, crc_errors, 1); break;
+                        case MCUGW_ECOBS: COUNT(l, cobs_errors, 1); break;
+                        case MCUGW_EOVERSIZE: COUNT(l, oversize, 1); break;
+                        default: COUNT(l, runts, 1); break;
+                        }
+                }
+                if (used == 0 && rc == 0)
+                        break;
+        }
+}
+
+/* ---- link lifetime ----------------------------------------------------------------------- */
+
+static void port_schedule(struct serial_port *p);
+
+static void link_closed_cb(uv_handle_t *h)
+{
+        struct link *l = h->data;
+        struct link_manager *m = l->m;
+
+        close(l->fd);
+        mcugw_responder_reset(&l->r);
+        free(l->out);
+        OPENSSL_cleanse(l, sizeof *l);
+        free(l);
+        m->handles--;
+        manager_maybe_free(m);
+}
+
+static void link_close(struct link *l, const char *reason)
+{
+        struct link_manager *m = l->m;
+
+        if (l->closing)
+                return;
+        link_session_end(l, reason);
+        audit_flush_suppressed(l, true);
+        l->closing = true;
+        gen_unhash(l);
+        if (l->prev)
+                l->prev->next = l->next;
+        else
+                m->links = l->next;
+        if (l->next)
+                l->next->prev = l->prev;
+        m->n_links--;
+        if (l->listener) {
+                l->listener->connections--;
+                m->n_stream_links--;
+        }
+        if (l->port) {
+                struct serial_port *p = l->port;
+                p->link = NULL;
+                audit_json(m, "daemon", "link.down", p->name,
+                           json_pack("{ss ss}", "port", p->ep.path, "reason", reason));
+                log_warning("%s: link down: %s", p->name, reason);
+                if (now_ms(m) - l->opened_ms >= LINK_STABLE_MS)
+                        p->backoff_ms = LINK_BACKOFF_MIN_MS;
+                if (!m->stopping)
+                        port_schedule(p);
+        } else
+                log_debug("%s: closed: %s", l->name, reason);
+        uv_close((uv_handle_t *)&l->poll, link_closed_cb);
+}
+
+static void on_link_poll(uv_poll_t *h, int status, int events)
+{
+        struct link *l = h->data;
+        struct link_manager *m = l->m;
+        char why[96];
+
+        if (l->closing)
+                return;
+        if (status < 0) {
+                snprintf(why, sizeof why, "poll error: %s", uv_strerror(status));
+                link_close(l, why);
+                return;
+        }
+        if (events & UV_WRITABLE) {
+                int r = link_flush(l);
+                if (r < 0) {
+                        snprintf(why, sizeof why, "write error: %s", strerror(-r));
+                        link_close(l, why);
+                        return;
+                }
+                link_update_poll(l);
+        }
+        if (!(events & (UV_READABLE | UV_DISCONNECT)))
+                return;
+        for (int i = 0; i < LINK_READS_PER_EVENT && !l->closing; i++) {
+                ssize_t k = read(l->fd, m->rbuf, sizeof m->rbuf);
+                if (k > 0) {
+                        link_input(l, m->rbuf, (size_t)k);
+                        if ((size_t)k < sizeof m->rbuf)
+                                break;
+                        continue;
+                }
+                if (k == 0) {
+                        link_close(l, l->port ? "hang-up (end of file)" : "connection closed");
+                        return;
+                }
+                if (errno == EINTR)
+                        continue;
+                if (errno == EAGAIN)
+                        break;
+                snprintf(why, sizeof why, "read error: %s", strerror(errno));
+                link_close(l, why);
+                return;
+        }
+}
+
+static int link_new(struct link_manager *m, int fd, const char *name, struct serial_port *port,
+                    struct listener *lis, struct link **ret)
+{
+        struct link *l = calloc(1, sizeof *l);
+        struct mcugw_responder_config cfg = m->rcfg;
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        l->m = m;
+        l->fd = fd;
+        l->port = port;
+        l->listener = lis;
+        snprintf(l->name, sizeof l->name, "%s", name);
+        l->opened_ms = l->last_rx_ms = now_ms(m);
+        cfg.user = l;
+        if (mcugw_responder_init(&l->r, &cfg) < 0 ||
+            mcugw_deframer_init(&l->df, l->rxbuf, sizeof l->rxbuf) < 0) {
+                free(l);
+                return -EINVAL;
+        }
+        link_bucket_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0), now_ms(m));
+        link_limiter_init(&l->audit_lim, m->audit_per_min, now_ms(m));
+        r = uv_poll_init(m->loop, &l->poll, fd);
+        if (r < 0) {
+                free(l);
+                return r;
+        }
+        m->handles++;
+        l->poll.data = l;
+        l->poll_events = UV_READABLE | (port ? 0 : UV_DISCONNECT);
+        uv_poll_start(&l->poll, l->poll_events, on_link_poll);
+        gen_bump(l);
+        l->next = m->links;
+        if (m->links)
+                m->links->prev = l;
+        m->links = l;
+        m->n_links++;
+        if (lis) {
+                lis->connections++;
+                m->n_stream_links++;
+        }
+        if (ret)
+                *ret = l;
+        return 0;
+}
+
+/* ---- listeners --------------------------------------------------------------------------- */
+
+static void on_listener_poll(uv_poll_t *h, int status, int events)
+{
+        struct listener *lis = h->data;
+        struct link_manager *m = lis->m;
+
+        if (status < 0 || m->stopping)
+                return;
+        for (int i = 0; i < 64; i++) {
+                char name[160];
+                int fd = transport_accept(lis->fd);
+                if (fd < 0) {
+                        if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED)
+                                log_warning_errno(fd, "%s: accept failed: %m", lis->name);
+                        return;
+                }
+                if (m->n_stream_links >= m->max_connections) {
+                        m->refused_connections++;
+                        if (m->refused_connections % 100 == 1)
+                                log_warning("%s: MaxConnections=%u reached, refusing connections",
+                                            lis->name, m->max_connections);
+                        close(fd);
+                        continue;
+                }
+                m->accepted_connections++;
+                snprintf(name, sizeof name, "%s#%llu", lis->name,
+                         (unsigned long long)m->accepted_connections);
+                if (link_new(m, fd, name, NULL, lis, NULL) < 0)
+                        close(fd);
+        }
+}
+
+static int listener_add(struct link_manager *m, const char *spec)
+{
+        struct listener *lis;
+        const char *reason = "invalid";
+        int r;
+
+        lis = calloc(1, sizeof *lis);
+        if (!lis)
+                return -ENOMEM;
+        lis->m = m;
+        lis->fd = -1;
+        if (transport_parse_listen(spec, &lis->ep, &reason) < 0) {
+                log_error("[Link] ListenStream=%s: %s", spec, reason);
+                free(lis);
+                return -EINVAL;
+        }
+        transport_endpoint_name(&lis->ep, lis->name, sizeof lis->name);
+        lis->fd = transport_listen(&lis->ep, 512);
+        if (lis->fd < 0) {
+                r = lis->fd;
+                log_error_errno(r, "cannot listen on %s: %m", lis->name);
+                free(lis);
+                return r;
+        }
+        r = uv_poll_init(m->loop, &lis->poll, lis->fd);
+        if (r < 0) {
+                close(lis->fd);
+                free(lis);
+                return r;
+        }
+        m->handles++;
+        lis->poll.data = lis;
+        uv_poll_start(&lis->poll, UV_READABLE, on_listener_poll);
+        lis->next = m->listeners;
+        m->listeners = lis;
+        log_info("link: listening on %s", lis->name);
+        return 0;
+}
+
+static void listener_closed_cb(uv_handle_t *h)
+{
+        struct listener *lis = h->data;
+        struct link_manager *m = lis->m;
+        close(lis->fd);
+        free(lis);
+        m->handles--;
+        manager_maybe_free(m);
+}
+
+/* ---- serial ports ------------------------------------------------------------------------ */
+
+static void port_open(struct serial_port *p)
+{
+        struct link_manager *m = p->m;
+        struct link *l;
+        int fd, r;
+
+        fd = transport_serial_open(&p->ep);
+        if (fd < 0) {
+                if (p->failures++ == 0 || fd != p->last_error)
+                        log_warning_errno(fd, "%s: cannot open: %m (retrying with backoff)",
+                                          p->name);
+                p->last_error = fd;
+                port_schedule(p);
+                return;
+        }
+        r = link_new(m, fd, p->name, p, NULL, &l);
+        if (r < 0) {
+                close(fd);
+                port_schedule(p);
+                return;
+        }
+        p->link = l;
+        p->opens++;
+        p->failures = 0;
+        p->last_error = 0;
+        audit_json(m, "daemon", "link.up", p->name,
+                   json_pack("{ss si}", "port", p->ep.path, "baud", (int)p->ep.baud));
+        log_info("%s: link up at %u baud", p->name, p->ep.baud);
+        /* A leading delimiter separates us from whatever noise came before (section 2). */
+        link_write(l, (const uint8_t *)"", 1);
+}
+
+static void on_port_timer(uv_timer_t *t)
+{
+        struct serial_port *p = t->data;
+        if (!p->m->stopping && !p->link)
+                port_open(p);
+}
+
+static void port_schedule(struct serial_port *p)
+{
+        uv_timer_start(&p->timer, on_port_timer, p->backoff_ms, 0);
+        p->backoff_ms = MIN(p->backoff_ms * 2, (uint64_t)LINK_BACKOFF_MAX_MS);
+}
+
+static int port_add(struct link_manager *m, const char *spec)
+{
+        struct serial_port *p = calloc(1, sizeof *p);
+        const char *reason = "invalid";
+
+        if (!p)
+                return -ENOMEM;
+        if (transport_parse_serial(spec, &p->ep, &reason) < 0) {
+                log_error("[Link] SerialPort=%s: %s", spec, reason);
+                free(p);
+                return -EINVAL;
+        }
+        p->m = m;
+        p->backoff_ms = LINK_BACKOFF_MIN_MS;
+        transport_endpoint_name(&p->ep, p->name, sizeof p->name);
+        uv_timer_init(m->loop, &p->timer);
+        p->timer.data = p;
+        m->handles++;
+        p->next = m->ports;
+        m->ports = p;
+        port_open(p);
+        return 0;
+}
+
+static void port_closed_cb(uv_handle_t *h)
+{
+        struct serial_port *p = h->data;
+        struct link_manager *m = p->m;
+        free(p);
+        m->handles--;
+        manager_maybe_free(m);
+}
+
+/* ---- registry listener and sweep --------------------------------------------------------- */
+
+static void on_registry_state(void *ud, const struct registry_device *rd,
+                              enum device_state old_state)
+{
+        struct link_manager *m = ud;
+        const struct mcugw_peer *p;
+        struct link_dev *d = dev_find(m, rd->id);
+
+        if (!d || !d->link || d->link->closing)
+                return;
+        if (rd->state == DEVICE_ACTIVE) {
+                /* Still admitted; but if its key was replaced the old key holder must go. */
+                p = mcugw_responder_peer(&d->link->r);
+                if (p && mcugw_ct_equal(p->static_pub, rd->pubkey, 32))
+                        return;
+                log_device(LOG_NOTICE, rd->id, "key replaced: closing its session on %s",
+                           d->link->name);
+                link_kick(d->link, "key replaced");
+                return;
+        }
+        log_device(LOG_NOTICE, rd->id, "now %s: closing its session on %s",
+                   device_state_to_string(rd->state), d->link->name);
+        link_kick(d->link, device_state_to_string(rd->state));
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+        struct link_manager *m = t->data;
+        uint64_t now = now_ms(m);
+        struct link *l, *next;
+        unsigned s;
+
+        for (l = m->links; l; l = next) {
+                next = l->next;
+                audit_flush_suppressed(l, false);
+                if (!l->port && !l->dev && now - l->opened_ms >= m->hs_timeout_ms) {
+                        m->hs_timeouts++;
+                        link_close(l, "no authenticated session before the handshake timeout");
+                } else if (l->dev && m->idle_timeout_ms &&
+                           now - l->last_rx_ms >= m->idle_timeout_ms) {
+                        m->idle_timeouts++;
+                        link_kick(l, "idle timeout");
+                } else if (l->dev && m->idle_timeout_ms &&
+                           now - l->last_rx_ms >= m->idle_timeout_ms / 2 &&
+                           l->keepalive_ms <= l->last_rx_ms) {
+                        /* Quiet is not dead: the SDK answers a PING itself, and any answer
+                         * counts as traffic. Only a device that stays silent is dropped. */
+                        struct mcugw_msg p = { .type = MCUGW_MSG_PING };
+                        p.u.ping.token = l->gen;
+                        l->keepalive_ms = now;
+                        if (link_send_msg(l, &p) == 0)
+                                COUNT(l, keepalives, 1);
+                }
+        }
+        s = link_limiter_roll(&m->audit_lim, now);
+        if (s)
+                audit_json(m, "daemon", "link.audit_suppressed", "gateway",
+                           json_pack("{si}", "count", (int)s));
+}
+
+/* ---- public API -------------------------------------------------------------------------- */
+
+static int load_key(struct link_manager *m, const struct conf *conf)
+{
+        _cleanup_free_ char *path = NULL;
+        unsigned mode = 0;
+        int r;
+
+        if (conf->link_private_key_file)
+                path = strdup(conf->link_private_key_file);
+        else if (asprintf(&path, "%s/link.key", conf->state_dir) < 0)
+                path = NULL;
+        if (!path)
+                return -ENOMEM;
+        r = link_key_load(path, m->priv, &mode);
+        if (r == -ENOENT) {
+                r = link_key_create(path, m->priv);
+                if (r < 0)
+                        return log_error_errno(r, "cannot create the link key %s: %m", path);
+                log_notice("created a new link key %s", path);
+                audit_json(m, "daemon", "link.key_created", path, NULL);
+        } else if (r == -EPERM) {
+                log_error("link key %s has mode %04o: it must be a regular file readable only "
+                          "by its owner (chmod 600 %s); refusing to use it",
+                          path, mode, path);
+                return r;
+        } else if (r == -EBADMSG) {
+                log_error("link key %s is malformed: expected the base64 of 32 bytes", path);
+                return r;
+        } else if (r < 0)
+                return log_error_errno(r, "cannot read the link key %s: %m", path);
+        if (mcugw_crypto_openssl.x25519_public(NULL, m->pub, m->priv) < 0) {
+                OPENSSL_cleanse(m->priv, sizeof m->priv);
+                return log_error_errno(-EIO, "cannot derive the link public key");
+        }
+        b64_key(m->pub, m->pub_b64);
+        return 0;
+}
+
+int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
+                     struct registry *registry, struct link_manager **ret)
+{
+        struct link_manager *m = calloc(1, sizeof *m);
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->loop = loop;
+        m->audit = audit;
+        m->reg = registry;
+        m->max_connections = conf->link_max_connections ? conf->link_max_connections : 1024;
+        m->hs_timeout_ms = conf->link_handshake_timeout_usec / 1000;
+        if (!m->hs_timeout_ms)
+                m->hs_timeout_ms = 10000;
+        m->idle_timeout_ms = conf->link_idle_timeout_usec / 1000;
+        m->hs_rate_link =
+                conf->link_handshake_rate_per_link ? conf->link_handshake_rate_per_link : 2;
+        m->audit_per_min = conf->link_audit_per_min;
+        link_bucket_init(
+                &m->hs_bucket, conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
+                conf->link_handshake_rate ? conf->link_handshake_rate : 1000, uv_now(loop));
+        link_limiter_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), uv_now(loop));
+
+        r = load_key(m, conf);
+        if (r < 0) {
+                free(m);
+                return r;
+        }
+        m->rcfg = (struct mcugw_responder_config){
+                .crypto = &mcugw_crypto_openssl,
+                .static_priv = m->priv,
+                .static_pub = m->pub,
+                .lookup = lookup_cb,
+                .max_rx_frame = MCUGW_FRAME_MAX,
+        };
+        uv_timer_init(loop, &m->sweep);
+        m->sweep.data = m;
+        m->handles++;
+        uv_timer_start(&m->sweep, on_sweep, LINK_SWEEP_MS, LINK_SWEEP_MS);
+        if (registry)
+                registry_set_listener(registry, on_registry_state, m);
+
+        for (size_t i = 0; i < conf->link_listen.n; i++)
+                if ((r = listener_add(m, conf->link_listen.v[i])) < 0)
+                        goto fail;
+        for (size_t i = 0; i < conf->link_serial.n; i++)
+                if ((r = port_add(m, conf->link_serial.v[i])) < 0)
+                        goto fail;
+        log_info("link: public key %s", m->pub_b64);
+        *ret = m;
+        return 0;
+fail:
+        link_manager_stop(m);
+        return r;
+}
+
+static void sweep_closed_cb(uv_handle_t *h)
+{
+        struct link_manager *m = h->data;
+        m->handles--;
+        manager_maybe_free(m);
+}
+
+void link_manager_stop(struct link_manager *m)
+{
+        if (!m || m->stopping)
+                return;
+        m->stopping = true;
+        if (m->reg)
+                registry_set_listener(m->reg, NULL, NULL);
+        while (m->links)
+                link_close(m->links, "gateway shutting down");
+        for (struct listener *lis = m->listeners, *n; lis; lis = n) {
+                n = lis->next;
+                if (lis->ep.kind == TRANSPORT_UNIX)
+                        unlink(lis->ep.path);
+                uv_close((uv_handle_t *)&lis->poll, listener_closed_cb);
+        }
+        m->listeners = NULL;
+        for (struct serial_port *p = m->ports, *n; p; p = n) {
+                n = p->next;
+                uv_close((uv_handle_t *)&p->timer, port_closed_cb);
+        }
+        m->ports = NULL;
+        uv_close((uv_handle_t *)&m->sweep, sweep_closed_cb);
+}
+
+void link_manager_set_callbacks(struct link_manager *m, const struct link_callbacks *cb)
+{
+        if (cb)
+                m->cb = *cb;
+        else
+                memset(&m->cb, 0, sizeof m->cb);
+}
+
+int link_manager_ack(struct link_manager *m, uint64_t token, int status)
+{
+        struct link *l;
+        uint32_t gen = (uint32_t)(token >> 32), id = (uint32_t)token;
+
+        if (!m || !token || status < 0 || status > (int)MCUGW_ACK_RETRY)
+                return -EINVAL;
+        l = gen_find(m, gen);
+        if (!l || l->closing || !l->dev)
+                return -ENOTCONN;
+        for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
+                if (l->pend[i].used && l->pend[i].id == id) {
+                        l->pend[i].used = 0;
+                        return link_send_ack(l, l->pend[i].stream, l->pend[i].seq, (uint8_t)status);
+                }
+        return -ENOENT;
+}
+
+int link_manager_send_command(struct link_manager *m, const char *device_id, uint32_t command_id,
+                              const uint8_t *payload, size_t len)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        struct mcugw_msg c = { .type = MCUGW_MSG_COMMAND };
+        int r;
+
+        if (!d || !d->link || d->link->closing)
+                return -ENOTCONN;
+        if (len > MCUGW_MSG_MAX - 5)
+                return -EMSGSIZE;
+        c.u.command.id = command_id;
+        c.u.command.payload = payload;
+        c.u.command.len = len;
+        r = link_send_msg(d->link, &c);
+        return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
+}
+
+void link_manager_set_onboard(struct link_manager *m, struct onboard *o)
+{
+        m->onboard = o;
+}
+
+void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud)
+{
+        m->ota_fn = fn;
+        m->ota_ud = ud;
+}
+
+int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        if (!d || !d->link || d->link->closing || !msg)
+                return -ENOTCONN;
+        return link_send_msg(d->link, msg);
+}
+
+size_t link_manager_queued(struct link_manager *m, const char *device_id)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        return d && d->link ? d->link->out_len : 0;
+}
+
+bool link_manager_device_connected(struct link_manager *m, const char *device_id)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        return d && d->link && !d->link->closing;
+}
+
+int link_manager_disconnect(struct link_manager *m, const char *device_id, const char *reason)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        if (!d || !d->link || d->link->closing)
+                return -ENOTCONN;
+        link_kick(d->link, reason);
+        return 0;
+}
+
+static json_t *counters_json(const struct link_counters *c)
+{
+        json_t *o = json_object();
+#define X(n) json_object_set_new(o, #n, json_integer((json_int_t)c->n));
+        LINK_COUNTERS(X)
+#undef X
+        return o;
+}
+
+int link_manager_device_counters(struct link_manager *m, const char *device_id,
+                                 struct link_device_counters *ret)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        if (!d)
+                return -ENOENT;
+        *ret = (struct link_device_counters){
+                .frames_in = d->c.frames_in,
+                .frames_out = d->c.frames_out,
+                .bytes_in = d->c.bytes_in,
+                .bytes_out = d->c.bytes_out,
+                .telemetry = d->c.telemetry,
+                .handshakes = d->c.handshakes,
+                .auth_failures = d->c.auth_failures,
+                .mac_errors = d->c.mac_errors,
+                .crc_errors = d->c.crc_errors,
+                .cobs_errors = d->c.cobs_errors,
+                .replays = d->c.replays,
+                .truncated = d->c.truncated,
+                .oversize = d->c.oversize,
+                .malformed = d->c.malformed,
+                .tx_dropped = d->c.tx_dropped,
+                .last_seen_us = d->last_seen_us,
+                .connected = d->link && !d->link->closing,
+        };
+        return 0;
+}
+
+int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        json_t *o;
+
+        if (!d)
+                return -ENOENT;
+        o = counters_json(&d->c);
+        json_object_set_new(o, "connected", json_boolean(d->link && !d->link->closing));
+        json_object_set_new(o, "link", json_string(d->link ? d->link->name : d->link_name));
+        json_object_set_new(o, "last_seen_us", json_integer(d->last_seen_us));
+        json_object_set_new(out, "link_stats", o);
+        return 0;
+}
+
+json_t *link_manager_status(struct link_manager *m)
+{
+        json_t *o, *lis, *ports;
+        unsigned connected = 0;
+
+        if (!m)
+                return json_null();
+        for (struct link *l = m->links; l; l = l->next)
+                connected += l->dev != NULL;
+        lis = json_array();
+        for (struct listener *x = m->listeners; x; x = x->next)
+                json_array_append_new(lis, json_pack("{ss si}", "address", x->name, "connections",
+                                                     (int)x->connections));
+        ports = json_array();
+        for (struct serial_port *p = m->ports; p; p = p->next)
+                json_array_append_new(ports,
+                                      json_pack("{ss si sb si ss}", "port", p->ep.path, "baud",
+                                                (int)p->ep.baud, "open", p->link != NULL, "opens",
+                                                (int)p->opens, "device",
+                                                p->link && p->link->dev ? p->link->dev->id : ""));
+        o = json_pack("{ss so so si si sI sI sI sI sI}", "public_key", m->pub_b64, "listeners", lis,
+                      "serial_ports", ports, "links", (int)m->n_links, "devices_connected",
+                      (int)connected, "connections_accepted", (json_int_t)m->accepted_connections,
+                      "connections_refused", (json_int_t)m->refused_connections,
+                      "handshake_timeouts", (json_int_t)m->hs_timeouts, "idle_timeouts",
+                      (json_int_t)m->idle_timeouts, "audit_suppressed",
+                      (json_int_t)m->suppressed_audits);
+        if (o)
+                json_object_set_new(o, "counters", counters_json(&m->tot));
+        return o;
+}
+
+const char *link_manager_public_key(const struct link_manager *m)
+{
+        return m ? m->pub_b64 : "";
+}
+
+int link_manager_adopt_fd(struct link_manager *m, int fd, const char *name)
+{
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+                return -errno;
+        return link_new(m, fd, name, NULL, NULL, NULL);
+}
