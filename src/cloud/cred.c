@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <openssl/engine.h>
@@ -127,13 +128,35 @@ static int load_key_pkcs11(const char *uri, const char *module, EVP_PKEY **ret, 
                 return -ENOPKG;
         /* UI_null(): never prompt for a PIN on a terminal — a daemon has none. The PIN comes in
          * the URI (pin-source=file:… is best: libp11 prints URIs it cannot resolve). */
+        ERR_clear_error();
         k = ENGINE_load_private_key(e, uri, (UI_METHOD *)UI_null(), NULL);
         if (!k) {
                 /* Never repeat the query part: it may hold pin-value=. */
                 int n = (int)strcspn(uri, "?");
-                return seterr(err, errlen, -EACCES,
-                              "PKCS#11 key %.*s: cannot load (wrong PIN, token or object?)", n,
-                              uri);
+                bool bad_pin = false;
+                const char *why = NULL;
+                unsigned long code;
+
+                /* libp11 leaves the module's reason (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, …) or
+                 * its own ("object not found") on the error queue: tell the operator which. */
+                while ((code = ERR_get_error()) != 0) {
+                        const char *r = ERR_reason_error_string(code);
+                        if (!r)
+                                continue;
+                        if (strstr(r, "PIN"))
+                                bad_pin = true;
+                        if (!why || strstr(r, "PIN") || strstr(r, "not found"))
+                                why = r;
+                }
+                if (bad_pin)
+                        return seterr(err, errlen, -EACCES, "PKCS#11 key %.*s: wrong PIN (%s)", n,
+                                      uri, why);
+                if (why && strstr(why, "not found"))
+                        return seterr(err, errlen, -ENOENT,
+                                      "PKCS#11 key %.*s: no such token or key in the module", n,
+                                      uri);
+                return seterr(err, errlen, -EIO, "PKCS#11 key %.*s: cannot load (%s)", n, uri,
+                              why ? why : "no reason given");
         }
         *ret = k;
         return 0;

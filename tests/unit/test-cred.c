@@ -118,9 +118,24 @@ static void test_pkcs11_key(void **state)
                          0);
         assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, k), 1);
         assert_int_equal(EVP_DigestSign(md, sig, &siglen, (const unsigned char *)"x", 1), 1);
-        assert_true(siglen > 0);
         EVP_MD_CTX_free(md);
         EVP_PKEY_free(k);
+
+        /* … with the key of the certificate: the public key verifies what the token signed, and
+         * not a signature over other data. */
+        X509 *x = NULL;
+        assert_int_equal(cred_load_certificate(cert, &x, err, sizeof err), 0);
+        md = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)),
+                         1);
+        assert_int_equal(EVP_DigestVerify(md, sig, siglen, (const unsigned char *)"x", 1), 1);
+        EVP_MD_CTX_free(md);
+        md = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(x)),
+                         1);
+        assert_int_not_equal(EVP_DigestVerify(md, sig, siglen, (const unsigned char *)"y", 1), 1);
+        EVP_MD_CTX_free(md);
+        X509_free(x);
 }
 
 static void test_pkcs11_wrong_pin(void **state)
@@ -134,10 +149,14 @@ static void test_pkcs11_wrong_pin(void **state)
                          -EACCES);
         assert_null(k);
         assert_non_null(strstr(err, "wrong PIN"));
+        assert_null(strstr(err, "0000")); /* the PIN is never repeated */
+        /* A token or key that does not exist is not a wrong PIN: the error says what is missing. */
         assert_int_equal(cred_load_private_key("pkcs11:token=nope;object=gwkey;type=private"
                                                "?pin-value=1234",
                                                SOFTHSM_MODULE, &k, err, sizeof err),
-                         -EACCES);
+                         -ENOENT);
+        assert_non_null(strstr(err, "no such token or key"));
+        assert_null(k);
 }
 
 int main(void)

@@ -181,7 +181,9 @@ static void test_token(void **state)
         uint64_t t = link_token_make(0xdeadbeef, 42);
         assert_int_equal(t >> 32, 0xdeadbeef);
         assert_int_equal((uint32_t)t, 42);
-        assert_true(link_token_make(1, 0) != 0); /* generations start at 1: 0 is "no ack" */
+        /* The generation tells a stale token (a slot of an earlier session) from a live one. */
+        assert_int_not_equal(link_token_make(1, 42), link_token_make(2, 42));
+        assert_int_not_equal(link_token_make(1, 42), link_token_make(1, 43));
 }
 
 int main(void)
