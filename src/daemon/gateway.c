@@ -16,6 +16,7 @@
 #include "ctl/ctlproto.h"
 #include "store/db.h"
 #include "monitor/defender.h"
+#include "basic/lockfile.h"
 #include "daemon/gateway.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -36,6 +37,7 @@ struct gateway {
         char *config_path;
         struct conf *conf;
         char name[65];
+        int lock_fd; /* StateDirectory/mcugwd.lock: one daemon per state directory */
         struct db *db;
         struct audit *audit;
         struct registry *registry;
@@ -535,6 +537,32 @@ static int gw_monitor_start(struct gateway *gw)
         return 0;
 }
 
+/* Before anything touches the state: a second daemon on the same state directory would fight
+ * the first over the control socket, the MQTT client id and the audit chain. */
+static int gw_lock_state(struct gateway *gw)
+{
+        _cleanup_free_ char *path = NULL;
+        pid_t holder = 0;
+        int r;
+
+        if (asprintf(&path, "%s/mcugwd.lock", gw->conf->state_dir) < 0)
+                return -ENOMEM;
+        r = lockfile_take(path, &holder);
+        if (r == -EBUSY) {
+                if (holder > 0)
+                        log_error("state directory %s is in use by another mcugwd (PID %ld)",
+                                  gw->conf->state_dir, (long)holder);
+                else
+                        log_error("state directory %s is in use by another mcugwd",
+                                  gw->conf->state_dir);
+                return r;
+        }
+        if (r < 0)
+                return log_error_errno(r, "cannot lock %s: %m", path);
+        gw->lock_fd = r;
+        return 0;
+}
+
 int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret)
 {
         struct gateway *gw = calloc(1, sizeof *gw);
@@ -550,6 +578,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 return -ENOMEM;
         }
         gw->loop = loop;
+        gw->lock_fd = -1;
         gw->conf = conf;
         gw->config_path = strdup(config_path);
         gw->started_ms = uv_now(loop);
@@ -568,6 +597,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 log_error_errno(r, "cannot create runtime directory %s: %m", conf->runtime_dir);
                 goto fail;
         }
+        if ((r = gw_lock_state(gw)) < 0)
+                goto fail;
 
         /* 2. database and audit log */
         if (asprintf(&db_path, "%s/mcugw.db", conf->state_dir) < 0) {
@@ -759,6 +790,9 @@ void gateway_free(struct gateway *gw)
         db_close(gw->db);
         /* And the database's own timer. */
         uv_run(gw->loop, UV_RUN_DEFAULT);
+        /* Last: the state is committed and closed; another daemon may take it now. */
+        if (gw->lock_fd >= 0)
+                close(gw->lock_fd);
         conf_free(gw->conf);
         free(gw->config_path);
         free(gw);

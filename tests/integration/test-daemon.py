@@ -284,6 +284,19 @@ def test_sd_notify_and_socket_activation():
         tmp.cleanup()
 
 
+def test_second_daemon(d):
+    """A second mcugwd on the same state directory refuses to start and names the first."""
+    before = audit_events(d)
+    r = subprocess.run([MCUGWD, "--config", d.config], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    check(r.returncode != 0, f"a second daemon on the same state directory exits (rc {r.returncode})")
+    check(f"in use by another mcugwd (PID {d.proc.pid})" in r.stderr,
+          "the refusal names the PID holding the state directory")
+    check(d.ctl("status").returncode == 0, "the first daemon still answers on its socket")
+    check(audit_events(d) == before, "the second daemon wrote nothing to the audit log")
+    check(d.ctl("audit", "verify").returncode == 0, "the audit chain is intact")
+
+
 def main():
     tmp = TempDir()
     d = None
@@ -294,6 +307,7 @@ def main():
         config_ok = base_config(tmp, extra)
         d = Daemon(tmp, config_ok).start()
         check(oct(os.stat(d.socket).st_mode & 0o777) == "0o666", "socket mode from config")
+        test_second_daemon(d)
         test_status_reload(tmp, d, config_ok)
         test_permissions(tmp, d)
         test_bad_requests(d)
