@@ -10,8 +10,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build-demo")
-os.environ.setdefault("MCUGWD", os.path.join(BUILD, "src/daemon/mcugwd"))
-os.environ.setdefault("MCUGWCTL", os.path.join(BUILD, "src/ctl/mcugwctl"))
+os.environ.setdefault("MCUGWD", os.path.join(BUILD, "src/mcugwd"))
+os.environ.setdefault("MCUGWCTL", os.path.join(BUILD, "src/mcugwctl/mcugwctl"))
 os.environ.setdefault("MCUGW_SIM", os.path.join(BUILD, "src/sim/mcugw-sim"))
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
 

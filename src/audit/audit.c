@@ -7,6 +7,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -262,18 +263,12 @@ static void record_from_row(sqlite3_stmt *s, struct audit_record *rec)
                 rec->details = "";
 }
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        for (size_t i = 0; i < n; i++)
-                snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 json_t *audit_record_to_json(const struct audit_record *rec)
 {
         char h[2 * AUDIT_HASH_LEN + 1];
         json_t *details = json_loads(rec->details, 0, NULL);
 
-        hex(rec->hash, AUDIT_HASH_LEN, h);
+        hexmem(rec->hash, AUDIT_HASH_LEN, h);
         if (!details)
                 details = json_string(rec->details);
         return json_pack("{sI sI ss ss ss so ss}", "seq", (json_int_t)rec->seq, "ts_us",
@@ -346,19 +341,6 @@ int64_t audit_seq_before(struct audit *a, int64_t before_us)
         return query_int(a, "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE ts_us < ?", before_us);
 }
 
-static int unhex(const char *s, uint8_t *out, size_t n)
-{
-        if (!s || strlen(s) != 2 * n)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                unsigned v;
-                if (sscanf(s + 2 * i, "%2x", &v) != 1)
-                        return -EINVAL;
-                out[i] = (uint8_t)v;
-        }
-        return 0;
-}
-
 /* The predecessor hash of the oldest kept record `first`: zero for record 1, otherwise the
  * prefix_hash of the checkpoint that pruned through first - 1. */
 static int checkpoint_prev(struct audit *a, int64_t first, uint8_t prev[AUDIT_HASH_LEN])
@@ -378,7 +360,8 @@ static int checkpoint_prev(struct audit *a, int64_t first, uint8_t prev[AUDIT_HA
                 return -EIO;
         sqlite3_bind_int64(s, 1, first - 1);
         if (sqlite3_step(s) == SQLITE_ROW)
-                r = unhex((const char *)sqlite3_column_text(s, 0), prev, AUDIT_HASH_LEN);
+                r = unhexmem((const char *)sqlite3_column_text(s, 0),
+                             (size_t)sqlite3_column_bytes(s, 0), prev, AUDIT_HASH_LEN);
         sqlite3_finalize(s);
         return r;
 }
@@ -407,7 +390,7 @@ int64_t audit_prune(struct audit *a, int64_t through, const char *actor)
         }
         memcpy(h, sqlite3_column_blob(s, 0), AUDIT_HASH_LEN);
         sqlite3_finalize(s);
-        hex(h, AUDIT_HASH_LEN, hx);
+        hexmem(h, AUDIT_HASH_LEN, hx);
 
         /* The checkpoint goes into the chain first: the delete trigger allows only rows it
          * covers, and verify finds the prefix hash in it. */

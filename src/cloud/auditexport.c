@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "cloud/auditexport.h"
 #include "daemon/conf.h"
@@ -32,18 +33,12 @@ struct auditexport {
         bool busy; /* inside a pass: records appended meanwhile wait for the next one */
 };
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        for (size_t i = 0; i < n; i++)
-                snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 json_t *auditexport_record_json(const struct audit_record *rec, const uint8_t prev[32])
 {
         char h[2 * AUDIT_HASH_LEN + 1], p[2 * AUDIT_HASH_LEN + 1];
 
-        hex(rec->hash, AUDIT_HASH_LEN, h);
-        hex(prev, AUDIT_HASH_LEN, p);
+        hexmem(rec->hash, AUDIT_HASH_LEN, h);
+        hexmem(prev, AUDIT_HASH_LEN, p);
         /* details stays the exact text that was hashed, so the cloud can recompute. */
         return json_pack("{si sI sI ss ss ss ss ss ss}", "v", 1, "seq", (json_int_t)rec->seq,
                          "ts_us", (json_int_t)rec->ts_us, "actor", rec->actor, "event", rec->event,
@@ -112,8 +107,8 @@ static int export_one(void *ud, const struct audit_record *rec)
                  * sees the gap in content but not in the chain. */
                 char h[2 * AUDIT_HASH_LEN + 1], p[2 * AUDIT_HASH_LEN + 1];
                 free(text);
-                hex(rec->hash, AUDIT_HASH_LEN, h);
-                hex(x->cursor_hash, AUDIT_HASH_LEN, p);
+                hexmem(rec->hash, AUDIT_HASH_LEN, h);
+                hexmem(x->cursor_hash, AUDIT_HASH_LEN, p);
                 o = json_pack("{si sI sI ss ss ss sb}", "v", 1, "seq", (json_int_t)rec->seq,
                               "ts_us", (json_int_t)rec->ts_us, "event", rec->event, "hash", h,
                               "prev", p, "truncated", 1);

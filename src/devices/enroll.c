@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "basic/hexdecoct.h"
 #include "devices/enroll.h"
 #include "basic/macro.h"
 
@@ -29,28 +30,6 @@ int device_state_from_string(const char *s)
                 if (strcmp(s, state_names[i]) == 0)
                         return (int)i;
         return -EINVAL;
-}
-
-int key_from_base64(const char *s, uint8_t key[ENROLL_KEY_LEN])
-{
-        uint8_t buf[48];
-        size_t n = strlen(s);
-
-        /* 32 bytes are 43 characters and one '=' of padding, nothing else. */
-        if (n != 44 || s[43] != '=' || s[42] == '=')
-                return -EINVAL;
-        for (size_t i = 0; i < 43; i++)
-                if (!isalnum((unsigned char)s[i]) && s[i] != '+' && s[i] != '/')
-                        return -EINVAL;
-        if (EVP_DecodeBlock(buf, (const unsigned char *)s, 44) != 33)
-                return -EINVAL;
-        memcpy(key, buf, ENROLL_KEY_LEN);
-        return 0;
-}
-
-void key_to_base64(const uint8_t key[ENROLL_KEY_LEN], char out[45])
-{
-        EVP_EncodeBlock((unsigned char *)out, key, ENROLL_KEY_LEN);
 }
 
 bool enroll_id_valid(const char *id)
@@ -129,7 +108,7 @@ static const char *enroll_set(struct enroll_entry *e, const char *key, const cha
                         return "device id must be 1 to 32 characters of [A-Za-z0-9._-]";
                 strcpy(e->id, value);
         } else if (strcmp(key, "PublicKey") == 0 || strcmp(key, "public_key") == 0) {
-                if (key_from_base64(value, e->key) < 0)
+                if (key_from_base64(value, strlen(value), e->key) < 0)
                         return "public key must be 44 characters of base64 (32 bytes)";
         } else if (strcmp(key, "Groups") == 0 || strcmp(key, "groups") == 0) {
                 if (enroll_groups_normalize(value, e->groups, sizeof e->groups) < 0)

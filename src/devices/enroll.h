@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "basic/hexdecoct.h" /* keys are base64 of 32 bytes, as WireGuard writes them */
 #include "daemon/conf.h"
 
 /*
@@ -56,7 +57,3 @@ int enroll_groups_normalize(const char *in, char *out, size_t n);
 
 const char *device_state_to_string(enum device_state s);
 int device_state_from_string(const char *s);
-
-/* Base64 of the raw 32 bytes (44 characters), as WireGuard writes keys. */
-int key_from_base64(const char *s, uint8_t key[ENROLL_KEY_LEN]);
-void key_to_base64(const uint8_t key[ENROLL_KEY_LEN], char out[45]);

@@ -647,7 +647,8 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
 
         if (ctl_arg_string(args, "id", 64, &id, &err) < 0)
                 return control_conn_error(c, -EINVAL, "a device id is required");
-        if (ctl_arg_string(args, "public_key", 64, &key, &err) < 0 || key_from_base64(key, k) < 0)
+        if (ctl_arg_string(args, "public_key", 64, &key, &err) < 0 ||
+            key_from_base64(key, strlen(key), k) < 0)
                 return control_conn_error(c, -EINVAL,
                                           "public key must be 44 characters of base64 (32 bytes)");
         if (json_object_get(args, "state") && ctl_arg_string(args, "state", 16, &state, &err) < 0)

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "basic/hexdecoct.h"
 #include "mcugw/proto.h"
 #include "posix_openssl.h"
 
@@ -234,26 +235,6 @@ bool link_limiter_allow(struct link_limiter *l, uint64_t now_ms)
         return false;
 }
 
-static void b64_key(const uint8_t key[32], char out[45])
-{
-        EVP_EncodeBlock((unsigned char *)out, key, 32);
-        out[44] = 0;
-}
-
-static int b64_key_decode(const char *s, size_t len, uint8_t key[32])
-{
-        uint8_t tmp[36];
-        if (len != 44 || s[43] != '=' || s[42] == '=')
-                return -EBADMSG;
-        if (EVP_DecodeBlock(tmp, (const unsigned char *)s, 44) != 33) {
-                OPENSSL_cleanse(tmp, sizeof tmp);
-                return -EBADMSG;
-        }
-        memcpy(key, tmp, 32);
-        OPENSSL_cleanse(tmp, sizeof tmp);
-        return 0;
-}
-
 int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode)
 {
         _cleanup_close_ int fd = -1;
@@ -280,7 +261,7 @@ int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode)
         len = (size_t)n;
         while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
                 len--;
-        r = b64_key_decode(buf, len, priv);
+        r = key_from_base64(buf, len, priv) < 0 ? -EBADMSG : 0;
         OPENSSL_cleanse(buf, sizeof buf);
         return r;
 }
@@ -296,7 +277,7 @@ int link_key_create(const char *path, uint8_t priv[32])
                 return -errno;
         if (fchmod(fd, 0600) < 0 || RAND_bytes(priv, 32) != 1)
                 goto fail;
-        b64_key(priv, b64);
+        key_to_base64(priv, b64);
         b64[44] = '\n';
         n = write(fd, b64, 45);
         OPENSSL_cleanse(b64, sizeof b64);
@@ -625,7 +606,7 @@ static void link_auth_failed(struct link *l, const char *reason)
         if (!audit_allowed(l))
                 return;
         if (l->claimed_key_valid)
-                b64_key(l->claimed_key, key);
+                key_to_base64(l->claimed_key, key);
         audit_json(m, "daemon", "auth.failed", who ? who : l->name,
                    json_pack("{ss ss ss ss}", "reason", reason, "link", l->name, "device_id",
                              who ? who : "", "key", key));
@@ -719,7 +700,7 @@ static int link_session_start(struct link *l)
                 mcugw_responder_reset(&l->r);
                 return -EPERM;
         }
-        b64_key(p->static_pub, key);
+        key_to_base64(p->static_pub, key);
         if (l->dev && strcmp(l->dev->id, p->device_id) == 0) {
                 /* Rekey of the same device: the session continues, pending acks stay valid. */
                 char actor[48];
@@ -1372,7 +1353,7 @@ static int load_key(struct link_manager *m, const struct conf *conf)
                 OPENSSL_cleanse(m->priv, sizeof m->priv);
                 return log_error_errno(-EIO, "cannot derive the link public key");
         }
-        b64_key(m->pub, m->pub_b64);
+        key_to_base64(m->pub, m->pub_b64);
         return 0;
 }
 

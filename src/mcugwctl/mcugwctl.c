@@ -864,7 +864,7 @@ static int do_attest(int argc, char **argv)
         if (!mkey || !kid || argc - optind != 2)
                 return fail("usage: mcugwctl attest --manufacturer-key KEY.pem --key-id ID "
                             "DEVICE_ID PUBLIC_KEY");
-        if (key_from_base64(argv[optind + 1], pub) < 0)
+        if (key_from_base64(argv[optind + 1], strlen(argv[optind + 1]), pub) < 0)
                 return fail("public key must be 44 characters of base64 (32 bytes)");
         if (cred_load_private_key(mkey, NULL, &k, err, sizeof err) < 0)
                 return fail("%s", err);

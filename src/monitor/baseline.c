@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "monitor/baseline.h"
 #include "daemon/conf.h"
@@ -283,12 +284,6 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
 
 /* ---- snapshot and drift ------------------------------------------------------------------ */
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        for (size_t i = 0; i < n; i++)
-                snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 /* {"sha256","mode"} of a file, or {"missing":true}. */
 static json_t *file_fact(const char *path)
 {
@@ -312,7 +307,7 @@ static json_t *file_fact(const char *path)
         }
         EVP_DigestFinal_ex(md, h, &hl);
         EVP_MD_CTX_free(md);
-        hex(h, 32, hx);
+        hexmem(h, 32, hx);
         return json_pack("{ss}", "sha256", hx);
 }
 
@@ -339,7 +334,7 @@ static void md_hex(EVP_MD_CTX *md, char out[65])
         uint8_t h[32];
         unsigned hl = 0;
         EVP_DigestFinal_ex(md, h, &hl);
-        hex(h, 32, out);
+        hexmem(h, 32, out);
 }
 
 static json_t *devices_fact(struct registry *reg)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <jansson.h>
 
+#include "basic/hexdecoct.h"
 #include "ota/ota_jobdoc.h"
 
 static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -20,58 +21,6 @@ static int fail(char *err, size_t n, const char *fmt, ...)
                 va_end(ap);
         }
         return -EBADMSG;
-}
-
-static int b64_val(unsigned char c)
-{
-        if (c >= 'A' && c <= 'Z')
-                return c - 'A';
-        if (c >= 'a' && c <= 'z')
-                return c - 'a' + 26;
-        if (c >= '0' && c <= '9')
-                return c - '0' + 52;
-        if (c == '+')
-                return 62;
-        if (c == '/')
-                return 63;
-        return -1;
-}
-
-int ota_base64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
-{
-        size_t o = 0;
-
-        if (len % 4)
-                return -EINVAL;
-        for (size_t i = 0; i < len; i += 4) {
-                int v[4], pad = 0;
-                for (int k = 0; k < 4; k++) {
-                        if (s[i + k] == '=' && i + 4 == len && k >= 2) {
-                                v[k] = 0;
-                                pad++;
-                                continue;
-                        }
-                        if (pad) /* data after '=' */
-                                return -EINVAL;
-                        v[k] = b64_val((unsigned char)s[i + k]);
-                        if (v[k] < 0)
-                                return -EINVAL;
-                }
-                uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                             (uint32_t)v[3];
-                size_t k = 3 - (size_t)pad;
-                /* Non-canonical trailing bits are refused (one encoding per byte string). */
-                if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))
-                        return -EINVAL;
-                if (o + k > cap)
-                        return -ENOSPC;
-                out[o++] = (uint8_t)(w >> 16);
-                if (k > 1)
-                        out[o++] = (uint8_t)(w >> 8);
-                if (k > 2)
-                        out[o++] = (uint8_t)w;
-        }
-        return (int)o;
 }
 
 static bool str_ok(const char *s, size_t len)
@@ -171,8 +120,8 @@ static int parse_file(json_t *f, size_t idx, struct ota_jobdoc_file *out, char *
                 if (!json_is_string(sig))
                         return fail(err, errlen, "files[%zu]: sig-sha256-ecdsa is not a string",
                                     idx);
-                n = ota_base64_decode(json_string_value(sig), json_string_length(sig), out->sig,
-                                      sizeof out->sig);
+                n = unbase64mem(json_string_value(sig), json_string_length(sig), out->sig,
+                                sizeof out->sig);
                 if (n <= 0)
                         return fail(err, errlen,
                                     "files[%zu]: sig-sha256-ecdsa is not base64 of at most %d "

@@ -52,7 +52,3 @@ int ota_jobdoc_parse(const char *text, size_t len, struct ota_jobdoc *ret, char 
 struct json_t;
 int ota_jobdoc_from_json(struct json_t *doc, struct ota_jobdoc *ret, char *err, size_t errlen);
 void ota_jobdoc_clear(struct ota_jobdoc *d);
-
-/* Strict RFC 4648 base64 (padding required, no whitespace). Returns the decoded length or
- * -EINVAL / -ENOSPC. */
-int ota_base64_decode(const char *s, size_t len, uint8_t *out, size_t cap);

@@ -39,6 +39,7 @@
 #include <openssl/x509.h>
 #include <openssl/rand.h>
 
+#include "basic/hexdecoct.h"
 #include "cloud/cred.h"
 #include "devices/onboard.h"
 #include "mcugw/device.h"
@@ -181,22 +182,12 @@ static void die(const char *fmt, ...)
         exit(1);
 }
 
-static void b64(const uint8_t k[32], char out[45])
-{
-        EVP_EncodeBlock((unsigned char *)out, k, 32);
-        out[44] = 0;
-}
-
 static int unb64(const char *s, uint8_t k[32])
 {
-        uint8_t tmp[36];
         size_t n = strlen(s);
         while (n && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\r'))
                 n--;
-        if (n != 44 || EVP_DecodeBlock(tmp, (const unsigned char *)s, 44) != 33)
-                return -1;
-        memcpy(k, tmp, 32);
-        return 0;
+        return key_from_base64(s, n, k);
 }
 
 /* Deterministic keys: a test can compute the public keys before the devices exist. */
@@ -905,7 +896,7 @@ static void write_enroll_file(void)
         fprintf(f, "# mcugw-sim devices, seed %s\n", opt.seed);
         for (unsigned i = 0; i < opt.count; i++) {
                 char k[45];
-                b64(devs[i].pub, k);
+                key_to_base64(devs[i].pub, k);
                 fprintf(f, "[Device]\nId=%s\nPublicKey=%s\nState=active\n\n", devs[i].id, k);
         }
         if (fclose(f) != 0)
@@ -1131,7 +1122,7 @@ int main(int argc, char **argv)
         if (strcmp(mode, "keys") == 0) {
                 for (unsigned i = 0; i < opt.count; i++) {
                         char k[45];
-                        b64(devs[i].pub, k);
+                        key_to_base64(devs[i].pub, k);
                         if (opt.json)
                                 printf("%s{\"id\": \"%s\", \"public_key\": \"%s\"}%s",
                                        i ? "  " : "[\n  ", devs[i].id, k,

@@ -25,8 +25,8 @@ BUILD = os.path.abspath(sys.argv[1])
 NAME = sys.argv[2]
 DRIVER = os.path.join(BUILD, "tests", "integration", "relay-driver")
 BASELINE = os.path.join(BUILD, "tests", "bench", "bench-relay-baseline")
-MCUGWD = os.path.join(BUILD, "src", "daemon", "mcugwd")
-MCUGWCTL = os.path.join(BUILD, "src", "ctl", "mcugwctl")
+MCUGWD = os.path.join(BUILD, "src", "mcugwd")
+MCUGWCTL = os.path.join(BUILD, "src", "mcugwctl", "mcugwctl")
 
 
 def log(*a):

@@ -13,8 +13,8 @@ import sys
 import tempfile
 import time
 
-MCUGWD = os.environ.get("MCUGWD", "build/src/daemon/mcugwd")
-MCUGWCTL = os.environ.get("MCUGWCTL", "build/src/ctl/mcugwctl")
+MCUGWD = os.environ.get("MCUGWD", "build/src/mcugwd")
+MCUGWCTL = os.environ.get("MCUGWCTL", "build/src/mcugwctl/mcugwctl")
 
 failures = 0
 

@@ -32,15 +32,17 @@ static void test_base64(void **state)
         uint8_t k[32];
         char out[45];
 
-        assert_int_equal(key_from_base64(K1, k), 0);
+        assert_int_equal(key_from_base64(K1, strlen(K1), k), 0);
         assert_int_equal(k[0], 0);
         assert_int_equal(k[31], 31);
         key_to_base64(k, out);
         assert_string_equal(out, K1);
-        assert_int_equal(key_from_base64("short", k), -EINVAL);
-        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh==", k),
+        assert_int_equal(key_from_base64("short", strlen("short"), k), -EINVAL);
+        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh==",
+                                         strlen("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh=="), k),
                          -EINVAL);
-        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=", k),
+        assert_int_equal(key_from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!=",
+                                         strlen("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh!="), k),
                          -EINVAL);
 }
 

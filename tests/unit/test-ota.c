@@ -113,20 +113,6 @@ static void test_jobdoc_errors(void **state)
                    "not JSON");
 }
 
-static void test_base64(void **state)
-{
-        uint8_t out[8];
-
-        assert_int_equal(ota_base64_decode("AQID", 4, out, sizeof out), 3);
-        assert_int_equal(out[2], 3);
-        assert_int_equal(ota_base64_decode("AQI=", 4, out, sizeof out), 2);
-        assert_int_equal(ota_base64_decode("AQ==", 4, out, sizeof out), 1);
-        assert_int_equal(ota_base64_decode("AR==", 4, out, sizeof out), -EINVAL); /* bits */
-        assert_int_equal(ota_base64_decode("A=QI", 4, out, sizeof out), -EINVAL);
-        assert_int_equal(ota_base64_decode("AQI", 3, out, sizeof out), -EINVAL);
-        assert_int_equal(ota_base64_decode("AQIDBAUGBwgJ", 12, out, sizeof out), -ENOSPC);
-}
-
 /* ---- CBOR streams -------------------------------------------------------------------------- */
 
 static void test_stream_request(void **state)
@@ -555,19 +541,12 @@ static void test_conf(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_jobdoc_aws),
-                cmocka_unit_test(test_jobdoc_targets),
-                cmocka_unit_test(test_jobdoc_errors),
-                cmocka_unit_test(test_base64),
-                cmocka_unit_test(test_stream_request),
-                cmocka_unit_test(test_stream_data),
-                cmocka_unit_test(test_stream_rejected),
-                cmocka_unit_test(test_stream_plan),
-                cmocka_unit_test(test_mcuboot),
-                cmocka_unit_test(test_verify),
-                cmocka_unit_test(test_cache_resume),
-                cmocka_unit_test(test_thing_and_topics),
-                cmocka_unit_test(test_conf),
+                cmocka_unit_test(test_jobdoc_aws),       cmocka_unit_test(test_jobdoc_targets),
+                cmocka_unit_test(test_jobdoc_errors),    cmocka_unit_test(test_stream_request),
+                cmocka_unit_test(test_stream_data),      cmocka_unit_test(test_stream_rejected),
+                cmocka_unit_test(test_stream_plan),      cmocka_unit_test(test_mcuboot),
+                cmocka_unit_test(test_verify),           cmocka_unit_test(test_cache_resume),
+                cmocka_unit_test(test_thing_and_topics), cmocka_unit_test(test_conf),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
