@@ -7,6 +7,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "basic/log.h"
@@ -177,19 +178,12 @@ void audit_set_listener(struct audit *a, audit_listener_fn fn, void *userdata)
         a->listener_data = userdata;
 }
 
-static int64_t now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int64_t audit_append(struct audit *a, const char *actor, const char *event, const char *subject,
                      const char *details_json)
 {
         struct audit_record rec = {
                 .seq = a->head_seq + 1,
-                .ts_us = now_us(),
+                .ts_us = now_realtime_usec(),
                 .actor = actor,
                 .event = event,
                 .subject = subject ? subject : "",

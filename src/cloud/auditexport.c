@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "cloud/auditexport.h"
@@ -176,17 +177,14 @@ void auditexport_notify(struct auditexport *x)
 int64_t auditexport_prune(struct auditexport *x)
 {
         int64_t head = audit_head_seq(x->audit), first, k = 0, r;
-        struct timespec ts;
 
         if (!x->max_age_usec && !x->max_records)
                 return 0;
         if (x->max_records && (uint64_t)head > x->max_records)
                 k = head - (int64_t)x->max_records;
         if (x->max_age_usec) {
-                clock_gettime(CLOCK_REALTIME, &ts);
-                k = MAX(k, audit_seq_before(x->audit, (int64_t)ts.tv_sec * 1000000 +
-                                                              ts.tv_nsec / 1000 -
-                                                              (int64_t)x->max_age_usec));
+                k = MAX(k,
+                        audit_seq_before(x->audit, now_realtime_usec() - (int64_t)x->max_age_usec));
         }
         /* Never what the cloud has not got a copy of (in the outbox at least). */
         if (x->enabled)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "basic/time-util.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "cloud/outbox.h"
@@ -34,13 +35,6 @@ struct outbox {
         unsigned audit_per_min;
         uint64_t last_audit_ms;
 };
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static uint64_t row_bytes(size_t device_len, size_t payload_len)
 {
@@ -141,7 +135,7 @@ static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes)
 
 static void report_drops(struct outbox *o, bool force)
 {
-        uint64_t t = now_ms();
+        uint64_t t = now_monotonic_msec();
         if (!o->unreported_rows)
                 return;
         if (!force && o->audit_per_min == 0)

@@ -6,6 +6,7 @@
 #include <mosquitto.h>
 #include <openssl/evp.h>
 
+#include "basic/time-util.h"
 #include "audit/audit.h"
 #include "daemon/conf.h"
 #include "store/db.h"
@@ -16,7 +17,7 @@
 #include "cloud/outbox.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
-#include "basic/tbucket.h"
+#include "basic/ratelimit.h"
 #include "cloud/topic.h"
 
 /* Rows read per SELECT when building a batch: a batch of 128 KB holds ~1,000 small readings. */
@@ -42,7 +43,7 @@ struct relay {
         unsigned max_inflight;
         char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
 
-        struct tbucket pubs, bytes;
+        struct ratelimit pubs, bytes;
         uv_timer_t pump_timer, stats_timer;
         uint64_t pump_due_ms;
         unsigned open_handles;
@@ -80,18 +81,6 @@ struct relay {
         relay_session_fn on_session;
         void *session_ud;
 };
-
-static int64_t realtime_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_us(void)
-{
-        return uv_hrtime() / 1000;
-}
 
 static void pump(struct relay *r);
 
@@ -179,8 +168,8 @@ static int publish_batch(struct relay *r)
         if (q < 0)
                 return q;
         inflight_add(r, mid, r->b_first, r->b_last, r->b_rows);
-        tbucket_take(&r->pubs, 1, mono_us());
-        tbucket_take(&r->bytes, (double)len, mono_us());
+        ratelimit_take(&r->pubs, 1, now_monotonic_usec());
+        ratelimit_take(&r->bytes, (double)len, now_monotonic_usec());
         r->unsent_est -= MIN(r->unsent_est, (uint64_t)(len - r->env.header_len));
         return 1;
 }
@@ -191,11 +180,11 @@ static int single_row(void *ud, const struct outbox_row *row)
 {
         struct relay *r = ud;
         char topic[TOPIC_MAX_LEN + 1];
-        uint64_t now = mono_us();
+        uint64_t now = now_monotonic_usec();
         int mid, q;
 
-        if (r->n_inflight >= r->max_inflight || tbucket_delay_us(&r->pubs, 1, now) ||
-            tbucket_delay_us(&r->bytes, 1, now)) {
+        if (r->n_inflight >= r->max_inflight || ratelimit_delay(&r->pubs, 1, now) ||
+            ratelimit_delay(&r->bytes, 1, now)) {
                 r->b_stopped = true;
                 return 1;
         }
@@ -214,8 +203,8 @@ static int single_row(void *ud, const struct outbox_row *row)
                 return q;
         }
         inflight_add(r, mid, row->id, row->id, 1);
-        tbucket_take(&r->pubs, 1, now);
-        tbucket_take(&r->bytes, (double)row->len, now);
+        ratelimit_take(&r->pubs, 1, now);
+        ratelimit_take(&r->bytes, (double)row->len, now);
         r->unsent_est -= MIN(r->unsent_est, envelope_entry_size(row->device, row->len));
         r->b_rows++;
         return 0;
@@ -240,7 +229,7 @@ static void pump(struct relay *r)
 {
         while (!r->stopping && !r->hold && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
                r->n_inflight < r->max_inflight && r->cursor < outbox_last_id(r->outbox)) {
-                uint64_t now = mono_us(), d;
+                uint64_t now = now_monotonic_usec(), d;
                 int q;
 
                 if (r->batching && r->unsent_est < r->max_payload * 9 / 10) {
@@ -250,7 +239,7 @@ static void pump(struct relay *r)
                                 return;
                         }
                 }
-                d = MAX(tbucket_delay_us(&r->pubs, 1, now), tbucket_delay_us(&r->bytes, 1, now));
+                d = MAX(ratelimit_delay(&r->pubs, 1, now), ratelimit_delay(&r->bytes, 1, now));
                 if (d) {
                         pump_arm(r, (d + 999) / 1000);
                         return;
@@ -425,7 +414,8 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if ((r->batching && envelope_overhead(r->gateway) + entry > r->max_payload) ||
             len > r->max_payload)
                 return -EMSGSIZE;
-        q = outbox_append(r->outbox, device_id, stream, seq, realtime_ms(), payload, len, NULL);
+        q = outbox_append(r->outbox, device_id, stream, seq, now_realtime_msec(), payload, len,
+                          NULL);
         if (q < 0)
                 return q;
         r->submitted++;
@@ -624,7 +614,7 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
 {
         struct relay *r = calloc(1, sizeof *r);
         char status_topic[TOPIC_MAX_LEN + 1], filter[TOPIC_MAX_LEN + 1];
-        uint64_t now = mono_us();
+        uint64_t now = now_monotonic_usec();
         int q;
 
         if (!r)
@@ -655,9 +645,9 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                 return -ENOMEM;
         }
         /* Bursts of 10 ms worth: over any second the rate stays within ~1 % of the quota. */
-        tbucket_init(&r->pubs, c->relay_publishes_per_s, c->relay_publishes_per_s / 100.0, now);
-        tbucket_init(&r->bytes, (double)c->relay_bytes_per_s, (double)c->relay_bytes_per_s / 10,
-                     now);
+        ratelimit_init(&r->pubs, c->relay_publishes_per_s, c->relay_publishes_per_s / 100.0, now);
+        ratelimit_init(&r->bytes, (double)c->relay_bytes_per_s, (double)c->relay_bytes_per_s / 10,
+                       now);
 
         q = outbox_open(db, audit, c->outbox_max_bytes, c->outbox_audit_per_min, &r->outbox);
         if (q < 0) {

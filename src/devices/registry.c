@@ -5,6 +5,7 @@
 #include <time.h>
 #include <openssl/crypto.h>
 
+#include "basic/time-util.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
 #include "basic/log.h"
@@ -32,13 +33,6 @@ struct registry {
         char errbuf[160];
         bool any_dirty;
 };
-
-static int64_t now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static uint64_t hash_bytes(const void *p, size_t n)
 {
@@ -138,7 +132,7 @@ static int dev_save(struct registry *r, const struct registry_device *d)
         sqlite3_bind_int(s, 8, d->reset_cause);
         sqlite3_bind_int64(s, 9, d->last_seen_us);
         sqlite3_bind_text(s, 10, d->link, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 11, now_us());
+        sqlite3_bind_int64(s, 11, now_realtime_usec());
         rc = sqlite3_step(s);
         sqlite3_reset(s);
         sqlite3_clear_bindings(s);
@@ -339,7 +333,7 @@ void registry_set_connected(struct registry *r, const char *id, bool connected, 
         d->connected = connected;
         if (connected) {
                 snprintf(d->link, sizeof d->link, "%s", link ? link : "");
-                d->last_seen_us = now_us();
+                d->last_seen_us = now_realtime_usec();
         }
         mark_dirty(r, d);
 }
@@ -349,7 +343,7 @@ void registry_touch(struct registry *r, const char *id, int64_t t)
         struct registry_device *d = find_mut(r, id);
         if (!d)
                 return;
-        d->last_seen_us = t ? t : now_us();
+        d->last_seen_us = t ? t : now_realtime_usec();
         /* Written at the next commit only if something else is written; at most a commit
          * interval of last-seen precision is lost in a crash. */
         d->connected = true;

@@ -21,6 +21,8 @@
 #include <unistd.h>
 #include <systemd/sd-bus.h>
 
+#include "basic/time-util.h"
+#include "basic/ratelimit.h"
 #include "audit/audit.h"
 #include "link/ble.h"
 #include "link/blefrag.h"
@@ -99,7 +101,7 @@ struct ble_peer {
         sd_bus_slot *connect_slot;
         uint64_t next_attempt_ms, backoff_ms;
         struct ble_session *s;
-        struct blefrag_bucket bucket;
+        struct ratelimit bucket; /* notification bytes/s */
         unsigned flood_secs;
         uint64_t drops_this_tick;
         bool penalty;
@@ -292,7 +294,7 @@ static void session_rx(struct ble_session *s, const uint8_t *data, size_t len)
 
         COUNT(p, notifications, 1);
         COUNT(p, rx_bytes, len);
-        if (!blefrag_bucket_take(&p->bucket, len, now) ||
+        if (!ratelimit_try(&p->bucket, (double)len, now * USEC_PER_MSEC) ||
             blefrag_ring_push(&s->rx, data, len) != len) {
                 /* Rate limit exceeded, or the link does not read: drop the whole packet. */
                 COUNT(p, rx_dropped, 1);
@@ -674,8 +676,8 @@ static void session_start(struct ble_peer *p)
         s->wmtu = s->nmtu = p->chr_mtu;
         blefrag_ring_init(&s->tx, s->txbuf, sizeof s->txbuf);
         blefrag_ring_init(&s->rx, s->rxbuf, sizeof s->rxbuf);
-        blefrag_bucket_init(&p->bucket, (double)m->notify_rate, (double)m->notify_rate * 2,
-                            now_ms(m));
+        ratelimit_init(&p->bucket, (double)m->notify_rate, (double)m->notify_rate * 2,
+                       now_ms(m) * USEC_PER_MSEC);
         p->s = s;
         m->handles++;
         peer_set_state(p, PEER_ACQUIRING);

@@ -106,27 +106,3 @@ int blefrag_uuid_normalize(const char *in, char out[37])
         out[36] = 0;
         return 0;
 }
-
-void blefrag_bucket_init(struct blefrag_bucket *b, double rate, double burst, uint64_t now_ms)
-{
-        b->rate = rate;
-        b->burst = burst;
-        b->tokens = burst;
-        b->last_ms = now_ms;
-}
-
-bool blefrag_bucket_take(struct blefrag_bucket *b, size_t n, uint64_t now_ms)
-{
-        if (b->rate <= 0)
-                return true;
-        if (now_ms > b->last_ms) {
-                b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
-                if (b->tokens > b->burst)
-                        b->tokens = b->burst;
-                b->last_ms = now_ms;
-        }
-        if (b->tokens < (double)n)
-                return false;
-        b->tokens -= (double)n;
-        return true;
-}

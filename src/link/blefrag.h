@@ -67,12 +67,3 @@ int blefrag_address_normalize(const char *in, char out[18]);
 /* 128-bit UUID in the 8-4-4-4-12 form: validate and lower-case into out[37] (BlueZ reports
  * UUIDs in lower case). Returns 0 or -EINVAL. */
 int blefrag_uuid_normalize(const char *in, char out[37]);
-
-/* Token bucket in bytes for the notification rate limit; times in milliseconds. */
-struct blefrag_bucket {
-        double tokens, rate, burst;
-        uint64_t last_ms;
-};
-void blefrag_bucket_init(struct blefrag_bucket *b, double rate, double burst, uint64_t now_ms);
-/* Take n tokens if there are; false (nothing taken) otherwise. rate 0 means unlimited. */
-bool blefrag_bucket_take(struct blefrag_bucket *b, size_t n, uint64_t now_ms);

@@ -18,6 +18,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "basic/ratelimit.h"
+#include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "mcugw/proto.h"
 #include "posix_openssl.h"
@@ -98,8 +100,8 @@ struct link {
         struct link_dev *dev;  /* the authenticated device */
         struct mcugw_deframer df;
         struct mcugw_responder r;
-        struct link_bucket hs_bucket;
-        struct link_limiter audit_lim;
+        struct ratelimit hs_bucket;
+        struct ratelimit_window audit_lim;
         const char *reject_reason; /* set by the lookup callback */
         char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
         uint8_t claimed_key[32];
@@ -157,8 +159,8 @@ struct link_manager {
         unsigned handles;
         bool stopping;
         uint32_t next_gen;
-        struct link_bucket hs_bucket;
-        struct link_limiter audit_lim;
+        struct ratelimit hs_bucket;
+        struct ratelimit_window audit_lim;
         uint64_t refused_connections, accepted_connections, hs_timeouts, idle_timeouts;
         uint64_t suppressed_audits;
         struct link_counters tot;
@@ -181,59 +183,6 @@ static void link_close(struct link *l, const char *reason);
 static void on_link_poll(uv_poll_t *h, int status, int events);
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
-
-void link_bucket_init(struct link_bucket *b, double rate, double burst, uint64_t now_ms)
-{
-        b->rate = rate;
-        b->burst = burst < 1 ? 1 : burst;
-        b->tokens = b->burst;
-        b->last_ms = now_ms;
-}
-
-bool link_bucket_take(struct link_bucket *b, uint64_t now_ms)
-{
-        if (now_ms > b->last_ms) {
-                b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
-                if (b->tokens > b->burst)
-                        b->tokens = b->burst;
-                b->last_ms = now_ms;
-        }
-        if (b->tokens < 1.0)
-                return false;
-        b->tokens -= 1.0;
-        return true;
-}
-
-void link_limiter_init(struct link_limiter *l, unsigned per_minute, uint64_t now_ms)
-{
-        *l = (struct link_limiter){ .window_start_ms = now_ms, .limit = per_minute };
-}
-
-unsigned link_limiter_roll(struct link_limiter *l, uint64_t now_ms)
-{
-        unsigned s;
-        if (now_ms < l->window_start_ms + 60000)
-                return 0;
-        s = l->suppressed;
-        l->window_start_ms = now_ms;
-        l->passed = 0;
-        l->suppressed = 0;
-        return s;
-}
-
-bool link_limiter_allow(struct link_limiter *l, uint64_t now_ms)
-{
-        if (now_ms >= l->window_start_ms + 60000 && l->suppressed == 0) {
-                l->window_start_ms = now_ms;
-                l->passed = 0;
-        }
-        if (l->passed < l->limit) {
-                l->passed++;
-                return true;
-        }
-        l->suppressed++;
-        return false;
-}
 
 int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode)
 {
@@ -303,13 +252,6 @@ static uint32_t hash_str(const char *s)
 static uint64_t now_ms(struct link_manager *m)
 {
         return uv_now(m->loop);
-}
-
-static int64_t realtime_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static struct link_dev *dev_find(struct link_manager *m, const char *id)
@@ -401,9 +343,9 @@ static void audit_json(struct link_manager *m, const char *actor, const char *ev
 static bool audit_allowed(struct link *l)
 {
         uint64_t t = now_ms(l->m);
-        if (!link_limiter_allow(&l->audit_lim, t))
+        if (!ratelimit_window_allow(&l->audit_lim, t * USEC_PER_MSEC))
                 return false;
-        if (!link_limiter_allow(&l->m->audit_lim, t)) {
+        if (!ratelimit_window_allow(&l->m->audit_lim, t * USEC_PER_MSEC)) {
                 l->m->suppressed_audits++;
                 return false;
         }
@@ -412,8 +354,8 @@ static bool audit_allowed(struct link *l)
 
 static void audit_flush_suppressed(struct link *l, bool force)
 {
-        unsigned s =
-                force ? l->audit_lim.suppressed : link_limiter_roll(&l->audit_lim, now_ms(l->m));
+        unsigned s = force ? l->audit_lim.suppressed
+                           : ratelimit_window_roll(&l->audit_lim, now_ms(l->m) * USEC_PER_MSEC);
         if (force)
                 l->audit_lim.suppressed = 0;
         if (!s)
@@ -421,7 +363,7 @@ static void audit_flush_suppressed(struct link *l, bool force)
         l->m->suppressed_audits += s;
         /* Summaries count against the gateway budget too: many short-lived connections must
          * not turn them into a flood. Over budget they fold into the gateway's summary. */
-        if (link_limiter_allow(&l->m->audit_lim, now_ms(l->m)))
+        if (ratelimit_window_allow(&l->m->audit_lim, now_ms(l->m) * USEC_PER_MSEC))
                 audit_json(l->m, "daemon", "link.audit_suppressed", l->name,
                            json_pack("{ss si}", "link", l->name, "count", (int)s));
         else
@@ -722,7 +664,7 @@ static int link_session_start(struct link *l)
         l->dev = d;
         d->link = l;
         snprintf(d->link_name, sizeof d->link_name, "%s", l->name);
-        d->last_seen_us = realtime_us();
+        d->last_seen_us = now_realtime_usec();
         gen_bump(l);
         COUNT(l, handshakes, 1);
         if (m->reg) {
@@ -769,7 +711,7 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
         uint64_t t = now_ms(m);
         int r;
 
-        d->last_seen_us = realtime_us();
+        d->last_seen_us = now_realtime_usec();
         if (m->reg && t - d->last_touch_ms >= LINK_TOUCH_MS) {
                 registry_touch(m->reg, d->id, d->last_seen_us);
                 d->last_touch_ms = t;
@@ -872,7 +814,8 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
         type = mcugw_frame_type(frame, len);
         if (type == (int)MCUGW_FRAME_HS1) {
                 /* Message 1 costs the gateway five X25519 operations: throttle it. */
-                if (!link_bucket_take(&l->hs_bucket, t) || !link_bucket_take(&m->hs_bucket, t)) {
+                if (!ratelimit_try(&l->hs_bucket, 1, t * USEC_PER_MSEC) ||
+                    !ratelimit_try(&m->hs_bucket, 1, t * USEC_PER_MSEC)) {
                         COUNT(l, hs_throttled, 1);
                         return;
                 }
@@ -1069,8 +1012,10 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
                 free(l);
                 return -EINVAL;
         }
-        link_bucket_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0), now_ms(m));
-        link_limiter_init(&l->audit_lim, m->audit_per_min, now_ms(m));
+        ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
+                       now_ms(m) * USEC_PER_MSEC);
+        ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
+                              now_ms(m) * USEC_PER_MSEC);
         r = uv_poll_init(m->loop, &l->poll, fd);
         if (r < 0) {
                 free(l);
@@ -1312,7 +1257,7 @@ static void on_sweep(uv_timer_t *t)
                                 COUNT(l, keepalives, 1);
                 }
         }
-        s = link_limiter_roll(&m->audit_lim, now);
+        s = ratelimit_window_roll(&m->audit_lim, now * USEC_PER_MSEC);
         if (s)
                 audit_json(m, "daemon", "link.audit_suppressed", "gateway",
                            json_pack("{si}", "count", (int)s));
@@ -1376,10 +1321,11 @@ int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *aud
         m->hs_rate_link =
                 conf->link_handshake_rate_per_link ? conf->link_handshake_rate_per_link : 2;
         m->audit_per_min = conf->link_audit_per_min;
-        link_bucket_init(
-                &m->hs_bucket, conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
-                conf->link_handshake_rate ? conf->link_handshake_rate : 1000, uv_now(loop));
-        link_limiter_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), uv_now(loop));
+        ratelimit_init(&m->hs_bucket, conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
+                       conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
+                       uv_now(loop) * USEC_PER_MSEC);
+        ratelimit_window_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), 60 * USEC_PER_SEC,
+                              uv_now(loop) * USEC_PER_MSEC);
 
         r = load_key(m, conf);
         if (r < 0) {

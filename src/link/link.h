@@ -96,31 +96,6 @@ int link_manager_adopt_fd(struct link_manager *m, int fd, const char *name);
 
 /* ---- pure helpers (unit-tested) ---------------------------------------------------------- */
 
-/* Token bucket: `rate` tokens per second, at most `burst`. Times in milliseconds. */
-struct link_bucket {
-        double tokens;
-        double rate;
-        double burst;
-        uint64_t last_ms;
-};
-void link_bucket_init(struct link_bucket *b, double rate, double burst, uint64_t now_ms);
-/* Take one token; false (and nothing taken) when empty. */
-bool link_bucket_take(struct link_bucket *b, uint64_t now_ms);
-
-/* Fixed-window event limiter for audit records: the first `limit` events of each minute pass,
- * the others are counted; link_limiter_roll() reports (and resets) that count when the
- * window is over. */
-struct link_limiter {
-        uint64_t window_start_ms;
-        unsigned passed;
-        unsigned suppressed;
-        unsigned limit;
-};
-void link_limiter_init(struct link_limiter *l, unsigned per_minute, uint64_t now_ms);
-bool link_limiter_allow(struct link_limiter *l, uint64_t now_ms);
-/* Returns the number suppressed in a finished window (0 if none or not finished yet). */
-unsigned link_limiter_roll(struct link_limiter *l, uint64_t now_ms);
-
 /* Read a key file holding base64 of a 32-byte X25519 private key. The file must be a regular
  * file not readable or writable by group or others: -EPERM otherwise (*ret_mode tells the
  * mode). -ENOENT if absent, -EBADMSG if malformed. */

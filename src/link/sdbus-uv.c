@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "basic/time-util.h"
 #include "link/sdbus-uv.h"
 
 #define SDBUS_UV_BUDGET 256 /* messages per wake-up */
@@ -23,13 +24,6 @@ struct sdbus_uv {
         uint64_t processed;
         bool closing, failed, in_process;
 };
-
-static uint64_t now_usec(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void sdbus_uv_fail(struct sdbus_uv *s, int r)
 {
@@ -113,7 +107,7 @@ static void on_prepare(uv_prepare_t *h)
                 uv_timer_stop(&s->timer);
                 return;
         }
-        now = now_usec();
+        now = now_monotonic_usec();
         uv_timer_start(&s->timer, on_timer, t > now ? (t - now + 999) / 1000 : 0, 0);
 }
 

@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "monitor/baseline.h"
@@ -602,17 +603,15 @@ static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **re
         const char *actor = control_conn_peer(c)->actor;
         json_t *snap = baseline_snapshot(*b->conf, b->reg);
         _cleanup_free_ char *text = NULL;
-        struct timespec ts;
         char h[65];
         int rc, r;
 
         if (!snap)
                 return -ENOMEM;
-        clock_gettime(CLOCK_REALTIME, &ts);
         {
-                json_t *rec = json_pack("{sI ss sO}", "accepted_us",
-                                        (json_int_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
-                                        "actor", actor, "snapshot", snap);
+                json_t *rec =
+                        json_pack("{sI ss sO}", "accepted_us", (json_int_t)now_realtime_usec(),
+                                  "actor", actor, "snapshot", snap);
                 text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
                 json_decref(rec);
         }

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/time-util.h"
 #include "ctl/control.h"
 #include "link/link.h"
 #include "basic/log.h"
@@ -200,7 +201,6 @@ void metrics_sample(struct metrics *m)
 {
         uint64_t now = uv_now(m->loop);
         double dt = m->last_ms && now > m->last_ms ? (double)(now - m->last_ms) / 1000.0 : 0;
-        struct timespec ts;
         size_t n = m->src.registry ? registry_count(m->src.registry, NULL) : 0;
 
         m->gen++;
@@ -248,8 +248,7 @@ void metrics_sample(struct metrics *m)
                 m->cpu_percent = (double)(m->proc.cpu_usec - m->last_cpu_usec) / (dt * 1e4);
         m->last_cpu_usec = m->proc.cpu_usec;
         m->last_ms = now;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        m->last_ts_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        m->last_ts_us = now_realtime_usec();
         if (m->tick)
                 m->tick(m->ud, now);
 }

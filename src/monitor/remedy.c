@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "basic/time-util.h"
 #include "audit/audit.h"
 #include "daemon/conf.h"
 #include "ctl/control.h"
@@ -44,13 +45,6 @@ struct remedy {
         size_t n_holds;
         uint64_t fired, alerts_published, alerts_unpublished;
 };
-
-static int64_t realtime_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void allowed_clear(struct remedy *r)
 {
@@ -127,7 +121,7 @@ static int publish_alert(struct remedy *r, const struct rule *rule, const char *
                               "device", device, "rule", rule->name, "value", (json_int_t)value,
                               "threshold", (json_int_t)rule->threshold, "window_ms",
                               (json_int_t)rule->window_ms, "actions", actions, "ts_us",
-                              (json_int_t)realtime_us());
+                              (json_int_t)now_realtime_usec());
 
         if (!o)
                 return -ENOMEM;

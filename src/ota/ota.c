@@ -8,6 +8,7 @@
 #include <time.h>
 #include <openssl/rand.h>
 
+#include "basic/time-util.h"
 #include "mcugw/ota.h"
 
 #include "audit/audit.h"
@@ -113,13 +114,6 @@ const char *ota_state_to_string(enum ota_state s)
         return (unsigned)s < ELEMENTSOF(n) ? n[s] : "?";
 }
 
-static int64_t now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static uint64_t now_ms(struct ota *o)
 {
         return uv_now(o->loop);
@@ -174,7 +168,7 @@ static void persist_job(struct ota_job *j)
         sqlite3_bind_text(s, 5, j->reason, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(s, 6, doc, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(s, 7, j->created_us);
-        sqlite3_bind_int64(s, 8, now_us());
+        sqlite3_bind_int64(s, 8, now_realtime_usec());
         if (sqlite3_step(s) != SQLITE_DONE)
                 log_warning("ota: cannot record job %s", j->id);
         sqlite3_reset(s);
@@ -195,7 +189,7 @@ static void persist_x(struct ota_xfer *x)
         sqlite3_bind_int64(s, 4, x->acked);
         sqlite3_bind_int64(s, 5, 0);
         sqlite3_bind_text(s, 6, x->reason, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 7, now_us());
+        sqlite3_bind_int64(s, 7, now_realtime_usec());
         sqlite3_step(s);
         sqlite3_reset(s);
         x->persisted = x->acked;
@@ -734,7 +728,7 @@ void ota_job_record_failure(struct ota *o, const char *id, const char *source, c
         j->o = o;
         snprintf(j->id, sizeof j->id, "%s", id);
         snprintf(j->source, sizeof j->source, "%s", source);
-        j->created_us = now_us();
+        j->created_us = now_realtime_usec();
         job_link(o, j);
         job_finish(j, OTA_FAILED, reason);
 }
@@ -820,15 +814,15 @@ int ota_job_create(struct ota *o, const struct ota_job_spec *spec, char ret_id[6
         if (spec->id)
                 snprintf(j->id, sizeof j->id, "%s", spec->id);
         else
-                snprintf(j->id, sizeof j->id, "local-%lld-%u", (long long)(now_us() / 1000000),
-                         ++o->next_local);
+                snprintf(j->id, sizeof j->id, "local-%lld-%u",
+                         (long long)(now_realtime_usec() / 1000000), ++o->next_local);
         snprintf(j->source, sizeof j->source, "%s", spec->source ? spec->source : "local");
-        j->created_us = now_us();
+        j->created_us = now_realtime_usec();
         j->state = OTA_IN_PROGRESS;
         snprintf(j->version, sizeof j->version, "%.12s", ota_image_sha256(spec->image));
         while (!j->transfer_id)
                 if (RAND_bytes((unsigned char *)&j->transfer_id, sizeof j->transfer_id) != 1)
-                        j->transfer_id = (uint32_t)now_us() | 1;
+                        j->transfer_id = (uint32_t)now_realtime_usec() | 1;
         /* The image must be checked before anything else happens with it. */
         r = check_image(o, j, spec, err, errlen, &mb);
         if (r < 0) {
@@ -1189,7 +1183,7 @@ static void load_jobs(struct ota *o)
                 j->size = ota_image_size(j->img);
                 j->transfer_id = (uint32_t)json_integer_value(json_object_get(d, "transfer_id"));
                 j->state = OTA_IN_PROGRESS;
-                j->created_us = now_us();
+                j->created_us = now_realtime_usec();
                 json_decref(d);
                 sqlite3_reset(o->load_x);
                 sqlite3_bind_text(o->load_x, 1, j->id, -1, SQLITE_TRANSIENT);

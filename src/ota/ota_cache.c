@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/time-util.h"
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -37,13 +38,6 @@ struct ota_cache {
         struct ota_image *images; /* referenced ones */
         sqlite3_stmt *get, *put, *del, *touch, *lru;
 };
-
-static int64_t now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static bool key_ok(const char *k)
 {
@@ -150,7 +144,7 @@ static int persist(struct ota_image *img)
         sqlite3_bind_blob(s, 4, img->bitmap, (int)((img->n_blocks + 7) / 8), SQLITE_STATIC);
         sqlite3_bind_int(s, 5, img->complete);
         sqlite3_bind_text(s, 6, img->sha256, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 7, now_us());
+        sqlite3_bind_int64(s, 7, now_realtime_usec());
         r = db_errno(sqlite3_step(s));
         sqlite3_reset(s);
         if (r == 0)

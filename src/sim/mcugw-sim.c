@@ -39,6 +39,7 @@
 #include <openssl/x509.h>
 #include <openssl/rand.h>
 
+#include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "cloud/cred.h"
 #include "devices/onboard.h"
@@ -161,13 +162,6 @@ static uint64_t t0_ms;
 static void on_signal(int sig)
 {
         stop_requested = 1;
-}
-
-static uint64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -306,7 +300,7 @@ static int port_send(void *ctx, const uint8_t *data, size_t len)
 
 static uint32_t port_now(void *ctx)
 {
-        return (uint32_t)mono_ms();
+        return (uint32_t)now_monotonic_msec();
 }
 
 static void flush_out(struct sim_dev *d, uint64_t now)
@@ -409,7 +403,7 @@ static void ota_reboot_cb(void *user, uint32_t transfer_id)
         struct sim_dev *d = user;
         d->ota_tid = transfer_id;
         d->reboot_kind = 1;
-        d->reboot_at_ms = mono_ms() + 100;
+        d->reboot_at_ms = now_monotonic_msec() + 100;
 }
 
 static void sim_ota_init(struct sim_dev *d)
@@ -439,7 +433,7 @@ static void sim_ota_connected(struct sim_dev *d)
                 return;
         mcugw_ota_connected(&d->ota);
         if (d->ota.state == MCUGW_OTA_ST_TESTING && !d->self_test_at_ms)
-                d->self_test_at_ms = mono_ms() + 200;
+                d->self_test_at_ms = now_monotonic_msec() + 200;
 }
 
 static void on_message(void *user, const struct mcugw_msg *m)
@@ -524,11 +518,11 @@ static void on_state(void *user, int state)
         if (state == MCUGW_DEV_CONNECTED) {
                 d->handshakes++;
                 if (!d->connected_once) {
-                        d->connected_ms = mono_ms();
+                        d->connected_ms = now_monotonic_msec();
                         d->connected_once = true;
                 }
                 mcugw_device_send_status(
-                        &d->dev, 1 + d->boots, (uint32_t)((mono_ms() - t0_ms) / 1000),
+                        &d->dev, 1 + d->boots, (uint32_t)((now_monotonic_msec() - t0_ms) / 1000),
                         d->boots ? MCUGW_RESET_OTA : MCUGW_RESET_POWER_ON,
                         d->fw[0] ? d->fw : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
                 sim_ota_connected(d);
@@ -689,7 +683,7 @@ static void print_stats(void)
         uint64_t sent = 0, acked = 0, nacked = 0, corrupted = 0, errors = 0, disc = 0, hs = 0;
         uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0;
         unsigned connected = 0, ever = 0;
-        double hs_sum = 0, hs_max = 0, el = (double)(mono_ms() - t0_ms) / 1000.0;
+        double hs_sum = 0, hs_max = 0, el = (double)(now_monotonic_msec() - t0_ms) / 1000.0;
 
         for (unsigned i = 0; i < opt.count; i++) {
                 struct sim_dev *d = &devs[i];
@@ -745,7 +739,7 @@ static int run(void)
 {
         struct pollfd *pfd = calloc(opt.count, sizeof *pfd);
         uint8_t payload[MCUGW_MSG_MAX], buf[4096];
-        uint64_t now = mono_ms(), deadline, linger_until = 0;
+        uint64_t now = now_monotonic_msec(), deadline, linger_until = 0;
         double interval = opt.rate > 0 ? 1000.0 / opt.rate : 0;
 
         if (!pfd)
@@ -758,7 +752,7 @@ static int run(void)
         }
         while (!stop_requested) {
                 bool all_done = true;
-                now = mono_ms();
+                now = now_monotonic_msec();
                 if (now >= deadline)
                         break;
                 for (unsigned i = 0; i < opt.count; i++) {
@@ -805,7 +799,7 @@ static int run(void)
                 }
                 if (poll(pfd, opt.count, 5) < 0 && errno != EINTR)
                         die("poll: %s", strerror(errno));
-                now = mono_ms();
+                now = now_monotonic_msec();
                 for (unsigned i = 0; i < opt.count; i++) {
                         struct sim_dev *d = &devs[i];
                         if (pfd[i].fd < 0 || !pfd[i].revents)
@@ -1149,7 +1143,7 @@ int main(int argc, char **argv)
                 sigaction(SIGINT, &sa, NULL);
                 sigaction(SIGTERM, &sa, NULL);
         }
-        t0_ms = mono_ms();
+        t0_ms = now_monotonic_msec();
         c = run();
         for (unsigned i = 0; i < opt.count; i++) {
                 struct sim_dev *d = &devs[i];

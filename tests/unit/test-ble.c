@@ -226,34 +226,12 @@ static void test_address_uuid(void **state)
         assert_string_not_equal(MCUGW_BLE_SERVICE_UUID, MCUGW_BLE_CHARACTERISTIC_UUID);
 }
 
-static void test_bucket(void **state)
-{
-        struct blefrag_bucket b;
-
-        blefrag_bucket_init(&b, 1000, 2000, 0); /* 1000 B/s, burst 2000 */
-        assert_true(blefrag_bucket_take(&b, 1500, 0));
-        assert_false(blefrag_bucket_take(&b, 600, 0)); /* 500 left */
-        assert_true(blefrag_bucket_take(&b, 500, 0));
-        assert_false(blefrag_bucket_take(&b, 1, 0));
-        assert_true(blefrag_bucket_take(&b, 100, 100)); /* 100 ms: 100 bytes */
-        assert_false(blefrag_bucket_take(&b, 1, 100));
-        /* A long pause refills to the burst only. */
-        assert_false(blefrag_bucket_take(&b, 2001, 1000000));
-        assert_true(blefrag_bucket_take(&b, 2000, 1000000));
-        /* Time going backwards gives nothing. */
-        assert_false(blefrag_bucket_take(&b, 1, 5));
-        /* Rate 0: unlimited. */
-        blefrag_bucket_init(&b, 0, 0, 0);
-        assert_true(blefrag_bucket_take(&b, 1u << 30, 0));
-}
-
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_payload_max),  cmocka_unit_test(test_ring_basic),
                 cmocka_unit_test(test_ring_bounded), cmocka_unit_test(test_fragment_reassemble),
                 cmocka_unit_test(test_drop_resync),  cmocka_unit_test(test_address_uuid),
-                cmocka_unit_test(test_bucket),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

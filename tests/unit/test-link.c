@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Pure parts of the link manager and the transports: token bucket, audit limiter, key files
+/* Pure parts of the link manager and the transports: key files
  * (format and permission check), endpoint parsing, ack tokens. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,49 +16,6 @@
 
 #include "link/link.h"
 #include "link/transport.h"
-
-static void test_bucket(void **state)
-{
-        struct link_bucket b;
-        int n = 0;
-
-        link_bucket_init(&b, 2, 4, 1000);
-        while (link_bucket_take(&b, 1000))
-                n++;
-        assert_int_equal(n, 4);                   /* the burst */
-        assert_false(link_bucket_take(&b, 1400)); /* 0.8 tokens */
-        assert_true(link_bucket_take(&b, 1500));  /* 1.0 */
-        assert_false(link_bucket_take(&b, 1500));
-        /* A long pause refills to the burst only. */
-        n = 0;
-        while (link_bucket_take(&b, 100000))
-                n++;
-        assert_int_equal(n, 4);
-        /* Time going backwards takes nothing and gives nothing. */
-        assert_false(link_bucket_take(&b, 50));
-}
-
-static void test_limiter(void **state)
-{
-        struct link_limiter l;
-        unsigned pass = 0;
-
-        link_limiter_init(&l, 3, 0);
-        for (int i = 0; i < 10; i++)
-                pass += link_limiter_allow(&l, 1000);
-        assert_int_equal(pass, 3);
-        assert_int_equal(link_limiter_roll(&l, 59999), 0); /* window not over */
-        assert_int_equal(link_limiter_roll(&l, 60000), 7); /* summary of the suppressed */
-        assert_int_equal(link_limiter_roll(&l, 60001), 0);
-        pass = 0;
-        for (int i = 0; i < 5; i++)
-                pass += link_limiter_allow(&l, 61000);
-        assert_int_equal(pass, 3);
-        /* A limit of 0 suppresses everything but still counts. */
-        link_limiter_init(&l, 0, 0);
-        assert_false(link_limiter_allow(&l, 1));
-        assert_int_equal(link_limiter_roll(&l, 70000), 1);
-}
 
 static void write_file(const char *path, const char *text, mode_t mode)
 {
@@ -189,9 +146,11 @@ static void test_token(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_bucket),       cmocka_unit_test(test_limiter),
-                cmocka_unit_test(test_key_files),    cmocka_unit_test(test_parse_listen),
-                cmocka_unit_test(test_parse_serial), cmocka_unit_test(test_token),
+
+                cmocka_unit_test(test_key_files),
+                cmocka_unit_test(test_parse_listen),
+                cmocka_unit_test(test_parse_serial),
+                cmocka_unit_test(test_token),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,6 @@
 #include <openssl/evp.h>
 
 #include "cloud/envelope.h"
-#include "basic/tbucket.h"
 
 static void test_envelope_decodes(void **state)
 {
@@ -97,41 +96,12 @@ static void test_entry_size_bound(void **state)
         }
 }
 
-static void test_tbucket(void **state)
-{
-        struct tbucket b;
-        uint64_t t = 1000000, sent = 0;
-
-        /* 100/s with a burst of 1: over 10 s of constant demand, ~1000 go. */
-        tbucket_init(&b, 100, 1, t);
-        for (uint64_t now = t; now < t + 10000000; now += 1000)
-                if (tbucket_delay_us(&b, 1, now) == 0) {
-                        tbucket_take(&b, 1, now);
-                        sent++;
-                }
-        assert_in_range(sent, 999, 1002);
-
-        /* A request bigger than the burst goes once the bucket is full, then the debt is paid
-         * before the next: the long-run rate holds. */
-        tbucket_init(&b, 1000, 100, t);
-        assert_int_equal(tbucket_delay_us(&b, 5000, t), 0);
-        tbucket_take(&b, 5000, t);
-        assert_in_range(tbucket_delay_us(&b, 1, t), 4900000, 5002000);
-        assert_int_equal(tbucket_delay_us(&b, 1, t + 5000000), 0);
-
-        /* rate 0: unlimited. */
-        tbucket_init(&b, 0, 0, t);
-        tbucket_take(&b, 1e9, t);
-        assert_int_equal(tbucket_delay_us(&b, 1e9, t), 0);
-}
-
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_envelope_decodes),
                 cmocka_unit_test(test_envelope_limit),
                 cmocka_unit_test(test_entry_size_bound),
-                cmocka_unit_test(test_tbucket),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
