@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "basic/alloc-util.h"
 #include "basic/hexdecoct.h"
 #include "devices/enroll.h"
 #include "basic/macro.h"
@@ -80,19 +81,13 @@ int enroll_groups_normalize(const char *in, char *out, size_t n)
 void enroll_list_free(struct enroll_list *l)
 {
         free(l->v);
-        l->v = NULL;
-        l->n = 0;
+        *l = (struct enroll_list){ 0 };
 }
 
 static struct enroll_entry *enroll_list_add(struct enroll_list *l)
 {
-        struct enroll_entry *n;
-        if (l->n >= ENROLL_MAX_ENTRIES)
+        if (l->n >= ENROLL_MAX_ENTRIES || GREEDY_REALLOC(l->v, l->n_alloc, l->n + 1) < 0)
                 return NULL;
-        n = realloc(l->v, (l->n + 1) * sizeof *n);
-        if (!n)
-                return NULL;
-        l->v = n;
         memset(&l->v[l->n], 0, sizeof l->v[0]);
         l->v[l->n].state = DEVICE_ACTIVE;
         l->v[l->n].line = 0;

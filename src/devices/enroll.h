@@ -37,7 +37,7 @@ struct enroll_entry {
 
 struct enroll_list {
         struct enroll_entry *v;
-        size_t n;
+        size_t n, n_alloc;
 };
 
 /* Every *.conf in dir, sorted; a missing directory is an empty list. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "basic/alloc-util.h"
 #include "basic/macro.h"
 #include "monitor/rules.h"
 
@@ -178,7 +179,6 @@ struct parse_state {
 static void rule_finish(struct parse_state *st)
 {
         struct rule *r = &st->cur;
-        struct rule *n;
         bool bad = st->cur_bad;
 
         if (!st->in_rule)
@@ -245,12 +245,10 @@ static void rule_finish(struct parse_state *st)
                 r->window_ms = r->timeout_ms;
         if ((r->actions & RULE_ACTION_THROTTLE) && !(st->seen & SEEN_HOLD))
                 r->hold_ms = r->window_ms;
-        n = realloc(st->out->v, (st->out->n + 1) * sizeof *n);
-        if (!n) {
+        if (GREEDY_REALLOC(st->out->v, st->out->n_alloc, st->out->n + 1) < 0) {
                 st->r = -ENOMEM;
                 return;
         }
-        st->out->v = n;
         st->out->v[st->out->n++] = *r;
 }
 
@@ -450,8 +448,7 @@ void rule_set_free(struct rule_set *rs)
         if (!rs)
                 return;
         free(rs->v);
-        rs->v = NULL;
-        rs->n = 0;
+        *rs = (struct rule_set){ 0 };
 }
 
 size_t rule_set_enabled(const struct rule_set *rs)

@@ -70,7 +70,7 @@ struct rule {
 
 struct rule_set {
         struct rule *v;
-        size_t n;
+        size_t n, n_alloc;
 };
 
 /* Every *.conf in dir, sorted; a missing directory is an empty set. All problems go to err as

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <openssl/rand.h>
 
+#include "basic/alloc-util.h"
 #include "basic/time-util.h"
 #include "mcugw/ota.h"
 
@@ -81,7 +82,7 @@ struct ota_job {
         uint32_t transfer_id;
         uint64_t size; /* kept after the image reference is dropped */
         struct ota_xfer *x;
-        size_t n_x;
+        size_t n_x, n_x_alloc;
         unsigned failures;
         int64_t created_us;
 };
@@ -682,16 +683,13 @@ static bool in_groups(const char *groups, const char *g)
 
 static int add_target(struct ota_job *j, const char *id)
 {
-        struct ota_xfer *nx;
 
         for (size_t i = 0; i < j->n_x; i++)
                 if (strcmp(j->x[i].device, id) == 0)
                         return 0;
-        nx = realloc(j->x, (j->n_x + 1) * sizeof *nx);
-        if (!nx)
+        if (GREEDY_REALLOC(j->x, j->n_x_alloc, j->n_x + 1) < 0)
                 return -ENOMEM;
-        j->x = nx;
-        memset(&j->x[j->n_x], 0, sizeof *nx);
+        memset(&j->x[j->n_x], 0, sizeof j->x[0]);
         j->x[j->n_x].job = j;
         snprintf(j->x[j->n_x].device, sizeof j->x[j->n_x].device, "%s", id);
         j->n_x++;
