@@ -5,7 +5,7 @@
 - every key of conf_keys[] (src/daemon/conf.c) is described in mcugw.conf.5.scd under its section,
   with its default, and says "Needs a restart" exactly when the table says so;
 - etc/mcugw/mcugw.conf lists every key, commented out at its default;
-- every verb of verbs[] (src/ctl/mcugwctl.c) is described in mcugwctl.1.scd and completed by
+- every verb of verbs[] (src/mcugwctl/mcugwctl.c) is described in mcugwctl.1.scd and completed by
   completion/mcugwctl;
 - every long option of mcugw-sim (src/sim/mcugw-sim.c, once it exists) is in mcugw-sim.1.scd.
 
@@ -99,11 +99,11 @@ for section, key, default, restart in keys:
         fail("etc/mcugw/mcugw.conf: [%s] lacks the line '%s'" % (section, line))
 
 # --- mcugwctl verbs --------------------------------------------------------------------------
-ctl_c = read("src", "ctl", "mcugwctl.c")
+ctl_c = read("src", "mcugwctl", "mcugwctl.c")
 vt = re.search(r"struct verb verbs\[\]\s*=\s*\{(.*?)\n\};", ctl_c, re.S)
 verbs = []
 if not vt:
-    fail("cannot find verbs[] in src/ctl/mcugwctl.c")
+    fail("cannot find verbs[] in src/mcugwctl/mcugwctl.c")
 else:
     for group, name in re.findall(r'\{\s*(NULL|"[\w-]+")\s*,\s*"([\w-]+)"\s*,', vt.group(1)):
         verbs.append((None if group == "NULL" else group.strip('"'), name))
