@@ -765,7 +765,7 @@ static void on_expiry_timer(uv_timer_t *t)
         maybe_rotate_for_expiry(t->data);
 }
 
-/* ---- what the control commands call ------------------------------------------------------ */
+/* ---- the certificate, on request ------------------------------------------------------------- */
 
 int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t errlen)
 {

@@ -954,7 +954,7 @@ int ota_job_state(struct ota *o, const char *id, const char **ret_reason)
         return -ENOENT;
 }
 
-/* ---- JSON views and control commands ------------------------------------------------------- */
+/* ---- JSON views, local jobs ---------------------------------------------------------------- */
 
 static json_t *x_json(const struct ota_xfer *x)
 {
