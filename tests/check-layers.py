@@ -32,7 +32,8 @@ LAYERS = {
     "cloud": {"store", "audit", "devices"},
     "ota": {"store", "audit", "devices", "link", "cloud"},
     "monitor": {"store", "audit", "devices", "link", "cloud", "ota"},
-    "ctl": {"store", "audit"},
+    # the control socket and the commands (*-ctl.c), which call the domain below them
+    "ctl": {"store", "audit", "devices", "link", "cloud", "ota", "monitor"},
     "daemon": {"store", "audit", "devices", "link", "cloud", "ota", "monitor", "ctl"},
     # front ends
     "mcugwctl": {"ctl", "devices", "cloud"},
@@ -43,10 +44,6 @@ LAYERS = {
 EXCEPTIONS = {
     ("ota/ota.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
-    ("ota/ota.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("ota/ota.c", "ctl/ctlproto.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("ota/ota_jobs.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
     ("link/ble.c", "daemon/conf.h"):
@@ -55,20 +52,8 @@ EXCEPTIONS = {
         "modules take the whole struct conf; per-module options (#12.1)",
     ("monitor/baseline.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/baseline.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/baseline.c", "ctl/ctlproto.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/defender.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/metrics.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("monitor/remedy.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/remedy.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/remedy.c", "ctl/ctlproto.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("monitor/rules.h", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
     ("store/db.c", "daemon/conf.h"):
@@ -77,20 +62,12 @@ EXCEPTIONS = {
         "modules take the whole struct conf; per-module options (#12.1)",
     ("cloud/provision.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/provision.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("cloud/provision.c", "ctl/ctlproto.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("cloud/relay.c", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
     ("devices/enroll.h", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
     ("devices/onboard.h", "daemon/conf.h"):
         "modules take the whole struct conf; per-module options (#12.1)",
-    ("devices/registry.c", "ctl/control.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("devices/registry.c", "ctl/ctlproto.h"):
-        "the domain registers its own control commands; *-ctl.c files (#12.3)",
 }
 # module cycles that are known debts
 CYCLE_EXCEPTIONS = {

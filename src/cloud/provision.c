@@ -15,8 +15,6 @@
 
 #include "audit/audit.h"
 #include "daemon/conf.h"
-#include "ctl/control.h"
-#include "ctl/ctlproto.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "cloud/provision.h"
@@ -767,19 +765,19 @@ static void on_expiry_timer(uv_timer_t *t)
         maybe_rotate_for_expiry(t->data);
 }
 
-/* ---- control commands --------------------------------------------------------------------- */
+/* ---- the certificate, on request ------------------------------------------------------------- */
 
-static int cmd_cert_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t errlen)
 {
-        struct provision *p = ud;
         const char *in_use = relay_cert_file(p->relay);
-        char err[512];
         json_t *o, *info;
 
-        info = p->cert_file ? provision_cert_info(p->cert_file, err, sizeof err) : NULL;
-        if (!info && (!p->claim_cert || exists(p->cert_file ? p->cert_file : "")))
-                return control_conn_error(c, -ENOENT, "no certificate: %s",
-                                          p->cert_file ? err : "[MQTT] CertificateFile= not set");
+        info = p->cert_file ? provision_cert_info(p->cert_file, err, errlen) : NULL;
+        if (!info && (!p->claim_cert || exists(p->cert_file ? p->cert_file : ""))) {
+                if (!p->cert_file)
+                        snprintf(err, errlen, "[MQTT] CertificateFile= not set");
+                return -ENOENT;
+        }
         o = json_pack("{ss* so ss* s{sb sI} so}", "file", p->cert_file, "certificate",
                       info ? info : json_null(), "in_use", in_use, "rotation", "automatic",
                       p->rotate_before_s > 0, "before_expiry_s", (json_int_t)p->rotate_before_s,
@@ -790,26 +788,9 @@ static int cmd_cert_show(struct control_conn *c, json_t *args, json_t **ret, voi
         return 0;
 }
 
-static int cmd_cert_rotate(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+int provision_rotate(struct provision *p, const char *actor, char *err, size_t errlen)
 {
-        struct provision *p = ud;
-        char err[256];
-        int r = start_rotation(p, control_conn_peer(c)->actor, err, sizeof err);
-
-        if (r < 0)
-                return control_conn_error(c, r, "cannot rotate: %s", err);
-        *ret = provision_status_json(p);
-        return 0;
-}
-
-static const struct control_command commands[] = {
-        { "cert.show", CONTROL_READ, cmd_cert_show },
-        { "cert.rotate", CONTROL_ADMIN, cmd_cert_rotate },
-};
-
-int provision_add_commands(struct provision *p, struct control *ctl)
-{
-        return control_add_commands(ctl, commands, ELEMENTSOF(commands), p);
+        return start_rotation(p, actor, err, errlen);
 }
 
 json_t *provision_status_json(const struct provision *p)

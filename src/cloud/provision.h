@@ -32,7 +32,6 @@ struct provision;
 struct conf;
 struct relay;
 struct audit;
-struct control;
 
 /* True if the session must start on the claim: a claim is configured and the certificate
  * file does not exist yet. */
@@ -44,8 +43,12 @@ void provision_recover(const struct conf *c);
  * the certificate's expiry when RotateBeforeExpiry= is set. */
 int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
                   struct audit *audit, struct provision **ret);
-/* cert.show (read) and cert.rotate (admin). */
-int provision_add_commands(struct provision *p, struct control *ctl);
+/* `cert.show`: {"file","certificate": provision_cert_info() or null (while provisioning),
+ * "in_use","rotation":{"automatic","before_expiry_s"},"provisioning"}; -ENOENT with the reason
+ * in err when there is no certificate. */
+int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t errlen);
+/* Start a certificate rotation now (`cert.rotate`); 0 or -errno with a reason in err. */
+int provision_rotate(struct provision *p, const char *actor, char *err, size_t errlen);
 /* {"mode","state","complete","attempts","thing_name","certificate_id","last_error"} */
 json_t *provision_status_json(const struct provision *p);
 /* Close the timers; memory goes in the last close callback. Accepts NULL. */

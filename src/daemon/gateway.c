@@ -14,6 +14,10 @@
 #include "link/ble.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
+#include "ctl/monitor-ctl.h"
+#include "ctl/ota-ctl.h"
+#include "ctl/provision-ctl.h"
+#include "ctl/registry-ctl.h"
 #include "store/db.h"
 #include "monitor/defender.h"
 #include "basic/lockfile.h"
@@ -521,14 +525,11 @@ static int gw_monitor_start(struct gateway *gw)
                               (const struct conf *const *)&gw->conf,
                               remedy_rules_enabled(gw->remedy), &gw->baseline)) < 0)
                 return r;
-        if ((r = remedy_add_commands(gw->remedy, gw->control)) < 0 ||
-            (r = metrics_add_commands(gw->metrics, gw->control)) < 0 ||
-            (r = baseline_add_commands(gw->baseline, gw->control)) < 0)
-                return r;
         if ((r = defender_new(gw->loop, gw->relay, gw->metrics, gw->audit,
                               gw->conf->mqtt_client_id ? gw->conf->mqtt_client_id : gw_name(gw),
                               gw->conf->defender_interval_usec / 1000, &gw->defender)) < 0 ||
-            (r = defender_add_commands(gw->defender, gw->control)) < 0)
+            (r = monitor_ctl_add_commands(gw->control, gw->remedy, gw->metrics, gw->baseline,
+                                          gw->defender)) < 0)
                 return r;
         if ((r = auditexport_new(gw->loop, gw->db, gw->audit, gw->relay, gw->conf,
                                  &gw->auditexport)) < 0)
@@ -637,7 +638,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 goto fail;
         if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
                     0 ||
-            (r = registry_add_commands(gw->registry, gw->control)) < 0)
+            (r = registry_ctl_add_commands(gw->control, gw->registry)) < 0)
                 goto fail;
 
         /* 4b. MCU links: gateway key, stream listeners, serial ports, JIT onboarding */
@@ -662,11 +663,11 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 goto fail;
         if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit, &gw->provision)) <
                     0 ||
-            (r = provision_add_commands(gw->provision, gw->control)) < 0)
+            (r = provision_ctl_add_commands(gw->control, gw->provision)) < 0)
                 goto fail;
         /* 4c'. OTA: image cache, signature check, transfers over the links */
         if ((r = ota_new(loop, conf, gw->db, gw->audit, gw->registry, gw->link, &gw->ota)) < 0 ||
-            (r = ota_add_commands(gw->ota, gw->control)) < 0)
+            (r = ota_ctl_add_commands(gw->control, gw->ota)) < 0)
                 goto fail;
         link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
         if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry, gw->audit,

@@ -6,8 +6,6 @@
 #include <openssl/crypto.h>
 
 #include "basic/time-util.h"
-#include "ctl/control.h"
-#include "ctl/ctlproto.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "devices/registry.h"
@@ -564,9 +562,7 @@ json_t *registry_device_to_json(const struct registry_device *d)
                          (json_int_t)d->last_seen_us, "link", d->link, "connected", d->connected);
 }
 
-/* Control commands. */
-
-static json_t *device_json(struct registry *r, const struct registry_device *d)
+json_t *registry_device_json(struct registry *r, const struct registry_device *d)
 {
         json_t *o = registry_device_to_json(d);
         if (o && r->decorate)
@@ -574,207 +570,39 @@ static json_t *device_json(struct registry *r, const struct registry_device *d)
         return o;
 }
 
-static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+bool registry_device_in_group(const struct registry_device *d, const char *group)
 {
-        struct registry *r = ud;
-        json_t *arr = json_array();
-        const char *err, *state = NULL, *group = NULL;
-        int want = -1;
-
-        if (json_object_get(args, "state")) {
-                if (ctl_arg_string(args, "state", 16, &state, &err) < 0 ||
-                    (want = device_state_from_string(state)) < 0)
-                        return control_conn_error(c, -EINVAL, "unknown state '%s'",
-                                                  state ? state : "");
-        }
-        if (json_object_get(args, "group") && ctl_arg_string(args, "group", 64, &group, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        if (!arr)
-                return -ENOMEM;
-        for (size_t i = 0; i < r->n; i++) {
-                const struct registry_device *d = r->devs[i];
-                if (want >= 0 && (int)d->state != want)
-                        continue;
-                if (group) {
-                        char pat[REGISTRY_GROUPS_MAX + 3];
-                        char g[72];
-                        snprintf(pat, sizeof pat, ",%s,", d->groups);
-                        snprintf(g, sizeof g, ",%s,", group);
-                        if (!strstr(pat, g))
-                                continue;
-                }
-                json_array_append_new(arr, device_json(r, d));
-        }
-        *ret = arr;
-        return 0;
+        char pat[REGISTRY_GROUPS_MAX + 3];
+        char g[72];
+        snprintf(pat, sizeof pat, ",%s,", d->groups);
+        snprintf(g, sizeof g, ",%s,", group);
+        return strstr(pat, g) != NULL;
 }
 
-static int get_device(struct registry *r, struct control_conn *c, json_t *args,
-                      const struct registry_device **ret)
+int registry_import_text(struct registry *r, const char *actor, const char *format,
+                         const char *name, const char *content, size_t *ret_n,
+                         struct conf_errors *errs)
 {
-        const char *id, *err;
-        if (ctl_arg_string(args, "id", REGISTRY_ID_MAX, &id, &err) < 0)
-                return control_conn_error(c, -EINVAL, "a device id is required");
-        *ret = registry_find(r, id);
-        if (!*ret)
-                return control_conn_error(c, -ENOENT, "no device %s", id);
-        return 0;
-}
-
-static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct registry *r = ud;
-        const struct registry_device *d;
-        int q = get_device(r, c, args, &d);
-        if (q < 0)
-                return q;
-        *ret = device_json(r, d);
-        return 0;
-}
-
-static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct registry *r = ud;
-        const char *id, *key, *err, *state = "active", *groups = "";
-        uint8_t k[REGISTRY_KEY_LEN];
-        int s, q;
-
-        if (ctl_arg_string(args, "id", 64, &id, &err) < 0)
-                return control_conn_error(c, -EINVAL, "a device id is required");
-        if (ctl_arg_string(args, "public_key", 64, &key, &err) < 0 ||
-            key_from_base64(key, strlen(key), k) < 0)
-                return control_conn_error(c, -EINVAL,
-                                          "public key must be 44 characters of base64 (32 bytes)");
-        if (json_object_get(args, "state") && ctl_arg_string(args, "state", 16, &state, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        if (json_object_get(args, "groups") &&
-            ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        s = device_state_from_string(state);
-        if (s != DEVICE_ACTIVE && s != DEVICE_PENDING)
-                return control_conn_error(c, -EINVAL, "a new device is active or pending");
-        q = registry_add(r, control_conn_peer(c)->actor, id, k, (enum device_state)s, groups, "cli",
-                         &err);
-        if (q < 0)
-                return control_conn_error(c, q, "%s", err);
-        *ret = device_json(r, registry_find(r, id));
-        return 0;
-}
-
-static int set_state(struct control_conn *c, json_t *args, json_t **ret, struct registry *r,
-                     enum device_state to)
-{
-        const struct registry_device *d;
-        const char *reason = "", *err;
-        int q = get_device(r, c, args, &d);
-
-        if (q < 0)
-                return q;
-        if (json_object_get(args, "reason") &&
-            ctl_arg_string(args, "reason", 200, &reason, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        if (to == DEVICE_ACTIVE && d->state == DEVICE_ACTIVE)
-                return control_conn_error(c, -EINVAL, "device %s is already active", d->id);
-        q = registry_set_state(r, control_conn_peer(c)->actor, d->id, to, reason, &err);
-        if (q < 0)
-                return control_conn_error(c, q, "%s", err);
-        *ret = device_json(r, d);
-        return 0;
-}
-
-static int cmd_device_approve(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct registry *r = ud;
-        const struct registry_device *d;
-        int q = get_device(r, c, args, &d);
-        if (q < 0)
-                return q;
-        if (d->state != DEVICE_PENDING)
-                return control_conn_error(c, -EINVAL, "device %s is %s, not pending", d->id,
-                                          device_state_to_string(d->state));
-        return set_state(c, args, ret, r, DEVICE_ACTIVE);
-}
-
-static int cmd_device_quarantine(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        return set_state(c, args, ret, ud, DEVICE_QUARANTINED);
-}
-
-static int cmd_device_revoke(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        return set_state(c, args, ret, ud, DEVICE_REVOKED);
-}
-
-static int cmd_device_restore(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct registry *r = ud;
-        const struct registry_device *d;
-        int q = get_device(r, c, args, &d);
-        if (q < 0)
-                return q;
-        if (d->state != DEVICE_QUARANTINED)
-                return control_conn_error(c, -EINVAL, "device %s is %s, not quarantined", d->id,
-                                          device_state_to_string(d->state));
-        return set_state(c, args, ret, r, DEVICE_ACTIVE);
-}
-
-static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct registry *r = ud;
-        const char *format, *content, *name = "import", *err;
-        struct conf_errors errs = { 0 };
         struct enroll_list list = { 0 };
         json_t *msgs;
         size_t n;
         int q;
 
-        if (ctl_arg_string(args, "format", 8, &format, &err) < 0 ||
-            (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0))
-                return control_conn_error(c, -EINVAL, "format must be csv or json");
-        if (ctl_arg_string(args, "content", 64 * 1024 * 1024, &content, &err) < 0)
-                return control_conn_error(c, -EINVAL, "the file is empty or not text");
-        if (json_object_get(args, "name"))
-                ctl_arg_string(args, "name", 255, &name, &err);
-
-        q = strcmp(format, "csv") == 0 ? enroll_parse_csv(name, content, &list, &errs)
-                                       : enroll_parse_json(name, content, &list, &errs);
+        q = strcmp(format, "csv") == 0 ? enroll_parse_csv(name, content, &list, errs)
+                                       : enroll_parse_json(name, content, &list, errs);
         if (q >= 0)
-                q = registry_import(r, control_conn_peer(c)->actor, name, &list, &errs);
+                q = registry_import(r, actor, name, &list, errs);
         n = list.n;
         enroll_list_free(&list);
         if (q < 0) {
-                char all[900];
-                size_t off = 0;
                 msgs = json_array();
-                for (size_t i = 0; i < errs.n; i++) {
-                        json_array_append_new(msgs, json_string(errs.msgs[i]));
-                        if (off < sizeof all)
-                                off += (size_t)snprintf(all + off, sizeof all - off, "%s%s",
-                                                        i ? "; " : "", errs.msgs[i]);
-                }
-                audit_log(r->audit, control_conn_peer(c)->actor, "device.import_failed", name,
+                for (size_t i = 0; i < errs->n; i++)
+                        json_array_append_new(msgs, json_string(errs->msgs[i]));
+                audit_log(r->audit, actor, "device.import_failed", name,
                           json_pack("{sO}", "errors", msgs));
-                control_conn_error(c, -EINVAL, "nothing imported, %zu error(s): %s", errs.n, all);
                 json_decref(msgs);
-                conf_errors_clear(&errs);
-                return -EINVAL;
+                return q;
         }
-        *ret = json_pack("{sI}", "imported", (json_int_t)n);
+        *ret_n = n;
         return 0;
-}
-
-static const struct control_command registry_commands[] = {
-        { "devices", CONTROL_READ, cmd_devices },
-        { "device.show", CONTROL_READ, cmd_device_show },
-        { "device.add", CONTROL_ADMIN, cmd_device_add },
-        { "device.approve", CONTROL_ADMIN, cmd_device_approve },
-        { "device.quarantine", CONTROL_ADMIN, cmd_device_quarantine },
-        { "device.revoke", CONTROL_ADMIN, cmd_device_revoke },
-        { "device.restore", CONTROL_ADMIN, cmd_device_restore },
-        { "device.import", CONTROL_ADMIN, cmd_device_import },
-};
-
-int registry_add_commands(struct registry *r, struct control *ctl)
-{
-        return control_add_commands(ctl, registry_commands, ELEMENTSOF(registry_commands), r);
 }

@@ -84,6 +84,13 @@ const struct registry_device *registry_get(struct registry *r, size_t i);
 typedef void (*registry_decorate_fn)(void *userdata, const char *id, json_t *obj);
 void registry_set_decorator(struct registry *r, registry_decorate_fn fn, void *userdata);
 
-struct control;
-/* Register devices, device.show/add/approve/quarantine/revoke/restore/import. */
-int registry_add_commands(struct registry *r, struct control *ctl);
+/* A device's JSON (registry_device_to_json()) with the runtime facts the decorator adds. */
+json_t *registry_device_json(struct registry *r, const struct registry_device *d);
+/* True if group is one of the device's comma-separated groups. */
+bool registry_device_in_group(const struct registry_device *d, const char *group);
+/* Parse an enrollment file's text (format "csv" or "json") and import it all or nothing
+ * (registry_import()); the number of devices in *ret_n. A failure is audited as
+ * device.import_failed with every error, which are left in err. */
+int registry_import_text(struct registry *r, const char *actor, const char *format,
+                         const char *name, const char *content, size_t *ret_n,
+                         struct conf_errors *err);

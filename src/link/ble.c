@@ -1598,8 +1598,8 @@ json_t *ble_manager_status(struct ble_manager *m)
         o = json_pack("{sb ss sb sb ss? sb si si sI so}", "enabled", true, "bus",
                       m->bus_address ? m->bus_address : "system", "bus_connected", m->bus != NULL,
                       "bluez", m->bluez_up, "adapter", m->adapter_path, "discovering",
-                      m->discovering, "peripherals", (int)m->n_peers, "connected", (int)up,
-                      "ignored", (json_int_t)m->ignored_total, "devices", peers);
+                      m->discovering, "peripherals", (int)m->n_peers, "peripherals_connected",
+                      (int)up, "ignored", (json_int_t)m->ignored_total, "devices", peers);
         if (!o)
                 return NULL;
         json_object_set_new(o, "bus_error", json_string(m->bus_error));

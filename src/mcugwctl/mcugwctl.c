@@ -313,7 +313,7 @@ static void print_status(json_t *d)
                 json_t *b = json_object_get(d, "ble");
                 printf("BLE:       %lld of %lld peripheral(s) connected; adapter %s; bus %s%s; "
                        "%lld ignored, %lld flood disconnect(s)\n",
-                       jint(b, "connected"), jint(b, "peripherals"),
+                       jint(b, "peripherals_connected"), jint(b, "peripherals"),
                        *jstr(b, "adapter") ? jstr(b, "adapter") : "none",
                        json_is_true(json_object_get(b, "bus_connected")) ? "up" : "down",
                        json_is_true(json_object_get(b, "bluez")) ? "" : " (no bluetoothd)",

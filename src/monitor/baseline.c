@@ -17,8 +17,6 @@
 #include "audit/audit.h"
 #include "monitor/baseline.h"
 #include "daemon/conf.h"
-#include "ctl/control.h"
-#include "ctl/ctlproto.h"
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -568,9 +566,8 @@ void baseline_update(struct baseline *b)
                 uv_timer_start(&b->timer, on_timer, ms, ms);
 }
 
-static int cmd_audit_config(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+json_t *baseline_report_json(struct baseline *b)
 {
-        struct baseline *b = ud;
         json_t *acc = NULL, *drift = baseline_current_drift(b, &acc);
         json_t *f = baseline_findings(*b->conf, b->reg, *b->rules_enabled, time(NULL));
         json_t *o;
@@ -578,7 +575,7 @@ static int cmd_audit_config(struct control_conn *c, json_t *args, json_t **ret, 
         if (!f) {
                 json_decref(drift);
                 json_decref(acc);
-                return -ENOMEM;
+                return NULL;
         }
         o = json_pack("{so}", "findings", f);
         if (acc) {
@@ -593,14 +590,11 @@ static int cmd_audit_config(struct control_conn *c, json_t *args, json_t **ret, 
                 json_decref(drift);
         }
         json_decref(acc);
-        *ret = o;
-        return 0;
+        return o;
 }
 
-static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+int baseline_accept(struct baseline *b, const char *actor, json_t **ret)
 {
-        struct baseline *b = ud;
-        const char *actor = control_conn_peer(c)->actor;
         json_t *snap = baseline_snapshot(*b->conf, b->reg);
         _cleanup_free_ char *text = NULL;
         char h[65];
@@ -621,7 +615,7 @@ static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **re
         }
         if ((r = db_write_begin(b->db)) < 0) {
                 json_decref(snap);
-                return control_conn_error(c, r, "cannot write the baseline: %s", strerror(-r));
+                return r;
         }
         sqlite3_bind_blob(b->put, 1, text, (int)strlen(text), SQLITE_STATIC);
         rc = sqlite3_step(b->put);
@@ -629,8 +623,7 @@ static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **re
         sqlite3_clear_bindings(b->put);
         if (rc != SQLITE_DONE) {
                 json_decref(snap);
-                r = db_errno(rc);
-                return control_conn_error(c, r, "cannot write the baseline: %s", strerror(-r));
+                return db_errno(rc);
         }
         {
                 _cleanup_free_ char *s = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
@@ -643,16 +636,6 @@ static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **re
         db_commit(b->db);
         *ret = json_pack("{ss so}", "snapshot_sha256", h, "snapshot", snap);
         return 0;
-}
-
-static const struct control_command baseline_commands[] = {
-        { "audit.config", CONTROL_READ, cmd_audit_config },
-        { "audit.baseline.accept", CONTROL_ADMIN, cmd_baseline_accept },
-};
-
-int baseline_add_commands(struct baseline *b, struct control *ctl)
-{
-        return control_add_commands(ctl, baseline_commands, ELEMENTSOF(baseline_commands), b);
 }
 
 int baseline_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct registry *reg,

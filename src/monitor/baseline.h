@@ -33,7 +33,6 @@ struct conf;
 struct registry;
 struct db;
 struct audit;
-struct control;
 
 /* Findings for this configuration at time now: a JSON array of {"severity","check","subject",
  * "message"}, most severe first. rules_enabled is the number of enabled rules loaded. */
@@ -45,7 +44,7 @@ json_t *baseline_snapshot(const struct conf *c, struct registry *reg);
  * "current"}; empty when nothing drifted. */
 json_t *baseline_diff(json_t *accepted, json_t *current);
 
-/* The runtime part: commands audit.config and audit.baseline.accept, the periodic drift check. */
+/* The runtime part: the accepted baseline, the periodic drift check. */
 struct baseline;
 
 /* conf and rules_enabled are read through the pointers at every check (they change on reload). */
@@ -56,6 +55,11 @@ int baseline_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct reg
 int baseline_check_drift(struct baseline *b, const char *why);
 /* Re-arm the periodic check after a reload changed DriftCheckInterval. */
 void baseline_update(struct baseline *b);
-int baseline_add_commands(struct baseline *b, struct control *ctl);
+/* `audit config`: {"findings": baseline_findings(), "baseline": {"accepted_us","actor"} or null,
+ * "drift": baseline_diff() or null}. NULL on ENOMEM. */
+json_t *baseline_report_json(struct baseline *b);
+/* Accept the current snapshot as the baseline (stored, audited as audit.baseline_accept);
+ * 0 and {"snapshot_sha256","snapshot"} in *ret, or -errno (-ENOMEM, or the database's). */
+int baseline_accept(struct baseline *b, const char *actor, json_t **ret);
 /* Closes the timer; memory goes in its close callback. NULL is fine. */
 void baseline_stop(struct baseline *b);

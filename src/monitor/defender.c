@@ -6,7 +6,6 @@
 #include <time.h>
 
 #include "audit/audit.h"
-#include "ctl/control.h"
 #include "monitor/defender.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -430,7 +429,7 @@ void defender_set_interval(struct defender *d, uint64_t interval_ms)
                 uv_timer_start(&d->timer, on_timer, interval_ms, interval_ms);
 }
 
-static json_t *status_json(struct defender *d)
+json_t *defender_status_json(struct defender *d)
 {
         return json_pack("{ss sI sI sI sI sI sI ss sO}", "topic", d->topic, "interval_s",
                          (json_int_t)(d->interval_ms / 1000), "sent", (json_int_t)d->sent,
@@ -438,35 +437,6 @@ static json_t *status_json(struct defender *d)
                          "failed", (json_int_t)d->failed, "last_report_id", (json_int_t)d->last_id,
                          "last_rejection", d->last_rejection, "last_report",
                          d->last_report ? d->last_report : json_null());
-}
-
-static int cmd_defender(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        *ret = status_json(ud);
-        return *ret ? 0 : -ENOMEM;
-}
-
-static int cmd_defender_send(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct defender *d = ud;
-        int r = defender_send(d, NULL);
-
-        if (r < 0)
-                return control_conn_error(c, r, "report not sent: %s",
-                                          r == -ENOTCONN ? "the cloud session is not up"
-                                                         : strerror(-r));
-        *ret = status_json(d);
-        return 0;
-}
-
-static const struct control_command defender_commands[] = {
-        { "defender", CONTROL_READ, cmd_defender },
-        { "defender.send", CONTROL_ADMIN, cmd_defender_send },
-};
-
-int defender_add_commands(struct defender *d, struct control *ctl)
-{
-        return control_add_commands(ctl, defender_commands, ELEMENTSOF(defender_commands), d);
 }
 
 int defender_new(uv_loop_t *loop, struct relay *relay, struct metrics *metrics, struct audit *audit,

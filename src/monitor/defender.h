@@ -63,7 +63,6 @@ json_t *defender_report(uint64_t report_id, const struct defender_net *net, json
 struct relay;
 struct metrics;
 struct audit;
-struct control;
 struct conf;
 
 struct defender;
@@ -76,6 +75,7 @@ void defender_set_interval(struct defender *d, uint64_t interval_ms);
 /* Build and publish a report now; 0 or -errno (-ENOTCONN offline). *ret_report (optional)
  * gets the report. */
 int defender_send(struct defender *d, json_t **ret_report);
-/* Registers `defender` (status; with send=true publishes a report now, admin). */
-int defender_add_commands(struct defender *d, struct control *ctl);
+/* {"topic","interval_s","sent","accepted","rejected","failed","last_report_id",
+ * "last_rejection","last_report"}. */
+json_t *defender_status_json(struct defender *d);
 void defender_stop(struct defender *d);

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "basic/time-util.h"
-#include "ctl/control.h"
 #include "link/link.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -367,35 +366,6 @@ json_t *metrics_json(struct metrics *m)
         }
         return json_pack("{sI sI so so}", "ts_us", (json_int_t)m->last_ts_us, "interval_ms",
                          (json_int_t)m->interval_ms, "gateway", gateway_json(m), "devices", devs);
-}
-
-static int cmd_metrics(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct metrics *m = ud;
-        const char *dev = json_string_value(json_object_get(args, "device"));
-        json_t *o = metrics_json(m);
-
-        if (!o)
-                return -ENOMEM;
-        if (dev) {
-                json_t *devs = json_object_get(o, "devices"), *x, *keep = json_array();
-                size_t i;
-                json_array_foreach (devs, i, x)
-                        if (strcmp(json_string_value(json_object_get(x, "id")) ?: "", dev) == 0)
-                                json_array_append(keep, x);
-                json_object_set_new(o, "devices", keep);
-        }
-        *ret = o;
-        return 0;
-}
-
-static const struct control_command metrics_commands[] = {
-        { "metrics", CONTROL_READ, cmd_metrics },
-};
-
-int metrics_add_commands(struct metrics *m, struct control *ctl)
-{
-        return control_add_commands(ctl, metrics_commands, ELEMENTSOF(metrics_commands), m);
 }
 
 void metrics_set_listener(struct metrics *m, metrics_delta_fn fn, metrics_tick_fn tick,

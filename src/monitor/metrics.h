@@ -19,7 +19,6 @@
 struct link_manager;
 struct registry;
 struct relay;
-struct control;
 
 /* Per-interval changes of one device's counters. */
 struct metrics_delta {
@@ -51,8 +50,6 @@ void metrics_set_interval(struct metrics *m, uint64_t interval_ms);
 void metrics_sample(struct metrics *m);
 /* {"ts_us","interval_ms","gateway":{…},"devices":[{…}]} of the latest sample (new reference). */
 json_t *metrics_json(struct metrics *m);
-/* Registers `metrics`. */
-int metrics_add_commands(struct metrics *m, struct control *ctl);
 /* Closes the timer; memory goes in its close callback. NULL is fine. */
 void metrics_stop(struct metrics *m);
 

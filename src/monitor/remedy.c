@@ -7,8 +7,6 @@
 #include "basic/time-util.h"
 #include "audit/audit.h"
 #include "daemon/conf.h"
-#include "ctl/control.h"
-#include "ctl/ctlproto.h"
 #include "link/link.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -398,37 +396,8 @@ int remedy_cloud_command(struct remedy *r, const uint8_t *payload, size_t len, c
         return q;
 }
 
-static int device_cmd(struct control_conn *c, json_t *args, json_t **ret, void *ud,
-                      const char *command)
+json_t *remedy_rules_json(struct remedy *r)
 {
-        struct remedy *r = ud;
-        const char *id = json_string_value(json_object_get(args, "id"));
-        const char *reason = json_string_value(json_object_get(args, "reason"));
-        char err[256];
-        int q;
-
-        if (!id)
-                return control_conn_error(c, -EINVAL, "missing argument 'id'");
-        q = remedy_apply(r, control_conn_peer(c)->actor, command, id, reason, err, sizeof err);
-        if (q < 0)
-                return control_conn_error(c, q, "%s", err);
-        *ret = json_pack("{ss ss}", "id", id, "done", command);
-        return 0;
-}
-
-static int cmd_disconnect(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        return device_cmd(c, args, ret, ud, "disconnect");
-}
-
-static int cmd_rotate(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        return device_cmd(c, args, ret, ud, "rotate-session");
-}
-
-static int cmd_rules(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct remedy *r = ud;
         const struct rule_set *rs = r->engine ? rules_engine_rules(r->engine) : NULL;
         struct rules_engine_stats st = { 0 };
         json_t *a = json_array();
@@ -449,22 +418,10 @@ static int cmd_rules(struct control_conn *c, json_t *args, json_t **ret, void *u
         }
         if (r->engine)
                 rules_engine_stats(r->engine, &st);
-        *ret = json_pack("{so sb sI sI sI sI sI}", "rules", a, "evaluating", r->engine != NULL,
+        return json_pack("{so sb sI sI sI sI sI}", "rules", a, "evaluating", r->engine != NULL,
                          "fired", (json_int_t)r->fired, "devices_tracked", (json_int_t)st.devices,
                          "alerts_published", (json_int_t)r->alerts_published, "alerts_unpublished",
                          (json_int_t)r->alerts_unpublished, "throttled", (json_int_t)r->n_holds);
-        return 0;
-}
-
-static const struct control_command remedy_commands[] = {
-        { "rules", CONTROL_READ, cmd_rules },
-        { "device.disconnect", CONTROL_ADMIN, cmd_disconnect },
-        { "device.rotate-session", CONTROL_ADMIN, cmd_rotate },
-};
-
-int remedy_add_commands(struct remedy *r, struct control *ctl)
-{
-        return control_add_commands(ctl, remedy_commands, ELEMENTSOF(remedy_commands), r);
 }
 
 const size_t *remedy_rules_enabled(const struct remedy *r)

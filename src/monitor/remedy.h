@@ -28,7 +28,6 @@ struct audit;
 struct registry;
 struct link_manager;
 struct relay;
-struct control;
 struct conf;
 
 struct remedy;
@@ -68,7 +67,9 @@ int remedy_parse_request(const uint8_t *payload, size_t len, struct remedy_reque
 
 /* Number of enabled rules (for the baseline check). */
 const size_t *remedy_rules_enabled(const struct remedy *r);
-/* Registers rules, device.disconnect, device.rotate-session. */
-int remedy_add_commands(struct remedy *r, struct control *ctl);
+/* `rules`: {"rules":[{"name","metric","window_ms","threshold","timeout_ms","actions","match",
+ * "group","enabled","file"}], "evaluating", "fired", "devices_tracked", "alerts_published",
+ * "alerts_unpublished", "throttled"}. */
+json_t *remedy_rules_json(struct remedy *r);
 /* Closes the timer; memory goes in its close callback. NULL is fine. */
 void remedy_stop(struct remedy *r);

@@ -14,8 +14,6 @@
 
 #include "audit/audit.h"
 #include "daemon/conf.h"
-#include "ctl/control.h"
-#include "ctl/ctlproto.h"
 #include "store/db.h"
 #include "link/link.h"
 #include "basic/log.h"
@@ -948,7 +946,7 @@ int ota_job_state(struct ota *o, const char *id, const char **ret_reason)
         return -ENOENT;
 }
 
-/* ---- JSON views and control commands ------------------------------------------------------- */
+/* ---- JSON views, local jobs ---------------------------------------------------------------- */
 
 static json_t *x_json(const struct ota_xfer *x)
 {
@@ -989,30 +987,23 @@ static json_t *job_json(const struct ota_job *j, bool details)
         return o;
 }
 
-static int cmd_list(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+json_t *ota_job_list_json(struct ota *o)
 {
-        struct ota *o = ud;
         json_t *a = json_array();
 
         for (struct ota_job *j = o->jobs; j; j = j->next)
                 json_array_append_new(a, job_json(j, false));
-        *ret = a;
-        return 0;
+        return a;
 }
 
-static int cmd_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+int ota_job_json(struct ota *o, const char *id, json_t **ret)
 {
-        struct ota *o = ud;
-        const char *id, *err;
-
-        if (ctl_arg_string(args, "id", 64, &id, &err) < 0)
-                return control_conn_error(c, -EINVAL, "id: %s", err);
         for (struct ota_job *j = o->jobs; j; j = j->next)
                 if (strcmp(j->id, id) == 0) {
                         *ret = job_json(j, true);
                         return 0;
                 }
-        return control_conn_error(c, -ENOENT, "no OTA job %s", id);
+        return -ENOENT;
 }
 
 static int read_sig_file(const char *path, uint8_t *sig, size_t cap)
@@ -1028,43 +1019,35 @@ static int read_sig_file(const char *path, uint8_t *sig, size_t cap)
         return (int)n;
 }
 
-static int cmd_start(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+int ota_job_start_file(struct ota *o, const char *actor, const char *file, const char *sigfile,
+                       const char *dev, const char *group, char ret_id[65], char *err,
+                       size_t errlen)
 {
-        struct ota *o = ud;
-        const char *file, *dev = NULL, *group = NULL, *sigfile = NULL, *err;
         struct ota_job_spec spec = { .source = "local" };
         struct ota_image *img;
         uint8_t sig[MCUGW_OTA_SIG_MAX + 1];
-        char id[65], why[256], path[4200];
+        char why[256], path[4200];
+        bool sig_given = sigfile != NULL;
         int r, n = 0;
 
-        if (ctl_arg_string(args, "file", 4096, &file, &err) < 0)
-                return control_conn_error(c, -EINVAL, "file: %s", err);
-        if (json_object_get(args, "device") && ctl_arg_string(args, "device", 64, &dev, &err) < 0)
-                return control_conn_error(c, -EINVAL, "device: %s", err);
-        if (json_object_get(args, "group") && ctl_arg_string(args, "group", 64, &group, &err) < 0)
-                return control_conn_error(c, -EINVAL, "group: %s", err);
-        if (json_object_get(args, "signature") &&
-            ctl_arg_string(args, "signature", 4096, &sigfile, &err) < 0)
-                return control_conn_error(c, -EINVAL, "signature: %s", err);
-        if (!dev == !group)
-                return control_conn_error(c, -EINVAL, "give exactly one of device or group");
-        if (file[0] != '/')
-                return control_conn_error(c, -EINVAL, "file must be an absolute path");
         if (!sigfile) {
                 snprintf(path, sizeof path, "%s.sig", file);
                 sigfile = path;
         }
         n = read_sig_file(sigfile, sig, sizeof sig);
-        if (n == -ENOENT && !json_object_get(args, "signature"))
+        if (n == -ENOENT && !sig_given)
                 n = 0; /* unsigned: allowed only with AllowUnsigned=yes */
-        else if (n < 0)
-                return control_conn_error(c, n, "cannot read the signature %s: %s", sigfile,
-                                          n == -EBADMSG ? "not a DER signature" : strerror(-n));
+        else if (n < 0) {
+                snprintf(err, errlen, "cannot read the signature %s: %s", sigfile,
+                         n == -EBADMSG ? "not a DER signature" : strerror(-n));
+                return n;
+        }
         r = ota_cache_import(o->cache, file, &img);
-        if (r < 0)
-                return control_conn_error(c, r, "cannot read %s: %s", file, strerror(-r));
-        spec.actor = control_conn_peer(c)->actor;
+        if (r < 0) {
+                snprintf(err, errlen, "cannot read %s: %s", file, strerror(-r));
+                return r;
+        }
+        spec.actor = actor;
         spec.image = img;
         spec.sig = sig;
         spec.sig_len = (size_t)n;
@@ -1072,46 +1055,14 @@ static int cmd_start(struct control_conn *c, json_t *args, json_t **ret, void *u
         spec.n_devices = dev ? 1 : 0;
         spec.groups = group ? &group : NULL;
         spec.n_groups = group ? 1 : 0;
-        r = ota_job_create(o, &spec, id, why, sizeof why);
+        r = ota_job_create(o, &spec, ret_id, why, sizeof why);
         ota_image_unref(img);
         db_commit(o->db);
-        if (r < 0)
-                return control_conn_error(c, r, "OTA job %s refused: %s", id, why);
-        for (struct ota_job *j = o->jobs; j; j = j->next)
-                if (strcmp(j->id, id) == 0) {
-                        *ret = job_json(j, true);
-                        break;
-                }
+        if (r < 0) {
+                snprintf(err, errlen, "OTA job %s refused: %s", ret_id, why);
+                return r;
+        }
         return 0;
-}
-
-static int cmd_abort(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct ota *o = ud;
-        const char *id, *err;
-        int r;
-
-        if (ctl_arg_string(args, "id", 64, &id, &err) < 0)
-                return control_conn_error(c, -EINVAL, "id: %s", err);
-        r = ota_job_abort(o, id, control_conn_peer(c)->actor);
-        if (r == -ENOENT)
-                return control_conn_error(c, r, "no OTA job %s", id);
-        if (r == -EALREADY)
-                return control_conn_error(c, r, "OTA job %s has already finished", id);
-        *ret = json_pack("{ss}", "id", id);
-        return 0;
-}
-
-static const struct control_command ota_commands[] = {
-        { "ota.list", CONTROL_READ, cmd_list },
-        { "ota.show", CONTROL_READ, cmd_show },
-        { "ota.start", CONTROL_ADMIN, cmd_start },
-        { "ota.abort", CONTROL_ADMIN, cmd_abort },
-};
-
-int ota_add_commands(struct ota *o, struct control *ctl)
-{
-        return control_add_commands(ctl, ota_commands, ELEMENTSOF(ota_commands), o);
 }
 
 json_t *ota_status_json(struct ota *o)

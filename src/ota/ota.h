@@ -31,7 +31,6 @@ struct db;
 struct audit;
 struct registry;
 struct link_manager;
-struct control;
 struct mcugw_msg;
 struct ota;
 struct ota_cache;
@@ -77,7 +76,6 @@ int ota_new(uv_loop_t *loop, const struct conf *conf, struct db *db, struct audi
             struct registry *reg, struct link_manager *link, struct ota **ret);
 void ota_stop(struct ota *o);
 void ota_apply_conf(struct ota *o, const struct conf *conf);
-int ota_add_commands(struct ota *o, struct control *ctl);
 json_t *ota_status_json(struct ota *o);
 struct ota_cache *ota_get_cache(struct ota *o);
 void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud);
@@ -92,6 +90,17 @@ int ota_job_create(struct ota *o, const struct ota_job_spec *spec, char ret_id[6
                    size_t errlen);
 /* Fail a job that never got to the devices (cloud download or signature failure). */
 void ota_job_record_failure(struct ota *o, const char *id, const char *source, const char *reason);
+/* Abort a job: -ENOENT unknown, -EALREADY finished. */
 int ota_job_abort(struct ota *o, const char *id, const char *actor);
+/* A local job (`ota.start`): the image file (an absolute path), its detached DER signature
+ * sig_file (NULL: FILE.sig, and none at all is allowed if AllowUnsigned=yes), for one device or
+ * one group. 0 and the job id in ret_id (65 bytes), or -errno with a reason in err. */
+int ota_job_start_file(struct ota *o, const char *actor, const char *file, const char *sig_file,
+                       const char *device, const char *group, char ret_id[65], char *err,
+                       size_t errlen);
+/* Every job kept (summaries), as a JSON array. */
+json_t *ota_job_list_json(struct ota *o);
+/* One job with its transfers; -ENOENT if unknown. */
+int ota_job_json(struct ota *o, const char *id, json_t **ret);
 /* enum ota_state of a known job (with its reason), or -ENOENT. */
 int ota_job_state(struct ota *o, const char *id, const char **ret_reason);

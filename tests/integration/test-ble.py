@@ -347,7 +347,7 @@ HandshakeTimeout=2s
 
         # --- bluetoothd restarts ------------------------------------------------------------
         standin.stop()
-        check(wait_for(lambda: not ble_status(d)["bluez"] and ble_status(d)["connected"] == 0,
+        check(wait_for(lambda: not ble_status(d)["bluez"] and ble_status(d)["peripherals_connected"] == 0,
                        timeout=10),
               "bluetoothd going away takes the BLE links down")
         standin = Standin(tmp, bus, "standin2")
