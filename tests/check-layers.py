@@ -41,20 +41,10 @@ LAYERS = {
 
 # (file, included header) -> why it is still allowed
 EXCEPTIONS = {
-    ("ota/ota.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
     ("ota/ota.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("ota/ota.c", "ctl/ctlproto.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("ota/ota_jobs.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("link/ble.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("link/link.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/baseline.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
     ("monitor/baseline.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("monitor/baseline.c", "ctl/ctlproto.h"):
@@ -63,30 +53,14 @@ EXCEPTIONS = {
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("monitor/metrics.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/remedy.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
     ("monitor/remedy.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("monitor/remedy.c", "ctl/ctlproto.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("monitor/rules.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("store/db.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/auditexport.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/provision.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
     ("cloud/provision.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("cloud/provision.c", "ctl/ctlproto.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
-    ("cloud/relay.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("devices/enroll.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("devices/onboard.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
     ("devices/registry.c", "ctl/control.h"):
         "the domain registers its own control commands; *-ctl.c files (#12.3)",
     ("devices/registry.c", "ctl/ctlproto.h"):

@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon/conf.h"
+#include "basic/conf-parser.h"
 
 /*
  * Enrollment records, parsed but not applied: from DevicesDirectory (NAME.conf files holding

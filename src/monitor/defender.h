@@ -64,7 +64,10 @@ struct relay;
 struct metrics;
 struct audit;
 struct control;
-struct conf;
+
+/* [Monitor] DefenderInterval= (config_parser_t, field: uint64_t µs): 0 (off) or at least 300s,
+ * AWS IoT Device Defender's minimum. */
+int defender_config_parse_interval(const char *v, void *field, const char **reason);
 
 struct defender;
 

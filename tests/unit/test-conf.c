@@ -64,8 +64,8 @@ static void test_defaults(void **state)
         assert_string_equal(c->control_socket, "/run/mcugw/control.sock");
         assert_int_equal(c->socket_mode, 0660);
         assert_int_equal(c->log_level, LOG_INFO);
-        assert_int_equal(c->synchronous, CONF_SYNC_FULL);
-        assert_int_equal(c->commit_interval_usec, 10000);
+        assert_int_equal(c->db.synchronous, DB_SYNC_FULL);
+        assert_int_equal(c->db.commit_interval_usec, 10000);
         assert_int_equal(c->max_request_bytes, 1024 * 1024);
         assert_int_equal(strlen(c->hash), 64);
         conf_free(c);
@@ -100,8 +100,8 @@ static void test_values(void **state)
         assert_int_equal(c->socket_mode, 0600);
         assert_int_equal(c->max_request_bytes, 1024 * 1024);
         assert_null(c->admin_group);
-        assert_int_equal(c->synchronous, CONF_SYNC_NORMAL);
-        assert_int_equal(c->commit_interval_usec, 250000);
+        assert_int_equal(c->db.synchronous, DB_SYNC_NORMAL);
+        assert_int_equal(c->db.commit_interval_usec, 250000);
         conf_free(c);
 }
 
