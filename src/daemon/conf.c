@@ -17,7 +17,6 @@
 #include "daemon/conf.h"
 #include "mcugw/wire.h"
 #include "monitor/defender.h"
-#include "ota/ota_jobs.h"
 
 /* The C type of the field, for freeing and comparing. */
 enum conf_type {
