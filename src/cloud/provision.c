@@ -159,14 +159,14 @@ bool provision_use_claim(const struct relay_options *mqtt, const struct provisio
         return o->claim_cert && mqtt->cert_file && !exists(mqtt->cert_file);
 }
 
-void provision_recover(const struct relay_options *c)
+void provision_recover(const struct relay_options *mqtt)
 {
         _cleanup_free_ char *cn = NULL, *kn = NULL;
 
-        if (!c->cert_file || !c->key_file || strncmp(c->key_file, "pkcs11:", 7) == 0)
+        if (!mqtt->cert_file || !mqtt->key_file || strncmp(mqtt->key_file, "pkcs11:", 7) == 0)
                 return;
-        cn = path_new(c->cert_file);
-        kn = path_new(c->key_file);
+        cn = path_new(mqtt->cert_file);
+        kn = path_new(mqtt->key_file);
         if (!cn || !kn)
                 return;
         if (exists(cn) && exists(kn)) {
@@ -177,12 +177,12 @@ void provision_recover(const struct relay_options *c)
                 unlink(kn);
         } else if (exists(cn)) {
                 /* The key was renamed, the certificate not yet: finish the commit. */
-                if (rename(cn, c->cert_file) < 0)
+                if (rename(cn, mqtt->cert_file) < 0)
                         log_error_errno(-errno, "provision: cannot rename %s: %m", cn);
                 else
                         log_notice("provision: completed the interrupted switch to %s",
-                                   c->cert_file);
-                fsync_dir_of(c->cert_file);
+                                   mqtt->cert_file);
+                fsync_dir_of(mqtt->cert_file);
         } else if (exists(kn))
                 unlink(kn);
 }

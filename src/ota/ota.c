@@ -1218,31 +1218,31 @@ static void load_jobs(struct ota *o)
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
-void ota_apply_conf(struct ota *o, const struct ota_options *conf)
+void ota_apply_conf(struct ota *o, const struct ota_options *opts)
 {
         char err[256];
 
-        o->block_size = (uint32_t)conf->block_size;
-        o->window = (uint32_t)MAX(conf->window, (uint64_t)1024);
-        o->max_concurrent = conf->max_concurrent;
-        o->max_per_link = conf->max_per_link;
-        o->abort_after = conf->abort_after;
-        o->allow_downgrade = conf->allow_downgrade;
-        o->allow_unsigned = conf->allow_unsigned;
-        if (conf->signing_cert) {
+        o->block_size = (uint32_t)opts->block_size;
+        o->window = (uint32_t)MAX(opts->window, (uint64_t)1024);
+        o->max_concurrent = opts->max_concurrent;
+        o->max_per_link = opts->max_per_link;
+        o->abort_after = opts->abort_after;
+        o->allow_downgrade = opts->allow_downgrade;
+        o->allow_unsigned = opts->allow_unsigned;
+        if (opts->signing_cert) {
                 struct ota_verifier *v;
-                if (ota_verifier_new(conf->signing_cert, &v, err, sizeof err) == 0) {
+                if (ota_verifier_new(opts->signing_cert, &v, err, sizeof err) == 0) {
                         ota_verifier_free(o->verifier);
                         o->verifier = v;
                 } else
-                        log_error("OTA: CodeSigningCertificate %s: %s", conf->signing_cert, err);
+                        log_error("OTA: CodeSigningCertificate %s: %s", opts->signing_cert, err);
         } else {
                 ota_verifier_free(o->verifier);
                 o->verifier = NULL;
         }
 }
 
-int ota_new(uv_loop_t *loop, const struct ota_options *conf, const char *state_dir, struct db *db,
+int ota_new(uv_loop_t *loop, const struct ota_options *opts, const char *state_dir, struct db *db,
             struct audit *audit, struct registry *reg, struct link_manager *link, struct ota **ret)
 {
         struct ota *o = calloc(1, sizeof *o);
@@ -1256,15 +1256,15 @@ int ota_new(uv_loop_t *loop, const struct ota_options *conf, const char *state_d
         o->audit = audit;
         o->reg = reg;
         o->link = link;
-        if (conf->cache_dir)
-                dir = strdup(conf->cache_dir);
+        if (opts->cache_dir)
+                dir = strdup(opts->cache_dir);
         else if (asprintf(&dir, "%s/ota", state_dir) < 0)
                 dir = NULL;
         if (!dir) {
                 free(o);
                 return -ENOMEM;
         }
-        if ((r = ota_cache_open(db, dir, conf->max_cache, &o->cache)) < 0) {
+        if ((r = ota_cache_open(db, dir, opts->max_cache, &o->cache)) < 0) {
                 log_error_errno(r, "OTA: cannot open the image cache %s: %m", dir);
                 free(o);
                 return r;
@@ -1289,7 +1289,7 @@ int ota_new(uv_loop_t *loop, const struct ota_options *conf, const char *state_d
                 free(o);
                 return r;
         }
-        ota_apply_conf(o, conf);
+        ota_apply_conf(o, opts);
         load_jobs(o);
         uv_timer_init(loop, &o->timer);
         o->timer.data = o;
