@@ -37,7 +37,7 @@ if not table:
     keys = []
 else:
     body = re.sub(r"/\*.*?\*/", "", table.group(1), flags=re.S)
-    keys = re.findall(r'\{\s*"(\w+)"\s*,\s*"(\w+)"\s*,\s*\w+\s*,\s*\w+\s*,\s*F\(\s*\w+\s*\)\s*,'
+    keys = re.findall(r'\{\s*"(\w+)"\s*,\s*"(\w+)"\s*,\s*\w+\s*,\s*\w+\s*,\s*F\(\s*[\w.]+\s*\)\s*,'
                       r'\s*(.*?)\s*,\s*(true|false)\s*\}', body, re.S)
     if len(keys) != body.count("F("):
         fail("could not read every entry of conf_keys[] (read %d of %d); update check-man.py"

@@ -42,32 +42,6 @@ LAYERS = {
 
 # (file, included header) -> why it is still allowed
 EXCEPTIONS = {
-    ("ota/ota.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("ota/ota_jobs.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("link/ble.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("link/link.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/baseline.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/remedy.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("monitor/rules.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("store/db.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/auditexport.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/provision.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("cloud/relay.c", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("devices/enroll.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
-    ("devices/onboard.h", "daemon/conf.h"):
-        "modules take the whole struct conf; per-module options (#12.1)",
 }
 # module cycles that are known debts
 CYCLE_EXCEPTIONS = {

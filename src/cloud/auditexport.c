@@ -8,7 +8,6 @@
 #include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "cloud/auditexport.h"
-#include "daemon/conf.h"
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -213,13 +212,13 @@ static void on_prune_timer(uv_timer_t *t)
                        r >= AUDITEXPORT_PRUNE_BATCH ? 1000 : PRUNE_PERIOD_MS, 0);
 }
 
-void auditexport_update(struct auditexport *x, const struct conf *conf)
+void auditexport_update(struct auditexport *x, const struct auditexport_options *o)
 {
         bool was = x->enabled;
 
-        x->enabled = conf->audit_export;
-        x->max_age_usec = conf->audit_max_age_usec;
-        x->max_records = conf->audit_max_records;
+        x->enabled = o->enabled;
+        x->max_age_usec = o->max_age_usec;
+        x->max_records = o->max_records;
         if (x->enabled && !was) {
                 /* Turned on: start from the oldest record kept, unless we exported before. */
                 if (x->cursor == 0) {
@@ -244,7 +243,7 @@ json_t *auditexport_status(struct auditexport *x)
 }
 
 int auditexport_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct relay *relay,
-                    const struct conf *conf, struct auditexport **ret)
+                    const struct auditexport_options *o, struct auditexport **ret)
 {
         struct auditexport *x = calloc(1, sizeof *x);
         int r;
@@ -265,7 +264,7 @@ int auditexport_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct 
         uv_timer_init(loop, &x->prune_timer);
         x->export_timer.data = x->prune_timer.data = x;
         x->open_handles = 2;
-        auditexport_update(x, conf);
+        auditexport_update(x, o);
         *ret = x;
         return 0;
 }

@@ -30,15 +30,21 @@
 struct db;
 struct audit;
 struct relay;
-struct conf;
+
+/* [Audit] Export=, MaxAge=, MaxRecords= in the configuration. */
+struct auditexport_options {
+        int enabled;           /* bool: stream records upstream through the outbox */
+        uint64_t max_age_usec; /* retention; 0: keep forever */
+        uint64_t max_records;  /* retention; 0: no limit */
+};
 struct audit_record;
 
 struct auditexport;
 
 int auditexport_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct relay *relay,
-                    const struct conf *conf, struct auditexport **ret);
+                    const struct auditexport_options *o, struct auditexport **ret);
 /* Export=, MaxAge=, MaxRecords= after a reload. */
-void auditexport_update(struct auditexport *x, const struct conf *conf);
+void auditexport_update(struct auditexport *x, const struct auditexport_options *o);
 /* A record was appended (from the audit listener): export it soon. */
 void auditexport_notify(struct auditexport *x);
 /* Run one retention pass now; returns the number of records pruned or -errno. */

@@ -15,6 +15,7 @@
 #include <openssl/ui.h>
 #include <openssl/x509.h>
 
+#include "basic/conf-parser.h"
 #include "cloud/cred.h"
 #include "basic/macro.h"
 
@@ -209,4 +210,16 @@ out:
         EVP_PKEY_free(k);
         X509_free(x);
         return r;
+}
+
+int cred_config_parse_key(const char *v, void *field, const char **reason)
+{
+        if (strncmp(v, "pkcs11:", 7) == 0) {
+                if (strlen(v) > 1024) {
+                        *reason = "URI too long";
+                        return -EINVAL;
+                }
+                return config_parse_string(v, field, reason);
+        }
+        return config_parse_path(v, field, reason);
 }

@@ -24,3 +24,7 @@ int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen
 /* Load both into ctx and check that they belong together. */
 int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec, const char *module,
                      char *err, size_t errlen);
+
+/* A private key in the configuration (config_parser_t, field: char *): an absolute path, or an
+ * RFC 7512 "pkcs11:" URI. */
+int cred_config_parse_key(const char *v, void *field, const char **reason);

@@ -45,6 +45,12 @@ struct outbox_row {
  * or -errno to abort. */
 typedef int (*outbox_row_fn)(void *userdata, const struct outbox_row *row);
 
+/* [Outbox] in the configuration. outbox_open() takes its values. */
+struct outbox_options {
+        uint64_t max_bytes;
+        unsigned audit_per_min;
+};
+
 int outbox_open(struct db *db, struct audit *audit, uint64_t max_bytes, unsigned audit_per_min,
                 struct outbox **ret);
 /* Audits drops not yet reported, then frees. */

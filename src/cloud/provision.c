@@ -14,7 +14,6 @@
 #include <openssl/x509.h>
 
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "cloud/provision.h"
@@ -153,19 +152,19 @@ static bool exists(const char *path)
         return access(path, F_OK) == 0;
 }
 
-bool provision_use_claim(const struct conf *c)
+bool provision_use_claim(const struct relay_options *mqtt, const struct provision_options *o)
 {
-        return c->prov_claim_cert && c->mqtt_cert_file && !exists(c->mqtt_cert_file);
+        return o->claim_cert && mqtt->cert_file && !exists(mqtt->cert_file);
 }
 
-void provision_recover(const struct conf *c)
+void provision_recover(const struct relay_options *mqtt)
 {
         _cleanup_free_ char *cn = NULL, *kn = NULL;
 
-        if (!c->mqtt_cert_file || !c->mqtt_key_file || strncmp(c->mqtt_key_file, "pkcs11:", 7) == 0)
+        if (!mqtt->cert_file || !mqtt->key_file || strncmp(mqtt->key_file, "pkcs11:", 7) == 0)
                 return;
-        cn = path_new(c->mqtt_cert_file);
-        kn = path_new(c->mqtt_key_file);
+        cn = path_new(mqtt->cert_file);
+        kn = path_new(mqtt->key_file);
         if (!cn || !kn)
                 return;
         if (exists(cn) && exists(kn)) {
@@ -176,12 +175,12 @@ void provision_recover(const struct conf *c)
                 unlink(kn);
         } else if (exists(cn)) {
                 /* The key was renamed, the certificate not yet: finish the commit. */
-                if (rename(cn, c->mqtt_cert_file) < 0)
+                if (rename(cn, mqtt->cert_file) < 0)
                         log_error_errno(-errno, "provision: cannot rename %s: %m", cn);
                 else
                         log_notice("provision: completed the interrupted switch to %s",
-                                   c->mqtt_cert_file);
-                fsync_dir_of(c->mqtt_cert_file);
+                                   mqtt->cert_file);
+                fsync_dir_of(mqtt->cert_file);
         } else if (exists(kn))
                 unlink(kn);
 }
@@ -835,7 +834,8 @@ void provision_stop(struct provision *p)
         uv_close((uv_handle_t *)&p->expiry_timer, handle_closed);
 }
 
-int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
+int provision_new(uv_loop_t *loop, const struct provision_options *o,
+                  const struct relay_options *mqtt, const char *gateway, struct relay *relay,
                   struct audit *audit, struct provision **ret)
 {
         struct provision *p = calloc(1, sizeof *p);
@@ -849,30 +849,30 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
         p->audit = audit;
         snprintf(p->gateway, sizeof p->gateway, "%s", gateway);
         snprintf(p->actor, sizeof p->actor, "daemon");
-        p->rotate_before_s = c->prov_rotate_before_usec / 1000000;
+        p->rotate_before_s = o->rotate_before_usec / 1000000;
         p->parameters = json_object();
         if (!p->parameters)
                 goto oom;
-        for (size_t i = 0; i < c->prov_parameters.n; i++) {
-                const char *kv = c->prov_parameters.v[i], *eq = strchr(kv, '=');
+        for (size_t i = 0; i < o->parameters.n; i++) {
+                const char *kv = o->parameters.v[i], *eq = strchr(kv, '=');
                 _cleanup_free_ char *k = eq ? strndup(kv, (size_t)(eq - kv)) : NULL;
                 if (!k || json_object_set_new(p->parameters, k, json_string(eq + 1)) < 0)
                         goto oom;
         }
-        if ((c->mqtt_cert_file && !(p->cert_file = strdup(c->mqtt_cert_file))) ||
-            (c->mqtt_key_file && !(p->key_file = strdup(c->mqtt_key_file))) ||
-            (c->prov_claim_cert && !(p->claim_cert = strdup(c->prov_claim_cert))) ||
-            (c->prov_claim_key && !(p->claim_key = strdup(c->prov_claim_key))) ||
+        if ((mqtt->cert_file && !(p->cert_file = strdup(mqtt->cert_file))) ||
+            (mqtt->key_file && !(p->key_file = strdup(mqtt->key_file))) ||
+            (o->claim_cert && !(p->claim_cert = strdup(o->claim_cert))) ||
+            (o->claim_key && !(p->claim_key = strdup(o->claim_key))) ||
             (p->cert_file && !(p->cert_new = path_new(p->cert_file))) ||
             (p->key_file && !(p->key_new = path_new(p->key_file))))
                 goto oom;
-        if (c->prov_template) {
-                if (strlen(c->prov_template) > TEMPLATE_MAX || strpbrk(c->prov_template, "/+#")) {
+        if (o->template_name) {
+                if (strlen(o->template_name) > TEMPLATE_MAX || strpbrk(o->template_name, "/+#")) {
                         provision_free(p);
                         return log_error_errno(-EINVAL, "provision: bad Template= name %s",
-                                               c->prov_template);
+                                               o->template_name);
                 }
-                snprintf(p->template_name, sizeof p->template_name, "%s", c->prov_template);
+                snprintf(p->template_name, sizeof p->template_name, "%s", o->template_name);
                 snprintf(p->topic_register, sizeof p->topic_register,
                          "$aws/provisioning-templates/%s/provision/json", p->template_name);
         }
@@ -881,21 +881,20 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
         p->timer.data = p->expiry_timer.data = p;
         p->open_handles = 2;
 
-        if (c->mqtt_host && p->cert_file && p->key_file &&
-            strncmp(p->key_file, "pkcs11:", 7) != 0) {
+        if (mqtt->host && p->cert_file && p->key_file && strncmp(p->key_file, "pkcs11:", 7) != 0) {
                 p->enabled = true;
                 /* Subscribed before any request goes out (AWS answers only subscribers). */
                 snprintf(filter, sizeof filter, "%s/+", CSR_TOPIC);
                 if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
                         log_warning_errno(r, "provision: cannot subscribe to %s: %m", filter);
-                if (p->topic_register[0] && provision_use_claim(c)) {
+                if (p->topic_register[0] && provision_use_claim(mqtt, o)) {
                         snprintf(filter, sizeof filter, "%s/+", p->topic_register);
                         if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
                                 log_warning_errno(r, "provision: cannot subscribe to %s: %m",
                                                   filter);
                 }
                 relay_set_session_listener(relay, on_session, p);
-                if (provision_use_claim(c)) {
+                if (provision_use_claim(mqtt, o)) {
                         p->mode = MODE_PROVISION;
                         p->state = ST_WAIT_SESSION;
                         audit_log(audit, "daemon", "provision.start", p->gateway,
@@ -911,4 +910,14 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
 oom:
         provision_free(p);
         return -ENOMEM;
+}
+
+int provision_config_parse_parameter(const char *v, void *field, const char **reason)
+{
+        const char *eq = strchr(v, '=');
+        if (*v && (!eq || eq == v || strlen(v) > 1024)) {
+                *reason = "expected Key=Value";
+                return -EINVAL;
+        }
+        return config_parse_strv(v, field, reason);
 }

@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "basic/conf-parser.h"
+
 /*
  * The gateway's own MQTT certificate (docs/provisioning.md): fleet provisioning by claim and
  * certificate rotation over the AWS IoT fleet provisioning MQTT API.
@@ -28,20 +30,33 @@
  * file is therefore either absent, the old one or the complete new one.
  */
 
+/* [Provisioning] in the configuration (docs/provisioning.md). */
+struct provision_options {
+        char *claim_cert;            /* ClaimCertificateFile= */
+        char *claim_key;             /* ClaimKeyFile= */
+        char *template_name;         /* Template=: the provisioning template's name */
+        struct conf_strv parameters; /* Parameters=Key=Value */
+        uint64_t rotate_before_usec; /* RotateBeforeExpiry=; 0: only `cert rotate` */
+};
+
+/* Parameters=Key=Value (config_parser_t, field: struct conf_strv). */
+int provision_config_parse_parameter(const char *v, void *field, const char **reason);
+
 struct provision;
-struct conf;
+struct relay_options;
 struct relay;
 struct audit;
 
 /* True if the session must start on the claim: a claim is configured and the certificate
  * file does not exist yet. */
-bool provision_use_claim(const struct conf *c);
+bool provision_use_claim(const struct relay_options *mqtt, const struct provision_options *o);
 /* Finish or discard a certificate switch that a crash interrupted. Before relay_new(). */
-void provision_recover(const struct conf *c);
+void provision_recover(const struct relay_options *mqtt);
 
 /* Listens to the relay's session; starts provisioning when it connects on the claim, and checks
  * the certificate's expiry when RotateBeforeExpiry= is set. */
-int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
+int provision_new(uv_loop_t *loop, const struct provision_options *o,
+                  const struct relay_options *mqtt, const char *gateway, struct relay *relay,
                   struct audit *audit, struct provision **ret);
 /* `cert.show`: {"file","certificate": provision_cert_info() or null (while provisioning),
  * "in_use","rotation":{"automatic","before_expiry_s"},"provisioning"}; -ENOENT with the reason

@@ -8,7 +8,6 @@
 
 #include "basic/time-util.h"
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "store/db.h"
 #include "cloud/envelope.h"
 #include "basic/log.h"
@@ -609,8 +608,8 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->stats_timer, handle_closed);
 }
 
-int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct db *db,
-              struct audit *audit, struct relay **ret)
+int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provision_options *prov,
+              const char *gateway, struct db *db, struct audit *audit, struct relay **ret)
 {
         struct relay *r = calloc(1, sizeof *r);
         char status_topic[TOPIC_MAX_LEN + 1], filter[TOPIC_MAX_LEN + 1];
@@ -623,10 +622,10 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
         snprintf(r->gateway, sizeof r->gateway, "%s", gateway);
         r->db = db;
         r->audit = audit;
-        r->batching = c->relay_batching;
-        r->window_ms = c->relay_batch_window_usec / 1000;
-        r->max_payload = (size_t)c->relay_max_payload;
-        r->max_inflight = MAX(c->mqtt_max_inflight, 1u);
+        r->batching = c->batching;
+        r->window_ms = c->batch_window_usec / 1000;
+        r->max_payload = (size_t)c->max_payload;
+        r->max_inflight = MAX(c->max_inflight, 1u);
         r->topic_batch = malloc(TOPIC_MAX_LEN + 1);
         if (r->topic_batch &&
             topic_expand(c->topic_batch, gateway, NULL, 0, r->topic_batch, TOPIC_MAX_LEN + 1) < 0) {
@@ -645,11 +644,10 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                 return -ENOMEM;
         }
         /* Bursts of 10 ms worth: over any second the rate stays within ~1 % of the quota. */
-        ratelimit_init(&r->pubs, c->relay_publishes_per_s, c->relay_publishes_per_s / 100.0, now);
-        ratelimit_init(&r->bytes, (double)c->relay_bytes_per_s, (double)c->relay_bytes_per_s / 10,
-                       now);
+        ratelimit_init(&r->pubs, c->publishes_per_s, c->publishes_per_s / 100.0, now);
+        ratelimit_init(&r->bytes, (double)c->bytes_per_s, (double)c->bytes_per_s / 10, now);
 
-        q = outbox_open(db, audit, c->outbox_max_bytes, c->outbox_audit_per_min, &r->outbox);
+        q = outbox_open(db, audit, c->outbox.max_bytes, c->outbox.audit_per_min, &r->outbox);
         if (q < 0) {
                 relay_free(r);
                 return log_error_errno(q, "cannot open the outbox: %m");
@@ -657,22 +655,22 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
         r->unsent_est = outbox_bytes(r->outbox);
         r->first_unsent_ms = 0; /* a backlog goes out at once */
 
-        if (c->mqtt_host) {
+        if (c->host) {
                 struct mqtt_options o = {
-                        .host = c->mqtt_host,
-                        .port = c->mqtt_port,
-                        .client_id = c->mqtt_client_id ? c->mqtt_client_id : gateway,
-                        .server_name = c->mqtt_server_name,
-                        .ca_file = c->mqtt_ca_file,
-                        .cert_file = c->mqtt_cert_file,
-                        .key_file = c->mqtt_key_file,
-                        .pkcs11_module = c->mqtt_pkcs11_module,
-                        .alpn = c->mqtt_alpn,
-                        .protocol = c->mqtt_protocol,
-                        .keepalive_s = (unsigned)(c->mqtt_keepalive_usec / 1000000),
+                        .host = c->host,
+                        .port = c->port,
+                        .client_id = c->client_id ? c->client_id : gateway,
+                        .server_name = c->server_name,
+                        .ca_file = c->ca_file,
+                        .cert_file = c->cert_file,
+                        .key_file = c->key_file,
+                        .pkcs11_module = c->pkcs11_module,
+                        .alpn = c->alpn,
+                        .protocol = c->protocol,
+                        .keepalive_s = (unsigned)(c->keepalive_usec / 1000000),
                         .max_inflight = r->max_inflight,
-                        .reconnect_min_ms = c->mqtt_reconnect_min_usec / 1000,
-                        .reconnect_max_ms = c->mqtt_reconnect_max_usec / 1000,
+                        .reconnect_min_ms = c->reconnect_min_usec / 1000,
+                        .reconnect_max_ms = c->reconnect_max_usec / 1000,
                         .status_topic = status_topic,
                 };
                 struct mqtt_callbacks cb = {
@@ -683,13 +681,13 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         .on_message = on_message,
                         .on_connect_failed = on_connect_failed,
                 };
-                if (provision_use_claim(c)) {
-                        o.cert_file = c->prov_claim_cert;
-                        o.key_file = c->prov_claim_key;
+                if (provision_use_claim(c, prov)) {
+                        o.cert_file = prov->claim_cert;
+                        o.key_file = prov->claim_key;
                         r->hold = true;
                         log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
                                    "for fleet provisioning",
-                                   c->mqtt_cert_file, o.cert_file);
+                                   c->cert_file, o.cert_file);
                 }
                 if ((q = topic_expand(c->topic_status, gateway, NULL, 0, status_topic,
                                       sizeof status_topic)) < 0 ||
@@ -721,4 +719,29 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
         uv_timer_start(&r->stats_timer, on_stats_timer, 1000, 1000);
         *ret = r;
         return 0;
+}
+
+/* ---- [MQTT] and [Relay] values ------------------------------------------------------------ */
+
+int relay_config_parse_protocol(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "3.1.1") == 0 || strcmp(v, "4") == 0)
+                *(int *)field = 4;
+        else if (strcmp(v, "5") == 0 || strcmp(v, "5.0") == 0)
+                *(int *)field = 5;
+        else {
+                *reason = "expected 3.1.1 or 5";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int relay_config_parse_inflight(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 1, 65535, reason);
+}
+
+int relay_config_parse_rate(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 10000000, reason);
 }

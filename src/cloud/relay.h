@@ -7,6 +7,9 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "basic/conf-parser.h"
+#include "cloud/outbox.h"
+
 /*
  * The relay (docs/mqtt.md): authenticated MCU telemetry in, MQTT out, cloud commands back down.
  *
@@ -26,8 +29,46 @@
  * devices (cmd.rejected).
  */
 
+/* [MQTT] (docs/mqtt.md), [Relay] and [Outbox] in the configuration. */
+struct relay_options {
+        /* [MQTT] */
+        char *host; /* NULL: no cloud session (telemetry stays in the outbox) */
+        unsigned port;
+        char *client_id;   /* NULL: the gateway name */
+        char *server_name; /* SNI and certificate name; NULL: Host */
+        char *ca_file;
+        char *cert_file;
+        char *key_file;      /* a file or a pkcs11: URI */
+        char *pkcs11_module; /* the PKCS#11 module for pkcs11: URIs */
+        char *alpn;          /* e.g. x-amzn-mqtt-ca for AWS IoT on port 443 */
+        int protocol;        /* 4 (3.1.1) or 5 */
+        uint64_t keepalive_usec;
+        unsigned max_inflight;
+        uint64_t reconnect_min_usec, reconnect_max_usec;
+        char *topic_status;         /* {gateway} */
+        char *topic_batch;          /* {gateway} */
+        char *topic_telemetry;      /* {gateway} {device} {stream}, Batching=no */
+        char *topic_command;        /* {gateway} {device} (a whole level) */
+        char *topic_command_result; /* {gateway} {device} */
+
+        /* [Relay] */
+        int batching; /* bool */
+        uint64_t batch_window_usec;
+        uint64_t max_payload;
+        unsigned publishes_per_s; /* 0: unlimited */
+        uint64_t bytes_per_s;     /* 0: unlimited */
+
+        /* [Outbox] */
+        struct outbox_options outbox;
+};
+
+/* [MQTT] and [Relay] values (config_parser_t). */
+int relay_config_parse_protocol(const char *v, void *field, const char **reason); /* int */
+int relay_config_parse_inflight(const char *v, void *field, const char **reason); /* unsigned */
+int relay_config_parse_rate(const char *v, void *field, const char **reason);     /* unsigned */
+
 struct relay;
-struct conf;
+struct provision_options;
 struct db;
 struct audit;
 
@@ -37,8 +78,9 @@ typedef int (*relay_command_fn)(void *userdata, const char *device_id, uint32_t 
                                 const uint8_t *payload, size_t len);
 
 /* Opens the outbox and, if [MQTT] Host= is set, the session (connecting in the background). */
-int relay_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct db *db,
-              struct audit *audit, struct relay **ret);
+/* prov: the claim to connect with until the certificate exists (provision_use_claim()). */
+int relay_new(uv_loop_t *loop, const struct relay_options *o, const struct provision_options *prov,
+              const char *gateway, struct db *db, struct audit *audit, struct relay **ret);
 /* Stop publishing, close the session and the handles; memory goes in the last close callback. */
 void relay_stop(struct relay *r);
 

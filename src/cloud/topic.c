@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "basic/conf-parser.h"
 #include "cloud/topic.h"
 
 static const struct {
@@ -221,4 +222,37 @@ int topic_match_device(const char *tmpl, const char *gateway, const char *topic,
         memcpy(ret_device, dev, dev_len);
         ret_device[dev_len] = 0;
         return topic_level_valid(ret_device, TOPIC_DEVICE_MAX) ? 0 : -EINVAL;
+}
+
+/* ---- templates in the configuration ------------------------------------------------------- */
+
+static int parse_topic(const char *v, void *field, unsigned allowed, unsigned required,
+                       unsigned whole, const char **reason)
+{
+        if (topic_template_check(v, allowed, required, whole, reason) < 0)
+                return -EINVAL;
+        return config_parse_string(v, field, reason);
+}
+
+int topic_config_parse_gateway(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY, 0, 0, reason);
+}
+
+int topic_config_parse_telemetry(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE | TOPIC_VAR_STREAM,
+                           TOPIC_VAR_DEVICE, 0, reason);
+}
+
+int topic_config_parse_command(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE, TOPIC_VAR_DEVICE,
+                           TOPIC_VAR_DEVICE, reason);
+}
+
+int topic_config_parse_result(const char *v, void *field, const char **reason)
+{
+        return parse_topic(v, field, TOPIC_VAR_GATEWAY | TOPIC_VAR_DEVICE, TOPIC_VAR_DEVICE, 0,
+                           reason);
 }

@@ -30,6 +30,14 @@ enum {
 /* Check a template: only the placeholders in `allowed` may appear, those in `required` must.
  * With TOPIC_VAR_DEVICE in `whole_level`, {device} must be a complete level on its own (needed
  * to turn the template into a subscription filter). Returns 0 or -EINVAL with *ret_reason. */
+/* Topic templates as config values (config_parser_t, field: char *): {gateway} only; telemetry
+ * ({gateway} {device} {stream}, {device} required); command ({device} a whole level); command
+ * result ({gateway} {device}, {device} required). */
+int topic_config_parse_gateway(const char *v, void *field, const char **reason);
+int topic_config_parse_telemetry(const char *v, void *field, const char **reason);
+int topic_config_parse_command(const char *v, void *field, const char **reason);
+int topic_config_parse_result(const char *v, void *field, const char **reason);
+
 int topic_template_check(const char *tmpl, unsigned allowed, unsigned required,
                          unsigned whole_level, const char **ret_reason);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "audit/audit.h"
+#include "basic/conf-parser.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
 #include "basic/log.h"
@@ -584,4 +585,9 @@ void control_stop(struct control *ctl)
         ctl->pending_closes += 2;
         uv_close((uv_handle_t *)&ctl->server, control_handle_closed);
         uv_close((uv_handle_t *)&ctl->sweep, control_handle_closed);
+}
+
+int control_config_parse_max_clients(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 1, 1024, reason);
 }

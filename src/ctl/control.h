@@ -56,6 +56,9 @@ struct control_options {
         unsigned refusals_per_min;
 };
 
+/* [Control] MaxClients= (config_parser_t, field: unsigned, 1 .. 1024). */
+int control_config_parse_max_clients(const char *v, void *field, const char **reason);
+
 /* Listen on opts->path, or on listen_fd (>= 0) when socket-activated. */
 int control_new(uv_loop_t *loop, struct audit *audit, const struct control_options *opts,
                 int listen_fd, struct control **ret);

@@ -39,7 +39,8 @@
 struct gateway {
         uv_loop_t *loop;
         char *config_path;
-        struct conf *conf;
+        struct conf *conf; /* in effect: restart-only keys keep their running values */
+        struct baseline_config baseline_cfg; /* the baseline's view of conf */
         char name[65];
         int lock_fd; /* StateDirectory/mcugwd.lock: one daemon per state directory */
         struct db *db;
@@ -92,6 +93,15 @@ static json_t *conf_files_json(const struct conf *c)
         return a;
 }
 
+/* The changed restart-only keys that are not in effect yet ("Section.Key"). */
+static json_t *restart_pending_json(const struct conf *c)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; i < c->restart_pending.n; i++)
+                json_array_append_new(a, json_string(c->restart_pending.v[i]));
+        return a;
+}
+
 /* mkdir -p with a mode for the last component; existing directories are left alone. */
 static int mkdir_parents(const char *path, mode_t mode)
 {
@@ -128,72 +138,61 @@ static struct control_options control_opts(const struct conf *c)
         };
 }
 
-/* Apply a new, valid configuration. Keys that need a restart keep their old values. */
+/* Apply a new, valid configuration that conf_keep_running() made the one in effect. */
 static void gw_apply_conf(struct gateway *gw, struct conf *n)
 {
         struct control_options o;
-        const char *key;
 
-        if (conf_needs_restart(gw->conf, n, &key))
-                log_warning("reload: %s changed; that takes effect only after a restart", key);
         log_set_level(n->log_level);
-        db_set_commit_interval(gw->db, n->commit_interval_usec);
+        db_set_commit_interval(gw->db, n->db.commit_interval_usec);
         if (gw->ota)
-                ota_apply_conf(gw->ota, n);
+                ota_apply_conf(gw->ota, &n->ota);
         o = control_opts(n);
         control_update(gw->control, &o);
-
-        /* Keep the restart-only values of the running daemon. */
-#define KEEP(field)                                                                                \
-        do {                                                                                       \
-                __typeof__(n->field) _t = n->field;                                                \
-                n->field = gw->conf->field;                                                        \
-                gw->conf->field = _t;                                                              \
-        } while (0)
-        KEEP(gateway_name);
-        KEEP(state_dir);
-        KEEP(runtime_dir);
-        KEEP(control_socket);
-        KEEP(socket_mode);
-        KEEP(synchronous);
-#undef KEEP
         conf_free(gw->conf);
         gw->conf = n;
+        conf_baseline_config(gw->conf, &gw->baseline_cfg);
+}
+
+/* One warning naming every changed key that waits for a restart. */
+static void gw_warn_restart_pending(const struct conf *c)
+{
+        char keys[1024] = "";
+        size_t len = 0;
+
+        if (!c->restart_pending.n)
+                return;
+        for (size_t i = 0; i < c->restart_pending.n && len < sizeof keys; i++) {
+                int q = snprintf(keys + len, sizeof keys - len, "%s%s", i ? ", " : "",
+                                 c->restart_pending.v[i]);
+                if (q < 0)
+                        break;
+                len += (size_t)q;
+        }
+        log_warning("reload: %s changed; %s effect only after a restart", keys,
+                    c->restart_pending.n > 1 ? "these take" : "that takes");
 }
 
 /* Re-read the configuration; keep the old one if the new one has errors. */
 static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
 {
         struct conf_errors err = { 0 };
-        struct enroll_list devices = { 0 };
-        struct rule_set rules = { 0 };
-        struct onboard *onboard = NULL;
-        struct conf *n = NULL;
+        struct conf_set set = { 0 };
         json_t *errors;
         char old_hash[65];
         int r;
 
         sd_notifyf(0, "RELOADING=1\nSTATUS=reloading configuration");
-        r = conf_load(gw->config_path, &n, &err);
-        if (r >= 0) {
-                r = enroll_load_dir(n->devices_dir, &devices, &err);
-                if (r >= 0 && n->monitor_rules)
-                        r = rules_load_dir(n->rules_dir, &rules, &err);
-                if (r >= 0)
-                        r = onboard_new(n, &onboard, &err);
-                if (r < 0) {
-                        rule_set_free(&rules);
-                        enroll_list_free(&devices);
-                        conf_free(n);
-                        n = NULL;
-                }
+        r = conf_set_load(gw->config_path, &set, &err);
+        if (r >= 0 && (r = conf_keep_running(set.conf, gw->conf)) < 0) {
+                conf_errors_add(&err, "%s: %s", gw->config_path, strerror(-r));
+                conf_set_clear(&set);
         }
         if (r < 0) {
                 errors = json_array();
-                for (size_t i = 0; i < err.n; i++) {
-                        log_error("reload: %s", err.msgs[i]);
+                conf_errors_print(&err, NULL, "reload: ");
+                for (size_t i = 0; i < err.n; i++)
                         json_array_append_new(errors, json_string(err.msgs[i]));
-                }
                 log_error("reload: configuration has %zu error(s); keeping the running one", err.n);
                 snprintf(gw->last_error, sizeof gw->last_error, "reload failed: %s",
                          err.n ? err.msgs[0] : strerror(-r));
@@ -210,21 +209,22 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
                 return -EINVAL;
         }
         memcpy(old_hash, gw->conf->hash, sizeof old_hash);
-        gw_apply_conf(gw, n);
-        registry_sync_files(gw->registry, &devices);
-        link_manager_set_onboard(gw->link, onboard);
+        gw_warn_restart_pending(set.conf);
+        gw_apply_conf(gw, TAKE_PTR(set.conf));
+        registry_sync_files(gw->registry, &set.devices);
+        link_manager_set_onboard(gw->link, set.onboard);
         onboard_free(gw->onboard);
-        gw->onboard = onboard;
-        enroll_list_free(&devices);
-        if (gw->remedy && (r = remedy_update(gw->remedy, gw->conf, &rules)) < 0)
+        gw->onboard = TAKE_PTR(set.onboard);
+        if (gw->remedy && (r = remedy_update(gw->remedy, &gw->conf->monitor, &set.rules)) < 0)
                 log_error_errno(r, "reload: cannot apply the rules: %m");
-        rule_set_free(&rules);
+        conf_set_clear(&set);
         if (gw->metrics)
-                metrics_set_interval(gw->metrics, gw->conf->metrics_interval_usec / 1000);
+                metrics_set_interval(gw->metrics, gw->conf->monitor.metrics_interval_usec / 1000);
         if (gw->defender)
-                defender_set_interval(gw->defender, gw->conf->defender_interval_usec / 1000);
+                defender_set_interval(gw->defender,
+                                      gw->conf->monitor.defender_interval_usec / 1000);
         if (gw->auditexport)
-                auditexport_update(gw->auditexport, gw->conf);
+                auditexport_update(gw->auditexport, &gw->conf->audit_export);
         if (gw->baseline) {
                 baseline_update(gw->baseline);
                 baseline_check_drift(gw->baseline, "reload");
@@ -288,6 +288,7 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
                           "failed", (int)gw->reload_failures, "last_error", gw->last_error);
         if (!o)
                 return -ENOMEM;
+        json_object_set_new(o, "restart_pending", restart_pending_json(gw->conf));
         registry_count(gw->registry, counts);
         json_object_set_new(o, "devices",
                             json_pack("{sI sI sI sI sI}", "total",
@@ -493,10 +494,8 @@ static void gw_unwire_relay(struct gateway *gw)
 }
 
 /* Rules, metrics, remediation and the baseline (docs/monitoring.md), after links and relay. */
-static int gw_monitor_start(struct gateway *gw)
+static int gw_monitor_start(struct gateway *gw, const struct rule_set *rules)
 {
-        struct conf_errors err = { 0 };
-        struct rule_set rules = { 0 };
         struct metrics_sources src = {
                 .link = gw->link,
                 .registry = gw->registry,
@@ -505,33 +504,25 @@ static int gw_monitor_start(struct gateway *gw)
         };
         int r;
 
-        if (gw->conf->monitor_rules &&
-            (r = rules_load_dir(gw->conf->rules_dir, &rules, &err)) < 0) {
-                for (size_t i = 0; i < err.n; i++)
-                        log_error("%s", err.msgs[i]);
-                conf_errors_clear(&err);
-                return r;
-        }
-        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->relay, gw->conf,
-                       gw_name(gw), &rules, &gw->remedy);
-        rule_set_free(&rules);
+        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->relay, &gw->conf->monitor,
+                       gw_name(gw), rules, &gw->remedy);
         if (r < 0)
                 return log_error_errno(r, "cannot start the rule evaluator: %m");
-        if ((r = metrics_new(gw->loop, &src, gw->conf->metrics_interval_usec / 1000,
+        if ((r = metrics_new(gw->loop, &src, gw->conf->monitor.metrics_interval_usec / 1000,
                              &gw->metrics)) < 0)
                 return r;
         metrics_set_listener(gw->metrics, remedy_on_delta, remedy_on_tick, gw->remedy);
-        if ((r = baseline_new(gw->loop, gw->db, gw->audit, gw->registry,
-                              (const struct conf *const *)&gw->conf,
+        if ((r = baseline_new(gw->loop, gw->db, gw->audit, gw->registry, &gw->baseline_cfg,
                               remedy_rules_enabled(gw->remedy), &gw->baseline)) < 0)
                 return r;
         if ((r = defender_new(gw->loop, gw->relay, gw->metrics, gw->audit,
-                              gw->conf->mqtt_client_id ? gw->conf->mqtt_client_id : gw_name(gw),
-                              gw->conf->defender_interval_usec / 1000, &gw->defender)) < 0 ||
+                              gw->conf->relay.client_id ? gw->conf->relay.client_id : gw_name(gw),
+                              gw->conf->monitor.defender_interval_usec / 1000, &gw->defender)) <
+                    0 ||
             (r = monitor_ctl_add_commands(gw->control, gw->remedy, gw->metrics, gw->baseline,
                                           gw->defender)) < 0)
                 return r;
-        if ((r = auditexport_new(gw->loop, gw->db, gw->audit, gw->relay, gw->conf,
+        if ((r = auditexport_new(gw->loop, gw->db, gw->audit, gw->relay, &gw->conf->audit_export,
                                  &gw->auditexport)) < 0)
                 return r;
         baseline_check_drift(gw->baseline, "start");
@@ -564,23 +555,25 @@ static int gw_lock_state(struct gateway *gw)
         return 0;
 }
 
-int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret)
+int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
+                struct gateway **ret)
 {
         struct gateway *gw = calloc(1, sizeof *gw);
         _cleanup_free_ char *db_path = NULL;
-        struct conf_errors err = { 0 };
-        struct enroll_list devices = { 0 };
+        struct conf *conf = set->conf;
         struct control_options o;
         uint64_t wd_usec = 0;
         int r;
 
         if (!gw) {
-                conf_free(conf);
+                conf_set_clear(set);
                 return -ENOMEM;
         }
         gw->loop = loop;
         gw->lock_fd = -1;
-        gw->conf = conf;
+        gw->conf = TAKE_PTR(set->conf);
+        conf_baseline_config(gw->conf, &gw->baseline_cfg);
+        gw->onboard = TAKE_PTR(set->onboard);
         gw->config_path = strdup(config_path);
         gw->started_ms = uv_now(loop);
         if (conf->gateway_name)
@@ -606,8 +599,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 r = -ENOMEM;
                 goto fail;
         }
-        if ((r = db_open(loop, db_path, conf->synchronous, conf->commit_interval_usec, &gw->db)) <
-            0)
+        if ((r = db_open(loop, db_path, conf->db.synchronous, conf->db.commit_interval_usec,
+                         &gw->db)) < 0)
                 goto fail;
         if ((r = audit_open(gw->db, &gw->audit)) < 0) {
                 log_error_errno(r, "cannot open the audit log: %m");
@@ -620,17 +613,11 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                   json_pack("{ss so}", "hash", conf->hash, "files", conf_files_json(conf)));
 
         /* 3. device registry, brought in line with DevicesDirectory */
-        if ((r = enroll_load_dir(conf->devices_dir, &devices, &err)) < 0) {
-                for (size_t i = 0; i < err.n; i++)
-                        log_error("%s", err.msgs[i]);
-                conf_errors_clear(&err);
-                goto fail;
-        }
         if ((r = registry_open(gw->db, gw->audit, &gw->registry)) < 0) {
                 log_error_errno(r, "cannot open the device registry: %m");
                 goto fail;
         }
-        registry_sync_files(gw->registry, &devices);
+        registry_sync_files(gw->registry, &set->devices);
 
         /* 4. control socket */
         o = control_opts(conf);
@@ -642,40 +629,38 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 goto fail;
 
         /* 4b. MCU links: gateway key, stream listeners, serial ports, JIT onboarding */
-        if ((r = onboard_new(conf, &gw->onboard, &err)) < 0) {
-                for (size_t i = 0; i < err.n; i++)
-                        log_error("%s", err.msgs[i]);
-                conf_errors_clear(&err);
-                goto fail;
-        }
-        if ((r = link_manager_new(loop, conf, gw->audit, gw->registry, &gw->link)) < 0)
+        if ((r = link_manager_new(loop, &conf->link, conf->state_dir, gw->audit, gw->registry,
+                                  &gw->link)) < 0)
                 goto fail;
         link_manager_set_onboard(gw->link, gw->onboard);
         registry_set_decorator(gw->registry, gw_decorate_device, gw);
 
         /* 4b'. BLE peripherals (BlueZ over D-Bus), bridged into links */
-        if ((r = ble_manager_new(loop, conf, gw->audit, gw->link, &gw->ble)) < 0)
+        if ((r = ble_manager_new(loop, &conf->ble, gw->audit, gw->link, &gw->ble)) < 0)
                 goto fail;
 
         /* 4c. the cloud: durable outbox, MQTT session (on the claim until provisioned), relay */
-        provision_recover(conf);
-        if ((r = relay_new(loop, conf, gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
+        provision_recover(&conf->relay);
+        if ((r = relay_new(loop, &conf->relay, &conf->provision, gw_name(gw), gw->db, gw->audit,
+                           &gw->relay)) < 0)
                 goto fail;
-        if ((r = provision_new(loop, conf, gw_name(gw), gw->relay, gw->audit, &gw->provision)) <
-                    0 ||
+        if ((r = provision_new(loop, &conf->provision, &conf->relay, gw_name(gw), gw->relay,
+                               gw->audit, &gw->provision)) < 0 ||
             (r = provision_ctl_add_commands(gw->control, gw->provision)) < 0)
                 goto fail;
         /* 4c'. OTA: image cache, signature check, transfers over the links */
-        if ((r = ota_new(loop, conf, gw->db, gw->audit, gw->registry, gw->link, &gw->ota)) < 0 ||
+        if ((r = ota_new(loop, &conf->ota, conf->state_dir, gw->db, gw->audit, gw->registry,
+                         gw->link, &gw->ota)) < 0 ||
             (r = ota_ctl_add_commands(gw->control, gw->ota)) < 0)
                 goto fail;
         link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
-        if ((r = ota_jobs_new(loop, conf, gw_name(gw), gw->relay, gw->ota, gw->registry, gw->audit,
-                              &gw->ota_jobs)) < 0)
+        /* No cloud: local updates only. */
+        if (conf->relay.host && (r = ota_jobs_new(loop, &conf->ota, gw_name(gw), gw->relay, gw->ota,
+                                                  gw->registry, gw->audit, &gw->ota_jobs)) < 0)
                 goto fail;
         gw_wire_relay(gw);
         /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */
-        if ((r = gw_monitor_start(gw)) < 0)
+        if ((r = gw_monitor_start(gw, &set->rules)) < 0)
                 goto fail;
 
         uv_timer_init(loop, &gw->status_timer);
@@ -700,12 +685,12 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 gw->have_watchdog = true;
         }
 
-        enroll_list_free(&devices);
+        conf_set_clear(set);
         db_commit(gw->db);
         *ret = gw;
         return 0;
 fail:
-        enroll_list_free(&devices);
+        conf_set_clear(set);
         gateway_free(gw);
         return r;
 }

@@ -12,8 +12,10 @@
 
 struct gateway;
 
-/* Takes ownership of conf. config_path is re-read on SIGHUP / `reload`. */
-int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, struct gateway **ret);
+/* Takes everything set holds (conf_set_load()); the set is empty afterwards, on failure too.
+ * config_path is re-read on SIGHUP / `reload`. */
+int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
+                struct gateway **ret);
 /* Run the loop until SIGTERM/SIGINT; returns 0 or -errno. */
 int gateway_run(struct gateway *gw);
 /* Frees everything; the loop must then close cleanly. */

@@ -8,11 +8,8 @@
 
 #include "config.h"
 #include "daemon/conf.h"
-#include "devices/enroll.h"
 #include "daemon/gateway.h"
-#include "devices/onboard.h"
 #include "basic/log.h"
-#include "monitor/rules.h"
 
 static void help(void)
 {
@@ -28,40 +25,18 @@ static void help(void)
 static int check_config(const char *path)
 {
         struct conf_errors err = { 0 };
-        struct enroll_list devices = { 0 };
-        struct rule_set rules = { 0 };
-        struct onboard *onboard = NULL;
-        struct conf *c = NULL;
-        int r = conf_load(path, &c, &err);
+        struct conf_set set = { 0 };
+        int r = conf_set_load(path, &set, &err);
 
-        if (r >= 0 && enroll_load_dir(c->devices_dir, &devices, &err) < 0) {
-                conf_free(c);
-                r = -EINVAL;
-        }
-        if (r >= 0 && c->monitor_rules && rules_load_dir(c->rules_dir, &rules, &err) < 0) {
-                enroll_list_free(&devices);
-                conf_free(c);
-                r = -EINVAL;
-        }
-        if (r >= 0 && onboard_new(c, &onboard, &err) < 0) {
-                rule_set_free(&rules);
-                enroll_list_free(&devices);
-                conf_free(c);
-                r = -EINVAL;
-        }
-        onboard_free(onboard);
-        for (size_t i = 0; i < err.n; i++)
-                fprintf(stderr, "%s\n", err.msgs[i]);
+        conf_errors_print(&err, stderr, NULL);
         if (r < 0) {
                 fprintf(stderr, "%s: %zu error(s)\n", path, err.n);
                 conf_errors_clear(&err);
                 return EXIT_FAILURE;
         }
         printf("%s: OK (%zu file(s), %zu enrolled device(s), %zu rule(s), sha256 %s)\n", path,
-               c->n_files, devices.n, rules.n, c->hash);
-        rule_set_free(&rules);
-        enroll_list_free(&devices);
-        conf_free(c);
+               set.conf->n_files, set.devices.n, set.rules.n, set.conf->hash);
+        conf_set_clear(&set);
         return EXIT_SUCCESS;
 }
 
@@ -77,7 +52,7 @@ int main(int argc, char **argv)
         };
         const char *config = CONF_DEFAULT_PATH;
         struct conf_errors err = { 0 };
-        struct conf *conf = NULL;
+        struct conf_set set = { 0 };
         struct gateway *gw = NULL;
         bool check = false;
         uv_loop_t loop;
@@ -102,17 +77,16 @@ int main(int argc, char **argv)
          * mode is set explicitly. systemd's UMask=0077 is stricter still. */
         umask(0027);
         log_open("mcugwd");
-        r = conf_load(config, &conf, &err);
+        r = conf_set_load(config, &set, &err);
         if (r < 0) {
-                for (size_t i = 0; i < err.n; i++)
-                        log_error("%s", err.msgs[i]);
+                conf_errors_print(&err, NULL, NULL);
                 log_error("%s: configuration invalid, not starting", config);
                 conf_errors_clear(&err);
                 return EXIT_FAILURE;
         }
 
         uv_loop_init(&loop);
-        r = gateway_new(&loop, config, conf, &gw);
+        r = gateway_new(&loop, config, &set, &gw);
         if (r >= 0) {
                 r = gateway_run(gw);
                 gateway_free(gw);

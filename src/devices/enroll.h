@@ -4,8 +4,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "basic/conf-parser.h"
 #include "basic/hexdecoct.h" /* keys are base64 of 32 bytes, as WireGuard writes them */
-#include "daemon/conf.h"
 
 /*
  * Enrollment records, parsed but not applied: from DevicesDirectory (NAME.conf files holding

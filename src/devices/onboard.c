@@ -89,14 +89,14 @@ static EVP_PKEY *load_public(const char *path, const char **reason)
         return k;
 }
 
-int onboard_new(const struct conf *c, struct onboard **ret, struct conf_errors *err)
+int onboard_new(const struct onboard_options *c, struct onboard **ret, struct conf_errors *err)
 {
         struct onboard *o = calloc(1, sizeof *o);
         size_t before = err->n;
 
         if (!o)
                 return -ENOMEM;
-        o->policy = (enum onboard_policy)c->onboarding_policy;
+        o->policy = (enum onboard_policy)c->policy;
         o->keys = calloc(c->manufacturer_keys.n ? c->manufacturer_keys.n : 1, sizeof *o->keys);
         if (!o->keys) {
                 free(o);
@@ -260,4 +260,16 @@ int onboard_attest_sign(EVP_PKEY *mkey, const char *key_id, const char *id,
                 q = (int)(2 + kid_len + 64);
         ECDSA_SIG_free(sig);
         return q;
+}
+
+int onboard_config_parse_policy(const char *v, void *field, const char **reason)
+{
+        static const char *const names[] = { "off", "pending", "active" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(v, names[i]) == 0) {
+                        *(int *)field = (int)i;
+                        return 0;
+                }
+        *reason = "expected off, pending or active";
+        return -EINVAL;
 }

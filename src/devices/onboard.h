@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <openssl/evp.h>
 
-#include "daemon/conf.h"
+#include "basic/conf-parser.h"
 #include "devices/enroll.h"
 
 /*
@@ -30,10 +30,20 @@ enum onboard_policy {
         ONBOARD_ACTIVE,
 };
 
+/* [Onboarding] in the configuration. */
+struct onboard_options {
+        int policy;                                 /* enum onboard_policy */
+        struct conf_strv manufacturer_keys;         /* KEYID:/path/key.pem */
+        struct conf_strv revoked_manufacturer_keys; /* KEYID */
+};
+
+/* Policy= off|pending|active (config_parser_t, field: int). */
+int onboard_config_parse_policy(const char *v, void *field, const char **reason);
+
 struct onboard;
 
-/* Load the trusted manufacturer keys named in conf; problems go to err as "file: message". */
-int onboard_new(const struct conf *c, struct onboard **ret, struct conf_errors *err);
+/* Load the trusted manufacturer keys named in o; problems go to err as "file: message". */
+int onboard_new(const struct onboard_options *o, struct onboard **ret, struct conf_errors *err);
 void onboard_free(struct onboard *o);
 enum onboard_policy onboard_policy(const struct onboard *o);
 

@@ -26,7 +26,6 @@
 #include "audit/audit.h"
 #include "link/ble.h"
 #include "link/blefrag.h"
-#include "daemon/conf.h"
 #include "link/link.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -1469,13 +1468,13 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- public ------------------------------------------------------------------------------ */
 
-int ble_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
+int ble_manager_new(uv_loop_t *loop, const struct ble_options *o, struct audit *audit,
                     struct link_manager *link, struct ble_manager **ret)
 {
         struct ble_manager *m;
 
         *ret = NULL;
-        if (!conf->ble_devices.n)
+        if (!o->devices.n)
                 return 0;
         m = calloc(1, sizeof *m);
         if (!m)
@@ -1483,27 +1482,27 @@ int ble_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audi
         m->loop = loop;
         m->audit = audit;
         m->link = link;
-        m->bus_address = conf->ble_bus_address ? strdup(conf->ble_bus_address) : NULL;
-        m->adapter_name = conf->ble_adapter ? strdup(conf->ble_adapter) : NULL;
+        m->bus_address = o->bus_address ? strdup(o->bus_address) : NULL;
+        m->adapter_name = o->adapter ? strdup(o->adapter) : NULL;
         if (m->adapter_name)
                 snprintf(m->adapter_prefix, sizeof m->adapter_prefix, "/org/bluez/%s/",
                          m->adapter_name);
-        snprintf(m->svc_uuid, sizeof m->svc_uuid, "%s", conf->ble_service_uuid);
-        snprintf(m->chr_uuid, sizeof m->chr_uuid, "%s", conf->ble_characteristic_uuid);
-        m->rc_min_ms = MAX(conf->ble_reconnect_min_usec / 1000, (uint64_t)100);
-        m->rc_max_ms = MAX(conf->ble_reconnect_max_usec / 1000, m->rc_min_ms);
-        m->notify_rate = conf->ble_notify_rate;
-        m->acquire = conf->ble_acquire;
-        m->peers = calloc(conf->ble_devices.n, sizeof *m->peers);
+        snprintf(m->svc_uuid, sizeof m->svc_uuid, "%s", o->service_uuid);
+        snprintf(m->chr_uuid, sizeof m->chr_uuid, "%s", o->characteristic_uuid);
+        m->rc_min_ms = MAX(o->reconnect_min_usec / 1000, (uint64_t)100);
+        m->rc_max_ms = MAX(o->reconnect_max_usec / 1000, m->rc_min_ms);
+        m->notify_rate = o->notify_rate;
+        m->acquire = o->acquire;
+        m->peers = calloc(o->devices.n, sizeof *m->peers);
         m->ignored = calloc(BLE_IGNORED_MAX, sizeof *m->ignored);
         if (!m->peers || !m->ignored) {
                 m->stopping = true;
                 manager_maybe_free(m);
                 return -ENOMEM;
         }
-        for (size_t i = 0; i < conf->ble_devices.n; i++) {
+        for (size_t i = 0; i < o->devices.n; i++) {
                 char a[18];
-                if (blefrag_address_normalize(conf->ble_devices.v[i], a) < 0 || peer_by_addr(m, a))
+                if (blefrag_address_normalize(o->devices.v[i], a) < 0 || peer_by_addr(m, a))
                         continue;
                 struct ble_peer *p = &m->peers[m->n_peers++];
                 p->m = m;
@@ -1635,4 +1634,36 @@ int ble_manager_rssi(struct ble_manager *m, const char *link_name, int *ret_rssi
                 return -ENODATA;
         *ret_rssi = p->rssi;
         return 0;
+}
+
+/* ---- [BLE] values ------------------------------------------------------------------------- */
+
+int ble_config_parse_device(const char *v, void *field, const char **reason)
+{
+        char a[18];
+        if (*v && blefrag_address_normalize(v, a) < 0) {
+                *reason = "expected a Bluetooth address such as AA:BB:CC:DD:EE:FF";
+                return -EINVAL;
+        }
+        return config_parse_strv(*v ? a : v, field, reason);
+}
+
+int ble_config_parse_uuid(const char *v, void *field, const char **reason)
+{
+        char u[37];
+        if (blefrag_uuid_normalize(v, u) < 0) {
+                *reason = "expected a 128-bit UUID such as 6e4d0001-8e5e-4c39-9a0e-6d6367770000";
+                return -EINVAL;
+        }
+        return config_parse_string(u, field, reason);
+}
+
+int ble_config_parse_adapter(const char *v, void *field, const char **reason)
+{
+        if (*v &&
+            (strlen(v) > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(v))) {
+                *reason = "expected an adapter name such as hci0";
+                return -EINVAL;
+        }
+        return config_parse_string_opt(v, field, reason);
 }

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <stdint.h>
 #include <jansson.h>
 #include <uv.h>
+
+#include "basic/conf-parser.h"
 
 /*
  * The BLE carrier of the MCU link (docs/ble.md): BlueZ over D-Bus (sd-bus on the libuv loop,
@@ -16,14 +19,30 @@
  * Connections and disconnections are audited (ble.connected, ble.disconnected, ble.ignored).
  */
 
-struct conf;
+/* [BLE] in the configuration (docs/ble.md); no Device= means no BLE at all. */
+struct ble_options {
+        char *adapter;             /* "hci0"; NULL: the first adapter BlueZ reports */
+        struct conf_strv devices;  /* Device=AA:BB:CC:DD:EE:FF, the allow-list */
+        char *service_uuid;        /* default MCUGW_BLE_SERVICE_UUID */
+        char *characteristic_uuid; /* default MCUGW_BLE_CHARACTERISTIC_UUID */
+        char *bus_address;         /* NULL: the system bus (DBUS_SYSTEM_BUS_ADDRESS) */
+        uint64_t reconnect_min_usec, reconnect_max_usec;
+        uint64_t notify_rate; /* bytes/s per peripheral, 0: unlimited */
+        int acquire;          /* bool: use AcquireWrite/AcquireNotify when offered */
+};
+
+/* [BLE] values (config_parser_t), normalised: addresses upper case, UUIDs lower case. */
+int ble_config_parse_device(const char *v, void *field, const char **reason);
+int ble_config_parse_uuid(const char *v, void *field, const char **reason);
+int ble_config_parse_adapter(const char *v, void *field, const char **reason);
+
 struct audit;
 struct link_manager;
 struct ble_manager;
 
 /* With no [BLE] Device= configured *ret is NULL and nothing is started (returns 0). Failing to
  * reach the bus is not fatal: it is retried with backoff. */
-int ble_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
+int ble_manager_new(uv_loop_t *loop, const struct ble_options *o, struct audit *audit,
                     struct link_manager *link, struct ble_manager **ret);
 /* Disconnect the links (not the peripherals: BlueZ keeps them for the next start), close the
  * bus and every handle; memory goes in the last close callback. NULL is fine. */

@@ -25,7 +25,6 @@
 #include "posix_openssl.h"
 
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "devices/onboard.h"
 #include "link/link.h"
 #include "basic/log.h"
@@ -1265,15 +1264,15 @@ static void on_sweep(uv_timer_t *t)
 
 /* ---- public API -------------------------------------------------------------------------- */
 
-static int load_key(struct link_manager *m, const struct conf *conf)
+static int load_key(struct link_manager *m, const struct link_options *o, const char *state_dir)
 {
         _cleanup_free_ char *path = NULL;
         unsigned mode = 0;
         int r;
 
-        if (conf->link_private_key_file)
-                path = strdup(conf->link_private_key_file);
-        else if (asprintf(&path, "%s/link.key", conf->state_dir) < 0)
+        if (o->private_key_file)
+                path = strdup(o->private_key_file);
+        else if (asprintf(&path, "%s/link.key", state_dir) < 0)
                 path = NULL;
         if (!path)
                 return -ENOMEM;
@@ -1302,8 +1301,8 @@ static int load_key(struct link_manager *m, const struct conf *conf)
         return 0;
 }
 
-int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
-                     struct registry *registry, struct link_manager **ret)
+int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *state_dir,
+                     struct audit *audit, struct registry *registry, struct link_manager **ret)
 {
         struct link_manager *m = calloc(1, sizeof *m);
         int r;
@@ -1313,21 +1312,19 @@ int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *aud
         m->loop = loop;
         m->audit = audit;
         m->reg = registry;
-        m->max_connections = conf->link_max_connections ? conf->link_max_connections : 1024;
-        m->hs_timeout_ms = conf->link_handshake_timeout_usec / 1000;
+        m->max_connections = o->max_connections ? o->max_connections : 1024;
+        m->hs_timeout_ms = o->handshake_timeout_usec / 1000;
         if (!m->hs_timeout_ms)
                 m->hs_timeout_ms = 10000;
-        m->idle_timeout_ms = conf->link_idle_timeout_usec / 1000;
-        m->hs_rate_link =
-                conf->link_handshake_rate_per_link ? conf->link_handshake_rate_per_link : 2;
-        m->audit_per_min = conf->link_audit_per_min;
-        ratelimit_init(&m->hs_bucket, conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
-                       conf->link_handshake_rate ? conf->link_handshake_rate : 1000,
-                       uv_now(loop) * USEC_PER_MSEC);
+        m->idle_timeout_ms = o->idle_timeout_usec / 1000;
+        m->hs_rate_link = o->handshake_rate_per_link ? o->handshake_rate_per_link : 2;
+        m->audit_per_min = o->audit_per_min;
+        ratelimit_init(&m->hs_bucket, o->handshake_rate ? o->handshake_rate : 1000,
+                       o->handshake_rate ? o->handshake_rate : 1000, uv_now(loop) * USEC_PER_MSEC);
         ratelimit_window_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), 60 * USEC_PER_SEC,
                               uv_now(loop) * USEC_PER_MSEC);
 
-        r = load_key(m, conf);
+        r = load_key(m, o, state_dir);
         if (r < 0) {
                 free(m);
                 return r;
@@ -1346,11 +1343,11 @@ int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *aud
         if (registry)
                 registry_set_listener(registry, on_registry_state, m);
 
-        for (size_t i = 0; i < conf->link_listen.n; i++)
-                if ((r = listener_add(m, conf->link_listen.v[i])) < 0)
+        for (size_t i = 0; i < o->listen.n; i++)
+                if ((r = listener_add(m, o->listen.v[i])) < 0)
                         goto fail;
-        for (size_t i = 0; i < conf->link_serial.n; i++)
-                if ((r = port_add(m, conf->link_serial.v[i])) < 0)
+        for (size_t i = 0; i < o->serial.n; i++)
+                if ((r = port_add(m, o->serial.v[i])) < 0)
                         goto fail;
         log_info("link: public key %s", m->pub_b64);
         *ret = m;
@@ -1574,4 +1571,32 @@ int link_manager_adopt_fd(struct link_manager *m, int fd, const char *name)
         if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
                 return -errno;
         return link_new(m, fd, name, NULL, NULL, NULL);
+}
+
+/* ---- [Link] values ------------------------------------------------------------------------ */
+
+int link_config_parse_listen(const char *v, void *field, const char **reason)
+{
+        struct transport_endpoint ep;
+        if (*v && transport_parse_listen(v, &ep, reason) < 0)
+                return -EINVAL;
+        return config_parse_strv(v, field, reason);
+}
+
+int link_config_parse_serial(const char *v, void *field, const char **reason)
+{
+        struct transport_endpoint ep;
+        if (*v && transport_parse_serial(v, &ep, reason) < 0)
+                return -EINVAL;
+        return config_parse_strv(v, field, reason);
+}
+
+int link_config_parse_max_connections(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 1, 65536, reason);
+}
+
+int link_config_parse_rate(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 1, 1000000, reason);
 }

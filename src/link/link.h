@@ -7,6 +7,8 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "basic/conf-parser.h"
+
 /*
  * The link manager: the gateway end of every MCU link (docs/protocol.md). It owns the gateway's
  * static X25519 key, the stream listeners and serial ports ([Link] in the configuration), and
@@ -22,7 +24,26 @@
  * All on one libuv loop; every fd is a uv_poll handle; no threads.
  */
 
-struct conf;
+/* [Link] in the configuration. */
+struct link_options {
+        char *private_key_file;  /* NULL: <state_dir>/link.key */
+        struct conf_strv listen; /* ListenStream=unix:/PATH | tcp:ADDR:PORT */
+        struct conf_strv serial; /* SerialPort=/dev/PATH[:BAUD] */
+        unsigned max_connections;
+        uint64_t handshake_timeout_usec;
+        uint64_t idle_timeout_usec;       /* 0: never */
+        unsigned handshake_rate;          /* per second, whole gateway */
+        unsigned handshake_rate_per_link; /* per second, one link */
+        unsigned audit_per_min;           /* auth.failed records per link and minute */
+};
+
+/* [Link] values (config_parser_t): endpoints are checked here so that --check-config reports
+ * them with file:line. */
+int link_config_parse_listen(const char *v, void *field, const char **reason);
+int link_config_parse_serial(const char *v, void *field, const char **reason);
+int link_config_parse_max_connections(const char *v, void *field, const char **reason);
+int link_config_parse_rate(const char *v, void *field, const char **reason);
+
 struct audit;
 struct registry;
 struct link_manager;
@@ -44,10 +65,10 @@ struct link_callbacks {
         link_command_result_fn on_command_result;
 };
 
-/* Load (or create) the key, open the listeners and serial ports of conf. registry may be NULL
- * (every device is then refused as unknown). */
-int link_manager_new(uv_loop_t *loop, const struct conf *conf, struct audit *audit,
-                     struct registry *registry, struct link_manager **ret);
+/* Load (or create) the key (in state_dir unless PrivateKeyFile= names it), open the listeners
+ * and serial ports of o. registry may be NULL (every device is then refused as unknown). */
+int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *state_dir,
+                     struct audit *audit, struct registry *registry, struct link_manager **ret);
 /* Close every link, listener and port; memory goes in the last close callback. NULL is fine. */
 void link_manager_stop(struct link_manager *m);
 void link_manager_set_callbacks(struct link_manager *m, const struct link_callbacks *cb);

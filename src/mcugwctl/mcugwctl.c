@@ -322,6 +322,14 @@ static void print_status(json_t *d)
         }
         printf("Reloads:   %lld ok, %lld failed\n", jint(json_object_get(d, "reloads"), "ok"),
                jint(json_object_get(d, "reloads"), "failed"));
+        if (json_array_size(json_object_get(d, "restart_pending"))) {
+                json_t *pending = json_object_get(d, "restart_pending"), *k;
+                size_t i;
+                printf("Restart:   pending for");
+                json_array_foreach (pending, i, k)
+                        printf("%s %s", i ? "," : "", json_string_value(k));
+                printf(" (changed; in effect after a restart)\n");
+        }
         print_status_mqtt(json_object_get(d, "mqtt"), json_object_get(d, "outbox"));
         print_provisioning(json_object_get(d, "provisioning"));
         if (*jstr(d, "last_error"))

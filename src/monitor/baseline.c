@@ -16,7 +16,11 @@
 #include "basic/hexdecoct.h"
 #include "audit/audit.h"
 #include "monitor/baseline.h"
-#include "daemon/conf.h"
+#include "cloud/provision.h"
+#include "cloud/relay.h"
+#include "link/link.h"
+#include "monitor/remedy.h"
+#include "ota/ota.h"
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -47,11 +51,11 @@ static void add(json_t *a, enum baseline_severity sev, const char *check, const 
                                            "subject", subject ? subject : "", "message", msg));
 }
 
-static char *link_key_path(const struct conf *c)
+static char *link_key_path(const struct baseline_config *c)
 {
         char *p = NULL;
-        if (c->link_private_key_file)
-                return strdup(c->link_private_key_file);
+        if (c->link->private_key_file)
+                return strdup(c->link->private_key_file);
         if (asprintf(&p, "%s/link.key", c->state_dir) < 0)
                 return NULL;
         return p;
@@ -198,8 +202,8 @@ static int sev_rank(json_t *f)
         return 0;
 }
 
-json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rules_enabled,
-                          time_t now)
+json_t *baseline_findings(const struct baseline_config *c, struct registry *reg,
+                          size_t rules_enabled, time_t now)
 {
         json_t *a = json_array(), *sorted;
         _cleanup_free_ char *link_key = link_key_path(c);
@@ -209,14 +213,15 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
                 return NULL;
         /* Credentials */
         check_key_file(a, "link private key", link_key);
-        check_key_file(a, "MQTT private key", c->mqtt_key_file);
-        check_key_file(a, "provisioning claim key", c->prov_claim_key);
-        check_cert(a, "MQTT client certificate", c->mqtt_cert_file, c->cert_expiry_days, now);
-        check_cert(a, "MQTT CA certificate", c->mqtt_ca_file, c->cert_expiry_days, now);
+        check_key_file(a, "MQTT private key", c->mqtt->key_file);
+        check_key_file(a, "provisioning claim key", c->provision->claim_key);
+        check_cert(a, "MQTT client certificate", c->mqtt->cert_file, c->monitor->cert_expiry_days,
+                   now);
+        check_cert(a, "MQTT CA certificate", c->mqtt->ca_file, c->monitor->cert_expiry_days, now);
 
         /* TLS: the daemon builds its own SSL_CTX with TLS 1.2 as the floor (mqtt.h) and has no
          * setting to lower it; without a host there is no cloud session at all. */
-        if (!c->mqtt_host)
+        if (!c->mqtt->host)
                 add(a, BASELINE_INFO, "tls.no_cloud", "[MQTT] Host",
                     "no cloud session configured: telemetry stays in the outbox and no "
                     "alerts or audit records leave the gateway");
@@ -226,7 +231,7 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
         if (asprintf(&db_path, "%s/mcugw.db", c->state_dir) >= 0)
                 check_dir(a, "state database", db_path, true);
         check_dir(a, "devices directory", c->devices_dir, false);
-        check_dir(a, "rules directory", c->rules_dir, false);
+        check_dir(a, "rules directory", c->monitor->rules_dir, false);
         for (size_t i = 0; i < c->n_files; i++)
                 check_dir(a, "configuration file", c->files[i], false);
         check_dir(a, "control socket", c->control_socket, false);
@@ -241,32 +246,34 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
                     "the control socket");
 
         /* OTA: images reach MCUs only after the code-signing check (docs/ota.md). */
-        if (c->ota_allow_unsigned)
+        if (c->ota->allow_unsigned)
                 add(a, BASELINE_HIGH, "ota.unsigned_allowed", "[OTA] AllowUnsigned",
                     "unsigned firmware images may be sent to MCUs");
-        if (c->ota_allow_downgrade)
+        if (c->ota->allow_downgrade)
                 add(a, BASELINE_MEDIUM, "ota.downgrade_allowed", "[OTA] AllowDowngrade",
                     "older firmware may be installed (anti-rollback off)");
-        if (!c->ota_signing_cert && !c->ota_allow_unsigned)
+        if (!c->ota->signing_cert && !c->ota->allow_unsigned)
                 add(a, BASELINE_LOW, "ota.no_signing_cert", "[OTA] CodeSigningCertificate",
                     "no code-signing certificate: every OTA image will be refused");
-        check_cert(a, "OTA code-signing certificate", c->ota_signing_cert, c->cert_expiry_days,
-                   now);
-        check_dir(a, "OTA cache directory", c->ota_cache_dir, false);
+        check_cert(a, "OTA code-signing certificate", c->ota->signing_cert,
+                   c->monitor->cert_expiry_days, now);
+        check_dir(a, "OTA cache directory", c->ota->cache_dir, false);
 
         /* Devices */
         check_devices(a, reg);
 
         /* Monitoring */
-        if (!c->monitor_rules)
+        if (!c->monitor->rules)
                 add(a, BASELINE_MEDIUM, "rules.disabled", "[Monitor] Rules",
                     "rule evaluation is turned off: misbehaving devices are not remediated");
         else if (rules_enabled == 0)
-                add(a, BASELINE_MEDIUM, "rules.none", c->rules_dir,
-                    "no enabled rules in %s: misbehaving devices are not remediated", c->rules_dir);
-        if (c->cloud_commands.n)
+                add(a, BASELINE_MEDIUM, "rules.none", c->monitor->rules_dir,
+                    "no enabled rules in %s: misbehaving devices are not remediated",
+                    c->monitor->rules_dir);
+        if (c->monitor->cloud_commands.n)
                 add(a, BASELINE_INFO, "remedy.cloud_commands", "[Monitor] CloudCommands",
-                    "the cloud may send %zu kind(s) of remediation command", c->cloud_commands.n);
+                    "the cloud may send %zu kind(s) of remediation command",
+                    c->monitor->cloud_commands.n);
 
         /* Most severe first, stable otherwise. */
         sorted = json_array();
@@ -404,18 +411,18 @@ static json_t *dir_fact(const char *dir)
         return json_pack("{si ss}", "files", n < 0 ? 0 : n, "sha256", hx);
 }
 
-json_t *baseline_snapshot(const struct conf *c, struct registry *reg)
+json_t *baseline_snapshot(const struct baseline_config *c, struct registry *reg)
 {
         _cleanup_free_ char *link_key = link_key_path(c);
         json_t *files = json_object();
-        const char *paths[] = { link_key, c->mqtt_key_file, c->mqtt_cert_file, c->mqtt_ca_file,
-                                c->ota_signing_cert };
+        const char *paths[] = { link_key, c->mqtt->key_file, c->mqtt->cert_file, c->mqtt->ca_file,
+                                c->ota->signing_cert };
 
         for (size_t i = 0; i < ELEMENTSOF(paths); i++)
                 if (paths[i])
                         json_object_set_new(files, paths[i], file_fact_mode(paths[i]));
         return json_pack("{ss so so so}", "config_hash", c->hash, "files", files, "devices",
-                         devices_fact(reg), "rules", dir_fact(c->rules_dir));
+                         devices_fact(reg), "rules", dir_fact(c->monitor->rules_dir));
 }
 
 static void diff_add(json_t *out, const char *item, json_t *a, json_t *b)
@@ -463,7 +470,7 @@ struct baseline {
         struct db *db;
         struct audit *audit;
         struct registry *reg;
-        const struct conf *const *conf;
+        const struct baseline_config *conf;
         const size_t *rules_enabled;
         uint64_t interval_ms;
         char last_drift[65]; /* hash of the drift last audited; "" = none */
@@ -503,7 +510,7 @@ static json_t *baseline_current_drift(struct baseline *b, json_t **ret_accepted)
 
         if (!acc)
                 return NULL;
-        cur = baseline_snapshot(*b->conf, b->reg);
+        cur = baseline_snapshot(b->conf, b->reg);
         d = baseline_diff(json_object_get(acc, "snapshot"), cur);
         json_decref(cur);
         if (ret_accepted)
@@ -556,7 +563,7 @@ static void on_timer(uv_timer_t *t)
 
 void baseline_update(struct baseline *b)
 {
-        uint64_t ms = (*b->conf)->drift_check_usec / 1000;
+        uint64_t ms = b->conf->monitor->drift_check_usec / 1000;
 
         if (ms == b->interval_ms)
                 return;
@@ -569,7 +576,7 @@ void baseline_update(struct baseline *b)
 json_t *baseline_report_json(struct baseline *b)
 {
         json_t *acc = NULL, *drift = baseline_current_drift(b, &acc);
-        json_t *f = baseline_findings(*b->conf, b->reg, *b->rules_enabled, time(NULL));
+        json_t *f = baseline_findings(b->conf, b->reg, *b->rules_enabled, time(NULL));
         json_t *o;
 
         if (!f) {
@@ -595,7 +602,7 @@ json_t *baseline_report_json(struct baseline *b)
 
 int baseline_accept(struct baseline *b, const char *actor, json_t **ret)
 {
-        json_t *snap = baseline_snapshot(*b->conf, b->reg);
+        json_t *snap = baseline_snapshot(b->conf, b->reg);
         _cleanup_free_ char *text = NULL;
         char h[65];
         int rc, r;
@@ -630,7 +637,7 @@ int baseline_accept(struct baseline *b, const char *actor, json_t **ret)
                 text_hash(s ? s : "", h);
         }
         audit_log(b->audit, actor, "audit.baseline_accept", "baseline",
-                  json_pack("{ss ss sO}", "snapshot_sha256", h, "config_hash", (*b->conf)->hash,
+                  json_pack("{ss ss sO}", "snapshot_sha256", h, "config_hash", b->conf->hash,
                             "devices", json_object_get(snap, "devices")));
         b->last_drift[0] = 0;
         db_commit(b->db);
@@ -639,7 +646,8 @@ int baseline_accept(struct baseline *b, const char *actor, json_t **ret)
 }
 
 int baseline_new(uv_loop_t *loop, struct db *db, struct audit *audit, struct registry *reg,
-                 const struct conf *const *conf, const size_t *rules_enabled, struct baseline **ret)
+                 const struct baseline_config *conf, const size_t *rules_enabled,
+                 struct baseline **ret)
 {
         struct baseline *b = calloc(1, sizeof *b);
         int r;
@@ -677,4 +685,9 @@ void baseline_stop(struct baseline *b)
         if (!b)
                 return;
         uv_close((uv_handle_t *)&b->timer, timer_closed);
+}
+
+int baseline_config_parse_days(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 3650, reason);
 }

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "audit/audit.h"
+#include "basic/conf-parser.h"
 #include "monitor/defender.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -476,4 +477,17 @@ void defender_stop(struct defender *d)
                 return;
         relay_forget_handlers(d->relay, d);
         uv_close((uv_handle_t *)&d->timer, timer_closed);
+}
+
+int defender_config_parse_interval(const char *v, void *field, const char **reason)
+{
+        uint64_t t = 0;
+        if (config_parse_duration(v, &t, reason) < 0)
+                return -EINVAL;
+        if (t && t < 300000000ULL) {
+                *reason = "must be 0 (off) or at least 300s (Device Defender's minimum)";
+                return -EINVAL;
+        }
+        *(uint64_t *)field = t;
+        return 0;
 }

@@ -63,7 +63,9 @@ json_t *defender_report(uint64_t report_id, const struct defender_net *net, json
 struct relay;
 struct metrics;
 struct audit;
-struct conf;
+/* [Monitor] DefenderInterval= (config_parser_t, field: uint64_t µs): 0 (off) or at least 300s,
+ * AWS IoT Device Defender's minimum. */
+int defender_config_parse_interval(const char *v, void *field, const char **reason);
 
 struct defender;
 

@@ -6,7 +6,6 @@
 
 #include "basic/time-util.h"
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "link/link.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -53,7 +52,7 @@ static void allowed_clear(struct remedy *r)
         r->n_allowed = 0;
 }
 
-static int set_conf(struct remedy *r, const struct conf *conf)
+static int set_conf(struct remedy *r, const struct monitor_options *conf)
 {
         int q = topic_expand(conf->topic_alert, r->gateway, NULL, 0, r->alert_topic,
                              sizeof r->alert_topic);
@@ -429,13 +428,13 @@ const size_t *remedy_rules_enabled(const struct remedy *r)
         return &r->rules_enabled;
 }
 
-int remedy_update(struct remedy *r, const struct conf *conf, const struct rule_set *rs)
+int remedy_update(struct remedy *r, const struct monitor_options *conf, const struct rule_set *rs)
 {
         int q;
 
         if ((q = set_conf(r, conf)) < 0)
                 return q;
-        if (!conf->monitor_rules) {
+        if (!conf->rules) {
                 rules_engine_free(r->engine);
                 r->engine = NULL;
                 r->rules_enabled = 0;
@@ -477,7 +476,7 @@ static void on_cloud_message(void *ud, const char *topic, const uint8_t *payload
 }
 
 int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
-               struct link_manager *link, struct relay *relay, const struct conf *conf,
+               struct link_manager *link, struct relay *relay, const struct monitor_options *conf,
                const char *gateway, const struct rule_set *rs, struct remedy **ret)
 {
         struct remedy *r = calloc(1, sizeof *r);
@@ -512,4 +511,22 @@ void remedy_stop(struct remedy *r)
         rules_engine_free(r->engine);
         free(r->holds);
         free(r);
+}
+
+int remedy_config_parse_cloud_command(const char *v, void *field, const char **reason)
+{
+        static const char *const allowed[] = { "quarantine", "release", "revoke", "disconnect",
+                                               "rotate-session" };
+        if (*v) {
+                size_t i;
+                for (i = 0; i < ELEMENTSOF(allowed); i++)
+                        if (strcmp(v, allowed[i]) == 0)
+                                break;
+                if (i == ELEMENTSOF(allowed)) {
+                        *reason = "expected quarantine, release, revoke, disconnect or "
+                                  "rotate-session";
+                        return -EINVAL;
+                }
+        }
+        return config_parse_strv(v, field, reason);
 }

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "basic/conf-parser.h"
 #include "monitor/metrics.h"
 #include "monitor/rules.h"
 
@@ -28,16 +29,31 @@ struct audit;
 struct registry;
 struct link_manager;
 struct relay;
-struct conf;
+/* [Monitor] in the configuration (docs/monitoring.md): the rules and remediation, and the
+ * intervals of the metrics sampler, Device Defender and the baseline's drift check. */
+struct monitor_options {
+        int rules; /* bool: evaluate RulesDirectory */
+        char *rules_dir;
+        uint64_t metrics_interval_usec;  /* sampling and rule evaluation */
+        uint64_t defender_interval_usec; /* 0: no Device Defender reports */
+        char *topic_alert;               /* {gateway} */
+        char *topic_remediation;         /* {gateway}; results on .../result */
+        struct conf_strv cloud_commands; /* remediation commands the cloud may send */
+        unsigned cert_expiry_days;       /* `audit config` warns this long before expiry */
+        uint64_t drift_check_usec;       /* baseline drift check period; 0: start/reload only */
+};
+
+/* CloudCommands= (config_parser_t, field: struct conf_strv): the commands remedy knows. */
+int remedy_config_parse_cloud_command(const char *v, void *field, const char **reason);
 
 struct remedy;
 
 /* rs is copied. gateway names the alert topic's {gateway}. */
 int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
-               struct link_manager *link, struct relay *relay, const struct conf *conf,
+               struct link_manager *link, struct relay *relay, const struct monitor_options *conf,
                const char *gateway, const struct rule_set *rs, struct remedy **ret);
 /* New rules (and AlertTopic) after a reload; windows start again. */
-int remedy_update(struct remedy *r, const struct conf *conf, const struct rule_set *rs);
+int remedy_update(struct remedy *r, const struct monitor_options *conf, const struct rule_set *rs);
 /* Feed from the metrics sampler (metrics_set_listener). */
 void remedy_on_delta(void *userdata, const char *device_id, const char *groups,
                      const struct metrics_delta *d, uint64_t now_ms);

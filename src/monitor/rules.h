@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/conf.h"
+#include "basic/conf-parser.h"
 
 /*
  * Monitoring rules (docs/monitoring.md): per-device thresholds over a sliding window, read from

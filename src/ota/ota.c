@@ -13,7 +13,6 @@
 #include "mcugw/ota.h"
 
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "store/db.h"
 #include "link/link.h"
 #include "basic/log.h"
@@ -1162,33 +1161,32 @@ static void load_jobs(struct ota *o)
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
-void ota_apply_conf(struct ota *o, const struct conf *conf)
+void ota_apply_conf(struct ota *o, const struct ota_options *opts)
 {
         char err[256];
 
-        o->block_size = (uint32_t)conf->ota_block_size;
-        o->window = (uint32_t)MAX(conf->ota_window, (uint64_t)1024);
-        o->max_concurrent = conf->ota_max_concurrent;
-        o->max_per_link = conf->ota_max_per_link;
-        o->abort_after = conf->ota_abort_after;
-        o->allow_downgrade = conf->ota_allow_downgrade;
-        o->allow_unsigned = conf->ota_allow_unsigned;
-        if (conf->ota_signing_cert) {
+        o->block_size = (uint32_t)opts->block_size;
+        o->window = (uint32_t)MAX(opts->window, (uint64_t)1024);
+        o->max_concurrent = opts->max_concurrent;
+        o->max_per_link = opts->max_per_link;
+        o->abort_after = opts->abort_after;
+        o->allow_downgrade = opts->allow_downgrade;
+        o->allow_unsigned = opts->allow_unsigned;
+        if (opts->signing_cert) {
                 struct ota_verifier *v;
-                if (ota_verifier_new(conf->ota_signing_cert, &v, err, sizeof err) == 0) {
+                if (ota_verifier_new(opts->signing_cert, &v, err, sizeof err) == 0) {
                         ota_verifier_free(o->verifier);
                         o->verifier = v;
                 } else
-                        log_error("OTA: CodeSigningCertificate %s: %s", conf->ota_signing_cert,
-                                  err);
+                        log_error("OTA: CodeSigningCertificate %s: %s", opts->signing_cert, err);
         } else {
                 ota_verifier_free(o->verifier);
                 o->verifier = NULL;
         }
 }
 
-int ota_new(uv_loop_t *loop, const struct conf *conf, struct db *db, struct audit *audit,
-            struct registry *reg, struct link_manager *link, struct ota **ret)
+int ota_new(uv_loop_t *loop, const struct ota_options *opts, const char *state_dir, struct db *db,
+            struct audit *audit, struct registry *reg, struct link_manager *link, struct ota **ret)
 {
         struct ota *o = calloc(1, sizeof *o);
         _cleanup_free_ char *dir = NULL;
@@ -1201,15 +1199,15 @@ int ota_new(uv_loop_t *loop, const struct conf *conf, struct db *db, struct audi
         o->audit = audit;
         o->reg = reg;
         o->link = link;
-        if (conf->ota_cache_dir)
-                dir = strdup(conf->ota_cache_dir);
-        else if (asprintf(&dir, "%s/ota", conf->state_dir) < 0)
+        if (opts->cache_dir)
+                dir = strdup(opts->cache_dir);
+        else if (asprintf(&dir, "%s/ota", state_dir) < 0)
                 dir = NULL;
         if (!dir) {
                 free(o);
                 return -ENOMEM;
         }
-        if ((r = ota_cache_open(db, dir, conf->ota_max_cache, &o->cache)) < 0) {
+        if ((r = ota_cache_open(db, dir, opts->max_cache, &o->cache)) < 0) {
                 log_error_errno(r, "OTA: cannot open the image cache %s: %m", dir);
                 free(o);
                 return r;
@@ -1234,7 +1232,7 @@ int ota_new(uv_loop_t *loop, const struct conf *conf, struct db *db, struct audi
                 free(o);
                 return r;
         }
-        ota_apply_conf(o, conf);
+        ota_apply_conf(o, opts);
         load_jobs(o);
         uv_timer_init(loop, &o->timer);
         o->timer.data = o;
@@ -1280,4 +1278,44 @@ void ota_stop(struct ota *o)
         ota_verifier_free(o->verifier);
         o->verifier = NULL;
         uv_close((uv_handle_t *)&o->timer, on_timer_closed);
+}
+
+/* ---- [OTA] values ------------------------------------------------------------------------- */
+
+int ota_config_parse_targeting(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "thing-per-device") == 0)
+                *(int *)field = 0;
+        else if (strcmp(v, "gateway") == 0)
+                *(int *)field = 1;
+        else {
+                *reason = "expected thing-per-device or gateway";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int ota_config_parse_block(const char *v, void *field, const char **reason)
+{
+        if (config_parse_size(v, field, reason) < 0)
+                return -EINVAL;
+        if (*(uint64_t *)field < 256 || *(uint64_t *)field > 128 * 1024) {
+                *reason = "block size must be 256 bytes .. 128K";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int ota_config_parse_count(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 100000, reason);
+}
+
+int ota_config_parse_thing_template(const char *v, void *field, const char **reason)
+{
+        if (!*v || strlen(v) > 128 || strchr(v, '/') || strchr(v, '+') || strchr(v, '#')) {
+                *reason = "thing name template must be 1..128 characters without / + #";
+                return -EINVAL;
+        }
+        return config_parse_string(v, field, reason);
 }

@@ -7,6 +7,8 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "basic/conf-parser.h"
+
 /*
  * The OTA rollout engine (docs/ota.md). A job is one signed image for a set of devices; each
  * device gets a transfer: OFFER, windowed CHUNKs over the authenticated link, cumulative acks,
@@ -26,7 +28,30 @@
  * state change through ota_set_reporter().
  */
 
-struct conf;
+/* [OTA] in the configuration (docs/ota.md). */
+struct ota_options {
+        char *signing_cert;      /* CodeSigningCertificate=, PEM (ECDSA P-256) */
+        char *cache_dir;         /* NULL: <state_dir>/ota */
+        uint64_t max_cache;      /* MaxCacheSize= */
+        uint64_t block_size;     /* BlockSize=: chunk size towards the MCUs (<= link) */
+        uint64_t download_block; /* DownloadBlockSize=: MQTT stream block, <= 128K */
+        int targeting;           /* 0 thing-per-device, 1 gateway */
+        char *thing_template;    /* ThingNameTemplate=, {gateway} {device} */
+        unsigned max_concurrent; /* MaxConcurrent= (gateway) */
+        unsigned max_per_link;   /* MaxConcurrentPerLink= */
+        unsigned abort_after;    /* AbortAfterFailures=, 0: never */
+        int allow_downgrade;     /* bool */
+        int allow_unsigned;      /* bool */
+        uint64_t window;         /* Window=: bytes in flight per MCU, capped by the MCU */
+};
+
+/* [OTA] values (config_parser_t): Targeting= (int), BlockSize= and DownloadBlockSize= (uint64_t,
+ * 256 .. 128K), the counts (unsigned), ThingNameTemplate= (char *). */
+int ota_config_parse_targeting(const char *v, void *field, const char **reason);
+int ota_config_parse_block(const char *v, void *field, const char **reason);
+int ota_config_parse_count(const char *v, void *field, const char **reason);
+int ota_config_parse_thing_template(const char *v, void *field, const char **reason);
+
 struct db;
 struct audit;
 struct registry;
@@ -72,10 +97,12 @@ struct ota_job_spec {
         size_t n_groups;
 };
 
-int ota_new(uv_loop_t *loop, const struct conf *conf, struct db *db, struct audit *audit,
-            struct registry *reg, struct link_manager *link, struct ota **ret);
+/* The image cache is CacheDirectory= or <state_dir>/ota. */
+int ota_new(uv_loop_t *loop, const struct ota_options *opts, const char *state_dir, struct db *db,
+            struct audit *audit, struct registry *reg, struct link_manager *link, struct ota **ret);
 void ota_stop(struct ota *o);
-void ota_apply_conf(struct ota *o, const struct conf *conf);
+/* The values a reload may change (everything but CacheDirectory= and the targeting). */
+void ota_apply_conf(struct ota *o, const struct ota_options *opts);
 json_t *ota_status_json(struct ota *o);
 struct ota_cache *ota_get_cache(struct ota *o);
 void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud);

@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include "audit/audit.h"
-#include "daemon/conf.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "ota/ota.h"
@@ -660,14 +659,13 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
-int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct relay *relay,
-                 struct ota *ota, struct registry *reg, struct audit *audit, struct ota_jobs **ret)
+int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
+                 struct relay *relay, struct ota *ota, struct registry *reg, struct audit *audit,
+                 struct ota_jobs **ret)
 {
         struct ota_jobs *J;
         int r;
 
-        if (!conf->mqtt_host)
-                return 0; /* no cloud: local updates only */
         J = calloc(1, sizeof *J);
         if (!J)
                 return -ENOMEM;
@@ -677,10 +675,9 @@ int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, 
         J->reg = reg;
         J->audit = audit;
         snprintf(J->gateway, sizeof J->gateway, "%s", gateway);
-        J->per_device = conf->ota_targeting == 0;
-        J->tmpl =
-                strdup(conf->ota_thing_template ? conf->ota_thing_template : "{gateway}-{device}");
-        J->block_size = (uint32_t)conf->ota_download_block;
+        J->per_device = o->targeting == 0;
+        J->tmpl = strdup(o->thing_template ? o->thing_template : "{gateway}-{device}");
+        J->block_size = (uint32_t)o->download_block;
         if (!J->tmpl) {
                 free(J);
                 return -ENOMEM;

@@ -24,15 +24,17 @@
  * byte.
  */
 
-struct conf;
+struct ota_options;
 struct relay;
 struct ota;
 struct registry;
 struct audit;
 struct ota_jobs;
 
-int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct relay *relay,
-                 struct ota *ota, struct registry *reg, struct audit *audit, struct ota_jobs **ret);
+/* Only with a cloud session ([MQTT] Host=): the gateway does not start it otherwise. */
+int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
+                 struct relay *relay, struct ota *ota, struct registry *reg, struct audit *audit,
+                 struct ota_jobs **ret);
 void ota_jobs_stop(struct ota_jobs *j);
 json_t *ota_jobs_status(struct ota_jobs *j);
 

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/conf.h"
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -376,10 +375,10 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
             struct db **ret)
 {
         static const char *const sync_sql[] = {
-                [CONF_SYNC_OFF] = "PRAGMA synchronous = OFF",
-                [CONF_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-                [CONF_SYNC_FULL] = "PRAGMA synchronous = FULL",
-                [CONF_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
+                [DB_SYNC_OFF] = "PRAGMA synchronous = OFF",
+                [DB_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+                [DB_SYNC_FULL] = "PRAGMA synchronous = FULL",
+                [DB_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
         };
         struct db *db = calloc(1, sizeof *db);
         int rc, r;
@@ -400,7 +399,7 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
         sqlite3_busy_timeout(db->h, 5000);
 
         if (synchronous < 0 || synchronous >= (int)ELEMENTSOF(sync_sql))
-                synchronous = CONF_SYNC_FULL;
+                synchronous = DB_SYNC_FULL;
         if ((r = db_exec(db, "PRAGMA journal_mode = WAL")) < 0 ||
             (r = db_exec(db, sync_sql[synchronous])) < 0 ||
             (r = db_exec(db, "PRAGMA foreign_keys = ON")) < 0 ||
@@ -422,4 +421,16 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
 fail:
         db_free(db);
         return r;
+}
+
+int db_config_parse_synchronous(const char *v, void *field, const char **reason)
+{
+        static const char *const names[] = { "off", "normal", "full", "extra" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(v, names[i]) == 0) {
+                        *(int *)field = (int)i;
+                        return 0;
+                }
+        *reason = "expected off, normal, full or extra";
+        return -EINVAL;
 }

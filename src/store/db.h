@@ -15,12 +15,28 @@
  * The schema is versioned with PRAGMA user_version and migrated forward at open.
  */
 
+/* [Database] in the configuration. */
+enum db_sync {
+        DB_SYNC_OFF,
+        DB_SYNC_NORMAL,
+        DB_SYNC_FULL,
+        DB_SYNC_EXTRA,
+};
+
+struct db_options {
+        int synchronous; /* enum db_sync */
+        uint64_t commit_interval_usec;
+};
+
+/* Synchronous= off|normal|full|extra (config_parser_t, field: int). */
+int db_config_parse_synchronous(const char *v, void *field, const char **reason);
+
 struct db;
 
 typedef void (*db_commit_cb)(void *userdata, int status);
 
 /* Open (creating if needed) the database at path. With a NULL loop nothing is committed
- * automatically: call db_commit(). synchronous is an enum conf_sync value. */
+ * automatically: call db_commit(). synchronous is an enum db_sync value. */
 int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_interval_usec,
             struct db **ret);
 /* Commit what is pending and close; closes the timer handle, frees in its close callback. */

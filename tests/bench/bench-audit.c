@@ -31,7 +31,7 @@ static double run(const char *dir, const char *name, int records, int group)
         double t0, t;
 
         snprintf(path, sizeof path, "%s/%s.db", dir, name);
-        if (db_open(NULL, path, CONF_SYNC_FULL, 0, &db) < 0 || audit_open(db, &a) < 0) {
+        if (db_open(NULL, path, DB_SYNC_FULL, 0, &db) < 0 || audit_open(db, &a) < 0) {
                 fprintf(stderr, "cannot open %s\n", path);
                 exit(1);
         }

@@ -107,7 +107,7 @@ int main(int argc, char **argv)
 
         /* A real registry in a real database. */
         snprintf(path, sizeof path, "%s/mcugw.db", dir);
-        if ((r = db_open(&loop, path, CONF_SYNC_NORMAL, 10000, &db)) < 0)
+        if ((r = db_open(&loop, path, DB_SYNC_NORMAL, 10000, &db)) < 0)
                 die("db_open", r);
         if ((r = audit_open(db, &audit)) < 0)
                 die("audit_open", r);
@@ -139,7 +139,7 @@ int main(int argc, char **argv)
                  dir);
         if ((r = conf_load_string("bench", cfgtext, &conf, &err)) < 0)
                 die("conf", r);
-        if ((r = link_manager_new(&loop, conf, audit, reg, &m)) < 0)
+        if ((r = link_manager_new(&loop, &conf->link, conf->state_dir, audit, reg, &m)) < 0)
                 die("link_manager_new", r);
         {
                 uint8_t tmp[36];

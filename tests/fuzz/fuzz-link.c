@@ -82,7 +82,7 @@ static void fz_init(void)
                 abort();
         uv_loop_init(&F.loop);
         snprintf(path, sizeof path, "%s/mcugw.db", F.dir);
-        if (db_open(&F.loop, path, CONF_SYNC_OFF, 100000, &F.db) < 0 ||
+        if (db_open(&F.loop, path, DB_SYNC_OFF, 100000, &F.db) < 0 ||
             audit_open(F.db, &F.audit) < 0 || registry_open(F.db, F.audit, &F.reg) < 0)
                 abort();
         memset(F.dev_priv, 0x42, sizeof F.dev_priv);
@@ -94,7 +94,7 @@ static void fz_init(void)
                  "HandshakeRatePerLink=1000000\n",
                  F.dir);
         if (conf_load_string("fuzz", text, &F.conf, &err) < 0 ||
-            link_manager_new(&F.loop, F.conf, F.audit, F.reg, &F.m) < 0)
+            link_manager_new(&F.loop, &F.conf->link, F.conf->state_dir, F.audit, F.reg, &F.m) < 0)
                 abort();
         EVP_DecodeBlock(tmp, (const unsigned char *)link_manager_public_key(F.m), 44);
         memcpy(F.gw_pub, tmp, 32);

@@ -186,7 +186,7 @@ int main(int argc, char **argv)
                 {},
         };
         struct conf_errors err = { 0 };
-        struct conf *conf = NULL;
+        struct conf_set set = { 0 };
         struct gateway *gw = NULL;
         uv_loop_t loop;
         int c, r;
@@ -217,15 +217,14 @@ int main(int argc, char **argv)
                 }
         }
         log_open("relay-driver");
-        r = conf_load(arg_config, &conf, &err);
+        r = conf_set_load(arg_config, &set, &err);
         if (r < 0) {
-                for (size_t i = 0; i < err.n; i++)
-                        fprintf(stderr, "%s\n", err.msgs[i]);
+                conf_errors_print(&err, stderr, NULL);
                 conf_errors_clear(&err);
                 return 1;
         }
         uv_loop_init(&loop);
-        r = gateway_new(&loop, arg_config, conf, &gw);
+        r = gateway_new(&loop, arg_config, &set, &gw);
         if (r >= 0) {
                 relay = gateway_relay(gw);
                 relay_set_command_handler(relay, on_command, NULL);

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The gateway core end to end: --check-config, the control socket and mcugwctl, reload keeping the
-old configuration on error, the audit chain and its tamper detection, peer-credential tiers,
+old configuration on error and restart-only keys until a restart, the audit chain and its tamper detection, peer-credential tiers,
 malformed and oversized requests, clean shutdown."""
 
 import grp
@@ -112,6 +112,39 @@ def test_status_reload(tmp, d, config_ok):
     follow.wait()
     check("config.reload_failed" in seen and "config.reload" in seen,
           "audit tail --follow streams new records")
+
+
+def test_restart_pending(tmp, d, config_ok):
+    """A reload applies live keys at once; a changed restart-only key keeps its running value
+    (everything, the baseline included, sees the value in effect) and status lists it."""
+    st = d.ctl_json("status")
+    check(st["restart_pending"] == [], "nothing waits for a restart after a plain reload")
+    # A new link key that the baseline would flag (readable by others) if it looked at it.
+    new_key = tmp.join("new-link.key")
+    with open(new_key, "w") as f:
+        f.write("2CeQ3vO5rZ6u5QYb0a5o5wG6xgNHPWZ0nH1z1b0cXl4=\n")
+    os.chmod(new_key, 0o644)
+    d.write_config(config_ok + f"\n[Link]\nPrivateKeyFile={new_key}\n"
+                   "[Monitor]\nCloudCommands=quarantine\n")
+    r = d.ctl("reload")
+    check(r.returncode == 0, f"reload with a restart-only change succeeds ({r.stderr.strip()})")
+    st = d.ctl_json("status")
+    check(st["restart_pending"] == ["Link.PrivateKeyFile"],
+          f"status lists only the restart-only key as pending ({st['restart_pending']})")
+    r = d.ctl("status")
+    check("Link.PrivateKeyFile" in r.stdout, "mcugwctl status shows the pending key")
+    check(wait_for(lambda: "Link.PrivateKeyFile changed" in d.read_log(), timeout=5),
+          "the reload warns about the key that waits for a restart")
+    rep = json.loads(d.ctl("audit", "config", json_out=True).stdout)
+    checks = {x["check"] for x in rep["findings"]}
+    check("remedy.cloud_commands" in checks, "the live key ([Monitor] CloudCommands=) took effect")
+    check(not any(x["subject"] == new_key for x in rep["findings"]),
+          "the baseline checks the link key in use, not the one waiting for a restart")
+    # Back to the running value: nothing pending any more.
+    d.write_config(config_ok)
+    r = d.ctl("reload")
+    check(r.returncode == 0 and d.ctl_json("status")["restart_pending"] == [],
+          "reverting the key clears the pending list")
 
 
 def test_permissions(tmp, d):
@@ -309,6 +342,7 @@ def main():
         check(oct(os.stat(d.socket).st_mode & 0o777) == "0o666", "socket mode from config")
         test_second_daemon(d)
         test_status_reload(tmp, d, config_ok)
+        test_restart_pending(tmp, d, config_ok)
         test_permissions(tmp, d)
         test_bad_requests(d)
         test_audit_tamper(tmp, d)

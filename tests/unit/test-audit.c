@@ -27,7 +27,7 @@ static int setup(void **state)
         snprintf(f->dir, sizeof f->dir, "/tmp/mcugw-test-audit-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
-        assert_int_equal(db_open(NULL, f->path, CONF_SYNC_NORMAL, 0, &f->db), 0);
+        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
         assert_int_equal(audit_open(f->db, &f->audit), 0);
         *state = f;
         return 0;
@@ -172,7 +172,7 @@ static void test_persist_and_continue(void **state)
         fill(f, 5);
         audit_free(f->audit);
         db_close(f->db);
-        assert_int_equal(db_open(NULL, f->path, CONF_SYNC_NORMAL, 0, &f->db), 0);
+        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
         assert_int_equal(audit_open(f->db, &f->audit), 0);
         assert_int_equal(audit_head_seq(f->audit), 5);
         fill(f, 5);

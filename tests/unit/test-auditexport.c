@@ -30,7 +30,7 @@ static int setup(void **state)
         snprintf(f->dir, sizeof f->dir, "/tmp/mcugw-test-export-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
-        assert_int_equal(db_open(NULL, f->path, CONF_SYNC_NORMAL, 0, &f->db), 0);
+        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
         assert_int_equal(audit_open(f->db, &f->audit), 0);
         *state = f;
         return 0;

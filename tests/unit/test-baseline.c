@@ -17,7 +17,15 @@
 struct fixture {
         char dir[64];
         struct conf *conf;
+        struct baseline_config view;
 };
+
+/* The baseline's view of the fixture's configuration, as the gateway builds it. */
+static const struct baseline_config *view(struct fixture *f)
+{
+        conf_baseline_config(f->conf, &f->view);
+        return &f->view;
+}
 
 static void write_file(const char *path, const char *text, mode_t mode)
 {
@@ -83,7 +91,7 @@ static void test_findings(void **state)
         char p[128];
         json_t *a;
 
-        a = baseline_findings(f->conf, NULL, 3, time(NULL));
+        a = baseline_findings(view(f), NULL, 3, time(NULL));
         assert_non_null(a);
         assert_null(find(a, "key.readable_by_others"));
         assert_null(find(a, "perm.world_writable"));
@@ -96,7 +104,7 @@ static void test_findings(void **state)
         assert_int_equal(chmod(p, 0644), 0);
         snprintf(p, sizeof p, "%s/state", f->dir);
         assert_int_equal(chmod(p, 0777), 0);
-        a = baseline_findings(f->conf, NULL, 0, time(NULL));
+        a = baseline_findings(view(f), NULL, 0, time(NULL));
         assert_string_equal(sev(find(a, "key.readable_by_others")), "critical");
         assert_string_equal(sev(find(a, "perm.world_writable")), "critical");
         assert_string_equal(sev(find(a, "rules.none")), "medium");
@@ -107,9 +115,9 @@ static void test_findings(void **state)
 
         snprintf(p, sizeof p, "%s/state/link.key", f->dir);
         assert_int_equal(chmod(p, 0640), 0);
-        f->conf->monitor_rules = 0;
-        f->conf->ota_allow_unsigned = 1;
-        a = baseline_findings(f->conf, NULL, 0, time(NULL));
+        f->conf->monitor.rules = 0;
+        f->conf->ota.allow_unsigned = 1;
+        a = baseline_findings(view(f), NULL, 0, time(NULL));
         assert_string_equal(sev(find(a, "key.readable_by_group")), "high");
         assert_non_null(find(a, "rules.disabled"));
         assert_string_equal(sev(find(a, "ota.unsigned_allowed")), "high");
@@ -128,16 +136,16 @@ static void test_cert_expiry(void **state)
                  "-keyout %s/c.key -out %s -days 10 -subj /CN=t >/dev/null 2>&1",
                  f->dir, crt);
         assert_int_equal(system(cmd), 0);
-        f->conf->mqtt_cert_file = strdup(crt);
-        a = baseline_findings(f->conf, NULL, 1, time(NULL));
+        f->conf->relay.cert_file = strdup(crt);
+        a = baseline_findings(view(f), NULL, 1, time(NULL));
         assert_string_equal(sev(find(a, "cert.expiring")), "medium");
         json_decref(a);
-        a = baseline_findings(f->conf, NULL, 1, time(NULL) + 20 * 86400);
+        a = baseline_findings(view(f), NULL, 1, time(NULL) + 20 * 86400);
         assert_string_equal(sev(find(a, "cert.expired")), "critical");
         assert_null(find(a, "cert.expiring"));
         json_decref(a);
-        f->conf->cert_expiry_days = 5;
-        a = baseline_findings(f->conf, NULL, 1, time(NULL));
+        f->conf->monitor.cert_expiry_days = 5;
+        a = baseline_findings(view(f), NULL, 1, time(NULL));
         assert_null(find(a, "cert.expiring"));
         json_decref(a);
 }
@@ -148,8 +156,8 @@ static void test_drift(void **state)
         json_t *s1, *s2, *d;
         char p[128];
 
-        s1 = baseline_snapshot(f->conf, NULL);
-        s2 = baseline_snapshot(f->conf, NULL);
+        s1 = baseline_snapshot(view(f), NULL);
+        s2 = baseline_snapshot(view(f), NULL);
         d = baseline_diff(s1, s2);
         assert_int_equal(json_array_size(d), 0);
         json_decref(d);
@@ -159,7 +167,7 @@ static void test_drift(void **state)
         assert_int_equal(chmod(p, 0644), 0);
         snprintf(p, sizeof p, "%s/rules.d/a.conf", f->dir);
         write_file(p, "[Rule]\n", 0644);
-        s2 = baseline_snapshot(f->conf, NULL);
+        s2 = baseline_snapshot(view(f), NULL);
         d = baseline_diff(s1, s2);
         assert_int_equal(json_array_size(d), 2);
         {

@@ -64,8 +64,8 @@ static void test_defaults(void **state)
         assert_string_equal(c->control_socket, "/run/mcugw/control.sock");
         assert_int_equal(c->socket_mode, 0660);
         assert_int_equal(c->log_level, LOG_INFO);
-        assert_int_equal(c->synchronous, CONF_SYNC_FULL);
-        assert_int_equal(c->commit_interval_usec, 10000);
+        assert_int_equal(c->db.synchronous, DB_SYNC_FULL);
+        assert_int_equal(c->db.commit_interval_usec, 10000);
         assert_int_equal(c->max_request_bytes, 1024 * 1024);
         assert_int_equal(strlen(c->hash), 64);
         conf_free(c);
@@ -100,8 +100,8 @@ static void test_values(void **state)
         assert_int_equal(c->socket_mode, 0600);
         assert_int_equal(c->max_request_bytes, 1024 * 1024);
         assert_null(c->admin_group);
-        assert_int_equal(c->synchronous, CONF_SYNC_NORMAL);
-        assert_int_equal(c->commit_interval_usec, 250000);
+        assert_int_equal(c->db.synchronous, DB_SYNC_NORMAL);
+        assert_int_equal(c->db.commit_interval_usec, 250000);
         conf_free(c);
 }
 
@@ -211,13 +211,70 @@ static void test_hash_changes(void **state)
         conf_free(b);
 }
 
+/* A reload's effective config: a changed restart-only key keeps its running value (and is listed
+ * as pending), a live key takes the new value. */
+static void test_keep_running(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *run = NULL, *n = NULL;
+
+        assert_int_equal(conf_load_string("x",
+                                          "[Gateway]\nLogLevel=info\n"
+                                          "[Link]\nPrivateKeyFile=/old/link.key\n"
+                                          "ListenStream=tcp:127.0.0.1:7000\n"
+                                          "[Monitor]\nCloudCommands=quarantine\n",
+                                          &run, &e),
+                         0);
+        assert_int_equal(conf_load_string("x",
+                                          "[Gateway]\nLogLevel=debug\n"
+                                          "[Link]\nPrivateKeyFile=/new/link.key\n"
+                                          "ListenStream=tcp:127.0.0.1:7000\n"
+                                          "ListenStream=tcp:127.0.0.1:7001\n"
+                                          "[Monitor]\nCloudCommands=release\n"
+                                          "[Database]\nSynchronous=normal\n",
+                                          &n, &e),
+                         0);
+        assert_int_equal(conf_keep_running(n, run), 3);
+        /* restart-only: the running values, copied */
+        assert_string_equal(n->link.private_key_file, "/old/link.key");
+        assert_ptr_not_equal(n->link.private_key_file, run->link.private_key_file);
+        assert_int_equal(n->link.listen.n, 1);
+        assert_string_equal(n->link.listen.v[0], "tcp:127.0.0.1:7000");
+        assert_int_equal(n->db.synchronous, DB_SYNC_FULL);
+        assert_int_equal(n->restart_pending.n, 3);
+        assert_string_equal(n->restart_pending.v[0], "Database.Synchronous");
+        assert_string_equal(n->restart_pending.v[1], "Link.PrivateKeyFile");
+        assert_string_equal(n->restart_pending.v[2], "Link.ListenStream");
+        /* live: the new values */
+        assert_int_equal(n->log_level, LOG_DEBUG);
+        assert_int_equal(n->monitor.cloud_commands.n, 1);
+        assert_string_equal(n->monitor.cloud_commands.v[0], "release");
+        /* nothing is pending between the effective config and itself */
+        assert_int_equal(conf_keep_running(run, run), 0);
+        conf_free(run);
+        /* each config owns its strings: freeing the old one leaves the new one intact */
+        assert_string_equal(n->link.private_key_file, "/old/link.key");
+
+        /* a key changed back to the running value is no longer pending */
+        assert_int_equal(conf_load_string("x",
+                                          "[Link]\nPrivateKeyFile=/old/link.key\n"
+                                          "ListenStream=tcp:127.0.0.1:7000\n",
+                                          &run, &e),
+                         0);
+        assert_int_equal(conf_keep_running(run, n), 0);
+        assert_int_equal(run->restart_pending.n, 0);
+        conf_free(run);
+        conf_free(n);
+        conf_errors_clear(&e);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_defaults),          cmocka_unit_test(test_values),
                 cmocka_unit_test(test_errors_with_lines), cmocka_unit_test(test_long_line),
                 cmocka_unit_test(test_dropins),           cmocka_unit_test(test_missing_file),
-                cmocka_unit_test(test_hash_changes),
+                cmocka_unit_test(test_hash_changes),      cmocka_unit_test(test_keep_running),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

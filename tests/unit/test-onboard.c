@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "daemon/conf.h"
 #include "devices/onboard.h"
 
 static char dir[64], pem_acme[128], pem_other[128];
@@ -62,7 +63,7 @@ static struct onboard *make(const char *extra)
                  "ManufacturerKey=old-line:%s\n%s",
                  pem_acme, pem_other, extra);
         assert_int_equal(conf_load_string("t.conf", text, &c, &e), 0);
-        assert_int_equal(onboard_new(c, &o, &e), 0);
+        assert_int_equal(onboard_new(&c->onboarding, &o, &e), 0);
         conf_free(c);
         return o;
 }
@@ -138,7 +139,7 @@ static void test_policy_off_and_config_errors(void **state)
         int n;
 
         assert_int_equal(conf_load_string("t.conf", "", &c, &e), 0);
-        assert_int_equal(onboard_new(c, &o, &e), 0);
+        assert_int_equal(onboard_new(&c->onboarding, &o, &e), 0);
         n = onboard_attest_sign(acme, "acme", "dev-1", dev_pub, att, sizeof att);
         assert_int_equal(onboard_verify(o, "dev-1", 5, dev_pub, att, (size_t)n, &kid, &why),
                          -ENOENT);
@@ -149,7 +150,7 @@ static void test_policy_off_and_config_errors(void **state)
                  "[Onboarding]\nManufacturerKey=nocolon\n"
                  "ManufacturerKey=x:/nonexistent.pem\n");
         assert_int_equal(conf_load_string("t.conf", text, &c, &e), 0);
-        assert_int_equal(onboard_new(c, &o, &e), -EINVAL);
+        assert_int_equal(onboard_new(&c->onboarding, &o, &e), -EINVAL);
         assert_int_equal(e.n, 2);
         conf_errors_clear(&e);
         conf_free(c);

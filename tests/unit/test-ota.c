@@ -521,15 +521,15 @@ static void test_conf(void **state)
                                           "AbortAfterFailures=5\nAllowDowngrade=yes\n",
                                           &c, &e),
                          0);
-        assert_string_equal(c->ota_signing_cert, "/etc/mcugw/signer.crt");
-        assert_int_equal(c->ota_block_size, 1024);
-        assert_int_equal(c->ota_download_block, 65536);
-        assert_int_equal(c->ota_targeting, 1);
-        assert_int_equal(c->ota_max_concurrent, 2);
-        assert_int_equal(c->ota_abort_after, 5);
-        assert_true(c->ota_allow_downgrade);
-        assert_false(c->ota_allow_unsigned);
-        assert_string_equal(c->ota_thing_template, "{gateway}-{device}");
+        assert_string_equal(c->ota.signing_cert, "/etc/mcugw/signer.crt");
+        assert_int_equal(c->ota.block_size, 1024);
+        assert_int_equal(c->ota.download_block, 65536);
+        assert_int_equal(c->ota.targeting, 1);
+        assert_int_equal(c->ota.max_concurrent, 2);
+        assert_int_equal(c->ota.abort_after, 5);
+        assert_true(c->ota.allow_downgrade);
+        assert_false(c->ota.allow_unsigned);
+        assert_string_equal(c->ota.thing_template, "{gateway}-{device}");
         conf_free(c);
         assert_true(conf_load_string("t.conf", "[OTA]\nDownloadBlockSize=256K\n", &c, &e) < 0);
         assert_true(conf_load_string("t.conf", "[OTA]\nTargeting=everyone\n", &c, &e) < 0);

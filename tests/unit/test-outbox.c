@@ -24,7 +24,7 @@ struct fixture {
 
 static void open_all(struct fixture *f, uint64_t max_bytes)
 {
-        assert_int_equal(db_open(NULL, f->path, CONF_SYNC_NORMAL, 0, &f->db), 0);
+        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
         assert_int_equal(audit_open(f->db, &f->audit), 0);
         assert_int_equal(outbox_open(f->db, f->audit, max_bytes, 1000, &f->ob), 0);
 }

@@ -105,7 +105,7 @@ static void recover(void)
                  "KeyFile=%s/m.key\n",
                  dir, dir, dir);
         assert_int_equal(conf_load_string("t", text, &c, &err), 0);
-        provision_recover(c);
+        provision_recover(&c->relay);
         conf_free(c);
 }
 
