@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+/* We pass CODE_FILE=/CODE_LINE= of the caller ourselves; without this sd_journal_send() adds its
+ * own (log.c's), and every entry carries both. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "basic/log.h"

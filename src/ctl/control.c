@@ -492,7 +492,9 @@ static int listen_socket(const char *path, mode_t mode, const char *group)
                 return log_error_errno(-errno, "control: cannot chmod %s: %m", path);
         if (group) {
                 struct group *g = getgrnam(group);
-                if (g && chown(path, (uid_t)-1, g->gr_gid) < 0)
+                /* The unit runs us with that group already (the usual case): no chown(), which
+                 * its seccomp filter (~@privileged) would refuse. */
+                if (g && g->gr_gid != getegid() && chown(path, (uid_t)-1, g->gr_gid) < 0)
                         log_warning("control: cannot give %s to group %s: %m", path, group);
         }
         if (listen(fd, 64) < 0)

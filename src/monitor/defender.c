@@ -209,11 +209,13 @@ int defender_read_net(struct defender_net *net)
         static const struct {
                 const char *path;
                 int kind; /* 0 tcp, 1 tcp6, 2 udp, 3 dev */
-        } files[] = { { "/proc/net/tcp", 0 },
-                      { "/proc/net/tcp6", 1 },
-                      { "/proc/net/udp", 2 },
-                      { "/proc/net/udp6", 2 },
-                      { "/proc/net/dev", 3 } };
+        } files[] = { /* /proc/self/net: the unit's ProcSubset=pid hides /proc/net, not
+                       * the process's own view of its network namespace. */
+                      { "/proc/self/net/tcp", 0 },
+                      { "/proc/self/net/tcp6", 1 },
+                      { "/proc/self/net/udp", 2 },
+                      { "/proc/self/net/udp6", 2 },
+                      { "/proc/self/net/dev", 3 } };
 
         memset(net, 0, sizeof *net);
         for (size_t i = 0; i < ELEMENTSOF(files); i++) {
