@@ -20,6 +20,7 @@
 #include "db.h"
 #include "log.h"
 #include "macro.h"
+#include "outbox.h"
 #include "registry.h"
 
 #define BASELINE_META_KEY "monitor.baseline"
@@ -225,6 +226,17 @@ json_t *baseline_findings(const struct conf *c, struct registry *reg, size_t rul
         check_dir(a, "state directory", c->state_dir, true);
         if (asprintf(&db_path, "%s/mcugw.db", c->state_dir) >= 0)
                 check_dir(a, "state database", db_path, true);
+        /* The outbox quota against the file system it lives on (docs/mqtt.md). */
+        if (db_path) {
+                struct outbox_space sp;
+                char msg[512];
+                if (outbox_space_check(db_path, c->outbox_max_bytes, &sp) >= 0 && !sp.fits) {
+                        outbox_space_describe(&sp, c->outbox_max_bytes, msg, sizeof msg);
+                        add(a, c->outbox_max_bytes ? BASELINE_MEDIUM : BASELINE_LOW,
+                            c->outbox_max_bytes ? "outbox.quota_exceeds_space" : "outbox.no_quota",
+                            "[Outbox] MaxBytes", "%s", msg);
+                }
+        }
         check_dir(a, "devices directory", c->devices_dir, false);
         check_dir(a, "rules directory", c->rules_dir, false);
         for (size_t i = 0; i < c->n_files; i++)

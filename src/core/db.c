@@ -245,37 +245,40 @@ static void txn_failed(struct db *db, int r, const char *what)
                 db->rollback_hooks[i].fn(db->rollback_hooks[i].userdata);
 }
 
+bool db_check_txn(struct db *db)
+{
+        if (!txn_lost(db))
+                return false;
+        /* Its waiters learn it at the next db_commit, not from inside whatever write noticed. */
+        if (!db->n_lost_waiters) {
+                free(db->lost_waiters);
+                db->lost_waiters = db->waiters;
+                db->n_lost_waiters = db->n_waiters;
+                db->waiters = NULL;
+                db->cap_waiters = 0;
+        } else
+                for (size_t i = 0; i < db->n_waiters; i++) {
+                        struct db_waiter *n =
+                                realloc(db->lost_waiters, (db->n_lost_waiters + 1) * sizeof *n);
+                        if (!n) {
+                                db->waiters[i].cb(db->waiters[i].userdata, -EIO);
+                                continue;
+                        }
+                        db->lost_waiters = n;
+                        db->lost_waiters[db->n_lost_waiters++] = db->waiters[i];
+                }
+        db->n_waiters = 0;
+        txn_failed(db, -EIO, "a statement failed and SQLite rolled the transaction back");
+        db->commits++;
+        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
+                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
+        return true;
+}
+
 int db_write_begin(struct db *db)
 {
         int r;
-        if (txn_lost(db)) {
-                /* Its waiters learn it at the next db_commit, not from inside whatever write is
-                 * starting now. */
-                if (!db->n_lost_waiters) {
-                        free(db->lost_waiters);
-                        db->lost_waiters = db->waiters;
-                        db->n_lost_waiters = db->n_waiters;
-                        db->waiters = NULL;
-                        db->n_waiters = db->cap_waiters = 0;
-                } else
-                        for (size_t i = 0; i < db->n_waiters; i++) {
-                                struct db_waiter *n =
-                                        realloc(db->lost_waiters,
-                                                (db->n_lost_waiters + 1) * sizeof *n);
-                                if (!n) {
-                                        db->waiters[i].cb(db->waiters[i].userdata, -EIO);
-                                        continue;
-                                }
-                                db->lost_waiters = n;
-                                db->lost_waiters[db->n_lost_waiters++] = db->waiters[i];
-                        }
-                db->n_waiters = 0;
-                txn_failed(db, -EIO, "a statement failed and SQLite rolled the transaction back");
-                db->commits++;
-                if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
-                        uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000,
-                                       0);
-        }
+        db_check_txn(db);
         if (db->in_txn)
                 return 0;
         r = db_step_reset(db, db->begin);

@@ -44,6 +44,9 @@ int db_prepare(struct db *db, const char *sql, sqlite3_stmt **ret);
 
 /* Make sure a write transaction is open and the commit timer armed. */
 int db_write_begin(struct db *db);
+/* After a statement failed: if SQLite rolled the open transaction back by itself, handle that
+ * now (rollback hooks; its waiters fail at the next db_commit) and return true. */
+bool db_check_txn(struct db *db);
 /* Commit now (if a transaction is open) and run the commit callbacks. */
 int db_commit(struct db *db);
 /* Call cb after the next commit (status 0 or -errno: then what was written before it is not in

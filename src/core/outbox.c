@@ -184,9 +184,12 @@ static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes,
                 n++;
         }
         sqlite3_reset(s);
-        if (rc != SQLITE_DONE)
-                return log_error_errno(db_errno(rc), "outbox: delete failed: %s",
-                                       sqlite3_errmsg(db_handle(o->db)));
+        if (rc != SQLITE_DONE) {
+                int r = log_error_errno(db_errno(rc), "outbox: delete failed: %s",
+                                        sqlite3_errmsg(db_handle(o->db)));
+                db_check_txn(o->db);
+                return r;
+        }
         if (ret_bytes)
                 *ret_bytes = bytes;
         if (ret_min_id)
@@ -367,6 +370,9 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
                         log_error_errno(r, "outbox: cannot append for device %s: %s%s", device,
                                         sqlite3_errmsg(db_handle(o->db)),
                                         o->append_log.run > 1 ? " (appends keep failing)" : "");
+                /* SQLite may have rolled back the whole transaction (SQLITE_FULL does that):
+                 * then the figures go back to the last commit now, not at the next write. */
+                db_check_txn(o->db);
                 return r ? r : -EIO;
         } else {
                 uint64_t run, ms;
@@ -591,14 +597,15 @@ int outbox_space_check(const char *db_path, uint64_t max_bytes, struct outbox_sp
 
 static void fmt_size(uint64_t v, char *buf, size_t n)
 {
-        if (v >= 10ULL << 30)
-                snprintf(buf, n, "%.1f GiB", (double)v / (1 << 30));
-        else if (v >= 10ULL << 20)
-                snprintf(buf, n, "%.1f MiB", (double)v / (1 << 20));
-        else if (v >= 10ULL << 10)
-                snprintf(buf, n, "%.1f KiB", (double)v / (1 << 10));
-        else
-                snprintf(buf, n, "%llu bytes", (unsigned long long)v);
+        static const char *const units[] = { "GiB", "MiB", "KiB" };
+        for (int i = 0; i < 3; i++) {
+                uint64_t u = 1ULL << (10 * (3 - i));
+                if (v >= u) {
+                        snprintf(buf, n, "%.1f %s", (double)v / (double)u, units[i]);
+                        return;
+                }
+        }
+        snprintf(buf, n, "%llu bytes", (unsigned long long)v);
 }
 
 void outbox_space_describe(const struct outbox_space *sp, uint64_t max_bytes, char *buf, size_t n)
@@ -640,7 +647,7 @@ static void space_check(struct outbox *o, bool force)
                 return;
         o->space = sp;
         o->space_known = true;
-        if (sp.fits == was_fit && was_known)
+        if ((sp.fits == was_fit && was_known) || !o->max_bytes)
                 return;
         if (!sp.fits) {
                 char msg[512];

@@ -18,6 +18,7 @@ neither is possible it is skipped (exit 77) — never as root."""
 import errno
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -180,8 +181,10 @@ BatchWindow=20ms
               f"({d.ctl_json('status')['outbox'].get('space')})")
         r = d.ctl("audit", "config", json_out=True)
         findings = json.loads(r.stdout).get("findings", []) if r.stdout.startswith("{") else []
-        check(any(x["check"] == "outbox.quota_exceeds_space" for x in findings),
-              "audit config: the quota exceeds the space of the state directory's file system")
+        if not check(any(x["check"] == "outbox.quota_exceeds_space" for x in findings),
+                     "audit config: the quota exceeds the space of the state directory's file "
+                     "system"):
+            print(f"# audit config: rc={r.returncode} {r.stdout[:2000]} {r.stderr[:500]}")
         time.sleep(max(0.0, FULL_S - (time.monotonic() - t_full)))
         st_full = d.ctl_json("status")["outbox"]
         _, retried = acks(a_log)
@@ -217,6 +220,13 @@ BatchWindow=20ms
               "the real queue never reached it")
         check(st.get("space", {}).get("quota_fits") is True, "status: the quota fits again")
         log = d.read_log()
+        kinds = {}
+        for x in log.splitlines():
+            k = re.sub(r"[0-9]+", "N", x)[:90]
+            kinds[k] = kinds.get(k, 0) + 1
+        for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            if "error" in k or "warning" in k or "notice" in k:
+                print(f"# log {n:6d}× {k}", flush=True)
         commit_lines = [x for x in log.splitlines() if "commit" in x and "fail" in x]
         append_lines = [x for x in log.splitlines() if "cannot append" in x]
         check(0 < len(commit_lines) <= 10,
