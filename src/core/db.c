@@ -226,17 +226,17 @@ static void txn_failed(struct db *db, int r, const char *what)
         db->failed_commits++;
         if (ratelimit_error(&db->fail_log, mono_ms(), &held)) {
                 if (db->fail_log.run == 1)
-                        log_error_errno(r, "database: %s: %s; what it carried was rolled back", what,
-                                        sqlite3_errmsg(db->h));
+                        log_error_errno(r, "database: %s: %s; what it carried was rolled back",
+                                        what, sqlite3_errmsg(db->h));
                 else
-                        log_error_errno(r,
-                                        "database: commits keep failing: %llu failed in %llu s "
-                                        "(%llu since the last message), now: %s",
-                                        (unsigned long long)db->fail_log.run,
-                                        (unsigned long long)(db->fail_log.last_ms -
-                                                             db->fail_log.first_ms) /
-                                                1000,
-                                        (unsigned long long)held + 1, sqlite3_errmsg(db->h));
+                        log_error_errno(
+                                r,
+                                "database: commits keep failing: %llu failed in %llu s "
+                                "(%llu since the last message), now: %s",
+                                (unsigned long long)db->fail_log.run,
+                                (unsigned long long)(db->fail_log.last_ms - db->fail_log.first_ms) /
+                                        1000,
+                                (unsigned long long)held + 1, sqlite3_errmsg(db->h));
         }
         if (!sqlite3_get_autocommit(db->h))
                 db_step_reset(db, db->rollback);
@@ -402,8 +402,7 @@ void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata
 
 int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
 {
-        struct db_hook *n =
-                realloc(db->postcommit_hooks, (db->n_postcommit_hooks + 1) * sizeof *n);
+        struct db_hook *n = realloc(db->postcommit_hooks, (db->n_postcommit_hooks + 1) * sizeof *n);
         if (!n)
                 return -ENOMEM;
         db->postcommit_hooks = n;

@@ -31,8 +31,8 @@ struct dev_count {
  * figures never count rows that are not in the database. */
 struct figures {
         uint64_t rows, bytes;
-        uint64_t appended;                /* rows appended */
-        uint64_t dropped, dropped_bytes;  /* rows evicted by the overflow policy */
+        uint64_t appended;                          /* rows appended */
+        uint64_t dropped, dropped_bytes;            /* rows evicted by the overflow policy */
         uint64_t unreported_rows, unreported_bytes; /* of those, not audited yet */
 };
 
@@ -52,12 +52,12 @@ struct outbox {
         uint64_t max_bytes;
         int64_t next_id;
         struct figures now, committed;
-        bool dirty;             /* `now` differs from `committed` */
-        bool hooked;            /* the db hooks are registered */
-        uint64_t txn_appended;  /* rows appended in the open transaction */
-        uint64_t refused;       /* rows never stored: the append or its commit failed */
+        bool dirty;              /* `now` differs from `committed` */
+        bool hooked;             /* the db hooks are registered */
+        uint64_t txn_appended;   /* rows appended in the open transaction */
+        uint64_t refused;        /* rows never stored: the append or its commit failed */
         int64_t txn_evicted_min; /* lowest id evicted in the open transaction, 0: none */
-        int64_t rewind;         /* lowest id a rollback brought back, for outbox_take_rewind */
+        int64_t rewind;          /* lowest id a rollback brought back, for outbox_take_rewind */
         /* Delivered ranges deleted in the open transaction; and those a rollback brought back,
          * to be deleted again. */
         struct ranges txn_dels, redo;
@@ -165,8 +165,7 @@ static void account_delete(struct outbox *o, const char *device, size_t device_l
 /* Step a DELETE … RETURNING device, length(payload), id and account for every row it removed.
  * The statement is part of the open transaction: if that fails, the rollback hook puts the
  * figures back. */
-static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes,
-                       int64_t *ret_min_id)
+static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes, int64_t *ret_min_id)
 {
         uint64_t bytes = 0;
         int64_t min_id = 0;
@@ -639,8 +638,7 @@ static void space_check(struct outbox *o, bool force)
         if (!o->db_path)
                 return;
         if (!force && o->space_known &&
-            t - o->space_checked_ms <
-                    (db_failing(o->db) ? SPACE_CHECK_FAILING_MS : SPACE_CHECK_MS))
+            t - o->space_checked_ms < (db_failing(o->db) ? SPACE_CHECK_FAILING_MS : SPACE_CHECK_MS))
                 return;
         o->space_checked_ms = t;
         if (outbox_space_check(o->db_path, o->max_bytes, &sp) < 0)

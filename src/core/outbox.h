@@ -94,8 +94,7 @@ struct outbox_space {
 };
 int outbox_space_check(const char *db_path, uint64_t max_bytes, struct outbox_space *ret);
 /* One sentence for a log line or an `audit config` finding, when it does not fit. */
-void outbox_space_describe(const struct outbox_space *sp, uint64_t max_bytes, char *buf,
-                           size_t n);
+void outbox_space_describe(const struct outbox_space *sp, uint64_t max_bytes, char *buf, size_t n);
 /* {"fs_size","fs_free","db_bytes","needed","quota_fits"} */
 json_t *outbox_space_json(const struct outbox_space *sp);
 

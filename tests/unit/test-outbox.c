@@ -234,8 +234,7 @@ static void on_ack(void *ud, int status)
         a->called = true;
 }
 
-static int append_acked(struct fixture *f, const char *dev, uint32_t seq, size_t len,
-                        struct ack *a)
+static int append_acked(struct fixture *f, const char *dev, uint32_t seq, size_t len, struct ack *a)
 {
         uint8_t p[512];
         int r;
@@ -474,7 +473,8 @@ static void test_space(void **state)
         open_all(f, 1ULL << 60);
         j = outbox_status_json(f->ob);
         assert_non_null(json_object_get(j, "space"));
-        assert_false(json_boolean_value(json_object_get(json_object_get(j, "space"), "quota_fits")));
+        assert_false(
+                json_boolean_value(json_object_get(json_object_get(j, "space"), "quota_fits")));
         assert_true(json_integer_value(json_object_get(json_object_get(j, "space"), "fs_size")) >
                     0);
         json_decref(j);
@@ -491,8 +491,8 @@ static void test_space(void **state)
         outbox_space_describe(&sp, sp.fs_free + sp.db_bytes, msg, sizeof msg);
         assert_non_null(strstr(msg, "MaxBytes="));
 
-        snprintf(text, sizeof text, "[Paths]\nStateDirectory=%s\n[Outbox]\nMaxBytes=%llu\n",
-                 f->dir, (unsigned long long)(sp.fs_free + sp.db_bytes));
+        snprintf(text, sizeof text, "[Paths]\nStateDirectory=%s\n[Outbox]\nMaxBytes=%llu\n", f->dir,
+                 (unsigned long long)(sp.fs_free + sp.db_bytes));
         assert_int_equal(conf_load_string("t.conf", text, &c, &err), 0);
         findings = baseline_findings(c, NULL, 1, time(NULL));
         json_array_foreach (findings, i, x)
