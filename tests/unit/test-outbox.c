@@ -399,8 +399,11 @@ static void test_transaction_rolled_back_by_sqlite(void **state)
         assert_int_equal(db_commit(f->db), 0);
         for (uint32_t k = 3; k < 6; k++)
                 assert_int_equal(append_acked(f, "f", k, 10, &a[k]), 0);
+        assert_true(audit_log(f->audit, "test", "test.lost", "", NULL) > 0);
         /* What SQLite does on its own after such an error. */
         assert_int_equal(sqlite3_exec(db_handle(f->db), "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+        /* The audit chain notices too and continues from the last committed record. */
+        assert_true(audit_log(f->audit, "test", "test.kept", "", NULL) > 0);
         assert_int_equal(append_acked(f, "f", 6, 10, &a[6]), 0);
         /* Noticed at that write: the figures went back to the commit, then counted row 6. */
         assert_int_equal(outbox_rows(f->ob), 4);
@@ -413,6 +416,12 @@ static void test_transaction_rolled_back_by_sqlite(void **state)
         assert_int_equal(table_count(f, "seq = 6"), 1);
         assert_int_equal(table_count(f, "seq BETWEEN 3 AND 5"), 0);
         assert_figures_match_table(f);
+        {
+                struct audit_verify_result v;
+                assert_int_equal(audit_verify(f->audit, &v), 0);
+                assert_true(v.ok);
+                assert_int_equal(v.records, audit_head_seq(f->audit));
+        }
         close_all(f);
 }
 
