@@ -251,6 +251,22 @@ BatchWindow=20ms
               f"{after} acked after")
         rc = d.stop()
         check(rc == 0, "daemon exits 0")
+
+        # The default quota (4G) on this small file system: said at start, in status and in
+        # audit config.
+        d.write_config(config.replace("MaxBytes=4M", ""))
+        d.start()
+        sp = d.ctl_json("status")["outbox"].get("space", {})
+        check(sp.get("quota_fits") is False and sp.get("needed", 0) > 4 << 30,
+              f"status: the default 4G quota does not fit ({sp})")
+        check("MaxBytes=4.0 GiB needs" in d.read_log(), "a warning at start says so")
+        check("the outbox quota does not fit" in d.ctl("status").stdout,
+              "so does the human `mcugwctl status`")
+        r = d.ctl("audit", "config", json_out=True)
+        check(any(x["check"] == "outbox.quota_exceeds_space"
+                  for x in json.loads(r.stdout).get("findings", [])),
+              "and audit config")
+        check(d.stop() == 0, "daemon exits 0")
     finally:
         for s in sims:
             s.stop()
