@@ -366,9 +366,12 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
                 r = db_errno(rc);
                 o->refused++;
                 if (ratelimit_error(&o->append_log, now_ms(), &held))
-                        log_error_errno(r, "outbox: cannot append for device %s: %s%s", device,
-                                        sqlite3_errmsg(db_handle(o->db)),
-                                        o->append_log.run > 1 ? " (appends keep failing)" : "");
+                        log_error_errno(r,
+                                        "outbox: cannot append for device %s: %s (%llu failed "
+                                        "appends in a row, %llu since the last message)",
+                                        device, sqlite3_errmsg(db_handle(o->db)),
+                                        (unsigned long long)o->append_log.run,
+                                        (unsigned long long)held + 1);
                 /* SQLite may have rolled back the whole transaction (SQLITE_FULL does that):
                  * then the figures go back to the last commit now, not at the next write. */
                 db_check_txn(o->db);
