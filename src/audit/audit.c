@@ -182,7 +182,6 @@ int64_t audit_append(struct audit *a, const char *actor, const char *event, cons
                      const char *details_json)
 {
         struct audit_record rec = {
-                .seq = a->head_seq + 1,
                 .ts_us = now_realtime_usec(),
                 .actor = actor,
                 .event = event,
@@ -194,6 +193,9 @@ int64_t audit_append(struct audit *a, const char *actor, const char *event, cons
         r = db_write_begin(a->db);
         if (r < 0)
                 return r;
+        /* After db_write_begin: it may have found the transaction rolled back and the head
+         * reloaded (audit_rollback). */
+        rec.seq = a->head_seq + 1;
         audit_hash_ctx(a->md, a->head_hash, &rec, rec.hash);
 
         sqlite3_bind_int64(a->insert, 1, rec.seq);

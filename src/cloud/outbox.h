@@ -24,6 +24,16 @@
  * (so one chatty device cannot evict the others), down to a little below the quota. Drops are
  * counted, logged and audited (`outbox.overflow`, rate-limited with the counts since the last
  * record), never silent.
+ *
+ * Failed commits (disk full): every append, delivery delete and eviction is part of the open
+ * group-commit transaction, and so is every change to the figures above. The figures are kept as
+ * of the last commit and as of now; a commit promotes them (db_add_postcommit), a rollback puts
+ * the committed ones back (db_add_rollback). So rows of a failed commit never count towards the
+ * quota and never make the overflow policy drop committed rows; `appended` and `dropped` count
+ * only what was committed; the rows that were lost with a commit count as `refused` (their
+ * senders got an error, not an ack, and send them again). Deletes of delivered rows that a
+ * rollback brought back are done again in the next transaction; evicted rows it brought back
+ * may lie behind a reader's cursor (outbox_take_rewind).
  */
 
 /* Rowid, ints, record header and the (device, id) index entry: measured ~60 bytes, rounded. */
@@ -62,13 +72,38 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id);
 /* Rows with id > after, in id order, at most max_rows; returns the number consumed or -errno. */
 int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn fn, void *userdata);
-/* Delete rows first..last (inclusive): they were delivered. Returns the number deleted. */
+/* Delete rows first..last (inclusive): they were delivered. Returns the number deleted. If the
+ * commit fails, they are deleted again in the next transaction. */
 int outbox_delete_range(struct outbox *o, int64_t first, int64_t last);
 
+/* The table as the open transaction sees it; after a commit or a rollback, what is committed. */
 uint64_t outbox_rows(const struct outbox *o);
 uint64_t outbox_bytes(const struct outbox *o);
 uint64_t outbox_dropped(const struct outbox *o);
+/* Rows that were never stored: their append or the commit that carried it failed. */
+uint64_t outbox_refused(const struct outbox *o);
 int64_t outbox_last_id(const struct outbox *o);
 size_t outbox_devices(const struct outbox *o);
-/* {"rows","bytes","max_bytes","devices","dropped","dropped_bytes","appended"} */
-json_t *outbox_status_json(const struct outbox *o);
+/* The lowest id of rows a failed commit brought back after they had been evicted (a reader
+ * that went past them must go back), or 0; resets it. */
+int64_t outbox_take_rewind(struct outbox *o);
+
+/* Whether the quota fits into the file system of the database: the outbox may use the space
+ * the database files take now plus what is free, and needs MaxBytes plus this margin (page
+ * slack, the write-ahead log, the other tables). */
+#define OUTBOX_SPACE_MARGIN_PERCENT 20
+struct outbox_space {
+        uint64_t fs_size, fs_free; /* of the file system (free: for unprivileged users) */
+        uint64_t db_bytes;         /* the database and its write-ahead log */
+        uint64_t needed;           /* MaxBytes + the margin */
+        bool fits;                 /* needed <= db_bytes + fs_free (false without a quota) */
+};
+int outbox_space_check(const char *db_path, uint64_t max_bytes, struct outbox_space *ret);
+/* One sentence for a log line or an `audit config` finding, when it does not fit. */
+void outbox_space_describe(const struct outbox_space *sp, uint64_t max_bytes, char *buf, size_t n);
+/* {"fs_size","fs_free","db_bytes","needed","quota_fits"} */
+json_t *outbox_space_json(const struct outbox_space *sp);
+
+/* {"rows","bytes","max_bytes","devices","dropped","dropped_bytes","appended","refused",
+ *  "commit_failures","space":{…}}; looks at the free space now. */
+json_t *outbox_status_json(struct outbox *o);

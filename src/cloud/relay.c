@@ -226,6 +226,10 @@ static int publish_singles(struct relay *r)
 
 static void pump(struct relay *r)
 {
+        /* A failed commit brought back rows it had evicted, maybe behind the cursor. */
+        int64_t back = r->stopping ? 0 : outbox_take_rewind(r->outbox);
+        if (back && back <= r->cursor)
+                r->cursor = back - 1;
         while (!r->stopping && !r->hold && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
                r->n_inflight < r->max_inflight && r->cursor < outbox_last_id(r->outbox)) {
                 uint64_t now = now_monotonic_usec(), d;
@@ -553,6 +557,7 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "acked", json_integer((json_int_t)r->acked_msgs));
         json_object_set_new(o, "rejected", json_integer((json_int_t)r->rejected_msgs));
         json_object_set_new(o, "dropped", json_integer((json_int_t)outbox_dropped(r->outbox)));
+        json_object_set_new(o, "refused", json_integer((json_int_t)outbox_refused(r->outbox)));
         json_object_set_new(o, "inflight", json_integer((json_int_t)r->n_inflight));
         json_object_set_new(o, "queue_rows", json_integer((json_int_t)outbox_rows(r->outbox)));
         json_object_set_new(o, "queue_bytes", json_integer((json_int_t)outbox_bytes(r->outbox)));

@@ -264,6 +264,16 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                 printf("Outbox:    %lld message(s), %lld of %lld bytes, %lld dropped (quota)\n",
                        jint(ob, "rows"), jint(ob, "bytes"), jint(ob, "max_bytes"),
                        jint(ob, "dropped"));
+        if (ob && (jint(ob, "refused") || jint(ob, "commit_failures")))
+                printf("Outbox:    %lld message(s) refused (devices told to retry), %lld failed "
+                       "commit(s)\n",
+                       jint(ob, "refused"), jint(ob, "commit_failures"));
+        if (ob && json_is_false(json_object_get(json_object_get(ob, "space"), "quota_fits")))
+                printf("Warning:   the outbox quota does not fit: it needs ~%lld bytes, the "
+                       "database has %lld and its file system %lld free\n",
+                       jint(json_object_get(ob, "space"), "needed"),
+                       jint(json_object_get(ob, "space"), "db_bytes"),
+                       jint(json_object_get(ob, "space"), "fs_free"));
 }
 
 /* Fleet provisioning / rotation: one line, only when there is something to say. */

@@ -25,6 +25,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "devices/registry.h"
+#include "cloud/outbox.h"
 
 #define BASELINE_META_KEY "monitor.baseline"
 #define BASELINE_FILE_MAX (16 * 1024 * 1024)
@@ -230,6 +231,18 @@ json_t *baseline_findings(const struct baseline_config *c, struct registry *reg,
         check_dir(a, "state directory", c->state_dir, true);
         if (asprintf(&db_path, "%s/mcugw.db", c->state_dir) >= 0)
                 check_dir(a, "state database", db_path, true);
+        /* The outbox quota against the file system it lives on (docs/mqtt.md). */
+        if (db_path) {
+                struct outbox_space sp;
+                char msg[512];
+                if (outbox_space_check(db_path, c->mqtt->outbox.max_bytes, &sp) >= 0 && !sp.fits) {
+                        outbox_space_describe(&sp, c->mqtt->outbox.max_bytes, msg, sizeof msg);
+                        add(a, c->mqtt->outbox.max_bytes ? BASELINE_MEDIUM : BASELINE_LOW,
+                            c->mqtt->outbox.max_bytes ? "outbox.quota_exceeds_space"
+                                                      : "outbox.no_quota",
+                            "[Outbox] MaxBytes", "%s", msg);
+                }
+        }
         check_dir(a, "devices directory", c->devices_dir, false);
         check_dir(a, "rules directory", c->monitor->rules_dir, false);
         for (size_t i = 0; i < c->n_files; i++)

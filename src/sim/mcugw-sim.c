@@ -135,6 +135,7 @@ static struct {
         const char *ota_dir;     /* --ota-dir: accept OTA, slots are files here */
         bool ota_fail_self_test; /* --ota-fail-self-test */
         const char *fw_version;  /* --fw-version (default sim-1.0.0) */
+        FILE *ack_log;           /* --ack-log: one line per ack, "device stream seq status" */
         uint8_t ota_pub[65];     /* --ota-cert: the device checks the signature too */
         bool have_ota_pub;
         const char *key_file; /* one device with this private key (mcugwctl keygen) */
@@ -532,6 +533,8 @@ static void on_state(void *user, int state)
 static void on_ack(void *user, uint16_t stream, uint32_t seq, uint8_t flags, uint8_t status)
 {
         struct sim_dev *d = user;
+        if (opt.ack_log)
+                fprintf(opt.ack_log, "%s %u %u %u\n", d->id, stream, seq, status);
         if (status == MCUGW_ACK_OK)
                 d->acked++;
         else
@@ -685,6 +688,8 @@ static void print_stats(void)
         unsigned connected = 0, ever = 0;
         double hs_sum = 0, hs_max = 0, el = (double)(now_monotonic_msec() - t0_ms) / 1000.0;
 
+        if (opt.ack_log)
+                fflush(opt.ack_log);
         for (unsigned i = 0; i < opt.count; i++) {
                 struct sim_dev *d = &devs[i];
                 sent += d->sent;
@@ -913,6 +918,8 @@ static void usage(void)
                "      --duration S       stop after S seconds\n"
                "      --linger S         stay connected S seconds after the last ack\n"
                "      --window W         unacknowledged messages per device (default 32)\n"
+               "      --ack-log PATH     write \"DEVICE STREAM SEQ STATUS\" for every ack\n"
+               "                         (status 0: OK, the message is durable in the gateway)\n"
                "      --baud N           limit each device's line to N baud (8N1), both ways\n"
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
@@ -955,6 +962,7 @@ int main(int argc, char **argv)
                 O_ID,
                 O_ATTEST_KEY,
                 O_ATTEST_KID,
+                O_ACK_LOG,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -982,6 +990,7 @@ int main(int argc, char **argv)
                 { "id", required_argument, NULL, O_ID },
                 { "attest-key", required_argument, NULL, O_ATTEST_KEY },
                 { "attest-key-id", required_argument, NULL, O_ATTEST_KID },
+                { "ack-log", required_argument, NULL, O_ACK_LOG },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
                 { "wrong-gateway-key", no_argument, NULL, O_BAD + BAD_WRONG_GATEWAY_KEY },
@@ -1038,6 +1047,11 @@ int main(int argc, char **argv)
                         break;
                 }
                 case O_ATTEST_KID: opt.attest_key_id = optarg; break;
+                case O_ACK_LOG:
+                        if (!(opt.ack_log = fopen(optarg, "we")))
+                                die("--ack-log %s: %s", optarg, strerror(errno));
+                        setvbuf(opt.ack_log, NULL, _IOLBF, 0);
+                        break;
                 case 'h': usage(); return 0;
                 default:
                         if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {

@@ -3,10 +3,16 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store/db.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/ratelimit.h"
+#include "basic/time-util.h"
+
+/* At most one line per this while commits keep failing (a full disk fails every one). */
+#define DB_FAIL_LOG_INTERVAL_MS 10000
 
 struct db_waiter {
         db_commit_cb cb;
@@ -32,10 +38,18 @@ struct db {
 
         struct db_waiter *waiters;
         size_t n_waiters, cap_waiters;
+        /* Waiters of a transaction SQLite rolled back on its own: told at the next db_commit. */
+        struct db_waiter *lost_waiters;
+        size_t n_lost_waiters;
         struct db_hook *hooks;
         size_t n_hooks;
         struct db_hook *rollback_hooks;
         size_t n_rollback_hooks;
+        struct db_hook *postcommit_hooks;
+        size_t n_postcommit_hooks;
+
+        uint64_t failed_commits;
+        struct ratelimit_run fail_log;
 };
 
 /* Forward-only migrations; index i upgrades user_version i to i + 1. Add, never edit. */
@@ -147,6 +161,16 @@ uint64_t db_commits(const struct db *db)
         return db->commits;
 }
 
+uint64_t db_failed_commits(const struct db *db)
+{
+        return db->failed_commits;
+}
+
+bool db_failing(const struct db *db)
+{
+        return db->fail_log.run > 0;
+}
+
 int db_prepare(struct db *db, const char *sql, sqlite3_stmt **ret)
 {
         sqlite3_stmt *s, **n;
@@ -174,15 +198,80 @@ static int db_step_reset(struct db *db, sqlite3_stmt *s)
 
 static void db_timer_cb(uv_timer_t *t)
 {
-        struct db *db = t->data;
-        int r = db_commit(db);
-        if (r < 0)
-                log_error_errno(r, "database: commit failed: %m");
+        /* db_commit logged a failure (rate-limited). */
+        db_commit(t->data);
+}
+
+/* SQLite rolls a transaction back by itself after some errors of a statement in it (SQLITE_FULL,
+ * SQLITE_IOERR, SQLITE_NOMEM: "the transaction may or may not be rolled back automatically");
+ * statements after that would run in autocommit mode, outside any group commit. */
+static bool txn_lost(struct db *db)
+{
+        return db->in_txn && sqlite3_get_autocommit(db->h);
+}
+
+/* The open transaction is gone: log (rate-limited), roll back what SQLite still holds, and let
+ * the modules bring what they keep in memory back in line with what is committed. */
+static void txn_failed(struct db *db, int r, const char *what)
+{
+        uint64_t held;
+
+        db->failed_commits++;
+        if (ratelimit_run_error(&db->fail_log, now_monotonic_msec(), &held)) {
+                if (db->fail_log.run == 1)
+                        log_error_errno(r, "database: %s: %s; what it carried was rolled back",
+                                        what, sqlite3_errmsg(db->h));
+                else
+                        log_error_errno(
+                                r,
+                                "database: commits keep failing: %llu failed in %llu s "
+                                "(%llu since the last message), now: %s",
+                                (unsigned long long)db->fail_log.run,
+                                (unsigned long long)(db->fail_log.last_ms - db->fail_log.first_ms) /
+                                        1000,
+                                (unsigned long long)held + 1, sqlite3_errmsg(db->h));
+        }
+        if (!sqlite3_get_autocommit(db->h))
+                db_step_reset(db, db->rollback);
+        db->in_txn = false;
+        for (size_t i = 0; i < db->n_rollback_hooks; i++)
+                db->rollback_hooks[i].fn(db->rollback_hooks[i].userdata);
+}
+
+bool db_check_txn(struct db *db)
+{
+        if (!txn_lost(db))
+                return false;
+        /* Its waiters learn it at the next db_commit, not from inside whatever write noticed. */
+        if (!db->n_lost_waiters) {
+                free(db->lost_waiters);
+                db->lost_waiters = db->waiters;
+                db->n_lost_waiters = db->n_waiters;
+                db->waiters = NULL;
+                db->cap_waiters = 0;
+        } else
+                for (size_t i = 0; i < db->n_waiters; i++) {
+                        struct db_waiter *n =
+                                realloc(db->lost_waiters, (db->n_lost_waiters + 1) * sizeof *n);
+                        if (!n) {
+                                db->waiters[i].cb(db->waiters[i].userdata, -EIO);
+                                continue;
+                        }
+                        db->lost_waiters = n;
+                        db->lost_waiters[db->n_lost_waiters++] = db->waiters[i];
+                }
+        db->n_waiters = 0;
+        txn_failed(db, -EIO, "a statement failed and SQLite rolled the transaction back");
+        db->commits++;
+        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
+                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
+        return true;
 }
 
 int db_write_begin(struct db *db)
 {
         int r;
+        db_check_txn(db);
         if (db->in_txn)
                 return 0;
         r = db_step_reset(db, db->begin);
@@ -196,33 +285,50 @@ int db_write_begin(struct db *db)
 
 int db_commit(struct db *db)
 {
-        struct db_waiter *w;
-        size_t n;
+        struct db_waiter *w, *lost;
+        size_t n, n_lost;
         int r = 0;
 
         if (db->have_timer)
                 uv_timer_stop(&db->timer);
         if (db->in_txn) {
-                for (size_t i = 0; i < db->n_hooks && r >= 0; i++)
+                uint64_t run, ms;
+                r = txn_lost(db) ? -EIO : 0;
+                for (size_t i = 0; i < db->n_hooks && r >= 0; i++) {
                         r = db->hooks[i].fn(db->hooks[i].userdata);
+                        if (r >= 0 && txn_lost(db))
+                                r = -EIO;
+                }
                 if (r >= 0)
                         r = db_step_reset(db, db->commit);
-                if (r < 0) {
-                        log_error_errno(r, "database: commit failed: %s", sqlite3_errmsg(db->h));
-                        db_step_reset(db, db->rollback);
-                        /* Let the modules bring what they keep in memory back in line. */
-                        for (size_t i = 0; i < db->n_rollback_hooks; i++)
-                                db->rollback_hooks[i].fn(db->rollback_hooks[i].userdata);
+                if (r < 0)
+                        txn_failed(db, r, "commit failed");
+                else {
+                        db->in_txn = false;
+                        if (ratelimit_run_ok(&db->fail_log, now_monotonic_msec(), &run, &ms))
+                                log_notice("database: commits succeed again, after %llu failed "
+                                           "in %llu.%01llu s",
+                                           (unsigned long long)run, (unsigned long long)ms / 1000,
+                                           (unsigned long long)ms % 1000 / 100);
+                        for (size_t i = 0; i < db->n_postcommit_hooks; i++)
+                                db->postcommit_hooks[i].fn(db->postcommit_hooks[i].userdata);
                 }
-                db->in_txn = false;
                 db->commits++;
         }
 
-        /* Callbacks may queue new waiters; run only the ones that were waiting for this commit. */
+        /* Callbacks may queue new waiters; run only the ones that were waiting for this commit
+         * (and those of a transaction SQLite rolled back, which failed). */
+        lost = db->lost_waiters;
+        n_lost = db->n_lost_waiters;
+        db->lost_waiters = NULL;
+        db->n_lost_waiters = 0;
         w = db->waiters;
         n = db->n_waiters;
         db->waiters = NULL;
         db->n_waiters = db->cap_waiters = 0;
+        for (size_t i = 0; i < n_lost; i++)
+                lost[i].cb(lost[i].userdata, -EIO);
+        free(lost);
         for (size_t i = 0; i < n; i++)
                 w[i].cb(w[i].userdata, r);
         free(w);
@@ -283,6 +389,28 @@ void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata
                         memmove(&db->rollback_hooks[i], &db->rollback_hooks[i + 1],
                                 (db->n_rollback_hooks - i - 1) * sizeof db->rollback_hooks[0]);
                         db->n_rollback_hooks--;
+                        return;
+                }
+}
+
+int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        struct db_hook *n = realloc(db->postcommit_hooks, (db->n_postcommit_hooks + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        db->postcommit_hooks = n;
+        db->postcommit_hooks[db->n_postcommit_hooks++] = (struct db_hook){ fn, userdata };
+        return 0;
+}
+
+void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        for (size_t i = 0; i < db->n_postcommit_hooks; i++)
+                if (db->postcommit_hooks[i].fn == fn &&
+                    db->postcommit_hooks[i].userdata == userdata) {
+                        memmove(&db->postcommit_hooks[i], &db->postcommit_hooks[i + 1],
+                                (db->n_postcommit_hooks - i - 1) * sizeof db->postcommit_hooks[0]);
+                        db->n_postcommit_hooks--;
                         return;
                 }
 }
@@ -350,8 +478,10 @@ static void db_free(struct db *db)
         if (db->h)
                 sqlite3_close(db->h);
         free(db->waiters);
+        free(db->lost_waiters);
         free(db->hooks);
         free(db->rollback_hooks);
+        free(db->postcommit_hooks);
         free(db);
 }
 
@@ -386,6 +516,7 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
         if (!db)
                 return -ENOMEM;
         db->interval_usec = commit_interval_usec;
+        db->fail_log.interval_ms = DB_FAIL_LOG_INTERVAL_MS;
         rc = sqlite3_open_v2(path, &db->h,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                                      SQLITE_OPEN_NOFOLLOW,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
 #include <uv.h>
@@ -11,6 +12,15 @@
  * in one go (group commit): one fsync for many records, never one per record. Code that must not
  * act before its rows are durable (the outbox acks, for example) asks to be called back after
  * the commit with db_on_commit().
+ *
+ * A commit that fails (disk full, I/O error) is rolled back: every write since the last commit is
+ * gone, the commit callbacks get the error (nothing in it may be acknowledged), and the rollback
+ * hooks tell the modules that keep copies in memory to fall back to what is committed. The same
+ * happens when SQLite rolls the transaction back by itself after a failed statement (it may, for
+ * SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM): the next db_write_begin() or db_commit() notices,
+ * runs the rollback hooks at once, and the waiters of that transaction get -EIO at the next
+ * db_commit(). Failures are logged rate-limited: the first at once, then one line per 10 s with
+ * the count, and one when commits succeed again.
  *
  * The schema is versioned with PRAGMA user_version and migrated forward at open.
  */
@@ -50,9 +60,13 @@ int db_prepare(struct db *db, const char *sql, sqlite3_stmt **ret);
 
 /* Make sure a write transaction is open and the commit timer armed. */
 int db_write_begin(struct db *db);
+/* After a statement failed: if SQLite rolled the open transaction back by itself, handle that
+ * now (rollback hooks; its waiters fail at the next db_commit) and return true. */
+bool db_check_txn(struct db *db);
 /* Commit now (if a transaction is open) and run the commit callbacks. */
 int db_commit(struct db *db);
-/* Call cb after the next commit (status 0 or -errno); cb runs even if nothing else is written. */
+/* Call cb after the next commit (status 0 or -errno: then what was written before it is not in
+ * the database); cb runs even if nothing else is written. */
 int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
 /* Called just before every commit, inside the transaction. */
 int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
@@ -62,9 +76,15 @@ void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdat
  * and whoever keeps a copy in memory (the audit chain head, the registry) must resync. */
 int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata);
 void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata);
+/* Called after every successful commit, before the commit callbacks: what was written is now
+ * durable (modules that keep committed figures promote theirs). */
+int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata);
+void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 
-/* Pending statements in the open transaction; number of commits so far. */
+/* Number of commits (attempted) so far; of them failed; whether the last one failed. */
 uint64_t db_commits(const struct db *db);
+uint64_t db_failed_commits(const struct db *db);
+bool db_failing(const struct db *db);
 
 /* Map an SQLite result code to -errno. */
 int db_errno(int rc);

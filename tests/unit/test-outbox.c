@@ -13,6 +13,7 @@
 #include "daemon/conf.h"
 #include "store/db.h"
 #include "cloud/outbox.h"
+#include "monitor/baseline.h"
 
 struct fixture {
         char dir[64];
@@ -164,12 +165,380 @@ static void test_overflow_drops_biggest_device(void **state)
         close_all(f);
 }
 
+/* ---- failed commits: the figures follow what is in the database ------------------------------ */
+
+/* What the table holds, by the outbox's measure (inside the open transaction, if any). */
+static void table_figures(struct fixture *f, uint64_t *rows, uint64_t *bytes)
+{
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db_handle(f->db),
+                                            "SELECT count(*), coalesce(sum(length(payload) + "
+                                            "length(device) + 64), 0) FROM outbox",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        *rows = (uint64_t)sqlite3_column_int64(st, 0);
+        *bytes = (uint64_t)sqlite3_column_int64(st, 1);
+        sqlite3_finalize(st);
+}
+
+static int64_t table_count(struct fixture *f, const char *where)
+{
+        sqlite3_stmt *st;
+        char sql[256];
+        int64_t n;
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox WHERE %s", where);
+        assert_int_equal(sqlite3_prepare_v2(db_handle(f->db), sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return n;
+}
+
+static void assert_figures_match_table(struct fixture *f)
+{
+        uint64_t rows, bytes;
+        table_figures(f, &rows, &bytes);
+        assert_int_equal(outbox_rows(f->ob), rows);
+        assert_int_equal(outbox_bytes(f->ob), bytes);
+}
+
+static json_int_t status_int(struct fixture *f, const char *key)
+{
+        json_t *j = outbox_status_json(f->ob);
+        json_int_t v;
+        assert_non_null(j);
+        assert_non_null(json_object_get(j, key));
+        v = json_integer_value(json_object_get(j, key));
+        json_decref(j);
+        return v;
+}
+
+/* A real COMMIT that fails: SQLite turns it into a rollback when the commit hook says so. */
+static int fail_commit_hook(void *ud)
+{
+        return *(int *)ud;
+}
+
+/* A commit callback per appended message, as the link's acks use them. */
+struct ack {
+        int64_t id;
+        int status;
+        bool called;
+};
+
+static void on_ack(void *ud, int status)
+{
+        struct ack *a = ud;
+        a->status = status;
+        a->called = true;
+}
+
+static int append_acked(struct fixture *f, const char *dev, uint32_t seq, size_t len, struct ack *a)
+{
+        uint8_t p[512];
+        int r;
+        memset(p, 'p', sizeof p);
+        assert_true(len <= sizeof p);
+        *a = (struct ack){ 0 };
+        r = outbox_append(f->ob, dev, 1, seq, 1, p, len, &a->id);
+        if (r >= 0)
+                assert_int_equal(db_on_commit(f->db, on_ack, a), 0);
+        return r;
+}
+
+static void test_failed_commit_restores_figures(void **state)
+{
+        struct fixture *f = *state;
+        struct ack acks[16];
+        int fail = 0;
+        uint64_t rows0, bytes0;
+
+        open_all(f, 0);
+        sqlite3_commit_hook(db_handle(f->db), fail_commit_hook, &fail);
+        for (uint32_t i = 0; i < 10; i++)
+                assert_int_equal(append_acked(f, i % 2 ? "a" : "bb", i, 100, &acks[i]), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        for (int i = 0; i < 10; i++)
+                assert_true(acks[i].called && acks[i].status == 0);
+        rows0 = outbox_rows(f->ob);
+        bytes0 = outbox_bytes(f->ob);
+        assert_int_equal(rows0, 10);
+
+        /* New messages, a delivery and a failed commit. */
+        for (uint32_t i = 10; i < 15; i++)
+                assert_int_equal(append_acked(f, "c", i, 50, &acks[i]), 0);
+        assert_int_equal(outbox_delete_range(f->ob, 1, 3), 3);
+        assert_int_equal(outbox_rows(f->ob), 12);
+        fail = 1;
+        assert_true(db_commit(f->db) < 0);
+        /* None of the new messages may be acked; the figures are the committed ones. */
+        for (int i = 10; i < 15; i++)
+                assert_true(acks[i].called && acks[i].status < 0);
+        assert_int_equal(outbox_rows(f->ob), rows0);
+        assert_int_equal(outbox_bytes(f->ob), bytes0);
+        assert_figures_match_table(f);
+        assert_int_equal(status_int(f, "appended"), 10);
+        assert_int_equal(status_int(f, "refused"), 5);
+        assert_int_equal(status_int(f, "dropped"), 0);
+        assert_int_equal(status_int(f, "commit_failures"), 1);
+        assert_int_equal(table_count(f, "id BETWEEN 1 AND 3"), 3);
+
+        /* The next transaction deletes the delivered rows again, with whatever it carries. */
+        fail = 0;
+        assert_int_equal(append_acked(f, "c", 20, 50, &acks[15]), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        assert_true(acks[15].called && acks[15].status == 0);
+        assert_int_equal(table_count(f, "id BETWEEN 1 AND 3"), 0);
+        assert_int_equal(outbox_rows(f->ob), 8);
+        assert_figures_match_table(f);
+        assert_int_equal(status_int(f, "appended"), 11);
+        /* Ids are not reused: the rolled back ones stay spent. */
+        assert_int_equal(acks[15].id, 16);
+
+        /* A restart counts the same. */
+        close_all(f);
+        open_all(f, 0);
+        assert_int_equal(outbox_rows(f->ob), 8);
+        assert_figures_match_table(f);
+        close_all(f);
+}
+
+/* The report: a disk full for a while, phantom rows piling up, and eviction of acked rows. */
+static void test_failed_commits_never_evict(void **state)
+{
+        struct fixture *f = *state;
+        struct ack a;
+        int fail = 0;
+        uint32_t seq = 0;
+
+        /* Rows count 100 + 1 + 64 = 165 bytes; the quota holds 200 of them. */
+        open_all(f, 200 * 165);
+        sqlite3_commit_hook(db_handle(f->db), fail_commit_hook, &fail);
+        for (int i = 0; i < 100; i++)
+                assert_int_equal(append_acked(f, "d", ++seq, 100, &a), 0);
+        assert_int_equal(db_commit(f->db), 0);
+
+        /* 20 failed group commits of 50 messages each: 5 quotas' worth. */
+        fail = 1;
+        for (int k = 0; k < 20; k++) {
+                for (int i = 0; i < 50; i++)
+                        assert_int_equal(append_acked(f, "d", ++seq, 100, &a), 0);
+                assert_true(db_commit(f->db) < 0);
+                assert_true(a.called && a.status < 0);
+                assert_int_equal(outbox_rows(f->ob), 100);
+                assert_figures_match_table(f);
+        }
+        assert_int_equal(outbox_dropped(f->ob), 0);
+        assert_int_equal(outbox_refused(f->ob), 1000);
+
+        /* Space again: 50 more fit under the quota, nothing acked before is dropped. */
+        fail = 0;
+        for (int i = 0; i < 50; i++)
+                assert_int_equal(append_acked(f, "d", ++seq, 100, &a), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        assert_int_equal(outbox_dropped(f->ob), 0);
+        assert_int_equal(outbox_rows(f->ob), 150);
+        assert_int_equal(table_count(f, "seq BETWEEN 1 AND 100"), 100);
+        assert_figures_match_table(f);
+        close_all(f);
+}
+
+/* Evictions in a failed commit are not drops, and the rows they brought back are announced. */
+static void test_failed_commit_undoes_eviction(void **state)
+{
+        struct fixture *f = *state;
+        struct ack a;
+        int fail = 0;
+        json_t *tail, *rec;
+        size_t i;
+        bool overflow_audited = false;
+
+        open_all(f, 100 * 165);
+        sqlite3_commit_hook(db_handle(f->db), fail_commit_hook, &fail);
+        for (uint32_t k = 1; k <= 95; k++)
+                assert_int_equal(append_acked(f, "e", k, 100, &a), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        assert_int_equal(outbox_take_rewind(f->ob), 0);
+
+        for (uint32_t k = 96; k <= 110; k++)
+                assert_int_equal(append_acked(f, "e", k, 100, &a), 0);
+        assert_true(outbox_dropped(f->ob) > 0);
+        fail = 1;
+        assert_true(db_commit(f->db) < 0);
+        /* Nothing was dropped after all, the evicted rows are back, from id 1 on. */
+        assert_int_equal(outbox_dropped(f->ob), 0);
+        assert_int_equal(status_int(f, "dropped_bytes"), 0);
+        assert_int_equal(outbox_rows(f->ob), 95);
+        assert_int_equal(table_count(f, "id = 1"), 1);
+        assert_figures_match_table(f);
+        assert_int_equal(outbox_take_rewind(f->ob), 1);
+        assert_int_equal(outbox_take_rewind(f->ob), 0);
+        /* The overflow record went with the transaction. */
+        fail = 0;
+        assert_int_equal(audit_tail(f->audit, 50, &tail), 0);
+        json_array_foreach (tail, i, rec)
+                if (strcmp(json_string_value(json_object_get(rec, "event")), "outbox.overflow") ==
+                    0)
+                        overflow_audited = true;
+        json_decref(tail);
+        assert_false(overflow_audited);
+        close_all(f);
+}
+
+/* SQLite may roll a transaction back by itself after a failed statement (SQLITE_FULL, IOERR);
+ * the next write notices, and the messages of that transaction are not acked. */
+static void test_transaction_rolled_back_by_sqlite(void **state)
+{
+        struct fixture *f = *state;
+        struct ack a[8];
+
+        open_all(f, 0);
+        for (uint32_t k = 0; k < 3; k++)
+                assert_int_equal(append_acked(f, "f", k, 10, &a[k]), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        for (uint32_t k = 3; k < 6; k++)
+                assert_int_equal(append_acked(f, "f", k, 10, &a[k]), 0);
+        assert_true(audit_log(f->audit, "test", "test.lost", "", NULL) > 0);
+        /* What SQLite does on its own after such an error. */
+        assert_int_equal(sqlite3_exec(db_handle(f->db), "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+        /* The audit chain notices too and continues from the last committed record. */
+        assert_true(audit_log(f->audit, "test", "test.kept", "", NULL) > 0);
+        assert_int_equal(append_acked(f, "f", 6, 10, &a[6]), 0);
+        /* Noticed at that write: the figures went back to the commit, then counted row 6. */
+        assert_int_equal(outbox_rows(f->ob), 4);
+        assert_int_equal(outbox_refused(f->ob), 3);
+        assert_false(a[3].called);
+        assert_int_equal(db_commit(f->db), 0);
+        for (int k = 3; k < 6; k++)
+                assert_true(a[k].called && a[k].status < 0);
+        assert_true(a[6].called && a[6].status == 0);
+        assert_int_equal(table_count(f, "seq = 6"), 1);
+        assert_int_equal(table_count(f, "seq BETWEEN 3 AND 5"), 0);
+        assert_figures_match_table(f);
+        {
+                struct audit_verify_result v;
+                assert_int_equal(audit_verify(f->audit, &v), 0);
+                assert_true(v.ok);
+                assert_int_equal(v.records, audit_head_seq(f->audit));
+        }
+        close_all(f);
+}
+
+/* A statement that fails for want of space (SQLITE_FULL, from max_page_count here): that
+ * message is refused, and whatever happens to the transaction, a message acked OK is in the
+ * table and the figures are the table's. */
+static void test_append_fails_when_full(void **state)
+{
+        struct fixture *f = *state;
+        struct ack a[400];
+        sqlite3_stmt *st;
+        int n = 0, r = 0, failed = 0;
+        int64_t pages;
+
+        open_all(f, 0);
+        assert_int_equal(sqlite3_prepare_v2(db_handle(f->db), "PRAGMA page_count", -1, &st, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        pages = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        {
+                char sql[64];
+                snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages + 8);
+                assert_int_equal(sqlite3_exec(db_handle(f->db), sql, NULL, NULL, NULL), SQLITE_OK);
+        }
+        while (n < 400 && (r = append_acked(f, "g", (uint32_t)n, 500, &a[n])) == 0)
+                n++;
+        assert_int_equal(r, -ENOSPC);
+        assert_true(n > 10);
+        /* SQLite rolled the transaction back (this version does, for SQLITE_FULL) or not. */
+        assert_figures_match_table(f);
+        db_commit(f->db);
+        assert_figures_match_table(f);
+        for (int k = 0; k < n; k++) {
+                char where[32];
+                assert_true(a[k].called);
+                snprintf(where, sizeof where, "seq = %d", k);
+                assert_int_equal(table_count(f, where), a[k].status == 0 ? 1 : 0);
+                failed += a[k].status < 0;
+        }
+        /* The message that did not fit, and those that went with the transaction. */
+        assert_int_equal(outbox_refused(f->ob), 1 + failed);
+        close_all(f);
+}
+
+/* The quota against the file system: status and `audit config` say when it does not fit. */
+static void test_space(void **state)
+{
+        struct baseline_config view;
+        struct fixture *f = *state;
+        struct outbox_space sp;
+        struct conf *c = NULL;
+        struct conf_errors err = { 0 };
+        char text[256], msg[512];
+        json_t *j, *findings, *x;
+        size_t i;
+        bool found = false;
+
+        open_all(f, 1ULL << 60);
+        j = outbox_status_json(f->ob);
+        assert_non_null(json_object_get(j, "space"));
+        assert_false(
+                json_boolean_value(json_object_get(json_object_get(j, "space"), "quota_fits")));
+        assert_true(json_integer_value(json_object_get(json_object_get(j, "space"), "fs_size")) >
+                    0);
+        json_decref(j);
+        close_all(f);
+
+        assert_int_equal(outbox_space_check(f->path, 1024 * 1024, &sp), 0);
+        assert_true(sp.fits);
+        assert_int_equal(sp.needed, 1024 * 1024 + 1024 * 1024 / 100 * 20);
+        assert_true(sp.db_bytes > 0);
+        assert_int_equal(outbox_space_check(f->path, 0, &sp), 0);
+        assert_false(sp.fits); /* no quota */
+        assert_int_equal(outbox_space_check(f->path, sp.fs_free + sp.db_bytes, &sp), 0);
+        assert_false(sp.fits);
+        outbox_space_describe(&sp, sp.fs_free + sp.db_bytes, msg, sizeof msg);
+        assert_non_null(strstr(msg, "MaxBytes="));
+
+        snprintf(text, sizeof text, "[Paths]\nStateDirectory=%s\n[Outbox]\nMaxBytes=%llu\n", f->dir,
+                 (unsigned long long)(sp.fs_free + sp.db_bytes));
+        assert_int_equal(conf_load_string("t.conf", text, &c, &err), 0);
+        conf_baseline_config(c, &view);
+        findings = baseline_findings(&view, NULL, 1, time(NULL));
+        json_array_foreach (findings, i, x)
+                if (strcmp(json_string_value(json_object_get(x, "check")),
+                           "outbox.quota_exceeds_space") == 0) {
+                        found = true;
+                        assert_string_equal(json_string_value(json_object_get(x, "severity")),
+                                            "medium");
+                }
+        json_decref(findings);
+        assert_true(found);
+        c->relay.outbox.max_bytes = 1024 * 1024;
+        conf_baseline_config(c, &view);
+        findings = baseline_findings(&view, NULL, 1, time(NULL));
+        json_array_foreach (findings, i, x)
+                assert_null(strstr(json_string_value(json_object_get(x, "check")), "outbox."));
+        json_decref(findings);
+        conf_free(c);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_append_scan_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_overflow_drops_biggest_device, setup,
                                                 teardown),
+                cmocka_unit_test_setup_teardown(test_failed_commit_restores_figures, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_failed_commits_never_evict, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_failed_commit_undoes_eviction, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_transaction_rolled_back_by_sqlite, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_append_fails_when_full, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_space, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
