@@ -338,6 +338,12 @@ def test_hosts_names(tmp, broker, cert):
 
 
 def netns_main():
+    missing = [f for f in ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
+               if not os.path.exists(f)]
+    if missing:
+        # Bind mounts need a file to cover; creating one would change the host's /etc.
+        print(f"# skip: no {', '.join(missing)} to cover in the namespace", flush=True)
+        finish()
     tmp = TempDir("mcugw-mqtt-netns-")
     broker = dropper = None
     try:
