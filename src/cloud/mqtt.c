@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,6 +22,13 @@
 #include "cloud/mqtt.h"
 
 #define MQTT_MAX_SUBS 16
+/* Lookups running at once (the one whose answer is wanted and the abandoned ones that have not
+ * returned yet): a resolver that never answers costs at most this many parked threads. */
+#define MQTT_MAX_LOOKUPS 4
+/* A lookup that has not answered after this many resolve timeouts is abandoned: the next attempt
+ * starts a new one instead of waiting for it again (glibc gives up after attempts x timeout per
+ * name server, 30 s with three of them and the defaults). */
+#define MQTT_LOOKUP_ABANDON_TIMEOUTS 6
 
 /* The uv_poll_t is the first member of struct mqtt_poll. */
 #define container_of_poll(h) ((struct mqtt_poll *)(void *)(h))
@@ -34,6 +45,51 @@ struct mqtt_sub {
         int mid;
 };
 
+/*
+ * Name resolution runs on a thread of its own so that a resolver that does not answer (getaddrinfo
+ * blocks for timeout x attempts x name servers, or forever in a stuck NSS module) never holds up
+ * the loop. Not uv_getaddrinfo(): its request keeps uv_run() from returning until getaddrinfo
+ * does, so a stopping daemon would wait for the resolver, and it ties up a slot of libuv's shared
+ * threadpool. Here the thread is detached and owns a reference to this block; the session owns
+ * another. The answer comes back through the session's uv_async_t, which the thread touches only
+ * under the lock and only while the session has not closed it (async != NULL). Every lookup has a
+ * generation: an answer for anything but the current one is dropped by the thread itself.
+ */
+typedef int (*mqtt_resolver_fn)(const char *node, const char *service, const struct addrinfo *hints,
+                                struct addrinfo **res);
+
+struct mqtt_dns {
+        pthread_mutex_t lock;
+        unsigned refs; /* the session's, plus one per running thread */
+        uv_async_t *async;
+        char *host;          /* immutable */
+        mqtt_resolver_fn fn; /* immutable */
+        unsigned gen;        /* the lookup whose answer is wanted */
+        unsigned threads;    /* lookups still running, abandoned ones included */
+        bool running;        /* the wanted one is running */
+        bool done;           /* and has answered: err, sys_errno, res */
+        int err, sys_errno;
+        struct addrinfo *res;
+        uint64_t started_ms; /* loop time the wanted one started (loop thread only) */
+};
+
+struct dns_job {
+        struct mqtt_dns *d;
+        unsigned gen;
+};
+
+/* How sure we are of why an attempt failed: a more specific reason is never overwritten by a
+ * vaguer one that comes later (the OpenSSL error queue after a verify callback, "A TLS error
+ * occurred" after both). */
+enum {
+        REASON_NONE,
+        REASON_GENERIC, /* a libmosquitto return code */
+        REASON_LOG,     /* a libmosquitto log line */
+        REASON_SOCKET,  /* the socket's own error */
+        REASON_TLS,     /* an OpenSSL error or a TLS alert from the broker */
+        REASON_EXACT,   /* certificate verification, timeouts, CONNACK */
+};
+
 struct mqtt {
         uv_loop_t *loop;
         struct mosquitto *mosq;
@@ -43,18 +99,34 @@ struct mqtt {
         char *host, *client_id, *server_name, *status_topic;
         /* Kept to rebuild the TLS context when the credentials change (mqtt_set_credentials). */
         char *ca_file, *alpn, *cert_file, *key_file, *pkcs11_module;
+        /* The name the broker's certificate must match (ServerName=, else Host=); sent as SNI
+         * unless it is an IP address. The socket connects to a numeric address. */
+        char *verify_name;
+        bool sni;
         SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own */
         bool quiet;       /* no "online", no last will (mqtt_set_announce) */
         unsigned port, keepalive_s;
         int protocol;
         uint64_t reconnect_min_ms, reconnect_max_ms;
+        uint64_t resolve_timeout_ms, connect_timeout_ms;
 
         struct mqtt_poll *poll;
-        uv_timer_t misc_timer, reconnect_timer;
+        uv_timer_t misc_timer, reconnect_timer, connect_timer;
+        uv_async_t dns_async;
+        struct mqtt_dns *dns;
         unsigned open_handles;
         bool stopping;
-        bool ever_connected_attempt;
         bool just_connected, session_present;
+
+        /* One round: resolve, then try every address in order until one gets a CONNACK. */
+        bool resolving;
+        struct addrinfo *addrs, *addr_next;
+        unsigned n_addrs, addr_index;
+        char addr[INET6_ADDRSTRLEN + IF_NAMESIZE + 2]; /* the address of this attempt */
+        bool tls_done; /* this attempt finished its handshake (so CONNECT went out) */
+        bool refused;  /* this attempt got a CONNACK refusal */
+        char reason[256];
+        int reason_level;
 
         uint64_t last_connect_ms;
         unsigned backoff_step;
@@ -63,10 +135,17 @@ struct mqtt {
         struct mqtt_sub subs[MQTT_MAX_SUBS];
         size_t n_subs;
 
-        uint64_t connects, attempts, disconnects, subs_refused;
+        uint64_t connects, attempts, disconnects, subs_refused, lookups;
         char last_error[256];
-        uint64_t last_error_ms;
 };
+
+static mqtt_resolver_fn default_resolver = getaddrinfo;
+
+void mqtt_set_resolver(int (*fn)(const char *node, const char *service,
+                                 const struct addrinfo *hints, struct addrinfo **res))
+{
+        default_resolver = fn ? fn : getaddrinfo;
+}
 
 static const char *const state_names[] = {
         [MQTT_DISCONNECTED] = "disconnected",
@@ -97,7 +176,42 @@ static void set_error(struct mqtt *m, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(m->last_error, sizeof m->last_error, fmt, ap);
         va_end(ap);
-        m->last_error_ms = uv_now(m->loop);
+}
+
+/* Why the current attempt (or connection) is failing, if nothing more certain is known yet. */
+static void note(struct mqtt *m, int level, const char *fmt, ...) _printf_(3, 4);
+static void note(struct mqtt *m, int level, const char *fmt, ...)
+{
+        va_list ap;
+        if (level <= m->reason_level)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(m->reason, sizeof m->reason, fmt, ap);
+        va_end(ap);
+        m->reason_level = level;
+}
+
+static void reason_clear(struct mqtt *m)
+{
+        m->reason[0] = 0;
+        m->reason_level = REASON_NONE;
+}
+
+static const char *mosq_strerror(int rc, int err)
+{
+        if (rc == MOSQ_ERR_ERRNO)
+                return strerror(err);
+        if (rc == MOSQ_ERR_KEEPALIVE) /* "Unknown error." in libmosquitto 2.0 */
+                return "keepalive timeout";
+        return mosquitto_strerror(rc);
+}
+
+static void fmt_duration(char *buf, size_t n, uint64_t ms)
+{
+        if (ms % 1000 == 0)
+                snprintf(buf, n, "%llu s", (unsigned long long)(ms / 1000));
+        else
+                snprintf(buf, n, "%llu ms", (unsigned long long)ms);
 }
 
 /* ---- TLS ---------------------------------------------------------------------------------- */
@@ -113,33 +227,140 @@ static void ssl_error_string(char *buf, size_t n)
         ERR_clear_error();
 }
 
+/* Append s to buf (", " between entries), printable ASCII only: names come from the peer. */
+static void append_name(char *buf, size_t n, const unsigned char *s, size_t len)
+{
+        size_t off = strlen(buf);
+        if (off && off + 2 < n) {
+                memcpy(buf + off, ", ", 3);
+                off += 2;
+        }
+        for (size_t i = 0; i < len && off + 1 < n; i++)
+                buf[off++] = s[i] >= 0x20 && s[i] < 0x7f ? (char)s[i] : '?';
+        buf[off] = 0;
+}
+
+/* The names a certificate is valid for: its DNS and IP subjectAltNames, else its CN. */
+static void cert_names(X509 *x, char *buf, size_t n)
+{
+        GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+        int cn;
+
+        buf[0] = 0;
+        for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+                const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+                char ip[INET6_ADDRSTRLEN];
+                if (g->type == GEN_DNS)
+                        append_name(buf, n, ASN1_STRING_get0_data(g->d.dNSName),
+                                    (size_t)ASN1_STRING_length(g->d.dNSName));
+                else if (g->type == GEN_IPADD &&
+                         (ASN1_STRING_length(g->d.iPAddress) == 4 ||
+                          ASN1_STRING_length(g->d.iPAddress) == 16) &&
+                         inet_ntop(ASN1_STRING_length(g->d.iPAddress) == 4 ? AF_INET : AF_INET6,
+                                   ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof ip))
+                        append_name(buf, n, (const unsigned char *)ip, strlen(ip));
+        }
+        GENERAL_NAMES_free(gens);
+        if (buf[0])
+                return;
+        cn = X509_NAME_get_index_by_NID(X509_get_subject_name(x), NID_commonName, -1);
+        if (cn >= 0) {
+                ASN1_STRING *s =
+                        X509_NAME_ENTRY_get_data(X509_NAME_get_entry(X509_get_subject_name(x), cn));
+                append_name(buf, n, ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+        }
+        if (!buf[0])
+                snprintf(buf, n, "no name at all");
+}
+
+static void dn_string(const X509_NAME *name, char *buf, size_t n)
+{
+        BIO *b = BIO_new(BIO_s_mem());
+        int l = 0;
+        buf[0] = 0;
+        if (!b)
+                return;
+        if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0)
+                l = BIO_read(b, buf, (int)n - 1);
+        buf[l > 0 ? l : 0] = 0;
+        BIO_free(b);
+        for (char *p = buf; *p; p++)
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                        *p = '?';
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *x)
 {
+        char names[160], subject[160], issuer[160];
+        X509 *cert;
         SSL *ssl;
         struct mqtt *m;
-        int err;
+        int err, depth;
 
         if (ok)
                 return ok;
         ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
         m = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+        if (!m)
+                return ok;
         err = X509_STORE_CTX_get_error(x);
-        if (m)
-                set_error(m, "server certificate rejected: %s (depth %d)",
-                          X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(x));
+        depth = X509_STORE_CTX_get_error_depth(x);
+        cert = X509_STORE_CTX_get_current_cert(x);
+        subject[0] = issuer[0] = 0;
+        if (cert) {
+                dn_string(X509_get_subject_name(cert), subject, sizeof subject);
+                dn_string(X509_get_issuer_name(cert), issuer, sizeof issuer);
+        }
+        switch (err) {
+        case X509_V_ERR_HOSTNAME_MISMATCH:
+        case X509_V_ERR_IP_ADDRESS_MISMATCH:
+                if (cert)
+                        cert_names(cert, names, sizeof names);
+                else
+                        snprintf(names, sizeof names, "?");
+                note(m, REASON_EXACT, "%s mismatch: the broker's certificate is for %s, not %s%s",
+                     err == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address", names,
+                     m->verify_name, m->server_name ? " (ServerName=)" : "");
+                break;
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: {
+                /* Name the broker's own certificate and the CA its chain ends with. */
+                STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(x);
+                X509 *leaf = chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : cert;
+                if (leaf && leaf != cert)
+                        dn_string(X509_get_subject_name(leaf), subject, sizeof subject);
+                note(m, REASON_EXACT,
+                     "unknown CA: the broker's certificate (%s) chains to %s, which is not in "
+                     "CAFile=%s (%s)",
+                     subject[0] ? subject : "?", issuer[0] ? issuer : "?", m->ca_file,
+                     X509_verify_cert_error_string(err));
+                break;
+        }
+        default:
+                note(m, REASON_EXACT, "the broker's certificate was rejected: %s (%s, depth %d)",
+                     X509_verify_cert_error_string(err), subject[0] ? subject : "?", depth);
+        }
         return ok;
 }
 
-/* libmosquitto sets SNI to the host it connects to; ServerName= overrides it here, just before
- * the ClientHello is built. */
+/* libmosquitto sets SNI to the address it connects to, a numeric one: replace it with the name
+ * the certificate is checked against, or none when that is an address (RFC 6066: no literal IP
+ * addresses in SNI), just before the ClientHello is built. */
 static void info_cb(const SSL *ssl, int where, int ret)
 {
         struct mqtt *m;
-        if (!(where & SSL_CB_HANDSHAKE_START))
-                return;
-        m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-        if (m && m->server_name && strcmp(m->server_name, m->host) != 0)
-                SSL_set_tlsext_host_name((SSL *)ssl, m->server_name);
+        if (where & SSL_CB_HANDSHAKE_START) {
+                m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+                if (m)
+                        SSL_set_tlsext_host_name((SSL *)ssl, m->sni ? m->verify_name : NULL);
+        } else if (where & SSL_CB_HANDSHAKE_DONE) {
+                m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+                if (m)
+                        m->tls_done = true;
+        }
 }
 
 static bool is_ip(const char *s)
@@ -229,10 +450,140 @@ fail:
         return NULL;
 }
 
+/* ---- name resolution ---------------------------------------------------------------------- */
+
+static void dns_free(struct mqtt_dns *d)
+{
+        if (d->res)
+                freeaddrinfo(d->res);
+        pthread_mutex_destroy(&d->lock);
+        free(d->host);
+        free(d);
+}
+
+static struct mqtt_dns *dns_new(const char *host)
+{
+        struct mqtt_dns *d = calloc(1, sizeof *d);
+        if (!d)
+                return NULL;
+        d->host = strdup(host);
+        if (!d->host || pthread_mutex_init(&d->lock, NULL) != 0) {
+                free(d->host);
+                free(d);
+                return NULL;
+        }
+        d->refs = 1;
+        d->fn = default_resolver;
+        return d;
+}
+
+/* The session lets go (its uv_async_t is about to be closed): a lookup still running finishes
+ * on its own and frees what is left. */
+static void dns_release(struct mqtt_dns *d)
+{
+        bool last;
+
+        if (!d)
+                return;
+        pthread_mutex_lock(&d->lock);
+        d->async = NULL;
+        d->running = false;
+        d->gen++; /* nobody wants any answer now */
+        last = --d->refs == 0;
+        pthread_mutex_unlock(&d->lock);
+        if (last)
+                dns_free(d);
+}
+
+static void *dns_thread(void *arg)
+{
+        struct dns_job *j = arg;
+        struct mqtt_dns *d = j->d;
+        struct addrinfo hints = {
+                .ai_family = AF_UNSPEC,
+                .ai_socktype = SOCK_STREAM,
+        };
+        struct addrinfo *res = NULL;
+        int err, sys_errno;
+        bool last;
+
+        err = d->fn(d->host, NULL, &hints, &res);
+        sys_errno = errno;
+        if (err)
+                res = NULL;
+        pthread_mutex_lock(&d->lock);
+        d->threads--;
+        if (j->gen == d->gen && d->running) {
+                d->running = false;
+                d->done = true;
+                d->err = err;
+                d->sys_errno = sys_errno;
+                d->res = TAKE_PTR(res);
+                if (d->async)
+                        uv_async_send(d->async);
+        }
+        last = --d->refs == 0;
+        pthread_mutex_unlock(&d->lock);
+        if (res)
+                freeaddrinfo(res); /* an abandoned lookup */
+        free(j);
+        if (last)
+                dns_free(d);
+        return NULL;
+}
+
+/* Under d->lock: start a lookup that becomes the wanted one. */
+static int dns_spawn(struct mqtt_dns *d, uint64_t now)
+{
+        struct dns_job *j = malloc(sizeof *j);
+        pthread_attr_t attr;
+        sigset_t all, old;
+        pthread_t t;
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+        if ((r = pthread_attr_init(&attr)) != 0) {
+                free(j);
+                return -r;
+        }
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        j->d = d;
+        j->gen = ++d->gen;
+        d->threads++;
+        d->refs++;
+        d->running = true;
+        d->done = false;
+        d->started_ms = now;
+        /* Signals are the loop's business (uv_signal): none for the resolver thread. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&t, &attr, dns_thread, j);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        if (r != 0) {
+                d->threads--;
+                d->refs--;
+                d->running = false;
+                free(j);
+                return -r;
+        }
+        return 0;
+}
+
 /* ---- the loop glue ------------------------------------------------------------------------ */
 
 static void mqtt_schedule_reconnect(struct mqtt *m);
-static void mqtt_lost(struct mqtt *m, int rc);
+static void mqtt_lost(struct mqtt *m, int rc, int err);
+static void try_next_address(struct mqtt *m);
+
+static void addrs_free(struct mqtt *m)
+{
+        if (m->addrs)
+                freeaddrinfo(m->addrs);
+        m->addrs = m->addr_next = NULL;
+        m->n_addrs = m->addr_index = 0;
+}
 
 /* Everything the session owns; also the failure path of mqtt_new(). */
 static void mqtt_free(struct mqtt *m)
@@ -241,9 +592,12 @@ static void mqtt_free(struct mqtt *m)
                 free(m->subs[i].filter);
         if (m->mosq)
                 mosquitto_destroy(m->mosq);
+        dns_release(m->dns);
+        addrs_free(m);
         free(m->host);
         free(m->client_id);
         free(m->server_name);
+        free(m->verify_name);
         free(m->status_topic);
         free(m->ca_file);
         free(m->alpn);
@@ -285,23 +639,25 @@ static void poll_update(struct mqtt *m)
         }
 }
 
-/* After any libmosquitto call: did it lose the connection behind our back? */
-static void check_rc(struct mqtt *m, int rc)
+/* After any libmosquitto call: did it lose the connection behind our back? err: errno right
+ * after the call. */
+static void check_rc(struct mqtt *m, int rc, int err)
 {
         if (m->poll && (mosquitto_socket(m->mosq) != m->poll->fd ||
                         (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING)))
-                mqtt_lost(m, rc);
+                mqtt_lost(m, rc, err);
 }
 
 static void do_read(struct mqtt *m)
 {
-        int rc;
+        int rc, err;
         SSL *ssl;
         do {
                 rc = mosquitto_loop_read(m->mosq, 1);
+                err = errno;
                 ssl = m->poll ? mosquitto_ssl_get(m->mosq) : NULL;
         } while (rc == MOSQ_ERR_SUCCESS && ssl && SSL_has_pending(ssl));
-        check_rc(m, rc);
+        check_rc(m, rc, err);
 }
 
 static void poll_start_cb(struct mqtt *m)
@@ -322,17 +678,16 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (status < 0) {
                 /* libuv reports EPOLLERR as UV_EBADF. The peer may have sent a TLS alert (say,
                  * "unknown ca") before resetting: let libmosquitto read it so the reason gets
-                 * logged, then ask the socket. */
+                 * noted, then ask the socket. */
                 int soerr = 0;
                 socklen_t sl = sizeof soerr;
                 do_read(m);
                 if (m->poll != p)
                         return;
                 getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-                if (uv_now(m->loop) - m->last_error_ms > 100)
-                        set_error(m, "socket error: %s",
-                                  soerr ? strerror(soerr) : uv_strerror(status));
-                mqtt_lost(m, MOSQ_ERR_ERRNO);
+                note(m, REASON_SOCKET, "socket error: %s",
+                     soerr ? strerror(soerr) : uv_strerror(status));
+                mqtt_lost(m, MOSQ_ERR_CONN_LOST, 0);
                 return;
         }
         ssl = mosquitto_ssl_get(m->mosq);
@@ -361,14 +716,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
                                 soerr = errno;
                 }
                 if (soerr) {
-                        set_error(m, "%s", strerror(soerr));
-                        mqtt_lost(m, MOSQ_ERR_CONN_LOST);
+                        note(m, REASON_SOCKET, "%s", strerror(soerr));
+                        mqtt_lost(m, MOSQ_ERR_CONN_LOST, 0);
                         return;
                 }
         }
         if (m->poll == p && (events & UV_WRITABLE)) {
                 int rc = mosquitto_loop_write(m->mosq, 1);
-                check_rc(m, rc);
+                check_rc(m, rc, errno);
         }
         if (m->poll == p)
                 poll_update(m);
@@ -384,68 +739,328 @@ static void on_misc_timer(uv_timer_t *t)
 {
         struct mqtt *m = t->data;
         int rc;
-        if (!m->poll)
+        /* Keepalive only once connected: before the CONNACK, the connect timeout applies. */
+        if (!m->poll || m->state != MQTT_CONNECTED)
                 return;
         rc = mosquitto_loop_misc(m->mosq);
-        check_rc(m, rc);
+        check_rc(m, rc, errno);
         poll_update(m);
 }
 
-static void do_connect(struct mqtt *m)
+/* The round is over without a session: back off, then resolve again. on_connect_failed only
+ * for rounds that reached a server (a lookup that failed says nothing about the credentials). */
+static void round_failed(struct mqtt *m, bool notify)
 {
-        struct mqtt_poll *p;
-        int rc, fd;
+        addrs_free(m);
+        m->resolving = false;
+        uv_timer_stop(&m->connect_timer);
+        if (m->stopping) {
+                m->state = MQTT_STOPPED;
+                return;
+        }
+        m->state = MQTT_DISCONNECTED;
+        if (notify && m->cb.on_connect_failed)
+                m->cb.on_connect_failed(m->cb.userdata, m->last_error);
+        mqtt_schedule_reconnect(m);
+}
 
+/* One address failed: say why (the most certain reason noted), and whether another follows. */
+static void attempt_log(struct mqtt *m, bool more)
+{
+        if (!m->reason[0])
+                note(m, REASON_GENERIC, "connection failed");
+        if (m->tls_done && !m->refused && m->reason_level < REASON_TLS) {
+                /* With TLS 1.3 the broker checks our certificate after our side of the
+                 * handshake is done: its alert may be lost to the reset that follows. */
+                char r[sizeof m->reason];
+                snprintf(r, sizeof r, "%s", m->reason);
+                note(m, REASON_TLS,
+                     "the broker closed the connection after the TLS handshake, before CONNACK "
+                     "(%s): did it refuse our client certificate (CertificateFile=%s)?",
+                     r, m->cert_file);
+        }
+        set_error(m, "%s", m->reason);
         if (m->stopping)
                 return;
+        if (strcmp(m->host, m->addr) == 0)
+                log_full_errno(m->refused ? LOG_ERR : LOG_WARNING, 0,
+                               "mqtt: cannot connect to %s:%u: %s", m->host, m->port, m->reason);
+        else
+                log_full_errno(m->refused ? LOG_ERR : LOG_WARNING, 0,
+                               "mqtt: cannot connect to %s:%u at %s: %s%s", m->host, m->port,
+                               m->addr, m->reason, more ? "; trying the next address" : "");
+}
+
+static void on_next_address(uv_timer_t *t)
+{
+        try_next_address(t->data);
+}
+
+/* The attempt in flight failed (socket, TLS, CONNACK, timeout). */
+static void attempt_failed(struct mqtt *m)
+{
+        bool more = m->addr_next && !m->refused && !m->stopping;
+        uint64_t delay = 0, since;
+
+        poll_close(m);
+        uv_timer_stop(&m->connect_timer);
+        attempt_log(m, more);
+        if (!more) {
+                round_failed(m, true);
+                return;
+        }
+        /* Another address of the same name, at once unless this one got as far as sending
+         * CONNECT (never more than one per second). */
+        if (m->tls_done) {
+                since = uv_now(m->loop) - m->last_connect_ms;
+                delay = since < 1000 ? 1000 - since : 0;
+        }
+        uv_timer_start(&m->reconnect_timer, on_next_address, delay, 0);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+        struct mqtt *m = t->data;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        char dur[32];
+        SSL *ssl;
+
+        if (!m->poll || m->state != MQTT_CONNECTING)
+                return;
+        fmt_duration(dur, sizeof dur, m->connect_timeout_ms);
+        ssl = mosquitto_ssl_get(m->mosq);
+        if (getpeername(m->poll->fd, (struct sockaddr *)&ss, &sl) < 0)
+                note(m, REASON_EXACT, "TCP connection timed out after %s (no answer from %s)", dur,
+                     m->addr);
+        else if (!m->tls_done && ssl && SSL_get_state(ssl) == TLS_ST_CW_CLNT_HELLO &&
+                 !SSL_want_write(ssl)) /* sent, waiting for the ServerHello */
+                note(m, REASON_EXACT,
+                     "TLS handshake timed out after %s: the server accepted the TCP connection "
+                     "but never answered the ClientHello",
+                     dur);
+        else if (!m->tls_done)
+                note(m, REASON_EXACT, "TLS handshake timed out after %s", dur);
+        else
+                note(m, REASON_EXACT, "no CONNACK from the broker within %s", dur);
+        /* libmosquitto keeps the socket until the next connect: end the connection now. */
+        shutdown(m->poll->fd, SHUT_RDWR);
+        attempt_failed(m);
+}
+
+/* Connect to one numeric address; 0 when the attempt is under way, else the reason is noted. */
+static int connect_address(struct mqtt *m, const struct addrinfo *ai)
+{
+        struct mqtt_poll *p;
+        int rc, fd, err;
+
+        m->tls_done = m->refused = false;
+        reason_clear(m);
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, m->addr, sizeof m->addr, NULL, 0,
+                        NI_NUMERICHOST) != 0) {
+                snprintf(m->addr, sizeof m->addr, "?");
+                note(m, REASON_EXACT, "unusable address");
+                return -1;
+        }
         m->last_connect_ms = uv_now(m->loop);
         m->attempts++;
-        m->state = MQTT_CONNECTING;
-        if (!m->ever_connected_attempt) {
-                m->ever_connected_attempt = true;
-                rc = mosquitto_connect_async(m->mosq, m->host, (int)m->port, (int)m->keepalive_s);
-        } else
-                rc = mosquitto_reconnect_async(m->mosq);
+        if (strcmp(m->host, m->addr) == 0)
+                log_debug("mqtt: connecting to %s:%u", m->host, m->port);
+        else
+                log_debug("mqtt: connecting to %s:%u at %s (address %u of %u)", m->host, m->port,
+                          m->addr, m->addr_index, m->n_addrs);
+        /* A numeric host: libmosquitto's own getaddrinfo() does no lookup. */
+        rc = mosquitto_connect_async(m->mosq, m->addr, (int)m->port, (int)m->keepalive_s);
+        err = errno;
         if (rc != MOSQ_ERR_SUCCESS) {
-                set_error(m, "cannot connect to %s:%u: %s", m->host, m->port,
-                          rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-                log_warning("mqtt: %s", m->last_error);
-                m->state = MQTT_DISCONNECTED;
-                mqtt_schedule_reconnect(m);
-                return;
+                note(m, rc == MOSQ_ERR_ERRNO ? REASON_SOCKET : REASON_GENERIC, "%s",
+                     mosq_strerror(rc, err));
+                return -1;
         }
         fd = mosquitto_socket(m->mosq);
         if (fd < 0) {
-                set_error(m, "cannot connect to %s:%u: no socket", m->host, m->port);
-                m->state = MQTT_DISCONNECTED;
-                mqtt_schedule_reconnect(m);
-                return;
+                note(m, REASON_GENERIC, "no socket");
+                return -1;
         }
         p = calloc(1, sizeof *p);
-        if (!p) {
-                m->state = MQTT_DISCONNECTED;
-                mqtt_schedule_reconnect(m);
-                return;
+        if (!p || uv_poll_init(m->loop, &p->h, fd) < 0) {
+                free(p);
+                shutdown(fd, SHUT_RDWR);
+                note(m, REASON_GENERIC, "cannot watch the socket");
+                return -1;
         }
         p->m = m;
         p->fd = fd;
-        if (uv_poll_init(m->loop, &p->h, fd) < 0) {
-                free(p);
-                mosquitto_disconnect(m->mosq);
-                m->state = MQTT_DISCONNECTED;
-                mqtt_schedule_reconnect(m);
-                return;
-        }
         p->h.data = m;
         m->open_handles++;
         m->poll = p;
         poll_start_cb(m);
-        log_debug("mqtt: connecting to %s:%u", m->host, m->port);
+        uv_timer_start(&m->connect_timer, on_connect_timeout, m->connect_timeout_ms, 0);
+        return 0;
+}
+
+static void try_next_address(struct mqtt *m)
+{
+        while (m->addr_next && !m->stopping) {
+                struct addrinfo *ai = m->addr_next;
+                m->addr_next = ai->ai_next;
+                m->addr_index++;
+                if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                        continue;
+                if (connect_address(m, ai) == 0)
+                        return;
+                attempt_log(m, m->addr_next != NULL);
+        }
+        round_failed(m, true);
+}
+
+static void resolve_done(struct mqtt *m, struct addrinfo *res, int err, int sys_errno)
+{
+        m->resolving = false;
+        uv_timer_stop(&m->connect_timer);
+        if (err || !res) {
+                set_error(m, "cannot resolve %s: %s", m->host,
+                          err == EAI_SYSTEM ? strerror(sys_errno)
+                          : err             ? gai_strerror(err)
+                                            : "no address");
+                if (res)
+                        freeaddrinfo(res);
+                log_warning("mqtt: %s", m->last_error);
+                round_failed(m, false);
+                return;
+        }
+        m->addrs = m->addr_next = res;
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+                m->n_addrs++;
+        try_next_address(m);
+}
+
+static void on_dns_async(uv_async_t *h)
+{
+        struct mqtt *m = h->data;
+        struct mqtt_dns *d = m->dns;
+        struct addrinfo *res;
+        int err, sys_errno;
+
+        /* Not waiting (the lookup timed out): the answer stays for the next attempt. */
+        if (!d || !m->resolving)
+                return;
+        pthread_mutex_lock(&d->lock);
+        if (!d->done) {
+                pthread_mutex_unlock(&d->lock);
+                return;
+        }
+        res = TAKE_PTR(d->res);
+        err = d->err;
+        sys_errno = d->sys_errno;
+        d->done = false;
+        pthread_mutex_unlock(&d->lock);
+        resolve_done(m, res, err, sys_errno);
+}
+
+static void on_resolve_timeout(uv_timer_t *t)
+{
+        struct mqtt *m = t->data;
+        char dur[32];
+
+        if (!m->resolving)
+                return;
+        fmt_duration(dur, sizeof dur, m->resolve_timeout_ms);
+        set_error(m, "cannot resolve %s: no answer from the DNS resolver within %s", m->host, dur);
+        log_warning("mqtt: %s", m->last_error);
+        round_failed(m, false);
+}
+
+static void resolve_start(struct mqtt *m)
+{
+        struct mqtt_dns *d = m->dns;
+        uint64_t now = uv_now(m->loop), age = 0;
+        uint64_t abandon = m->resolve_timeout_ms * MQTT_LOOKUP_ABANDON_TIMEOUTS;
+        struct addrinfo *res = NULL;
+        int err = 0, sys_errno = 0, r = 0;
+        bool answered = false, waiting = false, abandoned = false;
+        unsigned pending = 0;
+
+        m->resolving = true;
+        pthread_mutex_lock(&d->lock);
+        if (d->done) {
+                /* The answer to a lookup that had timed out came in since. */
+                answered = true;
+                res = TAKE_PTR(d->res);
+                err = d->err;
+                sys_errno = d->sys_errno;
+                d->done = false;
+        } else if (d->running && now - d->started_ms < abandon) {
+                /* Still running: wait for it again rather than pile up lookups. */
+                waiting = true;
+                age = now - d->started_ms;
+        } else if (d->threads >= MQTT_MAX_LOOKUPS) {
+                r = -EBUSY;
+                pending = d->threads;
+        } else {
+                abandoned = d->running;
+                age = now - d->started_ms;
+                r = dns_spawn(d, now);
+        }
+        pthread_mutex_unlock(&d->lock);
+
+        if (answered) {
+                resolve_done(m, res, err, sys_errno);
+                return;
+        }
+        if (r < 0) {
+                if (r == -EBUSY)
+                        set_error(m, "cannot resolve %s: the resolver has not answered %u lookups",
+                                  m->host, pending);
+                else
+                        set_error(m, "cannot resolve %s: cannot start a lookup: %s", m->host,
+                                  strerror(-r));
+                log_warning("mqtt: %s", m->last_error);
+                round_failed(m, false);
+                return;
+        }
+        if (waiting)
+                log_debug("mqtt: still waiting for the lookup of %s started %llu ms ago", m->host,
+                          (unsigned long long)age);
+        else {
+                m->lookups++;
+                if (abandoned)
+                        log_warning("mqtt: the lookup of %s has not answered in %llu s; starting "
+                                    "another",
+                                    m->host, (unsigned long long)(age / 1000));
+                else
+                        log_debug("mqtt: resolving %s", m->host);
+        }
+        uv_timer_start(&m->connect_timer, on_resolve_timeout, m->resolve_timeout_ms, 0);
+}
+
+/* A new round: the name's addresses (from the resolver thread, or the numeric Host= itself),
+ * then each in order. */
+static void round_start(struct mqtt *m)
+{
+        struct addrinfo hints = {
+                .ai_family = AF_UNSPEC,
+                .ai_socktype = SOCK_STREAM,
+                .ai_flags = AI_NUMERICHOST,
+        };
+        struct addrinfo *res = NULL;
+        int err;
+
+        if (m->stopping)
+                return;
+        addrs_free(m);
+        m->state = MQTT_CONNECTING;
+        if (!is_ip(m->host)) {
+                resolve_start(m);
+                return;
+        }
+        err = getaddrinfo(m->host, NULL, &hints, &res); /* no lookup: AI_NUMERICHOST */
+        resolve_done(m, res, err, errno);
 }
 
 static void on_reconnect_timer(uv_timer_t *t)
 {
-        do_connect(t->data);
+        round_start(t->data);
 }
 
 static void mqtt_schedule_reconnect(struct mqtt *m)
@@ -472,31 +1087,30 @@ static void mqtt_schedule_reconnect(struct mqtt *m)
 }
 
 /* The connection is gone (from a callback or a failed call): tear down, plan the next try. */
-static void mqtt_lost(struct mqtt *m, int rc)
+static void mqtt_lost(struct mqtt *m, int rc, int err)
 {
-        bool was_connected = m->state == MQTT_CONNECTED;
-
         if (m->state == MQTT_DISCONNECTED || m->state == MQTT_STOPPED) {
                 poll_close(m);
+                return;
+        }
+        if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING)
+                note(m, REASON_GENERIC, "%s", mosq_strerror(rc, err));
+        if (m->state == MQTT_CONNECTING) {
+                if (m->poll)
+                        attempt_failed(m);
                 return;
         }
         poll_close(m);
         m->state = m->stopping ? MQTT_STOPPED : MQTT_DISCONNECTED;
         m->just_connected = false;
-        if (was_connected)
-                m->disconnects++;
-        if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING &&
-            uv_now(m->loop) - m->last_error_ms > 100)
-                set_error(m, "%s: %s", was_connected ? "connection lost" : "connection failed",
-                          rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        if (was_connected)
+        m->disconnects++;
+        if (!m->reason[0])
+                note(m, REASON_GENERIC, "connection lost");
+        set_error(m, "%s", m->reason);
+        if (!m->stopping)
                 log_warning("mqtt: disconnected from %s:%u: %s", m->host, m->port, m->last_error);
-        else if (!m->stopping)
-                log_warning("mqtt: cannot connect to %s:%u: %s", m->host, m->port, m->last_error);
-        if (was_connected && m->cb.on_disconnected)
+        if (m->cb.on_disconnected)
                 m->cb.on_disconnected(m->cb.userdata);
-        else if (!was_connected && !m->stopping && m->cb.on_connect_failed)
-                m->cb.on_connect_failed(m->cb.userdata, m->last_error);
         mqtt_schedule_reconnect(m);
 }
 
@@ -508,20 +1122,27 @@ static void on_connect_cb(struct mosquitto *mosq, void *ud, int rc, int flags,
         struct mqtt *m = ud;
 
         if (rc != 0) {
-                set_error(m, "broker refused the connection: %s",
-                          m->protocol == 5 ? mosquitto_reason_string(rc)
-                                           : mosquitto_connack_string(rc));
-                log_error("mqtt: %s", m->last_error);
+                m->refused = true;
+                note(m, REASON_EXACT, "broker refused the connection: %s",
+                     m->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
                 return; /* libmosquitto disconnects; on_disconnect follows */
         }
+        uv_timer_stop(&m->connect_timer);
+        addrs_free(m);
         m->state = MQTT_CONNECTED;
         m->connects++;
         m->backoff_step = 0;
         m->last_error[0] = 0;
+        reason_clear(m);
         m->session_present = flags & 1;
-        log_info("mqtt: connected to %s:%u as %s (MQTT %s, session %s)", m->host, m->port,
-                 m->client_id, m->protocol == 5 ? "5" : "3.1.1",
-                 m->session_present ? "resumed" : "new");
+        if (strcmp(m->host, m->addr) == 0)
+                log_info("mqtt: connected to %s:%u as %s (MQTT %s, session %s)", m->host, m->port,
+                         m->client_id, m->protocol == 5 ? "5" : "3.1.1",
+                         m->session_present ? "resumed" : "new");
+        else
+                log_info("mqtt: connected to %s:%u at %s as %s (MQTT %s, session %s)", m->host,
+                         m->port, m->addr, m->client_id, m->protocol == 5 ? "5" : "3.1.1",
+                         m->session_present ? "resumed" : "new");
         if (!m->quiet)
                 mosquitto_publish(m->mosq, &m->status_mid, m->status_topic, 6, "online", 1, true);
         for (size_t i = 0; i < m->n_subs; i++)
@@ -535,9 +1156,13 @@ static void on_disconnect_cb(struct mosquitto *mosq, void *ud, int rc,
                              const mosquitto_property *props)
 {
         struct mqtt *m = ud;
+        int err = errno;
         if (m->stopping)
                 return;
-        mqtt_lost(m, rc == 0 ? MOSQ_ERR_CONN_LOST : rc);
+        if (rc == MOSQ_ERR_KEEPALIVE)
+                note(m, REASON_EXACT, "keepalive timeout: nothing from the broker for %u s",
+                     m->keepalive_s);
+        mqtt_lost(m, rc == 0 ? MOSQ_ERR_CONN_LOST : rc, err);
 }
 
 static void on_publish_cb(struct mosquitto *mosq, void *ud, int mid, int reason,
@@ -580,17 +1205,49 @@ static void on_subscribe_cb(struct mosquitto *mosq, void *ud, int mid, int qos_c
                         log_debug("mqtt: subscribed to %s (QoS %d)", filter, granted[i]);
 }
 
+/* libmosquitto logs OpenSSL's error queue as "OpenSSL Error[0]: error:0A000418:SSL
+ * routines::tlsv1 alert unknown ca": say what it means for us. */
+static void note_openssl(struct mqtt *m, const char *line)
+{
+        const char *r = strrchr(line, ':'), *alert;
+
+        r = r ? r + 1 : line;
+        while (*r == ' ')
+                r++;
+        alert = strstr(r, "alert ");
+        if (alert && (strstr(r, "unknown ca") || strstr(r, "bad certificate") ||
+                      strstr(r, "certificate required") || strstr(r, "certificate unknown") ||
+                      strstr(r, "certificate revoked") || strstr(r, "certificate expired") ||
+                      strstr(r, "unsupported certificate") || strstr(r, "access denied")))
+                note(m, REASON_TLS,
+                     "the broker refused our client certificate (TLS alert \"%s\"): is "
+                     "CertificateFile=%s issued by a CA the broker trusts, and registered and "
+                     "active there?",
+                     alert + 6, m->cert_file);
+        else if (alert)
+                note(m, REASON_TLS, "the broker ended the TLS handshake (TLS alert \"%s\")",
+                     alert + 6);
+        else if (strstr(r, "certificate verify failed"))
+                note(m, REASON_TLS, "the broker's certificate failed verification");
+        else if (strstr(r, "wrong version number") || strstr(r, "packet length too long") ||
+                 strstr(r, "record layer failure"))
+                note(m, REASON_TLS, "TLS error: %s (is port %u a TLS listener?)", r, m->port);
+        else
+                note(m, REASON_TLS, "TLS error: %s", r);
+}
+
 static void on_log_cb(struct mosquitto *mosq, void *ud, int level, const char *str)
 {
         struct mqtt *m = ud;
-        if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) {
-                /* OpenSSL's reasons ("tlsv1 alert unknown ca", "certificate verify failed") come
-                 * through here; keep them as the last error. */
-                if (strstr(str, "OpenSSL Error") || !m->last_error[0] ||
-                    uv_now(m->loop) - m->last_error_ms > 100)
-                        set_error(m, "%s", str);
-                log_warning("mqtt: %s", str);
-        }
+        if (!(level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)))
+                return;
+        /* The reason goes into the one line that says an attempt failed (or the connection was
+         * lost), with the address. */
+        if (strncmp(str, "OpenSSL Error", 13) == 0)
+                note_openssl(m, str);
+        else if (strncmp(str, "Warning", 7) != 0)
+                note(m, REASON_LOG, "%s", str);
+        log_debug("mqtt: libmosquitto: %s", str);
 }
 
 /* ---- API ---------------------------------------------------------------------------------- */
@@ -623,10 +1280,17 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         m->keepalive_s = o->keepalive_s;
         m->reconnect_min_ms = MAX(o->reconnect_min_ms, (uint64_t)1000);
         m->reconnect_max_ms = MAX(o->reconnect_max_ms, m->reconnect_min_ms);
+        m->resolve_timeout_ms =
+                o->resolve_timeout_ms ? o->resolve_timeout_ms : MQTT_RESOLVE_TIMEOUT_MS_DEFAULT;
+        m->connect_timeout_ms =
+                o->connect_timeout_ms ? o->connect_timeout_ms : MQTT_CONNECT_TIMEOUT_MS_DEFAULT;
         m->status_mid = -1;
         m->host = strdup(o->host);
         m->client_id = strdup(o->client_id);
         m->server_name = o->server_name ? strdup(o->server_name) : NULL;
+        m->verify_name = strdup(o->server_name ? o->server_name : o->host);
+        m->sni = m->verify_name && !is_ip(m->verify_name);
+        m->dns = dns_new(o->host);
         m->status_topic = strdup(o->status_topic);
         m->ca_file = strdup(o->ca_file);
         m->cert_file = strdup(o->cert_file);
@@ -635,7 +1299,7 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         m->pkcs11_module = o->pkcs11_module ? strdup(o->pkcs11_module) : NULL;
         if (!m->host || !m->client_id || !m->status_topic || !m->ca_file || !m->cert_file ||
             !m->key_file || (o->alpn && !m->alpn) || (o->pkcs11_module && !m->pkcs11_module) ||
-            (o->server_name && !m->server_name)) {
+            (o->server_name && !m->server_name) || !m->verify_name || !m->dns) {
                 rc = -ENOMEM;
                 goto fail;
         }
@@ -672,8 +1336,14 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
 
         uv_timer_init(loop, &m->misc_timer);
         uv_timer_init(loop, &m->reconnect_timer);
-        m->misc_timer.data = m->reconnect_timer.data = m;
-        m->open_handles = 2;
+        uv_timer_init(loop, &m->connect_timer);
+        uv_async_init(loop, &m->dns_async, on_dns_async);
+        /* Only a lookup in progress needs it, and then the resolve timer runs. */
+        uv_unref((uv_handle_t *)&m->dns_async);
+        m->dns->async = &m->dns_async; /* no thread yet: no lock needed */
+        m->misc_timer.data = m->reconnect_timer.data = m->connect_timer.data = m;
+        m->dns_async.data = m;
+        m->open_handles = 4;
         *ret = m;
         return 0;
 fail:
@@ -735,10 +1405,16 @@ int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_
                 log_info("mqtt: reconnecting with certificate %s", cert_file);
                 m->backoff_step = 0;
                 mosquitto_disconnect(m->mosq);
-                mqtt_lost(m, MOSQ_ERR_SUCCESS);
-        } else if (reconnect && m->state == MQTT_CONNECTING) {
-                /* Not a failure of the new pair: start over with it. */
+                note(m, REASON_EXACT, "reconnecting with certificate %s", cert_file);
+                mqtt_lost(m, MOSQ_ERR_SUCCESS, 0);
+        } else if (reconnect && m->state == MQTT_CONNECTING && !m->resolving) {
+                /* Not a failure of the new pair: start over with it. (While the name is being
+                 * resolved there is nothing to undo: the attempt will use the new pair.) */
+                if (m->poll)
+                        shutdown(m->poll->fd, SHUT_RDWR);
                 poll_close(m);
+                uv_timer_stop(&m->connect_timer);
+                addrs_free(m);
                 m->state = MQTT_DISCONNECTED;
                 m->backoff_step = 0;
                 mqtt_schedule_reconnect(m);
@@ -771,7 +1447,7 @@ const char *mqtt_cert_file(const struct mqtt *m)
 int mqtt_start(struct mqtt *m)
 {
         uv_timer_start(&m->misc_timer, on_misc_timer, 1000, 1000);
-        do_connect(m);
+        round_start(m);
         return 0;
 }
 
@@ -795,10 +1471,10 @@ int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t 
         case MOSQ_ERR_MALFORMED_UTF8: return -EINVAL;
         default:
                 log_debug("mqtt: publish to %s failed: %s", topic, mosquitto_strerror(rc));
-                check_rc(m, rc);
+                check_rc(m, rc, errno);
                 return -EIO;
         }
-        check_rc(m, MOSQ_ERR_SUCCESS);
+        check_rc(m, MOSQ_ERR_SUCCESS, 0);
         poll_update(m);
         if (ret_mid)
                 *ret_mid = mid;
@@ -843,19 +1519,27 @@ void mqtt_stop(struct mqtt *m)
                                 break;
         }
         m->state = MQTT_STOPPED;
+        m->resolving = false;
         poll_close(m);
+        /* A lookup still running keeps its own reference and never touches the async handle
+         * once released: the loop does not wait for the resolver. */
+        dns_release(m->dns);
+        m->dns = NULL;
         uv_close((uv_handle_t *)&m->misc_timer, handle_closed);
         uv_close((uv_handle_t *)&m->reconnect_timer, handle_closed);
+        uv_close((uv_handle_t *)&m->connect_timer, handle_closed);
+        uv_close((uv_handle_t *)&m->dns_async, handle_closed);
 }
 
 json_t *mqtt_status_json(const struct mqtt *m)
 {
         char server[300];
         snprintf(server, sizeof server, "%s:%u", m->host, m->port);
-        return json_pack("{ss ss ss ss sI sI sI sI ss}", "state", mqtt_state_to_string(m->state),
-                         "server", server, "client_id", m->client_id, "protocol",
-                         m->protocol == 5 ? "5" : "3.1.1", "connects", (json_int_t)m->connects,
-                         "attempts", (json_int_t)m->attempts, "disconnects",
+        return json_pack("{ss ss ss ss ss sI sI sI sI sI ss}", "state",
+                         mqtt_state_to_string(m->state), "server", server, "address", m->addr,
+                         "client_id", m->client_id, "protocol", m->protocol == 5 ? "5" : "3.1.1",
+                         "connects", (json_int_t)m->connects, "attempts", (json_int_t)m->attempts,
+                         "lookups", (json_int_t)m->lookups, "disconnects",
                          (json_int_t)m->disconnects, "subscriptions_refused",
                          (json_int_t)m->subs_refused, "last_error", m->last_error);
 }

@@ -19,8 +19,18 @@
  * mqtt_tls_ctx_new(). The session is persistent (clean session off, fixed client id); a retained
  * last will on the status topic says "offline", "online" is published after every CONNACK.
  *
- * Note: libmosquitto resolves the host name synchronously inside mosquitto_connect_async(); use a
- * numeric address or a name in /etc/hosts where a DNS stall would matter.
+ * Connecting never blocks the loop. The host name is resolved on a thread of our own, bounded by
+ * a resolve timeout (a lookup that does not answer in time is waited for again by the next
+ * attempt, or abandoned after a few timeouts: at most four threads ever wait on a
+ * stuck resolver, and stopping never waits for one). Each address is then tried in order, handing
+ * libmosquitto the numeric address (so its own getaddrinfo() does no lookup) while the broker's
+ * certificate is still checked against ServerName=/Host= and SNI still carries that name (none if
+ * it is an IP address). TCP connect, TLS handshake and CONNACK together are bounded by a connect
+ * timeout. A failed address moves on to the next one at once (after a second if CONNECT went
+ * out); a round where all failed, a lookup that failed or timed out, go through the backoff.
+ * Every failure is logged once, with the address and the most precise reason known: the
+ * certificate names on a hostname mismatch, the issuer on an unknown CA, the TLS alert when the
+ * broker refuses our certificate, which phase timed out.
  *
  * Every publish is QoS 1; the caller gets the message id and hears the PUBACK through
  * on_published. Messages in flight when the connection drops are re-sent by libmosquitto after
@@ -50,8 +60,13 @@ struct mqtt_options {
         unsigned keepalive_s;
         unsigned max_inflight;
         uint64_t reconnect_min_ms, reconnect_max_ms;
-        const char *status_topic; /* expanded; the last will goes here */
+        uint64_t resolve_timeout_ms; /* 0: MQTT_RESOLVE_TIMEOUT_MS_DEFAULT */
+        uint64_t connect_timeout_ms; /* TCP + TLS + CONNACK; 0: MQTT_CONNECT_TIMEOUT_MS_DEFAULT */
+        const char *status_topic;    /* expanded; the last will goes here */
 };
+
+#define MQTT_RESOLVE_TIMEOUT_MS_DEFAULT 10000
+#define MQTT_CONNECT_TIMEOUT_MS_DEFAULT 15000
 
 struct mqtt_callbacks {
         void *userdata;
@@ -61,8 +76,9 @@ struct mqtt_callbacks {
         /* PUBACK for mid; reason is 0 or an MQTT 5 reason code (>= 0x80: refused). */
         void (*on_published)(void *userdata, int mid, int reason);
         void (*on_message)(void *userdata, const char *topic, const uint8_t *payload, size_t len);
-        /* A connection attempt failed before CONNACK (TLS refused, broker refused, no route);
-         * reason is the last error. Optional. */
+        /* A round of connection attempts failed before CONNACK (every address of the host: TLS
+         * refused, broker refused, no route, timeout); reason is the last error. Not called when
+         * the name could not be resolved. Optional. */
         void (*on_connect_failed)(void *userdata, const char *reason);
 };
 
@@ -95,9 +111,15 @@ int mqtt_subscribe(struct mqtt *m, const char *filter);
 enum mqtt_state mqtt_state(const struct mqtt *m);
 const char *mqtt_state_to_string(enum mqtt_state s);
 const char *mqtt_last_error(const struct mqtt *m);
-/* {"state","server","client_id","protocol","connects","attempts","disconnects",
- *  "subscriptions_refused","last_error"} */
+/* {"state","server","address","client_id","protocol","connects","attempts","lookups",
+ *  "disconnects","subscriptions_refused","last_error"}; address: the numeric address of the
+ *  connection, or of the last attempt. */
 json_t *mqtt_status_json(const struct mqtt *m);
 
 /* Exposed for tests: the TLS client context for opts (NULL with *ret_error on failure). */
 void *mqtt_tls_ctx_new(const struct mqtt_options *opts, char *ret_error, size_t n);
+/* Tests: the function the resolver thread calls instead of getaddrinfo() (NULL: getaddrinfo),
+ * for sessions created afterwards. Its list is freed with freeaddrinfo(). */
+struct addrinfo;
+void mqtt_set_resolver(int (*fn)(const char *node, const char *service,
+                                 const struct addrinfo *hints, struct addrinfo **res));
