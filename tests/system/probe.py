@@ -2,12 +2,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Runs inside mcugwd.service's sandbox (an ExecStartPost= of a test drop-in, so it gets the
 unit's user, namespaces, seccomp filter and device policy) and writes what it could and could
-not do to /run/mcugw/probe.json. Always exits 0: the test reads the file and judges."""
+not do to /run/mcugw/probe.txt, one `key=value` a line (the container has python3-minimal: no
+json). Always exits 0: the test reads the file and judges."""
 
 import errno
-import json
 import os
+import signal
 import socket
+
+signal.alarm(20)  # never hold up the unit's start for long
 
 out = {}
 
@@ -51,8 +54,8 @@ except OSError as e:
 # A pseudo-terminal, as a serial port (SerialPort=/dev/pts/N) under DevicePolicy=closed.
 try:
     m, s = os.openpty()
-    os.write(m, b"x")
-    out["pty"] = "ok" if os.read(s, 1) == b"x" else "no data"
+    os.write(m, b"x\n")  # the slave is in canonical mode: a line
+    out["pty"] = "ok" if os.read(s, 16).startswith(b"x") else "no data"
     os.close(m)
     os.close(s)
 except OSError as e:
@@ -81,6 +84,7 @@ with open("/proc/self/status") as f:
         if k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd", "Uid"):
             out[k] = v.strip()
 
-with open("/run/mcugw/probe.json.tmp", "w") as f:
-    json.dump(out, f)
-os.rename("/run/mcugw/probe.json.tmp", "/run/mcugw/probe.json")
+with open("/run/mcugw/probe.txt.tmp", "w") as f:
+    for k, v in out.items():
+        f.write(f"{k}={v!r}\n")
+os.rename("/run/mcugw/probe.txt.tmp", "/run/mcugw/probe.txt")
