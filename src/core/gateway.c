@@ -13,6 +13,7 @@
 #include "baseline.h"
 #include "ble.h"
 #include "control.h"
+#include "ctlaudit.h"
 #include "ctlproto.h"
 #include "db.h"
 #include "defender.h"
@@ -40,6 +41,7 @@ struct gateway {
         struct audit *audit;
         struct registry *registry;
         struct control *control;
+        struct ctlaudit *ctlaudit; /* audit.tail, audit.verify */
         struct link_manager *link;
         struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
         struct ble_manager *ble;
@@ -344,51 +346,9 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
         return 0;
 }
 
-static int cmd_audit_tail(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct gateway *gw = ud;
-        const char *err;
-        long long n;
-        bool follow;
-        int r;
-
-        if (ctl_arg_int(args, "n", 0, 100000, 20, &n, &err) < 0 ||
-            ctl_arg_bool(args, "follow", false, &follow, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        r = audit_tail(gw->audit, n, ret);
-        if (r < 0)
-                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
-        if (follow) {
-                /* The reply goes out first; new records follow as "audit" events. */
-                control_conn_subscribe(c, "audit");
-                return CONTROL_STREAM;
-        }
-        return 0;
-}
-
-static int cmd_audit_verify(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct gateway *gw = ud;
-        struct audit_verify_result res;
-        int r = audit_verify(gw->audit, &res);
-
-        if (r < 0)
-                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
-        audit_log(gw->audit, control_conn_peer(c)->actor, "audit.verify", "",
-                  json_pack("{sb sI}", "ok", res.ok, "records", (json_int_t)res.records));
-        if (!res.ok)
-                log_error("audit chain broken at record %lld: %s", (long long)res.first_bad_seq,
-                          res.reason);
-        *ret = json_pack("{sb sI sI ss}", "ok", res.ok, "records", (json_int_t)res.records,
-                         "first_bad_seq", (json_int_t)res.first_bad_seq, "reason", res.reason);
-        return 0;
-}
-
 static const struct control_command core_commands[] = {
         { "status", CONTROL_READ, cmd_status },
         { "reload", CONTROL_ADMIN, cmd_reload },
-        { "audit.tail", CONTROL_READ, cmd_audit_tail },
-        { "audit.verify", CONTROL_READ, cmd_audit_verify },
 };
 
 static void on_audit_record(void *ud, const struct audit_record *rec)
@@ -606,6 +566,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf *conf, str
                 goto fail;
         if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
                     0 ||
+            (r = ctlaudit_new(loop, gw->audit, gw->control, &gw->ctlaudit)) < 0 ||
             (r = registry_add_commands(gw->registry, gw->control)) < 0)
                 goto fail;
 
@@ -748,6 +709,8 @@ void gateway_free(struct gateway *gw)
          * touch the database there (pre-commit hooks, last rows): let those run while the
          * database is open. */
         uv_run(gw->loop, UV_RUN_DEFAULT);
+        ctlaudit_free(gw->ctlaudit); /* after the connections, whose work may refer to it */
+        gw->ctlaudit = NULL;
         if (gw->audit) {
                 audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
                 audit_set_listener(gw->audit, NULL, NULL);
