@@ -280,7 +280,7 @@ static int call_each(struct client *cl, const char *cmd, json_t *args,
                         continue;
                 }
                 if (k == CTLPROTO_SPLIT_ELEMENT) {
-                        e = json_loadb(cl->buf + cl->off, len, 0, NULL);
+                        e = json_loadb(cl->buf + cl->off, len, JSON_DECODE_ANY, NULL);
                         if (!e)
                                 return fail("malformed reply from the daemon"), -1;
                         each(e, userdata);
