@@ -58,7 +58,7 @@ struct control_conn {
         bool closing;
         bool close_after_write;
         unsigned n_writes;
-        size_t queued; /* bytes written but not yet taken by the client */
+        size_t queued; /* bytes written but not yet taken by the socket */
         struct control_job *job;
         char *held; /* events that arrived while a reply was going out */
         size_t held_len;
