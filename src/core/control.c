@@ -36,7 +36,7 @@ struct control_table {
 };
 
 struct control_job {
-        control_step_fn step; /* deferred work, or */
+        control_step_fn step;  /* deferred work, or */
         control_chunk_fn next; /* an array reply */
         void (*free_fn)(void *state);
         void *state;
@@ -372,8 +372,8 @@ int control_conn_defer(struct control_conn *c, control_step_fn step, void (*free
         return conn_set_job(c, step, NULL, free_fn, state);
 }
 
-int control_conn_reply_array(struct control_conn *c, control_chunk_fn next,
-                             void (*free_fn)(void *), void *state)
+int control_conn_reply_array(struct control_conn *c, control_chunk_fn next, void (*free_fn)(void *),
+                             void *state)
 {
         return conn_set_job(c, NULL, next, free_fn, state);
 }
@@ -582,8 +582,7 @@ static void conn_check_input(struct control_conn *c)
                 }
                 return;
         }
-        if (!c->reading &&
-            uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read) >= 0)
+        if (!c->reading && uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read) >= 0)
                 c->reading = true;
 }
 

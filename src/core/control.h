@@ -97,8 +97,8 @@ int control_conn_error(struct control_conn *c, int error, const char *fmt, ...)
  * CONTROL_DEFERRED, for the handler to return, or -ENOMEM. */
 int control_conn_defer(struct control_conn *c, control_step_fn step, void (*free_fn)(void *),
                        void *state);
-int control_conn_reply_array(struct control_conn *c, control_chunk_fn next,
-                             void (*free_fn)(void *), void *state);
+int control_conn_reply_array(struct control_conn *c, control_chunk_fn next, void (*free_fn)(void *),
+                             void *state);
 /* Streaming: send an event line; a slow reader whose queue exceeds its limit is dropped. Events
  * that arrive while a reply is still going out (the records of `audit.tail --follow` that were
  * appended during its array) are held and sent after it. */

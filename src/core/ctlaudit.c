@@ -68,8 +68,8 @@ static int tail_next(struct control_conn *c, void *state, size_t max, json_t *ar
 
         if (j->after >= j->last)
                 return 0;
-        n = audit_read(j->audit, j->after, (size_t)MIN((int64_t)max, j->last - j->after),
-                       tail_add, &f);
+        n = audit_read(j->audit, j->after, (size_t)MIN((int64_t)max, j->last - j->after), tail_add,
+                       &f);
         if (n < 0)
                 return control_conn_error(c, n, "cannot read the audit log: %s", strerror(-n));
         /* n == 0: the rest was pruned meanwhile. */
@@ -178,7 +178,8 @@ static int verify_step(struct control_conn *c, void *state, json_t **ret)
                 return 1;
         res = audit_verify_walk_result(j->walk);
         if (verify_should_log(j->x, j->peer, res, &coalesced)) {
-                json_t *d = json_pack("{sb sI}", "ok", res->ok, "records", (json_int_t)res->records);
+                json_t *d =
+                        json_pack("{sb sI}", "ok", res->ok, "records", (json_int_t)res->records);
                 if (d && coalesced)
                         json_object_set_new(d, "coalesced", json_integer(coalesced));
                 audit_log(j->x->audit, j->actor, "audit.verify", "", d);

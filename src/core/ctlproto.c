@@ -159,8 +159,8 @@ static bool json_space(char c)
         return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len,
-                         size_t *ret_len, size_t *ret_used)
+int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len, size_t *ret_len,
+                         size_t *ret_used)
 {
         for (; s->pos < len; s->pos++) {
                 char c = buf[s->pos];

@@ -62,8 +62,8 @@ enum {
         CTLPROTO_SPLIT_ELEMENT = 1,
         CTLPROTO_SPLIT_END = 2,
 };
-int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len,
-                         size_t *ret_len, size_t *ret_used);
+int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len, size_t *ret_len,
+                         size_t *ret_used);
 
 /* Client side: parse one response line. Returns 1 for ok (data in *ret_data), 0 for an error
  * (message in *ret_error, malloc'ed), 2 for a stream event (data in *ret_data, name in

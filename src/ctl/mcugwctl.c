@@ -606,9 +606,8 @@ static int do_audit_tail(int argc, char **argv)
                 return fail("audit tail: unexpected argument '%s'", argv[optind]);
 
         tp.follow = follow;
-        if (call_each(&cl, "audit.tail",
-                      json_pack("{sI sb}", "n", (json_int_t)n, "follow", follow), print_tail_element,
-                      &tp) < 0)
+        if (call_each(&cl, "audit.tail", json_pack("{sI sb}", "n", (json_int_t)n, "follow", follow),
+                      print_tail_element, &tp) < 0)
                 goto out;
         print_tail_element(NULL, &tp);
         fflush(stdout);

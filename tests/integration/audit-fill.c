@@ -33,8 +33,7 @@ int main(int argc, char **argv)
                 snprintf(subject, sizeof subject, "sensor-%04ld", i % 1000);
                 if (audit_append(a, "device:sensor", "auth.ok", subject,
                                  "{\"link\":\"unix:/run/mcugw/link.sock\",\"rtt_ms\":3,"
-                                 "\"note\":\"filler record for the control socket tests\"}") <
-                    0) {
+                                 "\"note\":\"filler record for the control socket tests\"}") < 0) {
                         fprintf(stderr, "audit-fill: append failed\n");
                         return 1;
                 }

@@ -141,8 +141,8 @@ static char *chunked(json_t *arr, size_t per_chunk, size_t *ret_len)
 
 static void test_array_chunks(void **state)
 {
-        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {}]", "a", "x,]}\"\\", "b", 1,
-                                "str\n,", 1, "q", 7);
+        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {}]", "a", "x,]}\"\\", "b", 1, "str\n,", 1,
+                                "q", 7);
         for (size_t per = 1; per <= 6; per++) {
                 size_t len = 0, olen = 0;
                 char *c = chunked(arr, per, &len);
@@ -168,8 +168,8 @@ static void test_array_chunks(void **state)
 /* Split a reply fed in pieces of every size; the elements come out whole and in order. */
 static void test_split_array(void **state)
 {
-        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {} s]", "a", "x,]}\"\\[{", "b", 1,
-                                "str,]", 1, "q", 7, "");
+        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {} s]", "a", "x,]}\"\\[{", "b", 1, "str,]",
+                                1, "q", 7, "");
         size_t olen = 0;
         char *o = ctlproto_ok(json_incref(arr), &olen);
         size_t hl = strlen(CTLPROTO_ARRAY_HEAD);
@@ -220,8 +220,7 @@ static void test_split_array(void **state)
                 sp = (struct ctlproto_splitter){ 0 };
                 assert_int_equal(ctlproto_split_array(&sp, "1}", 2, &len, &used), -EBADMSG);
                 sp = (struct ctlproto_splitter){ 0 };
-                assert_int_equal(ctlproto_split_array(&sp, "\"a\nb\"]", 7, &len, &used),
-                                 -EBADMSG);
+                assert_int_equal(ctlproto_split_array(&sp, "\"a\nb\"]", 7, &len, &used), -EBADMSG);
                 sp = (struct ctlproto_splitter){ 0 };
                 assert_int_equal(ctlproto_split_array(&sp, "]x", 2, &len, &used), -EBADMSG);
         }
@@ -230,12 +229,9 @@ static void test_split_array(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_valid),
-                cmocka_unit_test(test_invalid),
-                cmocka_unit_test(test_roundtrip),
-                cmocka_unit_test(test_args),
-                cmocka_unit_test(test_array_chunks),
-                cmocka_unit_test(test_split_array),
+                cmocka_unit_test(test_valid),        cmocka_unit_test(test_invalid),
+                cmocka_unit_test(test_roundtrip),    cmocka_unit_test(test_args),
+                cmocka_unit_test(test_array_chunks), cmocka_unit_test(test_split_array),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
