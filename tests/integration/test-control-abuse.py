@@ -20,6 +20,8 @@ from mcugwtest import Daemon, TempDir, base_config, check, finish, raw_request  
 IS_ROOT = os.geteuid() == 0
 AUDIT_FILL = os.environ.get("AUDIT_FILL", "build/tests/integration/audit-fill")
 RECORDS = 200000
+# The read-only peers run as another uid, which may not reach a python under /root.
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 # Run as a read-only user: opens N connections, sends PAYLOAD on each, then either reads
 # nothing (the replies pile up on the daemon's side, if it lets them) or reads each first reply
@@ -56,7 +58,7 @@ sys.stdin.read()
 
 
 def attackers(d, user, n, payload, mode):
-    p = subprocess.Popen(["setpriv"] + user + ["--", sys.executable, "-c", ATTACKER, d.socket,
+    p = subprocess.Popen(["setpriv"] + user + ["--", PYTHON, "-c", ATTACKER, d.socket,
                                                str(n), payload, mode],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     report = json.loads(p.stdout.readline() or "{}")
@@ -207,7 +209,7 @@ sys.stdout.write(buf.decode())
 
 def ro_session(d, reader, payload, nlines):
     """Requests pipelined on one read-only connection; the reply lines, parsed."""
-    r = subprocess.run(["setpriv"] + reader + ["--", sys.executable, "-c", RO_SESSION, d.socket,
+    r = subprocess.run(["setpriv"] + reader + ["--", PYTHON, "-c", RO_SESSION, d.socket,
                                                payload, str(nlines)],
                        capture_output=True, text=True, timeout=180)
     return [json.loads(x) for x in r.stdout.splitlines()]
