@@ -236,7 +236,8 @@ static int call_each(struct client *cl, const char *cmd, json_t *args,
         if (client_connect(cl) < 0)
                 return -1;
         r = client_send(cl, cmd, args);
-        while (cl->len - cl->off < hl && !memchr(cl->buf + cl->off, '\n', cl->len - cl->off) &&
+        while (cl->len - cl->off < hl &&
+               (cl->len == cl->off || !memchr(cl->buf + cl->off, '\n', cl->len - cl->off)) &&
                (n = client_fill(cl, arg_timeout_ms)) > 0)
                 ;
         if (cl->len - cl->off < hl || memcmp(cl->buf + cl->off, CTLPROTO_ARRAY_HEAD, hl) != 0) {
