@@ -586,7 +586,6 @@ static int do_audit_tail(int argc, char **argv)
         };
         struct client cl = { .fd = -1 };
         struct tail_printer tp = { 0 };
-        json_t *d = NULL;
         long long n = 20;
         bool follow = false;
         int c, ret = EXIT_FAILURE;
@@ -630,7 +629,6 @@ static int do_audit_tail(int argc, char **argv)
         }
         ret = EXIT_SUCCESS;
 out:
-        json_decref(d);
         if (cl.fd >= 0)
                 close(cl.fd);
         free(cl.buf);
