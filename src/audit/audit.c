@@ -432,68 +432,99 @@ int audit_read(struct audit *a, int64_t after, size_t max, audit_record_fn fn, v
         return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : db_errno(rc);
 }
 
-int audit_verify(struct audit *a, struct audit_verify_result *res)
+/* An incremental walk of the chain (audit_verify_begin/step). The walk reads the records in
+ * slices by primary key, so a step costs the same wherever it is in the log, and holds no SQLite
+ * statement open between steps: the daemon keeps appending (and retention keeps pruning) while a
+ * walk is under way. */
+struct audit_verify_walk {
+        struct audit *a;
+        struct audit_verify_result res;
+        uint8_t prev[AUDIT_HASH_LEN];
+        int64_t expect; /* the next record the chain needs */
+        sqlite3_stmt *slice;
+        unsigned restarts;
+        bool done;
+};
+
+#define AUDIT_VERIFY_MAX_RESTARTS 3
+
+static void walk_finish(struct audit_verify_walk *w)
 {
-        uint8_t prev[AUDIT_HASH_LEN] = { 0 }, h[AUDIT_HASH_LEN];
-        int64_t expect = 1;
-        sqlite3_stmt *meta = NULL;
-        int rc;
+        w->done = true;
+        sqlite3_finalize(w->slice);
+        w->slice = NULL;
+}
 
-        memset(res, 0, sizeof *res);
-        res->ok = true;
+/* (Re)start at the oldest record kept. Returns 0 or -errno. */
+static int walk_start(struct audit_verify_walk *w)
+{
+        struct audit *a = w->a;
+        int64_t first;
 
+        memset(&w->res, 0, sizeof w->res);
+        w->res.ok = true;
+        memset(w->prev, 0, sizeof w->prev);
         /* Commit first so the walk sees everything appended so far. */
         db_commit(a->db);
 
         /* After retention pruning the chain starts at a checkpoint's prefix hash. */
-        expect = audit_first_seq(a);
-        if (expect < 0)
-                return (int)expect;
-        if (expect == 0)
-                expect = 1;
-        res->first_seq = expect;
-        if (checkpoint_prev(a, expect, prev) < 0) {
-                verify_fail(res, 1, "records 1 to %lld missing (deleted without a checkpoint)",
-                            (long long)(expect - 1));
-                return 0;
+        first = audit_first_seq(a);
+        if (first < 0)
+                return (int)first;
+        if (first == 0)
+                first = 1;
+        w->expect = w->res.first_seq = first;
+        if (checkpoint_prev(a, first, w->prev) < 0) {
+                verify_fail(&w->res, 1, "records 1 to %lld missing (deleted without a checkpoint)",
+                            (long long)(first - 1));
+                walk_finish(w);
         }
+        return 0;
+}
 
-        while ((rc = sqlite3_step(a->walk)) == SQLITE_ROW) {
-                struct audit_record rec;
-                record_from_row(a->walk, &rec);
-                res->records++;
-                if (rec.seq != expect) {
-                        verify_fail(res, expect,
-                                    rec.seq > expect ? "record %lld missing (deleted)"
-                                                     : "record %lld out of order",
-                                    (long long)expect);
-                        break;
-                }
-                audit_hash_ctx(a->md, prev, &rec, h);
-                if (CRYPTO_memcmp(h, rec.hash, AUDIT_HASH_LEN) != 0) {
-                        verify_fail(res, rec.seq,
-                                    "record %lld does not match its chain hash "
-                                    "(edited, inserted or reordered)",
-                                    (long long)rec.seq);
-                        break;
-                }
-                memcpy(prev, h, AUDIT_HASH_LEN);
-                expect++;
+int audit_verify_begin(struct audit *a, struct audit_verify_walk **ret)
+{
+        struct audit_verify_walk *w = calloc(1, sizeof *w);
+        int r;
+
+        if (!w)
+                return -ENOMEM;
+        w->a = a;
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                               "WHERE seq >= ? ORDER BY seq LIMIT ?",
+                               -1, &w->slice, NULL) != SQLITE_OK) {
+                free(w);
+                return -EIO;
         }
-        sqlite3_reset(a->walk);
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-                return db_errno(rc);
-        if (!res->ok)
-                return 0;
+        r = walk_start(w);
+        if (r < 0) {
+                audit_verify_free(w);
+                return r;
+        }
+        *ret = w;
+        return 0;
+}
 
-        /* The tail: compare with the head in memory and with the one stored at each commit. */
-        if (expect - 1 != a->head_seq || CRYPTO_memcmp(prev, a->head_hash, AUDIT_HASH_LEN) != 0) {
-                verify_fail(res, expect,
+/* The end of the chain: compare with the head in memory and with the one stored at each commit.
+ * Runs in the same step that found no more records, so nothing was appended in between. */
+static void walk_check_head(struct audit_verify_walk *w)
+{
+        struct audit *a = w->a;
+        sqlite3_stmt *meta = NULL;
+        int rc;
+
+        if (w->expect - 1 != a->head_seq ||
+            CRYPTO_memcmp(w->prev, a->head_hash, AUDIT_HASH_LEN) != 0) {
+                verify_fail(&w->res, w->expect,
                             "chain ends at record %lld but the daemon wrote up to "
                             "%lld (tail deleted or replaced)",
-                            (long long)(expect - 1), (long long)a->head_seq);
-                return 0;
+                            (long long)(w->expect - 1), (long long)a->head_seq);
+                return;
         }
+        /* The records read in this step may not be committed yet: commit, so that the stored
+         * head is the one in memory. */
+        db_commit(a->db);
         rc = sqlite3_prepare_v2(db_handle(a->db), "SELECT value FROM meta WHERE key = 'audit_head'",
                                 -1, &meta, NULL);
         if (rc == SQLITE_OK && sqlite3_step(meta) == SQLITE_ROW &&
@@ -502,13 +533,101 @@ int audit_verify(struct audit *a, struct audit_verify_result *res)
                 uint64_t seq = 0;
                 for (int i = 0; i < 8; i++)
                         seq = seq << 8 | v[i];
-                if ((int64_t)seq != expect - 1 || CRYPTO_memcmp(v + 8, prev, AUDIT_HASH_LEN) != 0)
-                        verify_fail(res, expect,
+                if ((int64_t)seq != w->expect - 1 ||
+                    CRYPTO_memcmp(v + 8, w->prev, AUDIT_HASH_LEN) != 0)
+                        verify_fail(&w->res, w->expect,
                                     "chain ends at record %lld but the recorded "
                                     "head is %llu (tail deleted or replaced)",
-                                    (long long)(expect - 1), (unsigned long long)seq);
-        } else if (expect > 1)
-                verify_fail(res, expect, "recorded chain head is missing");
+                                    (long long)(w->expect - 1), (unsigned long long)seq);
+        } else if (w->expect > 1)
+                verify_fail(&w->res, w->expect, "recorded chain head is missing");
         sqlite3_finalize(meta);
+}
+
+int audit_verify_step(struct audit_verify_walk *w, size_t max_records)
+{
+        struct audit *a = w->a;
+        size_t n = 0;
+        int rc, r;
+
+        if (w->done)
+                return 0;
+        if (max_records == 0 || max_records > INT64_MAX)
+                max_records = INT64_MAX;
+        sqlite3_bind_int64(w->slice, 1, w->expect);
+        sqlite3_bind_int64(w->slice, 2, (sqlite3_int64)max_records);
+        while ((rc = sqlite3_step(w->slice)) == SQLITE_ROW) {
+                struct audit_record rec;
+                uint8_t h[AUDIT_HASH_LEN];
+
+                record_from_row(w->slice, &rec);
+                n++;
+                if (rec.seq != w->expect) {
+                        /* Retention pruned records this walk had not reached yet: the chain now
+                         * starts at a newer checkpoint; walk again from there. */
+                        if (audit_first_seq(a) > w->expect &&
+                            w->restarts++ < AUDIT_VERIFY_MAX_RESTARTS) {
+                                sqlite3_reset(w->slice);
+                                r = walk_start(w);
+                                return r < 0 ? r : w->done ? 0 : 1;
+                        }
+                        w->res.records++;
+                        verify_fail(&w->res, w->expect, "record %lld missing (deleted)",
+                                    (long long)w->expect);
+                        break;
+                }
+                w->res.records++;
+                audit_hash_ctx(a->md, w->prev, &rec, h);
+                if (CRYPTO_memcmp(h, rec.hash, AUDIT_HASH_LEN) != 0) {
+                        verify_fail(&w->res, rec.seq,
+                                    "record %lld does not match its chain hash "
+                                    "(edited, inserted or reordered)",
+                                    (long long)rec.seq);
+                        break;
+                }
+                memcpy(w->prev, h, AUDIT_HASH_LEN);
+                w->expect++;
+        }
+        sqlite3_reset(w->slice);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return db_errno(rc);
+        if (!w->res.ok) {
+                walk_finish(w);
+                return 0;
+        }
+        if (n == max_records)
+                return 1; /* perhaps more */
+        walk_check_head(w);
+        walk_finish(w);
         return 0;
+}
+
+const struct audit_verify_result *audit_verify_walk_result(const struct audit_verify_walk *w)
+{
+        return &w->res;
+}
+
+void audit_verify_free(struct audit_verify_walk *w)
+{
+        if (!w)
+                return;
+        sqlite3_finalize(w->slice);
+        free(w);
+}
+
+int audit_verify(struct audit *a, struct audit_verify_result *res)
+{
+        struct audit_verify_walk *w;
+        int r;
+
+        memset(res, 0, sizeof *res);
+        r = audit_verify_begin(a, &w);
+        if (r < 0)
+                return r;
+        while ((r = audit_verify_step(w, 0)) > 0)
+                ;
+        if (r == 0)
+                *res = w->res;
+        audit_verify_free(w);
+        return r;
 }

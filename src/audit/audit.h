@@ -56,6 +56,19 @@ int64_t audit_log(struct audit *a, const char *actor, const char *event, const c
  * -errno when the database could not be read. */
 int audit_verify(struct audit *a, struct audit_verify_result *res);
 
+/* The same walk in steps, for a caller that must not stop its event loop for the seconds a large
+ * log takes (the control socket): begin, then step until it returns 0, then read the result.
+ * A step checks at most max_records records (0: no limit) and returns 1 while there is more to
+ * do, 0 when the verdict is in, -errno when the database could not be read. Records appended
+ * between steps are part of the walk (it ends at the head it finds when it runs out of records),
+ * and a walk overtaken by retention pruning starts again from the new checkpoint. A walk must be
+ * freed before the audit log. */
+struct audit_verify_walk;
+int audit_verify_begin(struct audit *a, struct audit_verify_walk **ret);
+int audit_verify_step(struct audit_verify_walk *w, size_t max_records);
+const struct audit_verify_result *audit_verify_walk_result(const struct audit_verify_walk *w);
+void audit_verify_free(struct audit_verify_walk *w);
+
 /* Retention (docs/audit.md): append an `audit.checkpoint` record that carries the chain hash
  * of record through_seq (which commits to everything before it), then delete the records up to
  * through_seq. audit_verify() then starts from the oldest kept record with that hash as its

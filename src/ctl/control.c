@@ -16,7 +16,16 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 
+/* A follower (audit.tail --follow) that lets this much pile up unread is dropped. */
 #define CONTROL_MAX_OUTQ (1024 * 1024)
+/* A connection gets its next request or step only when at most this much is unread: a client
+ * that pipelines requests without reading the replies stops being served (backpressure), it does
+ * not make the daemon buffer them. */
+#define CONTROL_OUTQ_LOW (64 * 1024)
+/* Elements of an array reply produced per step. */
+#define CONTROL_CHUNK 500
+/* Work for the read-only tier per loop turn; at least one step always runs. */
+#define CONTROL_TURN_NS (10 * 1000 * 1000)
 #define CONTROL_IDLE_MS 60000
 #define CONTROL_SWEEP_MS 5000
 #define CONTROL_MAX_GROUPS 256
@@ -27,17 +36,33 @@ struct control_table {
         void *userdata;
 };
 
+struct control_job {
+        control_step_fn step;  /* deferred work, or */
+        control_chunk_fn next; /* an array reply */
+        void (*free_fn)(void *state);
+        void *state;
+        bool started; /* array: the head has been sent */
+        size_t sent;  /* array: elements so far */
+};
+
 struct control_conn {
         uv_pipe_t pipe;
         struct control *ctl;
         struct control_conn *next, *prev;
         struct control_peer peer;
-        char *buf;
-        size_t len, cap;
+        char *buf; /* requests: [off, len) not handled yet */
+        size_t off, len, cap;
+        unsigned lines; /* complete request lines in buf */
+        bool reading;
+        bool counted; /* in its tier's count */
         uint64_t last_active;
         bool closing;
         bool close_after_write;
         unsigned n_writes;
+        size_t queued; /* bytes written but not yet taken by the socket */
+        struct control_job *job;
+        char *held; /* events that arrived while a reply was going out */
+        size_t held_len;
         char *topic;
         char errmsg[1024];
         int errcode;
@@ -47,6 +72,7 @@ struct control {
         uv_loop_t *loop;
         uv_pipe_t server;
         uv_timer_t sweep;
+        uv_idle_t work; /* active while some connection has a request or step to run */
         struct audit *audit;
         struct control_options opts;
         char *path; /* set when we created the socket file ourselves */
@@ -54,8 +80,9 @@ struct control {
         bool have_admin_gid, have_ro_gid;
         struct control_table *tables;
         size_t n_tables;
-        struct control_conn *conns;
+        struct control_conn *conns, *conns_tail;
         unsigned n_conns;
+        unsigned n_tier[CONTROL_ADMIN + 1];
         unsigned pending_closes;
         bool stopping;
         /* refusal audit rate limit */
@@ -67,6 +94,7 @@ struct write_req {
         uv_write_t req;
         struct control_conn *conn;
         char *data;
+        size_t len;
 };
 
 static void control_maybe_free(struct control *ctl);
@@ -122,11 +150,49 @@ static enum control_level peer_level(struct control *ctl, int fd, const struct u
         return admin ? CONTROL_ADMIN : ro ? CONTROL_READ : CONTROL_NONE;
 }
 
+static void control_kick(struct control *ctl);
+
+static void list_unlink(struct control *ctl, struct control_conn *c)
+{
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                ctl->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        else
+                ctl->conns_tail = c->prev;
+        c->next = c->prev = NULL;
+}
+
+static void list_append(struct control *ctl, struct control_conn *c)
+{
+        c->next = NULL;
+        c->prev = ctl->conns_tail;
+        if (ctl->conns_tail)
+                ctl->conns_tail->next = c;
+        else
+                ctl->conns = c;
+        ctl->conns_tail = c;
+}
+
+static void job_free(struct control_job *job)
+{
+        if (!job)
+                return;
+        if (job->free_fn)
+                job->free_fn(job->state);
+        free(job);
+}
+
 static void conn_closed(uv_handle_t *h)
 {
         struct control_conn *c = h->data;
         struct control *ctl = c->ctl;
 
+        /* The job goes here, not in conn_close(), which may run inside one of its steps. */
+        job_free(c->job);
+        free(c->held);
         free(c->buf);
         free(c->topic);
         free(c);
@@ -140,13 +206,10 @@ static void conn_close(struct control_conn *c)
         if (c->closing)
                 return;
         c->closing = true;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                ctl->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        list_unlink(ctl, c);
         ctl->n_conns--;
+        if (c->counted)
+                ctl->n_tier[c->peer.level]--;
         ctl->pending_closes++;
         uv_close((uv_handle_t *)&c->pipe, conn_closed);
 }
@@ -156,17 +219,26 @@ static void write_done(uv_write_t *req, int status)
         struct write_req *w = (struct write_req *)req;
         struct control_conn *c = w->conn;
 
+        c->queued -= w->len;
         free(w->data);
         free(w);
         c->n_writes--;
         if (c->closing)
                 return;
-        if (status < 0 || (c->close_after_write && c->n_writes == 0))
+        c->last_active = uv_now(c->ctl->loop);
+        if (status < 0 || (c->close_after_write && c->n_writes == 0)) {
                 conn_close(c);
+                return;
+        }
+        /* Backpressure released: this client may have its next request or step. */
+        if ((c->job || c->lines) && c->queued <= CONTROL_OUTQ_LOW)
+                control_kick(c->ctl);
 }
 
-/* Takes ownership of data. */
-static int conn_write(struct control_conn *c, char *data, size_t len)
+/* Takes ownership of data. An event (a line the client did not ask for) to a client that lets
+ * CONTROL_MAX_OUTQ pile up unread drops it; replies are never dropped: the scheduler sends the
+ * next one only once the client has read the last. */
+static int conn_write(struct control_conn *c, char *data, size_t len, bool event)
 {
         struct write_req *w;
         uv_buf_t b = uv_buf_init(data, (unsigned)len);
@@ -178,9 +250,9 @@ static int conn_write(struct control_conn *c, char *data, size_t len)
                 free(data);
                 return -ECONNRESET;
         }
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) > CONTROL_MAX_OUTQ) {
+        if (event && c->queued > CONTROL_MAX_OUTQ) {
                 free(data);
-                log_warning("control: client pid %d does not read its replies; dropping it",
+                log_warning("control: client pid %d does not read its events; dropping it",
                             (int)c->peer.pid);
                 conn_close(c);
                 return -ENOBUFS;
@@ -192,10 +264,12 @@ static int conn_write(struct control_conn *c, char *data, size_t len)
         }
         w->conn = c;
         w->data = data;
+        w->len = len;
         r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done);
-        if (r >= 0)
+        if (r >= 0) {
                 c->n_writes++;
-        else {
+                c->queued += len;
+        } else {
                 free(data);
                 free(w);
                 conn_close(c);
@@ -210,7 +284,7 @@ static void conn_reply_error(struct control_conn *c, int error, const char *msg,
         char *s = ctlproto_error(ctlproto_errno_name(error), msg, &len);
         if (then_close)
                 c->close_after_write = true;
-        conn_write(c, s, len);
+        conn_write(c, s, len, false);
 }
 
 int control_conn_error(struct control_conn *c, int error, const char *fmt, ...)
@@ -232,7 +306,29 @@ int control_conn_send_event(struct control_conn *c, const char *event, json_t *d
 {
         size_t len = 0;
         char *s = ctlproto_event(event, data, &len);
-        return conn_write(c, s, len);
+
+        if (!s || c->closing || !c->job)
+                return conn_write(c, s, len, true);
+        /* A reply is still going out: the event follows it. */
+        if (c->held_len + len > CONTROL_MAX_OUTQ) {
+                free(s);
+                log_warning("control: client pid %d does not read its events; dropping it",
+                            (int)c->peer.pid);
+                conn_close(c);
+                return -ENOBUFS;
+        }
+        {
+                char *n = realloc(c->held, c->held_len + len);
+                if (!n) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                c->held = n;
+        }
+        memcpy(c->held + c->held_len, s, len);
+        c->held_len += len;
+        free(s);
+        return 0;
 }
 
 void control_conn_subscribe(struct control_conn *c, const char *topic)
@@ -250,6 +346,136 @@ void control_broadcast(struct control *ctl, const char *topic, json_t *data)
                         control_conn_send_event(c, topic, json_incref(data));
         }
         json_decref(data);
+}
+
+static int conn_set_job(struct control_conn *c, control_step_fn step, control_chunk_fn next,
+                        void (*free_fn)(void *), void *state)
+{
+        struct control_job *job;
+
+        if (c->job || !(job = calloc(1, sizeof *job))) {
+                if (free_fn)
+                        free_fn(state);
+                return c->job ? -EBUSY : -ENOMEM;
+        }
+        job->step = step;
+        job->next = next;
+        job->free_fn = free_fn;
+        job->state = state;
+        c->job = job;
+        control_kick(c->ctl);
+        return CONTROL_DEFERRED;
+}
+
+int control_conn_defer(struct control_conn *c, control_step_fn step, void (*free_fn)(void *),
+                       void *state)
+{
+        return conn_set_job(c, step, NULL, free_fn, state);
+}
+
+int control_conn_reply_array(struct control_conn *c, control_chunk_fn next, void (*free_fn)(void *),
+                             void *state)
+{
+        return conn_set_job(c, NULL, next, free_fn, state);
+}
+
+/* The reply is complete: free the work, send the events that waited for it. */
+static void conn_job_end(struct control_conn *c)
+{
+        struct control_job *job = c->job;
+
+        c->job = NULL;
+        job_free(job);
+        if (c->held) {
+                char *h = c->held;
+                size_t n = c->held_len;
+                c->held = NULL;
+                c->held_len = 0;
+                conn_write(c, h, n, true);
+        }
+}
+
+static void conn_job_step(struct control_conn *c)
+{
+        struct control_job *job = c->job;
+        json_t *data = NULL;
+        size_t olen = 0;
+        int r;
+
+        c->errmsg[0] = 0;
+        if (job->step) {
+                r = job->step(c, job->state, &data);
+                if (c->closing) {
+                        json_decref(data);
+                        return;
+                }
+                if (r > 0)
+                        return;
+                if (r < 0) {
+                        conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
+                                         c->errmsg[0] ? c->errmsg : strerror(-r), false);
+                        json_decref(data);
+                } else {
+                        char *out = ctlproto_ok(data, &olen);
+                        conn_write(c, out, olen, false);
+                }
+                conn_job_end(c);
+                return;
+        }
+
+        {
+                json_t *arr = json_array();
+                size_t n, clen = 0, hlen = job->started ? 0 : strlen(CTLPROTO_ARRAY_HEAD);
+                char *chunk, *out;
+
+                if (!arr) {
+                        conn_close(c);
+                        return;
+                }
+                r = job->next(c, job->state, CONTROL_CHUNK, arr);
+                if (c->closing) {
+                        json_decref(arr);
+                        return;
+                }
+                if (r < 0) {
+                        json_decref(arr);
+                        if (!job->started) {
+                                conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
+                                                 c->errmsg[0] ? c->errmsg : strerror(-r), false);
+                                conn_job_end(c);
+                        } else {
+                                log_warning("control: reply to pid %d failed after %zu elements: "
+                                            "%s; closing the connection",
+                                            (int)c->peer.pid, job->sent, strerror(-r));
+                                conn_close(c);
+                        }
+                        return;
+                }
+                n = json_array_size(arr);
+                chunk = ctlproto_array_chunk(arr, job->sent == 0, &clen);
+                out = chunk ? malloc(hlen + clen + sizeof CTLPROTO_ARRAY_TAIL) : NULL;
+                if (!out) {
+                        free(chunk);
+                        conn_close(c);
+                        return;
+                }
+                memcpy(out, CTLPROTO_ARRAY_HEAD, hlen);
+                memcpy(out + hlen, chunk, clen);
+                free(chunk);
+                clen += hlen;
+                if (r == 0) {
+                        memcpy(out + clen, CTLPROTO_ARRAY_TAIL, strlen(CTLPROTO_ARRAY_TAIL));
+                        clen += strlen(CTLPROTO_ARRAY_TAIL);
+                }
+                job->started = true;
+                job->sent += n;
+                if (clen > 0)
+                        conn_write(c, out, clen, false);
+                else
+                        free(out);
+                if (r == 0 && !c->closing)
+                        conn_job_end(c);
+        }
 }
 
 static const struct control_command *find_command(struct control *ctl, const char *name,
@@ -297,13 +523,17 @@ static void conn_handle_line(struct control_conn *c, const char *line, size_t le
         }
         c->errmsg[0] = 0;
         r = cmd->fn(c, req.args, &data, ud);
-        if (r < 0) {
+        if (r == CONTROL_DEFERRED && c->job)
+                json_decref(data); /* the reply comes from the job */
+        else if (r < 0 || r == CONTROL_DEFERRED) {
+                if (r == CONTROL_DEFERRED)
+                        r = -EIO;
                 conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
                                  c->errmsg[0] ? c->errmsg : strerror(-r), false);
                 json_decref(data);
         } else {
                 char *out = ctlproto_ok(data, &olen);
-                conn_write(c, out, olen);
+                conn_write(c, out, olen, false);
         }
 out:
         ctl_request_done(&req);
@@ -314,6 +544,11 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         struct control_conn *c = h->data;
         size_t want = c->ctl->opts.max_request + 1;
 
+        if (c->cap - c->len < 4096 && c->off > 0) {
+                memmove(c->buf, c->buf + c->off, c->len - c->off);
+                c->len -= c->off;
+                c->off = 0;
+        }
         if (c->cap - c->len < 4096 && c->cap < want) {
                 size_t cap = MIN(want, MAX(c->cap * 2, (size_t)4096));
                 char *n = realloc(c->buf, cap);
@@ -325,38 +560,140 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
+static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Read while there is room for a request. A client that pipelines more than MaxRequestSize= of
+ * requests is not read from until the daemon has worked through them; an unterminated request
+ * that long is refused. */
+static void conn_check_input(struct control_conn *c)
+{
+        size_t pending = c->len - c->off;
+
+        if (c->closing || c->close_after_write)
+                return;
+        if (pending >= c->ctl->opts.max_request) {
+                if (c->reading)
+                        uv_read_stop((uv_stream_t *)&c->pipe);
+                c->reading = false;
+                if (c->lines == 0) {
+                        char m[96];
+                        snprintf(m, sizeof m, "request larger than %zu bytes",
+                                 c->ctl->opts.max_request);
+                        conn_reply_error(c, -E2BIG, m, true);
+                }
+                return;
+        }
+        if (!c->reading && uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read) >= 0)
+                c->reading = true;
+}
+
 static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
         struct control_conn *c = s->data;
-        size_t start = 0;
+        const char *p;
 
         if (nread < 0) {
                 conn_close(c);
                 return;
         }
-        if (c->close_after_write || c->closing)
+        if (c->close_after_write || c->closing || nread == 0)
                 return;
         c->last_active = uv_now(c->ctl->loop);
+        if (c->topic)
+                return; /* a streaming connection takes no further commands */
+        p = c->buf + c->len;
         c->len += (size_t)nread;
+        for (const char *e = c->buf + c->len; (p = memchr(p, '\n', (size_t)(e - p))); p++)
+                c->lines++;
+        if (c->lines)
+                control_kick(c->ctl);
+        conn_check_input(c);
+}
 
-        for (size_t i = c->len - (size_t)nread; i < c->len && !c->closing; i++) {
-                if (c->buf[i] != '\n')
-                        continue;
-                /* A streaming connection takes no further commands. */
-                if (!c->topic)
-                        conn_handle_line(c, c->buf + start, i - start);
-                start = i + 1;
+/* Handle the next request line of c. */
+static void conn_take_line(struct control_conn *c)
+{
+        char *start = c->buf + c->off;
+        char *nl = memchr(start, '\n', c->len - c->off);
+        size_t l;
+
+        if (!nl) { /* cannot happen: lines counts them */
+                c->lines = 0;
+                return;
         }
+        l = (size_t)(nl - start);
+        c->off += l + 1;
+        c->lines--;
+        conn_handle_line(c, start, l);
         if (c->closing)
                 return;
-        memmove(c->buf, c->buf + start, c->len - start);
-        c->len -= start;
-        if (c->len >= c->ctl->opts.max_request) {
-                char m[96];
-                snprintf(m, sizeof m, "request larger than %zu bytes", c->ctl->opts.max_request);
-                uv_read_stop(s);
-                conn_reply_error(c, -E2BIG, m, true);
+        if (c->off == c->len || c->topic) {
+                /* After a follow request nothing more is read as a command. */
+                c->off = c->len = 0;
+                c->lines = 0;
         }
+        conn_check_input(c);
+}
+
+/* The scheduler. */
+
+static bool conn_runnable(const struct control_conn *c)
+{
+        if (c->closing || c->close_after_write)
+                return false;
+        if (!c->job && (c->topic || c->lines == 0))
+                return false;
+        return c->queued <= CONTROL_OUTQ_LOW;
+}
+
+static void conn_run_once(struct control_conn *c)
+{
+        c->last_active = uv_now(c->ctl->loop);
+        if (c->job)
+                conn_job_step(c);
+        else
+                conn_take_line(c);
+}
+
+/* One loop turn's work: a request or a step for every admin connection that has one, then for
+ * the read-only ones in turn, round robin, as long as CONTROL_TURN_NS lasts (at least one). The
+ * loop polls its sockets (without blocking: an idle handle is active) between turns, so nothing
+ * a client asks for holds the daemon up for longer than a step. */
+static void work_cb(uv_idle_t *h)
+{
+        struct control *ctl = h->data;
+        uint64_t start = uv_hrtime();
+        struct control_conn *c, *next;
+        unsigned k, served = 0;
+        bool more = false;
+
+        for (c = ctl->conns; c; c = next) {
+                next = c->next;
+                if (c->peer.level == CONTROL_ADMIN && conn_runnable(c))
+                        conn_run_once(c);
+        }
+        k = ctl->n_conns;
+        for (unsigned i = 0; i < k && ctl->conns; i++) {
+                if (served > 0 && uv_hrtime() - start > CONTROL_TURN_NS)
+                        break;
+                c = ctl->conns;
+                list_unlink(ctl, c);
+                list_append(ctl, c);
+                if (c->peer.level == CONTROL_ADMIN || !conn_runnable(c))
+                        continue;
+                conn_run_once(c);
+                served++;
+        }
+        for (c = ctl->conns; c && !more; c = c->next)
+                more = conn_runnable(c);
+        if (!more)
+                uv_idle_stop(&ctl->work);
+}
+
+static void control_kick(struct control *ctl)
+{
+        if (!ctl->stopping)
+                uv_idle_start(&ctl->work, work_cb);
 }
 
 /* Refused peers and denied commands are audited, but a local user must not be able to flood the
@@ -389,6 +726,27 @@ static void audit_refusal(struct control *ctl, const struct control_peer *p)
                       json_pack("{si si}", "pid", (int)p->pid, "gid", (int)p->gid));
 }
 
+static unsigned admin_reserve(const struct control *ctl)
+{
+        return MAX(ctl->opts.max_clients / 4, 1u);
+}
+
+unsigned control_tier_limit(const struct control *ctl, enum control_level level)
+{
+        unsigned max = ctl->opts.max_clients;
+
+        if (level == CONTROL_ADMIN)
+                return max;
+        if (level == CONTROL_READ)
+                return max > admin_reserve(ctl) ? max - admin_reserve(ctl) : 1;
+        return 0;
+}
+
+unsigned control_tier_clients(const struct control *ctl, enum control_level level)
+{
+        return level == CONTROL_ADMIN || level == CONTROL_READ ? ctl->n_tier[level] : 0;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
         struct control *ctl = server->data;
@@ -407,10 +765,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->ctl = ctl;
         uv_pipe_init(ctl->loop, &c->pipe, 0);
         c->pipe.data = c;
-        c->next = ctl->conns;
-        if (ctl->conns)
-                ctl->conns->prev = c;
-        ctl->conns = c;
+        list_append(ctl, c);
         ctl->n_conns++;
         c->last_active = uv_now(ctl->loop);
 
@@ -441,11 +796,24 @@ static void on_connection(uv_stream_t *server, int status)
                 conn_reply_error(c, -EACCES, m, true);
                 return;
         }
-        if (ctl->n_conns > ctl->opts.max_clients) {
-                conn_reply_error(c, -EBUSY, "too many control clients", true);
+        /* Each tier within its own limit, and the admins' share kept for them: however many
+         * connections read-only peers open (followers included), root still gets in. */
+        if (control_tier_clients(ctl, c->peer.level) >= control_tier_limit(ctl, c->peer.level) ||
+            (ctl->n_tier[CONTROL_READ] + ctl->n_tier[CONTROL_ADMIN] >= ctl->opts.max_clients &&
+             (c->peer.level != CONTROL_ADMIN ||
+              ctl->n_tier[CONTROL_ADMIN] >= admin_reserve(ctl)))) {
+                char m[128];
+                snprintf(m, sizeof m, "too many control clients (%u of %u for the %s tier)",
+                         control_tier_clients(ctl, c->peer.level),
+                         control_tier_limit(ctl, c->peer.level),
+                         c->peer.level == CONTROL_ADMIN ? "admin" : "read-only");
+                conn_reply_error(c, -EBUSY, m, true);
                 return;
         }
-        uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read);
+        c->counted = true;
+        ctl->n_tier[c->peer.level]++;
+        if (uv_read_start((uv_stream_t *)&c->pipe, conn_alloc, conn_read) >= 0)
+                c->reading = true;
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -454,9 +822,11 @@ static void sweep_cb(uv_timer_t *t)
         uint64_t now = uv_now(ctl->loop);
         struct control_conn *c, *next;
 
+        /* Idle: no request, and nothing of a reply read, for a minute. Followers wait for
+         * events as long as they like, but not with a reply they do not read. */
         for (c = ctl->conns; c; c = next) {
                 next = c->next;
-                if (!c->topic && now - c->last_active > CONTROL_IDLE_MS)
+                if ((!c->topic || c->job) && now - c->last_active > CONTROL_IDLE_MS)
                         conn_close(c);
         }
 }
@@ -535,6 +905,8 @@ int control_new(uv_loop_t *loop, struct audit *audit, const struct control_optio
                 uv_close((uv_handle_t *)&ctl->server, control_handle_closed);
                 return r;
         }
+        uv_idle_init(loop, &ctl->work);
+        ctl->work.data = ctl;
         uv_timer_init(loop, &ctl->sweep);
         ctl->sweep.data = ctl;
         uv_timer_start(&ctl->sweep, sweep_cb, CONTROL_SWEEP_MS, CONTROL_SWEEP_MS);
@@ -584,9 +956,10 @@ void control_stop(struct control *ctl)
         if (ctl->path)
                 unlink(ctl->path);
         ctl->stopping = true;
-        ctl->pending_closes += 2;
+        ctl->pending_closes += 3;
         uv_close((uv_handle_t *)&ctl->server, control_handle_closed);
         uv_close((uv_handle_t *)&ctl->sweep, control_handle_closed);
+        uv_close((uv_handle_t *)&ctl->work, control_handle_closed);
 }
 
 int control_config_parse_max_clients(const char *v, void *field, const char **reason)

@@ -109,6 +109,127 @@ char *ctlproto_event(const char *event, json_t *data, size_t *ret_len)
                          ret_len);
 }
 
+char *ctlproto_array_chunk(json_t *arr, bool first, size_t *ret_len)
+{
+        char *out = NULL;
+        size_t len = 0, cap = 0;
+        json_t *v;
+        size_t i;
+
+        if (!arr)
+                return NULL;
+        out = malloc(1);
+        if (!out)
+                goto fail;
+        out[0] = 0;
+        json_array_foreach (arr, i, v) {
+                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                size_t n;
+                if (!s)
+                        goto fail;
+                n = strlen(s);
+                if (len + n + 2 > cap) {
+                        size_t ncap = (len + n + 2) * 2;
+                        char *b = realloc(out, ncap);
+                        if (!b) {
+                                free(s);
+                                goto fail;
+                        }
+                        out = b;
+                        cap = ncap;
+                }
+                if (!first || i > 0)
+                        out[len++] = ',';
+                memcpy(out + len, s, n);
+                len += n;
+                out[len] = 0;
+                free(s);
+        }
+        json_decref(arr);
+        *ret_len = len;
+        return out;
+fail:
+        free(out);
+        json_decref(arr);
+        return NULL;
+}
+
+static bool json_space(char c)
+{
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len, size_t *ret_len,
+                         size_t *ret_used)
+{
+        for (; s->pos < len; s->pos++) {
+                char c = buf[s->pos];
+
+                if (s->closed) {
+                        /* After the array: the reply's closing brace, then the newline. */
+                        if (c == '}' && s->depth == 0)
+                                s->depth = 1;
+                        else if (c == '\n') {
+                                if (s->depth != 1)
+                                        return -EBADMSG;
+                                *ret_used = s->pos + 1;
+                                *ret_len = 0;
+                                *s = (struct ctlproto_splitter){ 0 };
+                                return CTLPROTO_SPLIT_END;
+                        } else if (!json_space(c))
+                                return -EBADMSG;
+                        continue;
+                }
+                if (s->in_string) {
+                        if (s->escape)
+                                s->escape = false;
+                        else if (c == '\\')
+                                s->escape = true;
+                        else if (c == '"')
+                                s->in_string = false;
+                        else if (c == '\n')
+                                return -EBADMSG;
+                        continue;
+                }
+                switch (c) {
+                case '"': s->in_string = true; break;
+                case '{':
+                case '[':
+                        if (++s->depth > 4096)
+                                return -EBADMSG;
+                        break;
+                case '}':
+                case ']':
+                        if (s->depth > 0) {
+                                s->depth--;
+                                break;
+                        }
+                        if (c == '}')
+                                return -EBADMSG;
+                        /* The array's end: the last element, if any, ends here. */
+                        for (size_t i = 0; i < s->pos; i++)
+                                if (!json_space(buf[i])) {
+                                        *ret_len = s->pos;
+                                        *ret_used = s->pos; /* the ']' stays for the next call */
+                                        s->pos = 0;
+                                        return CTLPROTO_SPLIT_ELEMENT;
+                                }
+                        s->closed = true;
+                        break;
+                case ',':
+                        if (s->depth > 0)
+                                break;
+                        *ret_len = s->pos;
+                        *ret_used = s->pos + 1;
+                        s->pos = 0;
+                        return CTLPROTO_SPLIT_ELEMENT;
+                case '\n': return -EBADMSG;
+                default: break;
+                }
+        }
+        return CTLPROTO_SPLIT_MORE;
+}
+
 int ctlproto_parse_response(const char *line, size_t len, json_t **ret_data, char **ret_error)
 {
         json_t *root = json_loadb(line, len, 0, NULL), *ok, *ev;

@@ -36,6 +36,35 @@ char *ctlproto_ok(json_t *data, size_t *ret_len);
 char *ctlproto_error(const char *code, const char *message, size_t *ret_len);
 char *ctlproto_event(const char *event, json_t *data, size_t *ret_len);
 
+/* A success reply whose data is a long array goes out in pieces, each written when the client
+ * has read the one before, so that neither side holds the whole reply: the head
+ * CTLPROTO_ARRAY_HEAD, then the elements, then CTLPROTO_ARRAY_TAIL. The bytes are exactly those
+ * of ctlproto_ok() with the same array. */
+#define CTLPROTO_ARRAY_HEAD "{\"ok\":true,\"data\":["
+#define CTLPROTO_ARRAY_TAIL "]}\n"
+/* The elements of arr (stolen) as compact JSON separated by commas, with a leading comma unless
+ * first. NULL on ENOMEM; an empty array gives "". */
+char *ctlproto_array_chunk(json_t *arr, bool first, size_t *ret_len);
+
+/* Client side of the above: split what follows CTLPROTO_ARRAY_HEAD into elements as it arrives.
+ * buf holds the unconsumed bytes; the splitter remembers how far it has looked. Returns
+ * CTLPROTO_SPLIT_ELEMENT with the element in buf[0, *ret_len) and *ret_used bytes to drop
+ * (element and separator), CTLPROTO_SPLIT_END when buf starts with the end of the array (drop
+ * *ret_used bytes, up to and including the newline), CTLPROTO_SPLIT_MORE when more bytes are
+ * needed, -EBADMSG when this is not a JSON array. */
+struct ctlproto_splitter {
+        size_t pos;
+        unsigned depth;
+        bool in_string, escape, closed;
+};
+enum {
+        CTLPROTO_SPLIT_MORE = 0,
+        CTLPROTO_SPLIT_ELEMENT = 1,
+        CTLPROTO_SPLIT_END = 2,
+};
+int ctlproto_split_array(struct ctlproto_splitter *s, const char *buf, size_t len, size_t *ret_len,
+                         size_t *ret_used);
+
 /* Client side: parse one response line. Returns 1 for ok (data in *ret_data), 0 for an error
  * (message in *ret_error, malloc'ed), 2 for a stream event (data in *ret_data, name in
  * *ret_error), -EBADMSG when the line is not a valid response. */

@@ -12,6 +12,7 @@
 #include "cloud/auditexport.h"
 #include "monitor/baseline.h"
 #include "link/ble.h"
+#include "ctl/audit-ctl.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
 #include "ctl/monitor-ctl.h"
@@ -47,6 +48,7 @@ struct gateway {
         struct audit *audit;
         struct registry *registry;
         struct control *control;
+        struct audit_ctl *audit_ctl; /* audit.tail, audit.verify */
         struct link_manager *link;
         struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
         struct ble_manager *ble;
@@ -351,51 +353,9 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
         return 0;
 }
 
-static int cmd_audit_tail(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct gateway *gw = ud;
-        const char *err;
-        long long n;
-        bool follow;
-        int r;
-
-        if (ctl_arg_int(args, "n", 0, 100000, 20, &n, &err) < 0 ||
-            ctl_arg_bool(args, "follow", false, &follow, &err) < 0)
-                return control_conn_error(c, -EINVAL, "%s", err);
-        r = audit_tail(gw->audit, n, ret);
-        if (r < 0)
-                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
-        if (follow) {
-                /* The reply goes out first; new records follow as "audit" events. */
-                control_conn_subscribe(c, "audit");
-                return CONTROL_STREAM;
-        }
-        return 0;
-}
-
-static int cmd_audit_verify(struct control_conn *c, json_t *args, json_t **ret, void *ud)
-{
-        struct gateway *gw = ud;
-        struct audit_verify_result res;
-        int r = audit_verify(gw->audit, &res);
-
-        if (r < 0)
-                return control_conn_error(c, r, "cannot read the audit log: %s", strerror(-r));
-        audit_log(gw->audit, control_conn_peer(c)->actor, "audit.verify", "",
-                  json_pack("{sb sI}", "ok", res.ok, "records", (json_int_t)res.records));
-        if (!res.ok)
-                log_error("audit chain broken at record %lld: %s", (long long)res.first_bad_seq,
-                          res.reason);
-        *ret = json_pack("{sb sI sI ss}", "ok", res.ok, "records", (json_int_t)res.records,
-                         "first_bad_seq", (json_int_t)res.first_bad_seq, "reason", res.reason);
-        return 0;
-}
-
 static const struct control_command core_commands[] = {
         { "status", CONTROL_READ, cmd_status },
         { "reload", CONTROL_ADMIN, cmd_reload },
-        { "audit.tail", CONTROL_READ, cmd_audit_tail },
-        { "audit.verify", CONTROL_READ, cmd_audit_verify },
 };
 
 static void on_audit_record(void *ud, const struct audit_record *rec)
@@ -625,6 +585,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 goto fail;
         if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
                     0 ||
+            (r = audit_ctl_new(loop, gw->audit, gw->control, &gw->audit_ctl)) < 0 ||
             (r = registry_ctl_add_commands(gw->control, gw->registry)) < 0)
                 goto fail;
 
@@ -765,6 +726,8 @@ void gateway_free(struct gateway *gw)
          * touch the database there (pre-commit hooks, last rows): let those run while the
          * database is open. */
         uv_run(gw->loop, UV_RUN_DEFAULT);
+        audit_ctl_free(gw->audit_ctl); /* after the connections, whose work may refer to it */
+        gw->audit_ctl = NULL;
         if (gw->audit) {
                 audit_log(gw->audit, "daemon", "daemon.stop", gw_name(gw), NULL);
                 audit_set_listener(gw->audit, NULL, NULL);

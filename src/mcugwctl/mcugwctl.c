@@ -33,7 +33,6 @@
 #include "basic/macro.h"
 
 #define DEFAULT_SOCKET "/run/mcugw/control.sock"
-#define MAX_LINE (16 * 1024 * 1024)
 
 static const char *arg_socket;
 static bool arg_json;
@@ -41,8 +40,8 @@ static int arg_timeout_ms = 30000;
 
 struct client {
         int fd;
-        char *buf;
-        size_t len, cap;
+        char *buf; /* received: [off, len) not consumed yet */
+        size_t off, len, cap;
 };
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -104,49 +103,94 @@ static int client_send(struct client *cl, const char *cmd, json_t *args)
         return 0;
 }
 
-/* Read one line; timeout < 0 waits forever. Returns length, 0 on EOF, -errno. */
-static ssize_t client_read_line(struct client *cl, int timeout, char **ret)
+/* Receive what the socket has, growing the buffer as needed: a reply line may be of any size
+ * (docs/control-protocol.md); only its array elements are handed on one by one (call_each).
+ * timeout < 0 waits forever. Returns the bytes received, 0 on EOF, -errno. */
+static ssize_t client_fill(struct client *cl, int timeout)
 {
-        for (;;) {
-                char *nl = cl->buf ? memchr(cl->buf, '\n', cl->len) : NULL;
-                struct pollfd p = { .fd = cl->fd, .events = POLLIN };
-                ssize_t n;
+        struct pollfd p = { .fd = cl->fd, .events = POLLIN };
+        ssize_t n;
 
-                if (nl) {
-                        size_t l = (size_t)(nl - cl->buf);
-                        char *line = memdup_nul(cl->buf, l);
-                        if (!line)
-                                return -ENOMEM;
-                        memmove(cl->buf, nl + 1, cl->len - l - 1);
-                        cl->len -= l + 1;
-                        *ret = line;
-                        return (ssize_t)l + 1;
-                }
-                if (cl->len + 65536 > cl->cap) {
-                        char *b;
-                        if (cl->cap >= MAX_LINE)
-                                return -E2BIG;
-                        b = realloc(cl->buf, cl->cap + 65536 + 1);
-                        if (!b)
-                                return -ENOMEM;
-                        cl->buf = b;
-                        cl->cap += 65536;
-                }
+        if (cl->off > 0) {
+                memmove(cl->buf, cl->buf + cl->off, cl->len - cl->off);
+                cl->len -= cl->off;
+                cl->off = 0;
+        }
+        if (cl->cap - cl->len < 65536) {
+                size_t cap = MAX(cl->cap * 2, (size_t)256 * 1024);
+                char *b;
+                if (cap < cl->cap)
+                        return -ENOMEM;
+                b = realloc(cl->buf, cap + 1);
+                if (!b)
+                        return -ENOMEM;
+                cl->buf = b;
+                cl->cap = cap;
+        }
+        for (;;) {
                 n = poll(&p, 1, timeout);
                 if (n < 0 && errno == EINTR)
                         continue;
+                if (n < 0)
+                        return -errno;
                 if (n == 0)
                         return -ETIMEDOUT;
                 n = recv(cl->fd, cl->buf + cl->len, cl->cap - cl->len, 0);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
                         return -errno;
-                }
-                if (n == 0)
-                        return 0;
                 cl->len += (size_t)n;
+                return n;
         }
+}
+
+/* Read one line; timeout < 0 waits forever (between arriving bytes). Returns length, 0 on EOF,
+ * -errno. */
+static ssize_t client_read_line(struct client *cl, int timeout, char **ret)
+{
+        size_t scanned = 0;
+
+        for (;;) {
+                char *nl = cl->len > cl->off ? memchr(cl->buf + cl->off + scanned, '\n',
+                                                      cl->len - cl->off - scanned)
+                                             : NULL;
+                ssize_t n;
+
+                if (nl) {
+                        size_t l = (size_t)(nl - (cl->buf + cl->off));
+                        char *line = memdup_nul(cl->buf + cl->off, l);
+                        if (!line)
+                                return -ENOMEM;
+                        cl->off += l + 1;
+                        *ret = line;
+                        return (ssize_t)l + 1;
+                }
+                scanned = cl->len - cl->off;
+                n = client_fill(cl, timeout);
+                if (n <= 0)
+                        return n;
+        }
+}
+
+/* Read one reply line. Returns 0 with *ret_data, or prints the error. */
+static int call_read_reply(struct client *cl, json_t **ret_data)
+{
+        _cleanup_free_ char *line = NULL, *err = NULL;
+        ssize_t n;
+        int r;
+
+        n = client_read_line(cl, arg_timeout_ms, &line);
+        if (n == 0)
+                return fail("the daemon closed the connection without answering"), -1;
+        if (n < 0)
+                return fail("no reply from the daemon: %s", strerror((int)-n)), -1;
+        r = ctlproto_parse_response(line, strlen(line), ret_data, &err);
+        if (r == 0)
+                return fail("%s", err), -1;
+        if (r != 1)
+                return fail("malformed reply from the daemon"), -1;
+        return 0;
 }
 
 /* Send a request and wait for its reply. Returns 0 with *ret_data, or prints the error. */
@@ -174,6 +218,79 @@ static int call(struct client *cl, const char *cmd, json_t *args, json_t **ret_d
         if (r != 1)
                 return fail("malformed reply from the daemon"), -1;
         return 0;
+}
+
+/* Send a request whose reply is an array, and hand its elements to each() as they arrive: a
+ * long array reply (CTLPROTO_ARRAY_HEAD …) is never held whole. Returns 0 once the whole array
+ * was read, or prints the error. */
+static int call_each(struct client *cl, const char *cmd, json_t *args,
+                     void (*each)(json_t *elem, void *userdata), void *userdata)
+{
+        const size_t hl = strlen(CTLPROTO_ARRAY_HEAD);
+        struct ctlproto_splitter sp = { 0 };
+        json_t *d = NULL, *e;
+        ssize_t n = 1;
+        size_t i;
+        int r;
+
+        if (client_connect(cl) < 0)
+                return -1;
+        r = client_send(cl, cmd, args);
+        while (cl->len - cl->off < hl &&
+               (cl->len == cl->off || !memchr(cl->buf + cl->off, '\n', cl->len - cl->off)) &&
+               (n = client_fill(cl, arg_timeout_ms)) > 0)
+                ;
+        if (cl->len - cl->off < hl || memcmp(cl->buf + cl->off, CTLPROTO_ARRAY_HEAD, hl) != 0) {
+                /* An error, or a reply in one piece. */
+                if (n <= 0 && cl->len == cl->off) {
+                        if (r < 0)
+                                return fail("cannot send request: %s", strerror(-r)), -1;
+                        if (n == 0)
+                                return fail("the daemon closed the connection without "
+                                            "answering"),
+                                       -1;
+                        return fail("no reply from the daemon: %s", strerror((int)-n)), -1;
+                }
+                r = call_read_reply(cl, &d);
+                if (r < 0)
+                        return r;
+                if (!json_is_array(d)) {
+                        json_decref(d);
+                        return fail("malformed reply from the daemon"), -1;
+                }
+                json_array_foreach (d, i, e)
+                        each(e, userdata);
+                json_decref(d);
+                return 0;
+        }
+        cl->off += hl;
+        for (;;) {
+                size_t len = 0, used = 0;
+                int k = ctlproto_split_array(&sp, cl->buf + cl->off, cl->len - cl->off, &len,
+                                             &used);
+                if (k < 0)
+                        return fail("malformed reply from the daemon"), -1;
+                if (k == CTLPROTO_SPLIT_MORE) {
+                        n = client_fill(cl, arg_timeout_ms);
+                        if (n == 0)
+                                return fail("the daemon closed the connection in the middle of "
+                                            "its reply"),
+                                       -1;
+                        if (n < 0)
+                                return fail("reply interrupted: %s", strerror((int)-n)), -1;
+                        continue;
+                }
+                if (k == CTLPROTO_SPLIT_ELEMENT) {
+                        e = json_loadb(cl->buf + cl->off, len, JSON_DECODE_ANY, NULL);
+                        if (!e)
+                                return fail("malformed reply from the daemon"), -1;
+                        each(e, userdata);
+                        json_decref(e);
+                }
+                cl->off += used;
+                if (k == CTLPROTO_SPLIT_END)
+                        return 0;
+        }
 }
 
 static void print_json(json_t *v)
@@ -434,6 +551,50 @@ static void print_audit_record(json_t *r)
         free(details);
 }
 
+/* audit tail's records as they arrive: a table, JSON lines with --follow, or one JSON array
+ * (indented as print_json() would) without. elem NULL: the end of the reply. */
+struct tail_printer {
+        bool follow, started;
+};
+
+static void print_tail_element(json_t *elem, void *userdata)
+{
+        struct tail_printer *tp = userdata;
+        bool array = arg_json && !tp->follow;
+
+        if (!elem) {
+                if (array)
+                        puts(tp->started ? "\n]" : "[]");
+                else if (!tp->started && !arg_json)
+                        print_tail_element(json_null(), tp); /* the header alone */
+                return;
+        }
+        if (!tp->started) {
+                if (array)
+                        fputs("[\n", stdout);
+                else if (!arg_json)
+                        printf("%6s  %-20s  %-20s %-22s %-20s %s\n", "SEQ", "TIME", "ACTOR",
+                               "EVENT", "SUBJECT", "DETAILS");
+        } else if (array)
+                fputs(",\n", stdout);
+        if (json_is_null(elem)) {
+                tp->started = true;
+                return;
+        }
+        if (array) {
+                char *s = json_dumps(elem, JSON_INDENT(2) | JSON_ENCODE_ANY);
+                fputs("  ", stdout);
+                for (const char *p = s ? s : "null"; *p; p++) {
+                        putchar(*p);
+                        if (*p == '\n')
+                                fputs("  ", stdout);
+                }
+                free(s);
+        } else
+                print_audit_record(elem);
+        tp->started = true;
+}
+
 static int do_audit_tail(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -442,7 +603,7 @@ static int do_audit_tail(int argc, char **argv)
                 {},
         };
         struct client cl = { .fd = -1 };
-        json_t *d = NULL;
+        struct tail_printer tp = { 0 };
         long long n = 20;
         bool follow = false;
         int c, ret = EXIT_FAILURE;
@@ -462,20 +623,11 @@ static int do_audit_tail(int argc, char **argv)
         if (optind < argc)
                 return fail("audit tail: unexpected argument '%s'", argv[optind]);
 
-        if (call(&cl, "audit.tail", json_pack("{sI sb}", "n", (json_int_t)n, "follow", follow),
-                 &d) < 0)
+        tp.follow = follow;
+        if (call_each(&cl, "audit.tail", json_pack("{sI sb}", "n", (json_int_t)n, "follow", follow),
+                      print_tail_element, &tp) < 0)
                 goto out;
-        if (arg_json && !follow)
-                print_json(d);
-        else {
-                size_t i;
-                json_t *r;
-                if (!arg_json)
-                        printf("%6s  %-20s  %-20s %-22s %-20s %s\n", "SEQ", "TIME", "ACTOR",
-                               "EVENT", "SUBJECT", "DETAILS");
-                json_array_foreach (d, i, r)
-                        print_audit_record(r);
-        }
+        print_tail_element(NULL, &tp);
         fflush(stdout);
         while (follow) {
                 _cleanup_free_ char *line = NULL, *ev = NULL;
@@ -495,7 +647,6 @@ static int do_audit_tail(int argc, char **argv)
         }
         ret = EXIT_SUCCESS;
 out:
-        json_decref(d);
         if (cl.fd >= 0)
                 close(cl.fd);
         free(cl.buf);

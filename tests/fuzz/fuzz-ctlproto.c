@@ -27,5 +27,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 json_decref(d);
                 free(msg);
         }
+        /* mcugwctl's splitter of long array replies, fed what follows the array's head. */
+        {
+                struct ctlproto_splitter sp = { 0 };
+                size_t off = 0, len, used;
+                int k;
+                while ((k = ctlproto_split_array(&sp, (const char *)data + off, size - off, &len,
+                                                 &used)) > 0) {
+                        if (used > size - off || len > size - off)
+                                abort();
+                        off += used;
+                        if (k == CTLPROTO_SPLIT_END)
+                                break;
+                }
+        }
         return 0;
 }

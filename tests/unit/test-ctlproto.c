@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "ctl/ctlproto.h"
+#include "basic/macro.h"
 
 static int parse(const char *s, struct ctl_request *r, const char **err)
 {
@@ -111,13 +112,126 @@ static void test_args(void **state)
         json_decref(a);
 }
 
+/* The chunked array reply is byte for byte what ctlproto_ok() sends for the same array. */
+static char *chunked(json_t *arr, size_t per_chunk, size_t *ret_len)
+{
+        size_t n = json_array_size(arr), len = strlen(CTLPROTO_ARRAY_HEAD);
+        char *out = strdup(CTLPROTO_ARRAY_HEAD);
+
+        for (size_t i = 0; i < n || i == 0; i += per_chunk) {
+                json_t *part = json_array();
+                size_t clen = 0;
+                char *c;
+                for (size_t k = i; k < n && k < i + per_chunk; k++)
+                        json_array_append(part, json_array_get(arr, k));
+                c = ctlproto_array_chunk(part, i == 0, &clen);
+                assert_non_null(c);
+                out = realloc(out, len + clen + 1);
+                memcpy(out + len, c, clen + 1);
+                len += clen;
+                free(c);
+                if (n == 0)
+                        break;
+        }
+        out = realloc(out, len + strlen(CTLPROTO_ARRAY_TAIL) + 1);
+        strcpy(out + len, CTLPROTO_ARRAY_TAIL);
+        *ret_len = len + strlen(CTLPROTO_ARRAY_TAIL);
+        return out;
+}
+
+static void test_array_chunks(void **state)
+{
+        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {}]", "a", "x,]}\"\\", "b", 1, "str\n,", 1,
+                                "q", 7);
+        for (size_t per = 1; per <= 6; per++) {
+                size_t len = 0, olen = 0;
+                char *c = chunked(arr, per, &len);
+                char *o = ctlproto_ok(json_incref(arr), &olen);
+                assert_int_equal(len, olen);
+                assert_memory_equal(c, o, len);
+                free(c);
+                free(o);
+        }
+        {
+                json_t *empty = json_array();
+                size_t len = 0, olen = 0;
+                char *c = chunked(empty, 3, &len);
+                char *o = ctlproto_ok(json_incref(empty), &olen);
+                assert_string_equal(c, o);
+                free(c);
+                free(o);
+                json_decref(empty);
+        }
+        json_decref(arr);
+}
+
+/* Split a reply fed in pieces of every size; the elements come out whole and in order. */
+static void test_split_array(void **state)
+{
+        json_t *arr = json_pack("[{ss si} s [i,{s[]}] i {} s]", "a", "x,]}\"\\[{", "b", 1, "str,]",
+                                1, "q", 7, "");
+        size_t olen = 0;
+        char *o = ctlproto_ok(json_incref(arr), &olen);
+        size_t hl = strlen(CTLPROTO_ARRAY_HEAD);
+
+        assert_memory_equal(o, CTLPROTO_ARRAY_HEAD, hl);
+        for (size_t piece = 1; piece <= olen; piece++) {
+                struct ctlproto_splitter sp = { 0 };
+                char buf[512];
+                size_t have = 0, fed = hl, got = 0;
+                bool end = false;
+
+                while (!end) {
+                        size_t len = 0, used = 0;
+                        int k = ctlproto_split_array(&sp, buf, have, &len, &used);
+                        assert_true(k >= 0);
+                        if (k == CTLPROTO_SPLIT_MORE) {
+                                size_t n = MIN(piece, olen - fed);
+                                assert_true(n > 0);
+                                memcpy(buf + have, o + fed, n);
+                                have += n;
+                                fed += n;
+                                continue;
+                        }
+                        if (k == CTLPROTO_SPLIT_ELEMENT) {
+                                json_t *e = json_loadb(buf, len, JSON_DECODE_ANY, NULL);
+                                assert_non_null(e);
+                                assert_true(json_equal(e, json_array_get(arr, got)));
+                                json_decref(e);
+                                got++;
+                        } else
+                                end = true;
+                        memmove(buf, buf + used, have - used);
+                        have -= used;
+                }
+                assert_int_equal(got, json_array_size(arr));
+                assert_int_equal(fed, olen);
+                assert_int_equal(have, 0);
+        }
+        free(o);
+        json_decref(arr);
+
+        {
+                struct ctlproto_splitter sp = { 0 };
+                size_t len, used;
+                assert_int_equal(ctlproto_split_array(&sp, "]}\n", 3, &len, &used),
+                                 CTLPROTO_SPLIT_END);
+                assert_int_equal(used, 3);
+                sp = (struct ctlproto_splitter){ 0 };
+                assert_int_equal(ctlproto_split_array(&sp, "1}", 2, &len, &used), -EBADMSG);
+                sp = (struct ctlproto_splitter){ 0 };
+                assert_int_equal(ctlproto_split_array(&sp, "\"a\nb\"]", 7, &len, &used), -EBADMSG);
+                sp = (struct ctlproto_splitter){ 0 };
+                assert_int_equal(ctlproto_split_array(&sp, "]x", 2, &len, &used), -EBADMSG);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_valid),
-                cmocka_unit_test(test_invalid),
-                cmocka_unit_test(test_roundtrip),
-                cmocka_unit_test(test_args),
+                cmocka_unit_test(test_valid),        cmocka_unit_test(test_invalid),
+                cmocka_unit_test(test_roundtrip),    cmocka_unit_test(test_args),
+                cmocka_unit_test(test_array_chunks), cmocka_unit_test(test_split_array),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
