@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <ini.h>
 #include <openssl/evp.h>
 
@@ -1033,6 +1034,47 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
                 conf_errors_add(err, "%s: [Outbox] MaxBytes must be at least 1M", name);
 }
 
+/* The files the configuration names (keys, certificates) are read later, some only when the
+ * cloud session connects; check now that each one that exists is a regular file of a sane size,
+ * so that a FIFO, a device or a directory is an error of the configuration (with --check-config
+ * and on reload) rather than a stall or a late failure. Absent or unreadable files are not
+ * reported here: some are created later (the link key, provisioned credentials), and
+ * --check-config may run as another user than the daemon. */
+static void conf_check_files(const struct conf *c, const char *name, struct conf_errors *err)
+{
+        _cleanup_free_ char *link_key = NULL;
+        const struct {
+                const char *key;
+                const char *path;
+        } files[] = {
+                { "[Link] PrivateKeyFile=", c->link_private_key_file },
+                { "[MQTT] CAFile=", c->mqtt_ca_file },
+                { "[MQTT] CertificateFile=", c->mqtt_cert_file },
+                { "[MQTT] KeyFile=", c->mqtt_key_file },
+                { "[Provisioning] ClaimCertificateFile=", c->prov_claim_cert },
+                { "[Provisioning] ClaimKeyFile=", c->prov_claim_key },
+                { "[OTA] CodeSigningCertificate=", c->ota_signing_cert },
+                { "[Link] PrivateKeyFile= (default)", NULL },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                const char *p = files[i].path;
+                char msg[PATH_MAX + 128];
+                int fd;
+
+                if (i == ELEMENTSOF(files) - 1 && !c->link_private_key_file && c->state_dir &&
+                    asprintf(&link_key, "%s/link.key", c->state_dir) >= 0)
+                        p = link_key;
+                if (!p || strncmp(p, "pkcs11:", 7) == 0)
+                        continue;
+                fd = fileio_open(p, 0, FILEIO_PEM_MAX, NULL, msg, sizeof msg);
+                if (fd >= 0)
+                        close(fd);
+                else if (fd != -ENOENT && fd != -EACCES && fd != -EPERM && fd != -ENOTDIR)
+                        conf_errors_add(err, "%s: %s %s", name, files[i].key, msg);
+        }
+}
+
 int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
 {
         struct conf *c = conf_new_defaults();
@@ -1072,6 +1114,7 @@ int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
                 goto out;
 
         conf_validate(c, path, err);
+        conf_check_files(c, path, err);
         conf_finish(c, md);
 out:
         EVP_MD_CTX_free(md);

@@ -15,6 +15,7 @@
 #include "control.h"
 #include "ctlproto.h"
 #include "db.h"
+#include "fileio.h"
 #include "link.h"
 #include "log.h"
 #include "macro.h"
@@ -1025,14 +1026,19 @@ static int cmd_show(struct control_conn *c, json_t *args, json_t **ret, void *ud
 
 static int read_sig_file(const char *path, uint8_t *sig, size_t cap)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        size_t n;
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0;
+        int r;
 
-        if (!f)
-                return -errno;
-        n = fread(sig, 1, cap, f);
-        if (n == 0 || n >= cap || !feof(f))
+        /* A regular file of at most cap - 1 bytes, never a FIFO that blocks the loop. */
+        r = fileio_read(path, 0, cap - 1, &buf, &n, NULL, 0);
+        if (r == -EFBIG)
                 return -EBADMSG;
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -EBADMSG;
+        memcpy(sig, buf, n);
         return (int)n;
 }
 
@@ -1068,10 +1074,15 @@ static int cmd_start(struct control_conn *c, json_t *args, json_t **ret, void *u
                 n = 0; /* unsigned: allowed only with AllowUnsigned=yes */
         else if (n < 0)
                 return control_conn_error(c, n, "cannot read the signature %s: %s", sigfile,
-                                          n == -EBADMSG ? "not a DER signature" : strerror(-n));
+                                          n == -EBADMSG            ? "not a DER signature"
+                                          : n == -EINVAL || n == -EISDIR ? "not a regular file"
+                                                                         : strerror(-n));
         r = ota_cache_import(o->cache, file, &img);
         if (r < 0)
-                return control_conn_error(c, r, "cannot read %s: %s", file, strerror(-r));
+                return control_conn_error(c, r, "cannot read %s: %s", file,
+                                          r == -EINVAL || r == -EISDIR
+                                                  ? "not a regular file (or empty)"
+                                                  : strerror(-r));
         spec.actor = control_conn_peer(c)->actor;
         spec.image = img;
         spec.sig = sig;

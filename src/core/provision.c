@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "conf.h"
 #include "control.h"
+#include "cred.h"
 #include "ctlproto.h"
 #include "log.h"
 #include "macro.h"
@@ -290,16 +291,14 @@ static json_t *cert_info(X509 *x)
 
 json_t *provision_cert_info(const char *path, char *err, size_t n)
 {
-        FILE *f = fopen(path, "re");
+        BIO *bio = NULL;
         X509 *x;
         json_t *o;
 
-        if (!f) {
-                snprintf(err, n, "%s: %s", path, strerror(errno));
+        if (cred_file_bio(path, false, &bio, err, n) < 0) /* regular file, bounded */
                 return NULL;
-        }
-        x = PEM_read_X509(f, NULL, NULL, NULL);
-        fclose(f);
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
         if (!x) {
                 snprintf(err, n, "%s: not a PEM certificate", path);
                 return NULL;
