@@ -37,6 +37,8 @@ struct db {
         size_t n_hooks;
         struct db_hook *rollback_hooks;
         size_t n_rollback_hooks;
+        struct db_hook *postcommit_hooks;
+        size_t n_postcommit_hooks;
 };
 
 /* Forward-only migrations; index i upgrades user_version i to i + 1. Add, never edit. */
@@ -214,7 +216,9 @@ int db_commit(struct db *db)
                         /* Let the modules bring what they keep in memory back in line. */
                         for (size_t i = 0; i < db->n_rollback_hooks; i++)
                                 db->rollback_hooks[i].fn(db->rollback_hooks[i].userdata);
-                }
+                } else
+                        for (size_t i = 0; i < db->n_postcommit_hooks; i++)
+                                db->postcommit_hooks[i].fn(db->postcommit_hooks[i].userdata);
                 db->in_txn = false;
                 db->commits++;
         }
@@ -265,6 +269,36 @@ void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdat
                         db->n_hooks--;
                         return;
                 }
+}
+
+static int hook_add(struct db_hook **hooks, size_t *n_hooks, int (*fn)(void *), void *userdata)
+{
+        struct db_hook *n = realloc(*hooks, (*n_hooks + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        *hooks = n;
+        n[(*n_hooks)++] = (struct db_hook){ fn, userdata };
+        return 0;
+}
+
+static void hook_remove(struct db_hook *hooks, size_t *n_hooks, int (*fn)(void *), void *userdata)
+{
+        for (size_t i = 0; i < *n_hooks; i++)
+                if (hooks[i].fn == fn && hooks[i].userdata == userdata) {
+                        memmove(&hooks[i], &hooks[i + 1], (*n_hooks - i - 1) * sizeof hooks[0]);
+                        (*n_hooks)--;
+                        return;
+                }
+}
+
+int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        return hook_add(&db->postcommit_hooks, &db->n_postcommit_hooks, fn, userdata);
+}
+
+void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        hook_remove(db->postcommit_hooks, &db->n_postcommit_hooks, fn, userdata);
 }
 
 int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
@@ -353,6 +387,7 @@ static void db_free(struct db *db)
         free(db->waiters);
         free(db->hooks);
         free(db->rollback_hooks);
+        free(db->postcommit_hooks);
         free(db);
 }
 

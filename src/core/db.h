@@ -42,6 +42,9 @@ int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
 int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 /* Undo db_add_precommit(); owners call it before they go away. */
 void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
+/* Called after every successful commit (the rows are in the database file or its WAL). */
+int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata);
+void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 /* Called after a failed commit was rolled back: what was written since the last commit is gone,
  * and whoever keeps a copy in memory (the audit chain head, the registry) must resync. */
 int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata);
