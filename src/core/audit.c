@@ -201,8 +201,7 @@ void audit_free(struct audit *a)
                 /* A copy for the journal, outside the box if it is forwarded. */
                 char h[2 * AUDIT_HASH_LEN + 1];
                 hex(a->head_hash, AUDIT_HASH_LEN, h);
-                log_info("audit: chain head at stop: seq %lld hash %s", (long long)a->head_seq,
-                         h);
+                log_info("audit: chain head at stop: seq %lld hash %s", (long long)a->head_seq, h);
         }
         db_remove_precommit(a->db, audit_precommit, a);
         db_remove_postcommit(a->db, audit_postcommit, a);
@@ -277,8 +276,7 @@ static int head_file_read(const char *path, int64_t *ret_seq, uint8_t ret_hash[A
                 return 0;
         if (r < 0)
                 return r;
-        if (memchr(text, 0, len) ||
-            sscanf(text, "%31s seq=%lld hash=%65s", magic, &seq, h) != 3 ||
+        if (memchr(text, 0, len) || sscanf(text, "%31s seq=%lld hash=%65s", magic, &seq, h) != 3 ||
             strcmp(magic, HEAD_FILE_MAGIC) != 0 || seq < 0 ||
             unhex(h, ret_hash, AUDIT_HASH_LEN) < 0) {
                 snprintf(err, errlen, "%s: not an audit head file (expected \"%s seq=N hash=HEX\")",
@@ -356,7 +354,8 @@ static bool chain_has(struct audit *a, int64_t seq, const uint8_t hash[AUDIT_HAS
 }
 
 static void check_fail(struct audit_head_check *res, const char *source, int64_t seq,
-                       const uint8_t *hash, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                       const uint8_t *hash, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 static void check_fail(struct audit_head_check *res, const char *source, int64_t seq,
                        const uint8_t *hash, const char *fmt, ...)
 {
@@ -397,14 +396,12 @@ int audit_check_head(struct audit *a, const char *head_file, struct audit_head_c
         mr = meta_head_read(a, &mseq, mh);
         if (mr == -EBADMSG)
                 check_fail(res, "meta.audit_head", M, NULL,
-                           "meta.audit_head is malformed, database ends at seq %lld",
-                           (long long)M);
+                           "meta.audit_head is malformed, database ends at seq %lld", (long long)M);
         else if (mr < 0)
                 return mr;
         else if (mr == 0 && M > 0)
                 check_fail(res, "meta.audit_head", M, NULL,
-                           "meta.audit_head is missing, database ends at seq %lld",
-                           (long long)M);
+                           "meta.audit_head is missing, database ends at seq %lld", (long long)M);
         else if (mr == 1 && (mseq != M || CRYPTO_memcmp(mh, res->db_hash, AUDIT_HASH_LEN) != 0)) {
                 hex(mh, AUDIT_HASH_LEN, hx);
                 check_fail(res, "meta.audit_head", mseq, mh,
@@ -461,8 +458,8 @@ int64_t audit_accept_truncation(struct audit *a, const struct audit_head_check *
         hex(chk->expected_hash, AUDIT_HASH_LEN, ex);
         d = json_pack("{sI ss sI ss ss ss}", "database_seq", (json_int_t)chk->db_seq,
                       "database_hash", dbx, "expected_seq", (json_int_t)chk->expected_seq,
-                      "expected_hash", ex, "source", chk->source ? chk->source : "",
-                      "reason", chk->reason);
+                      "expected_hash", ex, "source", chk->source ? chk->source : "", "reason",
+                      chk->reason);
         if (!d)
                 return -ENOMEM;
         if (chk->expected_seq > chk->db_seq) {

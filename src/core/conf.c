@@ -880,9 +880,12 @@ int conf_ini_parse_file(const char *path, conf_ini_fn fn, void *userdata, struct
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r = ini_read_file(path, &text, &len, err);
-        struct ini_reader rd = {
-                .name = path, .text = text, .text_len = len, .err = err, .fn = fn, .userdata = userdata
-        };
+        struct ini_reader rd = { .name = path,
+                                 .text = text,
+                                 .text_len = len,
+                                 .err = err,
+                                 .fn = fn,
+                                 .userdata = userdata };
 
         if (r < 0)
                 return r;

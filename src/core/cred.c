@@ -210,27 +210,24 @@ int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen
 
 int cred_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
 {
-        STACK_OF(X509_INFO) *infos;
         X509_STORE *store = SSL_CTX_get_cert_store(ctx);
         BIO *bio = NULL;
         char msg[512];
+        X509 *x;
         int n = 0, r = cred_file_bio(path, false, &bio, msg, sizeof msg);
 
         if (r < 0)
                 return seterr(err, errlen, r, "%s", msg);
-        infos = PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-        for (int i = 0; infos && i < sk_X509_INFO_num(infos); i++) {
-                X509_INFO *xi = sk_X509_INFO_value(infos, i);
-                if (xi->x509 && X509_STORE_add_cert(store, xi->x509) == 1)
+        /* Every certificate in the file, as SSL_CTX_load_verify_locations() takes them. */
+        while ((x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL))) {
+                if (X509_STORE_add_cert(store, x) == 1)
                         n++;
-                if (xi->crl && X509_STORE_add_crl(store, xi->crl) == 1)
-                        n++;
+                X509_free(x);
         }
-        sk_X509_INFO_pop_free(infos, X509_INFO_free);
+        BIO_free(bio);
+        ERR_clear_error(); /* the end of the file */
         if (!n)
                 return seterr(err, errlen, -EBADMSG, "%s: no PEM certificate", path);
-        ERR_clear_error();
         return 0;
 }
 

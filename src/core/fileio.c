@@ -50,9 +50,8 @@ int fileio_open(const char *path, unsigned flags, uint64_t max, struct stat *ret
         struct stat st;
         int fl;
 
-        fd = open(path,
-                  O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
-                          (flags & FILEIO_NOFOLLOW ? O_NOFOLLOW : 0));
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+                                (flags & FILEIO_NOFOLLOW ? O_NOFOLLOW : 0));
         if (fd < 0) {
                 int r = -errno;
                 if (r == -ELOOP && (flags & FILEIO_NOFOLLOW))

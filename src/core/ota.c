@@ -1074,7 +1074,7 @@ static int cmd_start(struct control_conn *c, json_t *args, json_t **ret, void *u
                 n = 0; /* unsigned: allowed only with AllowUnsigned=yes */
         else if (n < 0)
                 return control_conn_error(c, n, "cannot read the signature %s: %s", sigfile,
-                                          n == -EBADMSG            ? "not a DER signature"
+                                          n == -EBADMSG                  ? "not a DER signature"
                                           : n == -EINVAL || n == -EISDIR ? "not a regular file"
                                                                          : strerror(-n));
         r = ota_cache_import(o->cache, file, &img);

@@ -251,7 +251,8 @@ static void test_hostile_dropins(void **state)
         assert_null(c);
         dump_errors(&e);
         assert_true(has_error(&e, "h.conf.d/10-fifo.conf: not a regular file (a FIFO)"));
-        assert_true(has_error(&e, "h.conf.d/20-zero.conf: not a regular file (a character device)"));
+        assert_true(
+                has_error(&e, "h.conf.d/20-zero.conf: not a regular file (a character device)"));
         assert_true(has_error(&e, "h.conf.d/30-random.conf: not a regular file"));
         assert_true(has_error(&e, "h.conf.d/40-dir.conf: not a regular file (a directory)"));
         assert_true(has_error(&e, "h.conf.d/50-nul.conf:3: NUL byte"));
@@ -290,8 +291,8 @@ static void test_hostile_named_files(void **state)
 
         /* Absent files are not errors here (the link key is created at start). */
         snprintf(text, sizeof text,
-                 "[Paths]\nStateDirectory=%s/state\n[Link]\nPrivateKeyFile=%s/none.key\n",
-                 tmpdir, tmpdir);
+                 "[Paths]\nStateDirectory=%s/state\n[Link]\nPrivateKeyFile=%s/none.key\n", tmpdir,
+                 tmpdir);
         write_file("k.conf", text);
         assert_int_equal(conf_load(main_path, &c, &e), 0);
         conf_free(c);
@@ -301,10 +302,14 @@ static void test_hostile_named_files(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_defaults),          cmocka_unit_test(test_values),
-                cmocka_unit_test(test_errors_with_lines), cmocka_unit_test(test_long_line),
-                cmocka_unit_test(test_dropins),           cmocka_unit_test(test_missing_file),
-                cmocka_unit_test(test_hash_changes),      cmocka_unit_test(test_hostile_dropins),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_values),
+                cmocka_unit_test(test_errors_with_lines),
+                cmocka_unit_test(test_long_line),
+                cmocka_unit_test(test_dropins),
+                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_hash_changes),
+                cmocka_unit_test(test_hostile_dropins),
                 cmocka_unit_test(test_hostile_named_files),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

@@ -120,8 +120,7 @@ static void test_devices_and_dirs(void **state)
         /* /dev/zero and /dev/urandom never end: refused before the first read. */
         assert_int_equal(fileio_read("/dev/zero", 0, 100, &buf, NULL, err, sizeof err), -EINVAL);
         assert_string_equal(err, "/dev/zero: not a regular file (a character device)");
-        assert_int_equal(fileio_read("/dev/urandom", 0, 100, &buf, NULL, err, sizeof err),
-                         -EINVAL);
+        assert_int_equal(fileio_read("/dev/urandom", 0, 100, &buf, NULL, err, sizeof err), -EINVAL);
         /* Reached through a symbolic link too (the target is what counts). */
         path_of(p, sizeof p, "zero.conf");
         assert_int_equal(symlink("/dev/zero", p), 0);
@@ -154,8 +153,7 @@ static void test_symlinks(void **state)
         free(buf);
         buf = NULL;
         /* Refused where the caller says so. */
-        assert_int_equal(fileio_read(p, FILEIO_NOFOLLOW, 100, &buf, &len, err, sizeof err),
-                         -ELOOP);
+        assert_int_equal(fileio_read(p, FILEIO_NOFOLLOW, 100, &buf, &len, err, sizeof err), -ELOOP);
         assert_true(strstr(err, "link: is a symbolic link") != NULL);
         assert_null(buf);
 }
