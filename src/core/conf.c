@@ -1049,15 +1049,17 @@ static void conf_check_files(const struct conf *c, const char *name, struct conf
         const struct {
                 const char *key;
                 const char *path;
+                uint64_t max;
         } files[] = {
-                { "[Link] PrivateKeyFile=", c->link_private_key_file },
-                { "[MQTT] CAFile=", c->mqtt_ca_file },
-                { "[MQTT] CertificateFile=", c->mqtt_cert_file },
-                { "[MQTT] KeyFile=", c->mqtt_key_file },
-                { "[Provisioning] ClaimCertificateFile=", c->prov_claim_cert },
-                { "[Provisioning] ClaimKeyFile=", c->prov_claim_key },
-                { "[OTA] CodeSigningCertificate=", c->ota_signing_cert },
-                { "[Link] PrivateKeyFile= (default)", NULL },
+                { "[Link] PrivateKeyFile=", c->link_private_key_file, FILEIO_PEM_MAX },
+                { "[MQTT] CAFile=", c->mqtt_ca_file, FILEIO_PEM_MAX },
+                { "[MQTT] CertificateFile=", c->mqtt_cert_file, FILEIO_PEM_MAX },
+                { "[MQTT] KeyFile=", c->mqtt_key_file, FILEIO_PEM_MAX },
+                { "[MQTT] PKCS11Module=", c->mqtt_pkcs11_module, 0 }, /* dlopen()ed */
+                { "[Provisioning] ClaimCertificateFile=", c->prov_claim_cert, FILEIO_PEM_MAX },
+                { "[Provisioning] ClaimKeyFile=", c->prov_claim_key, FILEIO_PEM_MAX },
+                { "[OTA] CodeSigningCertificate=", c->ota_signing_cert, FILEIO_PEM_MAX },
+                { "[Link] PrivateKeyFile= (default)", NULL, FILEIO_PEM_MAX },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(files); i++) {
@@ -1070,7 +1072,7 @@ static void conf_check_files(const struct conf *c, const char *name, struct conf
                         p = link_key;
                 if (!p || strncmp(p, "pkcs11:", 7) == 0)
                         continue;
-                fd = fileio_open(p, 0, FILEIO_PEM_MAX, NULL, msg, sizeof msg);
+                fd = fileio_open(p, 0, files[i].max, NULL, msg, sizeof msg);
                 if (fd >= 0)
                         close(fd);
                 else if (fd != -ENOENT && fd != -EACCES && fd != -EPERM && fd != -ENOTDIR)
