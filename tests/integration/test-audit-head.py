@@ -236,11 +236,12 @@ def test_accept_when_intact():
 
 
 def main():
-    test_restarts_are_clean()
-    test_deleted_tail()
-    test_truncated_wal()
-    test_wiped_database()
-    test_accept_when_intact()
+    for t in (test_restarts_are_clean, test_deleted_tail, test_truncated_wal, test_wiped_database,
+              test_accept_when_intact):
+        try:
+            t()
+        except Exception as e:  # one scenario's surprise must not hide the others' verdicts
+            check(False, f"{t.__name__}: raised {e!r}")
     finish()
 
 
