@@ -11,8 +11,9 @@
  * The audit log: an append-only table in the state database whose rows are hash-chained
  * (docs/audit.md). hash[n] = SHA-256("mcugw-audit-v1" || hash[n-1] || seq || time || actor ||
  * event || subject || details), with hash[0] = 32 zero bytes, so an edited, inserted or deleted
- * row breaks the chain at that point. The chain head is also kept in the meta table (and in
- * memory while the daemon runs) so that a truncated tail is noticed too.
+ * row breaks the chain at that point. The chain head is also kept in the meta table, in a head
+ * file outside the database and in memory while the daemon runs, so that a truncated tail is
+ * noticed too (audit_check_head()).
  *
  * Actors: "daemon", "cli:uid=N", "device:ID", "cloud".
  */
