@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -12,6 +14,7 @@
 #include "audit/audit.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/fileio.h"
 
 #define AUDIT_DOMAIN "mcugw-audit-v1"
 
@@ -21,6 +24,12 @@ struct audit {
         int64_t head_seq;
         uint8_t head_hash[AUDIT_HASH_LEN];
         bool head_dirty;
+        /* The copy of the head outside the database (audit_set_head_file()): what the commit
+         * under way carries, written once it is durable. */
+        char *head_file;
+        bool head_file_pending;
+        int64_t pending_seq;
+        uint8_t pending_hash[AUDIT_HASH_LEN];
         EVP_MD_CTX *md;
         audit_listener_fn listener;
         void *listener_data;
@@ -86,6 +95,29 @@ static int audit_precommit(void *userdata)
         if (rc != SQLITE_DONE)
                 return db_errno(rc);
         a->head_dirty = false;
+        if (a->head_file) {
+                a->head_file_pending = true;
+                a->pending_seq = a->head_seq;
+                memcpy(a->pending_hash, a->head_hash, AUDIT_HASH_LEN);
+        }
+        return 0;
+}
+
+static int head_file_write(const char *path, int64_t seq, const uint8_t hash[AUDIT_HASH_LEN]);
+
+/* After a group commit that carried records: the head file follows the database (once per
+ * commit, not per record; the fsync is the price of a copy that survives a wiped database). */
+static int audit_postcommit(void *userdata)
+{
+        struct audit *a = userdata;
+        int r;
+
+        if (!a->head_file_pending)
+                return 0;
+        a->head_file_pending = false;
+        r = head_file_write(a->head_file, a->pending_seq, a->pending_hash);
+        if (r < 0)
+                log_error_errno(r, "audit: cannot write the head file %s: %m", a->head_file);
         return 0;
 }
 
@@ -111,6 +143,7 @@ static int audit_rollback(void *userdata)
 
         audit_load_head(a);
         a->head_dirty = false;
+        a->head_file_pending = false;
         if (before != a->head_seq)
                 log_error("audit: %lld record(s) lost with a failed commit; the chain continues "
                           "from record %lld",
@@ -146,6 +179,7 @@ int audit_open(struct db *db, struct audit **ret)
             (r = db_prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                             &a->last)) < 0 ||
             (r = db_add_precommit(db, audit_precommit, a)) < 0 ||
+            (r = db_add_postcommit(db, audit_postcommit, a)) < 0 ||
             (r = db_add_rollback(db, audit_rollback, a)) < 0) {
                 audit_free(a);
                 return r;
@@ -159,11 +193,21 @@ void audit_free(struct audit *a)
 {
         if (!a)
                 return;
-        if (a->head_dirty && db_write_begin(a->db) >= 0)
+        if (a->head_dirty && a->head_file)
+                db_commit(a->db); /* the head goes to meta and then to the head file */
+        else if (a->head_dirty && db_write_begin(a->db) >= 0)
                 audit_precommit(a);
+        if (a->head_file) {
+                /* A copy for the journal, outside the box if it is forwarded. */
+                char h[2 * AUDIT_HASH_LEN + 1];
+                hexmem(a->head_hash, AUDIT_HASH_LEN, h);
+                log_info("audit: chain head at stop: seq %lld hash %s", (long long)a->head_seq, h);
+        }
         db_remove_precommit(a->db, audit_precommit, a);
+        db_remove_postcommit(a->db, audit_postcommit, a);
         db_remove_rollback(a->db, audit_rollback, a);
         EVP_MD_CTX_free(a->md);
+        free(a->head_file);
         free(a);
 }
 
@@ -176,6 +220,257 @@ void audit_set_listener(struct audit *a, audit_listener_fn fn, void *userdata)
 {
         a->listener = fn;
         a->listener_data = userdata;
+}
+
+/* ---- the head outside the database (docs/audit.md, "The head") ----------------------------- */
+
+#define HEAD_FILE_MAGIC "mcugw-audit-head-v1"
+
+/* A hex hash from a text column or file (NULL: not one). */
+static int unhex_str(const char *s, uint8_t *out, size_t n)
+{
+        return s ? unhexmem(s, strlen(s), out, n) : -EINVAL;
+}
+
+static int head_file_write(const char *path, int64_t seq, const uint8_t hash[AUDIT_HASH_LEN])
+{
+        _cleanup_free_ char *tmp = NULL;
+        char line[160], h[2 * AUDIT_HASH_LEN + 1];
+        int fd, n, r = 0;
+
+        hexmem(hash, AUDIT_HASH_LEN, h);
+        n = snprintf(line, sizeof line, "%s seq=%lld hash=%s\n", HEAD_FILE_MAGIC, (long long)seq,
+                     h);
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        /* Write a new file and rename it over the old one: after a crash the head file is the old
+         * one or the new one, never half of each. An old one is still consistent (it names a
+         * record the database has); without fsync on the directory the rename may be lost, which
+         * leaves the old one too. */
+        (void)unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, line, (size_t)n) != n || fdatasync(fd) < 0)
+                r = errno ? -errno : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlink(tmp);
+        return r;
+}
+
+/* 1 and the head if the file is there, 0 if it is not, -errno (message in err) if it is there
+ * but unusable. */
+static int head_file_read(const char *path, int64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN],
+                          char *err, size_t errlen)
+{
+        _cleanup_free_ char *text = NULL;
+        char magic[32], h[2 * AUDIT_HASH_LEN + 2];
+        long long seq;
+        size_t len = 0;
+        int r;
+
+        /* The daemon writes this file itself: a symbolic link, a FIFO or anything large is not
+         * one of ours. */
+        r = fileio_read(path, FILEIO_NOFOLLOW, 4096, &text, &len, err, errlen);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (memchr(text, 0, len) || sscanf(text, "%31s seq=%lld hash=%65s", magic, &seq, h) != 3 ||
+            strcmp(magic, HEAD_FILE_MAGIC) != 0 || seq < 0 ||
+            unhex_str(h, ret_hash, AUDIT_HASH_LEN) < 0) {
+                snprintf(err, errlen, "%s: not an audit head file (expected \"%s seq=N hash=HEX\")",
+                         path, HEAD_FILE_MAGIC);
+                return -EBADMSG;
+        }
+        *ret_seq = seq;
+        return 1;
+}
+
+/* meta.audit_head: 1 and the head, 0 if absent, -errno. */
+static int meta_head_read(struct audit *a, int64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN])
+{
+        sqlite3_stmt *s = NULL;
+        int r = 0, rc;
+
+        if (sqlite3_prepare_v2(db_handle(a->db), "SELECT value FROM meta WHERE key = 'audit_head'",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+                const uint8_t *v = sqlite3_column_blob(s, 0);
+                uint64_t seq = 0;
+                if (!v || sqlite3_column_bytes(s, 0) != 8 + AUDIT_HASH_LEN) {
+                        r = -EBADMSG;
+                } else {
+                        for (int i = 0; i < 8; i++)
+                                seq = seq << 8 | v[i];
+                        *ret_seq = (int64_t)seq;
+                        memcpy(ret_hash, v + 8, AUDIT_HASH_LEN);
+                        r = 1;
+                }
+        } else if (rc != SQLITE_DONE)
+                r = db_errno(rc);
+        sqlite3_finalize(s);
+        return r;
+}
+
+/* Does the chain in the database contain record seq with this hash? Also true when seq was
+ * pruned by a checkpoint that carries exactly this hash as its prefix hash. */
+static bool chain_has(struct audit *a, int64_t seq, const uint8_t hash[AUDIT_HASH_LEN])
+{
+        sqlite3_stmt *s = NULL;
+        uint8_t h[AUDIT_HASH_LEN];
+        bool found = false, yes = false;
+
+        if (seq == 0) {
+                static const uint8_t zero[AUDIT_HASH_LEN];
+                return CRYPTO_memcmp(hash, zero, AUDIT_HASH_LEN) == 0;
+        }
+        if (sqlite3_prepare_v2(db_handle(a->db), "SELECT hash FROM audit WHERE seq = ?", -1, &s,
+                               NULL) != SQLITE_OK)
+                return false;
+        sqlite3_bind_int64(s, 1, seq);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+                found = true;
+                yes = sqlite3_column_bytes(s, 0) == AUDIT_HASH_LEN &&
+                      CRYPTO_memcmp(sqlite3_column_blob(s, 0), hash, AUDIT_HASH_LEN) == 0;
+        }
+        sqlite3_finalize(s);
+        if (found)
+                return yes;
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT json_extract(details, '$.prefix_hash') FROM audit "
+                               "WHERE event = 'audit.checkpoint' AND "
+                               "json_extract(details, '$.pruned_through') = ?",
+                               -1, &s, NULL) != SQLITE_OK)
+                return false;
+        sqlite3_bind_int64(s, 1, seq);
+        while (!yes && sqlite3_step(s) == SQLITE_ROW)
+                yes = unhex_str((const char *)sqlite3_column_text(s, 0), h, AUDIT_HASH_LEN) == 0 &&
+                      CRYPTO_memcmp(h, hash, AUDIT_HASH_LEN) == 0;
+        sqlite3_finalize(s);
+        return yes;
+}
+
+static void check_fail(struct audit_head_check *res, const char *source, int64_t seq,
+                       const uint8_t *hash, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+static void check_fail(struct audit_head_check *res, const char *source, int64_t seq,
+                       const uint8_t *hash, const char *fmt, ...)
+{
+        size_t off = strlen(res->reason);
+        va_list ap;
+
+        if (res->ok || seq > res->expected_seq) {
+                res->expected_seq = seq;
+                res->source = source;
+                if (hash)
+                        memcpy(res->expected_hash, hash, AUDIT_HASH_LEN);
+        }
+        res->ok = false;
+        if (off && off + 2 < sizeof res->reason) {
+                memcpy(res->reason + off, "; ", 3);
+                off += 2;
+        }
+        va_start(ap, fmt);
+        vsnprintf(res->reason + off, sizeof res->reason - off, fmt, ap);
+        va_end(ap);
+}
+
+int audit_check_head(struct audit *a, const char *head_file, struct audit_head_check *res)
+{
+        uint8_t mh[AUDIT_HASH_LEN], fh[AUDIT_HASH_LEN];
+        char hx[2 * AUDIT_HASH_LEN + 1], dbx[2 * AUDIT_HASH_LEN + 1], ferr[512];
+        int64_t mseq = 0, fseq = 0, M;
+        int mr, fr;
+
+        memset(res, 0, sizeof *res);
+        res->ok = true;
+        /* Only what is committed counts: nothing may have been appended yet. */
+        audit_load_head(a);
+        M = res->db_seq = a->head_seq;
+        memcpy(res->db_hash, a->head_hash, AUDIT_HASH_LEN);
+        hexmem(res->db_hash, AUDIT_HASH_LEN, dbx);
+
+        mr = meta_head_read(a, &mseq, mh);
+        if (mr == -EBADMSG)
+                check_fail(res, "meta.audit_head", M, NULL,
+                           "meta.audit_head is malformed, database ends at seq %lld", (long long)M);
+        else if (mr < 0)
+                return mr;
+        else if (mr == 0 && M > 0)
+                check_fail(res, "meta.audit_head", M, NULL,
+                           "meta.audit_head is missing, database ends at seq %lld", (long long)M);
+        else if (mr == 1 && (mseq != M || CRYPTO_memcmp(mh, res->db_hash, AUDIT_HASH_LEN) != 0)) {
+                hexmem(mh, AUDIT_HASH_LEN, hx);
+                check_fail(res, "meta.audit_head", mseq, mh,
+                           mseq > M ? "audit log lost its tail: meta.audit_head says seq %lld "
+                                      "hash %s, database ends at seq %lld"
+                                    : "audit log head does not match: meta.audit_head says seq "
+                                      "%lld hash %s, database ends at seq %lld",
+                           (long long)mseq, hx, (long long)M);
+        }
+
+        if (head_file) {
+                fr = head_file_read(head_file, &fseq, fh, ferr, sizeof ferr);
+                if (fr < 0)
+                        check_fail(res, "head file", M, NULL, "%s", ferr);
+                else if (fr == 0)
+                        res->head_file_missing = M > 0;
+                else if (fseq > M) {
+                        hexmem(fh, AUDIT_HASH_LEN, hx);
+                        check_fail(res, "head file", fseq, fh,
+                                   "audit log lost its tail: head file says seq %lld hash %s, "
+                                   "database ends at seq %lld",
+                                   (long long)fseq, hx, (long long)M);
+                } else if (!chain_has(a, fseq, fh)) {
+                        hexmem(fh, AUDIT_HASH_LEN, hx);
+                        check_fail(res, "head file", fseq, fh,
+                                   "audit log replaced: head file says seq %lld hash %s, the "
+                                   "database has another record %lld (it ends at seq %lld)",
+                                   (long long)fseq, hx, (long long)fseq, (long long)M);
+                }
+        }
+        if (res->ok)
+                log_info("audit: chain head at start: seq %lld hash %s", (long long)M, dbx);
+        return 0;
+}
+
+int audit_set_head_file(struct audit *a, const char *path)
+{
+        char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        free(a->head_file);
+        a->head_file = p;
+        return 0;
+}
+
+int64_t audit_accept_truncation(struct audit *a, const struct audit_head_check *chk,
+                                const char *actor)
+{
+        char dbx[2 * AUDIT_HASH_LEN + 1], ex[2 * AUDIT_HASH_LEN + 1];
+        json_t *d;
+
+        hexmem(chk->db_hash, AUDIT_HASH_LEN, dbx);
+        hexmem(chk->expected_hash, AUDIT_HASH_LEN, ex);
+        d = json_pack("{sI ss sI ss ss ss}", "database_seq", (json_int_t)chk->db_seq,
+                      "database_hash", dbx, "expected_seq", (json_int_t)chk->expected_seq,
+                      "expected_hash", ex, "source", chk->source ? chk->source : "", "reason",
+                      chk->reason);
+        if (!d)
+                return -ENOMEM;
+        if (chk->expected_seq > chk->db_seq) {
+                json_object_set_new(d, "lost_from", json_integer(chk->db_seq + 1));
+                json_object_set_new(d, "lost_through", json_integer(chk->expected_seq));
+        }
+        return audit_log(a, actor, "audit.truncation_accepted", "audit", d);
 }
 
 int64_t audit_append(struct audit *a, const char *actor, const char *event, const char *subject,

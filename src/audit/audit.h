@@ -11,8 +11,9 @@
  * The audit log: an append-only table in the state database whose rows are hash-chained
  * (docs/audit.md). hash[n] = SHA-256("mcugw-audit-v1" || hash[n-1] || seq || time || actor ||
  * event || subject || details), with hash[0] = 32 zero bytes, so an edited, inserted or deleted
- * row breaks the chain at that point. The chain head is also kept in the meta table (and in
- * memory while the daemon runs) so that a truncated tail is noticed too.
+ * row breaks the chain at that point. The chain head is also kept in the meta table, in a head
+ * file outside the database and in memory while the daemon runs, so that a truncated tail is
+ * noticed too (audit_check_head()).
  *
  * Actors: "daemon", "cli:uid=N", "device:ID", "cloud".
  */
@@ -93,6 +94,39 @@ int64_t audit_head_seq(const struct audit *a);
 /* Called for every appended record (after it is in the transaction). One listener at a time is
  * enough for the control socket, which fans out itself. */
 void audit_set_listener(struct audit *a, audit_listener_fn fn, void *userdata);
+
+/*
+ * The head outside the database (docs/audit.md, "The head"). The head file holds one line,
+ * "mcugw-audit-head-v1 seq=N hash=HEX", written (new file, fdatasync, rename) after each group
+ * commit that added records. At start the daemon compares the last record in the database with
+ * meta.audit_head and with the head file; a database that ends before either (a deleted tail, a
+ * truncated WAL, a wiped or restored database) or disagrees with them is not extended until the
+ * operator accepts the loss (mcugwd --accept-audit-truncation), which is itself audited.
+ */
+#define AUDIT_HEAD_FILE_NAME "audit.head" /* in StateDirectory */
+
+struct audit_head_check {
+        bool ok;
+        bool head_file_missing; /* ok, but the database has records and no head file exists */
+        int64_t db_seq;         /* the last record in the database (0: none) */
+        uint8_t db_hash[AUDIT_HASH_LEN];
+        int64_t expected_seq; /* when !ok: what the stored head says */
+        uint8_t expected_hash[AUDIT_HASH_LEN];
+        const char *source; /* when !ok: "head file" or "meta.audit_head" */
+        char reason[1024];  /* when !ok: one line, every finding */
+};
+
+/* Compare before anything is appended. Returns 0 (verdict in *res) or -errno if the database
+ * could not be read. head_file may be NULL (meta only). */
+int audit_check_head(struct audit *a, const char *head_file, struct audit_head_check *res);
+/* Keep the head file from now on (written after every commit that added records). */
+int audit_set_head_file(struct audit *a, const char *path);
+/* The operator's decision after a failed check: append an `audit.truncation_accepted` record
+ * that names what the database has, what the stored head said and the lost range; the chain goes
+ * on from the last record in the database. Returns its seq or -errno; commit to make it (and
+ * the new head) durable. */
+int64_t audit_accept_truncation(struct audit *a, const struct audit_head_check *chk,
+                                const char *actor);
 
 /* Compute the chain hash of rec given the previous hash (exposed for tests and docs). */
 void audit_hash(const uint8_t prev[AUDIT_HASH_LEN], const struct audit_record *rec,

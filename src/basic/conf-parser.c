@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include "basic/conf-parser.h"
+#include "basic/fileio.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 
@@ -304,15 +305,18 @@ void conf_errors_print(const struct conf_errors *e, FILE *f, const char *prefix)
 
 /* State shared between our line reader and the inih handler for one file. inih (as Debian
  * builds it) gives handlers no line numbers and reads lines of at most INI_MAX_LINE bytes, so we
- * feed it through a reader that counts lines, reports overlong ones, disables continuation lines
- * and numbers the sections (so repeated sections can be told apart). */
+ * feed it through a reader that counts lines, reports overlong ones and NUL bytes, disables
+ * continuation lines and numbers the sections (so repeated sections can be told apart). Files are
+ * read whole first (fileio_read(): a regular file, at most FILEIO_CONF_MAX bytes), so that a FIFO,
+ * a device or an endless file cannot stall the reader. */
 struct ini_reader {
         const char *name;
-        FILE *f;          /* file source, or */
-        const char *text; /* string source */
+        const char *text; /* the whole file or string, text_len bytes (may hold NUL bytes) */
+        size_t text_len;
         size_t text_off;
         unsigned line;
         unsigned section_index;
+        bool nul_reported;
         struct conf_errors *err;
         EVP_MD_CTX *md; /* optional: hash of everything read */
         bool (*section_known)(const char *section);
@@ -329,47 +333,42 @@ static void ini_hash(struct ini_reader *r, const void *p, size_t n)
 static char *ini_read_line(char *str, int num, void *stream)
 {
         struct ini_reader *r = stream;
+        const char *s, *nl;
         char *p;
-        size_t len;
+        size_t len, avail;
 
-        if (r->f) {
-                if (!fgets(str, num, r->f))
-                        return NULL;
-        } else {
-                const char *s = r->text + r->text_off, *nl;
-                if (!*s)
-                        return NULL;
-                nl = strchr(s, '\n');
-                len = nl ? (size_t)(nl - s + 1) : strlen(s);
-                if (len > (size_t)num - 1)
-                        len = (size_t)num - 1;
-                memcpy(str, s, len);
-                str[len] = 0;
-                r->text_off += len;
-        }
+        if (r->text_off >= r->text_len)
+                return NULL;
+        s = r->text + r->text_off;
+        avail = r->text_len - r->text_off;
+        nl = memchr(s, '\n', avail);
+        len = nl ? (size_t)(nl - s + 1) : avail;
+        r->text_off += len;
         r->line++;
-        len = strlen(str);
-        ini_hash(r, str, len);
+        ini_hash(r, s, len);
 
-        /* inih reads in chunks of INI_MAX_LINE: report an overlong line and skip the rest of it. */
-        if (len == (size_t)num - 1 && str[len - 1] != '\n') {
-                int c;
-                conf_errors_add(r->err, "%s:%u: line too long (more than %d bytes)", r->name,
-                                r->line, num - 2);
-                if (r->f) {
-                        while ((c = fgetc(r->f)) != EOF && c != '\n')
-                                ini_hash(r, &(char){ (char)c }, 1);
-                } else {
-                        const char *s = r->text + r->text_off;
-                        const char *nl = strchr(s, '\n');
-                        size_t skip = nl ? (size_t)(nl - s + 1) : strlen(s);
-                        ini_hash(r, s, skip);
-                        r->text_off += skip;
-                }
+        /* A text file has no NUL bytes: report the first line that has one and read each such
+         * line as empty (the file is refused anyway, as the error counts). */
+        if (memchr(s, 0, len)) {
+                if (!r->nul_reported)
+                        conf_errors_add(r->err, "%s:%u: NUL byte (not a text file?)", r->name,
+                                        r->line);
+                r->nul_reported = true;
                 str[0] = '\n';
                 str[1] = 0;
                 return str;
         }
+
+        /* inih reads in chunks of INI_MAX_LINE: report an overlong line and skip it. */
+        if (len > (size_t)num - 1 || (len == (size_t)num - 1 && s[len - 1] != '\n')) {
+                conf_errors_add(r->err, "%s:%u: line too long (more than %d bytes)", r->name,
+                                r->line, num - 2);
+                str[0] = '\n';
+                str[1] = 0;
+                return str;
+        }
+        memcpy(str, s, len);
+        str[len] = 0;
 
         /* No continuation lines: an indented line is an ordinary line. */
         for (p = str; *p == ' ' || *p == '\t'; p++)
@@ -415,22 +414,34 @@ static void ini_run(struct ini_reader *r)
                 conf_errors_add(r->err, "%s: could not be parsed", r->name);
 }
 
+/* Read one INI file whole (bounded, regular files only); errors name the file. */
+static int ini_read_file(const char *path, char **ret, size_t *ret_len, struct conf_errors *err)
+{
+        char msg[PATH_MAX + 128];
+        int r = fileio_read(path, 0, FILEIO_CONF_MAX, ret, ret_len, msg, sizeof msg);
+
+        if (r < 0)
+                conf_errors_add(err, "%s", msg);
+        return r;
+}
+
 int conf_ini_parse_file_extra(const char *path, const struct conf_ini_extra *x, conf_ini_fn fn,
                               void *userdata, struct conf_errors *err)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int q = ini_read_file(path, &text, &len, err);
         struct ini_reader r = { .name = path,
-                                .f = f,
+                                .text = text,
+                                .text_len = len,
                                 .err = err,
                                 .md = x ? x->md : NULL,
                                 .section_known = x ? x->section_known : NULL,
                                 .fn = fn,
                                 .userdata = userdata };
 
-        if (!f) {
-                conf_errors_add(err, "%s: cannot open: %s", path, strerror(errno));
-                return -errno;
-        }
+        if (q < 0)
+                return q;
         ini_hash(&r, path, strlen(path) + 1);
         ini_run(&r);
         return 0;
@@ -446,6 +457,7 @@ int conf_ini_parse_string_extra(const char *name, const char *text, const struct
 {
         struct ini_reader r = { .name = name,
                                 .text = text,
+                                .text_len = strlen(text),
                                 .err = err,
                                 .md = x ? x->md : NULL,
                                 .section_known = x ? x->section_known : NULL,

@@ -18,7 +18,7 @@
 
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "cloud/cred.h"
+#include "basic/cred.h"
 #include "cloud/mqtt.h"
 
 #define MQTT_MAX_SUBS 16
@@ -393,14 +393,14 @@ void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
          * burst of PUBACKs costs one read(2), not two per PUBACK (do_read drains what is
          * buffered, as epoll will not say so). */
         SSL_CTX_set_read_ahead(ctx, 1);
-        if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
-                ssl_error_string(ebuf, sizeof ebuf);
-                snprintf(err, n, "CAFile %s: %s", o->ca_file, ebuf);
+        /* Read through cred_file_bio() (regular files only, bounded), not by OpenSSL's own
+         * fopen(): a FIFO or a device named here must not stall the daemon. */
+        if (cred_ssl_ctx_load_ca(ctx, o->ca_file, kerr, sizeof kerr) < 0) {
+                snprintf(err, n, "CAFile: %s", kerr);
                 goto fail;
         }
-        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
-                ssl_error_string(ebuf, sizeof ebuf);
-                snprintf(err, n, "CertificateFile %s: %s", o->cert_file, ebuf);
+        if (cred_ssl_ctx_use_chain(ctx, o->cert_file, kerr, sizeof kerr) < 0) {
+                snprintf(err, n, "CertificateFile: %s", kerr);
                 goto fail;
         }
         if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {

@@ -18,6 +18,7 @@
 #include "basic/macro.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
+#include "basic/cred.h"
 
 #define CSR_TOPIC "$aws/certificates/create-from-csr/json"
 #define TEMPLATE_MAX 36 /* AWS: provisioning template names are 1..36 characters */
@@ -287,16 +288,14 @@ static json_t *cert_info(X509 *x)
 
 json_t *provision_cert_info(const char *path, char *err, size_t n)
 {
-        FILE *f = fopen(path, "re");
+        BIO *bio = NULL;
         X509 *x;
         json_t *o;
 
-        if (!f) {
-                snprintf(err, n, "%s: %s", path, strerror(errno));
+        if (cred_file_bio(path, false, &bio, err, n) < 0) /* regular file, bounded */
                 return NULL;
-        }
-        x = PEM_read_X509(f, NULL, NULL, NULL);
-        fclose(f);
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
         if (!x) {
                 snprintf(err, n, "%s: not a PEM certificate", path);
                 return NULL;

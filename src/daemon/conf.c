@@ -6,14 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 
 #include "config.h"
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "cloud/cred.h"
+#include "basic/cred.h"
 #include "cloud/topic.h"
 #include "ctl/control.h"
+#include "basic/fileio.h"
 #include "daemon/conf.h"
 #include "mcugw/wire.h"
 #include "monitor/defender.h"
@@ -321,8 +323,12 @@ static int conf_parse_path(struct conf_parse_state *st, EVP_MD_CTX *md, const ch
 {
         const struct conf_ini_extra x = { .md = md, .section_known = conf_section_known };
 
-        /* A file that cannot be opened is an error in st->err; the others are still read. */
-        if (conf_ini_parse_file_extra(path, &x, conf_on_key, st, st->err) < 0)
+        /* A file that cannot be read is an error in st->err; the others are still read. */
+        int q = conf_ini_parse_file_extra(path, &x, conf_on_key, st, st->err);
+
+        if (q == -ENOMEM)
+                return q;
+        if (q < 0)
                 return 0;
         return conf_add_file(st->conf, path);
 }
@@ -388,6 +394,49 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
                 conf_errors_add(err, "%s: [Outbox] MaxBytes must be at least 1M", name);
 }
 
+/* The files the configuration names (keys, certificates) are read later, some only when the
+ * cloud session connects; check now that each one that exists is a regular file of a sane size,
+ * so that a FIFO, a device or a directory is an error of the configuration (with --check-config
+ * and on reload) rather than a stall or a late failure. Absent or unreadable files are not
+ * reported here: some are created later (the link key, provisioned credentials), and
+ * --check-config may run as another user than the daemon. */
+static void conf_check_files(const struct conf *c, const char *name, struct conf_errors *err)
+{
+        _cleanup_free_ char *link_key = NULL;
+        const struct {
+                const char *key;
+                const char *path;
+                uint64_t max;
+        } files[] = {
+                { "[Link] PrivateKeyFile=", c->link.private_key_file, FILEIO_PEM_MAX },
+                { "[MQTT] CAFile=", c->relay.ca_file, FILEIO_PEM_MAX },
+                { "[MQTT] CertificateFile=", c->relay.cert_file, FILEIO_PEM_MAX },
+                { "[MQTT] KeyFile=", c->relay.key_file, FILEIO_PEM_MAX },
+                { "[MQTT] PKCS11Module=", c->relay.pkcs11_module, 0 }, /* dlopen()ed */
+                { "[Provisioning] ClaimCertificateFile=", c->provision.claim_cert, FILEIO_PEM_MAX },
+                { "[Provisioning] ClaimKeyFile=", c->provision.claim_key, FILEIO_PEM_MAX },
+                { "[OTA] CodeSigningCertificate=", c->ota.signing_cert, FILEIO_PEM_MAX },
+                { "[Link] PrivateKeyFile= (default)", NULL, FILEIO_PEM_MAX },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                const char *p = files[i].path;
+                char msg[PATH_MAX + 128];
+                int fd;
+
+                if (i == ELEMENTSOF(files) - 1 && !c->link.private_key_file && c->state_dir &&
+                    asprintf(&link_key, "%s/link.key", c->state_dir) >= 0)
+                        p = link_key;
+                if (!p || strncmp(p, "pkcs11:", 7) == 0)
+                        continue;
+                fd = fileio_open(p, 0, files[i].max, NULL, msg, sizeof msg);
+                if (fd >= 0)
+                        close(fd);
+                else if (fd != -ENOENT && fd != -EACCES && fd != -EPERM && fd != -ENOTDIR)
+                        conf_errors_add(err, "%s: %s %s", name, files[i].key, msg);
+        }
+}
+
 int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
 {
         struct conf *c = conf_new_defaults();
@@ -427,6 +476,7 @@ int conf_load(const char *path, struct conf **ret, struct conf_errors *err)
                 goto out;
 
         conf_validate(c, path, err);
+        conf_check_files(c, path, err);
         conf_finish(c, md);
 out:
         EVP_MD_CTX_free(md);

@@ -46,6 +46,8 @@ struct gateway {
         int lock_fd; /* StateDirectory/mcugwd.lock: one daemon per state directory */
         struct db *db;
         struct audit *audit;
+        bool audit_head_file_created;
+        int64_t audit_db_seq;
         struct registry *registry;
         struct control *control;
         struct audit_ctl *audit_ctl; /* audit.tail, audit.verify */
@@ -515,6 +517,40 @@ static int gw_lock_state(struct gateway *gw)
         return 0;
 }
 
+/* The audit chain must end where the head stored with it (meta.audit_head) and the head file
+ * outside it say; if not, its tail was lost (deleted, a truncated WAL, a wiped or restored
+ * database) and the daemon does not extend it until the operator accepts that
+ * (mcugwd --accept-audit-truncation), an audited decision. */
+static int gw_check_audit_head(struct gateway *gw, const struct conf *conf)
+{
+        _cleanup_free_ char *head = NULL;
+        struct audit_head_check chk;
+        int r;
+
+        if (asprintf(&head, "%s/%s", conf->state_dir, AUDIT_HEAD_FILE_NAME) < 0)
+                return -ENOMEM;
+        if ((r = audit_check_head(gw->audit, head, &chk)) < 0)
+                return log_error_errno(r, "cannot read the audit log head: %m");
+        if (!chk.ok) {
+                log_error("%s", chk.reason);
+                log_error("refusing to extend an audit log that lost records; if the loss is "
+                          "understood, accept it (an audited record names the lost range): "
+                          "mcugwd --accept-audit-truncation --config %s",
+                          gw->config_path);
+                /* Not one more record on this chain, not even daemon.stop. */
+                audit_free(gw->audit);
+                gw->audit = NULL;
+                return -EBADMSG;
+        }
+        if (chk.head_file_missing)
+                log_warning("audit: no head file %s yet; the database ends at seq %lld, which "
+                            "is taken as the head from now on",
+                            head, (long long)chk.db_seq);
+        gw->audit_head_file_created = chk.head_file_missing;
+        gw->audit_db_seq = chk.db_seq;
+        return audit_set_head_file(gw->audit, head);
+}
+
 int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 struct gateway **ret)
 {
@@ -566,9 +602,15 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 log_error_errno(r, "cannot open the audit log: %m");
                 goto fail;
         }
+        /* Before anything is appended: does the chain still end where the daemon left it? */
+        if ((r = gw_check_audit_head(gw, conf)) < 0)
+                goto fail;
         audit_set_listener(gw->audit, on_audit_record, gw);
         audit_log(gw->audit, "daemon", "daemon.start", gw_name(gw),
                   json_pack("{ss si}", "version", MCUGW_VERSION, "pid", (int)getpid()));
+        if (gw->audit_head_file_created)
+                audit_log(gw->audit, "daemon", "audit.head_file_created", "audit",
+                          json_pack("{sI}", "database_seq", (json_int_t)gw->audit_db_seq));
         audit_log(gw->audit, "daemon", "config.load", config_path,
                   json_pack("{ss so}", "hash", conf->hash, "files", conf_files_json(conf)));
 

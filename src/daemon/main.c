@@ -3,6 +3,8 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <uv.h>
 
@@ -10,6 +12,9 @@
 #include "daemon/conf.h"
 #include "daemon/gateway.h"
 #include "basic/log.h"
+#include "audit/audit.h"
+#include "basic/macro.h"
+#include "store/db.h"
 
 static void help(void)
 {
@@ -17,6 +22,10 @@ static void help(void)
                "The mcugw gateway daemon: authenticates MCUs and relays them to the cloud.\n\n"
                "  -c, --config FILE   configuration file (default %s, plus FILE.d/*.conf)\n"
                "      --check-config  check the configuration, print every error, and exit\n"
+               "      --accept-audit-truncation\n"
+               "                      accept that the audit log lost records (the daemon refuses\n"
+               "                      to start until then); appends an audited record naming\n"
+               "                      the lost range, then exits\n"
                "  -h, --help          show this help\n"
                "      --version       show the version\n",
                CONF_DEFAULT_PATH);
@@ -40,12 +49,93 @@ static int check_config(const char *path)
         return EXIT_SUCCESS;
 }
 
+/* Offline: the daemon refused to start because the audit chain ends before its stored head.
+ * Record the operator's decision in the chain itself and move the head on. */
+static int accept_audit_truncation(const char *path)
+{
+        struct conf_errors err = { 0 };
+        struct audit_head_check chk;
+        _cleanup_free_ char *db_path = NULL, *head = NULL;
+        struct audit *a = NULL;
+        struct conf *c = NULL;
+        struct db *db = NULL;
+        char actor[32];
+        struct stat st;
+        int64_t seq;
+        int r;
+
+        if (conf_load(path, &c, &err) < 0) {
+                conf_errors_print(&err, stderr, NULL);
+                fprintf(stderr, "%s: configuration invalid\n", path);
+                conf_errors_clear(&err);
+                return EXIT_FAILURE;
+        }
+        /* Files created here must stay usable by the daemon's user. */
+        if (stat(c->state_dir, &st) < 0) {
+                fprintf(stderr, "state directory %s: %s\n", c->state_dir, strerror(errno));
+                conf_free(c);
+                return EXIT_FAILURE;
+        }
+        if (st.st_uid != geteuid()) {
+                fprintf(stderr,
+                        "state directory %s belongs to uid %u: run this as the daemon's user, "
+                        "e.g. runuser -u mcugw -- mcugwd --accept-audit-truncation\n",
+                        c->state_dir, (unsigned)st.st_uid);
+                conf_free(c);
+                return EXIT_FAILURE;
+        }
+        if (asprintf(&db_path, "%s/mcugw.db", c->state_dir) < 0 ||
+            asprintf(&head, "%s/%s", c->state_dir, AUDIT_HEAD_FILE_NAME) < 0) {
+                conf_free(c);
+                return EXIT_FAILURE;
+        }
+        r = db_open(NULL, db_path, c->db.synchronous, 0, &db);
+        if (r >= 0)
+                r = audit_open(db, &a);
+        if (r >= 0)
+                r = audit_check_head(a, head, &chk);
+        if (r < 0) {
+                fprintf(stderr, "%s: %s\n", db_path, strerror(-r));
+                goto out;
+        }
+        if (chk.ok) {
+                printf("audit log head matches (seq %lld): nothing to accept\n",
+                       (long long)chk.db_seq);
+                goto out;
+        }
+        fprintf(stderr, "%s\n", chk.reason);
+        snprintf(actor, sizeof actor, "cli:uid=%u", (unsigned)getuid());
+        seq = audit_accept_truncation(a, &chk, actor);
+        if (seq >= 0 && (r = audit_set_head_file(a, head)) >= 0)
+                r = db_commit(db);
+        else if (seq < 0)
+                r = (int)seq;
+        if (r < 0) {
+                fprintf(stderr, "cannot record the decision: %s\n", strerror(-r));
+                goto out;
+        }
+        if (chk.expected_seq > chk.db_seq)
+                printf("accepted: records %lld to %lld are lost; recorded as audit record %lld "
+                       "(audit.truncation_accepted)\n",
+                       (long long)chk.db_seq + 1, (long long)chk.expected_seq, (long long)seq);
+        else
+                printf("accepted: the chain goes on from record %lld; recorded as audit record "
+                       "%lld (audit.truncation_accepted)\n",
+                       (long long)chk.db_seq, (long long)seq);
+out:
+        audit_free(a);
+        db_close(db);
+        conf_free(c);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
-        enum { ARG_CHECK = 0x100, ARG_VERSION };
+        enum { ARG_CHECK = 0x100, ARG_VERSION, ARG_ACCEPT_TRUNCATION };
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, ARG_CHECK },
+                { "accept-audit-truncation", no_argument, NULL, ARG_ACCEPT_TRUNCATION },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -54,7 +144,7 @@ int main(int argc, char **argv)
         struct conf_errors err = { 0 };
         struct conf_set set = { 0 };
         struct gateway *gw = NULL;
-        bool check = false;
+        bool check = false, accept = false;
         uv_loop_t loop;
         int c, r;
 
@@ -62,6 +152,7 @@ int main(int argc, char **argv)
                 switch (c) {
                 case 'c': config = optarg; break;
                 case ARG_CHECK: check = true; break;
+                case ARG_ACCEPT_TRUNCATION: accept = true; break;
                 case 'h': help(); return EXIT_SUCCESS;
                 case ARG_VERSION: printf("mcugwd %s\n", MCUGW_VERSION); return EXIT_SUCCESS;
                 default: return EXIT_FAILURE;
@@ -72,6 +163,10 @@ int main(int argc, char **argv)
         }
         if (check)
                 return check_config(config);
+        if (accept) {
+                umask(0027);
+                return accept_audit_truncation(config);
+        }
 
         /* Nothing we create (database, keys, caches) is for other users; the control socket's
          * mode is set explicitly. systemd's UMask=0077 is stricter still. */

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
@@ -10,6 +11,7 @@
 
 #include "basic/macro.h"
 #include "devices/onboard.h"
+#include "basic/cred.h"
 
 #define ATTEST_DOMAIN "mcugw-attest-v1"
 
@@ -55,26 +57,30 @@ static bool key_id_valid(const char *s, size_t n)
 }
 
 /* A PEM public key, or a certificate whose key is used. Must be EC P-256. */
-static EVP_PKEY *load_public(const char *path, const char **reason)
+static EVP_PKEY *load_public(const char *path, const char **reason, char *buf, size_t buflen)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        BIO *bio = NULL;
         EVP_PKEY *k;
         X509 *x;
         char curve[32];
 
-        if (!f) {
-                *reason = "cannot open";
+        /* A regular file, bounded, read without blocking (cred_file_bio()); the message names
+         * the file. */
+        if (cred_file_bio(path, false, &bio, buf, buflen) < 0) {
+                *reason = buf;
                 return NULL;
         }
-        k = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+        k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
         if (!k) {
-                rewind(f);
-                x = PEM_read_X509(f, NULL, NULL, NULL);
+                (void)BIO_reset(bio);
+                x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
                 if (x) {
                         k = X509_get_pubkey(x);
                         X509_free(x);
                 }
         }
+        BIO_free(bio);
+        ERR_clear_error();
         if (!k) {
                 *reason = "not a PEM public key or certificate";
                 return NULL;
@@ -105,6 +111,7 @@ int onboard_new(const struct onboard_options *c, struct onboard **ret, struct co
         for (size_t i = 0; i < c->manufacturer_keys.n; i++) {
                 const char *spec = c->manufacturer_keys.v[i], *colon = strchr(spec, ':');
                 const char *reason = NULL;
+                char why[512];
                 struct onboard_key *k = &o->keys[o->n];
 
                 if (!colon || !key_id_valid(spec, (size_t)(colon - spec)) || colon[1] != '/') {
@@ -115,7 +122,7 @@ int onboard_new(const struct onboard_options *c, struct onboard **ret, struct co
                         continue;
                 }
                 memcpy(k->id, spec, (size_t)(colon - spec));
-                k->pub = load_public(colon + 1, &reason);
+                k->pub = load_public(colon + 1, &reason, why, sizeof why);
                 if (!k->pub) {
                         conf_errors_add(err, "%s: manufacturer key %s: %s", colon + 1, k->id,
                                         reason);

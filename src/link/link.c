@@ -31,6 +31,7 @@
 #include "basic/macro.h"
 #include "devices/registry.h"
 #include "link/transport.h"
+#include "basic/fileio.h"
 
 #define LINK_OUT_MAX (32u * 1024u)  /* queued output per link before we give up on the peer */
 #define LINK_READ_BUF (16u * 1024u) /* one read() */
@@ -192,15 +193,17 @@ int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode)
         size_t len;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* Never block on a FIFO or device named PrivateKeyFile= (fileio_open()). */
+        fd = fileio_open(path, 0, 4096, &st, NULL, 0);
+        if (fd == -EISDIR || fd == -EINVAL) { /* not a regular file: say what it is */
+                if (ret_mode && stat(path, &st) == 0)
+                        *ret_mode = st.st_mode & (S_IFMT | 07777);
+                return -EPERM;
+        }
         if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
+                return fd;
         if (ret_mode)
                 *ret_mode = st.st_mode & 07777;
-        if (!S_ISREG(st.st_mode))
-                return -EPERM;
         if (st.st_mode & 077)
                 return -EPERM;
         n = read(fd, buf, sizeof buf - 1);
@@ -1283,10 +1286,17 @@ static int load_key(struct link_manager *m, const struct link_options *o, const 
                         return log_error_errno(r, "cannot create the link key %s: %m", path);
                 log_notice("created a new link key %s", path);
                 audit_json(m, "daemon", "link.key_created", path, NULL);
+        } else if (r == -EPERM && (mode & S_IFMT) && !S_ISREG(mode)) {
+                log_error("link key %s: not a regular file (%s); refusing to use it", path,
+                          fileio_type_name(mode));
+                return r;
         } else if (r == -EPERM) {
                 log_error("link key %s has mode %04o: it must be a regular file readable only "
                           "by its owner (chmod 600 %s); refusing to use it",
                           path, mode, path);
+                return r;
+        } else if (r == -EFBIG) {
+                log_error("link key %s: file too large (expected the base64 of 32 bytes)", path);
                 return r;
         } else if (r == -EBADMSG) {
                 log_error("link key %s is malformed: expected the base64 of 32 bytes", path);

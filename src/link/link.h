@@ -119,7 +119,8 @@ int link_manager_adopt_fd(struct link_manager *m, int fd, const char *name);
 
 /* Read a key file holding base64 of a 32-byte X25519 private key. The file must be a regular
  * file not readable or writable by group or others: -EPERM otherwise (*ret_mode tells the
- * mode). -ENOENT if absent, -EBADMSG if malformed. */
+ * mode; with the file type bits when it is not a regular file). -ENOENT if absent, -EBADMSG if
+ * malformed, -EFBIG if far too large. A FIFO or device is never opened blocking. */
 int link_key_load(const char *path, uint8_t priv[32], unsigned *ret_mode);
 /* Create a new key file (mode 0600, O_EXCL) with a fresh key. */
 int link_key_create(const char *path, uint8_t priv[32]);

@@ -27,10 +27,11 @@
 
 #include "config.h"
 #include "ctl/ctlproto.h"
-#include "cloud/cred.h"
+#include "basic/cred.h"
 #include "devices/enroll.h"
 #include "devices/onboard.h"
 #include "basic/macro.h"
+#include "basic/fileio.h"
 
 #define DEFAULT_SOCKET "/run/mcugw/control.sock"
 
@@ -828,6 +829,8 @@ static void print_imported(json_t *d)
         printf("imported %lld device(s)\n", jint(d, "imported"));
 }
 
+#define IMPORT_MAX ((size_t)64 * 1024 * 1024)
+
 static int do_device_import(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -836,7 +839,6 @@ static int do_device_import(int argc, char **argv)
         };
         const char *format = NULL, *path;
         _cleanup_free_ char *content = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
         size_t len = 0;
         int c;
 
@@ -853,17 +855,18 @@ static int do_device_import(int argc, char **argv)
                 size_t n = strlen(path);
                 format = n > 5 && strcmp(path + n - 5, ".json") == 0 ? "json" : "csv";
         }
-        f = strcmp(path, "-") == 0 ? NULL : fopen(path, "re");
-        if (!f && strcmp(path, "-") != 0)
-                return fail("cannot open %s: %s", path, strerror(errno));
-        {
-                FILE *in = f ? f : stdin;
+        if (strcmp(path, "-") != 0) {
+                /* A regular file, at most 64 MiB, never a FIFO that blocks the open. */
+                char msg[4200];
+                if (fileio_read(path, 0, IMPORT_MAX, &content, &len, msg, sizeof msg) < 0)
+                        return fail("%s", msg);
+        } else {
                 size_t cap = 0;
                 for (;;) {
                         char *n;
                         size_t k;
                         if (len + 65536 + 1 > cap) {
-                                if (cap > 64 * 1024 * 1024)
+                                if (cap > IMPORT_MAX)
                                         return fail("%s: file too large", path);
                                 n = realloc(content, cap + 65536 + 1);
                                 if (!n)
@@ -871,15 +874,17 @@ static int do_device_import(int argc, char **argv)
                                 content = n;
                                 cap += 65536 + 1;
                         }
-                        k = fread(content + len, 1, cap - len - 1, in);
+                        k = fread(content + len, 1, cap - len - 1, stdin);
                         len += k;
                         if (k == 0)
                                 break;
                 }
-                if (ferror(in))
+                if (ferror(stdin))
                         return fail("cannot read %s", path);
                 content[len] = 0;
         }
+        if (memchr(content, 0, len))
+                return fail("%s: NUL byte (not a text file?)", path);
         return run("device.import",
                    json_pack("{ss ss ss}", "format", format, "content", content, "name", path),
                    print_imported);

@@ -22,6 +22,7 @@
 #include "ota/ota_mcuboot.h"
 #include "ota/ota_verify.h"
 #include "devices/registry.h"
+#include "basic/fileio.h"
 
 #define OTA_TICK_MS 50
 #define OTA_STALL_MS 3000 /* no ack progress: probe with the OFFER again */
@@ -1007,14 +1008,19 @@ int ota_job_json(struct ota *o, const char *id, json_t **ret)
 
 static int read_sig_file(const char *path, uint8_t *sig, size_t cap)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        size_t n;
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0;
+        int r;
 
-        if (!f)
-                return -errno;
-        n = fread(sig, 1, cap, f);
-        if (n == 0 || n >= cap || !feof(f))
+        /* A regular file of at most cap - 1 bytes, never a FIFO that blocks the loop. */
+        r = fileio_read(path, 0, cap - 1, &buf, &n, NULL, 0);
+        if (r == -EFBIG)
                 return -EBADMSG;
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return -EBADMSG;
+        memcpy(sig, buf, n);
         return (int)n;
 }
 
@@ -1038,12 +1044,16 @@ int ota_job_start_file(struct ota *o, const char *actor, const char *file, const
                 n = 0; /* unsigned: allowed only with AllowUnsigned=yes */
         else if (n < 0) {
                 snprintf(err, errlen, "cannot read the signature %s: %s", sigfile,
-                         n == -EBADMSG ? "not a DER signature" : strerror(-n));
+                         n == -EBADMSG                  ? "not a DER signature"
+                         : n == -EINVAL || n == -EISDIR ? "not a regular file"
+                                                        : strerror(-n));
                 return n;
         }
         r = ota_cache_import(o->cache, file, &img);
         if (r < 0) {
-                snprintf(err, errlen, "cannot read %s: %s", file, strerror(-r));
+                snprintf(err, errlen, "cannot read %s: %s", file,
+                         r == -EINVAL || r == -EISDIR ? "not a regular file (or empty)"
+                                                      : strerror(-r));
                 return r;
         }
         spec.actor = actor;

@@ -16,6 +16,7 @@
 #include "ota/ota_cache.h"
 #include "ota/ota_stream.h"
 #include "ota/ota_verify.h"
+#include "basic/fileio.h"
 
 struct ota_image {
         struct ota_cache *cache;
@@ -418,7 +419,8 @@ int ota_image_finish(struct ota_image *img)
 
 int ota_cache_import(struct ota_cache *c, const char *path, struct ota_image **ret)
 {
-        _cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
+        /* A regular file; a FIFO or device named by the client must not block the loop. */
+        _cleanup_close_ int in = fileio_open(path, 0, 0, NULL, NULL, 0);
         _cleanup_free_ uint8_t *buf = NULL;
         struct ota_image *img;
         uint8_t h[32];
@@ -428,7 +430,7 @@ int ota_cache_import(struct ota_cache *c, const char *path, struct ota_image **r
         int r;
 
         if (in < 0)
-                return -errno;
+                return in;
         if (fstat(in, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode) || st.st_size <= 0)

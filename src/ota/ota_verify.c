@@ -15,6 +15,8 @@
 
 #include "basic/macro.h"
 #include "ota/ota_verify.h"
+#include "basic/cred.h"
+#include "basic/fileio.h"
 
 struct ota_verifier {
         EVP_PKEY *key;
@@ -68,12 +70,12 @@ static int from_bio(BIO *bio, struct ota_verifier **ret, char *err, size_t errle
 
 int ota_verifier_new(const char *cert_path, struct ota_verifier **ret, char *err, size_t errlen)
 {
-        BIO *bio = BIO_new_file(cert_path, "r");
+        BIO *bio = NULL;
         int r;
 
-        if (!bio)
-                return fail(-errno ? -errno : -ENOENT, err, errlen, "cannot open %s: %m",
-                            cert_path);
+        /* Not BIO_new_file(): a regular file only, bounded, and a FIFO cannot block the open. */
+        if ((r = cred_file_bio(cert_path, false, &bio, err, errlen)) < 0)
+                return r;
         r = from_bio(bio, ret, err, errlen);
         BIO_free(bio);
         return r;
@@ -139,12 +141,12 @@ int ota_verify_buffer(const struct ota_verifier *v, const uint8_t *data, size_t 
 /* Feed the first size bytes of path to both digests (either may be NULL). */
 static int feed_file(const char *path, uint64_t size, EVP_MD_CTX *verify, EVP_MD_CTX *hash)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = fileio_open(path, 0, 0, NULL, NULL, 0); /* regular files only */
         _cleanup_free_ uint8_t *buf = malloc(64 * 1024);
         uint64_t left = size;
 
         if (fd < 0)
-                return -errno;
+                return fd;
         if (!buf)
                 return -ENOMEM;
         while (left) {

@@ -41,7 +41,7 @@
 
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
-#include "cloud/cred.h"
+#include "basic/cred.h"
 #include "devices/onboard.h"
 #include "mcugw/device.h"
 #include "mcugw/proto.h"

@@ -372,47 +372,44 @@ void db_remove_precommit(struct db *db, int (*fn)(void *userdata), void *userdat
                 }
 }
 
-int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+static int hook_add(struct db_hook **hooks, size_t *n_hooks, int (*fn)(void *), void *userdata)
 {
-        struct db_hook *n = realloc(db->rollback_hooks, (db->n_rollback_hooks + 1) * sizeof *n);
+        struct db_hook *n = realloc(*hooks, (*n_hooks + 1) * sizeof *n);
         if (!n)
                 return -ENOMEM;
-        db->rollback_hooks = n;
-        db->rollback_hooks[db->n_rollback_hooks++] = (struct db_hook){ fn, userdata };
+        *hooks = n;
+        n[(*n_hooks)++] = (struct db_hook){ fn, userdata };
         return 0;
 }
 
-void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+static void hook_remove(struct db_hook *hooks, size_t *n_hooks, int (*fn)(void *), void *userdata)
 {
-        for (size_t i = 0; i < db->n_rollback_hooks; i++)
-                if (db->rollback_hooks[i].fn == fn && db->rollback_hooks[i].userdata == userdata) {
-                        memmove(&db->rollback_hooks[i], &db->rollback_hooks[i + 1],
-                                (db->n_rollback_hooks - i - 1) * sizeof db->rollback_hooks[0]);
-                        db->n_rollback_hooks--;
+        for (size_t i = 0; i < *n_hooks; i++)
+                if (hooks[i].fn == fn && hooks[i].userdata == userdata) {
+                        memmove(&hooks[i], &hooks[i + 1], (*n_hooks - i - 1) * sizeof hooks[0]);
+                        (*n_hooks)--;
                         return;
                 }
 }
 
 int db_add_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
 {
-        struct db_hook *n = realloc(db->postcommit_hooks, (db->n_postcommit_hooks + 1) * sizeof *n);
-        if (!n)
-                return -ENOMEM;
-        db->postcommit_hooks = n;
-        db->postcommit_hooks[db->n_postcommit_hooks++] = (struct db_hook){ fn, userdata };
-        return 0;
+        return hook_add(&db->postcommit_hooks, &db->n_postcommit_hooks, fn, userdata);
 }
 
 void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userdata)
 {
-        for (size_t i = 0; i < db->n_postcommit_hooks; i++)
-                if (db->postcommit_hooks[i].fn == fn &&
-                    db->postcommit_hooks[i].userdata == userdata) {
-                        memmove(&db->postcommit_hooks[i], &db->postcommit_hooks[i + 1],
-                                (db->n_postcommit_hooks - i - 1) * sizeof db->postcommit_hooks[0]);
-                        db->n_postcommit_hooks--;
-                        return;
-                }
+        hook_remove(db->postcommit_hooks, &db->n_postcommit_hooks, fn, userdata);
+}
+
+int db_add_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        return hook_add(&db->rollback_hooks, &db->n_rollback_hooks, fn, userdata);
+}
+
+void db_remove_rollback(struct db *db, int (*fn)(void *userdata), void *userdata)
+{
+        hook_remove(db->rollback_hooks, &db->n_rollback_hooks, fn, userdata);
 }
 
 void db_set_commit_interval(struct db *db, uint64_t usec)

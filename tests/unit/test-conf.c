@@ -268,13 +268,107 @@ static void test_keep_running(void **state)
         conf_errors_clear(&e);
 }
 
+/* Hostile files: a drop-in that is a FIFO, a link to /dev/zero or /dev/urandom, a directory, a
+ * file with NUL bytes or one far too large is an error that names the file (and the line), and
+ * loading never blocks or loops (alarm() kills the test if it does). */
+static void test_hostile_dropins(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        char main_path[256], d[128], p[256], big[4096];
+        FILE *f;
+
+        alarm(20);
+        snprintf(main_path, sizeof main_path, "%s/h.conf", tmpdir);
+        snprintf(d, sizeof d, "%s/h.conf.d", tmpdir);
+        write_file("h.conf", "[Gateway]\nName=main\n");
+        assert_int_equal(mkdir(d, 0755), 0);
+
+        snprintf(p, sizeof p, "%s/10-fifo.conf", d);
+        assert_int_equal(mkfifo(p, 0600), 0);
+        snprintf(p, sizeof p, "%s/20-zero.conf", d);
+        assert_int_equal(symlink("/dev/zero", p), 0);
+        snprintf(p, sizeof p, "%s/30-random.conf", d);
+        assert_int_equal(symlink("/dev/urandom", p), 0);
+        snprintf(p, sizeof p, "%s/40-dir.conf", d);
+        assert_int_equal(mkdir(p, 0700), 0);
+        snprintf(p, sizeof p, "%s/50-nul.conf", d);
+        assert_non_null(f = fopen(p, "w"));
+        fwrite("[Gateway]\nLogLevel=debug\nName=a\0b\n", 1, 35, f);
+        fclose(f);
+        snprintf(p, sizeof p, "%s/60-big.conf", d);
+        assert_non_null(f = fopen(p, "w"));
+        memset(big, '#', sizeof big);
+        for (int i = 0; i < 300; i++) /* 1.2 MB of comment lines */
+                fwrite(big, 1, sizeof big, f);
+        fclose(f);
+        write_file("h.conf.d/70-good.conf", "[Gateway]\nLogLevel=debug\n");
+
+        assert_int_equal(conf_load(main_path, &c, &e), -EINVAL);
+        assert_null(c);
+        dump_errors(&e);
+        assert_true(has_error(&e, "h.conf.d/10-fifo.conf: not a regular file (a FIFO)"));
+        assert_true(
+                has_error(&e, "h.conf.d/20-zero.conf: not a regular file (a character device)"));
+        assert_true(has_error(&e, "h.conf.d/30-random.conf: not a regular file"));
+        assert_true(has_error(&e, "h.conf.d/40-dir.conf: not a regular file (a directory)"));
+        assert_true(has_error(&e, "h.conf.d/50-nul.conf:3: NUL byte"));
+        assert_true(has_error(&e, "h.conf.d/60-big.conf: file too large (1228800 bytes, limit "
+                                  "1048576)"));
+        assert_int_equal(e.n, 6);
+        conf_errors_clear(&e);
+        alarm(0);
+}
+
+/* A FIFO or device named by a key or certificate setting is a configuration error too. */
+static void test_hostile_named_files(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+        char main_path[256], fifo[256], text[1024];
+
+        alarm(20);
+        snprintf(main_path, sizeof main_path, "%s/k.conf", tmpdir);
+        snprintf(fifo, sizeof fifo, "%s/key.fifo", tmpdir);
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        snprintf(text, sizeof text,
+                 "[Paths]\nStateDirectory=%s/state\n[Link]\nPrivateKeyFile=%s\n"
+                 "[MQTT]\nKeyFile=%s\nCAFile=/dev/zero\n[OTA]\nCodeSigningCertificate=%s\n",
+                 tmpdir, fifo, fifo, tmpdir);
+        write_file("k.conf", text);
+        assert_int_equal(conf_load(main_path, &c, &e), -EINVAL);
+        dump_errors(&e);
+        assert_true(has_error(&e, "[Link] PrivateKeyFile= "));
+        assert_true(has_error(&e, "key.fifo: not a regular file (a FIFO)"));
+        assert_true(has_error(&e, "[MQTT] KeyFile= "));
+        assert_true(has_error(&e, "[MQTT] CAFile= /dev/zero: not a regular file"));
+        assert_true(has_error(&e, "[OTA] CodeSigningCertificate= "));
+        assert_int_equal(e.n, 4);
+        conf_errors_clear(&e);
+
+        /* Absent files are not errors here (the link key is created at start). */
+        snprintf(text, sizeof text,
+                 "[Paths]\nStateDirectory=%s/state\n[Link]\nPrivateKeyFile=%s/none.key\n", tmpdir,
+                 tmpdir);
+        write_file("k.conf", text);
+        assert_int_equal(conf_load(main_path, &c, &e), 0);
+        conf_free(c);
+        alarm(0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_defaults),          cmocka_unit_test(test_values),
-                cmocka_unit_test(test_errors_with_lines), cmocka_unit_test(test_long_line),
-                cmocka_unit_test(test_dropins),           cmocka_unit_test(test_missing_file),
-                cmocka_unit_test(test_hash_changes),      cmocka_unit_test(test_keep_running),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_values),
+                cmocka_unit_test(test_errors_with_lines),
+                cmocka_unit_test(test_long_line),
+                cmocka_unit_test(test_dropins),
+                cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_hash_changes),
+                cmocka_unit_test(test_keep_running),
+                cmocka_unit_test(test_hostile_dropins),
+                cmocka_unit_test(test_hostile_named_files),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

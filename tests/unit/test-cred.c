@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-#include "cloud/cred.h"
+#include "basic/cred.h"
 
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <openssl/ssl.h>
 
@@ -20,6 +21,18 @@ int cred_check_private_file(const char *path, char *err, size_t errlen);
 int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, char *err,
                           size_t errlen);
 int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen);
+
+/* The whole file (a regular file, at most FILEIO_PEM_MAX bytes, read without blocking on a FIFO
+ * or device) in a memory BIO for OpenSSL's *_bio readers; secret: the file must be owner-only and
+ * the BIO is in secure memory. */
+int cred_file_bio(const char *path, bool secret, BIO **ret, char *err, size_t errlen);
+
+/* The trust anchors in a PEM file (CAFile=) into ctx's store; instead of
+ * SSL_CTX_load_verify_locations(), which opens the file itself. */
+int cred_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, char *err, size_t errlen);
+/* The first certificate in a PEM file and the chain after it; instead of
+ * SSL_CTX_use_certificate_chain_file(). */
+int cred_ssl_ctx_use_chain(SSL_CTX *ctx, const char *path, char *err, size_t errlen);
 
 /* Load both into ctx and check that they belong together. */
 int cred_ssl_ctx_use(SSL_CTX *ctx, const char *cert_path, const char *key_spec, const char *module,

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <string.h>
@@ -16,8 +17,9 @@
 #include <openssl/x509.h>
 
 #include "basic/conf-parser.h"
-#include "cloud/cred.h"
+#include "basic/cred.h"
 #include "basic/macro.h"
+#include "basic/fileio.h"
 
 static int seterr(char *err, size_t n, int r, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -39,39 +41,81 @@ static int seterr(char *err, size_t n, int r, const char *fmt, ...)
         return r;
 }
 
+static int check_private_st(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+        if (!S_ISREG(st->st_mode))
+                return seterr(err, errlen, -EINVAL, "private key %s: not a regular file (%s)", path,
+                              fileio_type_name(st->st_mode));
+        if (st->st_mode & 0077)
+                return seterr(err, errlen, -EPERM,
+                              "private key %s is accessible by group or others (mode %04o); "
+                              "refusing it: chmod 600 %s",
+                              path, (unsigned)(st->st_mode & 07777), path);
+        return 0;
+}
+
 int cred_check_private_file(const char *path, char *err, size_t errlen)
 {
         struct stat st;
 
         if (stat(path, &st) < 0)
                 return seterr(err, errlen, -errno, "private key %s: %s", path, strerror(errno));
-        if (!S_ISREG(st.st_mode))
-                return seterr(err, errlen, -EINVAL, "private key %s is not a regular file", path);
-        if (st.st_mode & 0077)
-                return seterr(err, errlen, -EPERM,
-                              "private key %s is accessible by group or others (mode %04o); "
-                              "refusing it: chmod 600 %s",
-                              path, (unsigned)(st.st_mode & 07777), path);
+        return check_private_st(path, &st, err, errlen);
+}
+
+int cred_file_bio(const char *path, bool secret, BIO **ret, char *err, size_t errlen)
+{
+        _cleanup_close_ int fd = -1;
+        char msg[512];
+        char *buf = NULL;
+        size_t len = 0;
+        struct stat st;
+        BIO *bio;
+        int r;
+
+        fd = fileio_open(path, 0, FILEIO_PEM_MAX, &st, msg, sizeof msg);
+        if (fd < 0)
+                return seterr(err, errlen, fd, "%s", msg);
+        if (secret && (r = check_private_st(path, &st, err, errlen)) < 0)
+                return r;
+        if ((r = fileio_read_fd(fd, path, FILEIO_PEM_MAX, &buf, &len, msg, sizeof msg)) < 0)
+                return seterr(err, errlen, r, "%s", msg);
+        /* Key material goes to secure memory, wiped when the BIO is freed. */
+        bio = BIO_new(secret ? BIO_s_secmem() : BIO_s_mem());
+        if (!bio || (len && BIO_write(bio, buf, (int)len) != (int)len)) {
+                BIO_free(bio);
+                fileio_erase_free(buf, len);
+                return seterr(err, errlen, -ENOMEM, "%s: out of memory", path);
+        }
+        fileio_erase_free(buf, len);
+        /* BIO_reset() rewinds (for readers that try one format, then another). */
+        BIO_set_flags(bio, BIO_FLAGS_NONCLEAR_RST);
+        *ret = bio;
         return 0;
 }
 
 static int load_key_file(const char *path, EVP_PKEY **ret, char *err, size_t errlen)
 {
-        _cleanup_fclose_ FILE *f = NULL;
+        BIO *bio = NULL;
         EVP_PKEY *k;
-        int r = cred_check_private_file(path, err, errlen);
+        int r = cred_file_bio(path, true, &bio, err, errlen);
 
-        if (r < 0)
+        if (r < 0) {
+                /* Say what the file was meant to be. */
+                if (strncmp(err, "private key ", 12) != 0) {
+                        char tmp[512];
+                        snprintf(tmp, sizeof tmp, "%s", err);
+                        snprintf(err, errlen, "private key %s", tmp);
+                }
                 return r;
-        f = fopen(path, "re");
-        if (!f)
-                return seterr(err, errlen, -errno, "private key %s: %s", path, strerror(errno));
-        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-        if (!k) {
-                rewind(f);
-                ERR_clear_error();
-                k = d2i_PrivateKey_fp(f, NULL);
         }
+        k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        if (!k) {
+                (void)BIO_reset(bio);
+                ERR_clear_error();
+                k = d2i_PrivateKey_bio(bio, NULL);
+        }
+        BIO_free(bio);
         if (!k)
                 return seterr(err, errlen, -EBADMSG, "private key %s: not a PEM or DER key", path);
         *ret = k;
@@ -173,15 +217,77 @@ int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, 
 
 int cred_load_certificate(const char *path, X509 **ret, char *err, size_t errlen)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        BIO *bio = NULL;
+        char msg[512];
         X509 *x;
+        int r = cred_file_bio(path, false, &bio, msg, sizeof msg);
 
-        if (!f)
-                return seterr(err, errlen, -errno, "certificate %s: %s", path, strerror(errno));
-        x = PEM_read_X509(f, NULL, NULL, NULL);
+        if (r < 0)
+                return seterr(err, errlen, r, "certificate %s", msg);
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
         if (!x)
                 return seterr(err, errlen, -EBADMSG, "certificate %s: not a PEM certificate", path);
         *ret = x;
+        return 0;
+}
+
+int cred_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        BIO *bio = NULL;
+        char msg[512];
+        X509 *x;
+        int n = 0, r = cred_file_bio(path, false, &bio, msg, sizeof msg);
+
+        if (r < 0)
+                return seterr(err, errlen, r, "%s", msg);
+        /* Every certificate in the file, as SSL_CTX_load_verify_locations() takes them. */
+        while ((x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL))) {
+                if (X509_STORE_add_cert(store, x) == 1)
+                        n++;
+                X509_free(x);
+        }
+        BIO_free(bio);
+        ERR_clear_error(); /* the end of the file */
+        if (!n)
+                return seterr(err, errlen, -EBADMSG, "%s: no PEM certificate", path);
+        return 0;
+}
+
+int cred_ssl_ctx_use_chain(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+        BIO *bio = NULL;
+        char msg[512];
+        X509 *x;
+        int r = cred_file_bio(path, false, &bio, msg, sizeof msg);
+
+        if (r < 0)
+                return seterr(err, errlen, r, "%s", msg);
+        x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+        if (!x) {
+                BIO_free(bio);
+                return seterr(err, errlen, -EBADMSG, "%s: not a PEM certificate", path);
+        }
+        if (SSL_CTX_use_certificate(ctx, x) != 1) {
+                X509_free(x);
+                BIO_free(bio);
+                return seterr(err, errlen, -EINVAL, "%s: certificate cannot be used", path);
+        }
+        X509_free(x);
+        /* The rest of the file: intermediate certificates, as SSL_CTX_use_certificate_chain_file()
+         * takes them. */
+        SSL_CTX_clear_chain_certs(ctx);
+        while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+                if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
+                        X509_free(x);
+                        BIO_free(bio);
+                        return seterr(err, errlen, -EINVAL, "%s: chain certificate cannot be used",
+                                      path);
+                }
+        }
+        BIO_free(bio);
+        ERR_clear_error(); /* the end of the file */
         return 0;
 }
 
