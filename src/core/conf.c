@@ -287,6 +287,33 @@ static int parse_link_rate(const char *v, void *field, const char **reason)
         return parse_unsigned_range(v, field, 1, 1000000, reason);
 }
 
+static int parse_link_pending(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 65536, reason);
+}
+
+static int parse_command_queue(const char *v, void *field, const char **reason)
+{
+        return parse_unsigned_range(v, field, 0, 4096, reason);
+}
+
+/* A command travels in one COMMAND message: command id (4 bytes) and type (1) in one frame. */
+#define CONF_COMMAND_MAX (MCUGW_MSG_MAX - 5u)
+_Static_assert(CONF_COMMAND_MAX == 987u, "update the MaxCommandSize= message and the docs");
+
+static int parse_max_command(const char *v, void *field, const char **reason)
+{
+        uint64_t x;
+        if (parse_size(v, &x, reason) < 0)
+                return -EINVAL;
+        if (x < 1 || x > CONF_COMMAND_MAX) {
+                *reason = "expected 1 to 987 bytes: a command must fit one link frame";
+                return -EINVAL;
+        }
+        *(uint64_t *)field = x;
+        return 0;
+}
+
 /* [BLE] (docs/ble.md) */
 static int parse_ble_device(const char *v, void *field, const char **reason)
 {
@@ -566,6 +593,14 @@ static const struct conf_key conf_keys[] = {
           F(link_handshake_rate_per_link), "2", true },
         { "Link", "AuditFailuresPerMinute", CONF_UINT, parse_per_min, F(link_audit_per_min), "10",
           true },
+        { "Link", "MaxPendingPerSource", CONF_UINT, parse_link_pending,
+          F(link_max_pending_per_source), "0", true },
+        { "Link", "SessionAuditsPerMinute", CONF_UINT, parse_per_min,
+          F(link_session_audit_per_min), "10", true },
+        { "Link", "CommandsPerSecond", CONF_UINT, parse_link_rate, F(link_commands_per_s), "20",
+          true },
+        { "Link", "CommandQueue", CONF_UINT, parse_command_queue, F(link_command_queue), "32",
+          true },
         { "MQTT", "Host", CONF_STR, parse_string_opt, F(mqtt_host), NULL, true },
         { "MQTT", "Port", CONF_UINT, parse_port, F(mqtt_port), "8883", true },
         { "MQTT", "ClientId", CONF_STR, parse_string_opt, F(mqtt_client_id), NULL, true },
@@ -600,6 +635,8 @@ static const struct conf_key conf_keys[] = {
         { "Relay", "PublishesPerSecond", CONF_UINT, parse_rate, F(relay_publishes_per_s), "100",
           true },
         { "Relay", "BytesPerSecond", CONF_U64, parse_size, F(relay_bytes_per_s), "512K", true },
+        { "Relay", "MaxCommandSize", CONF_U64, parse_max_command, F(relay_max_command), "987",
+          true },
         { "Outbox", "MaxBytes", CONF_U64, parse_size, F(outbox_max_bytes), "4G", true },
         { "Outbox", "OverflowAuditsPerMinute", CONF_UINT, parse_per_min, F(outbox_audit_per_min),
           "6", true },

@@ -68,6 +68,11 @@ struct conf {
         unsigned link_handshake_rate;          /* per second, whole gateway */
         unsigned link_handshake_rate_per_link; /* per second, one link */
         unsigned link_audit_per_min;           /* auth.failed records per link and minute */
+        unsigned link_max_pending_per_source;  /* unauthenticated connections of one source;
+                                                * 0: MaxConnections/4 */
+        unsigned link_session_audit_per_min;   /* auth.ok + link.down records per device/min */
+        unsigned link_commands_per_s;          /* commands sent to one device per second */
+        unsigned link_command_queue;           /* commands waiting for one device */
 
         /* [MQTT] (docs/mqtt.md) */
         char *mqtt_host; /* NULL: no cloud session (telemetry stays in the outbox) */
@@ -95,6 +100,7 @@ struct conf {
         uint64_t relay_max_payload;
         unsigned relay_publishes_per_s; /* 0: unlimited */
         uint64_t relay_bytes_per_s;     /* 0: unlimited */
+        uint64_t relay_max_command;     /* cloud command payload, at most what a frame carries */
 
         /* [Outbox] */
         uint64_t outbox_max_bytes;
