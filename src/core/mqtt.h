@@ -51,6 +51,9 @@ struct mqtt_options {
         unsigned max_inflight;
         uint64_t reconnect_min_ms, reconnect_max_ms;
         const char *status_topic; /* expanded; the last will goes here */
+        /* MQTT 5: the Maximum Packet Size announced in CONNECT; the broker does not send us
+         * anything larger. 0: none. MQTT 3.1.1 has no way to say it. */
+        uint32_t max_incoming;
 };
 
 struct mqtt_callbacks {

@@ -39,6 +39,7 @@ struct relay {
         bool batching;
         uint64_t window_ms;
         size_t max_payload;
+        size_t max_command; /* MaxCommandSize= */
         unsigned max_inflight;
         char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
 
@@ -73,6 +74,7 @@ struct relay {
 
         uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
         uint64_t commands, commands_rejected, results;
+        uint64_t commands_oversize, commands_busy;
         uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
 
         /* On a provisioning claim: no telemetry (the claim may only provision). */
@@ -341,6 +343,7 @@ static const char *errno_name(int e)
         case EACCES:
         case EPERM: return "denied";
         case ENOSYS: return "not-supported";
+        case ENOBUFS: return "busy";
         default: return "error";
         }
 }
@@ -395,6 +398,19 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
         }
         id = ++r->next_command_id;
         r->commands++;
+        if (len > r->max_command) {
+                /* MaxCommandSize=: refused before it is copied, queued or sent anywhere. */
+                r->commands_rejected++;
+                if (r->commands_oversize++ % 100 == 0)
+                        log_warning("relay: command %u for %s has %zu bytes, over MaxCommandSize=%zu; "
+                                    "rejected",
+                                    id, device, len, r->max_command);
+                audit_log(r->audit, "cloud", "cmd.rejected", device,
+                          json_pack("{sI ss sI}", "id", (json_int_t)id, "reason", "too-large",
+                                    "bytes", (json_int_t)len));
+                relay_command_failed(r, device, id, -EMSGSIZE);
+                return;
+        }
         audit_log(r->audit, "cloud", "cmd.received", device,
                   json_pack("{sI sI}", "id", (json_int_t)id, "bytes", (json_int_t)len));
         q = r->on_command ? r->on_command(r->command_ud, device, id, payload, len) : -ENOSYS;
@@ -404,8 +420,10 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                 audit_log(r->audit, "cloud", "cmd.rejected", device,
                           json_pack("{sI ss}", "id", (json_int_t)id, "reason", "unknown device"));
         }
+        if (q == -ENOBUFS)
+                r->commands_busy++;
         if (q < 0)
-                relay_command_result(r, device, id, q, NULL, 0);
+                relay_command_failed(r, device, id, q);
 }
 
 /* ---- API ---------------------------------------------------------------------------------- */
@@ -437,6 +455,19 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED && r->n_inflight < r->max_inflight)
                 pump_arm(r, 0);
         return 0;
+}
+
+int relay_command_failed(struct relay *r, const char *device_id, uint32_t command_id, int error)
+{
+        int q = publish_result(r, device_id, command_id, error, NULL, 0);
+        r->results++;
+        audit_log(r->audit, "daemon", "cmd.result", device_id,
+                  json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", error,
+                            "result", errno_name(-error), "published", q >= 0));
+        if (q < 0)
+                log_warning_errno(q, "relay: result of command %u for %s not published: %m",
+                                  command_id, device_id);
+        return q;
 }
 
 int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
@@ -569,6 +600,8 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "queue_bytes", json_integer((json_int_t)outbox_bytes(r->outbox)));
         json_object_set_new(o, "commands", json_integer((json_int_t)r->commands));
         json_object_set_new(o, "commands_rejected", json_integer((json_int_t)r->commands_rejected));
+        json_object_set_new(o, "commands_oversize", json_integer((json_int_t)r->commands_oversize));
+        json_object_set_new(o, "commands_busy", json_integer((json_int_t)r->commands_busy));
         json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
         return o;
 }
@@ -637,6 +670,7 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
         r->window_ms = c->relay_batch_window_usec / 1000;
         r->max_payload = (size_t)c->relay_max_payload;
         r->max_inflight = MAX(c->mqtt_max_inflight, 1u);
+        r->max_command = c->relay_max_command ? (size_t)c->relay_max_command : 987;
         r->topic_batch = malloc(TOPIC_MAX_LEN + 1);
         if (r->topic_batch &&
             topic_expand(c->topic_batch, gateway, NULL, 0, r->topic_batch, TOPIC_MAX_LEN + 1) < 0) {
@@ -684,6 +718,10 @@ int relay_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct
                         .reconnect_min_ms = c->mqtt_reconnect_min_usec / 1000,
                         .reconnect_max_ms = c->mqtt_reconnect_max_usec / 1000,
                         .status_topic = status_topic,
+                        /* Commands, OTA stream blocks (base64 in JSON), job documents,
+                         * provisioning replies: nothing legitimate is larger. */
+                        .max_incoming = (uint32_t)MAX((uint64_t)256 * 1024,
+                                                      2 * c->ota_download_block + 64 * 1024),
                 };
                 struct mqtt_callbacks cb = {
                         .userdata = r,

@@ -55,6 +55,11 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
 int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
                          const uint8_t *payload, size_t len);
 
+/* Publish the result of a command the gateway could not deliver: error is a negative errno
+ * (-ENOTCONN device-offline, -EMSGSIZE too-large, -ENOBUFS busy, ...), audited as cmd.result
+ * with actor daemon. */
+int relay_command_failed(struct relay *r, const char *device_id, uint32_t command_id, int error);
+
 /* Publish a message of the gateway itself (alerts, Device Defender reports) on topic, QoS 1,
  * outside the outbox and its pacing: best effort, -ENOTCONN when there is no session or it is
  * down, -EMSGSIZE over MaxPayload. */
