@@ -9,9 +9,21 @@
 #include "outbox.h"
 #include "topic.h"
 
+/* Outbox ids are fair-queueing tags: id = slot << OUTBOX_ID_SHIFT | the device's index. Every
+ * device takes its next slot at max(its last slot + cost, the slot after what was published):
+ * a slot holds at most one message of each device, and reading in id order is round-robin over
+ * the devices, each in its own order. A device that floods only pushes its own messages into
+ * later slots; one that was quiet gets the next slot. */
+#define OUTBOX_ID_SHIFT 20
+#define OUTBOX_IDX_MAX ((1u << OUTBOX_ID_SHIFT) - 1)
+#define OUTBOX_SLOT_BYTES 512 /* a message costs one slot per this many bytes, at least one */
+
 struct dev_count {
         char id[TOPIC_DEVICE_MAX + 1];
         uint64_t rows, bytes;
+        uint32_t idx;      /* low bits of its ids, 1..OUTBOX_IDX_MAX */
+        int64_t next_slot; /* its next message goes here or later */
+        uint64_t appended, refused, dropped, delivered;
 };
 
 struct outbox {
@@ -20,8 +32,14 @@ struct outbox {
         sqlite3_stmt *insert, *scan, *del_range, *evict;
         uint64_t max_bytes;
         uint64_t rows, bytes;
-        int64_t next_id;
-        uint64_t appended;
+        int64_t max_id;    /* the highest id handed out */
+        int64_t base_slot; /* rows left from the last run are all below this slot */
+        int64_t floor;     /* new ids are above this one: the reader's position */
+        uint32_t n_idx;
+        size_t n_active; /* devices with queued rows */
+        uint64_t appended, refused;
+        uint64_t unreported_refused, last_refusal_audit_ms;
+        char refused_device[TOPIC_DEVICE_MAX + 1];
 
         /* Per-device queue sizes, for the overflow policy: open addressing, never shrinks. */
         struct dev_count *devs;
@@ -97,27 +115,33 @@ static int devs_grow(struct outbox *o)
         for (size_t i = 0; i < old_cap; i++)
                 if (old[i].id[0]) {
                         struct dev_count *d = dev_get(o, old[i].id, strlen(old[i].id), true);
-                        d->rows = old[i].rows;
-                        d->bytes = old[i].bytes;
+                        memcpy(d, &old[i], sizeof *d);
                 }
         free(old);
         return 0;
 }
 
-static void account_delete(struct outbox *o, const char *device, size_t device_len, size_t len)
+static void account_delete(struct outbox *o, const char *device, size_t device_len, size_t len,
+                           bool delivered)
 {
         struct dev_count *d = dev_get(o, device, device_len, false);
         uint64_t b = row_bytes(device_len, len);
         if (d) {
+                if (d->rows == 1)
+                        o->n_active -= MIN(o->n_active, (size_t)1);
                 d->rows -= MIN(d->rows, 1);
                 d->bytes -= MIN(d->bytes, b);
+                if (delivered)
+                        d->delivered++;
+                else
+                        d->dropped++;
         }
         o->rows -= MIN(o->rows, 1);
         o->bytes -= MIN(o->bytes, b);
 }
 
 /* Step a DELETE … RETURNING device, length(payload) and account for every row it removed. */
-static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes)
+static int step_delete(struct outbox *o, sqlite3_stmt *s, bool delivered, uint64_t *ret_bytes)
 {
         uint64_t bytes = 0;
         int rc, n = 0;
@@ -126,7 +150,7 @@ static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes)
                 const char *dev = (const char *)sqlite3_column_text(s, 0);
                 size_t dl = (size_t)sqlite3_column_bytes(s, 0);
                 size_t len = (size_t)sqlite3_column_int64(s, 1);
-                account_delete(o, dev ? dev : "", dev ? dl : 0, len);
+                account_delete(o, dev ? dev : "", dev ? dl : 0, len, delivered);
                 bytes += row_bytes(dl, len);
                 n++;
         }
@@ -164,6 +188,31 @@ static void report_drops(struct outbox *o, bool force)
         o->unreported_rows = o->unreported_bytes = 0;
 }
 
+static void report_refusals(struct outbox *o, bool force)
+{
+        uint64_t t = now_ms();
+        if (!o->unreported_refused)
+                return;
+        if (!force && o->audit_per_min == 0)
+                return;
+        if (!force && o->last_refusal_audit_ms &&
+            t - o->last_refusal_audit_ms < 60000 / o->audit_per_min)
+                return;
+        o->last_refusal_audit_ms = t;
+        log_warning("outbox: full (%llu of %llu bytes): refused %llu new message(s) of devices "
+                    "over their share, most recently of %s; %llu refused in total",
+                    (unsigned long long)o->bytes, (unsigned long long)o->max_bytes,
+                    (unsigned long long)o->unreported_refused, o->refused_device,
+                    (unsigned long long)o->refused);
+        if (o->audit)
+                audit_log(o->audit, "daemon", "outbox.refused", o->refused_device,
+                          json_pack("{sI sI sI sI}", "refused_rows",
+                                    (json_int_t)o->unreported_refused, "total_refused",
+                                    (json_int_t)o->refused, "queue_bytes", (json_int_t)o->bytes,
+                                    "max_bytes", (json_int_t)o->max_bytes));
+        o->unreported_refused = 0;
+}
+
 /* The overflow policy: drop the oldest rows of the device with the most queued rows until the
  * queue is a little below the quota (hysteresis, so this does not run for every append). */
 static int outbox_evict(struct outbox *o)
@@ -189,11 +238,13 @@ static int outbox_evict(struct outbox *o)
                 snprintf(o->unreported_device, sizeof o->unreported_device, "%s", big->id);
                 sqlite3_bind_text(o->evict, 1, big->id, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_int64(o->evict, 2, (sqlite3_int64)want);
-                n = step_delete(o, o->evict, &freed);
+                n = step_delete(o, o->evict, false, &freed);
                 if (n < 0)
                         return n;
                 if (n == 0) {
                         /* Our counts disagree with the table: trust the table. */
+                        if (big->rows)
+                                o->n_active -= MIN(o->n_active, (size_t)1);
                         big->rows = big->bytes = 0;
                         continue;
                 }
@@ -206,38 +257,72 @@ static int outbox_evict(struct outbox *o)
         return 0;
 }
 
+bool outbox_over_share(uint64_t max_bytes, uint64_t queued, size_t devices, uint64_t device_bytes,
+                       uint64_t row)
+{
+        if (!max_bytes || queued + row <= max_bytes)
+                return false;
+        return device_bytes + row > max_bytes / MAX(devices, (size_t)1);
+}
+
 int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id)
 {
         size_t dl = strlen(device);
         struct dev_count *d;
-        int64_t id;
-        int rc, r;
+        uint64_t b = row_bytes(dl, len);
+        int64_t id = 0, slot;
+        int rc = SQLITE_DONE, r;
 
         if ((r = db_write_begin(o->db)) < 0)
                 return r;
         d = dev_get(o, device, dl, true);
         if (!d)
                 return -ENOMEM;
-        id = o->next_id;
-        sqlite3_bind_int64(o->insert, 1, id);
-        sqlite3_bind_text(o->insert, 2, device, (int)dl, SQLITE_STATIC);
-        sqlite3_bind_int(o->insert, 3, stream);
-        sqlite3_bind_int64(o->insert, 4, seq);
-        sqlite3_bind_int64(o->insert, 5, ts_ms);
-        sqlite3_bind_blob(o->insert, 6, len ? (const void *)payload : "", (int)len, SQLITE_STATIC);
-        rc = sqlite3_step(o->insert);
-        sqlite3_reset(o->insert);
-        sqlite3_clear_bindings(o->insert);
+        /* Full: a device over its fair share gets no more room (its message is refused, the
+         * link NACKs it); one under it makes room at the expense of the biggest (below). */
+        if (outbox_over_share(o->max_bytes, o->bytes, o->n_active + (d->rows == 0), d->bytes, b)) {
+                d->refused++;
+                o->refused++;
+                o->unreported_refused++;
+                snprintf(o->refused_device, sizeof o->refused_device, "%s", d->id);
+                report_refusals(o, false);
+                return -EDQUOT;
+        }
+        if (!d->idx)
+                d->idx = o->n_idx++ % OUTBOX_IDX_MAX + 1;
+        slot = MAX(MAX(o->base_slot, (o->floor >> OUTBOX_ID_SHIFT) + 1), d->next_slot);
+        for (int tries = 0; tries < 8; tries++, slot++) {
+                id = (slot << OUTBOX_ID_SHIFT) | d->idx;
+                sqlite3_bind_int64(o->insert, 1, id);
+                sqlite3_bind_text(o->insert, 2, device, (int)dl, SQLITE_STATIC);
+                sqlite3_bind_int(o->insert, 3, stream);
+                sqlite3_bind_int64(o->insert, 4, seq);
+                sqlite3_bind_int64(o->insert, 5, ts_ms);
+                sqlite3_bind_blob(o->insert, 6, len ? (const void *)payload : "", (int)len,
+                                  SQLITE_STATIC);
+                rc = sqlite3_step(o->insert);
+                sqlite3_reset(o->insert);
+                sqlite3_clear_bindings(o->insert);
+                /* Only with more than OUTBOX_IDX_MAX devices in one run can two share an index
+                 * and meet in a slot: take the next one. */
+                if ((rc & 0xff) != SQLITE_CONSTRAINT)
+                        break;
+        }
         if (rc != SQLITE_DONE)
                 return log_error_errno(db_errno(rc), "outbox: cannot append for device %s: %s",
                                        device, sqlite3_errmsg(db_handle(o->db)));
-        o->next_id++;
+        /* Ids are never reused in a run, even if this row is rolled back. */
+        d->next_slot = slot + 1 + (int64_t)(b / OUTBOX_SLOT_BYTES);
+        o->max_id = MAX(o->max_id, id);
         o->appended++;
         o->rows++;
-        o->bytes += row_bytes(dl, len);
+        o->bytes += b;
+        if (d->rows == 0)
+                o->n_active++;
         d->rows++;
-        d->bytes += row_bytes(dl, len);
+        d->bytes += b;
+        d->appended++;
         if (o->max_bytes && o->bytes > o->max_bytes && (r = outbox_evict(o)) < 0)
                 return r;
         if (ret_id)
@@ -283,7 +368,7 @@ int outbox_delete_range(struct outbox *o, int64_t first, int64_t last)
                 return r;
         sqlite3_bind_int64(o->del_range, 1, first);
         sqlite3_bind_int64(o->del_range, 2, last);
-        return step_delete(o, o->del_range, NULL);
+        return step_delete(o, o->del_range, true, NULL);
 }
 
 uint64_t outbox_rows(const struct outbox *o)
@@ -303,25 +388,47 @@ uint64_t outbox_dropped(const struct outbox *o)
 
 int64_t outbox_last_id(const struct outbox *o)
 {
-        return o->next_id - 1;
+        return o->max_id;
+}
+
+void outbox_set_floor(struct outbox *o, int64_t id)
+{
+        o->floor = MAX(o->floor, id);
+}
+
+int outbox_device_stats(struct outbox *o, const char *device, struct outbox_device_stats *ret)
+{
+        struct dev_count *d = dev_get(o, device, strlen(device), false);
+        if (!d)
+                return -ENOENT;
+        *ret = (struct outbox_device_stats){
+                .rows = d->rows,
+                .bytes = d->bytes,
+                .appended = d->appended,
+                .refused = d->refused,
+                .dropped = d->dropped,
+                .delivered = d->delivered,
+        };
+        return 0;
+}
+
+uint64_t outbox_refused(const struct outbox *o)
+{
+        return o->refused;
 }
 
 size_t outbox_devices(const struct outbox *o)
 {
-        size_t n = 0;
-        for (size_t i = 0; i < o->cap_devs; i++)
-                if (o->devs[i].id[0] && o->devs[i].rows)
-                        n++;
-        return n;
+        return o->n_active;
 }
 
 json_t *outbox_status_json(const struct outbox *o)
 {
-        return json_pack("{sI sI sI sI sI sI sI}", "rows", (json_int_t)o->rows, "bytes",
+        return json_pack("{sI sI sI sI sI sI sI sI}", "rows", (json_int_t)o->rows, "bytes",
                          (json_int_t)o->bytes, "max_bytes", (json_int_t)o->max_bytes, "devices",
                          (json_int_t)outbox_devices(o), "dropped", (json_int_t)o->dropped,
                          "dropped_bytes", (json_int_t)o->dropped_bytes, "appended",
-                         (json_int_t)o->appended);
+                         (json_int_t)o->appended, "refused", (json_int_t)o->refused);
 }
 
 /* Rebuild the counts from the table (once, at start). */
@@ -337,7 +444,7 @@ static int outbox_load(struct outbox *o)
         if (rc != SQLITE_OK)
                 return log_error_errno(db_errno(rc), "outbox: cannot read: %s",
                                        sqlite3_errmsg(db_handle(o->db)));
-        o->next_id = 1;
+        o->max_id = 0;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
                 const char *dev = (const char *)sqlite3_column_text(s, 0);
                 size_t dl = (size_t)sqlite3_column_bytes(s, 0);
@@ -349,13 +456,16 @@ static int outbox_load(struct outbox *o)
                         sqlite3_finalize(s);
                         return -ENOMEM;
                 }
+                if (!d->rows && rows)
+                        o->n_active++;
                 d->rows += rows;
                 d->bytes += bytes;
                 o->rows += rows;
                 o->bytes += bytes;
-                o->next_id = MAX(o->next_id, (int64_t)sqlite3_column_int64(s, 3) + 1);
+                o->max_id = MAX(o->max_id, (int64_t)sqlite3_column_int64(s, 3));
         }
         sqlite3_finalize(s);
+        o->base_slot = (o->max_id >> OUTBOX_ID_SHIFT) + 1;
         return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
@@ -410,6 +520,7 @@ void outbox_free(struct outbox *o)
         if (!o)
                 return;
         report_drops(o, true);
+        report_refusals(o, true);
         /* The statements belong to the database and are finalised by db_close(). */
         free(o->devs);
         free(o);

@@ -443,6 +443,7 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if ((r->batching && envelope_overhead(r->gateway) + entry > r->max_payload) ||
             len > r->max_payload)
                 return -EMSGSIZE;
+        outbox_set_floor(r->outbox, r->cursor); /* fair queueing: new ids after what went out */
         q = outbox_append(r->outbox, device_id, stream, seq, realtime_ms(), payload, len, NULL);
         if (q < 0)
                 return q;
@@ -604,6 +605,11 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "commands_busy", json_integer((json_int_t)r->commands_busy));
         json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
         return o;
+}
+
+int relay_device_outbox(struct relay *r, const char *device_id, struct outbox_device_stats *ret)
+{
+        return r && r->outbox ? outbox_device_stats(r->outbox, device_id, ret) : -ENOENT;
 }
 
 json_t *relay_outbox_status(struct relay *r)

@@ -101,5 +101,8 @@ const char *relay_cert_file(struct relay *r);
 /* {"mqtt":{…},"outbox":{…}} parts for the status command. */
 json_t *relay_mqtt_status(struct relay *r);
 json_t *relay_outbox_status(struct relay *r);
+/* The outbox figures of one device (queued, refused, dropped, delivered): -ENOENT if none. */
+struct outbox_device_stats;
+int relay_device_outbox(struct relay *r, const char *device_id, struct outbox_device_stats *ret);
 /* A short line for sd_notify STATUS=, e.g. "mqtt connected, outbox 12 rows". */
 void relay_status_line(struct relay *r, char *buf, size_t n);
