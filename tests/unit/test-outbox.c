@@ -244,11 +244,27 @@ static void test_overflow_drops_biggest_device(void **state)
         assert_true(refused_audited);
         close_all(f);
 }
+/* The share rule alone (pure). */
+static void test_share_rule(void **state)
+{
+        /* Not full: anyone may append, whatever it holds. */
+        assert_false(outbox_over_share(1000, 500, 2, 500, 100));
+        /* Full: over the fair share (1000 / 2) is refused, under it is not. */
+        assert_true(outbox_over_share(1000, 950, 2, 450, 100));
+        assert_false(outbox_over_share(1000, 950, 2, 300, 100));
+        /* One device alone has all of it: refused only when it would pass the quota. */
+        assert_false(outbox_over_share(1000, 900, 1, 900, 100));
+        assert_true(outbox_over_share(1000, 950, 1, 950, 100));
+        /* No quota: never. */
+        assert_false(outbox_over_share(0, 1u << 30, 1, 1u << 30, 100));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_append_scan_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fair_order, setup, teardown),
+                cmocka_unit_test(test_share_rule),
                 cmocka_unit_test_setup_teardown(test_overflow_drops_biggest_device, setup,
                                                 teardown),
         };
