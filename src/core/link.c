@@ -921,9 +921,9 @@ static int link_session_start(struct link *l)
                 snprintf(actor, sizeof actor, "device:%s", l->dev->id);
                 COUNT(l, handshakes, 1);
                 if (session_audit_allowed(m, l->dev, true))
-                        audit_json(m, actor, "auth.ok", l->dev->id,
-                                   json_pack("{ss ss sb}", "link", l->name, "key", key, "rekey",
-                                             1));
+                        audit_json(
+                                m, actor, "auth.ok", l->dev->id,
+                                json_pack("{ss ss sb}", "link", l->name, "key", key, "rekey", 1));
                 return 0;
         }
         if (l->dev)
@@ -1591,8 +1591,7 @@ static bool cmd_room(const struct link *l)
 static void cmd_bucket_prepare(struct link_manager *m, struct link_dev *d)
 {
         if (!d->cmd_bucket_init) {
-                link_bucket_init(&d->cmd_bucket, m->commands_per_s, m->commands_per_s,
-                                 now_ms(m));
+                link_bucket_init(&d->cmd_bucket, m->commands_per_s, m->commands_per_s, now_ms(m));
                 d->cmd_bucket_init = true;
         }
 }
@@ -1667,8 +1666,7 @@ static void cmd_timer_arm(struct link_manager *m, uint64_t ms)
 {
         if (m->stopping)
                 return;
-        if (uv_is_active((uv_handle_t *)&m->cmd_timer) &&
-            uv_timer_get_due_in(&m->cmd_timer) <= ms)
+        if (uv_is_active((uv_handle_t *)&m->cmd_timer) && uv_timer_get_due_in(&m->cmd_timer) <= ms)
                 return;
         uv_timer_start(&m->cmd_timer, on_cmd_timer, ms, 0);
 }

@@ -869,11 +869,11 @@ json_t *mqtt_status_json(const struct mqtt *m)
 {
         char server[300];
         snprintf(server, sizeof server, "%s:%u", m->host, m->port);
-        return json_pack("{ss ss ss ss sI sI sI sI ss sI}", "state",
-                         mqtt_state_to_string(m->state), "server", server, "client_id",
-                         m->client_id, "protocol", m->protocol == 5 ? "5" : "3.1.1", "connects",
-                         (json_int_t)m->connects, "attempts", (json_int_t)m->attempts,
-                         "disconnects", (json_int_t)m->disconnects, "subscriptions_refused",
-                         (json_int_t)m->subs_refused, "last_error", m->last_error,
-                         "max_incoming", (json_int_t)m->max_incoming);
+        return json_pack("{ss ss ss ss sI sI sI sI ss sI}", "state", mqtt_state_to_string(m->state),
+                         "server", server, "client_id", m->client_id, "protocol",
+                         m->protocol == 5 ? "5" : "3.1.1", "connects", (json_int_t)m->connects,
+                         "attempts", (json_int_t)m->attempts, "disconnects",
+                         (json_int_t)m->disconnects, "subscriptions_refused",
+                         (json_int_t)m->subs_refused, "last_error", m->last_error, "max_incoming",
+                         (json_int_t)m->max_incoming);
 }

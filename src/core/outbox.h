@@ -72,7 +72,7 @@ bool outbox_over_share(uint64_t max_bytes, uint64_t queued, size_t devices, uint
                        uint64_t row);
 
 struct outbox_device_stats {
-        uint64_t rows, bytes;                          /* queued now */
+        uint64_t rows, bytes;                           /* queued now */
         uint64_t appended, refused, dropped, delivered; /* since the start */
 };
 /* -ENOENT if the device never had a row in this run (or left from the last one). */

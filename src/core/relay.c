@@ -402,9 +402,10 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                 /* MaxCommandSize=: refused before it is copied, queued or sent anywhere. */
                 r->commands_rejected++;
                 if (r->commands_oversize++ % 100 == 0)
-                        log_warning("relay: command %u for %s has %zu bytes, over MaxCommandSize=%zu; "
-                                    "rejected",
-                                    id, device, len, r->max_command);
+                        log_warning(
+                                "relay: command %u for %s has %zu bytes, over MaxCommandSize=%zu; "
+                                "rejected",
+                                id, device, len, r->max_command);
                 audit_log(r->audit, "cloud", "cmd.rejected", device,
                           json_pack("{sI ss sI}", "id", (json_int_t)id, "reason", "too-large",
                                     "bytes", (json_int_t)len));

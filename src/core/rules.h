@@ -44,7 +44,7 @@ enum rule_metric {
         RULE_METRIC_REPLAYS,
         RULE_METRIC_MAC_ERRORS,
         RULE_METRIC_TAKEOVERS, /* the session moved to another link: a move, or a cloned key */
-        RULE_METRIC_SILENCE, /* not a counter: time since the device was last heard */
+        RULE_METRIC_SILENCE,   /* not a counter: time since the device was last heard */
         _RULE_METRIC_MAX,
 };
 

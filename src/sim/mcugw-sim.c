@@ -130,7 +130,7 @@ static struct {
         bool have_gw;
         const char *enroll_file;
         double linger;
-        unsigned reconnect_ms; /* --reconnect-delay */
+        unsigned reconnect_ms;   /* --reconnect-delay */
         const char *ota_dir;     /* --ota-dir: accept OTA, slots are files here */
         bool ota_fail_self_test; /* --ota-fail-self-test */
         const char *fw_version;  /* --fw-version (default sim-1.0.0) */
@@ -737,7 +737,8 @@ static void print_stats(void)
                (unsigned long long)injected, (unsigned long long)errors, (unsigned long long)disc,
                ever ? hs_sum / ever : 0.0, hs_max, el, el > 0 ? (double)acked / el : 0.0,
                (unsigned long long)ota_confirmed, (unsigned long long)ota_failed,
-               (unsigned long long)commands, opt.count && devs[0].fw[0] ? devs[0].fw
+               (unsigned long long)commands,
+               opt.count && devs[0].fw[0] ? devs[0].fw
                                           : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
         fflush(stdout);
 }

@@ -129,9 +129,8 @@ static void test_fair_order(void **state)
 
         open_all(f, 0);
         for (uint32_t k = 1; k <= 100; k++)
-                assert_int_equal(outbox_append(f->ob, "flood", 1, k, 1, (const uint8_t *)"x", 1,
-                                               NULL),
-                                 0);
+                assert_int_equal(
+                        outbox_append(f->ob, "flood", 1, k, 1, (const uint8_t *)"x", 1, NULL), 0);
         /* Two quiet devices arrive behind a backlog of 100. */
         assert_int_equal(outbox_append(f->ob, "q1", 1, 1, 1, (const uint8_t *)"y", 1, NULL), 0);
         assert_int_equal(outbox_append(f->ob, "q2", 1, 1, 1, (const uint8_t *)"z", 1, NULL), 0);

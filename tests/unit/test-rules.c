@@ -240,15 +240,13 @@ static void test_takeovers(void **state)
                   "Action=quarantine alert\n");
         assert_int_equal(rules_engine_new(&rs, 100, &e), 0);
         rule_set_free(&rs);
-        assert_int_equal(rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 9, 1000, on_fire,
-                                          &f),
-                         0);
+        assert_int_equal(
+                rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 9, 1000, on_fire, &f), 0);
         /* Handshakes of another kind do not count; the tenth takeover fires. */
         rules_engine_add(e, "d1", NULL, RULE_METRIC_AUTH_FAILURES, 5, 2000, on_fire, &f);
         assert_int_equal(f.n, 0);
-        assert_int_equal(rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 1, 3000, on_fire,
-                                          &f),
-                         1);
+        assert_int_equal(
+                rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 1, 3000, on_fire, &f), 1);
         assert_string_equal(f.rule, "clone");
         assert_int_equal(f.value, 10);
         rules_engine_free(e);
