@@ -16,9 +16,10 @@
  *                               publish per message ──► token buckets (publishes/s, bytes/s)
  *                               ──► QoS 1, at most MaxInflight publishes ──► PUBACK deletes rows
  *
- * Only rows from the outbox are published, in id order, so what is left after a crash or an
- * outage goes out first and per device in order. At most MaxInflight publishes are outstanding:
- * the backlog stays on disk, not in memory.
+ * Only rows from the outbox are published, in id order, so what is left after a crash goes out
+ * first and every device's messages in its order; outbox ids are fair-queueing tags, so the
+ * devices take turns (one device's backlog does not delay the others). At most MaxInflight
+ * publishes are outstanding: the backlog stays on disk, not in memory.
  *
  * Authorization: a device only ever publishes into topics expanded with the id the link
  * authenticated (the device_id argument), never one taken from the payload; commands are taken
