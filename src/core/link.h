@@ -12,7 +12,9 @@
  * static X25519 key, the stream listeners and serial ports ([Link] in the configuration), and
  * one struct link per connection or port: deframer, Noise IK responder, bounded output queue,
  * handshake rate limits and timeouts. Devices are admitted through the registry (state active,
- * id matching the key); every handshake outcome is audited (rate-limited per link).
+ * id matching the key); every handshake outcome is audited (failures rate-limited per link,
+ * auth.ok/link.down per device). Connections without a session are limited per source and the
+ * oldest goes first when MaxConnections is reached; commands are paced per device.
  *
  * Authenticated telemetry goes to on_telemetry together with an ack token; whoever makes it
  * durable calls link_manager_ack() later. The token names the connection generation and the
