@@ -137,6 +137,7 @@ struct mqtt {
 
         uint64_t connects, attempts, disconnects, subs_refused, lookups;
         char last_error[256];
+        uint32_t max_incoming; /* announced Maximum Packet Size (MQTT 5), 0: none */
 };
 
 static mqtt_resolver_fn default_resolver = getaddrinfo;
@@ -1327,6 +1328,22 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
                                      m->status_topic);
                 goto fail;
         }
+        if (o->protocol == 5 && o->max_incoming) {
+                mosquitto_property *props = NULL;
+                /* libmosquitto 2.0 has no asynchronous connect that takes CONNECT properties,
+                 * but mosquitto_connect_bind_v5() stores them before it looks at the host: with
+                 * no host it stops there (MOSQ_ERR_INVAL), and every later connect_async and
+                 * reconnect_async sends them. */
+                if (mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
+                                                 o->max_incoming) == MOSQ_ERR_SUCCESS &&
+                    mosquitto_connect_bind_v5(m->mosq, NULL, (int)m->port, (int)m->keepalive_s,
+                                              NULL, props) == MOSQ_ERR_INVAL)
+                        m->max_incoming = o->max_incoming;
+                else
+                        log_warning("mqtt: cannot announce a Maximum Packet Size of %u",
+                                    o->max_incoming);
+                mosquitto_property_free_all(&props);
+        }
         mosquitto_connect_v5_callback_set(m->mosq, on_connect_cb);
         mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect_cb);
         mosquitto_publish_v5_callback_set(m->mosq, on_publish_cb);
@@ -1535,11 +1552,11 @@ json_t *mqtt_status_json(const struct mqtt *m)
 {
         char server[300];
         snprintf(server, sizeof server, "%s:%u", m->host, m->port);
-        return json_pack("{ss ss ss ss ss sI sI sI sI sI ss}", "state",
-                         mqtt_state_to_string(m->state), "server", server, "address", m->addr,
-                         "client_id", m->client_id, "protocol", m->protocol == 5 ? "5" : "3.1.1",
-                         "connects", (json_int_t)m->connects, "attempts", (json_int_t)m->attempts,
-                         "lookups", (json_int_t)m->lookups, "disconnects",
-                         (json_int_t)m->disconnects, "subscriptions_refused",
-                         (json_int_t)m->subs_refused, "last_error", m->last_error);
+        return json_pack(
+                "{ss ss ss ss ss sI sI sI sI sI ss sI}", "state", mqtt_state_to_string(m->state),
+                "server", server, "address", m->addr, "client_id", m->client_id, "protocol",
+                m->protocol == 5 ? "5" : "3.1.1", "connects", (json_int_t)m->connects, "attempts",
+                (json_int_t)m->attempts, "lookups", (json_int_t)m->lookups, "disconnects",
+                (json_int_t)m->disconnects, "subscriptions_refused", (json_int_t)m->subs_refused,
+                "last_error", m->last_error, "max_incoming", (json_int_t)m->max_incoming);
 }

@@ -63,6 +63,9 @@ struct mqtt_options {
         uint64_t resolve_timeout_ms; /* 0: MQTT_RESOLVE_TIMEOUT_MS_DEFAULT */
         uint64_t connect_timeout_ms; /* TCP + TLS + CONNACK; 0: MQTT_CONNECT_TIMEOUT_MS_DEFAULT */
         const char *status_topic;    /* expanded; the last will goes here */
+        /* MQTT 5: the Maximum Packet Size announced in CONNECT; the broker does not send us
+         * anything larger. 0: none. MQTT 3.1.1 has no way to say it. */
+        uint32_t max_incoming;
 };
 
 #define MQTT_RESOLVE_TIMEOUT_MS_DEFAULT 10000

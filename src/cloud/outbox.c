@@ -14,6 +14,15 @@
 #include "cloud/topic.h"
 #include "basic/ratelimit.h"
 
+/* Outbox ids are fair-queueing tags: id = slot << OUTBOX_ID_SHIFT | the device's index. Every
+ * device takes its next slot at max(its last slot + cost, the slot after what was published):
+ * a slot holds at most one message of each device, and reading in id order is round-robin over
+ * the devices, each in its own order. A device that floods only pushes its own messages into
+ * later slots; one that was quiet gets the next slot. */
+#define OUTBOX_ID_SHIFT 20
+#define OUTBOX_IDX_MAX ((1u << OUTBOX_ID_SHIFT) - 1)
+#define OUTBOX_SLOT_BYTES 512 /* a message costs one slot per this many bytes, at least one */
+
 /* Redo lists longer than this are cut (the rows are then sent again after a restart). */
 #define OUTBOX_REDO_MAX 4096
 /* How often the free space is looked at, at most: on appends, and after failed commits. */
@@ -24,7 +33,12 @@ struct dev_count {
         char id[TOPIC_DEVICE_MAX + 1];
         uint64_t rows, bytes;     /* in the table now, the open transaction included */
         uint64_t c_rows, c_bytes; /* as of the last commit */
-        bool dirty;               /* changed in the open transaction */
+        uint32_t idx;             /* low bits of its ids, 1..OUTBOX_IDX_MAX */
+        int64_t next_slot;        /* its next message goes here or later */
+        /* Since the start; appended, dropped and delivered follow the commits like rows. */
+        uint64_t appended, dropped, delivered, refused;
+        uint64_t c_appended, c_dropped, c_delivered;
+        bool dirty; /* changed in the open transaction */
 };
 
 /* What the outbox knows about its table, kept twice: as of the last commit and as of now (the
@@ -51,7 +65,11 @@ struct outbox {
         struct audit *audit;
         sqlite3_stmt *insert, *scan, *del_range, *evict;
         uint64_t max_bytes;
-        int64_t next_id;
+        int64_t max_id;    /* the highest id handed out; ids are never reused in a run */
+        int64_t base_slot; /* rows left from the last run are all below this slot */
+        int64_t floor;     /* new ids are above this one: the reader's position */
+        uint32_t n_idx;
+        size_t n_active; /* devices with queued rows */
         struct figures now, committed;
         bool dirty;              /* `now` differs from `committed` */
         bool hooked;             /* the db hooks are registered */
@@ -71,6 +89,9 @@ struct outbox {
         char unreported_device[TOPIC_DEVICE_MAX + 1];
         unsigned audit_per_min;
         uint64_t last_audit_ms;
+        /* Refusals of devices over their share (the overflow policy), for the audit log. */
+        uint64_t unreported_refused, last_refusal_audit_ms;
+        char refused_device[TOPIC_DEVICE_MAX + 1];
 
         struct ratelimit_run append_log;
 
@@ -142,13 +163,20 @@ static int devs_grow(struct outbox *o)
         return 0;
 }
 
-static void account_delete(struct outbox *o, const char *device, size_t device_len, size_t len)
+static void account_delete(struct outbox *o, const char *device, size_t device_len, size_t len,
+                           bool delivered)
 {
         struct dev_count *d = dev_get(o, device, device_len, false);
         uint64_t b = row_bytes(device_len, len);
         if (d) {
+                if (d->rows == 1)
+                        o->n_active -= MIN(o->n_active, (size_t)1);
                 d->rows -= MIN(d->rows, 1);
                 d->bytes -= MIN(d->bytes, b);
+                if (delivered)
+                        d->delivered++;
+                else
+                        d->dropped++;
                 d->dirty = true;
         }
         o->now.rows -= MIN(o->now.rows, 1);
@@ -159,7 +187,8 @@ static void account_delete(struct outbox *o, const char *device, size_t device_l
 /* Step a DELETE … RETURNING device, length(payload), id and account for every row it removed.
  * The statement is part of the open transaction: if that fails, the rollback hook puts the
  * figures back. */
-static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes, int64_t *ret_min_id)
+static int step_delete(struct outbox *o, sqlite3_stmt *s, bool delivered, uint64_t *ret_bytes,
+                       int64_t *ret_min_id)
 {
         uint64_t bytes = 0;
         int64_t min_id = 0;
@@ -170,7 +199,7 @@ static int step_delete(struct outbox *o, sqlite3_stmt *s, uint64_t *ret_bytes, i
                 size_t dl = (size_t)sqlite3_column_bytes(s, 0);
                 size_t len = (size_t)sqlite3_column_int64(s, 1);
                 int64_t id = sqlite3_column_int64(s, 2);
-                account_delete(o, dev ? dev : "", dev ? dl : 0, len);
+                account_delete(o, dev ? dev : "", dev ? dl : 0, len, delivered);
                 bytes += row_bytes(dl, len);
                 if (!min_id || id < min_id)
                         min_id = id;
@@ -214,7 +243,7 @@ static int delete_delivered(struct outbox *o, int64_t first, int64_t last)
         int n;
         sqlite3_bind_int64(o->del_range, 1, first);
         sqlite3_bind_int64(o->del_range, 2, last);
-        n = step_delete(o, o->del_range, NULL, NULL);
+        n = step_delete(o, o->del_range, true, NULL, NULL);
         if (n >= 0 && ranges_add(&o->txn_dels, first, last) < 0)
                 log_warning("outbox: out of memory; if this commit fails, messages %lld..%lld "
                             "are sent again after a restart",
@@ -264,6 +293,31 @@ static void report_drops(struct outbox *o, bool force)
         o->dirty = true;
 }
 
+static void report_refusals(struct outbox *o, bool force)
+{
+        uint64_t t = now_monotonic_msec();
+        if (!o->unreported_refused)
+                return;
+        if (!force && o->audit_per_min == 0)
+                return;
+        if (!force && o->last_refusal_audit_ms &&
+            t - o->last_refusal_audit_ms < 60000 / o->audit_per_min)
+                return;
+        o->last_refusal_audit_ms = t;
+        log_warning("outbox: full (%llu of %llu bytes): refused %llu new message(s) of devices "
+                    "over their share, most recently of %s; %llu refused in total",
+                    (unsigned long long)o->now.bytes, (unsigned long long)o->max_bytes,
+                    (unsigned long long)o->unreported_refused, o->refused_device,
+                    (unsigned long long)o->refused);
+        if (o->audit)
+                audit_log(o->audit, "daemon", "outbox.refused", o->refused_device,
+                          json_pack("{sI sI sI sI}", "refused_rows",
+                                    (json_int_t)o->unreported_refused, "total_refused",
+                                    (json_int_t)o->refused, "queue_bytes", (json_int_t)o->now.bytes,
+                                    "max_bytes", (json_int_t)o->max_bytes));
+        o->unreported_refused = 0;
+}
+
 static int outbox_count(struct outbox *o);
 static void space_check(struct outbox *o, bool force);
 
@@ -297,7 +351,7 @@ static int outbox_evict(struct outbox *o)
                 snprintf(o->unreported_device, sizeof o->unreported_device, "%s", big->id);
                 sqlite3_bind_text(o->evict, 1, big->id, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_int64(o->evict, 2, (sqlite3_int64)want);
-                n = step_delete(o, o->evict, &freed, &min_id);
+                n = step_delete(o, o->evict, false, &freed, &min_id);
                 if (n < 0)
                         return n;
                 if (n == 0) {
@@ -325,13 +379,22 @@ static int outbox_evict(struct outbox *o)
         return 0;
 }
 
+bool outbox_over_share(uint64_t max_bytes, uint64_t queued, size_t devices, uint64_t device_bytes,
+                       uint64_t row)
+{
+        if (!max_bytes || queued + row <= max_bytes)
+                return false;
+        return device_bytes + row > max_bytes / MAX(devices, (size_t)1);
+}
+
 int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id)
 {
         size_t dl = strlen(device);
+        uint64_t b = row_bytes(dl, len);
         struct dev_count *d;
-        int64_t id;
-        int rc, r;
+        int64_t id = 0, slot;
+        int rc = SQLITE_DONE, r;
 
         if ((r = db_write_begin(o->db)) < 0) {
                 o->refused++;
@@ -345,20 +408,46 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
                 o->refused++;
                 return -ENOMEM;
         }
-        id = o->next_id;
-        sqlite3_bind_int64(o->insert, 1, id);
-        sqlite3_bind_text(o->insert, 2, device, (int)dl, SQLITE_STATIC);
-        sqlite3_bind_int(o->insert, 3, stream);
-        sqlite3_bind_int64(o->insert, 4, seq);
-        sqlite3_bind_int64(o->insert, 5, ts_ms);
-        sqlite3_bind_blob(o->insert, 6, len ? (const void *)payload : "", (int)len, SQLITE_STATIC);
-        rc = sqlite3_step(o->insert);
-        sqlite3_reset(o->insert);
-        sqlite3_clear_bindings(o->insert);
+        /* Full: a device over its fair share gets no more room (its message is refused, the
+         * link tells it to retry); one under it makes room at the expense of the biggest
+         * (outbox_evict). */
+        if (outbox_over_share(o->max_bytes, o->now.bytes, o->n_active + (d->rows == 0), d->bytes,
+                              b)) {
+                d->refused++;
+                o->refused++;
+                o->unreported_refused++;
+                snprintf(o->refused_device, sizeof o->refused_device, "%s", d->id);
+                report_refusals(o, false);
+                return -EDQUOT;
+        }
+        if (!d->idx)
+                d->idx = o->n_idx++ % OUTBOX_IDX_MAX + 1;
+        slot = MAX(MAX(o->base_slot, (o->floor >> OUTBOX_ID_SHIFT) + 1), d->next_slot);
+        for (int tries = 0; tries < 8; tries++, slot++) {
+                id = (slot << OUTBOX_ID_SHIFT) | d->idx;
+                sqlite3_bind_int64(o->insert, 1, id);
+                sqlite3_bind_text(o->insert, 2, device, (int)dl, SQLITE_STATIC);
+                sqlite3_bind_int(o->insert, 3, stream);
+                sqlite3_bind_int64(o->insert, 4, seq);
+                sqlite3_bind_int64(o->insert, 5, ts_ms);
+                sqlite3_bind_blob(o->insert, 6, len ? (const void *)payload : "", (int)len,
+                                  SQLITE_STATIC);
+                rc = sqlite3_step(o->insert);
+                sqlite3_reset(o->insert);
+                sqlite3_clear_bindings(o->insert);
+                /* Only with more than OUTBOX_IDX_MAX devices in one run can two share an index
+                 * and meet in a slot: take the next one. */
+                if ((rc & 0xff) != SQLITE_CONSTRAINT)
+                        break;
+        }
+        /* Ids are never reused in a run, even if this row is rolled back. */
+        d->next_slot = slot + 1 + (int64_t)(b / OUTBOX_SLOT_BYTES);
+        o->max_id = MAX(o->max_id, id);
         if (rc != SQLITE_DONE) {
                 uint64_t held;
                 r = db_errno(rc);
                 o->refused++;
+                d->refused++;
                 if (ratelimit_run_error(&o->append_log, now_monotonic_msec(), &held))
                         log_error_errno(r,
                                         "outbox: cannot append for device %s: %s (%llu failed "
@@ -376,13 +465,15 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
                         log_notice("outbox: appends succeed again, after %llu failed in %llu s",
                                    (unsigned long long)run, (unsigned long long)ms / 1000);
         }
-        o->next_id++;
         o->txn_appended++;
         o->now.appended++;
         o->now.rows++;
-        o->now.bytes += row_bytes(dl, len);
+        o->now.bytes += b;
+        if (d->rows == 0)
+                o->n_active++;
         d->rows++;
-        d->bytes += row_bytes(dl, len);
+        d->bytes += b;
+        d->appended++;
         d->dirty = o->dirty = true;
         if (o->max_bytes && o->now.bytes > o->max_bytes && (r = outbox_evict(o)) < 0)
                 return r;
@@ -461,16 +552,41 @@ int64_t outbox_take_rewind(struct outbox *o)
 
 int64_t outbox_last_id(const struct outbox *o)
 {
-        return o->next_id - 1;
+        return o->max_id;
+}
+
+void outbox_set_floor(struct outbox *o, int64_t id)
+{
+        o->floor = MAX(o->floor, id);
+}
+
+int outbox_device_stats(struct outbox *o, const char *device, struct outbox_device_stats *ret)
+{
+        struct dev_count *d = dev_get(o, device, strlen(device), false);
+        if (!d)
+                return -ENOENT;
+        *ret = (struct outbox_device_stats){
+                .rows = d->rows,
+                .bytes = d->bytes,
+                .appended = d->appended,
+                .refused = d->refused,
+                .dropped = d->dropped,
+                .delivered = d->delivered,
+        };
+        return 0;
 }
 
 size_t outbox_devices(const struct outbox *o)
 {
-        size_t n = 0;
+        return o->n_active;
+}
+
+static void count_active(struct outbox *o)
+{
+        o->n_active = 0;
         for (size_t i = 0; i < o->cap_devs; i++)
                 if (o->devs[i].id[0] && o->devs[i].rows)
-                        n++;
-        return n;
+                        o->n_active++;
 }
 
 json_t *outbox_space_json(const struct outbox_space *sp)
@@ -513,9 +629,13 @@ static int outbox_postcommit(void *userdata)
         o->committed = o->now;
         for (size_t i = 0; i < o->cap_devs; i++)
                 if (o->devs[i].dirty) {
-                        o->devs[i].c_rows = o->devs[i].rows;
-                        o->devs[i].c_bytes = o->devs[i].bytes;
-                        o->devs[i].dirty = false;
+                        struct dev_count *d = &o->devs[i];
+                        d->c_rows = d->rows;
+                        d->c_bytes = d->bytes;
+                        d->c_appended = d->appended;
+                        d->c_dropped = d->dropped;
+                        d->c_delivered = d->delivered;
+                        d->dirty = false;
                 }
         txn_reset(o);
         return 0;
@@ -533,10 +653,16 @@ static int outbox_rollback(void *userdata)
         o->now = o->committed;
         for (size_t i = 0; i < o->cap_devs; i++)
                 if (o->devs[i].dirty) {
-                        o->devs[i].rows = o->devs[i].c_rows;
-                        o->devs[i].bytes = o->devs[i].c_bytes;
-                        o->devs[i].dirty = false;
+                        struct dev_count *d = &o->devs[i];
+                        d->refused += d->appended - d->c_appended; /* lost with the commit */
+                        d->rows = d->c_rows;
+                        d->bytes = d->c_bytes;
+                        d->appended = d->c_appended;
+                        d->dropped = d->c_dropped;
+                        d->delivered = d->c_delivered;
+                        d->dirty = false;
                 }
+        count_active(o);
         /* Evicted rows are back: a reader may have passed them already. */
         if (o->txn_evicted_min && (!o->rewind || o->txn_evicted_min < o->rewind))
                 o->rewind = o->txn_evicted_min;
@@ -689,9 +815,11 @@ static int outbox_count(struct outbox *o)
                 d->dirty = true;
                 o->now.rows += rows;
                 o->now.bytes += bytes;
-                o->next_id = MAX(o->next_id, (int64_t)sqlite3_column_int64(s, 3) + 1);
+                o->max_id = MAX(o->max_id, (int64_t)sqlite3_column_int64(s, 3));
         }
         sqlite3_finalize(s);
+        count_active(o);
+        o->base_slot = MAX(o->base_slot, (o->max_id >> OUTBOX_ID_SHIFT) + 1);
         return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
@@ -707,7 +835,6 @@ int outbox_open(struct db *db, struct audit *audit, uint64_t max_bytes, unsigned
         o->audit = audit;
         o->max_bytes = max_bytes;
         o->audit_per_min = audit_per_min;
-        o->next_id = 1;
         o->append_log.interval_ms = 10000;
         if ((r = db_prepare(db,
                             "INSERT INTO outbox (id, device, stream, seq, ts_ms, payload) "
@@ -766,6 +893,7 @@ void outbox_free(struct outbox *o)
         if (!o)
                 return;
         report_drops(o, true);
+        report_refusals(o, true);
         if (o->hooked) {
                 db_remove_postcommit(o->db, outbox_postcommit, o);
                 db_remove_rollback(o->db, outbox_rollback, o);

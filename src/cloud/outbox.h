@@ -19,11 +19,17 @@
  * Ids are allocated here, not by SQLite, so an id is never reused within a run even if a commit
  * fails and rolls rows back: a late PUBACK can only ever delete the rows it carried.
  *
+ * Fairness: ids are fair-queueing tags (outbox.c), so reading in id order serves the devices
+ * round-robin, each in its own order: one device flooding the outbox delays only itself.
+ * outbox_set_floor() tells where the reader is; new ids go above it.
+ *
  * Quota: the logical size of a row is its payload + device id + OUTBOX_ROW_OVERHEAD bytes. When
- * the sum exceeds MaxBytes the oldest rows of the device with the most queued rows are dropped
- * (so one chatty device cannot evict the others), down to a little below the quota. Drops are
- * counted, logged and audited (`outbox.overflow`, rate-limited with the counts since the last
- * record), never silent.
+ * an append would take the sum over MaxBytes, a device holding more than its fair share
+ * (MaxBytes / devices with queued rows) has the message refused (-EDQUOT); a device under its
+ * share gets it in, and the oldest rows of the device with the most queued rows are dropped,
+ * down to a little below the quota. So a flooding device can neither evict the others' data nor
+ * keep them out. Refusals and drops are counted, logged and audited (`outbox.refused`,
+ * `outbox.overflow`, rate-limited with the counts since the last record), never silent.
  *
  * Failed commits (disk full): every append, delivery delete and eviction is part of the open
  * group-commit transaction, and so is every change to the figures above. The figures are kept as
@@ -67,7 +73,7 @@ int outbox_open(struct db *db, struct audit *audit, uint64_t max_bytes, unsigned
 void outbox_free(struct outbox *o);
 
 /* Append a row in the open transaction; evicts per the overflow policy if over quota.
- * Returns 0 and the new id, or -errno. */
+ * Returns 0 and the new id, -EDQUOT (the device is over its share of a full outbox), -errno. */
 int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id);
 /* Rows with id > after, in id order, at most max_rows; returns the number consumed or -errno. */
@@ -75,6 +81,19 @@ int outbox_scan(struct outbox *o, int64_t after, size_t max_rows, outbox_row_fn 
 /* Delete rows first..last (inclusive): they were delivered. Returns the number deleted. If the
  * commit fails, they are deleted again in the next transaction. */
 int outbox_delete_range(struct outbox *o, int64_t first, int64_t last);
+
+/* New rows get ids above this one (the reader's cursor); it only moves up. */
+void outbox_set_floor(struct outbox *o, int64_t id);
+/* Would a row of `row` bytes be refused? (pure; the policy above) */
+bool outbox_over_share(uint64_t max_bytes, uint64_t queued, size_t devices, uint64_t device_bytes,
+                       uint64_t row);
+
+struct outbox_device_stats {
+        uint64_t rows, bytes;                           /* queued now */
+        uint64_t appended, refused, dropped, delivered; /* since the start */
+};
+/* -ENOENT if the device never had a row in this run (or left from the last one). */
+int outbox_device_stats(struct outbox *o, const char *device, struct outbox_device_stats *ret);
 
 /* The table as the open transaction sees it; after a commit or a rollback, what is committed. */
 uint64_t outbox_rows(const struct outbox *o);

@@ -39,6 +39,7 @@ struct relay {
         bool batching;
         uint64_t window_ms;
         size_t max_payload;
+        size_t max_command; /* MaxCommandSize= */
         unsigned max_inflight;
         char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
 
@@ -73,6 +74,7 @@ struct relay {
 
         uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
         uint64_t commands, commands_rejected, results;
+        uint64_t commands_oversize, commands_busy;
         uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
 
         /* On a provisioning claim: no telemetry (the claim may only provision). */
@@ -333,6 +335,7 @@ static const char *errno_name(int e)
         case EACCES:
         case EPERM: return "denied";
         case ENOSYS: return "not-supported";
+        case ENOBUFS: return "busy";
         default: return "error";
         }
 }
@@ -387,6 +390,20 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
         }
         id = ++r->next_command_id;
         r->commands++;
+        if (len > r->max_command) {
+                /* MaxCommandSize=: refused before it is copied, queued or sent anywhere. */
+                r->commands_rejected++;
+                if (r->commands_oversize++ % 100 == 0)
+                        log_warning(
+                                "relay: command %u for %s has %zu bytes, over MaxCommandSize=%zu; "
+                                "rejected",
+                                id, device, len, r->max_command);
+                audit_log(r->audit, "cloud", "cmd.rejected", device,
+                          json_pack("{sI ss sI}", "id", (json_int_t)id, "reason", "too-large",
+                                    "bytes", (json_int_t)len));
+                relay_command_failed(r, device, id, -EMSGSIZE);
+                return;
+        }
         audit_log(r->audit, "cloud", "cmd.received", device,
                   json_pack("{sI sI}", "id", (json_int_t)id, "bytes", (json_int_t)len));
         q = r->on_command ? r->on_command(r->command_ud, device, id, payload, len) : -ENOSYS;
@@ -396,8 +413,10 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                 audit_log(r->audit, "cloud", "cmd.rejected", device,
                           json_pack("{sI ss}", "id", (json_int_t)id, "reason", "unknown device"));
         }
+        if (q == -ENOBUFS)
+                r->commands_busy++;
         if (q < 0)
-                relay_command_result(r, device, id, q, NULL, 0);
+                relay_command_failed(r, device, id, q);
 }
 
 /* ---- API ---------------------------------------------------------------------------------- */
@@ -417,6 +436,7 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if ((r->batching && envelope_overhead(r->gateway) + entry > r->max_payload) ||
             len > r->max_payload)
                 return -EMSGSIZE;
+        outbox_set_floor(r->outbox, r->cursor); /* fair queueing: new ids after what went out */
         q = outbox_append(r->outbox, device_id, stream, seq, now_realtime_msec(), payload, len,
                           NULL);
         if (q < 0)
@@ -430,6 +450,19 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED && r->n_inflight < r->max_inflight)
                 pump_arm(r, 0);
         return 0;
+}
+
+int relay_command_failed(struct relay *r, const char *device_id, uint32_t command_id, int error)
+{
+        int q = publish_result(r, device_id, command_id, error, NULL, 0);
+        r->results++;
+        audit_log(r->audit, "daemon", "cmd.result", device_id,
+                  json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", error,
+                            "result", errno_name(-error), "published", q >= 0));
+        if (q < 0)
+                log_warning_errno(q, "relay: result of command %u for %s not published: %m",
+                                  command_id, device_id);
+        return q;
 }
 
 int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
@@ -563,8 +596,15 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "queue_bytes", json_integer((json_int_t)outbox_bytes(r->outbox)));
         json_object_set_new(o, "commands", json_integer((json_int_t)r->commands));
         json_object_set_new(o, "commands_rejected", json_integer((json_int_t)r->commands_rejected));
+        json_object_set_new(o, "commands_oversize", json_integer((json_int_t)r->commands_oversize));
+        json_object_set_new(o, "commands_busy", json_integer((json_int_t)r->commands_busy));
         json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
         return o;
+}
+
+int relay_device_outbox(struct relay *r, const char *device_id, struct outbox_device_stats *ret)
+{
+        return r && r->outbox ? outbox_device_stats(r->outbox, device_id, ret) : -ENOENT;
 }
 
 json_t *relay_outbox_status(struct relay *r)
@@ -631,6 +671,7 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provi
         r->window_ms = c->batch_window_usec / 1000;
         r->max_payload = (size_t)c->max_payload;
         r->max_inflight = MAX(c->max_inflight, 1u);
+        r->max_command = c->max_command ? (size_t)c->max_command : RELAY_COMMAND_MAX;
         r->topic_batch = malloc(TOPIC_MAX_LEN + 1);
         if (r->topic_batch &&
             topic_expand(c->topic_batch, gateway, NULL, 0, r->topic_batch, TOPIC_MAX_LEN + 1) < 0) {
@@ -677,6 +718,9 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provi
                         .reconnect_min_ms = c->reconnect_min_usec / 1000,
                         .reconnect_max_ms = c->reconnect_max_usec / 1000,
                         .status_topic = status_topic,
+                        /* Commands, OTA stream blocks (base64 in JSON), job documents,
+                         * provisioning replies: nothing legitimate is larger. */
+                        .max_incoming = (uint32_t)MIN(c->max_packet, (uint64_t)UINT32_MAX),
                 };
                 struct mqtt_callbacks cb = {
                         .userdata = r,
@@ -749,4 +793,17 @@ int relay_config_parse_inflight(const char *v, void *field, const char **reason)
 int relay_config_parse_rate(const char *v, void *field, const char **reason)
 {
         return config_parse_unsigned_range(v, field, 0, 10000000, reason);
+}
+
+int relay_config_parse_max_command(const char *v, void *field, const char **reason)
+{
+        uint64_t x;
+        if (config_parse_size(v, &x, reason) < 0)
+                return -EINVAL;
+        if (x < 1 || x > RELAY_COMMAND_MAX) {
+                *reason = "expected 1 to 987 bytes: a command must fit one link frame";
+                return -EINVAL;
+        }
+        *(uint64_t *)field = x;
+        return 0;
 }

@@ -19,9 +19,10 @@
  *                               publish per message ──► token buckets (publishes/s, bytes/s)
  *                               ──► QoS 1, at most MaxInflight publishes ──► PUBACK deletes rows
  *
- * Only rows from the outbox are published, in id order, so what is left after a crash or an
- * outage goes out first and per device in order. At most MaxInflight publishes are outstanding:
- * the backlog stays on disk, not in memory.
+ * Only rows from the outbox are published, in id order, so what is left after a crash goes out
+ * first and every device's messages in its order; outbox ids are fair-queueing tags, so the
+ * devices take turns (one device's backlog does not delay the others). At most MaxInflight
+ * publishes are outstanding: the backlog stays on disk, not in memory.
  *
  * Authorization: a device only ever publishes into topics expanded with the id the link
  * authenticated (the device_id argument), never one taken from the payload; commands are taken
@@ -57,15 +58,24 @@ struct relay_options {
         uint64_t max_payload;
         unsigned publishes_per_s; /* 0: unlimited */
         uint64_t bytes_per_s;     /* 0: unlimited */
+        uint64_t max_command;     /* MaxCommandSize=: cloud command payload, <= RELAY_COMMAND_MAX */
+        /* The largest message the broker may send us (MQTT 5 Maximum Packet Size); the daemon
+         * derives it from [OTA] DownloadBlockSize= (stream blocks are the biggest). */
+        uint64_t max_packet;
 
         /* [Outbox] */
         struct outbox_options outbox;
 };
 
+/* A command travels in one COMMAND message of the link: its payload, command id (4 bytes) and
+ * type (1) in one frame (daemon/conf.c checks this against the wire protocol's MCUGW_MSG_MAX). */
+#define RELAY_COMMAND_MAX 987u
+
 /* [MQTT] and [Relay] values (config_parser_t). */
-int relay_config_parse_protocol(const char *v, void *field, const char **reason); /* int */
-int relay_config_parse_inflight(const char *v, void *field, const char **reason); /* unsigned */
-int relay_config_parse_rate(const char *v, void *field, const char **reason);     /* unsigned */
+int relay_config_parse_max_command(const char *v, void *field, const char **reason); /* u64 */
+int relay_config_parse_protocol(const char *v, void *field, const char **reason);    /* int */
+int relay_config_parse_inflight(const char *v, void *field, const char **reason);    /* unsigned */
+int relay_config_parse_rate(const char *v, void *field, const char **reason);        /* unsigned */
 
 struct relay;
 struct provision_options;
@@ -96,6 +106,11 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
 /* Publish the result of a command on the device's result topic (audited as cmd.result). */
 int relay_command_result(struct relay *r, const char *device_id, uint32_t command_id, int status,
                          const uint8_t *payload, size_t len);
+
+/* Publish the result of a command the gateway could not deliver: error is a negative errno
+ * (-ENOTCONN device-offline, -EMSGSIZE too-large, -ENOBUFS busy, ...), audited as cmd.result
+ * with actor daemon. */
+int relay_command_failed(struct relay *r, const char *device_id, uint32_t command_id, int error);
 
 /* Publish a message of the gateway itself (alerts, Device Defender reports) on topic, QoS 1,
  * outside the outbox and its pacing: best effort, -ENOTCONN when there is no session or it is
@@ -138,5 +153,8 @@ const char *relay_cert_file(struct relay *r);
 /* {"mqtt":{…},"outbox":{…}} parts for the status command. */
 json_t *relay_mqtt_status(struct relay *r);
 json_t *relay_outbox_status(struct relay *r);
+/* The outbox figures of one device (queued, refused, dropped, delivered): -ENOENT if none. */
+struct outbox_device_stats;
+int relay_device_outbox(struct relay *r, const char *device_id, struct outbox_device_stats *ret);
 /* A short line for sd_notify STATUS=, e.g. "mqtt connected, outbox 12 rows". */
 void relay_status_line(struct relay *r, char *buf, size_t n);

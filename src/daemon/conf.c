@@ -113,6 +113,14 @@ static const struct conf_key conf_keys[] = {
           F(link.handshake_rate_per_link), "2", true },
         { "Link", "AuditFailuresPerMinute", CONF_UINT, config_parse_per_minute,
           F(link.audit_per_min), "10", true },
+        { "Link", "MaxPendingPerSource", CONF_UINT, link_config_parse_pending,
+          F(link.max_pending_per_source), "0", true },
+        { "Link", "SessionAuditsPerMinute", CONF_UINT, config_parse_per_minute,
+          F(link.session_audit_per_min), "10", true },
+        { "Link", "CommandsPerSecond", CONF_UINT, link_config_parse_rate, F(link.commands_per_s),
+          "20", true },
+        { "Link", "CommandQueue", CONF_UINT, link_config_parse_command_queue, F(link.command_queue),
+          "32", true },
         { "MQTT", "Host", CONF_STR, config_parse_string_opt, F(relay.host), NULL, true },
         { "MQTT", "Port", CONF_UINT, config_parse_port, F(relay.port), "8883", true },
         { "MQTT", "ClientId", CONF_STR, config_parse_string_opt, F(relay.client_id), NULL, true },
@@ -147,6 +155,8 @@ static const struct conf_key conf_keys[] = {
         { "Relay", "BatchWindow", CONF_U64, config_parse_duration, F(relay.batch_window_usec),
           "50ms", true },
         { "Relay", "MaxPayload", CONF_U64, config_parse_size, F(relay.max_payload), "128K", true },
+        { "Relay", "MaxCommandSize", CONF_U64, relay_config_parse_max_command, F(relay.max_command),
+          "987", true },
         { "Relay", "PublishesPerSecond", CONF_UINT, relay_config_parse_rate,
           F(relay.publishes_per_s), "100", true },
         { "Relay", "BytesPerSecond", CONF_U64, config_parse_size, F(relay.bytes_per_s), "512K",
@@ -338,8 +348,13 @@ static int dropin_filter(const struct dirent *d)
         return d->d_name[0] != '.' && fnmatch("*.conf", d->d_name, 0) == 0;
 }
 
+_Static_assert(RELAY_COMMAND_MAX == MCUGW_MSG_MAX - 5u, "a command must fit one link frame");
+
 static void conf_finish(struct conf *c, EVP_MD_CTX *md)
 {
+        /* Commands, OTA stream blocks (base64 in JSON), job documents, provisioning replies:
+         * nothing legitimate the broker sends is larger. */
+        c->relay.max_packet = MAX((uint64_t)256 * 1024, 2 * c->ota.download_block + 64 * 1024);
         unsigned char h[32];
         unsigned len = 0;
         EVP_DigestFinal_ex(md, h, &len);

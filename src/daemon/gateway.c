@@ -426,6 +426,12 @@ static void on_command_result(void *ud, const char *device_id, uint32_t command_
         relay_command_result(gw->relay, device_id, command_id, status, payload, len);
 }
 
+static void on_command_failed(void *ud, const char *device_id, uint32_t command_id, int error)
+{
+        struct gateway *gw = ud;
+        relay_command_failed(gw->relay, device_id, command_id, error);
+}
+
 static int on_cloud_command(void *ud, const char *device_id, uint32_t command_id,
                             const uint8_t *payload, size_t len)
 {
@@ -441,6 +447,7 @@ static void gw_wire_relay(struct gateway *gw)
                 .ud = gw,
                 .on_telemetry = on_telemetry,
                 .on_command_result = on_command_result,
+                .on_command_failed = on_command_failed,
         };
         link_manager_set_callbacks(gw->link, &cb);
         relay_set_command_handler(gw->relay, on_cloud_command, gw);

@@ -43,6 +43,11 @@
 #define LINK_BACKOFF_MAX_MS 30000u
 #define LINK_STABLE_MS 5000u /* a port that stayed open this long resets its backoff */
 #define LINK_TOUCH_MS 1000u  /* registry_touch() at most once a second per device */
+#define LINK_SOURCE_BUCKETS 1024u
+#define LINK_CMD_BYTES_MAX (1024u * 1024u) /* commands waiting, all devices together */
+/* A command goes out only while the output queue has room for it and the same again: the rest
+ * of the queue stays for acks and pings, so commands can never get a device cut off. */
+#define LINK_CMD_OUT_MAX (LINK_OUT_MAX / 2u)
 
 /* Every counter we keep, per device and in total. X(name). */
 /* clang-format off */
@@ -51,13 +56,21 @@
         X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(errors_received)  \
         X(handshakes) X(auth_failures) X(hs_throttled) X(mac_errors) X(replays) X(bad_session)    \
         X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
-        X(tx_dropped)
+        X(tx_dropped) X(takeovers) X(commands) X(commands_busy)
 /* clang-format on */
 
 struct link_counters {
 #define X(n) uint64_t n;
         LINK_COUNTERS(X)
 #undef X
+};
+
+/* A cloud command waiting for its turn (CommandsPerSecond=, room in the output queue). */
+struct link_cmd {
+        struct link_cmd *next;
+        uint32_t id;
+        uint32_t len;
+        uint8_t payload[];
 };
 
 /* What we know about one registered device, connected or not. Created on first contact. */
@@ -69,6 +82,26 @@ struct link_dev {
         int64_t last_seen_us;
         uint64_t last_touch_ms;
         char link_name[80];
+        /* auth.ok / link.down records: SessionAuditsPerMinute=, the rest counted and summed up
+         * in link.flapping records */
+        struct ratelimit_window sess_lim;
+        bool sess_lim_init, on_flap_list;
+        unsigned sup_ok, sup_down;
+        uint64_t takeovers_reported;
+        struct link_dev *flap_next;
+        /* commands: paced per device, a bounded queue */
+        struct ratelimit cmd_bucket;
+        bool cmd_bucket_init, on_cmd_list;
+        struct link_cmd *cmd_head, *cmd_tail;
+        unsigned n_cmds;
+        struct link_dev *cmd_next;
+};
+
+/* Connections of one source (address or uid) that have not authenticated yet. */
+struct link_source {
+        struct link_source *next;
+        struct transport_source s;
+        unsigned pending;
 };
 
 /* Telemetry handed to on_telemetry and waiting for its ACK. Sequence numbers are per stream, so
@@ -90,6 +123,9 @@ struct link {
         struct link *gnext;       /* generation hash chain */
         struct serial_port *port; /* NULL for a stream connection */
         struct listener *listener;
+        struct link_source *src;         /* while on the pending list */
+        struct link *pprev_link, *pnext; /* pending list: accepted, not authenticated */
+        bool pending;
         int fd;
         uint32_t gen;
         int poll_events;
@@ -147,7 +183,10 @@ struct link_manager {
         uint8_t priv[32], pub[32];
         char pub_b64[45];
         struct mcugw_responder_config rcfg;
-        unsigned max_connections;
+        unsigned max_connections, max_pending_per_source;
+        unsigned session_audit_per_min;
+        unsigned command_queue;
+        double commands_per_s;
         uint64_t hs_timeout_ms, idle_timeout_ms;
         double hs_rate_link;
         unsigned audit_per_min;
@@ -162,7 +201,16 @@ struct link_manager {
         struct ratelimit hs_bucket;
         struct ratelimit_window audit_lim;
         uint64_t refused_connections, accepted_connections, hs_timeouts, idle_timeouts;
+        uint64_t refused_per_source, evicted_connections, sessions_suppressed;
         uint64_t suppressed_audits;
+        /* Accepted stream connections without an authenticated session, oldest first. */
+        struct link *pending_head, *pending_tail;
+        unsigned n_pending;
+        struct link_source *src_hash[LINK_SOURCE_BUCKETS];
+        struct link_dev *flap_list; /* devices with suppressed session records */
+        struct link_dev *cmd_list;  /* devices with queued commands */
+        size_t cmd_bytes;
+        uv_timer_t cmd_timer;
         struct link_counters tot;
         struct link *gen_hash[LINK_HASH_BUCKETS];
         struct link_dev *dev_hash[LINK_HASH_BUCKETS];
@@ -181,6 +229,7 @@ struct link_manager {
 
 static void link_close(struct link *l, const char *reason);
 static void on_link_poll(uv_poll_t *h, int status, int events);
+static void cmd_timer_arm(struct link_manager *m, uint64_t ms);
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
 
@@ -326,6 +375,11 @@ static void manager_maybe_free(struct link_manager *m)
                 while (m->dev_hash[i]) {
                         struct link_dev *d = m->dev_hash[i];
                         m->dev_hash[i] = d->hnext;
+                        while (d->cmd_head) {
+                                struct link_cmd *c = d->cmd_head;
+                                d->cmd_head = c->next;
+                                free(c);
+                        }
                         free(d);
                 }
         OPENSSL_cleanse(m->priv, sizeof m->priv);
@@ -370,6 +424,141 @@ static void audit_flush_suppressed(struct link *l, bool force)
                            json_pack("{ss si}", "link", l->name, "count", (int)s));
         else
                 l->m->audit_lim.suppressed += s - 1; /* allow() counted one already */
+}
+
+/* auth.ok and link.down of one device: SessionAuditsPerMinute= of them a minute, the rest are
+ * counted. The first suppressed one is announced at once (link.flapping, "suppressing"), the
+ * counts follow when the minute is over (on_sweep), so a device whose session flaps — two
+ * devices sharing a key take it from each other — costs a few records a minute, not thousands. */
+static bool session_audit_allowed(struct link_manager *m, struct link_dev *d, bool up)
+{
+        uint64_t t = now_ms(m);
+
+        if (!d->sess_lim_init) {
+                ratelimit_window_init(&d->sess_lim, m->session_audit_per_min, 60 * USEC_PER_SEC,
+                                      t * USEC_PER_MSEC);
+                d->sess_lim_init = true;
+        }
+        if (ratelimit_window_allow(&d->sess_lim, t * USEC_PER_MSEC))
+                return true;
+        if (up)
+                d->sup_ok++;
+        else
+                d->sup_down++;
+        m->sessions_suppressed++;
+        if (!d->on_flap_list) {
+                d->on_flap_list = true;
+                d->flap_next = m->flap_list;
+                m->flap_list = d;
+                d->takeovers_reported = d->c.takeovers;
+                audit_json(m, "daemon", "link.flapping", d->id,
+                           json_pack("{ss si sI}", "state", "suppressing", "limit_per_min",
+                                     (int)m->session_audit_per_min, "takeovers",
+                                     (json_int_t)d->c.takeovers));
+                log_device(LOG_WARNING, d->id,
+                           "session flapping: more than %u session records this minute; the "
+                           "rest are counted",
+                           m->session_audit_per_min);
+        }
+        return false;
+}
+
+/* The minute of a flapping device is over: one record with what was suppressed in it. */
+static void session_audit_roll(struct link_manager *m, uint64_t now)
+{
+        for (struct link_dev **pp = &m->flap_list; *pp;) {
+                struct link_dev *d = *pp;
+                if (now * USEC_PER_MSEC < d->sess_lim.start_usec + d->sess_lim.interval_usec) {
+                        pp = &d->flap_next;
+                        continue;
+                }
+                ratelimit_window_roll(&d->sess_lim, now * USEC_PER_MSEC);
+                audit_json(m, "daemon", "link.flapping", d->id,
+                           json_pack("{ss si si sI si}", "state", "summary", "auth_ok",
+                                     (int)d->sup_ok, "link_down", (int)d->sup_down, "takeovers",
+                                     (json_int_t)(d->c.takeovers - d->takeovers_reported),
+                                     "window_s", 60));
+                d->sup_ok = d->sup_down = 0;
+                d->on_flap_list = false;
+                *pp = d->flap_next;
+                d->flap_next = NULL;
+        }
+}
+
+/* ---- sources: per-source limits and eviction of unauthenticated connections --------------- */
+
+static uint32_t hash_bytes(const uint8_t *p, size_t n)
+{
+        uint32_t h = 2166136261u;
+        for (size_t i = 0; i < n; i++)
+                h = (h ^ p[i]) * 16777619u;
+        return h;
+}
+
+static struct link_source *source_find(struct link_manager *m, const struct transport_source *s)
+{
+        uint32_t b = hash_bytes(s->key, sizeof s->key) % LINK_SOURCE_BUCKETS;
+        for (struct link_source *x = m->src_hash[b]; x; x = x->next)
+                if (memcmp(x->s.key, s->key, sizeof s->key) == 0)
+                        return x;
+        return NULL;
+}
+
+/* A new stream connection waits for its session at the end of the pending list. */
+static void pending_list_add(struct link *l, const struct transport_source *s)
+{
+        struct link_manager *m = l->m;
+        struct link_source *x = s ? source_find(m, s) : NULL;
+
+        if (s && !x && (x = calloc(1, sizeof *x))) {
+                uint32_t b = hash_bytes(s->key, sizeof s->key) % LINK_SOURCE_BUCKETS;
+                x->s = *s;
+                x->next = m->src_hash[b];
+                m->src_hash[b] = x;
+        }
+        if (x)
+                x->pending++;
+        l->src = x;
+        l->pending = true;
+        l->pnext = NULL;
+        l->pprev_link = m->pending_tail;
+        if (m->pending_tail)
+                m->pending_tail->pnext = l;
+        else
+                m->pending_head = l;
+        m->pending_tail = l;
+        m->n_pending++;
+}
+
+/* Authenticated or closed: off the pending list, and its source forgets it. */
+static void pending_list_remove(struct link *l)
+{
+        struct link_manager *m = l->m;
+        struct link_source *x = l->src;
+
+        if (!l->pending)
+                return;
+        if (l->pprev_link)
+                l->pprev_link->pnext = l->pnext;
+        else
+                m->pending_head = l->pnext;
+        if (l->pnext)
+                l->pnext->pprev_link = l->pprev_link;
+        else
+                m->pending_tail = l->pprev_link;
+        l->pending = false;
+        l->pnext = l->pprev_link = NULL;
+        m->n_pending--;
+        l->src = NULL;
+        if (x && --x->pending == 0) {
+                uint32_t b = hash_bytes(x->s.key, sizeof x->s.key) % LINK_SOURCE_BUCKETS;
+                for (struct link_source **pp = &m->src_hash[b]; *pp; pp = &(*pp)->next)
+                        if (*pp == x) {
+                                *pp = x->next;
+                                break;
+                        }
+                free(x);
+        }
 }
 
 /* ---- output ------------------------------------------------------------------------------ */
@@ -509,12 +698,19 @@ static void link_session_end(struct link *l, const char *reason)
                 return;
         if (m->reg)
                 registry_set_connected(m->reg, d->id, false, l->name);
-        audit_json(m, "daemon", "link.down", d->id,
-                   json_pack("{ss ss}", "link", l->name, "reason", reason));
-        log_device(LOG_INFO, d->id, "disconnected from %s: %s", l->name, reason);
+        if (session_audit_allowed(m, d, false)) {
+                audit_json(m, "daemon", "link.down", d->id,
+                           json_pack("{ss ss}", "link", l->name, "reason", reason));
+                log_device(LOG_INFO, d->id, "disconnected from %s: %s", l->name, reason);
+        } else
+                log_device(LOG_DEBUG, d->id, "disconnected from %s: %s", l->name, reason);
         d->link = NULL;
         l->dev = NULL;
         gen_bump(l);
+        /* Queued commands go to the next session if it comes at once (a takeover), else they
+         * are answered as offline by the command timer. */
+        if (d->cmd_head)
+                cmd_timer_arm(m, 0);
 }
 
 /* Remove the device from a link at once: close a connection, reset a serial port's session. */
@@ -650,8 +846,10 @@ static int link_session_start(struct link *l)
                 char actor[48];
                 snprintf(actor, sizeof actor, "device:%s", l->dev->id);
                 COUNT(l, handshakes, 1);
-                audit_json(m, actor, "auth.ok", l->dev->id,
-                           json_pack("{ss ss sb}", "link", l->name, "key", key, "rekey", 1));
+                if (session_audit_allowed(m, l->dev, true))
+                        audit_json(
+                                m, actor, "auth.ok", l->dev->id,
+                                json_pack("{ss ss sb}", "link", l->name, "key", key, "rekey", 1));
                 return 0;
         }
         if (l->dev)
@@ -661,8 +859,14 @@ static int link_session_start(struct link *l)
                 link_kick(l, "out of memory");
                 return -ENOMEM;
         }
-        if (d->link && d->link != l)
+        if (d->link && d->link != l) {
+                /* Taken over: the device moved, or two devices share its key (a clone). The
+                 * count is the rule metric `takeovers` (docs/monitoring.md). */
+                d->c.takeovers++;
+                m->tot.takeovers++;
                 link_kick(d->link, "device authenticated on another link");
+        }
+        pending_list_remove(l);
         l->dev = d;
         d->link = l;
         snprintf(d->link_name, sizeof d->link_name, "%s", l->name);
@@ -674,13 +878,16 @@ static int link_session_start(struct link *l)
                 registry_touch(m->reg, d->id, d->last_seen_us);
                 d->last_touch_ms = now_ms(m);
         }
-        {
+        if (session_audit_allowed(m, d, true)) {
                 char actor[48];
                 snprintf(actor, sizeof actor, "device:%s", d->id);
                 audit_json(m, actor, "auth.ok", d->id,
                            json_pack("{ss ss}", "link", l->name, "key", key));
-        }
-        log_device(LOG_INFO, d->id, "authenticated on %s", l->name);
+                log_device(LOG_INFO, d->id, "authenticated on %s", l->name);
+        } else
+                log_device(LOG_DEBUG, d->id, "authenticated on %s", l->name);
+        if (d->cmd_head)
+                cmd_timer_arm(m, 0);
         return 0;
 }
 
@@ -918,6 +1125,7 @@ static void link_close(struct link *l, const char *reason)
         if (l->closing)
                 return;
         link_session_end(l, reason);
+        pending_list_remove(l);
         audit_flush_suppressed(l, true);
         l->closing = true;
         gen_unhash(l);
@@ -968,6 +1176,8 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
                         return;
                 }
                 link_update_poll(l);
+                if (l->dev && l->dev->cmd_head && l->out_len < LINK_CMD_OUT_MAX)
+                        cmd_timer_arm(m, 0);
         }
         if (!(events & (UV_READABLE | UV_DISCONNECT)))
                 return;
@@ -1053,11 +1263,42 @@ static void on_listener_poll(uv_poll_t *h, int status, int events)
                 return;
         for (int i = 0; i < 64; i++) {
                 char name[160];
+                struct transport_source src;
+                struct link_source *x;
+                struct link *l;
+                bool have_src;
                 int fd = transport_accept(lis->fd);
                 if (fd < 0) {
                         if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED)
                                 log_warning_errno(fd, "%s: accept failed: %m", lis->name);
                         return;
+                }
+                /* One source may hold only so many connections that have not authenticated:
+                 * idle connections from one client must not keep every device out. */
+                have_src = transport_peer_source(fd, &src) >= 0;
+                x = have_src ? source_find(m, &src) : NULL;
+                if (x && x->pending >= m->max_pending_per_source) {
+                        m->refused_connections++;
+                        if (m->refused_per_source++ % 100 == 0)
+                                log_warning("%s: %s holds %u connections without a session "
+                                            "(MaxPendingPerSource=%u): refusing its new ones",
+                                            lis->name, src.name, x->pending,
+                                            m->max_pending_per_source);
+                        close(fd);
+                        continue;
+                }
+                /* At the global limit the oldest connection without a session makes room; only
+                 * when every connection is authenticated is the new one refused. */
+                if (m->n_stream_links >= m->max_connections && m->pending_head) {
+                        if (m->evicted_connections++ % 100 == 0)
+                                log_warning("%s: MaxConnections=%u reached: closing the oldest "
+                                            "connection without a session (%s)",
+                                            lis->name, m->max_connections,
+                                            m->pending_head->src ? m->pending_head->src->s.name
+                                                                 : m->pending_head->name);
+                        link_close(m->pending_head,
+                                   "MaxConnections reached: the oldest connection without a "
+                                   "session makes room");
                 }
                 if (m->n_stream_links >= m->max_connections) {
                         m->refused_connections++;
@@ -1070,8 +1311,11 @@ static void on_listener_poll(uv_poll_t *h, int status, int events)
                 m->accepted_connections++;
                 snprintf(name, sizeof name, "%s#%llu", lis->name,
                          (unsigned long long)m->accepted_connections);
-                if (link_new(m, fd, name, NULL, lis, NULL) < 0)
+                if (link_new(m, fd, name, NULL, lis, &l) < 0) {
                         close(fd);
+                        continue;
+                }
+                pending_list_add(l, have_src ? &src : NULL);
         }
 }
 
@@ -1263,6 +1507,98 @@ static void on_sweep(uv_timer_t *t)
         if (s)
                 audit_json(m, "daemon", "link.audit_suppressed", "gateway",
                            json_pack("{si}", "count", (int)s));
+        session_audit_roll(m, now);
+}
+
+/* ---- cloud commands: paced per device, a bounded queue, never a full output queue ---------- */
+
+static bool cmd_room(const struct link *l)
+{
+        return l->out_len + MCUGW_WIRE_MAX(MCUGW_FRAME_MAX) <= LINK_CMD_OUT_MAX;
+}
+
+static void cmd_bucket_prepare(struct link_manager *m, struct link_dev *d)
+{
+        if (!d->cmd_bucket_init) {
+                ratelimit_init(&d->cmd_bucket, m->commands_per_s, m->commands_per_s,
+                               now_ms(m) * USEC_PER_MSEC);
+                d->cmd_bucket_init = true;
+        }
+}
+
+static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t len)
+{
+        struct mcugw_msg c = { .type = MCUGW_MSG_COMMAND };
+        int r;
+
+        c.u.command.id = id;
+        c.u.command.payload = payload;
+        c.u.command.len = len;
+        r = link_send_msg(l, &c);
+        if (r == 0)
+                COUNT(l, commands, 1);
+        return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
+}
+
+/* Send what the device's pace and its output queue allow. Returns when to try again (ms), 0
+ * when its queue is empty. */
+static uint64_t cmd_drain(struct link_manager *m, struct link_dev *d)
+{
+        uint64_t t = now_ms(m);
+
+        cmd_bucket_prepare(m, d);
+        while (d->cmd_head) {
+                struct link_cmd *c = d->cmd_head;
+                int r;
+
+                if (!d->link || d->link->closing)
+                        r = -ENOTCONN;
+                else if (!cmd_room(d->link))
+                        return 100; /* and sooner: on_link_poll when the output drains */
+                else if (!ratelimit_try(&d->cmd_bucket, 1, t * USEC_PER_MSEC))
+                        return MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1);
+                else
+                        r = cmd_send(d->link, c->id, c->payload, c->len);
+                d->cmd_head = c->next;
+                if (!d->cmd_head)
+                        d->cmd_tail = NULL;
+                d->n_cmds--;
+                m->cmd_bytes -= c->len;
+                if (r < 0 && m->cb.on_command_failed)
+                        m->cb.on_command_failed(m->cb.ud, d->id, c->id, r);
+                free(c);
+        }
+        return 0;
+}
+
+static void on_cmd_timer(uv_timer_t *t)
+{
+        struct link_manager *m = t->data;
+        uint64_t next = 0;
+
+        for (struct link_dev **pp = &m->cmd_list; *pp;) {
+                struct link_dev *d = *pp;
+                uint64_t w = cmd_drain(m, d);
+                if (!d->cmd_head) {
+                        *pp = d->cmd_next;
+                        d->cmd_next = NULL;
+                        d->on_cmd_list = false;
+                        continue;
+                }
+                next = next ? MIN(next, w) : w;
+                pp = &d->cmd_next;
+        }
+        if (m->cmd_list)
+                cmd_timer_arm(m, next ? next : 100);
+}
+
+static void cmd_timer_arm(struct link_manager *m, uint64_t ms)
+{
+        if (m->stopping)
+                return;
+        if (uv_is_active((uv_handle_t *)&m->cmd_timer) && uv_timer_get_due_in(&m->cmd_timer) <= ms)
+                return;
+        uv_timer_start(&m->cmd_timer, on_cmd_timer, ms, 0);
 }
 
 /* ---- public API -------------------------------------------------------------------------- */
@@ -1329,6 +1665,11 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
         m->idle_timeout_ms = o->idle_timeout_usec / 1000;
         m->hs_rate_link = o->handshake_rate_per_link ? o->handshake_rate_per_link : 2;
         m->audit_per_min = o->audit_per_min;
+        m->max_pending_per_source = o->max_pending_per_source ? o->max_pending_per_source
+                                                              : MAX(m->max_connections / 4, 1u);
+        m->session_audit_per_min = o->session_audit_per_min;
+        m->commands_per_s = o->commands_per_s ? o->commands_per_s : 20;
+        m->command_queue = o->command_queue;
         ratelimit_init(&m->hs_bucket, o->handshake_rate ? o->handshake_rate : 1000,
                        o->handshake_rate ? o->handshake_rate : 1000, uv_now(loop) * USEC_PER_MSEC);
         ratelimit_window_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), 60 * USEC_PER_SEC,
@@ -1350,6 +1691,9 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
         m->sweep.data = m;
         m->handles++;
         uv_timer_start(&m->sweep, on_sweep, LINK_SWEEP_MS, LINK_SWEEP_MS);
+        uv_timer_init(loop, &m->cmd_timer);
+        m->cmd_timer.data = m;
+        m->handles++;
         if (registry)
                 registry_set_listener(registry, on_registry_state, m);
 
@@ -1396,6 +1740,7 @@ void link_manager_stop(struct link_manager *m)
         }
         m->ports = NULL;
         uv_close((uv_handle_t *)&m->sweep, sweep_closed_cb);
+        uv_close((uv_handle_t *)&m->cmd_timer, sweep_closed_cb);
 }
 
 void link_manager_set_callbacks(struct link_manager *m, const struct link_callbacks *cb)
@@ -1428,18 +1773,43 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                               const uint8_t *payload, size_t len)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
-        struct mcugw_msg c = { .type = MCUGW_MSG_COMMAND };
-        int r;
+        struct link_cmd *c;
 
         if (!d || !d->link || d->link->closing)
                 return -ENOTCONN;
         if (len > MCUGW_MSG_MAX - 5)
                 return -EMSGSIZE;
-        c.u.command.id = command_id;
-        c.u.command.payload = payload;
-        c.u.command.len = len;
-        r = link_send_msg(d->link, &c);
-        return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
+        cmd_bucket_prepare(m, d);
+        if (!d->cmd_head && cmd_room(d->link) &&
+            ratelimit_try(&d->cmd_bucket, 1, now_ms(m) * USEC_PER_MSEC))
+                return cmd_send(d->link, command_id, payload, len);
+        /* Over the pace or the device reads slowly: wait in its queue, if there is room. */
+        if (d->n_cmds >= m->command_queue || m->cmd_bytes + len > LINK_CMD_BYTES_MAX) {
+                COUNT(d->link, commands_busy, 1);
+                return -ENOBUFS;
+        }
+        c = malloc(sizeof *c + len);
+        if (!c)
+                return -ENOMEM;
+        c->next = NULL;
+        c->id = command_id;
+        c->len = (uint32_t)len;
+        if (len)
+                memcpy(c->payload, payload, len);
+        if (d->cmd_tail)
+                d->cmd_tail->next = c;
+        else
+                d->cmd_head = c;
+        d->cmd_tail = c;
+        d->n_cmds++;
+        m->cmd_bytes += len;
+        if (!d->on_cmd_list) {
+                d->on_cmd_list = true;
+                d->cmd_next = m->cmd_list;
+                m->cmd_list = d;
+        }
+        cmd_timer_arm(m, MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1));
+        return 0;
 }
 
 void link_manager_set_onboard(struct link_manager *m, struct onboard *o)
@@ -1517,6 +1887,9 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
                 .oversize = d->c.oversize,
                 .malformed = d->c.malformed,
                 .tx_dropped = d->c.tx_dropped,
+                .takeovers = d->c.takeovers,
+                .commands = d->c.commands,
+                .commands_busy = d->c.commands_busy,
                 .last_seen_us = d->last_seen_us,
                 .connected = d->link && !d->link->closing,
         };
@@ -1565,8 +1938,20 @@ json_t *link_manager_status(struct link_manager *m)
                       "handshake_timeouts", (json_int_t)m->hs_timeouts, "idle_timeouts",
                       (json_int_t)m->idle_timeouts, "audit_suppressed",
                       (json_int_t)m->suppressed_audits);
-        if (o)
+        if (o) {
                 json_object_set_new(o, "counters", counters_json(&m->tot));
+                json_object_set_new(o, "pending", json_integer(m->n_pending));
+                json_object_set_new(o, "max_pending_per_source",
+                                    json_integer(m->max_pending_per_source));
+                json_object_set_new(o, "connections_refused_per_source",
+                                    json_integer((json_int_t)m->refused_per_source));
+                json_object_set_new(o, "connections_evicted",
+                                    json_integer((json_int_t)m->evicted_connections));
+                json_object_set_new(o, "session_audits_suppressed",
+                                    json_integer((json_int_t)m->sessions_suppressed));
+                json_object_set_new(o, "commands_queued_bytes",
+                                    json_integer((json_int_t)m->cmd_bytes));
+        }
         return o;
 }
 
@@ -1609,4 +1994,14 @@ int link_config_parse_max_connections(const char *v, void *field, const char **r
 int link_config_parse_rate(const char *v, void *field, const char **reason)
 {
         return config_parse_unsigned_range(v, field, 1, 1000000, reason);
+}
+
+int link_config_parse_pending(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 65536, reason);
+}
+
+int link_config_parse_command_queue(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 4096, reason);
 }

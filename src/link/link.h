@@ -14,7 +14,9 @@
  * static X25519 key, the stream listeners and serial ports ([Link] in the configuration), and
  * one struct link per connection or port: deframer, Noise IK responder, bounded output queue,
  * handshake rate limits and timeouts. Devices are admitted through the registry (state active,
- * id matching the key); every handshake outcome is audited (rate-limited per link).
+ * id matching the key); every handshake outcome is audited (failures rate-limited per link,
+ * auth.ok/link.down per device). Connections without a session are limited per source and the
+ * oldest goes first when MaxConnections is reached; commands are paced per device.
  *
  * Authenticated telemetry goes to on_telemetry together with an ack token; whoever makes it
  * durable calls link_manager_ack() later. The token names the connection generation and the
@@ -35,6 +37,11 @@ struct link_options {
         unsigned handshake_rate;          /* per second, whole gateway */
         unsigned handshake_rate_per_link; /* per second, one link */
         unsigned audit_per_min;           /* auth.failed records per link and minute */
+        unsigned max_pending_per_source;  /* unauthenticated connections of one source;
+                                           * 0: MaxConnections/4 */
+        unsigned session_audit_per_min;   /* auth.ok + link.down records per device/min */
+        unsigned commands_per_s;          /* commands sent to one device per second */
+        unsigned command_queue;           /* commands waiting for one device */
 };
 
 /* [Link] values (config_parser_t): endpoints are checked here so that --check-config reports
@@ -43,6 +50,8 @@ int link_config_parse_listen(const char *v, void *field, const char **reason);
 int link_config_parse_serial(const char *v, void *field, const char **reason);
 int link_config_parse_max_connections(const char *v, void *field, const char **reason);
 int link_config_parse_rate(const char *v, void *field, const char **reason);
+int link_config_parse_pending(const char *v, void *field, const char **reason);
+int link_config_parse_command_queue(const char *v, void *field, const char **reason);
 
 struct audit;
 struct registry;
@@ -55,6 +64,10 @@ typedef void (*link_telemetry_fn)(void *ud, const char *device_id, uint16_t stre
                                   uint64_t ack_token);
 typedef void (*link_command_result_fn)(void *ud, const char *device_id, uint32_t command_id,
                                        int status, const uint8_t *payload, size_t len);
+/* A command accepted by link_manager_send_command() (queued) that will never reach the device:
+ * -ENOTCONN (it went away), -EMSGSIZE (over its receive limit), -EIO. */
+typedef void (*link_command_failed_fn)(void *ud, const char *device_id, uint32_t command_id,
+                                       int error);
 
 /* A message of the OTA range (0x20..0x2f) from an authenticated device; m->u.raw is the body. */
 typedef void (*link_ota_fn)(void *ud, const char *device_id, const struct mcugw_msg *m);
@@ -63,6 +76,7 @@ struct link_callbacks {
         void *ud;
         link_telemetry_fn on_telemetry;
         link_command_result_fn on_command_result;
+        link_command_failed_fn on_command_failed;
 };
 
 /* Load (or create) the key (in state_dir unless PrivateKeyFile= names it), open the listeners
@@ -76,7 +90,10 @@ void link_manager_set_callbacks(struct link_manager *m, const struct link_callba
 /* Send the ACK for telemetry handed out with this token: 0, -ENOTCONN when the connection or
  * session is gone, -ENOENT when the token is unknown (already acked or evicted), -EINVAL. */
 int link_manager_ack(struct link_manager *m, uint64_t ack_token, int status);
-/* Send a COMMAND to a connected device: 0, -ENOTCONN, -EMSGSIZE, -EIO. */
+/* Send a COMMAND to a connected device: 0 (sent, or queued behind others: CommandsPerSecond=
+ * per device, and only while its output queue has room), -ENOTCONN, -EMSGSIZE, -EIO, -ENOBUFS
+ * (its queue of CommandQueue= commands is full: busy, try later). A queued command that fails
+ * later is reported through on_command_failed. */
 int link_manager_send_command(struct link_manager *m, const char *device_id, uint32_t command_id,
                               const uint8_t *payload, size_t len);
 /* Messages of the OTA range go to this handler (the OTA engine); without one they are counted
@@ -96,7 +113,7 @@ size_t link_manager_queued(struct link_manager *m, const char *device_id);
 struct link_device_counters {
         uint64_t frames_in, frames_out, bytes_in, bytes_out, telemetry, handshakes;
         uint64_t auth_failures, mac_errors, crc_errors, cobs_errors, replays, truncated;
-        uint64_t oversize, malformed, tx_dropped;
+        uint64_t oversize, malformed, tx_dropped, takeovers, commands, commands_busy;
         int64_t last_seen_us;
         bool connected;
 };

@@ -234,6 +234,59 @@ int transport_accept(int listen_fd)
         return fd;
 }
 
+int transport_source_from_addr(const struct sockaddr *sa, socklen_t len, uid_t uid,
+                               struct transport_source *ret)
+{
+        static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        char a[INET6_ADDRSTRLEN];
+
+        memset(ret, 0, sizeof *ret);
+        if (sa->sa_family == AF_UNIX) {
+                ret->key[0] = 'u';
+                memcpy(ret->key + 1, &uid, sizeof uid);
+                snprintf(ret->name, sizeof ret->name, "uid %u", (unsigned)uid);
+                return 0;
+        }
+        if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+                ret->key[0] = 4;
+                memcpy(ret->key + 1, &in->sin_addr, 4);
+                inet_ntop(AF_INET, &in->sin_addr, ret->name, sizeof ret->name);
+                return 0;
+        }
+        if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+                struct in6_addr p = in6->sin6_addr;
+                if (memcmp(p.s6_addr, v4mapped, sizeof v4mapped) == 0) {
+                        ret->key[0] = 4;
+                        memcpy(ret->key + 1, p.s6_addr + 12, 4);
+                        inet_ntop(AF_INET, p.s6_addr + 12, ret->name, sizeof ret->name);
+                        return 0;
+                }
+                ret->key[0] = 6;
+                memcpy(ret->key + 1, p.s6_addr, 8);
+                memset(p.s6_addr + 8, 0, 8);
+                inet_ntop(AF_INET6, &p, a, sizeof a);
+                snprintf(ret->name, sizeof ret->name, "%s/64", a);
+                return 0;
+        }
+        return -EAFNOSUPPORT;
+}
+
+int transport_peer_source(int fd, struct transport_source *ret)
+{
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        struct ucred cred = { .uid = (uid_t)-1 };
+        socklen_t cl = sizeof cred;
+
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+                return -errno;
+        if (ss.ss_family == AF_UNIX && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+                return -errno;
+        return transport_source_from_addr((struct sockaddr *)&ss, sl, cred.uid, ret);
+}
+
 int transport_serial_open(const struct transport_endpoint *ep)
 {
         _cleanup_close_ int fd = -1;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -47,5 +48,18 @@ int transport_accept(int listen_fd);
 /* Open a serial device: O_NOCTTY | O_NONBLOCK, termios raw 8N1 at ep->baud, no flow control.
  * Not a tty (e.g. a FIFO in tests) is accepted as is. Returns fd or -errno. */
 int transport_serial_open(const struct transport_endpoint *ep);
+/* Who is at the other end of an accepted connection, for per-source limits: the peer's IPv4
+ * address, the /64 prefix of its IPv6 address (one host usually holds a whole /64; IPv4-mapped
+ * addresses count as IPv4), or the peer's uid on a Unix socket. `key` compares with memcmp. */
+struct transport_source {
+        uint8_t key[17];
+        char name[64]; /* "192.0.2.7", "2001:db8:1:2::/64", "uid 1000" */
+};
+/* From an address (family AF_INET, AF_INET6) or, for AF_UNIX, the peer's uid. -EAFNOSUPPORT. */
+int transport_source_from_addr(const struct sockaddr *sa, socklen_t len, uid_t uid,
+                               struct transport_source *ret);
+/* getpeername() / SO_PEERCRED of a connected socket. */
+int transport_peer_source(int fd, struct transport_source *ret);
+
 /* Human-readable form of an endpoint ("unix:/x", "tcp:127.0.0.1:7878", "serial:/dev/ttyUSB0"). */
 void transport_endpoint_name(const struct transport_endpoint *ep, char *buf, size_t n);

@@ -1138,8 +1138,9 @@ static void print_gateway_metrics(json_t *g)
         printf("Session:   %s (%lld reconnect(s)), %lld publishes/s, %lld msgs/s\n",
                jstr(g, "session_state"), jint(g, "reconnects"), jint(g, "publishes_per_s"),
                jint(g, "msgs_per_s"));
-        printf("Outbox:    %lld msgs, %s, %lld dropped\n", jint(g, "outbox_rows"), obytes,
-               jint(g, "outbox_dropped"));
+        printf("Outbox:    %lld msgs, %s, %lld dropped, %lld refused (over share)\n",
+               jint(g, "outbox_rows"), obytes, jint(g, "outbox_dropped"),
+               jint(g, "outbox_refused"));
         printf("Devices:   %lld connected on %lld link(s)\n", jint(g, "devices_connected"),
                jint(g, "links"));
         printf("Process:   RSS %s (anon %s), CPU %.1f %%, %lld fds\n", rss, anon,
@@ -1149,19 +1150,21 @@ static void print_gateway_metrics(json_t *g)
 
 static void print_device_metrics_header(void)
 {
-        printf("%-20s %-11s %-4s %9s %9s %10s %10s %6s %6s %6s %6s %s\n", "ID", "STATE", "CONN",
-               "MSGS/S", "BYTES/S", "FRAMES IN", "BYTES IN", "AUTHF", "MACERR", "REPLAY", "DROPS",
-               "FIRMWARE");
+        printf("%-20s %-11s %-4s %9s %9s %10s %10s %6s %6s %6s %6s %8s %8s %s\n", "ID", "STATE",
+               "CONN", "MSGS/S", "BYTES/S", "FRAMES IN", "BYTES IN", "AUTHF", "MACERR", "REPLAY",
+               "DROPS", "QUEUED", "SENT", "FIRMWARE");
 }
 
 static void print_device_metrics(json_t *d)
 {
-        printf("%-20s %-11s %-4s %9.1f %9.0f %10lld %10lld %6lld %6lld %6lld %6lld %s\n",
+        printf("%-20s %-11s %-4s %9.1f %9.0f %10lld %10lld %6lld %6lld %6lld %6lld %8lld %8lld "
+               "%s\n",
                jstr(d, "id"), jstr(d, "state"),
                json_is_true(json_object_get(d, "connected")) ? "yes" : "no", jreal(d, "msgs_per_s"),
                jreal(d, "bytes_per_s"), jint(d, "frames_in"), jint(d, "bytes_in"),
                jint(d, "auth_failures"), jint(d, "mac_errors"), jint(d, "replays"),
-               jint(d, "drops"), *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-");
+               jint(d, "drops"), jint(d, "outbox_rows"), jint(d, "delivered"),
+               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-");
 }
 
 static void print_metrics(json_t *m)

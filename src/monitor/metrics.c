@@ -16,14 +16,15 @@
 #include "monitor/metrics.h"
 #include "devices/registry.h"
 #include "cloud/relay.h"
+#include "cloud/outbox.h"
 
 #define METRICS_HASH 1024u
 
 /* The link counters we sample, in the order of struct mdev.c[]. */
 static const char *const counter_names[] = {
-        "frames_in",     "frames_out", "bytes_in",   "bytes_out", "telemetry",
-        "auth_failures", "mac_errors", "crc_errors", "replays",   "tx_dropped",
-        "malformed",     "handshakes", "truncated",  "oversize",  "cobs_errors",
+        "frames_in",  "frames_out", "bytes_in",    "bytes_out",  "telemetry", "auth_failures",
+        "mac_errors", "crc_errors", "replays",     "tx_dropped", "malformed", "handshakes",
+        "truncated",  "oversize",   "cobs_errors", "takeovers",  "commands",  "commands_busy",
 };
 enum {
         C_FRAMES_IN,
@@ -41,6 +42,9 @@ enum {
         C_TRUNCATED,
         C_OVERSIZE,
         C_COBS_ERRORS,
+        C_TAKEOVERS,
+        C_COMMANDS,
+        C_COMMANDS_BUSY,
         _C_MAX,
 };
 
@@ -194,6 +198,9 @@ static void read_counters(const struct link_device_counters *k, uint64_t c[_C_MA
         c[C_TRUNCATED] = k->truncated;
         c[C_OVERSIZE] = k->oversize;
         c[C_COBS_ERRORS] = k->cobs_errors;
+        c[C_TAKEOVERS] = k->takeovers;
+        c[C_COMMANDS] = k->commands;
+        c[C_COMMANDS_BUSY] = k->commands_busy;
 }
 
 void metrics_sample(struct metrics *m)
@@ -229,6 +236,7 @@ void metrics_sample(struct metrics *m)
                 delta.bytes_in = D(C_BYTES_IN);
                 delta.replays = D(C_REPLAYS);
                 delta.mac_errors = D(C_MAC_ERRORS);
+                delta.takeovers = D(C_TAKEOVERS);
                 delta.heard = seen_us != d->last_seen_us || D(C_FRAMES_IN) > 0;
                 delta.first = created;
                 if (dt > 0) {
@@ -284,6 +292,17 @@ static json_t *device_json(struct metrics *m, const struct registry_device *rd)
                                                       d->c[C_TRUNCATED] + d->c[C_OVERSIZE] +
                                                       d->c[C_CRC_ERRORS] + d->c[C_COBS_ERRORS])));
         json_object_set_new(o, "groups", json_string(rd->groups));
+        {
+                /* Its share of the outbox and of the publish quota (docs/mqtt.md, Fairness). */
+                struct outbox_device_stats ob = { 0 };
+                if (m->src.relay)
+                        relay_device_outbox(m->src.relay, rd->id, &ob);
+                json_object_set_new(o, "outbox_rows", json_integer((json_int_t)ob.rows));
+                json_object_set_new(o, "outbox_bytes", json_integer((json_int_t)ob.bytes));
+                json_object_set_new(o, "outbox_refused", json_integer((json_int_t)ob.refused));
+                json_object_set_new(o, "outbox_dropped", json_integer((json_int_t)ob.dropped));
+                json_object_set_new(o, "delivered", json_integer((json_int_t)ob.delivered));
+        }
         return o;
 }
 
@@ -320,6 +339,8 @@ static json_t *gateway_json(struct metrics *m)
                             json_integer(json_integer_value(json_object_get(ob, "bytes"))));
         json_object_set_new(g, "outbox_dropped",
                             json_integer(json_integer_value(json_object_get(ob, "dropped"))));
+        json_object_set_new(g, "outbox_refused",
+                            json_integer(json_integer_value(json_object_get(ob, "refused"))));
         json_decref(mq);
         json_decref(ob);
         link = link_manager_status(m->src.link);

@@ -22,7 +22,7 @@ struct relay;
 
 /* Per-interval changes of one device's counters. */
 struct metrics_delta {
-        uint64_t auth_failures, messages, bytes_in, replays, mac_errors;
+        uint64_t auth_failures, messages, bytes_in, replays, mac_errors, takeovers;
         bool heard; /* any frame arrived, or the device authenticated, in the interval */
         bool first; /* the first sample of this device since the daemon started */
 };

@@ -14,7 +14,8 @@
  *
  *   [Rule]
  *   Name=auth-flood
- *   Metric=auth_failures      # auth_failures messages bytes replays mac_errors | silence
+ *   Metric=auth_failures      # auth_failures messages bytes replays mac_errors takeovers |
+ *                             # silence
  *   Window=1min               # counters: how far back to count (1s … 24h)
  *   Threshold=5               # fire when the count in the window reaches this
  *   Timeout=10min             # silence: fire when nothing was heard for this long
@@ -42,7 +43,8 @@ enum rule_metric {
         RULE_METRIC_BYTES,
         RULE_METRIC_REPLAYS,
         RULE_METRIC_MAC_ERRORS,
-        RULE_METRIC_SILENCE, /* not a counter: time since the device was last heard */
+        RULE_METRIC_TAKEOVERS, /* the session moved to another link: a move, or a cloned key */
+        RULE_METRIC_SILENCE,   /* not a counter: time since the device was last heard */
         _RULE_METRIC_MAX,
 };
 

@@ -97,7 +97,7 @@ struct sim_dev {
         size_t slow_off;
         uint32_t seq;
         uint64_t sent, acked, nacked, corrupted, injected, data_frames, send_errors, disconnects;
-        uint64_t handshakes;
+        uint64_t handshakes, commands;
         bool connected_once, sabotaged, done;
         /* OTA (--ota-dir): the flash slot is a file, a reboot is a new handshake */
         struct mcugw_ota ota;
@@ -132,6 +132,7 @@ static struct {
         bool have_gw;
         const char *enroll_file;
         double linger;
+        unsigned reconnect_ms;   /* --reconnect-delay */
         const char *ota_dir;     /* --ota-dir: accept OTA, slots are files here */
         bool ota_fail_self_test; /* --ota-fail-self-test */
         const char *fw_version;  /* --fw-version (default sim-1.0.0) */
@@ -152,6 +153,7 @@ static struct {
         .duration = 0,
         .window = 32,
         .every = 5,
+        .reconnect_ms = 1000,
 };
 
 static struct target targets[256];
@@ -544,6 +546,7 @@ static void on_ack(void *user, uint16_t stream, uint32_t seq, uint8_t flags, uin
 static void on_command(void *user, uint32_t id, const uint8_t *payload, size_t len)
 {
         struct sim_dev *d = user;
+        d->commands++;
         /* Echo the command back as its result. */
         mcugw_device_send_command_result(&d->dev, id, 0, payload, len);
 }
@@ -676,7 +679,7 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
         d->fd = -1;
         d->state = MCUGW_DEV_IDLE;
         d->disconnects++;
-        d->reconnect_ms = now + 1000;
+        d->reconnect_ms = now + opt.reconnect_ms;
 }
 
 /* ---- statistics -------------------------------------------------------------------------- */
@@ -684,7 +687,7 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
 static void print_stats(void)
 {
         uint64_t sent = 0, acked = 0, nacked = 0, corrupted = 0, errors = 0, disc = 0, hs = 0;
-        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0;
+        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0;
         unsigned connected = 0, ever = 0;
         double hs_sum = 0, hs_max = 0, el = (double)(now_monotonic_msec() - t0_ms) / 1000.0;
 
@@ -700,6 +703,7 @@ static void print_stats(void)
                 errors += d->send_errors;
                 disc += d->disconnects;
                 hs += d->handshakes;
+                commands += d->commands;
                 ota_confirmed += d->ota_confirmed;
                 ota_failed += d->ota_failed;
                 connected += d->state == MCUGW_DEV_CONNECTED && d->fd >= 0;
@@ -716,12 +720,14 @@ static void print_stats(void)
                "\"injected\": %llu, "
                "\"errors\": %llu, \"disconnects\": %llu, \"handshake_ms_avg\": %.1f, "
                "\"handshake_ms_max\": %.1f, \"elapsed_s\": %.3f, \"acked_per_s\": %.1f, "
-               "\"ota_confirmed\": %llu, \"ota_failed\": %llu, \"fw_version\": \"%s\"}\n",
+               "\"ota_confirmed\": %llu, \"ota_failed\": %llu, \"commands\": %llu, "
+               "\"fw_version\": \"%s\"}\n",
                opt.count, connected, ever, (unsigned long long)hs, (unsigned long long)sent,
                (unsigned long long)acked, (unsigned long long)nacked, (unsigned long long)corrupted,
                (unsigned long long)injected, (unsigned long long)errors, (unsigned long long)disc,
                ever ? hs_sum / ever : 0.0, hs_max, el, el > 0 ? (double)acked / el : 0.0,
                (unsigned long long)ota_confirmed, (unsigned long long)ota_failed,
+               (unsigned long long)commands,
                opt.count && devs[0].fw[0] ? devs[0].fw
                                           : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
         fflush(stdout);
@@ -917,6 +923,7 @@ static void usage(void)
                "      --messages M       messages per device, 0 = until --duration (default 10)\n"
                "      --duration S       stop after S seconds\n"
                "      --linger S         stay connected S seconds after the last ack\n"
+               "      --reconnect-delay MS  wait this long after a lost connection (default 1000)\n"
                "      --window W         unacknowledged messages per device (default 32)\n"
                "      --ack-log PATH     write \"DEVICE STREAM SEQ STATUS\" for every ack\n"
                "                         (status 0: OK, the message is durable in the gateway)\n"
@@ -954,6 +961,7 @@ int main(int argc, char **argv)
                 O_GWKEY,
                 O_FIRST,
                 O_LINGER,
+                O_RECONNECT,
                 O_OTA_DIR,
                 O_OTA_FAIL,
                 O_FW_VERSION,
@@ -975,6 +983,7 @@ int main(int argc, char **argv)
                 { "messages", required_argument, NULL, O_MESSAGES },
                 { "duration", required_argument, NULL, O_DURATION },
                 { "linger", required_argument, NULL, O_LINGER },
+                { "reconnect-delay", required_argument, NULL, O_RECONNECT },
                 { "ota-dir", required_argument, NULL, O_OTA_DIR },
                 { "ota-fail-self-test", no_argument, NULL, O_OTA_FAIL },
                 { "fw-version", required_argument, NULL, O_FW_VERSION },
@@ -1026,6 +1035,7 @@ int main(int argc, char **argv)
                 case O_MESSAGES: opt.messages = strtoull(optarg, NULL, 10); break;
                 case O_DURATION: opt.duration = strtod(optarg, NULL); break;
                 case O_LINGER: opt.linger = strtod(optarg, NULL); break;
+                case O_RECONNECT: opt.reconnect_ms = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_OTA_DIR: opt.ota_dir = optarg; break;
                 case O_OTA_FAIL: opt.ota_fail_self_test = true; break;
                 case O_FW_VERSION: opt.fw_version = optarg; break;

@@ -134,6 +134,45 @@ static void test_errors_with_lines(void **state)
         conf_errors_clear(&e);
 }
 
+/* The fairness keys: defaults, values, and a command size a link frame cannot carry. */
+static void test_fairness_keys(void **state)
+{
+        struct conf_errors e = { 0 };
+        struct conf *c = NULL;
+
+        assert_int_equal(conf_load_string("d.conf", "", &c, &e), 0);
+        assert_int_equal(c->link.max_pending_per_source, 0); /* a quarter of MaxConnections */
+        assert_int_equal(c->link.session_audit_per_min, 10);
+        assert_int_equal(c->link.commands_per_s, 20);
+        assert_int_equal(c->link.command_queue, 32);
+        assert_int_equal(c->relay.max_command, 987);
+        conf_free(c);
+        c = NULL;
+        assert_int_equal(conf_load_string("v.conf",
+                                          "[Link]\nMaxPendingPerSource=8\n"
+                                          "SessionAuditsPerMinute=0\nCommandsPerSecond=5\n"
+                                          "CommandQueue=0\n[Relay]\nMaxCommandSize=512\n",
+                                          &c, &e),
+                         0);
+        assert_int_equal(c->link.max_pending_per_source, 8);
+        assert_int_equal(c->link.session_audit_per_min, 0);
+        assert_int_equal(c->link.commands_per_s, 5);
+        assert_int_equal(c->link.command_queue, 0);
+        assert_int_equal(c->relay.max_command, 512);
+        conf_free(c);
+        c = NULL;
+        assert_int_equal(conf_load_string("bad.conf",
+                                          "[Relay]\nMaxCommandSize=64K\n[Link]\n"
+                                          "CommandsPerSecond=0\nCommandQueue=5000\n",
+                                          &c, &e),
+                         -EINVAL);
+        assert_true(has_error(&e, "bad.conf:2: MaxCommandSize=64K"));
+        assert_true(has_error(&e, "must fit one link frame"));
+        assert_true(has_error(&e, "bad.conf:4: CommandsPerSecond=0"));
+        assert_true(has_error(&e, "bad.conf:5: CommandQueue=5000"));
+        conf_errors_clear(&e);
+}
+
 static void test_long_line(void **state)
 {
         struct conf_errors e = { 0 };
@@ -369,6 +408,7 @@ int main(void)
                 cmocka_unit_test(test_keep_running),
                 cmocka_unit_test(test_hostile_dropins),
                 cmocka_unit_test(test_hostile_named_files),
+                cmocka_unit_test(test_fairness_keys),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <cmocka.h>
 
 #include "link/link.h"
@@ -133,6 +135,50 @@ static void test_parse_serial(void **state)
         assert_false(transport_baud_supported(0));
 }
 
+/* Per-source limits count IPv4 addresses, IPv6 /64 prefixes and Unix users. */
+static void test_source(void **state)
+{
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(1) };
+        struct sockaddr_in b = { .sin_family = AF_INET, .sin_port = htons(2) };
+        struct sockaddr_in6 x = { .sin6_family = AF_INET6 }, y = x, m = x;
+        struct sockaddr_un u = { .sun_family = AF_UNIX };
+        struct transport_source s1, s2;
+
+        inet_pton(AF_INET, "192.0.2.7", &a.sin_addr);
+        inet_pton(AF_INET, "192.0.2.7", &b.sin_addr);
+        assert_int_equal(transport_source_from_addr((struct sockaddr *)&a, sizeof a, 0, &s1), 0);
+        assert_int_equal(transport_source_from_addr((struct sockaddr *)&b, sizeof b, 0, &s2), 0);
+        assert_memory_equal(s1.key, s2.key, sizeof s1.key); /* the port does not matter */
+        assert_string_equal(s1.name, "192.0.2.7");
+        inet_pton(AF_INET, "192.0.2.8", &b.sin_addr);
+        transport_source_from_addr((struct sockaddr *)&b, sizeof b, 0, &s2);
+        assert_memory_not_equal(s1.key, s2.key, sizeof s1.key);
+
+        /* One /64 is one source; an IPv4-mapped address is the IPv4 address. */
+        inet_pton(AF_INET6, "2001:db8:1:2::1", &x.sin6_addr);
+        inet_pton(AF_INET6, "2001:db8:1:2:ffff::9", &y.sin6_addr);
+        transport_source_from_addr((struct sockaddr *)&x, sizeof x, 0, &s1);
+        transport_source_from_addr((struct sockaddr *)&y, sizeof y, 0, &s2);
+        assert_memory_equal(s1.key, s2.key, sizeof s1.key);
+        assert_string_equal(s1.name, "2001:db8:1:2::/64");
+        inet_pton(AF_INET6, "2001:db8:1:3::1", &y.sin6_addr);
+        transport_source_from_addr((struct sockaddr *)&y, sizeof y, 0, &s2);
+        assert_memory_not_equal(s1.key, s2.key, sizeof s1.key);
+        inet_pton(AF_INET6, "::ffff:192.0.2.7", &m.sin6_addr);
+        transport_source_from_addr((struct sockaddr *)&m, sizeof m, 0, &s1);
+        transport_source_from_addr((struct sockaddr *)&a, sizeof a, 0, &s2);
+        assert_memory_equal(s1.key, s2.key, sizeof s1.key);
+
+        /* Unix sockets: the peer's user. */
+        transport_source_from_addr((struct sockaddr *)&u, sizeof u, 1000, &s1);
+        transport_source_from_addr((struct sockaddr *)&u, sizeof u, 1001, &s2);
+        assert_memory_not_equal(s1.key, s2.key, sizeof s1.key);
+        assert_string_equal(s1.name, "uid 1000");
+        b.sin_family = AF_APPLETALK;
+        assert_int_equal(transport_source_from_addr((struct sockaddr *)&b, sizeof b, 0, &s2),
+                         -EAFNOSUPPORT);
+}
+
 static void test_token(void **state)
 {
         uint64_t t = link_token_make(0xdeadbeef, 42);
@@ -147,10 +193,9 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
 
-                cmocka_unit_test(test_key_files),
-                cmocka_unit_test(test_parse_listen),
-                cmocka_unit_test(test_parse_serial),
-                cmocka_unit_test(test_token),
+                cmocka_unit_test(test_key_files),    cmocka_unit_test(test_parse_listen),
+                cmocka_unit_test(test_parse_serial), cmocka_unit_test(test_token),
+                cmocka_unit_test(test_source),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -223,6 +223,49 @@ static void test_window(void **state)
         rules_engine_free(e);
 }
 
+/* The takeovers metric, and the shipped rules file parses (with its session-takeover rule). */
+static void test_takeovers(void **state)
+{
+        struct rule_set rs = { 0 };
+        struct conf_errors err = { 0 };
+        struct rules_engine *e;
+        struct fired f = { 0 };
+        const char *root = getenv("MCUGW_SOURCE_ROOT");
+        char dir[4096];
+        bool found = false;
+
+        assert_int_equal(rule_metric_from_string("takeovers"), RULE_METRIC_TAKEOVERS);
+        assert_string_equal(rule_metric_to_string(RULE_METRIC_TAKEOVERS), "takeovers");
+        load(&rs, "[Rule]\nName=clone\nMetric=takeovers\nWindow=1min\nThreshold=10\n"
+                  "Action=quarantine alert\n");
+        assert_int_equal(rules_engine_new(&rs, 100, &e), 0);
+        rule_set_free(&rs);
+        assert_int_equal(
+                rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 9, 1000, on_fire, &f), 0);
+        /* Handshakes of another kind do not count; the tenth takeover fires. */
+        rules_engine_add(e, "d1", NULL, RULE_METRIC_AUTH_FAILURES, 5, 2000, on_fire, &f);
+        assert_int_equal(f.n, 0);
+        assert_int_equal(
+                rules_engine_add(e, "d1", NULL, RULE_METRIC_TAKEOVERS, 1, 3000, on_fire, &f), 1);
+        assert_string_equal(f.rule, "clone");
+        assert_int_equal(f.value, 10);
+        rules_engine_free(e);
+
+        if (!root)
+                skip();
+        snprintf(dir, sizeof dir, "%s/etc/mcugw/rules.d", root);
+        assert_int_equal(rules_load_dir(dir, &rs, &err), 0);
+        for (size_t i = 0; i < rs.n; i++)
+                if (strcmp(rs.v[i].name, "session-takeover") == 0) {
+                        found = true;
+                        assert_int_equal(rs.v[i].metric, RULE_METRIC_TAKEOVERS);
+                        assert_true(rs.v[i].enabled);
+                        assert_true(rs.v[i].actions & RULE_ACTION_QUARANTINE);
+                }
+        assert_true(found);
+        rule_set_free(&rs);
+}
+
 static void test_match_and_silence(void **state)
 {
         struct rule_set rs = { 0 };
@@ -293,6 +336,7 @@ int main(void)
                 cmocka_unit_test(test_parse_good),        cmocka_unit_test(test_parse_errors),
                 cmocka_unit_test(test_load_dir),          cmocka_unit_test(test_window),
                 cmocka_unit_test(test_match_and_silence), cmocka_unit_test(test_bounded_counts),
+                cmocka_unit_test(test_takeovers),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
