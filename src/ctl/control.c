@@ -9,6 +9,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "basic/time-util.h"
+#include "basic/ratelimit.h"
 #include "audit/audit.h"
 #include "basic/conf-parser.h"
 #include "ctl/control.h"
@@ -85,9 +87,7 @@ struct control {
         unsigned n_tier[CONTROL_ADMIN + 1];
         unsigned pending_closes;
         bool stopping;
-        /* refusal audit rate limit */
-        uint64_t refusal_window_start;
-        unsigned refusals_in_window, refusals_suppressed;
+        struct ratelimit_window refusal_lim; /* refusal audit rate limit */
 };
 
 struct write_req {
@@ -124,6 +124,7 @@ void control_update(struct control *ctl, const struct control_options *opts)
         ctl->opts.max_clients = opts->max_clients;
         ctl->opts.max_request = opts->max_request;
         ctl->opts.refusals_per_min = opts->refusals_per_min;
+        ctl->refusal_lim.limit = opts->refusals_per_min;
         resolve_group(opts->admin_group, &ctl->admin_gid, &ctl->have_admin_gid, "AdminGroup");
         resolve_group(opts->readonly_group, &ctl->ro_gid, &ctl->have_ro_gid, "ReadOnlyGroup");
 }
@@ -702,22 +703,16 @@ static void control_kick(struct control *ctl)
 static void audit_limited(struct control *ctl, const struct control_peer *p, const char *event,
                           const char *subject, json_t *details)
 {
-        uint64_t now = uv_now(ctl->loop);
+        uint64_t now = uv_now(ctl->loop) * USEC_PER_MSEC;
+        unsigned suppressed = ratelimit_window_roll(&ctl->refusal_lim, now);
 
-        if (now - ctl->refusal_window_start >= 60000) {
-                if (ctl->refusals_suppressed)
-                        audit_log(ctl->audit, "daemon", "ctl.refused.suppressed", "",
-                                  json_pack("{si}", "count", ctl->refusals_suppressed));
-                ctl->refusal_window_start = now;
-                ctl->refusals_in_window = 0;
-                ctl->refusals_suppressed = 0;
-        }
-        if (ctl->refusals_in_window++ < ctl->opts.refusals_per_min)
+        if (suppressed)
+                audit_log(ctl->audit, "daemon", "ctl.refused.suppressed", "",
+                          json_pack("{si}", "count", (int)suppressed));
+        if (ratelimit_window_allow(&ctl->refusal_lim, now))
                 audit_log(ctl->audit, p->actor, event, subject, details);
-        else {
-                ctl->refusals_suppressed++;
+        else
                 json_decref(details);
-        }
 }
 
 static void audit_refusal(struct control *ctl, const struct control_peer *p)
@@ -882,6 +877,8 @@ int control_new(uv_loop_t *loop, struct audit *audit, const struct control_optio
                 return -ENOMEM;
         ctl->loop = loop;
         ctl->audit = audit;
+        ratelimit_window_init(&ctl->refusal_lim, opts->refusals_per_min, 60 * USEC_PER_SEC,
+                              uv_now(loop) * USEC_PER_MSEC);
         control_update(ctl, opts);
 
         if (fd < 0) {
