@@ -26,6 +26,7 @@
 #define BACKOFF_MAX_MS 30000
 #define REQ_BLOCKS 32 /* blocks per stream request (AWS allows 98) */
 #define MAX_RETRIES 20
+#define FOREIGN_AUDITED 16
 
 struct dl {
         struct dl *next;
@@ -74,7 +75,10 @@ struct ota_jobs {
                 uint64_t next_poll_ms;
         } polls[64];
         unsigned n_polls, token;
-        uint64_t updates_sent, updates_rejected, jobs_seen;
+        uint64_t updates_sent, updates_rejected, jobs_seen, foreign_messages;
+        /* Things not ours whose messages reached us: audited once each (the first few). */
+        char foreign[FOREIGN_AUDITED][THING_MAX + 1];
+        unsigned n_foreign;
 };
 
 static uint64_t now_ms(struct ota_jobs *J)
@@ -111,6 +115,41 @@ int ota_thing_name(const char *tmpl, const char *gateway, const char *device, ch
         out[o] = 0;
         if (!o || strpbrk(out, "/+#"))
                 return -EINVAL;
+        return 0;
+}
+
+int ota_thing_device(const char *tmpl, const char *gateway, const char *thing, char *out, size_t n)
+{
+        const char *mark = strstr(tmpl, "{device}");
+        char pre[256], suf[256], back[256];
+        size_t lp, ls, lt = strlen(thing);
+
+        if (!mark || (size_t)(mark - tmpl) >= sizeof pre || strlen(mark + 8) >= sizeof suf)
+                return -ENOENT;
+        /* The parts around the first {device}, expanded, must frame the thing name. */
+        memcpy(pre, tmpl, (size_t)(mark - tmpl));
+        pre[mark - tmpl] = 0;
+        lp = ls = 0;
+        if (pre[0]) {
+                if (ota_thing_name(pre, gateway, NULL, back, sizeof back) < 0)
+                        return -ENOENT;
+                lp = strlen(back);
+                if (strncmp(thing, back, lp) != 0)
+                        return -ENOENT;
+        }
+        snprintf(suf, sizeof suf, "%s", mark + 8);
+        if (suf[0]) {
+                if (ota_thing_name(suf, gateway, "", back, sizeof back) < 0)
+                        return -ENOENT;
+                ls = strlen(back);
+        }
+        if (lt <= lp + ls || (ls && strcmp(thing + lt - ls, back) != 0) || lt - lp - ls >= n)
+                return -ENOENT;
+        memcpy(out, thing + lp, lt - lp - ls);
+        out[lt - lp - ls] = 0;
+        /* A template with {device} twice: the expansion must give the thing back. */
+        if (ota_thing_name(tmpl, gateway, out, back, sizeof back) < 0 || strcmp(back, thing) != 0)
+                return -ENOENT;
         return 0;
 }
 
@@ -244,7 +283,7 @@ static void hand_to_engine(struct ota_jobs *J, struct cjob *c)
         spec.image = c->dl->img;
         spec.sig = c->doc.files[0].sig;
         spec.sig_len = c->doc.files[0].sig_len;
-        if (J->per_device) {
+        if (c->device[0]) {
                 devs[0] = c->device;
                 spec.devices = devs;
                 spec.n_devices = 1;
@@ -416,27 +455,41 @@ static struct cjob *find_job(struct ota_jobs *J, const char *thing, const char *
         return NULL;
 }
 
-static const char *device_of_thing(struct ota_jobs *J, const char *thing, char *buf, size_t n)
-{
-        const struct registry_device *rd;
+/* Whose thing is this? The gateway's own, one of its devices' (by the template, a hash lookup in
+ * the registry), or another's. */
+enum owner { OWNER_NONE, OWNER_GATEWAY, OWNER_DEVICE };
 
-        for (size_t i = 0; (rd = registry_get(J->reg, i)); i++) {
-                char name[THING_MAX + 1];
-                if (ota_thing_name(J->tmpl, J->gateway, rd->id, name, sizeof name) == 0 &&
-                    strcmp(name, thing) == 0) {
-                        snprintf(buf, n, "%s", rd->id);
-                        return buf;
-                }
-        }
-        return NULL;
+static enum owner thing_owner(struct ota_jobs *J, const char *thing, char *dev, size_t n)
+{
+        if (strcmp(thing, J->gateway) == 0)
+                return OWNER_GATEWAY;
+        if (J->per_device && ota_thing_device(J->tmpl, J->gateway, thing, dev, n) == 0 &&
+            registry_find(J->reg, dev))
+                return OWNER_DEVICE;
+        return OWNER_NONE;
 }
 
-static void on_execution(struct ota_jobs *J, const char *thing, json_t *ex)
+/* Another thing's message (a wildcard subscription, or a policy wider than ours): never acted
+ * on, never answered; counted, and audited once per thing (the first FOREIGN_AUDITED). */
+static void foreign_message(struct ota_jobs *J, const char *thing, const char *topic)
+{
+        J->foreign_messages++;
+        for (unsigned i = 0; i < J->n_foreign; i++)
+                if (strcmp(J->foreign[i], thing) == 0)
+                        return;
+        if (J->n_foreign == FOREIGN_AUDITED)
+                return;
+        snprintf(J->foreign[J->n_foreign++], sizeof J->foreign[0], "%s", thing);
+        log_info("ota jobs: ignoring messages of thing %s (not this gateway's)", thing);
+        audit_log(J->audit, "cloud", "ota.foreign_thing", thing, json_pack("{ss}", "topic", topic));
+}
+
+static void on_execution(struct ota_jobs *J, const char *thing, const char *dev, json_t *ex)
 {
         const char *job_id = json_string_value(json_object_get(ex, "jobId"));
         const char *status = json_string_value(json_object_get(ex, "status"));
         json_t *doc = json_object_get(ex, "jobDocument");
-        char err[256] = "", dev[REGISTRY_ID_MAX + 1];
+        char err[256] = "";
         const char *reason = NULL;
         struct cjob *c;
         int st;
@@ -455,11 +508,7 @@ static void on_execution(struct ota_jobs *J, const char *thing, json_t *ex)
         c->next = J->jobs;
         J->jobs = c;
         J->jobs_seen++;
-        if (J->per_device) {
-                if (!device_of_thing(J, thing, dev, sizeof dev)) {
-                        job_fail(J, c, "no device for this thing");
-                        return;
-                }
+        if (dev) {
                 snprintf(c->device, sizeof c->device, "%s", dev);
                 snprintf(c->engine_id, sizeof c->engine_id, "%.40s@%.23s", job_id, dev);
         } else
@@ -470,7 +519,7 @@ static void on_execution(struct ota_jobs *J, const char *thing, json_t *ex)
                 job_fail(J, c, err);
                 return;
         }
-        if (!J->per_device && !c->doc.n_devices && !c->doc.n_groups) {
+        if (!dev && !c->doc.n_devices && !c->doc.n_groups) {
                 job_fail(J, c, "job document names no devices or groups (\"mcugw\" object)");
                 return;
         }
@@ -503,8 +552,8 @@ static void on_execution(struct ota_jobs *J, const char *thing, json_t *ex)
         job_update(J, c, "IN_PROGRESS", json_pack("{ss}", "receive", "0/1"));
 }
 
-static void on_jobs_message(struct ota_jobs *J, const char *thing, const char *name,
-                            const char *rest, const uint8_t *p, size_t len)
+static void on_jobs_message(struct ota_jobs *J, const char *thing, const char *dev,
+                            const char *name, const char *rest, const uint8_t *p, size_t len)
 {
         json_t *o;
 
@@ -517,7 +566,7 @@ static void on_jobs_message(struct ota_jobs *J, const char *thing, const char *n
             (strcmp(name, "$next") == 0 && strcmp(rest, "get/accepted") == 0)) {
                 json_t *ex = json_object_get(o, "execution");
                 if (json_is_object(ex))
-                        on_execution(J, thing, ex);
+                        on_execution(J, thing, dev, ex);
         } else if (strcmp(rest, "update/rejected") == 0) {
                 J->updates_rejected++;
                 log_warning("ota jobs: update of job %s on %s rejected: %s", name, thing,
@@ -529,14 +578,19 @@ static void on_jobs_message(struct ota_jobs *J, const char *thing, const char *n
 static void on_mqtt_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct ota_jobs *J = ud;
-        char thing[THING_MAX + 1], kind[16], name[THING_MAX + 1];
+        char thing[THING_MAX + 1], kind[16], name[THING_MAX + 1], dev[REGISTRY_ID_MAX + 1];
         const char *rest;
 
         if (ota_topic_split(topic, thing, sizeof thing, kind, sizeof kind, name, sizeof name,
                             &rest) < 0)
                 return;
+        switch (thing_owner(J, thing, dev, sizeof dev)) {
+        case OWNER_NONE: foreign_message(J, thing, topic); return;
+        case OWNER_GATEWAY: dev[0] = 0; break;
+        case OWNER_DEVICE: break;
+        }
         if (strcmp(kind, "jobs") == 0)
-                on_jobs_message(J, thing, name, rest, payload, len);
+                on_jobs_message(J, thing, dev[0] ? dev : NULL, name, rest, payload, len);
         else if (strcmp(kind, "streams") == 0)
                 on_stream_message(J, thing, name, rest, payload, len);
 }
@@ -570,7 +624,7 @@ static void on_progress(void *ud, const struct ota_progress *p)
                                       p->updated_by ? p->updated_by : "");
                 if (p->self_test)
                         json_object_set_new(d, "self_test", json_string(p->self_test));
-                if (!J->per_device)
+                if (!c->device[0])
                         json_object_set_new(d, "device", json_string(p->device_id));
                 job_update(J, c, "IN_PROGRESS", d);
         }
@@ -663,6 +717,7 @@ static void on_tick(uv_timer_t *t)
 int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, struct relay *relay,
                  struct ota *ota, struct registry *reg, struct audit *audit, struct ota_jobs **ret)
 {
+        char jobs_filter[THING_MAX + 32], streams_filter[THING_MAX + 32];
         struct ota_jobs *J;
         int r;
 
@@ -685,8 +740,15 @@ int ota_jobs_new(uv_loop_t *loop, const struct conf *conf, const char *gateway, 
                 free(J);
                 return -ENOMEM;
         }
-        if ((r = relay_subscribe(relay, "$aws/things/+/jobs/#", on_mqtt_message, J)) < 0 ||
-            (r = relay_subscribe(relay, "$aws/things/+/streams/#", on_mqtt_message, J)) < 0) {
+        /* Targeting=gateway needs only the gateway's thing; one thing per device needs the
+         * wildcard (one filter for any number of devices; the policy's iot:Receive narrows what
+         * AWS delivers, docs/ota.md), and thing_owner() drops the rest. */
+        snprintf(jobs_filter, sizeof jobs_filter, "$aws/things/%s/jobs/#",
+                 J->per_device ? "+" : J->gateway);
+        snprintf(streams_filter, sizeof streams_filter, "$aws/things/%s/streams/#",
+                 J->per_device ? "+" : J->gateway);
+        if ((r = relay_subscribe(relay, jobs_filter, on_mqtt_message, J)) < 0 ||
+            (r = relay_subscribe(relay, streams_filter, on_mqtt_message, J)) < 0) {
                 log_error_errno(r, "OTA: cannot subscribe to the Jobs and stream topics: %m");
                 relay_forget_handlers(relay, J);
                 free(J->tmpl);
@@ -743,8 +805,9 @@ json_t *ota_jobs_status(struct ota_jobs *J)
                                      (json_int_t)d->blocks_rx, "duplicates",
                                      (json_int_t)d->blocks_dup, "bad", (json_int_t)d->blocks_bad,
                                      "requests", (json_int_t)d->requests));
-        return json_pack("{ss sI sI sI so}", "targeting",
+        return json_pack("{ss sI sI sI sI so}", "targeting",
                          J->per_device ? "thing-per-device" : "gateway", "jobs_seen",
                          (json_int_t)J->jobs_seen, "updates_sent", (json_int_t)J->updates_sent,
-                         "updates_rejected", (json_int_t)J->updates_rejected, "downloads", a);
+                         "updates_rejected", (json_int_t)J->updates_rejected, "foreign_messages",
+                         (json_int_t)J->foreign_messages, "downloads", a);
 }

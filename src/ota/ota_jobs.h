@@ -39,6 +39,9 @@ json_t *ota_jobs_status(struct ota_jobs *j);
 /* Pure helpers (unit-tested). */
 /* Expand {gateway} and {device}; -ENAMETOOLONG or -EINVAL (a / + # in the result). */
 int ota_thing_name(const char *tmpl, const char *gateway, const char *device, char *out, size_t n);
+/* The device whose thing the template makes thing (the inverse of ota_thing_name): 0 and the id
+ * in out, or -ENOENT when thing is not of that form. */
+int ota_thing_device(const char *tmpl, const char *gateway, const char *thing, char *out, size_t n);
 /* Split "$aws/things/T/jobs/REST" or ".../streams/S/REST": 0 and the parts, or -EINVAL. */
 int ota_topic_split(const char *topic, char *thing, size_t tn, char *kind, size_t kn, char *name,
                     size_t nn, const char **ret_rest);
