@@ -21,7 +21,8 @@ f, l, o, b, n}) with one `…/data/cbor` message ({f, i, l, p}) per requested bl
 (ResourceNotFound for a missing or deleted stream or file, BlockSizeOutOfBounds, InvalidRequest).
 Fault injection for the tests: truncate (the first copy of every block cut short), duplicate
 (every block twice), reorder (blocks of a request in reverse order), drop (the first copy of
-every 3rd block lost), silent (requests are not answered at all). Counts blocks served and
+every 3rd block lost), silent (requests are not answered at all; also per stream in
+silent_streams). Counts blocks served and
 requests per stream."""
 
 import json
@@ -107,6 +108,7 @@ class AwsCloud:
         self.requests = []  # decoded stream requests (with "_stream", "_thing", "_t")
         self.rejected = []  # (topic, code) of every rejection sent
         self.faults = set()
+        self.silent_streams = set()  # requests for these are never answered
         self.delay = 0.0    # seconds per block served (slow cloud)
         self._seen = set()
         self.connected = threading.Event()
@@ -311,7 +313,7 @@ class AwsCloud:
         with self.lock:
             self.requests.append(dict(q, _stream=stream, _thing=thing, _t=time.time()))
             data = self.streams.get(stream, {}).get(f)
-            silent = "silent" in self.faults
+            silent = "silent" in self.faults or stream in self.silent_streams
         if silent:
             return
         if data is None:
