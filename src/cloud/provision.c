@@ -19,6 +19,7 @@
 #include "ctl/ctlproto.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/retry.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
 
@@ -27,8 +28,9 @@
 #define ANSWER_TIMEOUT_MS 30000
 #define SWITCH_TIMEOUT_MS 60000
 #define SWITCH_MAX_FAILURES 2
-#define RETRY_MIN_MS 2000
 #define RETRY_MAX_MS 300000
+#define RETRY_SERIES_MS (3600 * 1000) /* after giving up, a new series of tries */
+#define THING_FILE "thing-name"
 #define EXPIRY_CHECK_MS (6 * 3600 * 1000)
 #define MAX_ANSWER 65536
 
@@ -84,7 +86,11 @@ struct provision {
         char thing_name[129];
         char actor[40];
         char last_error[256];
-        unsigned attempts, failures, switch_failures, retry_step;
+        unsigned attempts, failures, switch_failures;
+        struct retry retry;
+        char *thing_file; /* StateDirectory/thing-name: the thing RegisterThing named */
+        provision_thing_fn thing_fn;
+        void *thing_ud;
         uint64_t last_auto_ms;
 
         uv_timer_t timer;        /* answer and switch timeouts, retries */
@@ -348,6 +354,15 @@ static const char *event_prefix(const struct provision *p)
         return p->mode == MODE_ROTATE ? "cert" : "provision";
 }
 
+/* The cloud retry policy (basic/retry.h) with provisioning's pace: fleet provisioning is rate
+ * limited per account, and a gateway on its claim has nothing better to do than wait. */
+static const struct retry_policy provision_policy = {
+        .first_ms = 4000,
+        .max_ms = RETRY_MAX_MS,
+        .timeout_ms = ANSWER_TIMEOUT_MS,
+        .max_tries = 8,
+};
+
 static void begin_csr(struct provision *p);
 
 static void on_retry_timer(uv_timer_t *t)
@@ -383,8 +398,20 @@ static void fail(struct provision *p, const char *step, const char *fmt, ...)
                 p->state = ST_FAILED;
                 return;
         }
-        delay = MIN((uint64_t)RETRY_MIN_MS << MIN(p->retry_step, 16u), (uint64_t)RETRY_MAX_MS);
-        p->retry_step++;
+        if (!retry_failed(&p->retry, uv_now(p->loop), retry_random())) {
+                /* Tries used up: a terminal result, said once; a new series later (or at the
+                 * next start). */
+                log_error("provision: %s; giving up after %u tries, trying again in %d min",
+                          p->last_error, p->retry.failures, RETRY_SERIES_MS / 60000);
+                audit_log(p->audit, p->actor, "provision.gave_up", p->gateway,
+                          json_pack("{ss ss sI}", "step", step, "reason", p->last_error, "tries",
+                                    (json_int_t)p->retry.failures));
+                retry_reset(&p->retry);
+                p->state = ST_RETRY;
+                uv_timer_start(&p->timer, on_retry_timer, RETRY_SERIES_MS, 0);
+                return;
+        }
+        delay = p->retry.due_ms - uv_now(p->loop);
         log_error("provision: %s; trying again in %llu s", p->last_error,
                   (unsigned long long)(delay / 1000));
         audit_log(p->audit, p->actor, "provision.failed", p->gateway,
@@ -483,6 +510,31 @@ static void install(struct provision *p)
         uv_timer_start(&p->timer, on_switch_timeout, SWITCH_TIMEOUT_MS, 0);
 }
 
+/* RegisterThing named the gateway's thing: it is the gateway's name in the cloud from now on
+ * (client id, Jobs and Defender topics), kept in StateDirectory for every later start. */
+static int read_thing_file(const char *path, char *buf, size_t n);
+
+static void adopt_thing_name(struct provision *p)
+{
+        char cur[sizeof p->thing_name];
+        int r;
+
+        if (!p->thing_name[0] || strcmp(p->thing_name, p->gateway) == 0 || !p->thing_file)
+                return;
+        if (read_thing_file(p->thing_file, cur, sizeof cur) == 0 && strcmp(cur, p->thing_name) == 0)
+                return; /* in use already */
+        r = write_file(p->thing_file, p->thing_name, strlen(p->thing_name), 0640);
+        if (r < 0) {
+                log_error_errno(r, "provision: cannot store the thing name in %s: %m",
+                                p->thing_file);
+                return;
+        }
+        audit_log(p->audit, p->actor, "provision.thing_name", p->thing_name,
+                  json_pack("{ss ss}", "previous", p->gateway, "file", p->thing_file));
+        if (p->thing_fn)
+                p->thing_fn(p->thing_ud, p->thing_name);
+}
+
 /* The new pair connected: make it current. Key first: a crash between the renames leaves only
  * CertificateFile.new, which provision_recover() then renames. */
 static void commit(struct provision *p)
@@ -502,7 +554,7 @@ static void commit(struct provision *p)
                 log_warning("provision: %s", err);
         info = provision_cert_info(p->cert_file, err, sizeof err);
         p->last_error[0] = 0;
-        p->retry_step = 0;
+        retry_reset(&p->retry);
         p->state = ST_COMPLETE;
         if (p->mode == MODE_PROVISION) {
                 p->provisioned = true;
@@ -513,6 +565,7 @@ static void commit(struct provision *p)
                           json_pack("{ss ss ss sO*}", "thing_name", p->thing_name, "certificate_id",
                                     p->certificate_id, "certificate", p->cert_file, "info", info));
                 relay_hold(p->relay, false);
+                adopt_thing_name(p);
         } else {
                 log_notice("cert: rotated; the new certificate %s is in use", p->cert_file);
                 audit_log(p->audit, p->actor, "cert.rotated", p->cert_file,
@@ -832,8 +885,48 @@ static void provision_free(struct provision *p)
         free(p->claim_key);
         free(p->cert_new);
         free(p->key_new);
+        free(p->thing_file);
         json_decref(p->parameters);
         free(p);
+}
+
+static int read_thing_file(const char *path, char *buf, size_t n)
+{
+        char tmp[130];
+        ssize_t k;
+        int fd;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        k = read(fd, tmp, sizeof tmp - 1);
+        close(fd);
+        if (k <= 0)
+                return -ENOENT;
+        tmp[k] = 0;
+        tmp[strcspn(tmp, "\r\n")] = 0;
+        /* AWS thing names: 1..128 of [a-zA-Z0-9:_-]; ours must also fit the gateway name. */
+        if (!tmp[0] || strlen(tmp) >= n ||
+            strspn(tmp, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                        "OPQRSTUVWXYZ0123456789:_-") != strlen(tmp))
+                return -EINVAL;
+        memcpy(buf, tmp, strlen(tmp) + 1);
+        return 0;
+}
+
+int provision_thing_name(const char *state_dir, char *buf, size_t n)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (asprintf(&path, "%s/" THING_FILE, state_dir) < 0)
+                return -ENOMEM;
+        return read_thing_file(path, buf, n);
+}
+
+void provision_set_thing_listener(struct provision *p, provision_thing_fn fn, void *ud)
+{
+        p->thing_fn = fn;
+        p->thing_ud = ud;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -868,6 +961,12 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
         p->audit = audit;
         snprintf(p->gateway, sizeof p->gateway, "%s", gateway);
         snprintf(p->actor, sizeof p->actor, "daemon");
+        retry_init(&p->retry, &provision_policy);
+        if (c->state_dir && asprintf(&p->thing_file, "%s/" THING_FILE, c->state_dir) < 0)
+                p->thing_file = NULL;
+        if (c->state_dir &&
+            provision_thing_name(c->state_dir, p->thing_name, sizeof p->thing_name) == 0)
+                p->provisioned = true, p->state = ST_COMPLETE; /* an earlier run registered it */
         p->rotate_before_s = c->prov_rotate_before_usec / 1000000;
         p->parameters = json_object();
         if (!p->parameters)

@@ -44,6 +44,14 @@ void provision_recover(const struct conf *c);
  * the certificate's expiry when RotateBeforeExpiry= is set. */
 int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, struct relay *relay,
                   struct audit *audit, struct provision **ret);
+/* The thing name RegisterThing returned, persisted in StateDirectory/thing-name by an earlier
+ * provisioning: 0 and the name, -ENOENT (never provisioned) or -EINVAL (not a thing name). The
+ * gateway uses it as its name in the cloud (client id, Jobs and Defender topics). */
+int provision_thing_name(const char *state_dir, char *buf, size_t n);
+/* Called once provisioning completed with a thing name other than the gateway's name (stored
+ * already): the gateway restarts itself to use it. */
+typedef void (*provision_thing_fn)(void *ud, const char *thing_name);
+void provision_set_thing_listener(struct provision *p, provision_thing_fn fn, void *ud);
 /* cert.show (read) and cert.rotate (admin). */
 int provision_add_commands(struct provision *p, struct control *ctl);
 /* {"mode","state","complete","attempts","thing_name","certificate_id","last_error"} */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
@@ -79,7 +80,7 @@ int main(int argc, char **argv)
         struct conf_errors err = { 0 };
         struct conf *conf = NULL;
         struct gateway *gw = NULL;
-        bool check = false;
+        bool check = false, restart = false;
         uv_loop_t loop;
         int c, r;
 
@@ -115,12 +116,19 @@ int main(int argc, char **argv)
         r = gateway_new(&loop, config, conf, &gw);
         if (r >= 0) {
                 r = gateway_run(gw);
+                restart = gateway_restart_requested(gw);
                 gateway_free(gw);
         }
         uv_run(&loop, UV_RUN_DEFAULT);
         if (uv_loop_close(&loop) != 0) {
                 log_error("internal error: handles left open at exit");
                 return EXIT_FAILURE;
+        }
+        if (restart && r >= 0) {
+                /* Everything is closed (and close-on-exec): the same binary, the same options. */
+                execv("/proc/self/exe", argv);
+                log_error("cannot restart mcugwd: %m");
+                return EXIT_FAILURE; /* systemd's Restart=on-failure starts it again */
         }
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

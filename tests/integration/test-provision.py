@@ -36,6 +36,7 @@ class ProvisioningCloud:
         os.makedirs(self.dir, exist_ok=True)
         self.lock = threading.Lock()
         self.seen = []          # (topic, payload) of every request
+        self.jobs_things = []   # thing names of the gateway's $next/get
         self.csrs = []          # CSR PEMs
         self.registrations = []  # provision requests (parsed)
         self.tokens = {}
@@ -60,6 +61,7 @@ class ProvisioningCloud:
     def _on_connect(self, c, ud, flags, rc):
         c.subscribe(CSR_TOPIC, qos=1)
         c.subscribe("$aws/provisioning-templates/+/provision/json", qos=1)
+        c.subscribe("$aws/things/+/jobs/$next/get", qos=1)  # which thing the gateway is
         self.connected.set()
 
     def _reply(self, topic, obj):
@@ -88,6 +90,9 @@ class ProvisioningCloud:
         payload = bytes(msg.payload)
         with self.lock:
             self.seen.append((msg.topic, payload))
+            if msg.topic.endswith("/jobs/$next/get"):
+                self.jobs_things.append(msg.topic.split("/")[2])
+                return
         try:
             req = json.loads(payload)
         except ValueError:
@@ -148,6 +153,13 @@ def audit_events(d, n=500):
 
 def events(d, name):
     return [e for e in audit_events(d) if e.get("event") == name]
+
+
+def status(d):
+    try:
+        return d.ctl_json("status")
+    except (RuntimeError, ValueError):
+        return {}
 
 
 def prov(d):
@@ -253,8 +265,18 @@ Parameters=Model=mcugw-it
         done = wait_for(lambda: prov(d).get("complete"), timeout=40)
         check(done, "restarted: provisioning completes")
         check(len(cloud.csrs) > n_csr, "restarted: a fresh CSR (new key) was sent")
+        # RegisterThing named the thing gw-SN-0001: the gateway restarts itself under it.
+        check(wait_for(lambda: status(d).get("gateway") == "gw-SN-0001", timeout=30),
+              "the gateway's name is the registered thing's (mcugwctl status)")
         check(wait_for(lambda: d.ctl_json("status")["mqtt"]["state"] == "connected", timeout=20),
               "connected on the new certificate")
+        check(len(events(d, "provision.thing_name")) == 1, "provision.thing_name audited")
+        with open(tmp.join("state", "thing-name")) as f:
+            check(f.read() == "gw-SN-0001", "the thing name is kept in StateDirectory/thing-name")
+        n_things = len(cloud.jobs_things)
+        check(wait_for(lambda: "gw-SN-0001" in cloud.jobs_things[n_things - 1:], timeout=20),
+              "Jobs requests go to the registered thing")
+        check("as gw-SN-0001 " in broker.read_log(), "the client id is the thing name")
         st = prov(d)
         check(st.get("state") == "complete" and st.get("thing_name") == "gw-SN-0001",
               f"status: provisioning complete, thing gw-SN-0001 ({st})")
@@ -293,6 +315,9 @@ Parameters=Model=mcugw-it
               "second start: the new CN connects, the claim is not used")
         check(len(cloud.csrs) == n_csr and prov(d).get("mode") == "none",
               "second start: no provisioning")
+        check(status(d).get("gateway") == "gw-SN-0001" and
+              "as gw-SN-0001 " in newlog and "as it-gw " not in newlog,
+              "second start: still the registered thing (client id, status)")
 
         # ---- 3. cert show
         r = d.ctl("cert", "show")
