@@ -16,12 +16,17 @@
  *                              updatedBy, reason
  *   $aws/things/{thing}/streams/{stream}/get/cbor  -> data/cbor, rejected/cbor
  *
- * Things: Targeting=thing-per-device makes one thing per active device (ThingNameTemplate);
- * Targeting=gateway uses the gateway's thing and the job document names devices or groups
- * ("mcugw": {"devices": […], "groups": […]}). Each image is downloaded once into the cache (block
- * bitmap persisted: a restart resumes), requests are retried with exponential backoff, and the
- * finished file goes to the rollout engine, which checks the signature before any MCU gets a
- * byte.
+ * Things: the gateway's own thing (its name, or the thing fleet provisioning registered) and,
+ * with Targeting=thing-per-device, one thing per device (ThingNameTemplate, inverted on every
+ * incoming topic and looked up in the registry); messages of any other thing are counted,
+ * audited once and never answered. Targeting=gateway: jobs for the gateway's thing name their
+ * devices or groups ("mcugw": {"devices": […], "groups": […]}). $next/get goes out when the
+ * session comes up and in sweeps over the registry paced under the publish quota. Each image is
+ * downloaded once into the cache (block bitmap persisted: a restart resumes), with requests of
+ * at most 128 KB, a few in flight; every request kind follows basic/retry.h (backoff with
+ * jitter, bounded tries, then FAILED with the reason). A cancelled or removed execution stops
+ * its download and aborts its transfers. The finished file goes to the rollout engine, which
+ * checks the signature before any MCU gets a byte.
  */
 
 struct conf;
