@@ -20,10 +20,11 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/retry.h"
+#include "cloud/cborjson.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
 
-#define CSR_TOPIC "$aws/certificates/create-from-csr/json"
+#define CSR_TOPIC_BASE "$aws/certificates/create-from-csr/"
 #define TEMPLATE_MAX 36 /* AWS: provisioning template names are 1..36 characters */
 #define ANSWER_TIMEOUT_MS 30000
 #define SWITCH_TIMEOUT_MS 60000
@@ -73,6 +74,8 @@ struct provision {
         char *cert_new, *key_new;
         char template_name[TEMPLATE_MAX + 1];
         char topic_register[128];
+        char topic_csr[64];
+        bool cbor; /* Format=cbor: the …/cbor topics, CBOR payloads */
         json_t *parameters;
         uint64_t rotate_before_s;
 
@@ -434,15 +437,23 @@ static void on_answer_timeout(uv_timer_t *t)
 
 static int publish_json(struct provision *p, const char *topic, json_t *o)
 {
-        char *text = json_dumps(o, JSON_COMPACT);
+        uint8_t *buf = NULL;
+        size_t len = 0;
         int r;
 
+        if (p->cbor) {
+                r = cborjson_encode(o, &buf, &len);
+        } else {
+                buf = (uint8_t *)json_dumps(o, JSON_COMPACT);
+                len = buf ? strlen((char *)buf) : 0;
+                r = buf ? 0 : -ENOMEM;
+        }
         json_decref(o);
-        if (!text)
-                return -ENOMEM;
-        r = relay_publish(p->relay, topic, text, strlen(text));
-        OPENSSL_cleanse(text, strlen(text)); /* may hold the ownership token */
-        free(text);
+        if (r < 0)
+                return r;
+        r = relay_publish(p->relay, topic, buf, len);
+        OPENSSL_cleanse(buf, len); /* may hold the ownership token */
+        free(buf);
         return r;
 }
 
@@ -458,7 +469,7 @@ static void begin_csr(struct provision *p)
                 fail(p, "csr", "cannot generate a key and CSR: %s", strerror(-r));
                 return;
         }
-        r = publish_json(p, CSR_TOPIC, json_pack("{ss}", "certificateSigningRequest", csr));
+        r = publish_json(p, p->topic_csr, json_pack("{ss}", "certificateSigningRequest", csr));
         if (r < 0) {
                 fail(p, "create-from-csr", "cannot publish the CSR: %s", strerror(-r));
                 return;
@@ -729,8 +740,8 @@ static void on_register_answer(struct provision *p, bool accepted, json_t *o)
 static void on_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct provision *p = ud;
-        size_t tl = strlen(topic), rl = strlen(p->topic_register);
-        bool csr = strncmp(topic, CSR_TOPIC "/", strlen(CSR_TOPIC) + 1) == 0;
+        size_t tl = strlen(topic), rl = strlen(p->topic_register), cl = strlen(p->topic_csr);
+        bool csr = strncmp(topic, p->topic_csr, cl) == 0 && topic[cl] == '/';
         bool reg = rl && strncmp(topic, p->topic_register, rl) == 0 && topic[rl] == '/';
         const char *verdict;
         bool accepted;
@@ -738,7 +749,7 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
 
         if ((!csr && !reg) || tl > 256)
                 return;
-        verdict = topic + (csr ? strlen(CSR_TOPIC) : rl) + 1;
+        verdict = topic + (csr ? cl : rl) + 1;
         accepted = strcmp(verdict, "accepted") == 0;
         if (!accepted && strcmp(verdict, "rejected") != 0)
                 return;
@@ -748,7 +759,9 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                 return;
         }
         uv_timer_stop(&p->timer);
-        o = len <= MAX_ANSWER ? json_loadb((const char *)payload, len, 0, NULL) : NULL;
+        o = len > MAX_ANSWER ? NULL
+            : p->cbor        ? cborjson_decode(payload, len)
+                             : json_loadb((const char *)payload, len, 0, NULL);
         if (!json_is_object(o)) {
                 json_decref(o);
                 fail(p, csr ? "create-from-csr" : "register", "malformed answer on %s", topic);
@@ -961,6 +974,8 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
         p->audit = audit;
         snprintf(p->gateway, sizeof p->gateway, "%s", gateway);
         snprintf(p->actor, sizeof p->actor, "daemon");
+        p->cbor = c->prov_cbor == 1;
+        snprintf(p->topic_csr, sizeof p->topic_csr, CSR_TOPIC_BASE "%s", p->cbor ? "cbor" : "json");
         retry_init(&p->retry, &provision_policy);
         if (c->state_dir && asprintf(&p->thing_file, "%s/" THING_FILE, c->state_dir) < 0)
                 p->thing_file = NULL;
@@ -992,7 +1007,8 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
                 }
                 snprintf(p->template_name, sizeof p->template_name, "%s", c->prov_template);
                 snprintf(p->topic_register, sizeof p->topic_register,
-                         "$aws/provisioning-templates/%s/provision/json", p->template_name);
+                         "$aws/provisioning-templates/%s/provision/%s", p->template_name,
+                         c->prov_cbor ? "cbor" : "json");
         }
         uv_timer_init(loop, &p->timer);
         uv_timer_init(loop, &p->expiry_timer);
@@ -1003,7 +1019,7 @@ int provision_new(uv_loop_t *loop, const struct conf *c, const char *gateway, st
             strncmp(p->key_file, "pkcs11:", 7) != 0) {
                 p->enabled = true;
                 /* Subscribed before any request goes out (AWS answers only subscribers). */
-                snprintf(filter, sizeof filter, "%s/+", CSR_TOPIC);
+                snprintf(filter, sizeof filter, "%s/+", p->topic_csr);
                 if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
                         log_warning_errno(r, "provision: cannot subscribe to %s: %m", filter);
                 if (p->topic_register[0] && provision_use_claim(c)) {

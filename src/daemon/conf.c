@@ -428,6 +428,20 @@ static int parse_key_spec(const char *v, void *field, const char **reason)
 }
 
 /* Parameters=Key=Value (fleet provisioning template parameters). */
+/* The fleet provisioning API's payload format: AWS offers each topic as …/json and …/cbor. */
+static int parse_prov_format(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "json") == 0)
+                *(int *)field = 0;
+        else if (strcmp(v, "cbor") == 0)
+                *(int *)field = 1;
+        else {
+                *reason = "expected json or cbor";
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int parse_prov_parameter(const char *v, void *field, const char **reason)
 {
         const char *eq = strchr(v, '=');
@@ -663,6 +677,7 @@ static const struct conf_key conf_keys[] = {
           true },
         { "Provisioning", "RotateBeforeExpiry", CONF_U64, parse_duration,
           F(prov_rotate_before_usec), "0", true },
+        { "Provisioning", "Format", CONF_INT, parse_prov_format, F(prov_cbor), "json", true },
 };
 #undef F
 

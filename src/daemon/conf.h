@@ -147,6 +147,7 @@ struct conf {
         char *prov_template;              /* Template=: the provisioning template's name */
         struct conf_strv prov_parameters; /* Parameters=Key=Value */
         uint64_t prov_rotate_before_usec; /* RotateBeforeExpiry=; 0: only `cert rotate` */
+        int prov_cbor;                    /* Format=: 0 json, 1 cbor */
 
         /* SHA-256 over every file read (names and contents), as hex. */
         char hash[65];
