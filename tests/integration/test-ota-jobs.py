@@ -4,11 +4,13 @@
 rejections, 128 KB per stream request, ResourceNotFound, CancelJob --force), over a real
 Mosquitto with mutual TLS and the real daemon.
 
-Covered: executions of other things are never acted on nor answered (both targetings); a job
-cancelled mid-download installs nothing and gets no further update; a missing stream and a
-stream deleted mid-download end FAILED with the precise reason within the retry budget and with
-a bounded number of requests; thing-per-device polling reaches the 900th of 1,000 devices;
-stream requests stay within 128 KB."""
+Covered: executions of other things are never acted on nor answered (both targetings); the
+status sequence of the stock FreeRTOS agent; a job cancelled mid-download installs nothing and
+gets no further update, one cancelled mid-transfer is aborted on the MCU; a missing stream, a
+stream deleted mid-download and a silent stream end FAILED with the precise reason within the
+retry budget and with a bounded number of requests; a broker restart mid-download costs no try;
+stream requests stay within 128 KB; thing-per-device polling reaches the 900th of 1,000
+devices."""
 
 import json
 import os
@@ -44,6 +46,21 @@ def job_document(stream, size, sig, devices=None):
     if devices:
         doc["mcugw"] = {"devices": devices}
     return doc
+
+
+def kick_session(broker, client_id):
+    """Take over client_id's session: the broker disconnects the gateway, which reconnects."""
+    import paho.mqtt.client as mqtt
+    up = []
+    cert = broker.certs.client("kicker")
+    k = mqtt.Client(client_id=client_id, clean_session=True)
+    k.tls_set(ca_certs=broker.certs.ca, certfile=cert[0], keyfile=cert[1])
+    k.on_connect = lambda c, ud, flags, rc: up.append(rc)
+    k.connect("127.0.0.1", broker.port, keepalive=30)
+    k.loop_start()
+    wait_for(lambda: up, 10)
+    k.disconnect()
+    k.loop_stop()
 
 
 def main():
@@ -293,6 +310,26 @@ AbortAfterFailures=0
               f"a silent stream: FAILED, {reason!r}")
         check(took <= 45.5 + 1, f"a silent stream: given up within the budget ({took:.1f} s)")
         check(nreq <= 6, f"a silent stream: at most 6 requests ({nreq})")
+
+        # --- the session drops mid-download: no try lost, the download carries on -------------
+        cloud.create_stream("AFR_OTA-drop", {0: big})
+        cloud.delay = 0.02
+        cloud.create_job("it-gw-j-0000", "job-drop", job_document("AFR_OTA-drop", len(big), bsig))
+        check(wait_for(lambda: cloud.served.get("AFR_OTA-drop", 0) >= nb * 3 // 10, 30, 0.01),
+              "download at 30 %")
+        drops = d.ctl_json("status")["mqtt"]["disconnects"]
+        kick_session(broker, "it-gw")  # the broker drops the gateway's session (takeover)
+        cloud.delay = 0.0
+        check(wait_for(lambda: d.ctl_json("status")["mqtt"]["disconnects"] > drops, 10),
+              "the gateway's session dropped mid-download")
+        check(wait_for(lambda: d.ctl_json("status")["mqtt"]["state"] == "connected", 30),
+              "the gateway is back after the disconnect")
+        st = final("it-gw-j-0000", "job-drop", 90)
+        check(st == "SUCCEEDED", f"a download interrupted by a disconnect SUCCEEDED ({st})")
+        dl = [x["details"] for x in audit() if x["event"] == "ota.download_done" and
+              x["subject"] == "AFR_OTA-drop"]
+        check(dl and dl[-1]["blocks"] <= nb, f"no block fetched twice into the cache "
+              f"({dl[-1] if dl else None})")
 
         # --- every stream request within what AWS serves ---------------------------------------
         sizes = [q["n"] * q["l"] for q in cloud.requests]
