@@ -16,17 +16,20 @@
 #include "audit/audit.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "basic/retry.h"
+#include "cloud/cborjson.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
 #include "basic/cred.h"
 
-#define CSR_TOPIC "$aws/certificates/create-from-csr/json"
+#define CSR_TOPIC_BASE "$aws/certificates/create-from-csr/"
 #define TEMPLATE_MAX 36 /* AWS: provisioning template names are 1..36 characters */
 #define ANSWER_TIMEOUT_MS 30000
 #define SWITCH_TIMEOUT_MS 60000
 #define SWITCH_MAX_FAILURES 2
-#define RETRY_MIN_MS 2000
 #define RETRY_MAX_MS 300000
+#define RETRY_SERIES_MS (3600 * 1000) /* after giving up, a new series of tries */
+#define THING_FILE "thing-name"
 #define EXPIRY_CHECK_MS (6 * 3600 * 1000)
 #define MAX_ANSWER 65536
 
@@ -69,6 +72,8 @@ struct provision {
         char *cert_new, *key_new;
         char template_name[TEMPLATE_MAX + 1];
         char topic_register[128];
+        char topic_csr[64];
+        bool cbor; /* Format=cbor: the …/cbor topics, CBOR payloads */
         json_t *parameters;
         uint64_t rotate_before_s;
 
@@ -82,7 +87,11 @@ struct provision {
         char thing_name[129];
         char actor[40];
         char last_error[256];
-        unsigned attempts, failures, switch_failures, retry_step;
+        unsigned attempts, failures, switch_failures;
+        struct retry retry;
+        char *thing_file; /* StateDirectory/thing-name: the thing RegisterThing named */
+        provision_thing_fn thing_fn;
+        void *thing_ud;
         uint64_t last_auto_ms;
 
         uv_timer_t timer;        /* answer and switch timeouts, retries */
@@ -344,6 +353,15 @@ static const char *event_prefix(const struct provision *p)
         return p->mode == MODE_ROTATE ? "cert" : "provision";
 }
 
+/* The cloud retry policy (basic/retry.h) with provisioning's pace: fleet provisioning is rate
+ * limited per account, and a gateway on its claim has nothing better to do than wait. */
+static const struct retry_policy provision_policy = {
+        .first_ms = 4000,
+        .max_ms = RETRY_MAX_MS,
+        .timeout_ms = ANSWER_TIMEOUT_MS,
+        .max_tries = 8,
+};
+
 static void begin_csr(struct provision *p);
 
 static void on_retry_timer(uv_timer_t *t)
@@ -379,8 +397,20 @@ static void fail(struct provision *p, const char *step, const char *fmt, ...)
                 p->state = ST_FAILED;
                 return;
         }
-        delay = MIN((uint64_t)RETRY_MIN_MS << MIN(p->retry_step, 16u), (uint64_t)RETRY_MAX_MS);
-        p->retry_step++;
+        if (!retry_failed(&p->retry, uv_now(p->loop), retry_random())) {
+                /* Tries used up: a terminal result, said once; a new series later (or at the
+                 * next start). */
+                log_error("provision: %s; giving up after %u tries, trying again in %d min",
+                          p->last_error, p->retry.failures, RETRY_SERIES_MS / 60000);
+                audit_log(p->audit, p->actor, "provision.gave_up", p->gateway,
+                          json_pack("{ss ss sI}", "step", step, "reason", p->last_error, "tries",
+                                    (json_int_t)p->retry.failures));
+                retry_reset(&p->retry);
+                p->state = ST_RETRY;
+                uv_timer_start(&p->timer, on_retry_timer, RETRY_SERIES_MS, 0);
+                return;
+        }
+        delay = p->retry.due_ms - uv_now(p->loop);
         log_error("provision: %s; trying again in %llu s", p->last_error,
                   (unsigned long long)(delay / 1000));
         audit_log(p->audit, p->actor, "provision.failed", p->gateway,
@@ -403,15 +433,23 @@ static void on_answer_timeout(uv_timer_t *t)
 
 static int publish_json(struct provision *p, const char *topic, json_t *o)
 {
-        char *text = json_dumps(o, JSON_COMPACT);
+        uint8_t *buf = NULL;
+        size_t len = 0;
         int r;
 
+        if (p->cbor) {
+                r = cborjson_encode(o, &buf, &len);
+        } else {
+                buf = (uint8_t *)json_dumps(o, JSON_COMPACT);
+                len = buf ? strlen((char *)buf) : 0;
+                r = buf ? 0 : -ENOMEM;
+        }
         json_decref(o);
-        if (!text)
-                return -ENOMEM;
-        r = relay_publish(p->relay, topic, text, strlen(text));
-        OPENSSL_cleanse(text, strlen(text)); /* may hold the ownership token */
-        free(text);
+        if (r < 0)
+                return r;
+        r = relay_publish(p->relay, topic, buf, len);
+        OPENSSL_cleanse(buf, len); /* may hold the ownership token */
+        free(buf);
         return r;
 }
 
@@ -427,7 +465,7 @@ static void begin_csr(struct provision *p)
                 fail(p, "csr", "cannot generate a key and CSR: %s", strerror(-r));
                 return;
         }
-        r = publish_json(p, CSR_TOPIC, json_pack("{ss}", "certificateSigningRequest", csr));
+        r = publish_json(p, p->topic_csr, json_pack("{ss}", "certificateSigningRequest", csr));
         if (r < 0) {
                 fail(p, "create-from-csr", "cannot publish the CSR: %s", strerror(-r));
                 return;
@@ -479,6 +517,31 @@ static void install(struct provision *p)
         uv_timer_start(&p->timer, on_switch_timeout, SWITCH_TIMEOUT_MS, 0);
 }
 
+/* RegisterThing named the gateway's thing: it is the gateway's name in the cloud from now on
+ * (client id, Jobs and Defender topics), kept in StateDirectory for every later start. */
+static int read_thing_file(const char *path, char *buf, size_t n);
+
+static void adopt_thing_name(struct provision *p)
+{
+        char cur[sizeof p->thing_name];
+        int r;
+
+        if (!p->thing_name[0] || strcmp(p->thing_name, p->gateway) == 0 || !p->thing_file)
+                return;
+        if (read_thing_file(p->thing_file, cur, sizeof cur) == 0 && strcmp(cur, p->thing_name) == 0)
+                return; /* in use already */
+        r = write_file(p->thing_file, p->thing_name, strlen(p->thing_name), 0640);
+        if (r < 0) {
+                log_error_errno(r, "provision: cannot store the thing name in %s: %m",
+                                p->thing_file);
+                return;
+        }
+        audit_log(p->audit, p->actor, "provision.thing_name", p->thing_name,
+                  json_pack("{ss ss}", "previous", p->gateway, "file", p->thing_file));
+        if (p->thing_fn)
+                p->thing_fn(p->thing_ud, p->thing_name);
+}
+
 /* The new pair connected: make it current. Key first: a crash between the renames leaves only
  * CertificateFile.new, which provision_recover() then renames. */
 static void commit(struct provision *p)
@@ -498,7 +561,7 @@ static void commit(struct provision *p)
                 log_warning("provision: %s", err);
         info = provision_cert_info(p->cert_file, err, sizeof err);
         p->last_error[0] = 0;
-        p->retry_step = 0;
+        retry_reset(&p->retry);
         p->state = ST_COMPLETE;
         if (p->mode == MODE_PROVISION) {
                 p->provisioned = true;
@@ -509,6 +572,7 @@ static void commit(struct provision *p)
                           json_pack("{ss ss ss sO*}", "thing_name", p->thing_name, "certificate_id",
                                     p->certificate_id, "certificate", p->cert_file, "info", info));
                 relay_hold(p->relay, false);
+                adopt_thing_name(p);
         } else {
                 log_notice("cert: rotated; the new certificate %s is in use", p->cert_file);
                 audit_log(p->audit, p->actor, "cert.rotated", p->cert_file,
@@ -672,8 +736,8 @@ static void on_register_answer(struct provision *p, bool accepted, json_t *o)
 static void on_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct provision *p = ud;
-        size_t tl = strlen(topic), rl = strlen(p->topic_register);
-        bool csr = strncmp(topic, CSR_TOPIC "/", strlen(CSR_TOPIC) + 1) == 0;
+        size_t tl = strlen(topic), rl = strlen(p->topic_register), cl = strlen(p->topic_csr);
+        bool csr = strncmp(topic, p->topic_csr, cl) == 0 && topic[cl] == '/';
         bool reg = rl && strncmp(topic, p->topic_register, rl) == 0 && topic[rl] == '/';
         const char *verdict;
         bool accepted;
@@ -681,7 +745,7 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
 
         if ((!csr && !reg) || tl > 256)
                 return;
-        verdict = topic + (csr ? strlen(CSR_TOPIC) : rl) + 1;
+        verdict = topic + (csr ? cl : rl) + 1;
         accepted = strcmp(verdict, "accepted") == 0;
         if (!accepted && strcmp(verdict, "rejected") != 0)
                 return;
@@ -691,7 +755,9 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                 return;
         }
         uv_timer_stop(&p->timer);
-        o = len <= MAX_ANSWER ? json_loadb((const char *)payload, len, 0, NULL) : NULL;
+        o = len > MAX_ANSWER ? NULL
+            : p->cbor        ? cborjson_decode(payload, len)
+                             : json_loadb((const char *)payload, len, 0, NULL);
         if (!json_is_object(o)) {
                 json_decref(o);
                 fail(p, csr ? "create-from-csr" : "register", "malformed answer on %s", topic);
@@ -811,8 +877,48 @@ static void provision_free(struct provision *p)
         free(p->claim_key);
         free(p->cert_new);
         free(p->key_new);
+        free(p->thing_file);
         json_decref(p->parameters);
         free(p);
+}
+
+static int read_thing_file(const char *path, char *buf, size_t n)
+{
+        char tmp[130];
+        ssize_t k;
+        int fd;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        k = read(fd, tmp, sizeof tmp - 1);
+        close(fd);
+        if (k <= 0)
+                return -ENOENT;
+        tmp[k] = 0;
+        tmp[strcspn(tmp, "\r\n")] = 0;
+        /* AWS thing names: 1..128 of [a-zA-Z0-9:_-]; ours must also fit the gateway name. */
+        if (!tmp[0] || strlen(tmp) >= n ||
+            strspn(tmp, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                        "OPQRSTUVWXYZ0123456789:_-") != strlen(tmp))
+                return -EINVAL;
+        memcpy(buf, tmp, strlen(tmp) + 1);
+        return 0;
+}
+
+int provision_thing_name(const char *state_dir, char *buf, size_t n)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (asprintf(&path, "%s/" THING_FILE, state_dir) < 0)
+                return -ENOMEM;
+        return read_thing_file(path, buf, n);
+}
+
+void provision_set_thing_listener(struct provision *p, provision_thing_fn fn, void *ud)
+{
+        p->thing_fn = fn;
+        p->thing_ud = ud;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -834,8 +940,8 @@ void provision_stop(struct provision *p)
 }
 
 int provision_new(uv_loop_t *loop, const struct provision_options *o,
-                  const struct relay_options *mqtt, const char *gateway, struct relay *relay,
-                  struct audit *audit, struct provision **ret)
+                  const struct relay_options *mqtt, const char *state_dir, const char *gateway,
+                  struct relay *relay, struct audit *audit, struct provision **ret)
 {
         struct provision *p = calloc(1, sizeof *p);
         char filter[200];
@@ -848,6 +954,13 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
         p->audit = audit;
         snprintf(p->gateway, sizeof p->gateway, "%s", gateway);
         snprintf(p->actor, sizeof p->actor, "daemon");
+        p->cbor = o->cbor == 1;
+        snprintf(p->topic_csr, sizeof p->topic_csr, CSR_TOPIC_BASE "%s", p->cbor ? "cbor" : "json");
+        retry_init(&p->retry, &provision_policy);
+        if (state_dir && asprintf(&p->thing_file, "%s/" THING_FILE, state_dir) < 0)
+                p->thing_file = NULL;
+        if (state_dir && provision_thing_name(state_dir, p->thing_name, sizeof p->thing_name) == 0)
+                p->provisioned = true, p->state = ST_COMPLETE; /* an earlier run registered it */
         p->rotate_before_s = o->rotate_before_usec / 1000000;
         p->parameters = json_object();
         if (!p->parameters)
@@ -873,7 +986,8 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
                 }
                 snprintf(p->template_name, sizeof p->template_name, "%s", o->template_name);
                 snprintf(p->topic_register, sizeof p->topic_register,
-                         "$aws/provisioning-templates/%s/provision/json", p->template_name);
+                         "$aws/provisioning-templates/%s/provision/%s", p->template_name,
+                         p->cbor ? "cbor" : "json");
         }
         uv_timer_init(loop, &p->timer);
         uv_timer_init(loop, &p->expiry_timer);
@@ -883,7 +997,7 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
         if (mqtt->host && p->cert_file && p->key_file && strncmp(p->key_file, "pkcs11:", 7) != 0) {
                 p->enabled = true;
                 /* Subscribed before any request goes out (AWS answers only subscribers). */
-                snprintf(filter, sizeof filter, "%s/+", CSR_TOPIC);
+                snprintf(filter, sizeof filter, "%s/+", p->topic_csr);
                 if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
                         log_warning_errno(r, "provision: cannot subscribe to %s: %m", filter);
                 if (p->topic_register[0] && provision_use_claim(mqtt, o)) {
@@ -919,4 +1033,17 @@ int provision_config_parse_parameter(const char *v, void *field, const char **re
                 return -EINVAL;
         }
         return config_parse_strv(v, field, reason);
+}
+
+int provision_config_parse_format(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "json") == 0)
+                *(int *)field = 0;
+        else if (strcmp(v, "cbor") == 0)
+                *(int *)field = 1;
+        else {
+                *reason = "expected json or cbor";
+                return -EINVAL;
+        }
+        return 0;
 }

@@ -37,10 +37,13 @@ struct provision_options {
         char *template_name;         /* Template=: the provisioning template's name */
         struct conf_strv parameters; /* Parameters=Key=Value */
         uint64_t rotate_before_usec; /* RotateBeforeExpiry=; 0: only `cert rotate` */
+        int cbor;                    /* Format=: 0 json, 1 cbor */
 };
 
 /* Parameters=Key=Value (config_parser_t, field: struct conf_strv). */
 int provision_config_parse_parameter(const char *v, void *field, const char **reason);
+/* Format=json|cbor (field: int): the payload format of the fleet provisioning API's topics. */
+int provision_config_parse_format(const char *v, void *field, const char **reason);
 
 struct provision;
 struct relay_options;
@@ -55,15 +58,24 @@ void provision_recover(const struct relay_options *mqtt);
 
 /* Listens to the relay's session; starts provisioning when it connects on the claim, and checks
  * the certificate's expiry when RotateBeforeExpiry= is set. */
+/* state_dir holds the thing name an earlier provisioning registered (may be NULL). */
 int provision_new(uv_loop_t *loop, const struct provision_options *o,
-                  const struct relay_options *mqtt, const char *gateway, struct relay *relay,
-                  struct audit *audit, struct provision **ret);
+                  const struct relay_options *mqtt, const char *state_dir, const char *gateway,
+                  struct relay *relay, struct audit *audit, struct provision **ret);
 /* `cert.show`: {"file","certificate": provision_cert_info() or null (while provisioning),
  * "in_use","rotation":{"automatic","before_expiry_s"},"provisioning"}; -ENOENT with the reason
  * in err when there is no certificate. */
 int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t errlen);
 /* Start a certificate rotation now (`cert.rotate`); 0 or -errno with a reason in err. */
 int provision_rotate(struct provision *p, const char *actor, char *err, size_t errlen);
+/* The thing name RegisterThing returned, persisted in StateDirectory/thing-name by an earlier
+ * provisioning: 0 and the name, -ENOENT (never provisioned) or -EINVAL (not a thing name). The
+ * gateway uses it as its name in the cloud (client id, Jobs and Defender topics). */
+int provision_thing_name(const char *state_dir, char *buf, size_t n);
+/* Called once provisioning completed with a thing name other than the gateway's name (stored
+ * already): the gateway restarts itself to use it. */
+typedef void (*provision_thing_fn)(void *ud, const char *thing_name);
+void provision_set_thing_listener(struct provision *p, provision_thing_fn fn, void *ud);
 /* {"mode","state","complete","attempts","thing_name","certificate_id","last_error"} */
 json_t *provision_status_json(const struct provision *p);
 /* Close the timers; memory goes in the last close callback. Accepts NULL. */

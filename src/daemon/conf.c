@@ -232,6 +232,8 @@ static const struct conf_key conf_keys[] = {
           F(provision.parameters), NULL, true },
         { "Provisioning", "RotateBeforeExpiry", CONF_U64, config_parse_duration,
           F(provision.rotate_before_usec), "0", true },
+        { "Provisioning", "Format", CONF_INT, provision_config_parse_format, F(provision.cbor),
+          "json", true },
 };
 #undef F
 

@@ -72,6 +72,7 @@ struct gateway {
         unsigned reloads, reload_failures;
         char last_error[256];
         int exit_status;
+        bool restart; /* provisioning named the thing: start again with it */
 };
 
 static const char *gw_name(const struct gateway *gw)
@@ -248,6 +249,25 @@ static void gw_begin_stop(struct gateway *gw, const char *why)
         log_info("%s: shutting down", why);
         sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
         uv_stop(gw->loop);
+}
+
+/* RegisterThing named the gateway's thing (stored by provision.c): the client id, the Jobs and
+ * Defender topics all follow the name, so the daemon starts again with it. */
+static void gw_on_thing_name(void *ud, const char *thing)
+{
+        struct gateway *gw = ud;
+
+        log_notice("the gateway's thing is %s now (fleet provisioning); restarting to use it",
+                   thing);
+        gw->restart = true;
+        /* Not STOPPING=1: the same process (execv in main.c) says READY=1 again. */
+        sd_notify(0, "RELOADING=1\nSTATUS=restarting with the provisioned thing name");
+        uv_stop(gw->loop);
+}
+
+bool gateway_restart_requested(struct gateway *gw)
+{
+        return gw->restart;
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -566,6 +586,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         struct conf *conf = set->conf;
         struct control_options o;
         uint64_t wd_usec = 0;
+        char cn[sizeof gw->name];
         int r;
 
         if (!gw) {
@@ -583,6 +604,12 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 snprintf(gw->name, sizeof gw->name, "%s", conf->gateway_name);
         else if (gethostname(gw->name, sizeof gw->name - 1) < 0)
                 strcpy(gw->name, "mcugw");
+        /* A provisioned gateway is known in the cloud by the thing RegisterThing named; Name=
+         * stays the certificate's CN. */
+        snprintf(cn, sizeof cn, "%s", gw->name);
+        if (provision_thing_name(conf->state_dir, gw->name, sizeof gw->name) == 0)
+                log_info("thing name %s (fleet provisioning, %s/thing-name)", gw->name,
+                         conf->state_dir);
         log_set_level(conf->log_level);
 
         /* 1. directories */
@@ -654,10 +681,11 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         if ((r = relay_new(loop, &conf->relay, &conf->provision, gw_name(gw), gw->db, gw->audit,
                            &gw->relay)) < 0)
                 goto fail;
-        if ((r = provision_new(loop, &conf->provision, &conf->relay, gw_name(gw), gw->relay,
+        if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn, gw->relay,
                                gw->audit, &gw->provision)) < 0 ||
             (r = provision_ctl_add_commands(gw->control, gw->provision)) < 0)
                 goto fail;
+        provision_set_thing_listener(gw->provision, gw_on_thing_name, gw);
         /* 4c'. OTA: image cache, signature check, transfers over the links */
         if ((r = ota_new(loop, &conf->ota, conf->state_dir, gw->db, gw->audit, gw->registry,
                          gw->link, &gw->ota)) < 0 ||

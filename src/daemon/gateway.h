@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "daemon/conf.h"
@@ -18,6 +19,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 struct gateway **ret);
 /* Run the loop until SIGTERM/SIGINT; returns 0 or -errno. */
 int gateway_run(struct gateway *gw);
+/* After gateway_run(): should the daemon start again (provisioning named its thing)? */
+bool gateway_restart_requested(struct gateway *gw);
 /* Frees everything; the loop must then close cleanly. */
 void gateway_free(struct gateway *gw);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
@@ -144,7 +145,7 @@ int main(int argc, char **argv)
         struct conf_errors err = { 0 };
         struct conf_set set = { 0 };
         struct gateway *gw = NULL;
-        bool check = false, accept = false;
+        bool check = false, accept = false, restart = false;
         uv_loop_t loop;
         int c, r;
 
@@ -184,12 +185,19 @@ int main(int argc, char **argv)
         r = gateway_new(&loop, config, &set, &gw);
         if (r >= 0) {
                 r = gateway_run(gw);
+                restart = gateway_restart_requested(gw);
                 gateway_free(gw);
         }
         uv_run(&loop, UV_RUN_DEFAULT);
         if (uv_loop_close(&loop) != 0) {
                 log_error("internal error: handles left open at exit");
                 return EXIT_FAILURE;
+        }
+        if (restart && r >= 0) {
+                /* Everything is closed (and close-on-exec): the same binary, the same options. */
+                execv("/proc/self/exe", argv);
+                log_error("cannot restart mcugwd: %m");
+                return EXIT_FAILURE; /* systemd's Restart=on-failure starts it again */
         }
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

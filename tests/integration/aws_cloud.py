@@ -2,17 +2,28 @@
 """A scripted AWS IoT cloud for the OTA tests, over the real Mosquitto (broker.py): the Jobs MQTT
 API and MQTT-based file delivery (CBOR) as the AWS documentation describes them.
 
-Jobs (per thing): create_job() queues an execution and publishes notify-next; answers
-`$aws/things/T/jobs/$next/get` on .../$next/get/accepted ({"execution": …} or no execution),
-`…/jobs/ID/get` on …/get/accepted, `…/jobs/ID/update` on …/update/accepted or /rejected
-(terminal executions can not be updated; statusDetails must be a flat map of strings), and
-publishes the next notify-next when an execution ends. Every update is kept in `history`.
+Jobs (per thing, developer guide pages jobs-mqtt-api, jobs-comm-notifications,
+iot-jobs-lifecycle): create_job() queues an execution and publishes `…/jobs/notify` ({"timestamp",
+"jobs": {"QUEUED": […], "IN_PROGRESS": […]}} summaries) and, when the next pending execution
+changed, `…/jobs/notify-next` ({"timestamp", "execution"} or no execution). Answers
+`$aws/things/T/jobs/$next/get` on …/$next/get/accepted ({"execution": …} or no execution),
+`…/jobs/ID/get` on …/get/accepted or /rejected (ResourceNotFound), `…/jobs/ID/update` on
+…/update/accepted or /rejected: an execution in a terminal state (SUCCEEDED, FAILED, REJECTED,
+CANCELED, REMOVED…) gives InvalidStateTransition, one whose job was cancelled or deleted
+TerminalStateReached; statusDetails must be a flat map of strings. Timestamps are in seconds,
+every accepted update increments versionNumber. cancel_job(thing, id, force) is CancelJob
+(--force cancels IN_PROGRESS executions too). Every update is kept in `history`, every rejection
+in `rejected`.
 
-Streams: answers `$aws/things/T/streams/S/get/cbor` ({c, f, l, o, b, n}) with one
-`…/data/cbor` message ({f, i, l, p}) per requested block, or `…/rejected/cbor`. Fault
-injection for the tests: truncate (the first copy of every block cut short), duplicate (every
-block twice), reorder (blocks of a request in reverse order), drop (the first copy of every
-3rd block lost). Counts blocks served per stream."""
+Streams (mqtt-based-file-delivery-in-devices): answers `$aws/things/T/streams/S/get/cbor` ({c,
+f, l, o, b, n}) with one `…/data/cbor` message ({f, i, l, p}) per requested block, at most
+128 KB of blocks per request (the rest of a larger request is not served), or `…/rejected/cbor`
+(ResourceNotFound for a missing or deleted stream or file, BlockSizeOutOfBounds, InvalidRequest).
+Fault injection for the tests: truncate (the first copy of every block cut short), duplicate
+(every block twice), reorder (blocks of a request in reverse order), drop (the first copy of
+every 3rd block lost), silent (requests are not answered at all; also per stream in
+silent_streams). Counts blocks served and
+requests per stream."""
 
 import json
 import struct
@@ -89,13 +100,15 @@ def cbor_loads(b):
 class AwsCloud:
     def __init__(self, broker, name="aws-cloud"):
         import paho.mqtt.client as mqtt
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.jobs = {}      # thing -> [execution dicts] in queue order
         self.streams = {}   # stream -> {fileid: bytes}
         self.history = []   # (thing, jobId, status, statusDetails)
         self.served = {}    # stream -> blocks published
-        self.requests = []  # decoded stream requests
+        self.requests = []  # decoded stream requests (with "_stream", "_thing", "_t")
+        self.rejected = []  # (topic, code) of every rejection sent
         self.faults = set()
+        self.silent_streams = set()  # requests for these are never answered
         self.delay = 0.0    # seconds per block served (slow cloud)
         self._seen = set()
         self.connected = threading.Event()
@@ -125,6 +138,11 @@ class AwsCloud:
         self.c.disconnect()
 
     def _pub(self, topic, payload):
+        if "/rejected" in topic:
+            code = (payload.get("code") if isinstance(payload, dict)
+                    else cbor_loads(payload).get("o"))
+            with self.lock:
+                self.rejected.append((topic, code))
         if isinstance(payload, (dict, list)):
             payload = json.dumps(payload)
         self.c.publish(topic, payload, qos=1)
@@ -135,16 +153,53 @@ class AwsCloud:
         with self.lock:
             self.streams[stream] = dict(files)
 
-    def create_job(self, thing, job_id, document):
-        ex = {"jobId": job_id, "status": "QUEUED", "queuedAt": int(time.time()),
-              "lastUpdatedAt": int(time.time()), "versionNumber": 1, "executionNumber": 1,
-              "jobDocument": document, "statusDetails": {}}
+    def delete_stream(self, stream):
         with self.lock:
+            self.streams.pop(stream, None)
+
+    def create_job(self, thing, job_id, document, notify=True):
+        """CreateJob for one thing (notify=False: queued while the thing is not listening)."""
+        now = int(time.time())
+        ex = {"jobId": job_id, "status": "QUEUED", "queuedAt": now, "lastUpdatedAt": now,
+              "versionNumber": 1, "executionNumber": 1, "jobDocument": document,
+              "statusDetails": {}}
+        with self.lock:
+            before = self._next(thing)
             self.jobs.setdefault(thing, []).append(ex)
+        if notify:
+            self._notify(thing, before)
+
+    def cancel_job(self, thing, job_id, force=False):
+        """CancelJob: QUEUED executions are CANCELED; IN_PROGRESS ones only with force."""
+        with self.lock:
+            before = self._next(thing)
+            ex = next((e for e in self.jobs.get(thing, []) if e["jobId"] == job_id), None)
+            if not ex or ex["status"] not in ("QUEUED", "IN_PROGRESS"):
+                return False
+            if ex["status"] == "IN_PROGRESS" and not force:
+                return False
+            ex["status"] = "CANCELED"
+            ex["job_canceled"] = True
+            ex["versionNumber"] += 1
+            ex["lastUpdatedAt"] = int(time.time())
+        self._notify(thing, before)
+        return True
+
+    def _notify(self, thing, before):
+        """jobs/notify on every change of the pending list, notify-next when the next changed."""
+        now = int(time.time())
+        with self.lock:
+            pending = {}
+            for e in self.jobs.get(thing, []):
+                if e["status"] in ("QUEUED", "IN_PROGRESS"):
+                    pending.setdefault(e["status"], []).append(
+                        {k: e[k] for k in ("jobId", "queuedAt", "lastUpdatedAt",
+                                           "executionNumber", "versionNumber")})
             nxt = self._next(thing)
-        if nxt is ex:
+        self._pub(f"$aws/things/{thing}/jobs/notify", {"timestamp": now, "jobs": pending})
+        if nxt is not before:
             self._pub(f"$aws/things/{thing}/jobs/notify-next",
-                      {"timestamp": int(time.time()), "execution": self._view(ex)})
+                      {"timestamp": now, **({"execution": self._view(nxt)} if nxt else {})})
 
     def execution(self, thing, job_id):
         with self.lock:
@@ -160,9 +215,11 @@ class AwsCloud:
     # ---- Jobs API ------------------------------------------------------------------------------
 
     def _next(self, thing):
-        for ex in self.jobs.get(thing, []):
-            if ex["status"] in ("QUEUED", "IN_PROGRESS"):
-                return ex
+        """The next pending execution: IN_PROGRESS ones first, then QUEUED, in queue order."""
+        for want in ("IN_PROGRESS", "QUEUED"):
+            for ex in self.jobs.get(thing, []):
+                if ex["status"] == want:
+                    return ex
         return None
 
     @staticmethod
@@ -215,10 +272,13 @@ class AwsCloud:
             err = None
             st = req.get("status")
             details = req.get("statusDetails", {})
+            before = self._next(thing)
             if not ex:
                 err = ("ResourceNotFound", "no such job")
+            elif ex.get("job_canceled"):
+                err = ("TerminalStateReached", f"job execution is {ex['status']}")
             elif ex["status"] not in ("QUEUED", "IN_PROGRESS"):
-                err = ("InvalidStateTransition", f"job is {ex['status']}")
+                err = ("InvalidStateTransition", f"job execution is {ex['status']}")
             elif st not in ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"):
                 err = ("InvalidRequest", f"bad status {st}")
             elif not isinstance(details, dict) or not all(
@@ -234,13 +294,10 @@ class AwsCloud:
             ex["lastUpdatedAt"] = int(time.time())
             self.history.append((thing, job_id, st, dict(details)))
             terminal = st != "IN_PROGRESS"
-            nxt = self._next(thing) if terminal else None
         self._pub(base + "/update/accepted", {"timestamp": int(time.time()),
                                               "clientToken": token})
-        if terminal:
-            self._pub(f"$aws/things/{thing}/jobs/notify-next",
-                      {"timestamp": int(time.time()), **({"execution": self._view(nxt)}
-                                                         if nxt else {})})
+        if terminal or before is not self._next(thing):
+            self._notify(thing, before)
 
     # ---- streams (CBOR) ------------------------------------------------------------------------
 
@@ -254,14 +311,17 @@ class AwsCloud:
                                                            "m": "malformed request"}))
             return
         with self.lock:
-            self.requests.append(q)
+            self.requests.append(dict(q, _stream=stream, _thing=thing, _t=time.time()))
             data = self.streams.get(stream, {}).get(f)
+            silent = "silent" in self.faults or stream in self.silent_streams
+        if silent:
+            return
         if data is None:
             self._pub(base + "/rejected/cbor", cbor_dumps({"o": "ResourceNotFound",
                                                            "m": "no such stream or file",
                                                            "c": c}))
             return
-        if not (256 <= bs <= 131072) or n > 98:
+        if not (256 <= bs <= 131072) or not (1 <= n <= 98):
             self._pub(base + "/rejected/cbor", cbor_dumps({"o": "BlockSizeOutOfBounds",
                                                            "m": "bad block size", "c": c}))
             return
@@ -271,7 +331,8 @@ class AwsCloud:
             blocks = [o + k for k in range(len(bm) * 8) if bm[k // 8] >> (k % 8) & 1]
         else:
             blocks = list(range(o, o + n))
-        blocks = [i for i in blocks if i < total][:n]
+        # At most 128 KB of blocks per request: the rest is simply not served.
+        blocks = [i for i in blocks if i < total][:min(n, max(1, 131072 // bs))]
         if "reorder" in self.faults:
             blocks.reverse()
         for i in blocks:

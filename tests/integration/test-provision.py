@@ -20,10 +20,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker  # noqa: E402
 from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # noqa: E402
+from aws_cloud import cbor_dumps, cbor_loads  # noqa: E402
 
 TEMPLATE = "mcugw-fleet"
 CSR_TOPIC = "$aws/certificates/create-from-csr/json"
 REG_TOPIC = f"$aws/provisioning-templates/{TEMPLATE}/provision/json"
+CSR_CBOR = "$aws/certificates/create-from-csr/cbor"
+REG_CBOR = f"$aws/provisioning-templates/{TEMPLATE}/provision/cbor"
 
 
 class ProvisioningCloud:
@@ -36,6 +39,9 @@ class ProvisioningCloud:
         os.makedirs(self.dir, exist_ok=True)
         self.lock = threading.Lock()
         self.seen = []          # (topic, payload) of every request
+        self.jobs_things = []   # thing names of the gateway's $next/get
+        self.cbor_requests = 0
+        self.cbor_answers = 0
         self.csrs = []          # CSR PEMs
         self.registrations = []  # provision requests (parsed)
         self.tokens = {}
@@ -60,10 +66,16 @@ class ProvisioningCloud:
     def _on_connect(self, c, ud, flags, rc):
         c.subscribe(CSR_TOPIC, qos=1)
         c.subscribe("$aws/provisioning-templates/+/provision/json", qos=1)
+        c.subscribe(CSR_CBOR, qos=1)  # the CBOR flavour of the same API
+        c.subscribe("$aws/provisioning-templates/+/provision/cbor", qos=1)
+        c.subscribe("$aws/things/+/jobs/$next/get", qos=1)  # which thing the gateway is
         self.connected.set()
 
     def _reply(self, topic, obj):
-        self.c.publish(topic, json.dumps(obj), qos=1)
+        cbor = topic.split("/")[-2] == "cbor"  # …/cbor/accepted
+        if cbor:
+            self.cbor_answers += 1
+        self.c.publish(topic, cbor_dumps(obj) if cbor else json.dumps(obj), qos=1)
 
     def _sign(self, csr_pem):
         with self.lock:
@@ -88,15 +100,22 @@ class ProvisioningCloud:
         payload = bytes(msg.payload)
         with self.lock:
             self.seen.append((msg.topic, payload))
+            if msg.topic.endswith("/jobs/$next/get"):
+                self.jobs_things.append(msg.topic.split("/")[2])
+                return
         try:
-            req = json.loads(payload)
+            if msg.topic.endswith("/cbor"):
+                req = cbor_loads(payload)
+                self.cbor_requests += 1
+            else:
+                req = json.loads(payload)
         except ValueError:
             return
-        if msg.topic == CSR_TOPIC:
+        if msg.topic in (CSR_TOPIC, CSR_CBOR):
             self.csrs.append(req.get("certificateSigningRequest", ""))
             if self.reject_csr > 0:
                 self.reject_csr -= 1
-                self._reply(CSR_TOPIC + "/rejected", {"statusCode": 400, "errorCode": "InvalidCSR",
+                self._reply(msg.topic + "/rejected", {"statusCode": 400, "errorCode": "InvalidCSR",
                                                       "errorMessage": "scripted rejection"})
                 return
             pem = self._sign(req["certificateSigningRequest"])
@@ -105,9 +124,10 @@ class ProvisioningCloud:
             cid = hashlib.sha256(der).hexdigest()
             token = secrets.token_hex(32)
             self.tokens[token] = cid
-            self._reply(CSR_TOPIC + "/accepted", {"certificateId": cid, "certificatePem": pem,
+            self._reply(msg.topic + "/accepted", {"certificateId": cid, "certificatePem": pem,
                                                   "certificateOwnershipToken": token})
-        elif msg.topic.startswith("$aws/provisioning-templates/") and msg.topic.endswith("/json"):
+        elif msg.topic.startswith("$aws/provisioning-templates/") and \
+                msg.topic.endswith(("/json", "/cbor")):
             self.registrations.append(req)
             if self.hold_register:
                 self.held.append(req)
@@ -148,6 +168,13 @@ def audit_events(d, n=500):
 
 def events(d, name):
     return [e for e in audit_events(d) if e.get("event") == name]
+
+
+def status(d):
+    try:
+        return d.ctl_json("status")
+    except (RuntimeError, ValueError):
+        return {}
 
 
 def prov(d):
@@ -194,7 +221,9 @@ def main():
                 f.write(f"user {cn}\ntopic readwrite #\ntopic readwrite $aws/#\n")
             f.write("user claim-mcugw\n"
                     f"topic write {CSR_TOPIC}\ntopic read {CSR_TOPIC}/+\n"
-                    f"topic write {REG_TOPIC}\ntopic read {REG_TOPIC}/+\n")
+                    f"topic write {REG_TOPIC}\ntopic read {REG_TOPIC}/+\n"
+                    f"topic write {CSR_CBOR}\ntopic read {CSR_CBOR}/+\n"
+                    f"topic write {REG_CBOR}\ntopic read {REG_CBOR}/+\n")
         with open(broker.conf, "a") as f:
             f.write(f"acl_file {acl}\n")
         broker.start()
@@ -253,8 +282,18 @@ Parameters=Model=mcugw-it
         done = wait_for(lambda: prov(d).get("complete"), timeout=40)
         check(done, "restarted: provisioning completes")
         check(len(cloud.csrs) > n_csr, "restarted: a fresh CSR (new key) was sent")
+        # RegisterThing named the thing gw-SN-0001: the gateway restarts itself under it.
+        check(wait_for(lambda: status(d).get("gateway") == "gw-SN-0001", timeout=30),
+              "the gateway's name is the registered thing's (mcugwctl status)")
         check(wait_for(lambda: d.ctl_json("status")["mqtt"]["state"] == "connected", timeout=20),
               "connected on the new certificate")
+        check(len(events(d, "provision.thing_name")) == 1, "provision.thing_name audited")
+        with open(tmp.join("state", "thing-name")) as f:
+            check(f.read() == "gw-SN-0001", "the thing name is kept in StateDirectory/thing-name")
+        n_things = len(cloud.jobs_things)
+        check(wait_for(lambda: "gw-SN-0001" in cloud.jobs_things[n_things - 1:], timeout=20),
+              "Jobs requests go to the registered thing")
+        check("as gw-SN-0001 " in broker.read_log(), "the client id is the thing name")
         st = prov(d)
         check(st.get("state") == "complete" and st.get("thing_name") == "gw-SN-0001",
               f"status: provisioning complete, thing gw-SN-0001 ({st})")
@@ -293,6 +332,9 @@ Parameters=Model=mcugw-it
               "second start: the new CN connects, the claim is not used")
         check(len(cloud.csrs) == n_csr and prov(d).get("mode") == "none",
               "second start: no provisioning")
+        check(status(d).get("gateway") == "gw-SN-0001" and
+              "as gw-SN-0001 " in newlog and "as it-gw " not in newlog,
+              "second start: still the registered thing (client id, status)")
 
         # ---- 3. cert show
         r = d.ctl("cert", "show")
@@ -353,6 +395,29 @@ Parameters=Model=mcugw-it
         os.chmod(claim[1], 0o600)
         check(d.stop() == 0, "clean exit")
         d = None
+
+        # ---- 6. [Provisioning] Format=cbor: the same flow on the …/cbor topics.
+        tmp2 = TempDir()
+        try:
+            gwdir2 = tmp2.join("gw")
+            os.makedirs(gwdir2)
+            cert2, key2 = os.path.join(gwdir2, "mqtt.crt"), os.path.join(gwdir2, "mqtt.key")
+            n_cbor = cloud.cbor_requests
+            conf2 = base_config(tmp2, broker.mqtt_config(cert2, key2) + prov_conf.replace(
+                "SN-0001", "SN-0002") + "Format=cbor\n")
+            d = Daemon(tmp2, conf2).start()
+            check(wait_for(lambda: status(d).get("gateway") == "gw-SN-0002", timeout=40),
+                  "Format=cbor: provisioned, the gateway is thing gw-SN-0002")
+            check(cloud.cbor_requests - n_cbor >= 2 and cloud.cbor_answers >= 2,
+                  f"Format=cbor: CreateCertificateFromCsr and RegisterThing in CBOR "
+                  f"({cloud.cbor_requests - n_cbor} requests)")
+            check(wait_for(lambda: status(d).get("mqtt", {}).get("state") == "connected", 20) and
+                  pubkey_of_key(key2) == pubkey_of_cert(cert2),
+                  "Format=cbor: connected on its own key and certificate")
+            check(d.stop() == 0, "Format=cbor: clean exit")
+            d = None
+        finally:
+            tmp2.cleanup()
     finally:
         if d:
             d.stop()

@@ -481,6 +481,28 @@ static void test_thing_and_topics(void **state)
         assert_int_equal(ota_thing_name("{gateway}{gateway}{gateway}", "0123456789012345678901",
                                         NULL, out, sizeof out),
                          -ENAMETOOLONG);
+        /* The inverse: a thing name back to the device, only for this gateway's pattern. */
+        assert_int_equal(ota_thing_device("{gateway}-{device}", "gw", "gw-s-1", out, sizeof out),
+                         0);
+        assert_string_equal(out, "s-1");
+        assert_int_equal(ota_thing_device("{gateway}-{device}", "gw", "gw2-s-1", out, sizeof out),
+                         -ENOENT);
+        assert_int_equal(ota_thing_device("{gateway}-{device}", "gw", "gw-", out, sizeof out),
+                         -ENOENT);
+        assert_int_equal(ota_thing_device("{gateway}-{device}", "gw", "gw", out, sizeof out),
+                         -ENOENT);
+        assert_int_equal(ota_thing_device("mcu-{device}-at-{gateway}", "gw", "mcu-s-1-at-gw", out,
+                                          sizeof out),
+                         0);
+        assert_string_equal(out, "s-1");
+        assert_int_equal(ota_thing_device("mcu-{device}-at-{gateway}", "gw", "mcu-s-1-at-gw2", out,
+                                          sizeof out),
+                         -ENOENT);
+        assert_int_equal(ota_thing_device("{device}", "gw", "s-9", out, sizeof out), 0);
+        assert_string_equal(out, "s-9");
+        assert_int_equal(ota_thing_device("{device}_{device}", "gw", "a_a", out, sizeof out),
+                         -ENOENT); /* ambiguous templates are not inverted */
+        assert_int_equal(ota_thing_device("{gateway}", "gw", "gw", out, sizeof out), -ENOENT);
         assert_int_equal(ota_topic_split("$aws/things/gw-1/jobs/notify-next", thing, sizeof thing,
                                          kind, sizeof kind, name, sizeof name, &rest),
                          0);

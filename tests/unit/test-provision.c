@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include "daemon/conf.h"
+#include "cloud/cborjson.h"
 #include "cloud/provision.h"
 
 static char dir[64];
@@ -151,12 +152,66 @@ static int teardown(void **state)
         return 0;
 }
 
+/* The fleet provisioning API's CBOR flavour: what we send, what AWS answers. */
+static void test_cborjson(void **state)
+{
+        /* {"certificateOwnershipToken": "tok", "parameters": {"SerialNumber": "SN-1"}} */
+        static const uint8_t reg[] = { 0xa2, 0x78, 0x19, 'c', 'e', 'r', 't',  'i', 'f', 'i', 'c',
+                                       'a',  't',  'e',  'O', 'w', 'n', 'e',  'r', 's', 'h', 'i',
+                                       'p',  'T',  'o',  'k', 'e', 'n', 0x63, 't', 'o', 'k', 0x6a,
+                                       'p',  'a',  'r',  'a', 'm', 'e', 't',  'e', 'r', 's', 0xa1,
+                                       0x6c, 'S',  'e',  'r', 'i', 'a', 'l',  'N', 'u', 'm', 'b',
+                                       'e',  'r',  0x64, 'S', 'N', '-', '1' };
+        json_t *o = json_pack("{ss s{ss}}", "certificateOwnershipToken", "tok", "parameters",
+                              "SerialNumber", "SN-1");
+        json_t *back, *rej;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+
+        (void)state;
+        assert_int_equal(cborjson_encode(o, &buf, &len), 0);
+        assert_int_equal(len, sizeof reg);
+        assert_memory_equal(buf, reg, len);
+        back = cborjson_decode(buf, len);
+        assert_true(json_equal(back, o));
+        json_decref(back);
+        /* trailing bytes, truncation: refused */
+        assert_null(cborjson_decode(buf, len - 1));
+        free(buf);
+        json_decref(o);
+        /* {"statusCode": 400, "errorCode": "InvalidCSR", "ok": false, "n": -2, "x": null} */
+        o = json_pack("{si ss sb si sn}", "statusCode", 400, "errorCode", "InvalidCSR", "ok", 0,
+                      "n", -2, "x");
+        assert_int_equal(cborjson_encode(o, &buf, &len), 0);
+        rej = cborjson_decode(buf, len);
+        assert_true(json_equal(rej, o));
+        json_decref(rej);
+        json_decref(o);
+        {
+                uint8_t *more = realloc(buf, len + 1);
+                assert_non_null(more);
+                more[len] = 0;
+                assert_null(cborjson_decode(more, len + 1));
+                free(more);
+        }
+        /* a map with a non-text key, nesting beyond the limit */
+        {
+                static const uint8_t intkey[] = { 0xa1, 0x01, 0x02 };
+                uint8_t deep[CBORJSON_DEPTH_MAX + 3];
+                assert_null(cborjson_decode(intkey, sizeof intkey));
+                memset(deep, 0x81, sizeof deep - 1);
+                deep[sizeof deep - 1] = 0x01;
+                assert_null(cborjson_decode(deep, sizeof deep));
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_csr),
                 cmocka_unit_test(test_cert_info),
                 cmocka_unit_test(test_recover),
+                cmocka_unit_test(test_cborjson),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
