@@ -17,7 +17,7 @@ void hexmem(const void *p, size_t n, char *out)
         out[2 * n] = '\0';
 }
 
-static int unhexchar(char c)
+int unhexchar(char c)
 {
         if (c >= '0' && c <= '9')
                 return c - '0';

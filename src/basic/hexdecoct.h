@@ -15,6 +15,8 @@
 #define SHA256_LEN 32
 #define SHA256_HEX_SIZE (2 * SHA256_LEN + 1) /* 64 hex digits and a NUL */
 
+/* The value of one hex digit (either case), or -1. */
+int unhexchar(char c);
 /* Lower-case hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
 void hexmem(const void *p, size_t n, char *out);
 /* Exactly 2n hex digits (either case) of s[0..len) into out: 0 or -EINVAL. */

@@ -7,6 +7,7 @@
 
 #include "audit/audit.h"
 #include "basic/conf-parser.h"
+#include "basic/hexdecoct.h"
 #include "monitor/defender.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -17,17 +18,6 @@
 #define PROC_NET_MAX (4 * 1024 * 1024)
 
 /* ---- /proc/net parsers ------------------------------------------------------------------- */
-
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
 
 /* "0100007F:0CEA" (v4) or 32 hex digits ":PORT" (v6) → text address and port. The kernel
  * prints each 32-bit word of the address in host byte order. */
@@ -43,7 +33,7 @@ static int parse_addr(const char *s, size_t len, bool ipv6, char *out, size_t n,
         for (size_t w = 0; w < alen / 8; w++) {
                 uint32_t v = 0;
                 for (size_t i = 0; i < 8; i++) {
-                        int h = hexval(s[w * 8 + i]);
+                        int h = unhexchar(s[w * 8 + i]);
                         if (h < 0)
                                 return -EINVAL;
                         v = v << 4 | (uint32_t)h;
@@ -51,7 +41,7 @@ static int parse_addr(const char *s, size_t len, bool ipv6, char *out, size_t n,
                 memcpy(raw + 4 * w, &v, 4); /* back to memory order */
         }
         for (size_t i = alen + 1; i < len; i++) {
-                int h = hexval(s[i]);
+                int h = unhexchar(s[i]);
                 if (h < 0)
                         return -EINVAL;
                 port = port << 4 | (unsigned)h;
