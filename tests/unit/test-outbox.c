@@ -390,6 +390,22 @@ static void test_failed_commit_restores_figures(void **state)
         assert_int_equal(status_int(f, "refused"), 5);
         assert_int_equal(status_int(f, "dropped"), 0);
         assert_int_equal(status_int(f, "commit_failures"), 1);
+        /* Per device too: what the failed commit carried counts as refused, not appended, and
+         * the delivery it undid is not a delivery. */
+        {
+                struct outbox_device_stats ds;
+                uint64_t delivered = 0;
+                assert_int_equal(outbox_device_stats(f->ob, "c", &ds), 0);
+                assert_int_equal(ds.rows, 0);
+                assert_int_equal(ds.appended, 0);
+                assert_int_equal(ds.refused, 5);
+                assert_int_equal(outbox_devices(f->ob), 2);
+                assert_int_equal(outbox_device_stats(f->ob, "a", &ds), 0);
+                delivered += ds.delivered;
+                assert_int_equal(outbox_device_stats(f->ob, "bb", &ds), 0);
+                delivered += ds.delivered;
+                assert_int_equal(delivered, 0);
+        }
         assert_int_equal(table_count(f, first3), 3);
 
         /* The next transaction deletes the delivered rows again, with whatever it carries. */
