@@ -115,10 +115,9 @@
 /* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
 
 /** Exact body lengths of the handshake messages without payload. */
-#define MCUGW_HS1_OVERHEAD                                                                         \
-        (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag                      \
-                                                     */
-#define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)    /* e, payload tag */
+#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag   \
+                                                                        */
+#define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)                       /* e, payload tag */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Handshake payloads (encrypted inside the Noise messages)                                    */
@@ -142,14 +141,13 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Messages (first plaintext byte of a DATA frame)                                             */
 
-#define MCUGW_MSG_TELEMETRY 0x01u /**< dev->gw: u16 stream, u32 seq, u8 flags, payload */
-#define MCUGW_MSG_ACK 0x02u       /**< both: u16 stream, u32 seq, u8 flags, u8 status */
-#define MCUGW_MSG_PING 0x03u      /**< both: u32 token */
-#define MCUGW_MSG_PONG 0x04u      /**< both: u32 token (echo) */
-#define MCUGW_MSG_STATUS 0x05u  /**< dev->gw: u32 boot, u32 uptime_s, u8 reset, u8 link, u8 n, fw  \
-                                 */
-#define MCUGW_MSG_ERROR 0x06u   /**< both: u16 code, u8 n, text[n] */
-#define MCUGW_MSG_COMMAND 0x07u /**< gw->dev: u32 command id, payload */
+#define MCUGW_MSG_TELEMETRY 0x01u      /**< dev->gw: u16 stream, u32 seq, u8 flags, payload */
+#define MCUGW_MSG_ACK 0x02u            /**< both: u16 stream, u32 seq, u8 flags, u8 status */
+#define MCUGW_MSG_PING 0x03u           /**< both: u32 token */
+#define MCUGW_MSG_PONG 0x04u           /**< both: u32 token (echo) */
+#define MCUGW_MSG_STATUS 0x05u         /**< dev->gw: u32 boot, u32 uptime, u8 reset, link, n, fw */
+#define MCUGW_MSG_ERROR 0x06u          /**< both: u16 code, u8 n, text[n] */
+#define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
 
 /** 0x20..0x2f: OTA (offer / chunk / chunk ack / status), defined by the OTA section later. */
@@ -203,7 +201,7 @@
 
 /**
  * Why the device's current session was started (byte 10 of STATUS, v2; also
- * mcugw_device_link_reason()). A device reports it in the first STATUS of each session.
+ * mcugw_device_link_reason()). The SDK puts it into every STATUS it sends.
  */
 #define MCUGW_LINK_FIRST 0u     /**< first session since the device (or the SDK) started */
 #define MCUGW_LINK_NOSESSION 1u /**< the gateway said it has no such session (NOSESSION) */
