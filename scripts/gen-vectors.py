@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""Independent Python model of the mcugw v1 link protocol (Noise IK + framing).
+"""Independent Python model of the mcugw v2 link protocol (Noise IK + framing).
 
 It cross-checks the C core: it reproduces the official cacophony vector for
 Noise_IK_25519_ChaChaPoly_SHA256, prints the mcugw test vectors of docs/protocol.md
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTO = b"Noise_IK_25519_ChaChaPoly_SHA256"
-PROLOGUE = b"mcugw-link/v1"
+PROLOGUE = b"mcugw-link/v2"
 
 
 def pub(priv):
@@ -162,8 +162,11 @@ def wire(frame):
     return cobs(frame + struct.pack("<I", crc32c(frame))) + b"\x00"
 
 
+VERSION = 2
+
+
 def hdr(t):
-    return bytes([1, t, 0, 0])
+    return bytes([VERSION, t, 0, 0])
 
 
 DEV_ID = b"sensor-0001"
@@ -171,9 +174,9 @@ SID = 0x12345678
 
 
 def mcugw_vectors():
-    hs1_payload = bytes([1, 0]) + struct.pack("<H", 256) + bytes([len(DEV_ID)]) + DEV_ID + \
+    hs1_payload = bytes([VERSION, 0]) + struct.pack("<H", 256) + bytes([len(DEV_ID)]) + DEV_ID + \
         struct.pack("<H", 0)
-    hs2_payload = bytes([1, 0]) + struct.pack("<HI", 1024, SID)
+    hs2_payload = bytes([VERSION, 0]) + struct.pack("<HI", 1024, SID)
     m1, m2, (k1, k2), h = handshake(PROLOGUE, CA["i_s"], CA["r_s"], CA["i_e"], CA["r_e"],
                                     hs1_payload, hs2_payload)
     v = {}
@@ -205,7 +208,7 @@ def write_corpus(root):
         "ack": bytes([2]) + struct.pack("<HIBB", 1, 9, 1, 0),
         "ping": bytes([3]) + struct.pack("<I", 7),
         "pong": bytes([4]) + struct.pack("<I", 7),
-        "status": bytes([5]) + struct.pack("<IIBB", 12, 3600, 3, 5) + b"1.2.3",
+        "status": bytes([5]) + struct.pack("<IIBBB", 12, 3600, 3, 1, 5) + b"1.2.3",
         "error": bytes([6]) + struct.pack("<HB", 4, 4) + b"oops",
         "command": bytes([7]) + struct.pack("<I", 99) + b"reboot",
         "result": bytes([8]) + struct.pack("<Ih", 99, -2) + b"no",
@@ -221,6 +224,7 @@ def write_corpus(root):
     for name, m in msgs.items():
         files[os.path.join(frame_dir, "msg-" + name)] = b"\x00" + wire(hdr(3) + m)
     files[os.path.join(frame_dir, "hs1")] = v["MV_HS1_WIRE"]
+    files[os.path.join(frame_dir, "nosession")] = wire(hdr(4) + struct.pack("<I", SID))
     files[os.path.join(frame_dir, "garbage-then-frame")] = b"\x13\x37\xff" + b"\x00" + \
         wire(hdr(3) + msgs["ping"])
     # handshake corpus: a full valid session as the responder sees it (fixed keys in the fuzz

@@ -54,6 +54,16 @@ extern "C" {
 #define MCUGW_DEVICE_HS_ATTEMPTS 6u
 /** Default session lifetime before a new handshake (forward secrecy), 24 h. */
 #define MCUGW_DEVICE_REKEY_MS (24u * 3600u * 1000u)
+/**
+ * Liveness (docs/protocol.md, "Liveness"): once the device has sent something that the gateway
+ * answers (telemetry with MCUGW_TLM_ACK_REQUESTED, a PING), it expects an authenticated frame
+ * from the gateway within this time, else it handshakes again (MCUGW_LINK_TIMEOUT). Each
+ * consecutive timeout doubles it up to the maximum; any authenticated frame resets it.
+ */
+#define MCUGW_DEVICE_LIVENESS_MS 2000u
+#define MCUGW_DEVICE_LIVENESS_MAX_MS 32000u
+/** mcugw_device_config.liveness_ms value that turns the liveness rule off. */
+#define MCUGW_DEVICE_LIVENESS_OFF UINT32_MAX
 
 /** Link states reported by mcugw_device_state() and on_state. */
 enum mcugw_device_state {
@@ -117,6 +127,10 @@ struct mcugw_device_config {
         uint8_t *tx_buf; /**< >= MCUGW_DEVICE_HS1_LEN(strlen(device_id)) */
         size_t tx_cap;
         uint32_t rekey_ms; /**< session lifetime; 0 = MCUGW_DEVICE_REKEY_MS */
+        /** ACK/PONG timeout; 0 = MCUGW_DEVICE_LIVENESS_MS, MCUGW_DEVICE_LIVENESS_OFF = never */
+        uint32_t liveness_ms;
+        /** Non-zero: ignore the gateway's NOSESSION frames (the application decides). */
+        uint8_t ignore_nosession;
 };
 
 /** Counters for diagnostics. */
@@ -126,6 +140,9 @@ struct mcugw_device_stats {
         uint32_t rx_messages; /**< authenticated messages received */
         uint32_t rx_dropped;  /**< frames dropped after deframing (auth, replay, ...) */
         uint32_t tx_messages;
+        uint32_t reconnects;    /**< handshakes started after the first (any reason) */
+        uint32_t nosession;     /**< NOSESSION frames acted upon */
+        uint32_t live_timeouts; /**< liveness timeouts (no ACK/PONG in time) */
 };
 
 /** Device context. Allocate statically; treat fields as private. */
@@ -138,10 +155,14 @@ struct mcugw_device {
         } u;
         uint32_t deadline_ms; /**< next message 1 retransmission */
         uint32_t timeout_ms;
-        uint32_t session_ms; /**< when the session started */
-        uint16_t hs1_len;    /**< message 1 kept in tx_buf for retransmission */
+        uint32_t session_ms;       /**< when the session started */
+        uint32_t live_deadline_ms; /**< an answer is due by then (live_waiting) */
+        uint32_t live_ms;          /**< current liveness timeout (backs off) */
+        uint16_t hs1_len;          /**< message 1 kept in tx_buf for retransmission */
         uint8_t state;
         uint8_t attempts;
+        uint8_t live_waiting;
+        uint8_t link_reason; /**< MCUGW_LINK_*: why the current/next session was started */
         struct mcugw_device_stats stats;
 };
 
@@ -151,12 +172,29 @@ struct mcugw_device {
  */
 int mcugw_device_init(struct mcugw_device *dev, const struct mcugw_device_config *cfg);
 
-/** Start (or restart) the handshake: sends message 1. Any current session is dropped. */
+/**
+ * Start (or restart) the handshake: sends message 1. Any current session is dropped. The
+ * reason recorded is MCUGW_LINK_FIRST for the first call after init, else MCUGW_LINK_APP.
+ */
 int mcugw_device_start(struct mcugw_device *dev);
 
 /**
+ * The same with an explicit reason (MCUGW_LINK_*), e.g. MCUGW_LINK_LINE after the application
+ * reopened the line and re-initialised the context. The SDK itself uses it on NOSESSION,
+ * liveness timeouts and rekeying.
+ */
+int mcugw_device_reconnect(struct mcugw_device *dev, uint8_t reason);
+
+/**
+ * Why the current session (or the handshake under way) was started: MCUGW_LINK_*. Read it in
+ * on_state(MCUGW_DEV_CONNECTED); mcugw_device_send_status() also sends it to the gateway.
+ */
+int mcugw_device_link_reason(const struct mcugw_device *dev);
+
+/**
  * Drive timers: retransmit message 1 with exponential backoff, re-handshake when the session
- * is too old or its counter is near the limit; drains port.recv if set. Call often (each loop
+ * is too old or its counter is near the limit, or when the gateway did not answer in time
+ * (liveness); drains port.recv if set. Call often (each loop
  * or every few ms). Returns 0 or the first error from the port.
  */
 int mcugw_device_tick(struct mcugw_device *dev);
@@ -180,7 +218,10 @@ int mcugw_device_send(struct mcugw_device *dev, const struct mcugw_msg *m);
 int mcugw_device_send_telemetry(struct mcugw_device *dev, uint16_t stream, uint32_t seq,
                                 uint8_t flags, const uint8_t *payload, size_t len);
 
-/** Send device status (firmware version string up to 32 printable bytes, may be NULL). */
+/**
+ * Send device status (firmware version string up to 32 printable bytes, may be NULL). The
+ * message also carries mcugw_device_link_reason().
+ */
 int mcugw_device_send_status(struct mcugw_device *dev, uint32_t boot_counter, uint32_t uptime_s,
                              uint8_t reset_cause, const char *fw_version);
 

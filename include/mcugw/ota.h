@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * mcugw link protocol v1 — OTA messages (0x20..0x24) and the device-side OTA receiver.
+ * mcugw link protocol v2 — OTA messages (0x20..0x24) and the device-side OTA receiver.
  *
  * The byte layouts are specified in docs/protocol.md section 12; this header has the codec both
  * sides use and the MCU receiver of libmcugw-device. Pure C99, no malloc, no OS headers.

@@ -48,6 +48,9 @@ int mcugw_ct_equal(const void *a, const void *b, size_t len);
 /** Return a static English description of an MCUGW_E* code (for logs). */
 const char *mcugw_strerror(int code);
 
+/** Return a static name for an MCUGW_LINK_* session reason ("first", "nosession", ...). */
+const char *mcugw_link_reason_str(unsigned reason);
+
 /* ========================================================================================== */
 /* Crypto port                                                                                 */
 
@@ -422,6 +425,7 @@ struct mcugw_msg {
                         uint32_t boot_counter;
                         uint32_t uptime_s;
                         uint8_t reset_cause; /**< MCUGW_RESET_* */
+                        uint8_t link_reason; /**< MCUGW_LINK_*: why this session started */
                         const char *fw_version;
                         size_t fw_version_len; /**< <= MCUGW_FW_VERSION_MAX */
                 } status;

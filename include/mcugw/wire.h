@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * mcugw link protocol v1 — wire constants shared by the device SDK and the gateway.
+ * mcugw link protocol v2 — wire constants shared by the device SDK and the gateway.
  *
  * This header is the single source of truth for numbers that appear on the wire. The prose
  * specification with byte layouts, state machines and test vectors is docs/protocol.md; where
@@ -26,14 +26,22 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Versioning                                                                                  */
 
-/** Wire protocol version carried in every frame header and in both handshake payloads. */
-#define MCUGW_PROTO_VERSION 1u
+/**
+ * Wire protocol version carried in every frame header and in both handshake payloads.
+ *
+ * Version 2 (this one) adds, over version 1: the NOSESSION frame (0x04, "no such session,
+ * handshake again", gateway -> device), the link_reason byte in STATUS (before the firmware
+ * version), and the prologue "mcugw-link/v2". A v2 gateway refuses v1 frames (MCUGW_EVERSION) and
+ * v1 handshakes (the prologue differs, so message 1 does not authenticate). docs/protocol.md,
+ * "Liveness".
+ */
+#define MCUGW_PROTO_VERSION 2u
 
 /** Noise protocol name; its 32 bytes are the initial handshake hash (no padding needed). */
 #define MCUGW_NOISE_PROTOCOL_NAME "Noise_IK_25519_ChaChaPoly_SHA256"
 
-/** Noise prologue: protocol name and version of this framing ("mcugw-link/v1", 13 bytes). */
-#define MCUGW_PROLOGUE "mcugw-link/v1"
+/** Noise prologue: protocol name and version of this framing ("mcugw-link/v2", 13 bytes). */
+#define MCUGW_PROLOGUE "mcugw-link/v2"
 #define MCUGW_PROLOGUE_LEN 13u
 
 /* ------------------------------------------------------------------------------------------ */
@@ -93,6 +101,16 @@
 #define MCUGW_FRAME_HS1 0x01u  /**< device -> gateway: Noise IK message 1 (-> e, es, s, ss) */
 #define MCUGW_FRAME_HS2 0x02u  /**< gateway -> device: Noise IK message 2 (<- e, ee, se) */
 #define MCUGW_FRAME_DATA 0x03u /**< either way: AEAD-protected message */
+/**
+ * gateway -> device, unauthenticated: "no such session, handshake again" (v2). Body: the u32
+ * session id of the DATA frame the gateway could not place, echoed. Exactly
+ * MCUGW_NOSESSION_LEN bytes. Rate-limited per link by the gateway. A device may conclude only
+ * that a new handshake is worth starting: it acts on it only while CONNECTED and only when the
+ * id is the one of its current session, and then handshakes as it would after an ACK timeout
+ * (nothing is dropped, no key or counter is touched otherwise).
+ */
+#define MCUGW_FRAME_NOSESSION 0x04u
+#define MCUGW_NOSESSION_LEN (MCUGW_HDR_LEN + 4u)
 
 /* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
 
@@ -127,7 +145,7 @@
 #define MCUGW_MSG_ACK 0x02u            /**< both: u16 stream, u32 seq, u8 flags, u8 status */
 #define MCUGW_MSG_PING 0x03u           /**< both: u32 token */
 #define MCUGW_MSG_PONG 0x04u           /**< both: u32 token (echo) */
-#define MCUGW_MSG_STATUS 0x05u         /**< dev->gw: u32 boot, u32 uptime_s, u8 reset, u8 n, fw */
+#define MCUGW_MSG_STATUS 0x05u         /**< dev->gw: u32 boot, u32 uptime, u8 reset, link, n, fw */
 #define MCUGW_MSG_ERROR 0x06u          /**< both: u16 code, u8 n, text[n] */
 #define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
@@ -180,6 +198,18 @@
 #define MCUGW_RESET_BROWNOUT 5u
 #define MCUGW_RESET_FAULT 6u
 #define MCUGW_RESET_OTA 7u
+
+/**
+ * Why the device's current session was started (byte 10 of STATUS, v2; also
+ * mcugw_device_link_reason()). The SDK puts it into every STATUS it sends.
+ */
+#define MCUGW_LINK_FIRST 0u     /**< first session since the device (or the SDK) started */
+#define MCUGW_LINK_NOSESSION 1u /**< the gateway said it has no such session (NOSESSION) */
+#define MCUGW_LINK_TIMEOUT 2u   /**< no ACK / PONG within the liveness timeout */
+#define MCUGW_LINK_REKEY 3u     /**< session lifetime or counter limit reached */
+#define MCUGW_LINK_APP 4u       /**< the application restarted the handshake */
+#define MCUGW_LINK_LINE 5u      /**< the line (socket, pty) was lost and reopened */
+#define MCUGW_LINK_REASON_MAX 5u
 
 #define MCUGW_FW_VERSION_MAX 32u /**< firmware version string in STATUS */
 #define MCUGW_ERROR_TEXT_MAX 64u /**< text in ERROR */

@@ -3,6 +3,12 @@
  * libmcugw-device: initiator state machine on top of the protocol core.
  *
  *   IDLE --start--> HANDSHAKE --HS2 ok--> CONNECTED --rekey/start--> HANDSHAKE
+ *                                          CONNECTED --NOSESSION/liveness timeout--> HANDSHAKE
+ *
+ * Liveness: a gateway that lost our session (restart, rotate-session, a pending session
+ * displaced) either says so with NOSESSION (unauthenticated: only believed for our current
+ * session id, and all it can cause is a handshake) or stays silent; then the first answer we
+ * wait for (ACK, PONG) does not come within live_ms and we handshake again, backing off.
  *
  * Message 1 stays in tx_buf during HANDSHAKE so a retransmission sends the very same bytes
  * (the gateway answers a duplicate from its cache). The handshake state and the session share
@@ -64,6 +70,9 @@ int mcugw_device_init(struct mcugw_device *dev, const struct mcugw_device_config
                 dev->cfg.tx_cap = MCUGW_FRAME_MAX;
         if (!dev->cfg.rekey_ms)
                 dev->cfg.rekey_ms = MCUGW_DEVICE_REKEY_MS;
+        if (!dev->cfg.liveness_ms)
+                dev->cfg.liveness_ms = MCUGW_DEVICE_LIVENESS_MS;
+        dev->live_ms = dev->cfg.liveness_ms;
         return mcugw_deframer_init(&dev->df, dev->cfg.rx_buf, dev->cfg.rx_cap);
 }
 
@@ -113,12 +122,16 @@ static int send_hs1(struct mcugw_device *dev)
         return send_frame(dev, dev->cfg.tx_buf, dev->hs1_len);
 }
 
-int mcugw_device_start(struct mcugw_device *dev)
+int mcugw_device_reconnect(struct mcugw_device *dev, uint8_t reason)
 {
         int r;
 
-        if (!dev || !dev->cfg.tx_buf)
+        if (!dev || !dev->cfg.tx_buf || reason > MCUGW_LINK_REASON_MAX)
                 return MCUGW_EINVAL;
+        if (reason != MCUGW_LINK_FIRST)
+                dev->stats.reconnects++;
+        dev->link_reason = reason;
+        dev->live_waiting = 0;
         r = new_hs1(dev);
         if (r < 0) {
                 set_state(dev, MCUGW_DEV_IDLE);
@@ -126,6 +139,20 @@ int mcugw_device_start(struct mcugw_device *dev)
         }
         set_state(dev, MCUGW_DEV_HANDSHAKE);
         return send_hs1(dev);
+}
+
+int mcugw_device_start(struct mcugw_device *dev)
+{
+        if (!dev)
+                return MCUGW_EINVAL;
+        return mcugw_device_reconnect(dev, dev->state == MCUGW_DEV_IDLE && !dev->stats.hs_sent
+                                                   ? MCUGW_LINK_FIRST
+                                                   : MCUGW_LINK_APP);
+}
+
+int mcugw_device_link_reason(const struct mcugw_device *dev)
+{
+        return dev ? dev->link_reason : MCUGW_LINK_FIRST;
 }
 
 int mcugw_device_send(struct mcugw_device *dev, const struct mcugw_msg *m)
@@ -150,6 +177,13 @@ int mcugw_device_send(struct mcugw_device *dev, const struct mcugw_msg *m)
         r = send_frame(dev, tx, (size_t)n);
         if (r == 0)
                 dev->stats.tx_messages++;
+        /* Something the gateway answers: start the liveness clock unless it already runs. */
+        if (r == 0 && !dev->live_waiting && dev->cfg.liveness_ms != MCUGW_DEVICE_LIVENESS_OFF &&
+            (m->type == MCUGW_MSG_PING || (m->type == MCUGW_MSG_TELEMETRY &&
+                                           (m->u.telemetry.flags & MCUGW_TLM_ACK_REQUESTED)))) {
+                dev->live_waiting = 1;
+                dev->live_deadline_ms = now(dev) + dev->live_ms;
+        }
         return r;
 }
 
@@ -176,6 +210,7 @@ int mcugw_device_send_status(struct mcugw_device *dev, uint32_t boot_counter, ui
         m.u.status.boot_counter = boot_counter;
         m.u.status.uptime_s = uptime_s;
         m.u.status.reset_cause = reset_cause;
+        m.u.status.link_reason = dev->link_reason;
         m.u.status.fw_version = fw_version;
         m.u.status.fw_version_len = fw_version ? strlen(fw_version) : 0;
         return mcugw_device_send(dev, &m);
@@ -267,7 +302,7 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
                         /* A forged/garbled message 2 is rolled back; a well-authenticated
                          * but unacceptable one consumed the handshake: start over. */
                         if (!dev->u.hs.has_k)
-                                (void)mcugw_device_start(dev);
+                                (void)mcugw_device_reconnect(dev, dev->link_reason);
                         return r;
                 }
                 dev->session_ms = now(dev);
@@ -276,6 +311,17 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
                 /* Key confirmation: the gateway promotes the session on our first frame. */
                 return send_ping(dev, MCUGW_MSG_PING, 0);
         }
+        if (t == MCUGW_FRAME_NOSESSION) {
+                /* Unauthenticated: believed only for our current session, and all it does is
+                 * what a liveness timeout would do a little later. */
+                if (len != MCUGW_NOSESSION_LEN)
+                        return MCUGW_EMALFORMED;
+                if (dev->state != MCUGW_DEV_CONNECTED || dev->cfg.ignore_nosession ||
+                    get_le32(frame + MCUGW_HDR_LEN) != dev->u.s.id)
+                        return MCUGW_ESESSION;
+                dev->stats.nosession++;
+                return mcugw_device_reconnect(dev, MCUGW_LINK_NOSESSION);
+        }
         if (t != MCUGW_FRAME_DATA)
                 return MCUGW_ETYPE;
         if (dev->state != MCUGW_DEV_CONNECTED)
@@ -283,6 +329,9 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
         r = mcugw_session_open(&dev->u.s, dev->cfg.port.crypto, frame, len, &msg, &mlen);
         if (r < 0)
                 return r;
+        /* The gateway holds this session: whatever we were waiting for, it is alive. */
+        dev->live_waiting = 0;
+        dev->live_ms = dev->cfg.liveness_ms;
         r = mcugw_msg_decode(msg, mlen, &m);
         if (r < 0)
                 return r;
@@ -340,9 +389,18 @@ int mcugw_device_tick(struct mcugw_device *dev)
                 }
                 return send_hs1(dev);
         }
-        if (dev->state == MCUGW_DEV_CONNECTED &&
-            (dev->u.s.tx_counter >= MCUGW_REKEY_AFTER_MESSAGES ||
-             reached(t, dev->session_ms + dev->cfg.rekey_ms)))
-                return mcugw_device_start(dev);
+        if (dev->state != MCUGW_DEV_CONNECTED)
+                return 0;
+        if (dev->live_waiting && reached(t, dev->live_deadline_ms)) {
+                /* Silence: the gateway lost the session or the line is down. Back off so that
+                 * a slow gateway is not answered with a storm of handshakes. */
+                dev->stats.live_timeouts++;
+                if (dev->live_ms < MCUGW_DEVICE_LIVENESS_MAX_MS)
+                        dev->live_ms *= 2;
+                return mcugw_device_reconnect(dev, MCUGW_LINK_TIMEOUT);
+        }
+        if (dev->u.s.tx_counter >= MCUGW_REKEY_AFTER_MESSAGES ||
+            reached(t, dev->session_ms + dev->cfg.rekey_ms))
+                return mcugw_device_reconnect(dev, MCUGW_LINK_REKEY);
         return 0;
 }

@@ -48,6 +48,10 @@
 /* A command goes out only while the output queue has room for it and the same again: the rest
  * of the queue stays for acks and pings, so commands can never get a device cut off. */
 #define LINK_CMD_OUT_MAX (LINK_OUT_MAX / 2u)
+/* NOSESSION answers per link (docs/protocol.md, "Liveness"): enough for a device to learn at
+ * once, few enough that a line full of stale or forged DATA gets little back. */
+#define LINK_NOSESSION_RATE 2.0
+#define LINK_NOSESSION_BURST 2.0
 
 /* Every counter we keep, per device and in total. X(name). */
 /* clang-format off */
@@ -56,7 +60,7 @@
         X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(errors_received)  \
         X(handshakes) X(auth_failures) X(hs_throttled) X(mac_errors) X(replays) X(bad_session)    \
         X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
-        X(tx_dropped) X(takeovers) X(commands) X(commands_busy)
+        X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent)
 /* clang-format on */
 
 struct link_counters {
@@ -137,6 +141,7 @@ struct link {
         struct mcugw_deframer df;
         struct mcugw_responder r;
         struct ratelimit hs_bucket;
+        struct ratelimit nosession_bucket;
         struct ratelimit_window audit_lim;
         const char *reject_reason; /* set by the lookup callback */
         char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
@@ -958,8 +963,10 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 if (m->reg)
                         registry_set_status(m->reg, d->id, fw, msg.u.status.boot_counter,
                                             msg.u.status.reset_cause);
-                log_device(LOG_DEBUG, d->id, "status: firmware %s, boot %u, reset cause %u", fw,
-                           msg.u.status.boot_counter, msg.u.status.reset_cause);
+                log_device(msg.u.status.link_reason == MCUGW_LINK_FIRST ? LOG_DEBUG : LOG_INFO,
+                           d->id, "status: firmware %s, boot %u, reset cause %u, session reason %s",
+                           fw, msg.u.status.boot_counter, msg.u.status.reset_cause,
+                           mcugw_link_reason_str(msg.u.status.link_reason));
                 break;
         }
         case MCUGW_MSG_PING:
@@ -1012,6 +1019,20 @@ static const char *rx_error_reason(int rc)
         }
 }
 
+/* DATA for a session we do not hold: tell the device to handshake again. Unauthenticated, so it
+ * echoes the session id (a device believes it only for its current session), is smaller than
+ * the frame that caused it and is rate-limited per link. */
+static void link_send_nosession(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
+{
+        uint8_t f[MCUGW_NOSESSION_LEN] = { MCUGW_PROTO_VERSION, MCUGW_FRAME_NOSESSION, 0, 0 };
+
+        if (len < MCUGW_DATA_OVERHEAD || !ratelimit_try(&l->nosession_bucket, 1, t * USEC_PER_MSEC))
+                return;
+        memcpy(f + MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN, 4);
+        if (link_send_frame(l, f, sizeof f) == 0)
+                COUNT(l, nosession_sent, 1);
+}
+
 static void link_frame(struct link *l, uint8_t *frame, size_t len)
 {
         struct link_manager *m = l->m;
@@ -1058,6 +1079,8 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
                 case MCUGW_ESESSION: COUNT(l, bad_session, 1); break;
                 default: COUNT(l, malformed, 1); break;
                 }
+                if (rc == MCUGW_ESESSION && type == (int)MCUGW_FRAME_DATA)
+                        link_send_nosession(l, frame, len, t);
                 if (rc != MCUGW_ESESSION && l->dev && audit_allowed(l))
                         audit_json(m, "daemon", "link.frame_rejected", l->dev->id,
                                    json_pack("{ss ss}", "reason", why, "link", l->name));
@@ -1225,6 +1248,8 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
                 return -EINVAL;
         }
         ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
+                       now_ms(m) * USEC_PER_MSEC);
+        ratelimit_init(&l->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST,
                        now_ms(m) * USEC_PER_MSEC);
         ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
                               now_ms(m) * USEC_PER_MSEC);

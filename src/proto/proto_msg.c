@@ -62,8 +62,9 @@ int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap)
                 put_le32(h + 1, m->u.status.boot_counter);
                 put_le32(h + 5, m->u.status.uptime_s);
                 h[9] = m->u.status.reset_cause;
-                h[10] = (uint8_t)m->u.status.fw_version_len;
-                fixed = 11;
+                h[10] = m->u.status.link_reason;
+                h[11] = (uint8_t)m->u.status.fw_version_len;
+                fixed = 12;
                 tail = m->u.status.fw_version;
                 tail_len = m->u.status.fw_version_len;
                 break;
@@ -153,19 +154,20 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 d.u.ping.token = get_le32(p + 1);
                 break;
         case MCUGW_MSG_STATUS:
-                if (len < 11)
+                if (len < 12)
                         return MCUGW_ETRUNC;
-                n = p[10];
-                if (n > MCUGW_FW_VERSION_MAX)
+                n = p[11];
+                if (n > MCUGW_FW_VERSION_MAX || p[10] > MCUGW_LINK_REASON_MAX)
                         return MCUGW_EMALFORMED;
-                if (len < 11 + n)
+                if (len < 12 + n)
                         return MCUGW_ETRUNC;
-                if (len != 11 + n || !text_ok((const char *)p + 11, n))
+                if (len != 12 + n || !text_ok((const char *)p + 12, n))
                         return MCUGW_EMALFORMED;
                 d.u.status.boot_counter = get_le32(p + 1);
                 d.u.status.uptime_s = get_le32(p + 5);
                 d.u.status.reset_cause = p[9];
-                d.u.status.fw_version = (const char *)p + 11;
+                d.u.status.link_reason = p[10];
+                d.u.status.fw_version = (const char *)p + 12;
                 d.u.status.fw_version_len = n;
                 break;
         case MCUGW_MSG_ERROR:

@@ -28,6 +28,15 @@ int mcugw_ct_equal(const void *a, const void *b, size_t len)
         return d == 0;
 }
 
+const char *mcugw_link_reason_str(unsigned reason)
+{
+        static const char *const names[] = {
+                "first", "nosession", "timeout", "rekey", "app", "line"
+        };
+
+        return reason <= MCUGW_LINK_REASON_MAX ? names[reason] : "unknown";
+}
+
 const char *mcugw_strerror(int code)
 {
         switch (code) {

@@ -7,13 +7,16 @@
  *   mcugw-sim run  --connect unix:PATH|tcp:HOST:PORT|pty:PATH [...] --gateway-key KEY|@FILE
  *                  [--count N] [--seed S] [--rate R] [--size B] [--messages M] [--duration S]
  *                  [--baud N] [--wrong-key|--unknown|--wrong-gateway-key|--replay|--bitflip|
- *                  --garbage|--truncate|--flood|--slowloris] [--every K]
+ *                  --garbage|--truncate|--flood|--slowloris] [--every K] [--displace N]
+ *                  [--event-log PATH] [--liveness-ms MS]
  *
  * Keys are derived from the seed and the device index (SHA-256("mcugw-sim/v1|SEED|INDEX")), so
  * a test can enroll the devices before starting them. Devices are spread over the --connect
  * targets round-robin; a pty carries exactly one device. The sim creates the pty pair itself and
  * points the symlink PATH at the slave (like socat's link=), which the gateway opens as its
  * SerialPort. At the end (or on SIGINT/SIGTERM) one JSON object with the statistics is printed.
+ * Every session after the first is reported on stderr with its reason (the SDK's
+ * mcugw_device_link_reason()) and counted per reason in the statistics.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -98,6 +101,10 @@ struct sim_dev {
         uint32_t seq;
         uint64_t sent, acked, nacked, corrupted, injected, data_frames, send_errors, disconnects;
         uint64_t handshakes, commands;
+        uint64_t lost; /* telemetry still unanswered when its session was lost */
+        uint64_t reasons[MCUGW_LINK_REASON_MAX + 1]; /* sessions by mcugw_device_link_reason() */
+        uint64_t down_ms;                            /* when the last session was lost, or 0 */
+        unsigned displace_left;
         bool connected_once, sabotaged, done;
         /* OTA (--ota-dir): the flash slot is a file, a reboot is a new handshake */
         struct mcugw_ota ota;
@@ -137,6 +144,9 @@ static struct {
         bool ota_fail_self_test; /* --ota-fail-self-test */
         const char *fw_version;  /* --fw-version (default sim-1.0.0) */
         FILE *ack_log;           /* --ack-log: one line per ack, "device stream seq status" */
+        FILE *event_log;         /* --event-log: "MONOTONIC_MS DEVICE EVENT ARGS" lines */
+        unsigned displace;       /* --displace N: displace our own first N pending sessions */
+        uint32_t liveness_ms;    /* --liveness-ms (0: the SDK's default) */
         uint8_t ota_pub[65];     /* --ota-cert: the device checks the signature too */
         bool have_ota_pub;
         const char *key_file; /* one device with this private key (mcugwctl keygen) */
@@ -195,6 +205,28 @@ static void derive_key(const char *seed, unsigned index, uint8_t priv[32], uint8
         int n = snprintf(buf, sizeof buf, "mcugw-sim/v1|%s|%u", seed, index);
         EVP_Digest(buf, (size_t)n, priv, &len, EVP_sha256(), NULL);
         mcugw_crypto_openssl.x25519_public(NULL, pub, priv);
+}
+
+/* One line per event with CLOCK_MONOTONIC milliseconds (Python's time.monotonic() * 1000). */
+static void event(struct sim_dev *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void event(struct sim_dev *d, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (!opt.event_log)
+                return;
+        fprintf(opt.event_log, "%llu %s ", (unsigned long long)now_monotonic_msec(), d->id);
+        va_start(ap, fmt);
+        vfprintf(opt.event_log, fmt, ap);
+        va_end(ap);
+        fputc('\n', opt.event_log);
+}
+
+/* Telemetry sent and not answered yet (late answers of a lost session may make it negative). */
+static uint64_t inflight(const struct sim_dev *d)
+{
+        uint64_t done = d->acked + d->nacked + d->corrupted + d->lost;
+        return d->sent > done ? d->sent - done : 0;
 }
 
 static void make_id(unsigned index, char *out, size_t n)
@@ -514,12 +546,35 @@ static void read_ota_cert(const char *path)
 
 /* ---- device callbacks -------------------------------------------------------------------- */
 
+static void displace_pending(struct sim_dev *d);
+
 static void on_state(void *user, int state)
 {
         struct sim_dev *d = user;
+        int prev = d->state;
+
         d->state = state;
+        if (prev == MCUGW_DEV_CONNECTED && state != MCUGW_DEV_CONNECTED) {
+                d->down_ms = now_monotonic_msec();
+                event(d, "down %s", mcugw_link_reason_str(mcugw_device_link_reason(&d->dev)));
+        }
         if (state == MCUGW_DEV_CONNECTED) {
+                int why = mcugw_device_link_reason(&d->dev);
+                uint64_t n = inflight(d);
+
                 d->handshakes++;
+                d->reasons[why]++;
+                /* What the old session did not answer is gone with it (the gateway acks only
+                 * what it stored): free the window for new messages. */
+                d->lost += n;
+                if (why != MCUGW_LINK_FIRST)
+                        fprintf(stderr, "mcugw-sim: %s: reconnected (%s), %llu unanswered\n", d->id,
+                                mcugw_link_reason_str((unsigned)why), (unsigned long long)n);
+                event(d, "up %s", mcugw_link_reason_str((unsigned)why));
+                if (d->displace_left) {
+                        d->displace_left--;
+                        displace_pending(d);
+                }
                 if (!d->connected_once) {
                         d->connected_ms = now_monotonic_msec();
                         d->connected_once = true;
@@ -537,6 +592,7 @@ static void on_ack(void *user, uint16_t stream, uint32_t seq, uint8_t flags, uin
         struct sim_dev *d = user;
         if (opt.ack_log)
                 fprintf(opt.ack_log, "%s %u %u %u\n", d->id, stream, seq, status);
+        event(d, "ack %u %u %u", stream, seq, status);
         if (status == MCUGW_ACK_OK)
                 d->acked++;
         else
@@ -607,6 +663,29 @@ fail:
         return -1;
 }
 
+/* What an attacker on the line (or a replayed message 1) does to a pending session: a fresh
+ * message 1 of this device, sent before our key confirmation, replaces the session the gateway
+ * just offered us. Our first DATA frames then name a session the gateway no longer has. */
+static void displace_pending(struct sim_dev *d)
+{
+        struct mcugw_noise hs;
+        struct mcugw_initiator_params p = {
+                .static_priv = d->priv,
+                .gateway_pub = opt.gw_pub,
+                .device_id = d->id,
+                .device_id_len = strlen(d->id),
+                .max_rx_frame = MCUGW_FRAME_MAX,
+        };
+        uint8_t f[256];
+        int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f, sizeof f);
+
+        if (n > 0) {
+                send_modified(d, f, (size_t)n);
+                event(d, "displace");
+        }
+        mcugw_noise_wipe(&hs);
+}
+
 static void dev_start(struct sim_dev *d, uint64_t now)
 {
         struct mcugw_device_config cfg = { 0 };
@@ -641,6 +720,7 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.rx_cap = sizeof d->rx;
         cfg.tx_buf = d->tx;
         cfg.tx_cap = sizeof d->tx;
+        cfg.liveness_ms = opt.liveness_ms;
         d->outq_len = 0;
         d->acc_len = 0;
         d->baud_last_ms = now;
@@ -650,7 +730,8 @@ static void dev_start(struct sim_dev *d, uint64_t now)
                 die("device %s: bad configuration", d->id);
         /* A leading delimiter, as the spec recommends after (re)opening a line. */
         outq_put(d, (const uint8_t *)"", 1);
-        mcugw_device_start(&d->dev);
+        /* A line lost and opened again is a reconnect too, with its own reason. */
+        mcugw_device_reconnect(&d->dev, d->disconnects ? MCUGW_LINK_LINE : MCUGW_LINK_FIRST);
         if (opt.bad == BAD_FLOOD) {
                 /* Many distinct messages 1 at once: each would cost the gateway 5 X25519s. */
                 struct mcugw_noise hs;
@@ -677,6 +758,10 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
         if (d->fd >= 0)
                 close(d->fd);
         d->fd = -1;
+        if (d->state == MCUGW_DEV_CONNECTED) {
+                d->down_ms = now;
+                event(d, "down line");
+        }
         d->state = MCUGW_DEV_IDLE;
         d->disconnects++;
         d->reconnect_ms = now + opt.reconnect_ms;
@@ -687,7 +772,10 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
 static void print_stats(void)
 {
         uint64_t sent = 0, acked = 0, nacked = 0, corrupted = 0, errors = 0, disc = 0, hs = 0;
-        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0;
+        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0, lost = 0;
+        uint64_t reasons[MCUGW_LINK_REASON_MAX + 1] = { 0 }, reconnects = 0;
+        char rbuf[256];
+        size_t rlen = 0;
         unsigned connected = 0, ever = 0;
         double hs_sum = 0, hs_max = 0, el = (double)(now_monotonic_msec() - t0_ms) / 1000.0;
 
@@ -704,6 +792,11 @@ static void print_stats(void)
                 disc += d->disconnects;
                 hs += d->handshakes;
                 commands += d->commands;
+                lost += d->lost;
+                for (unsigned k = 0; k <= MCUGW_LINK_REASON_MAX; k++) {
+                        reasons[k] += d->reasons[k];
+                        reconnects += k != MCUGW_LINK_FIRST ? d->reasons[k] : 0;
+                }
                 ota_confirmed += d->ota_confirmed;
                 ota_failed += d->ota_failed;
                 connected += d->state == MCUGW_DEV_CONNECTED && d->fd >= 0;
@@ -715,7 +808,14 @@ static void print_stats(void)
                                 hs_max = t;
                 }
         }
-        printf("{\"devices\": %u, \"connected\": %u, \"authenticated\": %u, \"handshakes\": %llu, "
+        rbuf[0] = 0;
+        for (unsigned k = 1; k <= MCUGW_LINK_REASON_MAX; k++)
+                rlen += (size_t)snprintf(rbuf + rlen, sizeof rbuf - rlen, "%s\"%s\": %llu",
+                                         k > 1 ? ", " : "", mcugw_link_reason_str(k),
+                                         (unsigned long long)reasons[k]);
+        printf("{\"reconnects\": %llu, \"reconnect_reasons\": {%s}, \"lost\": %llu, ",
+               (unsigned long long)reconnects, rbuf, (unsigned long long)lost);
+        printf("\"devices\": %u, \"connected\": %u, \"authenticated\": %u, \"handshakes\": %llu, "
                "\"sent\": %llu, \"acked\": %llu, \"nacked\": %llu, \"corrupted\": %llu, "
                "\"injected\": %llu, "
                "\"errors\": %llu, \"disconnects\": %llu, \"handshake_ms_avg\": %.1f, "
@@ -743,7 +843,7 @@ static bool dev_finished(struct sim_dev *d)
             (d->reboot_at_ms || d->self_test_at_ms || d->ota.state == MCUGW_OTA_ST_RECEIVING ||
              d->ota.state == MCUGW_OTA_ST_VERIFIED || d->ota.state == MCUGW_OTA_ST_TESTING))
                 return false; /* an update is under way */
-        return d->sent >= opt.messages && d->acked + d->nacked + d->corrupted >= d->sent;
+        return d->sent >= opt.messages && inflight(d) == 0;
 }
 
 static int run(void)
@@ -779,8 +879,7 @@ static int run(void)
                         sim_ota_tick(d, now);
                         if (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
                             (!opt.messages || d->sent < opt.messages) && now >= d->next_send_ms &&
-                            d->sent - d->acked - d->nacked - d->corrupted < opt.window &&
-                            d->outq_len < OUTQ_CAP / 2) {
+                            inflight(d) < opt.window && d->outq_len < OUTQ_CAP / 2) {
                                 size_t sz = MIN_SZ(opt.size, mcugw_device_max_payload(&d->dev));
                                 d->sabotaged = false;
                                 if (mcugw_device_send_telemetry(&d->dev, 1, ++d->seq,
@@ -927,6 +1026,12 @@ static void usage(void)
                "      --window W         unacknowledged messages per device (default 32)\n"
                "      --ack-log PATH     write \"DEVICE STREAM SEQ STATUS\" for every ack\n"
                "                         (status 0: OK, the message is durable in the gateway)\n"
+               "      --event-log PATH   write \"MONOTONIC_MS DEVICE EVENT ...\" lines: up "
+               "REASON,\n"
+               "                         down REASON, ack STREAM SEQ STATUS, displace\n"
+               "      --liveness-ms MS   the SDK's ACK/PONG timeout (default 2000)\n"
+               "      --displace N       displace our own first N pending sessions with a fresh\n"
+               "                         message 1 (as an attacker on the line could)\n"
                "      --baud N           limit each device's line to N baud (8N1), both ways\n"
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
@@ -971,6 +1076,9 @@ int main(int argc, char **argv)
                 O_ATTEST_KEY,
                 O_ATTEST_KID,
                 O_ACK_LOG,
+                O_EVENT_LOG,
+                O_DISPLACE,
+                O_LIVENESS,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -1000,6 +1108,9 @@ int main(int argc, char **argv)
                 { "attest-key", required_argument, NULL, O_ATTEST_KEY },
                 { "attest-key-id", required_argument, NULL, O_ATTEST_KID },
                 { "ack-log", required_argument, NULL, O_ACK_LOG },
+                { "event-log", required_argument, NULL, O_EVENT_LOG },
+                { "displace", required_argument, NULL, O_DISPLACE },
+                { "liveness-ms", required_argument, NULL, O_LIVENESS },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
                 { "wrong-gateway-key", no_argument, NULL, O_BAD + BAD_WRONG_GATEWAY_KEY },
@@ -1062,6 +1173,13 @@ int main(int argc, char **argv)
                                 die("--ack-log %s: %s", optarg, strerror(errno));
                         setvbuf(opt.ack_log, NULL, _IOLBF, 0);
                         break;
+                case O_EVENT_LOG:
+                        if (!(opt.event_log = fopen(optarg, "we")))
+                                die("--event-log %s: %s", optarg, strerror(errno));
+                        setvbuf(opt.event_log, NULL, _IOLBF, 0);
+                        break;
+                case O_DISPLACE: opt.displace = (unsigned)strtoul(optarg, NULL, 10); break;
+                case O_LIVENESS: opt.liveness_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
                 case 'h': usage(); return 0;
                 default:
                         if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {
@@ -1100,6 +1218,7 @@ int main(int argc, char **argv)
                 } else
                         derive_key(opt.seed, d->index, d->priv, d->pub);
                 d->ota_fd = -1;
+                d->displace_left = opt.displace;
                 snprintf(d->fw, sizeof d->fw, "%s", opt.fw_version ? opt.fw_version : "sim-1.0.0");
                 if (opt.ota_dir)
                         sim_ota_init(d);

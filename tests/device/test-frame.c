@@ -223,14 +223,19 @@ static void test_oversize_and_runt(void **state)
 
 static void test_frame_type(void **state)
 {
-        uint8_t f[4] = { 1, 3, 0, 0 };
+        uint8_t f[4] = { MCUGW_PROTO_VERSION, 3, 0, 0 };
 
         (void)state;
         assert_int_equal(mcugw_frame_type(f, 4), 3);
         assert_int_equal(mcugw_frame_type(f, 3), MCUGW_ERUNT);
-        f[0] = 2;
+        f[0] = MCUGW_PROTO_VERSION + 1;
         assert_int_equal(mcugw_frame_type(f, 4), MCUGW_EVERSION);
-        f[0] = 1;
+        f[0] = 1; /* v1 frames are refused by v2 peers */
+        assert_int_equal(mcugw_frame_type(f, 4), MCUGW_EVERSION);
+        f[0] = MCUGW_PROTO_VERSION;
+        f[1] = MCUGW_FRAME_NOSESSION;
+        assert_int_equal(mcugw_frame_type(f, 4), MCUGW_FRAME_NOSESSION);
+        f[1] = 3;
         f[2] = 1;
         assert_int_equal(mcugw_frame_type(f, 4), MCUGW_EMALFORMED);
         f[2] = 0;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libmcugw-device (initiator) against the responder, in memory over a simulated lossy byte
- * link: handshake, retransmission, duplicates, wrong keys, rejection, re-handshake, traffic.
+ * link: handshake, retransmission, duplicates, wrong keys, rejection, re-handshake, traffic,
+ * liveness (NOSESSION from a gateway that lost the session, ACK/PONG timeouts with backoff).
  */
 #include "test-util.h"
 
@@ -27,6 +28,9 @@ static int gw_accept;
 static int gw_last_error;
 static int gw_messages;
 static struct mcugw_msg gw_last_msg;
+static int gw_nosession; /* answer DATA for an unknown session with NOSESSION, as link.c does */
+static int gw_mute_data; /* answer handshakes only: the gateway is silent after that */
+static int gw_down;      /* the gateway hears nothing */
 
 static int dev_states[8], n_states;
 static uint32_t acked_seq, command_id;
@@ -137,6 +141,7 @@ static int setup(void **state)
         gw_accept = 1;
         gw_last_error = 0;
         gw_messages = 0;
+        gw_nosession = gw_mute_data = gw_down = 0;
 
         rc.crypto = &crypto;
         rc.static_priv = gw_priv;
@@ -167,9 +172,20 @@ static void gw_pump(void)
                 n -= used;
                 if (r != 1)
                         continue;
+                if (gw_down)
+                        continue;
                 r = mcugw_responder_handle(&gw, f, fl, &rx);
                 if (r < 0) {
                         gw_last_error = r;
+                        if (r == MCUGW_ESESSION && gw_nosession) {
+                                uint8_t ns[MCUGW_NOSESSION_LEN] = { MCUGW_PROTO_VERSION,
+                                                                    MCUGW_FRAME_NOSESSION, 0, 0 };
+                                int wl;
+
+                                memcpy(ns + MCUGW_HDR_LEN, f + MCUGW_HDR_LEN, 4);
+                                wl = mcugw_frame_encode(ns, sizeof(ns), w, sizeof(w));
+                                port_send(&to_dev, w, (size_t)wl);
+                        }
                         continue;
                 }
                 if (rx.kind == MCUGW_RX_REPLY) {
@@ -179,6 +195,21 @@ static void gw_pump(void)
                 } else if (rx.kind == MCUGW_RX_MESSAGE) {
                         assert_int_equal(mcugw_msg_decode(rx.data, rx.len, &gw_last_msg), 0);
                         gw_messages++;
+                        if (gw_mute_data)
+                                continue;
+                        if (gw_last_msg.type == MCUGW_MSG_PING) {
+                                struct mcugw_msg pong;
+                                int ml, fl2, wl;
+
+                                pong.type = MCUGW_MSG_PONG;
+                                pong.u.ping.token = gw_last_msg.u.ping.token;
+                                ml = mcugw_msg_encode(&pong, out + 16, sizeof(out) - 16);
+                                fl2 = mcugw_responder_seal(&gw, out + 16, (size_t)ml, out,
+                                                           sizeof(out));
+                                assert_true(fl2 > 0);
+                                wl = mcugw_frame_encode(out, (size_t)fl2, w, sizeof(w));
+                                port_send(&to_dev, w, (size_t)wl);
+                        }
                         if (gw_last_msg.type == MCUGW_MSG_TELEMETRY &&
                             (gw_last_msg.u.telemetry.flags & MCUGW_TLM_ACK_REQUESTED)) {
                                 struct mcugw_msg a;
@@ -494,6 +525,7 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         clock_ms += MCUGW_DEVICE_REKEY_MS;
         assert_int_equal(mcugw_device_tick(&dev), 0);
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(mcugw_device_link_reason(&dev), MCUGW_LINK_REKEY);
         gw_pump();
         /* Pending only: the old session is still the current one. */
         assert_int_equal(gw.cur.id, sid1);
@@ -534,6 +566,162 @@ static void test_replay_through_link(void **state)
         assert_int_equal(gw.stats.rx_replay, 1);
 }
 
+/* The gateway forgot the session (restart, rotate-session): its NOSESSION makes the device
+ * handshake again at once, and the new session says why. */
+static void test_nosession_rehandshake(void **state)
+{
+        (void)state;
+        connect_ok();
+        assert_int_equal(mcugw_device_link_reason(&dev), MCUGW_LINK_FIRST);
+        mcugw_responder_reset(&gw);
+        gw_nosession = 1;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"a", 1),
+                         0);
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_ESESSION);
+        dev_pump();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(mcugw_device_link_reason(&dev), MCUGW_LINK_NOSESSION);
+        assert_int_equal(dev.stats.nosession, 1);
+        assert_int_equal(dev.stats.reconnects, 1);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(mcugw_device_send_status(&dev, 1, 2, MCUGW_RESET_POWER_ON, "1.0"), 0);
+        exchange();
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_STATUS);
+        assert_int_equal(gw_last_msg.u.status.link_reason, MCUGW_LINK_NOSESSION);
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 6, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"b", 1),
+                         0);
+        exchange();
+        assert_int_equal(acked_seq, 6);
+        /* An application restart is its own reason. */
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        assert_int_equal(mcugw_device_link_reason(&dev), MCUGW_LINK_APP);
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_REASON_MAX + 1), MCUGW_EINVAL);
+}
+
+static void feed_nosession(uint32_t sid, size_t extra)
+{
+        uint8_t ns[MCUGW_NOSESSION_LEN + 4] = { MCUGW_PROTO_VERSION, MCUGW_FRAME_NOSESSION, 0, 0 };
+        uint8_t w[64];
+        int wl;
+
+        ns[4] = (uint8_t)sid;
+        ns[5] = (uint8_t)(sid >> 8);
+        ns[6] = (uint8_t)(sid >> 16);
+        ns[7] = (uint8_t)(sid >> 24);
+        wl = mcugw_frame_encode(ns, MCUGW_NOSESSION_LEN + extra, w, sizeof(w));
+        assert_true(wl > 0);
+        assert_int_equal(mcugw_device_input(&dev, w, (size_t)wl), 0);
+}
+
+/* NOSESSION is unauthenticated: believed only for the current session, in the right shape,
+ * while connected, and not at all when the application said so. */
+static void test_nosession_forged_is_ignored(void **state)
+{
+        struct mcugw_device_config c;
+        uint32_t sid;
+
+        (void)state;
+        feed_nosession(0, 0); /* idle */
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_IDLE);
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        feed_nosession(0, 0); /* handshaking */
+        assert_int_equal(dev.stats.hs_sent, 1);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        sid = gw.cur.id;
+        dev_errors = 0;
+        feed_nosession(sid + 1, 0); /* another session */
+        feed_nosession(sid, 1);     /* trailing byte */
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(dev.stats.nosession, 0);
+        assert_int_equal(dev_errors, 2);
+
+        dev_config(&c, gw_pub);
+        c.ignore_nosession = 1;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        mcugw_responder_reset(&gw);
+        connect_ok();
+        feed_nosession(gw.cur.id, 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        /* The real one does work. */
+        dev.cfg.ignore_nosession = 0;
+        feed_nosession(gw.cur.id, 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+}
+
+/* A gateway that says nothing: no ACK/PONG within the liveness timeout means a new handshake,
+ * and the timeout doubles while the gateway stays silent, then comes back to the default. */
+static void test_liveness_timeout_backoff(void **state)
+{
+        (void)state;
+        connect_ok();
+        assert_int_equal(dev.live_waiting, 0); /* the confirmation PING was answered */
+        /* Fire-and-forget telemetry expects nothing. */
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, (const uint8_t *)"a", 1), 0);
+        clock_ms += 10 * MCUGW_DEVICE_LIVENESS_MS;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+
+        gw_down = 1;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 2, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"a", 1),
+                         0);
+        gw_pump();
+        clock_ms += MCUGW_DEVICE_LIVENESS_MS - 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        clock_ms += 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(mcugw_device_link_reason(&dev), MCUGW_LINK_TIMEOUT);
+        assert_int_equal(dev.stats.live_timeouts, 1);
+
+        /* Handshakes go through but the gateway answers nothing else: twice the timeout. */
+        gw_down = 0;
+        gw_mute_data = 1;
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        clock_ms += 2 * MCUGW_DEVICE_LIVENESS_MS - 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        clock_ms += 1;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(dev.stats.live_timeouts, 2);
+
+        /* The gateway answers again: the timeout is back to the default. */
+        gw_mute_data = 0;
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(dev.live_ms, MCUGW_DEVICE_LIVENESS_MS);
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 3, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"a", 1),
+                         0);
+        exchange();
+        assert_int_equal(acked_seq, 3);
+        assert_int_equal(dev.stats.reconnects, 2);
+}
+
+static void test_liveness_off(void **state)
+{
+        struct mcugw_device_config c;
+
+        (void)state;
+        dev_config(&c, gw_pub);
+        c.liveness_ms = MCUGW_DEVICE_LIVENESS_OFF;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        connect_ok();
+        gw_down = 1;
+        assert_int_equal(mcugw_device_ping(&dev, 7), 0);
+        clock_ms += 3600u * 1000u;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+}
+
 static void test_init_validation(void **state)
 {
         struct mcugw_device_config c;
@@ -568,6 +756,10 @@ int main(void)
                 cmocka_unit_test_setup(test_forged_msg2_is_ignored, setup),
                 cmocka_unit_test_setup(test_rehandshake_and_replayed_msg1, setup),
                 cmocka_unit_test_setup(test_replay_through_link, setup),
+                cmocka_unit_test_setup(test_nosession_rehandshake, setup),
+                cmocka_unit_test_setup(test_nosession_forged_is_ignored, setup),
+                cmocka_unit_test_setup(test_liveness_timeout_backoff, setup),
+                cmocka_unit_test_setup(test_liveness_off, setup),
                 cmocka_unit_test_setup(test_init_validation, setup),
         };
 

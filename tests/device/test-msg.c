@@ -105,24 +105,29 @@ static void test_strings(void **state)
         m.u.status.boot_counter = 17;
         m.u.status.uptime_s = 3600;
         m.u.status.reset_cause = MCUGW_RESET_WATCHDOG;
+        m.u.status.link_reason = MCUGW_LINK_NOSESSION;
         m.u.status.fw_version = "1.4.2+g1234";
         m.u.status.fw_version_len = 11;
         n = roundtrip(&m, &d, buf, sizeof(buf));
-        assert_int_equal(n, 22);
+        assert_int_equal(n, 23);
         assert_int_equal(d.u.status.boot_counter, 17);
         assert_int_equal(d.u.status.reset_cause, MCUGW_RESET_WATCHDOG);
+        assert_int_equal(d.u.status.link_reason, MCUGW_LINK_NOSESSION);
         assert_memory_equal(d.u.status.fw_version, "1.4.2+g1234", 11);
         check_prefixes(buf, n, 1);
-        /* Declared length beyond the limit, non-printable text. */
-        buf[10] = MCUGW_FW_VERSION_MAX + 1;
+        /* Declared length beyond the limit, unknown link reason, non-printable text. */
+        buf[11] = MCUGW_FW_VERSION_MAX + 1;
         assert_int_equal(mcugw_msg_decode(buf, (size_t)n, &d), MCUGW_EMALFORMED);
-        buf[10] = 11;
-        buf[12] = '\n';
+        buf[11] = 11;
+        buf[10] = MCUGW_LINK_REASON_MAX + 1;
+        assert_int_equal(mcugw_msg_decode(buf, (size_t)n, &d), MCUGW_EMALFORMED);
+        buf[10] = MCUGW_LINK_NOSESSION;
+        buf[13] = '\n';
         assert_int_equal(mcugw_msg_decode(buf, (size_t)n, &d), MCUGW_EMALFORMED);
         memset(fw, 'a', sizeof(fw));
         m.u.status.fw_version = fw;
         m.u.status.fw_version_len = MCUGW_FW_VERSION_MAX;
-        assert_int_equal(roundtrip(&m, &d, buf, sizeof(buf)), 11 + MCUGW_FW_VERSION_MAX);
+        assert_int_equal(roundtrip(&m, &d, buf, sizeof(buf)), 12 + MCUGW_FW_VERSION_MAX);
         m.u.status.fw_version_len = MCUGW_FW_VERSION_MAX + 1;
         assert_int_equal(mcugw_msg_encode(&m, buf, sizeof(buf)), MCUGW_EINVAL);
 
