@@ -28,8 +28,8 @@
 #define OTA_MAX_PROBES 20 /* ... this often in a row: the transfer fails */
 #define OTA_BUSY_RETRY_MS 5000
 #define OTA_TEST_TIMEOUT_MS (10 * 60 * 1000) /* reboot + self-test must finish in this */
-#define OTA_REOFFER_MS                                                                             \
-        300 /* a paused transfer is offered again this long after its device is back */
+/* A paused transfer is offered again this long after its device is back. */
+#define OTA_REOFFER_MS 300
 /* Bytes queued on the link before we wait for its on_drained. */
 #define OTA_QUEUE_LIMIT LINK_QUEUE_LOW
 #define OTA_PERSIST_EVERY (64 * 1024)
@@ -683,7 +683,8 @@ static void start_ready(struct ota *o, uint64_t now)
         size_t n = 0;
 
         if (!o->lists[XL_READY].n ||
-            (o->max_concurrent && o->lists[XL_ACTIVE].n >= o->max_concurrent))
+            (o->max_concurrent && o->lists[XL_ACTIVE].n >= o->max_concurrent) ||
+            due_reserve(o, o->lists[XL_READY].n) < 0)
                 return;
         /* Collected first: starting one can end a session, and move others off the list. */
         for (struct ota_xfer *x = o->lists[XL_READY].head; x; x = x->lnext)
