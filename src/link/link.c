@@ -149,6 +149,7 @@ struct link {
         bool claimed_key_valid;
         uint8_t *out;
         uint32_t out_len, out_cap;
+        bool drain_wanted; /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
         uint8_t pend_next;
         struct pending_ack pend[LINK_PENDING_ACKS];
         uint32_t next_ack_id;
@@ -181,6 +182,7 @@ struct link_manager {
         struct onboard *onboard; /* just-in-time onboarding (link_manager_set_onboard) */
         link_ota_fn ota_fn;      /* OTA engine (link_manager_set_ota_handler) */
         void *ota_ud;
+        struct link_listener *ev_listeners; /* session events (link_manager_add_listener) */
         uv_loop_t *loop;
         struct audit *audit;
         struct registry *reg;
@@ -566,6 +568,37 @@ static void pending_list_remove(struct link *l)
         }
 }
 
+/* ---- session events ---------------------------------------------------------------------- */
+
+enum link_event {
+        LINK_EV_UP,
+        LINK_EV_DOWN,
+        LINK_EV_DRAINED,
+};
+
+static void link_emit(struct link_manager *m, enum link_event ev, const char *device_id,
+                      const char *reason, size_t queued)
+{
+        /* The next one is read first: a listener may remove itself. */
+        for (struct link_listener *ls = m->ev_listeners, *next; ls; ls = next) {
+                next = ls->next;
+                switch (ev) {
+                case LINK_EV_UP:
+                        if (ls->on_up)
+                                ls->on_up(ls->ud, device_id);
+                        break;
+                case LINK_EV_DOWN:
+                        if (ls->on_down)
+                                ls->on_down(ls->ud, device_id, reason);
+                        break;
+                case LINK_EV_DRAINED:
+                        if (ls->on_drained)
+                                ls->on_drained(ls->ud, device_id, queued);
+                        break;
+                }
+        }
+}
+
 /* ---- output ------------------------------------------------------------------------------ */
 
 static void link_update_poll(struct link *l)
@@ -624,6 +657,7 @@ static int link_write(struct link *l, const uint8_t *data, size_t len)
                 need = l->out_len + len;
                 if (need > LINK_OUT_MAX) {
                         COUNT(l, tx_dropped, 1);
+                        l->drain_wanted = true;
                         if (!l->port)
                                 link_close(l, "peer does not read (output queue full)");
                         return -ENOBUFS;
@@ -640,6 +674,8 @@ static int link_write(struct link *l, const uint8_t *data, size_t len)
                 }
                 memcpy(l->out + l->out_len, data, len);
                 l->out_len += (uint32_t)len;
+                if (l->out_len >= LINK_QUEUE_LOW)
+                        l->drain_wanted = true;
                 link_update_poll(l);
         }
         return 0;
@@ -711,11 +747,13 @@ static void link_session_end(struct link *l, const char *reason)
                 log_device(LOG_DEBUG, d->id, "disconnected from %s: %s", l->name, reason);
         d->link = NULL;
         l->dev = NULL;
+        l->drain_wanted = false;
         gen_bump(l);
         /* Queued commands go to the next session if it comes at once (a takeover), else they
          * are answered as offline by the command timer. */
         if (d->cmd_head)
                 cmd_timer_arm(m, 0);
+        link_emit(m, LINK_EV_DOWN, d->id, reason, 0);
 }
 
 /* Remove the device from a link at once: close a connection, reset a serial port's session. */
@@ -893,6 +931,8 @@ static int link_session_start(struct link *l)
                 log_device(LOG_DEBUG, d->id, "authenticated on %s", l->name);
         if (d->cmd_head)
                 cmd_timer_arm(m, 0);
+        /* Last: a listener may send at once, and a write error may end the session again. */
+        link_emit(m, LINK_EV_UP, d->id, NULL, 0);
         return 0;
 }
 
@@ -1201,6 +1241,12 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
                 link_update_poll(l);
                 if (l->dev && l->dev->cmd_head && l->out_len < LINK_CMD_OUT_MAX)
                         cmd_timer_arm(m, 0);
+                if (l->dev && l->drain_wanted && l->out_len < LINK_QUEUE_LOW) {
+                        l->drain_wanted = false;
+                        link_emit(m, LINK_EV_DRAINED, l->dev->id, NULL, l->out_len);
+                        if (l->closing)
+                                return;
+                }
         }
         if (!(events & (UV_READABLE | UV_DISCONNECT)))
                 return;
@@ -1855,6 +1901,28 @@ int link_manager_send(struct link_manager *m, const char *device_id, const struc
         if (!d || !d->link || d->link->closing || !msg)
                 return -ENOTCONN;
         return link_send_msg(d->link, msg);
+}
+
+void link_manager_add_listener(struct link_manager *m, struct link_listener *ls)
+{
+        struct link_listener **pp = &m->ev_listeners;
+
+        for (; *pp; pp = &(*pp)->next)
+                if (*pp == ls)
+                        return;
+        ls->next = NULL;
+        *pp = ls; /* at the end: called in the order added */
+}
+
+void link_manager_remove_listener(struct link_manager *m, struct link_listener *ls)
+{
+        if (!m)
+                return;
+        for (struct link_listener **pp = &m->ev_listeners; *pp; pp = &(*pp)->next)
+                if (*pp == ls) {
+                        *pp = ls->next;
+                        return;
+                }
 }
 
 size_t link_manager_queued(struct link_manager *m, const char *device_id)

@@ -108,6 +108,35 @@ void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *
 int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
 /* Bytes waiting in the output queue of the device's link (0 if none or not connected). */
 size_t link_manager_queued(struct link_manager *m, const char *device_id);
+
+/* A device's output queue counts as drained when, having held LINK_QUEUE_LOW bytes or more (or
+ * having refused a message with -ENOBUFS), it falls below LINK_QUEUE_LOW again. A producer that
+ * stops sending at this mark is called back by on_drained instead of polling. */
+#define LINK_QUEUE_LOW (8u * 1024u)
+
+/* Session events, for whoever keeps work per device (the OTA engine, later the device shadow),
+ * so that nobody polls link_manager_device_connected() or link_manager_queued(). Any callback
+ * may be NULL. They run on the loop, synchronously, in the order the listeners were added; also
+ * from inside link_manager_send() and friends (a write error ends the session), so a callback
+ * must not rely on state it read before its own send. A callback may remove its own listener,
+ * not another one.
+ *
+ * on_up: an authenticated session began (not for a rekey of the same device's session; a
+ * takeover from another link is on_down, then on_up). on_down: the session is gone (connection
+ * closed, kicked, timed out, a serial port reset), with the reason as audited in link.down.
+ * on_drained: see LINK_QUEUE_LOW; queued is what is still waiting. */
+struct link_listener {
+        void *ud;
+        void (*on_up)(void *ud, const char *device_id);
+        void (*on_down)(void *ud, const char *device_id, const char *reason);
+        void (*on_drained)(void *ud, const char *device_id, size_t queued);
+        struct link_listener *next; /* the link manager's, while added */
+};
+/* Add a listener (the caller owns it and keeps it alive until it is removed, or the manager is
+ * stopped). Adding one twice is a no-op. */
+void link_manager_add_listener(struct link_manager *m, struct link_listener *ls);
+/* Remove a listener; one that is not added is ignored. NULL m is fine. */
+void link_manager_remove_listener(struct link_manager *m, struct link_listener *ls);
 /* The counters of one device without building JSON, for the metrics sampler (metrics.c), which
  * reads every device every MetricsInterval. -ENOENT if never seen. */
 struct link_device_counters {

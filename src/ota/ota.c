@@ -24,14 +24,18 @@
 #include "devices/registry.h"
 #include "basic/fileio.h"
 
-#define OTA_TICK_MS 50
 #define OTA_STALL_MS 3000 /* no ack progress: probe with the OFFER again */
 #define OTA_MAX_PROBES 20 /* ... this often in a row: the transfer fails */
 #define OTA_BUSY_RETRY_MS 5000
 #define OTA_TEST_TIMEOUT_MS (10 * 60 * 1000) /* reboot + self-test must finish in this */
-#define OTA_QUEUE_LIMIT (8 * 1024)           /* bytes queued on the link before we wait */
+/* A paused transfer is offered again this long after its device is back. */
+#define OTA_REOFFER_MS 300
+/* Bytes queued on the link before we wait for its on_drained. */
+#define OTA_QUEUE_LIMIT LINK_QUEUE_LOW
 #define OTA_PERSIST_EVERY (64 * 1024)
 #define OTA_MAX_JOBS_KEPT 64 /* finished jobs kept in memory for `ota list` */
+#define OTA_DEV_BUCKETS 4096u
+#define OTA_NEVER UINT64_MAX
 
 enum xfer_state {
         X_QUEUED,
@@ -50,6 +54,26 @@ static const char *const xfer_names[] = {
         [X_FAILED] = "failed",       [X_ABORTED] = "aborted",
 };
 
+/* Nothing walks every transfer on a clock. The link's session events (link_listener) and the
+ * device's messages drive the transfers; the few that have something to do soon are on one of
+ * two lists, and one timer is armed for the earliest deadline among them:
+ *   ready:  queued, the device is up: waiting for a slot (MaxConcurrent=...) or for next_try_ms;
+ *   active: offered, sending, rebooting or testing (holding a slot, also while the device is
+ *           away), with a stall, retry or self-test deadline.
+ * A queued transfer of a device that is away is on neither, and costs nothing until on_up. */
+enum x_list {
+        XL_NONE,
+        XL_READY,
+        XL_ACTIVE,
+        _XL_MAX,
+};
+
+struct ota_xfer;
+struct x_list_head {
+        struct ota_xfer *head, *tail;
+        size_t n;
+};
+
 struct ota_job;
 
 struct ota_xfer {
@@ -61,7 +85,11 @@ struct ota_xfer {
         uint64_t last_progress_ms, next_try_ms, started_ms, state_ms;
         unsigned probes;
         bool resumed, ever_started;
+        bool up;      /* the device has a session (link events) */
+        uint8_t list; /* enum x_list */
         char reason[96];
+        struct ota_xfer *lprev, *lnext;   /* on o->lists[list] */
+        struct ota_xfer *dnext, **dpprev; /* o->by_dev chain (of its job while indexed) */
 };
 
 struct ota_job {
@@ -83,6 +111,7 @@ struct ota_job {
         size_t n_x, n_x_alloc;
         unsigned failures;
         int64_t created_us;
+        bool indexed; /* its transfers are in o->by_dev */
 };
 
 struct ota {
@@ -93,7 +122,13 @@ struct ota {
         struct link_manager *link;
         struct ota_cache *cache;
         struct ota_verifier *verifier;
-        uv_timer_t timer;
+        uv_timer_t timer; /* armed for the earliest deadline of a listed transfer */
+        struct link_listener listener;
+        struct x_list_head lists[_XL_MAX];
+        struct ota_xfer **due; /* on_timer's scratch */
+        size_t due_cap;
+        bool unindex_pending;                     /* a finished job is still in by_dev */
+        struct ota_xfer *by_dev[OTA_DEV_BUCKETS]; /* transfers of unfinished jobs by device */
         struct ota_job *jobs;
         unsigned next_local;
         ota_report_fn report;
@@ -132,6 +167,145 @@ static bool x_active(const struct ota_xfer *x)
 static bool job_final(const struct ota_job *j)
 {
         return j->state == OTA_SUCCEEDED || j->state == OTA_FAILED || j->state == OTA_CANCELED;
+}
+
+/* ---- scheduling: transfers by device, the two lists, one timer ---------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static uint32_t dev_hash(const char *id)
+{
+        uint32_t h = 2166136261u;
+        for (; *id; id++)
+                h = (h ^ (uint8_t)*id) * 16777619u;
+        return h % OTA_DEV_BUCKETS;
+}
+
+static void xl_remove(struct x_list_head *h, struct ota_xfer *x)
+{
+        if (x->lprev)
+                x->lprev->lnext = x->lnext;
+        else
+                h->head = x->lnext;
+        if (x->lnext)
+                x->lnext->lprev = x->lprev;
+        else
+                h->tail = x->lprev;
+        x->lprev = x->lnext = NULL;
+        h->n--;
+}
+
+static void xl_append(struct x_list_head *h, struct ota_xfer *x)
+{
+        x->lnext = NULL;
+        x->lprev = h->tail;
+        if (h->tail)
+                h->tail->lnext = x;
+        else
+                h->head = x;
+        h->tail = x;
+        h->n++;
+}
+
+/* When the timer must look at x next (ms, loop time), OTA_NEVER if only an event can move it. */
+static uint64_t x_due(const struct ota_xfer *x)
+{
+        switch (x->state) {
+        case X_QUEUED: return x->list == XL_READY ? x->next_try_ms : OTA_NEVER;
+        case X_OFFERED: return x->up ? x->next_try_ms : OTA_NEVER;
+        case X_SENDING:
+                return x->up ? MAX(x->last_progress_ms + OTA_STALL_MS, x->next_try_ms) : OTA_NEVER;
+        case X_REBOOTING:
+        case X_TESTING:
+                return MIN(x->state_ms + OTA_TEST_TIMEOUT_MS + 1,
+                           x->up ? x->next_try_ms : OTA_NEVER);
+        default: return OTA_NEVER;
+        }
+}
+
+/* Make sure the timer fires within ms. */
+static void ota_arm(struct ota *o, uint64_t ms)
+{
+        if (uv_is_closing((uv_handle_t *)&o->timer))
+                return;
+        if (uv_is_active((uv_handle_t *)&o->timer) && uv_timer_get_due_in(&o->timer) <= ms)
+                return;
+        uv_timer_start(&o->timer, on_timer, ms, 0);
+}
+
+static void x_schedule(struct ota_xfer *x)
+{
+        struct ota *o = x->job->o;
+        uint64_t due = x_due(x), now = now_ms(o);
+
+        if (due != OTA_NEVER)
+                ota_arm(o, due > now ? due - now : 0);
+}
+
+/* Put x on the list its state asks for; call after every change of state or of x->up. A
+ * transfer that leaves the active list frees a slot: the ready ones get their turn. */
+static void x_relist(struct ota_xfer *x)
+{
+        struct ota *o = x->job->o;
+        enum x_list want = XL_NONE;
+
+        if (x_active(x))
+                want = XL_ACTIVE;
+        else if (x->state == X_QUEUED && x->up && x->job->indexed &&
+                 x->job->state == OTA_IN_PROGRESS)
+                want = XL_READY;
+        if (want != x->list) {
+                if (x->list != XL_NONE)
+                        xl_remove(&o->lists[x->list], x);
+                if (want != XL_NONE)
+                        xl_append(&o->lists[want], x);
+                if (x->list == XL_ACTIVE && o->lists[XL_READY].n)
+                        ota_arm(o, 0);
+                x->list = want;
+        }
+        x_schedule(x);
+}
+
+/* Index the transfers of a job that is ready to run, and list those that can start. */
+static void job_index(struct ota_job *j)
+{
+        struct ota *o = j->o;
+
+        if (j->indexed)
+                return;
+        j->indexed = true;
+        for (size_t i = 0; i < j->n_x; i++) {
+                struct ota_xfer *x = &j->x[i];
+                struct ota_xfer **b = &o->by_dev[dev_hash(x->device)];
+
+                x->dnext = *b;
+                if (*b)
+                        (*b)->dpprev = &x->dnext;
+                *b = x;
+                x->dpprev = b;
+                x->up = o->link && link_manager_device_connected(o->link, x->device);
+                x_relist(x);
+        }
+}
+
+/* Never from inside an event handler that walks a chain: only from the timer and job_free. */
+static void job_unindex(struct ota_job *j)
+{
+        if (!j->indexed)
+                return;
+        for (size_t i = 0; i < j->n_x; i++) {
+                struct ota_xfer *x = &j->x[i];
+                if (x->list != XL_NONE) {
+                        xl_remove(&j->o->lists[x->list], x);
+                        x->list = XL_NONE;
+                }
+                *x->dpprev = x->dnext;
+                if (x->dnext)
+                        x->dnext->dpprev = x->dpprev;
+                x->dnext = NULL;
+                x->dpprev = NULL;
+        }
+        j->indexed = false;
 }
 
 /* ---- persistence ------------------------------------------------------------------------- */
@@ -236,6 +410,7 @@ static void x_set(struct ota_xfer *x, enum xfer_state st, const char *reason)
         if (reason)
                 snprintf(x->reason, sizeof x->reason, "%s", reason);
         persist_x(x);
+        x_relist(x);
 }
 
 static void x_fail(struct ota_xfer *x, const char *reason)
@@ -257,6 +432,11 @@ static void job_finish(struct ota_job *j, enum ota_state st, const char *reason)
         j->state = st;
         if (reason)
                 snprintf(j->reason, sizeof j->reason, "%s", reason);
+        if (j->indexed) {
+                /* Out of by_dev soon, not now: an event handler may be walking it. */
+                j->o->unindex_pending = true;
+                ota_arm(j->o, 0);
+        }
         persist_job(j);
         audit_log(j->o->audit, "daemon",
                   st == OTA_SUCCEEDED ? "ota.job_succeeded" : "ota.job_failed", j->id,
@@ -371,6 +551,7 @@ static void pump(struct ota_xfer *x)
 
         if (x->state != X_SENDING)
                 return;
+        /* Stopped by the window (an ack continues) or the link's queue (on_drained does). */
         while (x->sent < size && x->sent - x->acked < x->window &&
                link_manager_queued(o->link, x->device) < OTA_QUEUE_LIMIT) {
                 uint32_t len = MIN(MIN(x->max_chunk, o->block_size), size - x->sent);
@@ -390,7 +571,7 @@ static void pump(struct ota_xfer *x)
                 m.u.chunk.len = len;
                 r = send_ota(x, &m, buf, sizeof buf);
                 if (r == -ENOBUFS)
-                        return; /* queue full: the next tick or ack continues */
+                        return; /* queue full: on_drained or the next ack continues */
                 if (r < 0) {
                         if (r == -EMSGSIZE && x->max_chunk > 64) {
                                 x->max_chunk /= 2; /* the device's limit was smaller */
@@ -407,10 +588,12 @@ static void pump(struct ota_xfer *x)
 static unsigned active_count(struct ota *o, const char *link)
 {
         unsigned n = 0;
-        for (struct ota_job *j = o->jobs; j; j = j->next)
-                for (size_t i = 0; i < j->n_x; i++)
-                        if (x_active(&j->x[i]) && (!link || strcmp(j->x[i].link, link) == 0))
-                                n++;
+
+        if (!link)
+                return (unsigned)o->lists[XL_ACTIVE].n;
+        for (struct ota_xfer *x = o->lists[XL_ACTIVE].head; x; x = x->lnext)
+                if (strcmp(x->link, link) == 0)
+                        n++;
         return n;
 }
 
@@ -423,87 +606,191 @@ static void x_start(struct ota_xfer *x)
         x->window = x->max_chunk = 0;
         x->probes = 0;
         x->started_ms = x->last_progress_ms = now_ms(x->job->o);
+        x->next_try_ms = x->started_ms + OTA_STALL_MS;
         x_set(x, X_OFFERED, NULL);
         if (send_offer(x) < 0)
                 x->next_try_ms = now_ms(x->job->o) + 1000;
+        x_schedule(x);
 }
 
-static void on_tick(uv_timer_t *t)
+/* The device's session went away: an offered or sending transfer is paused (no failure
+ * counted) and keeps its slot; it is offered again when the device is back, and the device
+ * answers with the offset it holds. */
+static void x_pause(struct ota_xfer *x, uint64_t now)
+{
+        if (x->state != X_OFFERED && x->state != X_SENDING)
+                return;
+        x->state = X_OFFERED;
+        x->last_progress_ms = now;
+        x->next_try_ms = now + OTA_REOFFER_MS;
+        x->probes = 0;
+}
+
+/* A deadline of an active transfer has come: stall probes, retries, the self-test timeout. */
+static void x_timeout(struct ota_xfer *x, uint64_t now)
+{
+        struct ota *o = x->job->o;
+
+        switch (x->state) {
+        case X_OFFERED:
+        case X_SENDING:
+                pump(x);
+                if (!x_active(x))
+                        break;
+                if (x->state == X_SENDING && now - x->last_progress_ms < OTA_STALL_MS)
+                        break;
+                if (now < x->next_try_ms)
+                        break;
+                if (++x->probes > OTA_MAX_PROBES) {
+                        x_fail(x, "no progress from the device");
+                        break;
+                }
+                o->probes++;
+                (void)send_offer(x);
+                break;
+        case X_REBOOTING:
+        case X_TESTING:
+                if (now - x->state_ms > OTA_TEST_TIMEOUT_MS)
+                        x_fail(x, "device did not report its self-test");
+                else if (x->up && now >= x->next_try_ms) {
+                        /* Ask again now and then (lost STATUS). */
+                        (void)send_offer(x);
+                        x->next_try_ms = now + 10 * OTA_STALL_MS;
+                }
+                break;
+        default: break;
+        }
+}
+
+static int due_reserve(struct ota *o, size_t n)
+{
+        struct ota_xfer **p;
+
+        if (n <= o->due_cap)
+                return 0;
+        n = MAX(n, 2 * o->due_cap);
+        p = realloc(o->due, n * sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        o->due = p;
+        o->due_cap = n;
+        return 0;
+}
+
+/* Start the ready transfers that the limits allow, oldest first. */
+static void start_ready(struct ota *o, uint64_t now)
+{
+        size_t n = 0;
+
+        if (!o->lists[XL_READY].n ||
+            (o->max_concurrent && o->lists[XL_ACTIVE].n >= o->max_concurrent) ||
+            due_reserve(o, o->lists[XL_READY].n) < 0)
+                return;
+        /* Collected first: starting one can end a session, and move others off the list. */
+        for (struct ota_xfer *x = o->lists[XL_READY].head; x; x = x->lnext)
+                if (x->next_try_ms <= now)
+                        o->due[n++] = x;
+        for (size_t i = 0; i < n; i++) {
+                struct ota_xfer *x = o->due[i];
+                const struct registry_device *rd;
+
+                if (x->list != XL_READY || x->next_try_ms > now)
+                        continue;
+                if (o->max_concurrent && o->lists[XL_ACTIVE].n >= o->max_concurrent)
+                        break;
+                rd = registry_find(o->reg, x->device);
+                if (o->max_per_link && rd && active_count(o, rd->link) >= o->max_per_link)
+                        continue;
+                x_start(x);
+        }
+}
+
+static void on_timer(uv_timer_t *t)
 {
         struct ota *o = t->data;
+        uint64_t now = now_ms(o), next = OTA_NEVER;
+        size_t n = 0;
+
+        if (o->unindex_pending) {
+                o->unindex_pending = false;
+                for (struct ota_job *j = o->jobs; j; j = j->next)
+                        if (job_final(j))
+                                job_unindex(j);
+        }
+        if (due_reserve(o, o->lists[XL_ACTIVE].n + o->lists[XL_READY].n) < 0) {
+                ota_arm(o, 100);
+                return;
+        }
+        /* Collected first: acting on one transfer can move others between the lists. */
+        for (struct ota_xfer *x = o->lists[XL_ACTIVE].head; x; x = x->lnext)
+                if (x_due(x) <= now)
+                        o->due[n++] = x;
+        for (size_t i = 0; i < n; i++)
+                if (o->due[i]->list == XL_ACTIVE && x_due(o->due[i]) <= now)
+                        x_timeout(o->due[i], now);
+        start_ready(o, now);
+        /* Ready transfers past next_try_ms wait for a slot: a transfer leaving the active list
+         * re-arms the timer. Deadlines that moved later (progress) are found here. */
+        for (struct ota_xfer *x = o->lists[XL_ACTIVE].head; x; x = x->lnext)
+                next = MIN(next, x_due(x));
+        for (struct ota_xfer *x = o->lists[XL_READY].head; x; x = x->lnext)
+                if (x->next_try_ms > now)
+                        next = MIN(next, x->next_try_ms);
+        if (next != OTA_NEVER)
+                ota_arm(o, next > now ? next - now : 1);
+}
+
+/* ---- link events -------------------------------------------------------------------------- */
+
+/* The handlers walk the device's chain; nothing they call changes a chain (job_unindex waits
+ * for the timer). */
+static void ota_on_up(void *ud, const char *device_id)
+{
+        struct ota *o = ud;
         uint64_t now = now_ms(o);
 
-        for (struct ota_job *j = o->jobs; j; j = j->next) {
-                if (j->state != OTA_IN_PROGRESS)
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext) {
+                if (strcmp(x->device, device_id) != 0)
                         continue;
-                for (size_t i = 0; i < j->n_x; i++) {
-                        struct ota_xfer *x = &j->x[i];
-                        bool up = link_manager_device_connected(o->link, x->device);
-
-                        switch (x->state) {
-                        case X_QUEUED: {
-                                const struct registry_device *rd;
-                                if (!up || now < x->next_try_ms)
-                                        break;
-                                rd = registry_find(o->reg, x->device);
-                                if (o->max_concurrent && active_count(o, NULL) >= o->max_concurrent)
-                                        break;
-                                if (o->max_per_link && rd &&
-                                    active_count(o, rd->link) >= o->max_per_link)
-                                        break;
-                                x_start(x);
-                                break;
-                        }
-                        case X_OFFERED:
-                        case X_SENDING:
-                                if (!up) {
-                                        /* Paused while the device is away (no failure
-                                         * counted); re-offered when it is back, and it
-                                         * answers with the offset it holds. */
-                                        x->state = X_OFFERED;
-                                        x->last_progress_ms = now;
-                                        x->next_try_ms = now + 300;
-                                        x->probes = 0;
-                                        break;
-                                }
-                                pump(x);
-                                if (x->state == X_SENDING &&
-                                    now - x->last_progress_ms < OTA_STALL_MS)
-                                        break;
-                                if (now < x->next_try_ms)
-                                        break;
-                                if (++x->probes > OTA_MAX_PROBES) {
-                                        x_fail(x, "no progress from the device");
-                                        break;
-                                }
-                                o->probes++;
-                                (void)send_offer(x);
-                                break;
-                        case X_REBOOTING:
-                        case X_TESTING:
-                                if (now - x->state_ms > OTA_TEST_TIMEOUT_MS)
-                                        x_fail(x, "device did not report its self-test");
-                                else if (up && now >= x->next_try_ms) {
-                                        /* Ask again now and then (lost STATUS). */
-                                        (void)send_offer(x);
-                                        x->next_try_ms = now + 10 * OTA_STALL_MS;
-                                }
-                                break;
-                        default: break;
-                        }
-                }
+                x->up = true;
+                if (x_final(x) || job_final(x->job))
+                        continue;
+                x_pause(x, now); /* counts from now: the re-offer comes OTA_REOFFER_MS later */
+                x_relist(x);
         }
+}
+
+static void ota_on_down(void *ud, const char *device_id, const char *reason)
+{
+        struct ota *o = ud;
+        uint64_t now = now_ms(o);
+
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext) {
+                if (strcmp(x->device, device_id) != 0)
+                        continue;
+                x->up = false;
+                if (x_final(x) || job_final(x->job))
+                        continue;
+                x_pause(x, now);
+                x_relist(x);
+        }
+}
+
+static void ota_on_drained(void *ud, const char *device_id, size_t queued)
+{
+        struct ota *o = ud;
+
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext)
+                if (x->state == X_SENDING && x->up && strcmp(x->device, device_id) == 0)
+                        pump(x);
 }
 
 static struct ota_xfer *find_x(struct ota *o, const char *device, uint32_t transfer_id)
 {
-        for (struct ota_job *j = o->jobs; j; j = j->next) {
-                if (j->transfer_id != transfer_id || job_final(j))
-                        continue;
-                for (size_t i = 0; i < j->n_x; i++)
-                        if (strcmp(j->x[i].device, device) == 0)
-                                return &j->x[i];
-        }
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device)]; x; x = x->dnext)
+                if (x->job->transfer_id == transfer_id && !job_final(x->job) &&
+                    strcmp(x->device, device) == 0)
+                        return x;
         return NULL;
 }
 
@@ -560,6 +847,7 @@ static void on_ack(struct ota_xfer *x, const struct mcugw_ota_ack *a)
         case MCUGW_OTA_ACK_BUSY:
                 x->state = X_QUEUED;
                 x->next_try_ms = now_ms(o) + OTA_BUSY_RETRY_MS;
+                x_relist(x);
                 break;
         default: break; /* REFUSED: the STATUS that follows says why */
         }
@@ -660,6 +948,7 @@ static void job_free(struct ota_job *j)
 {
         if (!j)
                 return;
+        job_unindex(j);
         if (j->img)
                 ota_image_unref(j->img);
         free(j->x);
@@ -888,6 +1177,7 @@ int ota_job_create(struct ota *o, const struct ota_job_spec *spec, char ret_id[6
         persist_job(j);
         for (size_t i = 0; i < j->n_x; i++)
                 persist_x(&j->x[i]);
+        job_index(j); /* those whose device is up start on the timer, at once */
         {
                 json_t *t = json_array();
                 for (size_t i = 0; i < j->n_x; i++)
@@ -1164,6 +1454,7 @@ static void load_jobs(struct ota *o)
                 log_info("ota: resuming job %s (%zu device(s))", j->id, j->n_x);
                 audit_log(o->audit, "daemon", "ota.job_resumed", j->id, NULL);
                 job_link(o, j);
+                job_index(j);
                 job_check_done(j);
         }
         sqlite3_reset(s);
@@ -1182,6 +1473,8 @@ void ota_apply_conf(struct ota *o, const struct ota_options *opts)
         o->abort_after = opts->abort_after;
         o->allow_downgrade = opts->allow_downgrade;
         o->allow_unsigned = opts->allow_unsigned;
+        if (o->lists[XL_READY].n)
+                ota_arm(o, 0); /* the limits may have grown */
         if (opts->signing_cert) {
                 struct ota_verifier *v;
                 if (ota_verifier_new(opts->signing_cert, &v, err, sizeof err) == 0) {
@@ -1242,11 +1535,18 @@ int ota_new(uv_loop_t *loop, const struct ota_options *opts, const char *state_d
                 free(o);
                 return r;
         }
-        ota_apply_conf(o, opts);
-        load_jobs(o);
         uv_timer_init(loop, &o->timer);
         o->timer.data = o;
-        uv_timer_start(&o->timer, on_tick, OTA_TICK_MS, OTA_TICK_MS);
+        ota_apply_conf(o, opts);
+        load_jobs(o);
+        o->listener = (struct link_listener){
+                .ud = o,
+                .on_up = ota_on_up,
+                .on_down = ota_on_down,
+                .on_drained = ota_on_drained,
+        };
+        if (link)
+                link_manager_add_listener(link, &o->listener);
         *ret = o;
         return 0;
 }
@@ -1264,13 +1564,17 @@ void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-        free(h->data);
+        struct ota *o = h->data;
+
+        free(o->due);
+        free(o);
 }
 
 void ota_stop(struct ota *o)
 {
         if (!o)
                 return;
+        link_manager_remove_listener(o->link, &o->listener);
         /* Everything that touches the database happens now: the database goes away in the
          * same loop iteration as our timer's close callback. Offsets reached so far go in with
          * the final commit. */

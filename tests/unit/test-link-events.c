@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The link manager's session events (struct link_listener): a real link manager with a real
+ * registry in a real SQLite file, a socket pair adopted as a stream link, and the device SDK
+ * with the OpenSSL port at the other end, all in this process on one loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <uv.h>
+
+#include "mcugw/device.h"
+#include "posix_openssl.h"
+
+#include "audit/audit.h"
+#include "basic/log.h"
+#include "daemon/conf.h"
+#include "devices/registry.h"
+#include "link/link.h"
+#include "store/db.h"
+
+#define DEV_ID "ev-1"
+
+/* Every event of every listener, in the order they came. */
+struct rec {
+        char who;
+        char what; /* 'u', 'd', 'q' (drained) */
+        char device[40];
+        char reason[96];
+        size_t queued;
+};
+static struct rec recs[64];
+static size_t n_recs;
+
+struct tl {
+        struct link_listener ls;
+        char who;
+        struct link_manager *m;
+        bool remove_self_on_down;
+};
+
+static void record(struct tl *t, char what, const char *id, const char *reason, size_t queued)
+{
+        struct rec *r;
+
+        assert_true(n_recs < sizeof recs / sizeof recs[0]);
+        r = &recs[n_recs++];
+        r->who = t->who;
+        r->what = what;
+        snprintf(r->device, sizeof r->device, "%s", id);
+        snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+        r->queued = queued;
+}
+
+static void on_up(void *ud, const char *id)
+{
+        record(ud, 'u', id, NULL, 0);
+}
+
+static void on_down(void *ud, const char *id, const char *reason)
+{
+        struct tl *t = ud;
+
+        record(t, 'd', id, reason, 0);
+        if (t->remove_self_on_down)
+                link_manager_remove_listener(t->m, &t->ls);
+}
+
+static void on_drained(void *ud, const char *id, size_t queued)
+{
+        record(ud, 'q', id, NULL, queued);
+}
+
+static void tl_init(struct tl *t, char who, struct link_manager *m)
+{
+        memset(t, 0, sizeof *t);
+        t->who = who;
+        t->m = m;
+        t->ls.ud = t;
+        t->ls.on_up = on_up;
+        t->ls.on_down = on_down;
+        t->ls.on_drained = on_drained;
+}
+
+static size_t count(char who, char what)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < n_recs; i++)
+                n += recs[i].who == who && recs[i].what == what;
+        return n;
+}
+
+/* The device end: the SDK on a non-blocking socket. */
+struct devside {
+        struct mcugw_device dev;
+        struct mcugw_posix_link pl;
+        uint8_t priv[32], pub[32], gw_pub[32];
+        uint8_t rx[MCUGW_DEVICE_RX_BUF(512)], tx[MCUGW_DEVICE_TX_BUF(512)];
+        int fd;
+};
+
+static void dev_start(struct devside *d)
+{
+        struct mcugw_device_config cfg = { 0 };
+
+        mcugw_posix_port_init(&cfg.port, &d->pl, d->fd);
+        cfg.keys.static_priv = d->priv;
+        cfg.keys.gateway_pub = d->gw_pub;
+        cfg.keys.device_id = DEV_ID;
+        cfg.rx_buf = d->rx;
+        cfg.rx_cap = sizeof d->rx;
+        cfg.tx_buf = d->tx;
+        cfg.tx_cap = sizeof d->tx;
+        assert_int_equal(mcugw_device_init(&d->dev, &cfg), 0);
+        assert_int_equal(mcugw_device_start(&d->dev), 0);
+}
+
+/* Run the loop and the device until pred() holds (at most ~5 s). */
+static void spin(uv_loop_t *loop, struct devside *d, bool (*pred)(void))
+{
+        for (int i = 0; i < 5000 && !pred(); i++) {
+                uv_run(loop, UV_RUN_NOWAIT);
+                if (d)
+                        mcugw_device_tick(&d->dev);
+                usleep(1000);
+        }
+        assert_true(pred());
+}
+
+static struct devside *cur_dev;
+static bool dev_connected(void)
+{
+        return mcugw_device_state(&cur_dev->dev) == MCUGW_DEV_CONNECTED;
+}
+static bool a_up(void)
+{
+        return count('A', 'u') == 1;
+}
+static bool a_drained(void)
+{
+        return count('A', 'q') == 1;
+}
+static bool a_down(void)
+{
+        return count('A', 'd') == 1;
+}
+
+static void test_listener_events(void **state)
+{
+        char dir[] = "/tmp/mcugw-test-link-ev-XXXXXX", path[256], cfgtext[512], cmd[300];
+        struct conf_errors err = { 0 };
+        struct conf *conf = NULL;
+        struct db *db = NULL;
+        struct audit *audit = NULL;
+        struct registry *reg = NULL;
+        struct link_manager *m = NULL;
+        struct devside *d = calloc(1, sizeof *d);
+        struct tl a, b, c;
+        const char *e = NULL;
+        uv_loop_t loop;
+        int sv[2], small = 4096, sent = 0;
+        size_t before;
+
+        (void)state;
+        assert_non_null(d);
+        n_recs = 0;
+        log_set_level(LOG_WARNING);
+        assert_non_null(mkdtemp(dir));
+        uv_loop_init(&loop);
+        snprintf(path, sizeof path, "%s/mcugw.db", dir);
+        assert_int_equal(db_open(&loop, path, DB_SYNC_NORMAL, 10000, &db), 0);
+        assert_int_equal(audit_open(db, &audit), 0);
+        assert_int_equal(registry_open(db, audit, &reg), 0);
+        assert_int_equal(mcugw_openssl_keygen(d->priv, d->pub), 0);
+        assert_int_equal(registry_add(reg, "test", DEV_ID, d->pub, DEVICE_ACTIVE, "", "cli", &e),
+                         0);
+        db_commit(db);
+        snprintf(cfgtext, sizeof cfgtext, "[Paths]\nStateDirectory=%s\n[Link]\n", dir);
+        assert_int_equal(conf_load_string("test", cfgtext, &conf, &err), 0);
+        assert_int_equal(link_manager_new(&loop, &conf->link, conf->state_dir, audit, reg, &m), 0);
+        {
+                uint8_t tmp[36];
+                assert_int_equal(
+                        EVP_DecodeBlock(tmp, (const unsigned char *)link_manager_public_key(m), 44),
+                        33);
+                memcpy(d->gw_pub, tmp, 32);
+        }
+
+        /* C first: it removes itself from inside on_down, and A after it must still hear. */
+        tl_init(&c, 'C', m);
+        c.remove_self_on_down = true;
+        tl_init(&a, 'A', m);
+        tl_init(&b, 'B', m);
+        b.ls.on_drained = NULL; /* any callback may be NULL */
+        link_manager_add_listener(m, &c.ls);
+        link_manager_add_listener(m, &a.ls);
+        link_manager_add_listener(m, &b.ls);
+        link_manager_add_listener(m, &a.ls); /* twice: no-op */
+
+        /* Small socket buffers, so that the gateway's output queue fills. */
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+        assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+        assert_int_equal(link_manager_adopt_fd(m, sv[1], "test"), 0);
+        d->fd = sv[0];
+        cur_dev = d;
+
+        /* Up: only once the session is confirmed by the device's first DATA frame. */
+        dev_start(d);
+        spin(&loop, d, dev_connected);
+        assert_int_equal(n_recs, 0);
+        assert_int_equal(mcugw_device_ping(&d->dev, 7), 0);
+        spin(&loop, d, a_up);
+        assert_int_equal(n_recs, 3);
+        assert_int_equal(recs[0].who, 'C');
+        assert_int_equal(recs[1].who, 'A');
+        assert_int_equal(recs[2].who, 'B');
+        for (size_t i = 0; i < 3; i++) {
+                assert_int_equal(recs[i].what, 'u');
+                assert_string_equal(recs[i].device, DEV_ID);
+        }
+        assert_true(link_manager_device_connected(m, DEV_ID));
+
+        /* Drained: the device stops reading; fill the queue up to the mark (never to the
+         * limit, where a stream link is closed). No event while it only grows. */
+        while (link_manager_queued(m, DEV_ID) < LINK_QUEUE_LOW) {
+                struct mcugw_msg p = { .type = MCUGW_MSG_PING };
+                p.u.ping.token = (uint32_t)sent;
+                assert_int_equal(link_manager_send(m, DEV_ID, &p), 0);
+                assert_true(++sent < 100000);
+        }
+        before = link_manager_queued(m, DEV_ID);
+        assert_true(before >= LINK_QUEUE_LOW);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(count('A', 'q'), 0);
+        /* The device reads again (the bytes are dropped: only the queue matters here). */
+        for (int i = 0; i < 5000 && !a_drained(); i++) {
+                uint8_t buf[4096];
+                while (read(d->fd, buf, sizeof buf) > 0)
+                        ;
+                uv_run(&loop, UV_RUN_NOWAIT);
+                usleep(1000);
+        }
+        assert_int_equal(count('A', 'q'), 1);
+        assert_int_equal(count('C', 'q'), 1);
+        assert_int_equal(count('B', 'q'), 0);
+        for (size_t i = 0; i < n_recs; i++)
+                if (recs[i].what == 'q') {
+                        assert_string_equal(recs[i].device, DEV_ID);
+                        assert_true(recs[i].queued < LINK_QUEUE_LOW);
+                }
+        /* Below the mark without having been above it again: no second event. */
+        for (int i = 0; i < 20; i++) {
+                uint8_t buf[4096];
+                struct mcugw_msg p = { .type = MCUGW_MSG_PING };
+                assert_int_equal(link_manager_send(m, DEV_ID, &p), 0);
+                while (read(d->fd, buf, sizeof buf) > 0)
+                        ;
+                uv_run(&loop, UV_RUN_NOWAIT);
+        }
+        assert_int_equal(count('A', 'q'), 1);
+
+        /* B is removed (and removing it twice is harmless); the device goes away. */
+        link_manager_remove_listener(m, &b.ls);
+        link_manager_remove_listener(m, &b.ls);
+        close(d->fd);
+        spin(&loop, NULL, a_down);
+        assert_int_equal(count('C', 'd'), 1);
+        assert_int_equal(count('B', 'd'), 0);
+        for (size_t i = 0; i < n_recs; i++)
+                if (recs[i].what == 'd') {
+                        assert_string_equal(recs[i].device, DEV_ID);
+                        assert_string_equal(recs[i].reason, "connection closed");
+                }
+        assert_false(link_manager_device_connected(m, DEV_ID));
+
+        /* Listeners still added when the manager stops hear the last sessions end: none is up
+         * now, so nothing more. C removed itself. */
+        before = n_recs;
+        link_manager_stop(m);
+        registry_free(reg);
+        audit_free(audit);
+        db_close(db);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(n_recs, before);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        conf_free(conf);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+        free(d);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_listener_events),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
