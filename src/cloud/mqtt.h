@@ -73,7 +73,8 @@ struct mqtt_options {
 };
 
 /* In the reason of an attempt the broker refused because it does not speak MQTT 5. */
-#define MQTT_V5_REFUSED "the broker refused MQTT 5 (Protocol=5); set Protocol=3.1.1 (4)"
+#define MQTT_V5_REFUSED                                                                            \
+        "the broker refused MQTT 5 (ProtocolVersion=5); set ProtocolVersion=3.1.1 (4)"
 
 #define MQTT_RESOLVE_TIMEOUT_MS_DEFAULT 10000
 #define MQTT_CONNECT_TIMEOUT_MS_DEFAULT 15000
