@@ -1389,6 +1389,7 @@ int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n
 {
         const char *end, *colon = NULL;
         unsigned long port = default_port;
+        bool bracketed = false;
         size_t len;
         char *e;
 
@@ -1399,6 +1400,7 @@ int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n
                 if (!end || end == s + 1 || (end[1] && end[1] != ':'))
                         return -EINVAL;
                 s++;
+                bracketed = true;
                 len = (size_t)(end - s);
                 colon = end[1] ? end + 1 : NULL;
         } else {
@@ -1421,7 +1423,8 @@ int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n
                         return -EINVAL;
         memcpy(host, s, len);
         host[len] = 0;
-        if (strchr(host, ':') && !is_ip(host))
+        /* Brackets for an IPv6 address only. */
+        if ((strchr(host, ':') || bracketed) && (!strchr(host, ':') || !is_ip(host)))
                 return -EINVAL;
         *ret_port = (unsigned)port;
         return 0;
