@@ -854,7 +854,7 @@ static void attempt_log(struct mqtt *m, bool more)
         if (m->tls_done && !m->refused && m->reason_level < REASON_TLS) {
                 /* With TLS 1.3 the broker checks our certificate after our side of the
                  * handshake is done: its alert may be lost to the reset that follows. A broker
-                 * that does not speak MQTT 5 may close at once on a v5 CONNECT (aedes does). */
+                 * that does not speak MQTT 5 may close at once on a v5 CONNECT it cannot parse. */
                 char r[sizeof m->reason];
                 snprintf(r, sizeof r, "%s", m->reason);
                 if (m->protocol == 5)
@@ -964,7 +964,7 @@ static int connect_address(struct mqtt *m, const struct addrinfo *ai)
                 log_debug("mqtt: connecting to %s:%u at %s (address %u of %u)", m->host, m->port,
                           m->addr, m->addr_index, m->n_addrs);
         /* libmosquitto falls back to 3.1.1 for good after a broker refused v5 (handle_connack):
-         * Protocol= is what the operator asked for, every time. */
+         * ProtocolVersion= is what the operator asked for, every time. */
         if (m->protocol == 5)
                 mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
         /* A numeric host: libmosquitto's own getaddrinfo() does no lookup. */
