@@ -1347,10 +1347,14 @@ static void note_openssl(struct mqtt *m, const char *line)
         while (*r == ' ')
                 r++;
         alert = strstr(r, "alert ");
-        if (alert && (strstr(r, "unknown ca") || strstr(r, "bad certificate") ||
-                      strstr(r, "certificate required") || strstr(r, "certificate unknown") ||
-                      strstr(r, "certificate revoked") || strstr(r, "certificate expired") ||
-                      strstr(r, "unsupported certificate") || strstr(r, "access denied")))
+        /* After the handshake, an EOF without close_notify is the broker closing the
+         * connection, not a TLS failure: attempt_log() says what that means. */
+        if (m->tls_done && m->state == MQTT_CONNECTING && strstr(r, "unexpected eof"))
+                note(m, REASON_SOCKET, "connection closed by the broker");
+        else if (alert && (strstr(r, "unknown ca") || strstr(r, "bad certificate") ||
+                           strstr(r, "certificate required") || strstr(r, "certificate unknown") ||
+                           strstr(r, "certificate revoked") || strstr(r, "certificate expired") ||
+                           strstr(r, "unsupported certificate") || strstr(r, "access denied")))
                 note(m, REASON_TLS,
                      "the broker refused our client certificate (TLS alert \"%s\"): is "
                      "CertificateFile=%s issued by a CA the broker trusts, and registered and "

@@ -3,11 +3,17 @@
 connects to the second in the same round, and status says which one is in use; when the first
 comes back the gateway stays where it is (no fail-back while connected); when the second goes
 away the next round starts from the first again. Each Host= has its own port and the name its
-certificate is checked against (an address for the first, localhost for the second)."""
+certificate is checked against (an address for the first, localhost for the second).
+
+Also a broker that closes the connection on an MQTT 5 CONNECT without a CONNACK (as a 3.1.1-only
+parser may): the gateway says the broker refused MQTT 5 and what to set."""
 
 import os
 import re
+import socket
+import ssl
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -17,6 +23,71 @@ from mcugwtest import Daemon, TempDir, base_config, check, finish, wait_for  # n
 
 def mqtt_status(d):
     return d.ctl_json("status").get("mqtt", {})
+
+
+class CloseOnConnect:
+    """Mutual TLS like the brokers, then reads the CONNECT and closes without a CONNACK."""
+
+    def __init__(self, certs):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(*certs.server)
+        self.ctx.load_verify_locations(certs.ca)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.versions = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(c, server_side=True) as t:
+                    t.settimeout(5)
+                    pkt = t.recv(4096)
+                    # CONNECT: type, remaining length, "\0\4MQTT", protocol level.
+                    if pkt[:1] == b"\x10" and b"MQTT" in pkt:
+                        self.versions.append(pkt[pkt.index(b"MQTT") + 4])
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_v5_closed(tmp, certs, cert):
+    srv = CloseOnConnect(certs)
+    d = Daemon(tmp, base_config(tmp) + f"""
+[MQTT]
+Host=127.0.0.1:{srv.port}
+ProtocolVersion=5
+CAFile={certs.ca}
+CertificateFile={cert[0]}
+KeyFile={cert[1]}
+ReconnectMin=1s
+ReconnectMax=2s
+""", name="v5.conf")
+    d.log_path = tmp.join("v5.log")
+    try:
+        d.start()
+        want = "the broker refused MQTT 5 (ProtocolVersion=5); set ProtocolVersion=3.1.1 (4)"
+        ok = wait_for(lambda: want in mqtt_status(d).get("last_error", ""), timeout=15)
+        err = mqtt_status(d).get("last_error")
+        check(ok and "right after our MQTT 5 CONNECT" in err,
+              f"a broker that closes on a v5 CONNECT: status says MQTT 5 was refused ({err!r})")
+        check(srv.versions and set(srv.versions) == {5}, f"CONNECTs were v5 ({srv.versions})")
+        check(want in d.read_log(), "and so does the log")
+        check(d.stop() == 0, "daemon exits 0")
+    finally:
+        d.stop()
+        srv.close()
 
 
 def main():
@@ -74,6 +145,8 @@ ReconnectMax=2s
         ok = wait_for(lambda: any(p == b"online" for _, p, _, _ in sub.snapshot()), timeout=10)
         check(ok, "and said online there")
         check(d.stop() == 0, "daemon exits 0")
+
+        test_v5_closed(tmp, certs, cert)
     finally:
         if d:
             d.stop()
