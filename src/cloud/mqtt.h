@@ -27,7 +27,10 @@
  * certificate is still checked against ServerName=/Host= and SNI still carries that name (none if
  * it is an IP address). TCP connect, TLS handshake and CONNACK together are bounded by a connect
  * timeout. A failed address moves on to the next one at once (after a second if CONNECT went
- * out); a round where all failed, a lookup that failed or timed out, go through the backoff.
+ * out). With several hosts (Host= repeated) a round goes through each in order, every address
+ * of one before the next; a round where all failed goes through the backoff (a lookup that failed
+ * or timed out moves on to the next host like a failed address). Every round starts from the
+ * first host; a connection to a later one is kept until it is lost.
  * Every failure is logged once, with the address and the most precise reason known: the
  * certificate names on a hostname mismatch, the issuer on an unknown CA, the TLS alert when the
  * broker refuses our certificate, which phase timed out.
