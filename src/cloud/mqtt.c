@@ -90,18 +90,33 @@ enum {
         REASON_EXACT,   /* certificate verification, timeouts, CONNACK */
 };
 
+/* One Host= entry: its name (or address), port, the name its certificate must match and its own
+ * resolver block. */
+struct mqtt_host {
+        char *name;
+        unsigned port;
+        char *verify_name; /* ServerName=, else name */
+        bool sni;
+        struct mqtt_dns *dns;
+};
+
 struct mqtt {
         uv_loop_t *loop;
         struct mosquitto *mosq;
         struct mqtt_callbacks cb;
         enum mqtt_state state;
 
-        char *host, *client_id, *server_name, *status_topic;
+        /* Every Host= in order; host, port, verify_name, sni and dns point into the one being
+         * tried (or connected to). */
+        struct mqtt_host *hosts;
+        unsigned n_hosts, host_index;
+        const char *host;
+        char *client_id, *server_name, *status_topic;
         /* Kept to rebuild the TLS context when the credentials change (mqtt_set_credentials). */
         char *ca_file, *alpn, *cert_file, *key_file, *pkcs11_module;
         /* The name the broker's certificate must match (ServerName=, else Host=); sent as SNI
          * unless it is an IP address. The socket connects to a numeric address. */
-        char *verify_name;
+        const char *verify_name;
         bool sni;
         SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own */
         bool quiet;       /* no "online", no last will (mqtt_set_announce) */
@@ -118,8 +133,10 @@ struct mqtt {
         bool stopping;
         bool just_connected, session_present;
 
-        /* One round: resolve, then try every address in order until one gets a CONNACK. */
+        /* One round: for each Host= in order, resolve, then try every address in order until
+         * one gets a CONNACK. */
         bool resolving;
+        bool round_reached; /* an address of some Host= was tried this round */
         struct addrinfo *addrs, *addr_next;
         unsigned n_addrs, addr_index;
         char addr[INET6_ADDRSTRLEN + IF_NAMESIZE + 2]; /* the address of this attempt */
@@ -347,6 +364,23 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
         return ok;
 }
 
+static bool is_ip(const char *s);
+
+/* The name (or address) this connection's certificate must match: the context has the first
+ * Host='s; another Host= (without ServerName=) brings its own. */
+static void ssl_set_verify_name(SSL *ssl, const char *name)
+{
+        X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+        if (is_ip(name)) {
+                X509_VERIFY_PARAM_set1_host(p, NULL, 0);
+                X509_VERIFY_PARAM_set1_ip_asc(p, name);
+        } else {
+                X509_VERIFY_PARAM_set1_ip(p, NULL, 0);
+                X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+                X509_VERIFY_PARAM_set1_host(p, name, 0);
+        }
+}
+
 /* libmosquitto sets SNI to the address it connects to, a numeric one: replace it with the name
  * the certificate is checked against, or none when that is an address (RFC 6066: no literal IP
  * addresses in SNI), just before the ClientHello is built. */
@@ -355,8 +389,11 @@ static void info_cb(const SSL *ssl, int where, int ret)
         struct mqtt *m;
         if (where & SSL_CB_HANDSHAKE_START) {
                 m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+                if (m && m->n_hosts > 1 && !m->server_name)
+                        ssl_set_verify_name((SSL *)ssl, m->verify_name);
                 if (m)
-                        SSL_set_tlsext_host_name((SSL *)ssl, m->sni ? m->verify_name : NULL);
+                        SSL_set_tlsext_host_name((SSL *)ssl,
+                                                 m->sni ? (char *)m->verify_name : NULL);
         } else if (where & SSL_CB_HANDSHAKE_DONE) {
                 m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
                 if (m)
@@ -577,6 +614,7 @@ static int dns_spawn(struct mqtt_dns *d, uint64_t now)
 static void mqtt_schedule_reconnect(struct mqtt *m);
 static void mqtt_lost(struct mqtt *m, int rc, int err);
 static void try_next_address(struct mqtt *m);
+static void host_start(struct mqtt *m);
 
 static void addrs_free(struct mqtt *m)
 {
@@ -593,12 +631,15 @@ static void mqtt_free(struct mqtt *m)
                 free(m->subs[i].filter);
         if (m->mosq)
                 mosquitto_destroy(m->mosq);
-        dns_release(m->dns);
+        for (unsigned i = 0; m->hosts && i < m->n_hosts; i++) {
+                dns_release(m->hosts[i].dns);
+                free(m->hosts[i].name);
+                free(m->hosts[i].verify_name);
+        }
+        free(m->hosts);
         addrs_free(m);
-        free(m->host);
         free(m->client_id);
         free(m->server_name);
-        free(m->verify_name);
         free(m->status_topic);
         free(m->ca_file);
         free(m->alpn);
@@ -765,31 +806,83 @@ static void round_failed(struct mqtt *m, bool notify)
         mqtt_schedule_reconnect(m);
 }
 
+static void on_next_host(uv_timer_t *t)
+{
+        host_start(t->data);
+}
+
+/* Every address of this Host= failed (or its name did not resolve): the next Host= after delay
+ * ms, or the backoff after the last one. on_connect_failed only when some Host= was reached. */
+static void host_failed(struct mqtt *m, uint64_t delay)
+{
+        if (m->host_index + 1 >= m->n_hosts || m->stopping) {
+                round_failed(m, m->round_reached);
+                return;
+        }
+        addrs_free(m);
+        m->resolving = false;
+        uv_timer_stop(&m->connect_timer);
+        m->host_index++;
+        uv_timer_start(&m->reconnect_timer, on_next_host, delay, 0);
+}
+
+/* The Host= tried after this one in this round ("" after the last). */
+static const char *next_hint(const struct mqtt *m, char *buf, size_t n)
+{
+        const struct mqtt_host *h;
+        if (m->addr_next && !m->refused) {
+                snprintf(buf, n, "; trying the next address");
+                return buf;
+        }
+        if (m->host_index + 1 >= m->n_hosts) {
+                buf[0] = 0;
+                return buf;
+        }
+        h = &m->hosts[m->host_index + 1];
+        snprintf(buf, n, strchr(h->name, ':') ? "; trying [%s]:%u next" : "; trying %s:%u next",
+                 h->name, h->port);
+        return buf;
+}
+
 /* One address failed: say why (the most certain reason noted), and whether another follows. */
 static void attempt_log(struct mqtt *m, bool more)
 {
+        char hint[300];
+
         if (!m->reason[0])
                 note(m, REASON_GENERIC, "connection failed");
         if (m->tls_done && !m->refused && m->reason_level < REASON_TLS) {
                 /* With TLS 1.3 the broker checks our certificate after our side of the
-                 * handshake is done: its alert may be lost to the reset that follows. */
+                 * handshake is done: its alert may be lost to the reset that follows. A broker
+                 * that does not speak MQTT 5 may close at once on a v5 CONNECT it cannot parse. */
                 char r[sizeof m->reason];
                 snprintf(r, sizeof r, "%s", m->reason);
-                note(m, REASON_TLS,
-                     "the broker closed the connection after the TLS handshake, before CONNACK "
-                     "(%s): did it refuse our client certificate (CertificateFile=%s)?",
-                     r, m->cert_file);
+                if (m->protocol == 5)
+                        note(m, REASON_TLS,
+                             "the broker closed the connection right after our MQTT 5 CONNECT, "
+                             "before CONNACK (%s): %s; or did it refuse our client certificate "
+                             "(CertificateFile=%s)?",
+                             r, MQTT_V5_REFUSED, m->cert_file);
+                else
+                        note(m, REASON_TLS,
+                             "the broker closed the connection after the TLS handshake, before "
+                             "CONNACK (%s): did it refuse our client certificate "
+                             "(CertificateFile=%s)?",
+                             r, m->cert_file);
         }
         set_error(m, "%s", m->reason);
         if (m->stopping)
                 return;
         if (strcmp(m->host, m->addr) == 0)
                 log_full_errno(m->refused ? LOG_ERR : LOG_WARNING, 0,
-                               "mqtt: cannot connect to %s:%u: %s", m->host, m->port, m->reason);
+                               "mqtt: cannot connect to %s:%u: %s%s", m->host, m->port, m->reason,
+                               next_hint(m, hint, sizeof hint));
         else
                 log_full_errno(m->refused ? LOG_ERR : LOG_WARNING, 0,
                                "mqtt: cannot connect to %s:%u at %s: %s%s", m->host, m->port,
-                               m->addr, m->reason, more ? "; trying the next address" : "");
+                               m->addr, m->reason,
+                               more ? "; trying the next address"
+                                    : next_hint(m, hint, sizeof hint));
 }
 
 static void on_next_address(uv_timer_t *t)
@@ -806,15 +899,15 @@ static void attempt_failed(struct mqtt *m)
         poll_close(m);
         uv_timer_stop(&m->connect_timer);
         attempt_log(m, more);
-        if (!more) {
-                round_failed(m, true);
-                return;
-        }
-        /* Another address of the same name, at once unless this one got as far as sending
-         * CONNECT (never more than one per second). */
+        /* Another address of the same name (or the next Host=), at once unless this one got as
+         * far as sending CONNECT (never more than one per second). */
         if (m->tls_done) {
                 since = uv_now(m->loop) - m->last_connect_ms;
                 delay = since < 1000 ? 1000 - since : 0;
+        }
+        if (!more) {
+                host_failed(m, delay);
+                return;
         }
         uv_timer_start(&m->reconnect_timer, on_next_address, delay, 0);
 }
@@ -870,6 +963,10 @@ static int connect_address(struct mqtt *m, const struct addrinfo *ai)
         else
                 log_debug("mqtt: connecting to %s:%u at %s (address %u of %u)", m->host, m->port,
                           m->addr, m->addr_index, m->n_addrs);
+        /* libmosquitto falls back to 3.1.1 for good after a broker refused v5 (handle_connack):
+         * ProtocolVersion= is what the operator asked for, every time. */
+        if (m->protocol == 5)
+                mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
         /* A numeric host: libmosquitto's own getaddrinfo() does no lookup. */
         rc = mosquitto_connect_async(m->mosq, m->addr, (int)m->port, (int)m->keepalive_s);
         err = errno;
@@ -912,7 +1009,7 @@ static void try_next_address(struct mqtt *m)
                         return;
                 attempt_log(m, m->addr_next != NULL);
         }
-        round_failed(m, true);
+        host_failed(m, 0);
 }
 
 static void resolve_done(struct mqtt *m, struct addrinfo *res, int err, int sys_errno)
@@ -927,9 +1024,10 @@ static void resolve_done(struct mqtt *m, struct addrinfo *res, int err, int sys_
                 if (res)
                         freeaddrinfo(res);
                 log_warning("mqtt: %s", m->last_error);
-                round_failed(m, false);
+                host_failed(m, 0);
                 return;
         }
+        m->round_reached = true;
         m->addrs = m->addr_next = res;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
                 m->n_addrs++;
@@ -969,7 +1067,7 @@ static void on_resolve_timeout(uv_timer_t *t)
         fmt_duration(dur, sizeof dur, m->resolve_timeout_ms);
         set_error(m, "cannot resolve %s: no answer from the DNS resolver within %s", m->host, dur);
         log_warning("mqtt: %s", m->last_error);
-        round_failed(m, false);
+        host_failed(m, 0);
 }
 
 static void resolve_start(struct mqtt *m)
@@ -1017,7 +1115,7 @@ static void resolve_start(struct mqtt *m)
                         set_error(m, "cannot resolve %s: cannot start a lookup: %s", m->host,
                                   strerror(-r));
                 log_warning("mqtt: %s", m->last_error);
-                round_failed(m, false);
+                host_failed(m, 0);
                 return;
         }
         if (waiting)
@@ -1035,9 +1133,20 @@ static void resolve_start(struct mqtt *m)
         uv_timer_start(&m->connect_timer, on_resolve_timeout, m->resolve_timeout_ms, 0);
 }
 
-/* A new round: the name's addresses (from the resolver thread, or the numeric Host= itself),
- * then each in order. */
-static void round_start(struct mqtt *m)
+static void host_select(struct mqtt *m, unsigned i)
+{
+        struct mqtt_host *h = &m->hosts[i];
+        m->host_index = i;
+        m->host = h->name;
+        m->port = h->port;
+        m->verify_name = h->verify_name;
+        m->sni = h->sni;
+        m->dns = h->dns;
+}
+
+/* The current Host=: its addresses (from the resolver thread, or the numeric Host= itself), then
+ * each in order. */
+static void host_start(struct mqtt *m)
 {
         struct addrinfo hints = {
                 .ai_family = AF_UNSPEC,
@@ -1050,6 +1159,7 @@ static void round_start(struct mqtt *m)
         if (m->stopping)
                 return;
         addrs_free(m);
+        host_select(m, m->host_index);
         m->state = MQTT_CONNECTING;
         if (!is_ip(m->host)) {
                 resolve_start(m);
@@ -1057,6 +1167,16 @@ static void round_start(struct mqtt *m)
         }
         err = getaddrinfo(m->host, NULL, &hints, &res); /* no lookup: AI_NUMERICHOST */
         resolve_done(m, res, err, errno);
+}
+
+/* A new round: every Host= in order, from the first. */
+static void round_start(struct mqtt *m)
+{
+        if (m->stopping)
+                return;
+        m->host_index = 0;
+        m->round_reached = false;
+        host_start(m);
 }
 
 static void on_reconnect_timer(uv_timer_t *t)
@@ -1124,8 +1244,19 @@ static void on_connect_cb(struct mosquitto *mosq, void *ud, int rc, int flags,
 
         if (rc != 0) {
                 m->refused = true;
-                note(m, REASON_EXACT, "broker refused the connection: %s",
-                     m->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+                /* A 3.1.1 broker answers a v5 CONNECT with the 3.1.1 refusal "unacceptable
+                 * protocol version" (1, which libmosquitto passes on as is), a v5 one with
+                 * 0x84. */
+                if (m->protocol == 5 && (rc == CONNACK_REFUSED_PROTOCOL_VERSION ||
+                                         rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION))
+                        note(m, REASON_EXACT, "%s (CONNACK: %s)", MQTT_V5_REFUSED,
+                             rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION
+                                     ? mosquitto_reason_string(rc)
+                                     : mosquitto_connack_string(rc));
+                else
+                        note(m, REASON_EXACT, "broker refused the connection: %s",
+                             m->protocol == 5 ? mosquitto_reason_string(rc)
+                                              : mosquitto_connack_string(rc));
                 return; /* libmosquitto disconnects; on_disconnect follows */
         }
         uv_timer_stop(&m->connect_timer);
@@ -1216,10 +1347,14 @@ static void note_openssl(struct mqtt *m, const char *line)
         while (*r == ' ')
                 r++;
         alert = strstr(r, "alert ");
-        if (alert && (strstr(r, "unknown ca") || strstr(r, "bad certificate") ||
-                      strstr(r, "certificate required") || strstr(r, "certificate unknown") ||
-                      strstr(r, "certificate revoked") || strstr(r, "certificate expired") ||
-                      strstr(r, "unsupported certificate") || strstr(r, "access denied")))
+        /* After the handshake, an EOF without close_notify is the broker closing the
+         * connection, not a TLS failure: attempt_log() says what that means. */
+        if (m->tls_done && m->state == MQTT_CONNECTING && strstr(r, "unexpected eof"))
+                note(m, REASON_SOCKET, "connection closed by the broker");
+        else if (alert && (strstr(r, "unknown ca") || strstr(r, "bad certificate") ||
+                           strstr(r, "certificate required") || strstr(r, "certificate unknown") ||
+                           strstr(r, "certificate revoked") || strstr(r, "certificate expired") ||
+                           strstr(r, "unsupported certificate") || strstr(r, "access denied")))
                 note(m, REASON_TLS,
                      "the broker refused our client certificate (TLS alert \"%s\"): is "
                      "CertificateFile=%s issued by a CA the broker trusts, and registered and "
@@ -1253,19 +1388,102 @@ static void on_log_cb(struct mosquitto *mosq, void *ud, int level, const char *s
 
 /* ---- API ---------------------------------------------------------------------------------- */
 
-int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_callbacks *cb,
+int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n,
+                      unsigned *ret_port)
+{
+        const char *end, *colon = NULL;
+        unsigned long port = default_port;
+        bool bracketed = false;
+        size_t len;
+        char *e;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (s[0] == '[') {
+                end = strchr(s, ']');
+                if (!end || end == s + 1 || (end[1] && end[1] != ':'))
+                        return -EINVAL;
+                s++;
+                bracketed = true;
+                len = (size_t)(end - s);
+                colon = end[1] ? end + 1 : NULL;
+        } else {
+                colon = strchr(s, ':');
+                if (colon && strchr(colon + 1, ':'))
+                        colon = NULL; /* a bare IPv6 address */
+                len = colon ? (size_t)(colon - s) : strlen(s);
+        }
+        if (len == 0 || len >= n)
+                return -EINVAL;
+        if (colon) {
+                errno = 0;
+                port = strtoul(colon + 1, &e, 10);
+                if (!colon[1] || *e || errno || port == 0 || port > 65535 || colon[1] == '-' ||
+                    colon[1] == '+')
+                        return -EINVAL;
+        }
+        for (size_t i = 0; i < len; i++)
+                if (s[i] <= ' ' || s[i] >= 0x7f || s[i] == '/' || s[i] == '[' || s[i] == ']')
+                        return -EINVAL;
+        memcpy(host, s, len);
+        host[len] = 0;
+        /* Brackets for an IPv6 address only. */
+        if ((strchr(host, ':') || bracketed) && (!strchr(host, ':') || !is_ip(host)))
+                return -EINVAL;
+        *ret_port = (unsigned)port;
+        return 0;
+}
+
+static int hosts_new(struct mqtt *m, const struct mqtt_options *o)
+{
+        const char *one[1] = { o->host };
+        const char *const *v = o->n_hosts ? o->hosts : one;
+        size_t n = o->n_hosts ? o->n_hosts : 1;
+        char name[256];
+
+        m->hosts = calloc(n, sizeof *m->hosts);
+        if (!m->hosts)
+                return -ENOMEM;
+        m->n_hosts = (unsigned)n;
+        for (size_t i = 0; i < n; i++) {
+                struct mqtt_host *h = &m->hosts[i];
+                if (mqtt_parse_server(v[i], o->port, name, sizeof name, &h->port) < 0)
+                        return log_error_errno(-EINVAL, "mqtt: bad Host=%s", v[i] ? v[i] : "");
+                h->name = strdup(name);
+                h->verify_name = strdup(o->server_name ? o->server_name : name);
+                h->dns = dns_new(name);
+                if (!h->name || !h->verify_name || !h->dns)
+                        return -ENOMEM;
+                h->sni = !is_ip(h->verify_name);
+        }
+        return 0;
+}
+
+int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt_callbacks *cb,
              struct mqtt **ret)
 {
         static bool lib_ready;
+        struct mqtt_options o1 = *opts;
+        const struct mqtt_options *o = &o1;
+        char name[256];
         struct mqtt *m;
         char err[512];
         SSL_CTX *ctx;
+        unsigned port;
         int rc;
 
         if (!lib_ready) {
                 mosquitto_lib_init();
                 lib_ready = true;
         }
+        /* The TLS context checks the first Host='s name; the others set theirs per connection. */
+        if (mqtt_parse_server(o->n_hosts ? o->hosts[0] : o->host, o->port, name, sizeof name,
+                              &port) < 0)
+                return log_error_errno(-EINVAL, "mqtt: bad Host=%s",
+                                       o->n_hosts ? o->hosts[0]
+                                       : o->host  ? o->host
+                                                  : "");
+        o1.host = name;
         ctx = mqtt_tls_ctx_new(o, err, sizeof err);
         if (!ctx)
                 return log_error_errno(-EINVAL, "mqtt: %s", err);
@@ -1276,7 +1494,10 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         }
         m->loop = loop;
         m->cb = *cb;
-        m->port = o->port;
+        o1 = *opts;
+        if ((rc = hosts_new(m, o)) < 0)
+                goto fail;
+        host_select(m, 0);
         m->protocol = o->protocol;
         m->keepalive_s = o->keepalive_s;
         m->reconnect_min_ms = MAX(o->reconnect_min_ms, (uint64_t)1000);
@@ -1286,21 +1507,17 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         m->connect_timeout_ms =
                 o->connect_timeout_ms ? o->connect_timeout_ms : MQTT_CONNECT_TIMEOUT_MS_DEFAULT;
         m->status_mid = -1;
-        m->host = strdup(o->host);
         m->client_id = strdup(o->client_id);
         m->server_name = o->server_name ? strdup(o->server_name) : NULL;
-        m->verify_name = strdup(o->server_name ? o->server_name : o->host);
-        m->sni = m->verify_name && !is_ip(m->verify_name);
-        m->dns = dns_new(o->host);
         m->status_topic = strdup(o->status_topic);
         m->ca_file = strdup(o->ca_file);
         m->cert_file = strdup(o->cert_file);
         m->key_file = strdup(o->key_file);
         m->alpn = o->alpn ? strdup(o->alpn) : NULL;
         m->pkcs11_module = o->pkcs11_module ? strdup(o->pkcs11_module) : NULL;
-        if (!m->host || !m->client_id || !m->status_topic || !m->ca_file || !m->cert_file ||
-            !m->key_file || (o->alpn && !m->alpn) || (o->pkcs11_module && !m->pkcs11_module) ||
-            (o->server_name && !m->server_name) || !m->verify_name || !m->dns) {
+        if (!m->client_id || !m->status_topic || !m->ca_file || !m->cert_file || !m->key_file ||
+            (o->alpn && !m->alpn) || (o->pkcs11_module && !m->pkcs11_module) ||
+            (o->server_name && !m->server_name)) {
                 rc = -ENOMEM;
                 goto fail;
         }
@@ -1357,7 +1574,8 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         uv_async_init(loop, &m->dns_async, on_dns_async);
         /* Only a lookup in progress needs it, and then the resolve timer runs. */
         uv_unref((uv_handle_t *)&m->dns_async);
-        m->dns->async = &m->dns_async; /* no thread yet: no lock needed */
+        for (unsigned i = 0; i < m->n_hosts; i++)
+                m->hosts[i].dns->async = &m->dns_async; /* no thread yet: no lock needed */
         m->misc_timer.data = m->reconnect_timer.data = m->connect_timer.data = m;
         m->dns_async.data = m;
         m->open_handles = 4;
@@ -1540,7 +1758,10 @@ void mqtt_stop(struct mqtt *m)
         poll_close(m);
         /* A lookup still running keeps its own reference and never touches the async handle
          * once released: the loop does not wait for the resolver. */
-        dns_release(m->dns);
+        for (unsigned i = 0; i < m->n_hosts; i++) {
+                dns_release(m->hosts[i].dns);
+                m->hosts[i].dns = NULL;
+        }
         m->dns = NULL;
         uv_close((uv_handle_t *)&m->misc_timer, handle_closed);
         uv_close((uv_handle_t *)&m->reconnect_timer, handle_closed);
@@ -1548,15 +1769,32 @@ void mqtt_stop(struct mqtt *m)
         uv_close((uv_handle_t *)&m->dns_async, handle_closed);
 }
 
+static void fmt_server(char *buf, size_t n, const char *host, unsigned port)
+{
+        snprintf(buf, n, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
+}
+
 json_t *mqtt_status_json(const struct mqtt *m)
 {
         char server[300];
-        snprintf(server, sizeof server, "%s:%u", m->host, m->port);
-        return json_pack(
-                "{ss ss ss ss ss sI sI sI sI sI ss sI}", "state", mqtt_state_to_string(m->state),
-                "server", server, "address", m->addr, "client_id", m->client_id, "protocol",
-                m->protocol == 5 ? "5" : "3.1.1", "connects", (json_int_t)m->connects, "attempts",
-                (json_int_t)m->attempts, "lookups", (json_int_t)m->lookups, "disconnects",
-                (json_int_t)m->disconnects, "subscriptions_refused", (json_int_t)m->subs_refused,
-                "last_error", m->last_error, "max_incoming", (json_int_t)m->max_incoming);
+        json_t *servers = json_array(), *j;
+
+        for (unsigned i = 0; servers && i < m->n_hosts; i++) {
+                fmt_server(server, sizeof server, m->hosts[i].name, m->hosts[i].port);
+                json_array_append_new(servers, json_string(server));
+        }
+        fmt_server(server, sizeof server, m->host, m->port);
+        j = json_pack("{ss ss ss ss ss sI sI sI sI sI ss sI}", "state",
+                      mqtt_state_to_string(m->state), "server", server, "address", m->addr,
+                      "client_id", m->client_id, "protocol", m->protocol == 5 ? "5" : "3.1.1",
+                      "connects", (json_int_t)m->connects, "attempts", (json_int_t)m->attempts,
+                      "lookups", (json_int_t)m->lookups, "disconnects", (json_int_t)m->disconnects,
+                      "subscriptions_refused", (json_int_t)m->subs_refused, "last_error",
+                      m->last_error, "max_incoming", (json_int_t)m->max_incoming);
+        if (j && servers) {
+                json_object_set_new(j, "servers", servers);
+                json_object_set_new(j, "server_index", json_integer(m->host_index + 1));
+        } else
+                json_decref(servers);
+        return j;
 }

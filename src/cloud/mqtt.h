@@ -27,7 +27,10 @@
  * certificate is still checked against ServerName=/Host= and SNI still carries that name (none if
  * it is an IP address). TCP connect, TLS handshake and CONNACK together are bounded by a connect
  * timeout. A failed address moves on to the next one at once (after a second if CONNECT went
- * out); a round where all failed, a lookup that failed or timed out, go through the backoff.
+ * out). With several hosts (Host= repeated) a round goes through each in order, every address
+ * of one before the next; a round where all failed goes through the backoff (a lookup that failed
+ * or timed out moves on to the next host like a failed address). Every round starts from the
+ * first host; a connection to a later one is kept until it is lost.
  * Every failure is logged once, with the address and the most precise reason known: the
  * certificate names on a hostname mismatch, the issuer on an unknown CA, the TLS alert when the
  * broker refuses our certificate, which phase timed out.
@@ -47,8 +50,12 @@ enum mqtt_state {
 };
 
 struct mqtt_options {
-        const char *host;
-        unsigned port;
+        const char *host; /* host[:port]; used when n_hosts is 0 */
+        unsigned port;    /* the default for entries without one */
+        /* Several brokers (Host= repeated), "host[:port]" or "[v6addr]:port" each, tried in
+         * this order in every round; the backoff applies after the last. */
+        const char *const *hosts;
+        size_t n_hosts;
         const char *client_id;
         const char *server_name; /* NULL: host */
         const char *ca_file;
@@ -68,6 +75,10 @@ struct mqtt_options {
         uint32_t max_incoming;
 };
 
+/* In the reason of an attempt the broker refused because it does not speak MQTT 5. */
+#define MQTT_V5_REFUSED                                                                            \
+        "the broker refused MQTT 5 (ProtocolVersion=5); set ProtocolVersion=3.1.1 (4)"
+
 #define MQTT_RESOLVE_TIMEOUT_MS_DEFAULT 10000
 #define MQTT_CONNECT_TIMEOUT_MS_DEFAULT 15000
 
@@ -84,6 +95,10 @@ struct mqtt_callbacks {
          * the name could not be resolved. Optional. */
         void (*on_connect_failed)(void *userdata, const char *reason);
 };
+
+/* Split "host[:port]" ("[v6addr][:port]", a bare IPv6 address): 0, or -EINVAL. */
+int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n,
+                      unsigned *ret_port);
 
 /* Builds the TLS context (checks the key file's permissions) and the client; does not connect.
  * Errors are logged with the reason. */
@@ -115,8 +130,9 @@ enum mqtt_state mqtt_state(const struct mqtt *m);
 const char *mqtt_state_to_string(enum mqtt_state s);
 const char *mqtt_last_error(const struct mqtt *m);
 /* {"state","server","address","client_id","protocol","connects","attempts","lookups",
- *  "disconnects","subscriptions_refused","last_error"}; address: the numeric address of the
- *  connection, or of the last attempt. */
+ *  "disconnects","subscriptions_refused","last_error","servers","server_index"}; server: the
+ *  Host= in use (or being tried), server_index its place (from 1) in servers, every Host=;
+ *  address: the numeric address of the connection, or of the last attempt. */
 json_t *mqtt_status_json(const struct mqtt *m);
 
 /* Exposed for tests: the TLS client context for opts (NULL with *ret_error on failure). */

@@ -994,7 +994,8 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
         p->timer.data = p->expiry_timer.data = p;
         p->open_handles = 2;
 
-        if (mqtt->host && p->cert_file && p->key_file && strncmp(p->key_file, "pkcs11:", 7) != 0) {
+        if (mqtt->hosts.n && p->cert_file && p->key_file &&
+            strncmp(p->key_file, "pkcs11:", 7) != 0) {
                 p->enabled = true;
                 /* Subscribed before any request goes out (AWS answers only subscribers). */
                 snprintf(filter, sizeof filter, "%s/+", p->topic_csr);

@@ -701,9 +701,10 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provi
         r->unsent_est = outbox_bytes(r->outbox);
         r->first_unsent_ms = 0; /* a backlog goes out at once */
 
-        if (c->host) {
+        if (c->hosts.n) {
                 struct mqtt_options o = {
-                        .host = c->host,
+                        .hosts = (const char *const *)c->hosts.v,
+                        .n_hosts = c->hosts.n,
                         .port = c->port,
                         .client_id = c->client_id ? c->client_id : gateway,
                         .server_name = c->server_name,
@@ -771,6 +772,26 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provi
 }
 
 /* ---- [MQTT] and [Relay] values ------------------------------------------------------------ */
+
+int relay_config_parse_host(const char *v, void *field, const char **reason)
+{
+        char host[256];
+        unsigned port;
+        int r;
+
+        if (!*v) {
+                conf_strv_clear(field);
+                return 0;
+        }
+        if (mqtt_parse_server(v, 8883, host, sizeof host, &port) < 0) {
+                *reason = "expected host, host:port, an IP address or [IPv6]:port";
+                return -EINVAL;
+        }
+        r = conf_strv_append(field, v);
+        if (r == -E2BIG)
+                *reason = "too many entries";
+        return r;
+}
 
 int relay_config_parse_protocol(const char *v, void *field, const char **reason)
 {

@@ -33,7 +33,9 @@
 /* [MQTT] (docs/mqtt.md), [Relay] and [Outbox] in the configuration. */
 struct relay_options {
         /* [MQTT] */
-        char *host; /* NULL: no cloud session (telemetry stays in the outbox) */
+        /* Host=host[:port], repeatable: brokers tried in this order (mqtt.h); none: no cloud
+         * session (telemetry stays in the outbox) */
+        struct conf_strv hosts;
         unsigned port;
         char *client_id;   /* NULL: the gateway name */
         char *server_name; /* SNI and certificate name; NULL: Host */
@@ -74,6 +76,7 @@ struct relay_options {
 /* [MQTT] and [Relay] values (config_parser_t). */
 int relay_config_parse_max_command(const char *v, void *field, const char **reason); /* u64 */
 int relay_config_parse_protocol(const char *v, void *field, const char **reason);    /* int */
+int relay_config_parse_host(const char *v, void *field, const char **reason);        /* conf_strv */
 int relay_config_parse_inflight(const char *v, void *field, const char **reason);    /* unsigned */
 int relay_config_parse_rate(const char *v, void *field, const char **reason);        /* unsigned */
 

@@ -121,7 +121,7 @@ static const struct conf_key conf_keys[] = {
           "20", true },
         { "Link", "CommandQueue", CONF_UINT, link_config_parse_command_queue, F(link.command_queue),
           "32", true },
-        { "MQTT", "Host", CONF_STR, config_parse_string_opt, F(relay.host), NULL, true },
+        { "MQTT", "Host", CONF_STRV, relay_config_parse_host, F(relay.hosts), NULL, true },
         { "MQTT", "Port", CONF_UINT, config_parse_port, F(relay.port), "8883", true },
         { "MQTT", "ClientId", CONF_STR, config_parse_string_opt, F(relay.client_id), NULL, true },
         { "MQTT", "ServerName", CONF_STR, config_parse_string_opt, F(relay.server_name), NULL,
@@ -374,13 +374,13 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
                                 name);
         if (c->db.commit_interval_usec > 1000000)
                 conf_errors_add(err, "%s: [Database] CommitInterval must be at most 1s", name);
-        if (c->relay.host && (!c->relay.ca_file || !c->relay.cert_file || !c->relay.key_file))
+        if (c->relay.hosts.n && (!c->relay.ca_file || !c->relay.cert_file || !c->relay.key_file))
                 conf_errors_add(err,
                                 "%s: [MQTT] Host= needs CAFile=, CertificateFile= and "
                                 "KeyFile= (mutual TLS)",
                                 name);
         if (c->provision.claim_cert &&
-            (!c->provision.claim_key || !c->provision.template_name || !c->relay.host))
+            (!c->provision.claim_key || !c->provision.template_name || !c->relay.hosts.n))
                 conf_errors_add(err,
                                 "%s: [Provisioning] ClaimCertificateFile= needs "
                                 "ClaimKeyFile=, Template= and [MQTT] Host=",

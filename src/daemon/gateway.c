@@ -693,8 +693,9 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 goto fail;
         link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
         /* No cloud: local updates only. */
-        if (conf->relay.host && (r = ota_jobs_new(loop, &conf->ota, gw_name(gw), gw->relay, gw->ota,
-                                                  gw->registry, gw->audit, &gw->ota_jobs)) < 0)
+        if (conf->relay.hosts.n &&
+            (r = ota_jobs_new(loop, &conf->ota, gw_name(gw), gw->relay, gw->ota, gw->registry,
+                              gw->audit, &gw->ota_jobs)) < 0)
                 goto fail;
         gw_wire_relay(gw);
         /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */

@@ -367,8 +367,15 @@ static void print_status_mqtt(json_t *m, json_t *ob)
         if (strcmp(jstr(m, "state"), "disabled") == 0)
                 printf("MQTT:      disabled (no [MQTT] Host=)\n");
         else {
-                printf("MQTT:      %s to %s as %s (MQTT %s), %lld connect(s), %lld attempt(s)\n",
-                       jstr(m, "state"), jstr(m, "server"), jstr(m, "client_id"),
+                json_t *servers = json_object_get(m, "servers");
+                char which[64] = "";
+                /* With several Host=, which one is in use (or being tried). */
+                if (json_array_size(servers) > 1)
+                        snprintf(which, sizeof which, " (Host= %lld of %zu)",
+                                 jint(m, "server_index"), json_array_size(servers));
+                printf("MQTT:      %s to %s%s as %s (MQTT %s), %lld connect(s), %lld "
+                       "attempt(s)\n",
+                       jstr(m, "state"), jstr(m, "server"), which, jstr(m, "client_id"),
                        jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"));
                 printf("Publish:   %lld/s (%lld msgs/s), %lld publishes, %lld acked, %lld in "
                        "flight, %lld rejected%s\n",

@@ -227,7 +227,7 @@ json_t *baseline_findings(const struct baseline_config *c, struct registry *reg,
 
         /* TLS: the daemon builds its own SSL_CTX with TLS 1.2 as the floor (mqtt.h) and has no
          * setting to lower it; without a host there is no cloud session at all. */
-        if (!c->mqtt->host)
+        if (!c->mqtt->hosts.n)
                 add(a, BASELINE_INFO, "tls.no_cloud", "[MQTT] Host",
                     "no cloud session configured: telemetry stays in the outbox and no "
                     "alerts or audit records leave the gateway");

@@ -163,6 +163,47 @@ ReconnectMax=2s
 """
 
 
+AEDES_PATH = os.environ.get("MCUGW_NODE_MODULES", "/usr/local/lib/mcugw-test/node_modules")
+
+
+def aedes_available():
+    """None when node and the aedes package (scripts/install-deps puts it in AEDES_PATH) are
+    there, else why not."""
+    import shutil
+    if not shutil.which("node"):
+        return "no node (apt-get install nodejs)"
+    if not os.path.isdir(os.path.join(AEDES_PATH, "aedes")):
+        return f"no aedes in {AEDES_PATH} (scripts/install-deps, or MCUGW_NODE_MODULES=)"
+    return None
+
+
+class AedesBroker(Broker):
+    """aedes, the Node.js MQTT broker, behind Node's TLS server with mutual TLS
+    (aedes-broker.js), with Broker's interface. Sessions live in memory only."""
+
+    def __init__(self, tmpdir, certs=None):
+        super().__init__(tmpdir, certs)
+        self.log_path = os.path.join(self.dir, "aedes.log")
+
+    def start(self, timeout=15):
+        env = dict(os.environ, NODE_PATH=AEDES_PATH)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aedes-broker.js")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["node", script, str(self.port), self.certs.ca, *self.certs.server],
+            stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
+        deadline = time.monotonic() + timeout
+        ready = threading.Event()
+        threading.Thread(target=lambda: self.proc.stdout.readline() == "ready\n" and ready.set(),
+                         daemon=True).start()
+        while time.monotonic() < deadline:
+            if ready.wait(0.1):
+                return self
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"aedes did not start:\n{self.read_log()}")
+
+
 class Subscriber:
     """paho-mqtt client with its own certificate, recording (topic, payload, time)."""
 

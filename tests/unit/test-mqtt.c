@@ -153,12 +153,14 @@ static void run_for(unsigned ms)
         uv_run(&loop, UV_RUN_NOWAIT);
 }
 
-static struct mqtt *session(const char *host, unsigned port, uint64_t resolve_ms,
-                            uint64_t connect_ms)
+static struct mqtt *session_hosts(const char *host, const char *const *hosts, size_t n_hosts,
+                                  unsigned port, uint64_t resolve_ms, uint64_t connect_ms)
 {
         char ca[128], cert[128], key[128];
         struct mqtt_options o = {
                 .host = host,
+                .hosts = hosts,
+                .n_hosts = n_hosts,
                 .port = port,
                 .client_id = "gw",
                 .ca_file = ca,
@@ -181,6 +183,12 @@ static struct mqtt *session(const char *host, unsigned port, uint64_t resolve_ms
         snprintf(key, sizeof key, "%s/key.pem", dir);
         assert_int_equal(mqtt_new(&loop, &o, &cb, &m), 0);
         return m;
+}
+
+static struct mqtt *session(const char *host, unsigned port, uint64_t resolve_ms,
+                            uint64_t connect_ms)
+{
+        return session_hosts(host, NULL, 0, port, resolve_ms, connect_ms);
 }
 
 static void stop_and_close(struct mqtt *m)
@@ -354,6 +362,92 @@ static void test_numeric_host_no_lookup(void **state)
         resolver_drain();
 }
 
+static void test_parse_server(void **state)
+{
+        static const struct {
+                const char *s;
+                const char *host; /* NULL: refused */
+                unsigned port;
+        } t[] = {
+                { "broker.example.com", "broker.example.com", 8883 },
+                { "broker.example.com:1883", "broker.example.com", 1883 },
+                { "192.0.2.1:443", "192.0.2.1", 443 },
+                { "2001:db8::1", "2001:db8::1", 8883 },
+                { "[2001:db8::1]", "2001:db8::1", 8883 },
+                { "[2001:db8::1]:8884", "2001:db8::1", 8884 },
+                { "", NULL, 0 },
+                { "host:", NULL, 0 },
+                { "host:0", NULL, 0 },
+                { "host:65536", NULL, 0 },
+                { "host:-1", NULL, 0 },
+                { "host:12x", NULL, 0 },
+                { ":1883", NULL, 0 },
+                { "[2001:db8::1", NULL, 0 },
+                { "[2001:db8::1]x", NULL, 0 },
+                { "[]:1883", NULL, 0 },
+                { "[broker]:1883", NULL, 0 },
+                { "bro ker", NULL, 0 },
+                { "a:b:c", NULL, 0 },
+        };
+        char host[256];
+        unsigned port;
+
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+                int r = mqtt_parse_server(t[i].s, 8883, host, sizeof host, &port);
+                if (!t[i].host) {
+                        if (r != -EINVAL)
+                                fail_msg("%s accepted", t[i].s);
+                        continue;
+                }
+                if (r != 0)
+                        fail_msg("%s refused", t[i].s);
+                assert_string_equal(host, t[i].host);
+                assert_int_equal(port, t[i].port);
+        }
+}
+
+static void test_hosts_in_order(void **state)
+{
+        unsigned port;
+        int lfd = tarpit(&port);
+        char second[64], hello[4096];
+        const char *hosts[2] = { "127.0.0.1:1", second };
+        struct mqtt *m;
+        json_t *st;
+        size_t n;
+
+        /* Nothing listens on port 1 of the first Host=: the second is tried at once, with its
+         * own port and its own name in SNI; after both, the backoff. */
+        snprintf(second, sizeof second, "broker.test:%u", port);
+        resolver_reset(0, "127.0.0.1");
+        assert_int_equal(uv_loop_init(&loop), 0);
+        m = session_hosts(NULL, hosts, 2, 9, 1000, 300);
+        st = status(m);
+        assert_int_equal(json_array_size(json_object_get(st, "servers")), 2);
+        assert_string_equal(json_string_value(json_object_get(st, "server")), "127.0.0.1:1");
+        json_decref(st);
+        mqtt_start(m);
+        run_for(200);
+        st = status(m);
+        assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 2);
+        assert_string_equal(json_string_value(json_object_get(st, "server")), second);
+        assert_int_equal(json_integer_value(json_object_get(st, "server_index")), 2);
+        assert_int_equal(mqtt_state(m), MQTT_CONNECTING);
+        json_decref(st);
+        n = first_hello(lfd, hello, sizeof hello);
+        assert_true(n > 5 && hello[0] == 0x16);
+        assert_true(contains(hello, n, "broker.test"));
+        run_for(400);
+        assert_int_equal(mqtt_state(m), MQTT_DISCONNECTED);
+        st = status(m);
+        assert_int_equal(json_integer_value(json_object_get(st, "attempts")), 2);
+        json_decref(st);
+        assert_int_equal(calls(), 1); /* the first Host= is an address: no lookup */
+        stop_and_close(m);
+        close(lfd);
+        resolver_drain();
+}
+
 static int setup(void **state)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -383,6 +477,8 @@ int main(void)
                 cmocka_unit_test(test_late_answer_sni_timeout),
                 cmocka_unit_test(test_every_address_in_order),
                 cmocka_unit_test(test_numeric_host_no_lookup),
+                cmocka_unit_test(test_parse_server),
+                cmocka_unit_test(test_hosts_in_order),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
