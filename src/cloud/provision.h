@@ -14,7 +14,8 @@
  * certificate rotation over the AWS IoT fleet provisioning MQTT API.
  *
  * Provisioning: while [MQTT] CertificateFile= does not exist and a claim is configured, the
- * session connects with the claim (relay_new() asks provision_use_claim()) and holds telemetry
+ * session connects with the claim (the gateway asks provision_use_claim() and gives the claim to
+ * relay_new()) and holds telemetry
  * back. Once up, a new P-256 key is generated here (it never leaves the gateway), a CSR with
  * CN = the gateway name goes to $aws/certificates/create-from-csr/json, the certificate and its
  * ownership token come back on .../accepted, and $aws/provisioning-templates/T/provision/json

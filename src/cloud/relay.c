@@ -14,7 +14,6 @@
 #include "basic/macro.h"
 #include "cloud/mqtt.h"
 #include "cloud/outbox.h"
-#include "cloud/provision.h"
 #include "cloud/relay.h"
 #include "basic/ratelimit.h"
 #include "cloud/topic.h"
@@ -364,6 +363,8 @@ static int publish_result(struct relay *r, const char *device, uint32_t id, int 
                 return -ENOMEM;
         if (!r->mqtt)
                 return -ENOTCONN;
+        ratelimit_take(&r->pubs, 1, now_monotonic_usec()); /* counted like every publish */
+        ratelimit_take(&r->bytes, (double)strlen(text), now_monotonic_usec());
         return mqtt_publish(r->mqtt, topic, text, strlen(text), false, NULL);
 }
 
@@ -524,6 +525,12 @@ int relay_publish(struct relay *r, const char *topic, const void *payload, size_
         if (r->hold && strncmp(topic, "$aws/certificates/", 18) != 0 &&
             strncmp(topic, "$aws/provisioning-templates/", 28) != 0)
                 return -EPERM;
+        /* Every publish counts against the connection's quotas: these few (job updates, stream
+         * requests, Defender reports, provisioning) go at once, and the telemetry pump pays the
+         * debt by waiting, so the session as a whole stays within PublishesPerSecond= and
+         * BytesPerSecond=. */
+        ratelimit_take(&r->pubs, 1, now_monotonic_usec());
+        ratelimit_take(&r->bytes, (double)len, now_monotonic_usec());
         return mqtt_publish(r->mqtt, topic, payload, len, false, NULL);
 }
 
@@ -653,7 +660,7 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->stats_timer, handle_closed);
 }
 
-int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provision_options *prov,
+int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay_claim *claim,
               const char *gateway, struct db *db, struct audit *audit, struct relay **ret)
 {
         struct relay *r = calloc(1, sizeof *r);
@@ -731,9 +738,9 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct provi
                         .on_message = on_message,
                         .on_connect_failed = on_connect_failed,
                 };
-                if (provision_use_claim(c, prov)) {
-                        o.cert_file = prov->claim_cert;
-                        o.key_file = prov->claim_key;
+                if (claim) {
+                        o.cert_file = claim->cert_file;
+                        o.key_file = claim->key_file;
                         r->hold = true;
                         log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
                                    "for fleet provisioning",

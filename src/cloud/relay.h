@@ -81,7 +81,6 @@ int relay_config_parse_inflight(const char *v, void *field, const char **reason)
 int relay_config_parse_rate(const char *v, void *field, const char **reason);        /* unsigned */
 
 struct relay;
-struct provision_options;
 struct db;
 struct audit;
 
@@ -90,9 +89,17 @@ struct audit;
 typedef int (*relay_command_fn)(void *userdata, const char *device_id, uint32_t command_id,
                                 const uint8_t *payload, size_t len);
 
-/* Opens the outbox and, if [MQTT] Host= is set, the session (connecting in the background). */
-/* prov: the claim to connect with until the certificate exists (provision_use_claim()). */
-int relay_new(uv_loop_t *loop, const struct relay_options *o, const struct provision_options *prov,
+/* A fleet-provisioning claim to connect with while CertificateFile=/KeyFile= do not exist yet:
+ * the session then carries nothing but provisioning. The gateway decides which credentials the
+ * session starts with (provision_use_claim()); the relay only uses them. */
+struct relay_claim {
+        const char *cert_file;
+        const char *key_file;
+};
+
+/* Opens the outbox and, if [MQTT] Host= is set, the session (connecting in the background), with
+ * the claim if one is given, else with the configured certificate. */
+int relay_new(uv_loop_t *loop, const struct relay_options *o, const struct relay_claim *claim,
               const char *gateway, struct db *db, struct audit *audit, struct relay **ret);
 /* Stop publishing, close the session and the handles; memory goes in the last close callback. */
 void relay_stop(struct relay *r);

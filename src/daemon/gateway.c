@@ -585,6 +585,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         _cleanup_free_ char *db_path = NULL;
         struct conf *conf = set->conf;
         struct control_options o;
+        struct relay_claim claim = { conf->provision.claim_cert, conf->provision.claim_key };
         uint64_t wd_usec = 0;
         char cn[sizeof gw->name];
         int r;
@@ -678,8 +679,11 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
 
         /* 4c. the cloud: durable outbox, MQTT session (on the claim until provisioned), relay */
         provision_recover(&conf->relay);
-        if ((r = relay_new(loop, &conf->relay, &conf->provision, gw_name(gw), gw->db, gw->audit,
-                           &gw->relay)) < 0)
+        /* The gateway decides the session's first credentials: the provisioning claim while the
+         * certificate does not exist yet. */
+        if ((r = relay_new(loop, &conf->relay,
+                           provision_use_claim(&conf->relay, &conf->provision) ? &claim : NULL,
+                           gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
                 goto fail;
         if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn, gw->relay,
                                gw->audit, &gw->provision)) < 0 ||
