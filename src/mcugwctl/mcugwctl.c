@@ -824,6 +824,44 @@ static int do_device_restore(int argc, char **argv)
         return state_change("device.restore", argc, argv);
 }
 
+static void print_removed(json_t *d)
+{
+        printf("%s: removed (its audit history is kept)\n", jstr(d, "id"));
+}
+
+static int do_device_remove(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "force", no_argument, NULL, 'f' },
+                { "reason", required_argument, NULL, 'r' },
+                {},
+        };
+        json_t *args = json_object();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "fr:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'f': json_object_set_new(args, "force", json_true()); break;
+                case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
+                default: json_decref(args); return EXIT_FAILURE;
+                }
+        if (argc - optind != 1) {
+                json_decref(args);
+                return fail("usage: mcugwctl device remove ID [--force] [--reason TEXT]");
+        }
+        json_object_set_new(args, "id", json_string(argv[optind]));
+        return run("device.remove", args, print_removed);
+}
+
+static int do_device_set_key(int argc, char **argv)
+{
+        if (argc != 3)
+                return fail("usage: mcugwctl device set-key ID PUBLIC_KEY");
+        return run("device.set-key", json_pack("{ss ss}", "id", argv[1], "public_key", argv[2]),
+                   print_device_row);
+}
+
 static void print_imported(json_t *d)
 {
         printf("imported %lld device(s)\n", jint(d, "imported"));
@@ -1673,6 +1711,10 @@ static const struct verb verbs[] = {
         { "device", "disconnect", do_device_disconnect, "end a device's session: ID" },
         { "device", "rotate-session", do_device_rotate,
           "force a new handshake (fresh session keys): ID" },
+        { "device", "remove", do_device_remove,
+          "forget a device, keep its audit history: ID [--force] [--reason R]" },
+        { "device", "set-key", do_device_set_key,
+          "replace a device's key, end its session: ID PUBLIC_KEY" },
         { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
         { "device", "export", do_device_export,
           "the registry as an import file [--format csv|json]" },
