@@ -103,7 +103,8 @@ struct mqtt {
          * unless it is an IP address. The socket connects to a numeric address. */
         char *verify_name;
         bool sni;
-        SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own */
+        SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own; NULL: the
+                           * credentials did not load (tls_ensure() retries every round) */
         bool quiet;       /* no "online", no last will (mqtt_set_announce) */
         unsigned port, keepalive_s;
         int protocol;
@@ -405,6 +406,12 @@ void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
                 goto fail;
         }
         if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+                if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+                        ERR_clear_error();
+                        snprintf(err, n, "KeyFile %s does not match CertificateFile %s",
+                                 o->key_file, o->cert_file);
+                        goto fail;
+                }
                 ssl_error_string(ebuf, sizeof ebuf);
                 snprintf(err, n, "KeyFile %s: %s", o->key_file, ebuf);
                 goto fail;
@@ -1035,6 +1042,29 @@ static void resolve_start(struct mqtt *m)
         uv_timer_start(&m->connect_timer, on_resolve_timeout, m->resolve_timeout_ms, 0);
 }
 
+/* The TLS context, built again from the files if they did not load before (a key file fixed
+ * while the daemon ran). 0 when there is one; else the reason is the session's error, logged
+ * when it changes. */
+static int tls_ensure(struct mqtt *m)
+{
+        char err[512], was[sizeof m->last_error];
+        int q;
+
+        if (m->ssl_ctx)
+                return 0;
+        snprintf(was, sizeof was, "%s", m->last_error);
+        q = mqtt_set_credentials(m, m->cert_file, m->key_file, false, err, sizeof err);
+        if (q < 0) {
+                set_error(m, "credentials: %s", err);
+                if (strcmp(was, m->last_error) != 0)
+                        log_error("mqtt: %s", m->last_error);
+                return q;
+        }
+        log_notice("mqtt: the credentials load now (CertificateFile=%s); connecting", m->cert_file);
+        m->last_error[0] = 0;
+        return 0;
+}
+
 /* A new round: the name's addresses (from the resolver thread, or the numeric Host= itself),
  * then each in order. */
 static void round_start(struct mqtt *m)
@@ -1050,6 +1080,12 @@ static void round_start(struct mqtt *m)
         if (m->stopping)
                 return;
         addrs_free(m);
+        if (tls_ensure(m) < 0) {
+                /* Never a connection without our TLS context: wait, then try the files again. */
+                m->state = MQTT_DISCONNECTED;
+                mqtt_schedule_reconnect(m);
+                return;
+        }
         m->state = MQTT_CONNECTING;
         if (!is_ip(m->host)) {
                 resolve_start(m);
@@ -1266,9 +1302,13 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
                 mosquitto_lib_init();
                 lib_ready = true;
         }
+        /* Credentials that do not load (missing, unreadable, mismatched) stop only the cloud
+         * session: the local side must keep serving the devices. Every round tries again. */
         ctx = mqtt_tls_ctx_new(o, err, sizeof err);
         if (!ctx)
-                return log_error_errno(-EINVAL, "mqtt: %s", err);
+                log_error("mqtt: %s; the cloud session waits for usable credentials (tried again "
+                          "with the backoff, at once on reload or mcugwctl reconnect)",
+                          err);
         m = calloc(1, sizeof *m);
         if (!m) {
                 SSL_CTX_free(ctx);
@@ -1304,7 +1344,10 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
                 rc = -ENOMEM;
                 goto fail;
         }
-        SSL_CTX_set_app_data(ctx, m);
+        if (ctx)
+                SSL_CTX_set_app_data(ctx, m);
+        else
+                set_error(m, "credentials: %s", err);
         m->mosq = mosquitto_new(m->client_id, false, m);
         if (!m->mosq) {
                 rc = log_error_errno(-errno, "mqtt: cannot create the client: %m");
@@ -1315,8 +1358,9 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
         mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, (int)MAX(o->max_inflight, 1u));
         mosquitto_max_inflight_messages_set(m->mosq, MAX(o->max_inflight, 1u));
-        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
-            mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS) {
+        if (ctx && (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
+                    mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) !=
+                            MOSQ_ERR_SUCCESS)) {
                 rc = log_error_errno(-EINVAL, "mqtt: libmosquitto refused the TLS context");
                 goto fail;
         }
@@ -1398,7 +1442,8 @@ int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_
                 return -ENOMEM;
         }
         SSL_CTX_set_app_data(ctx, m);
-        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS) {
+        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
+            mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS) {
                 snprintf(err, n, "libmosquitto refused the TLS context");
                 free(c);
                 free(k);
@@ -1459,6 +1504,27 @@ int mqtt_set_announce(struct mqtt *m, bool on)
 const char *mqtt_cert_file(const struct mqtt *m)
 {
         return m->cert_file;
+}
+
+int mqtt_reconnect_now(struct mqtt *m)
+{
+        uint64_t since;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        if (m->state == MQTT_CONNECTED)
+                return -EISCONN;
+        if (m->state == MQTT_CONNECTING)
+                return -EINPROGRESS;
+        m->backoff_step = 0;
+        uv_timer_stop(&m->reconnect_timer);
+        /* Still never more than one CONNECT per second. */
+        since = uv_now(m->loop) - m->last_connect_ms;
+        if (m->last_connect_ms && since < 1000)
+                uv_timer_start(&m->reconnect_timer, on_reconnect_timer, 1000 - since, 0);
+        else
+                round_start(m);
+        return 0;
 }
 
 int mqtt_start(struct mqtt *m)

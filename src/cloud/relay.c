@@ -562,6 +562,13 @@ int relay_set_credentials(struct relay *r, const char *cert_file, const char *ke
         return mqtt_set_credentials(r->mqtt, cert_file, key_file, reconnect, err, n);
 }
 
+int relay_reconnect(struct relay *r)
+{
+        if (!r || !r->mqtt || r->stopping)
+                return -ENOTCONN;
+        return mqtt_reconnect_now(r->mqtt);
+}
+
 void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata)
 {
         r->on_command = fn;

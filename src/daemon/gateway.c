@@ -233,6 +233,10 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
                 baseline_update(gw->baseline);
                 baseline_check_drift(gw->baseline, "reload");
         }
+        /* A reload is often the operator's sign that a file was fixed (a key, a certificate):
+         * the cloud session tries now instead of at the end of its backoff. */
+        if (gw->relay && !relay_session_up(gw->relay))
+                relay_reconnect(gw->relay);
         gw->reloads++;
         audit_log(gw->audit, actor, "config.reload", gw->config_path,
                   json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
