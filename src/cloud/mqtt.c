@@ -1617,12 +1617,21 @@ void mqtt_stop(struct mqtt *m)
 json_t *mqtt_status_json(const struct mqtt *m)
 {
         char server[300];
+        json_t *o;
+
         snprintf(server, sizeof server, "%s:%u", m->host, m->port);
-        return json_pack(
-                "{ss ss ss ss ss sI sI sI sI sI ss sI}", "state", mqtt_state_to_string(m->state),
-                "server", server, "address", m->addr, "client_id", m->client_id, "protocol",
-                m->protocol == 5 ? "5" : "3.1.1", "connects", (json_int_t)m->connects, "attempts",
-                (json_int_t)m->attempts, "lookups", (json_int_t)m->lookups, "disconnects",
-                (json_int_t)m->disconnects, "subscriptions_refused", (json_int_t)m->subs_refused,
-                "last_error", m->last_error, "max_incoming", (json_int_t)m->max_incoming);
+        o = json_pack("{ss ss ss ss ss sI sI sI sI sI ss sI}", "state",
+                      mqtt_state_to_string(m->state), "server", server, "address", m->addr,
+                      "client_id", m->client_id, "protocol", m->protocol == 5 ? "5" : "3.1.1",
+                      "connects", (json_int_t)m->connects, "attempts", (json_int_t)m->attempts,
+                      "lookups", (json_int_t)m->lookups, "disconnects", (json_int_t)m->disconnects,
+                      "subscriptions_refused", (json_int_t)m->subs_refused, "last_error",
+                      m->last_error, "max_incoming", (json_int_t)m->max_incoming);
+        /* Waiting out the backoff: when the next round starts (seconds, rounded up). */
+        if (o && m->state == MQTT_DISCONNECTED && uv_is_active((uv_handle_t *)&m->reconnect_timer))
+                json_object_set_new(
+                        o, "next_attempt_s",
+                        json_integer((json_int_t)((uv_timer_get_due_in(&m->reconnect_timer) + 999) /
+                                                  1000)));
+        return o;
 }

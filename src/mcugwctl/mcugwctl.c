@@ -367,9 +367,14 @@ static void print_status_mqtt(json_t *m, json_t *ob)
         if (strcmp(jstr(m, "state"), "disabled") == 0)
                 printf("MQTT:      disabled (no [MQTT] Host=)\n");
         else {
-                printf("MQTT:      %s to %s as %s (MQTT %s), %lld connect(s), %lld attempt(s)\n",
+                char next[48] = "";
+                if (json_is_integer(json_object_get(m, "next_attempt_s")))
+                        snprintf(next, sizeof next, ", next attempt in %lld s",
+                                 jint(m, "next_attempt_s"));
+                printf("MQTT:      %s to %s as %s (MQTT %s), %lld connect(s), %lld "
+                       "attempt(s)%s\n",
                        jstr(m, "state"), jstr(m, "server"), jstr(m, "client_id"),
-                       jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"));
+                       jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"), next);
                 printf("Publish:   %lld/s (%lld msgs/s), %lld publishes, %lld acked, %lld in "
                        "flight, %lld rejected%s\n",
                        jint(m, "publishes_per_s"), jint(m, "msgs_per_s"), jint(m, "publishes"),
@@ -531,6 +536,21 @@ static int do_reload(int argc, char **argv)
         if (argc > 1)
                 return fail("reload: unexpected argument '%s'", argv[1]);
         return run("reload", NULL, print_reloaded);
+}
+
+static void print_reconnecting(json_t *d)
+{
+        if (json_is_true(json_object_get(d, "in_progress")))
+                printf("an attempt to connect to %s is under way\n", jstr(d, "server"));
+        else
+                printf("connecting to %s now\n", jstr(d, "server"));
+}
+
+static int do_reconnect(int argc, char **argv)
+{
+        if (argc > 1)
+                return fail("reconnect: unexpected argument '%s'", argv[1]);
+        return run("reconnect", NULL, print_reconnecting);
 }
 
 static void print_audit_record(json_t *r)
@@ -1684,6 +1704,7 @@ struct verb {
 static const struct verb verbs[] = {
         { NULL, "status", do_status, "show the daemon's state" },
         { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)" },
+        { NULL, "reconnect", do_reconnect, "connect the cloud session now, not after the backoff" },
         { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]" },
         { "audit", "verify", do_audit_verify, "check the audit log's hash chain" },
         { "audit", "config", do_audit_config,

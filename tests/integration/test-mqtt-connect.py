@@ -199,24 +199,42 @@ def test_bad_credentials(tmp, broker, cert):
         f.write(f"[Device]\nId={dev[0]['id']}\nPublicKey={dev[0]['public_key']}\n")
     link = tmp.join("creds-link.sock")
 
-    def config(ca):
+    def config(ca, key):
         return base_config(tmp, f"[Link]\nListenStream=unix:{link}\n").replace(
             "[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n") + mqtt_section(
             "127.0.0.1", broker.port, ca, cert[0], key,
             "").replace("ReconnectMin=1s\nReconnectMax=2s", "ReconnectMin=60s\nReconnectMax=60s")
 
     # A CA file with no certificate in it: the daemon runs, the cloud says why.
-    d = Daemon(tmp, config(bad_ca), name="creds-ca.conf")
+    d = Daemon(tmp, config(bad_ca, cert[1]), name="creds-ca.conf")
     try:
         d.log_path = tmp.join("creds-ca.log")
         d.start()
         err = mqtt_status(d).get("last_error", "")
         check("CAFile" in err and mqtt_status(d)["state"] != "connected",
               f"a bad CAFile= does not stop the daemon; status says why ({err})")
+        # The backoff is a minute: status says when the next attempt is, reconnect tries now.
+        st = mqtt_status(d)
+        check(30 <= st.get("next_attempt_s", 0) <= 60,
+              f"status --json: next_attempt_s while waiting ({st.get('next_attempt_s')})")
+        check(re.search(r"next attempt in \d+ s", d.ctl("status").stdout) is not None,
+              "mcugwctl status: 'next attempt in N s'")
+        shutil.copyfile(c.ca, bad_ca)
+        r = d.ctl("reconnect")
+        check(r.returncode == 0 and "connecting to 127.0.0.1" in r.stdout,
+              f"mcugwctl reconnect ({r.stdout.strip()}{r.stderr.strip()})")
+        check(wait_for(lambda: mqtt_status(d)["state"] == "connected", timeout=10),
+              "reconnect: the fixed CA file connects now, not after the backoff")
+        check("next_attempt_s" not in mqtt_status(d), "no next attempt once connected")
+        r = d.ctl("reconnect")
+        check(r.returncode != 0 and "is connected" in r.stderr,
+              "reconnect while connected says so")
+        check(any(x["event"] == "mqtt.reconnect" for x in d.ctl_json("audit", "tail")),
+              "reconnect audited")
     finally:
         check(d.stop() == 0, "daemon exits 0")
 
-    d = Daemon(tmp, config(c.ca), name="creds.conf")
+    d = Daemon(tmp, config(c.ca, key), name="creds.conf")
     try:
         d.log_path = tmp.join("creds.log")
         d.start()
