@@ -355,7 +355,8 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
                 json_decref(errors);
                 return -EINVAL;
         }
-        *ret = json_pack("{ss}", "config_hash", gw->conf->hash);
+        *ret = json_pack("{ss so}", "config_hash", gw->conf->hash, "restart_pending",
+                         restart_pending_json(gw->conf));
         return 0;
 }
 

@@ -415,6 +415,16 @@ static void print_provisioning(json_t *p)
                 printf("Provision error: %s\n", jstr(p, "last_error"));
 }
 
+/* "A.B, C.D" of the changed keys that wait for a restart. */
+static void print_restart_pending(json_t *pending)
+{
+        json_t *k;
+        size_t i;
+
+        json_array_foreach (pending, i, k)
+                printf("%s%s", i ? ", " : "", json_string_value(k));
+}
+
 static void print_status(json_t *d)
 {
         json_t *files = json_object_get(d, "config_files"), *dev = json_object_get(d, "devices");
@@ -456,11 +466,8 @@ static void print_status(json_t *d)
         printf("Reloads:   %lld ok, %lld failed\n", jint(json_object_get(d, "reloads"), "ok"),
                jint(json_object_get(d, "reloads"), "failed"));
         if (json_array_size(json_object_get(d, "restart_pending"))) {
-                json_t *pending = json_object_get(d, "restart_pending"), *k;
-                size_t i;
-                printf("Restart:   pending for");
-                json_array_foreach (pending, i, k)
-                        printf("%s %s", i ? "," : "", json_string_value(k));
+                printf("Restart:   pending for ");
+                print_restart_pending(json_object_get(d, "restart_pending"));
                 printf(" (changed; in effect after a restart)\n");
         }
         print_status_mqtt(json_object_get(d, "mqtt"), json_object_get(d, "outbox"));
@@ -528,7 +535,14 @@ static int do_cert_rotate(int argc, char **argv)
 
 static void print_reloaded(json_t *d)
 {
+        json_t *pending = json_object_get(d, "restart_pending");
+
         printf("configuration reloaded (sha256 %.16s…)\n", jstr(d, "config_hash"));
+        if (json_array_size(pending)) {
+                printf("waiting for a restart: ");
+                print_restart_pending(pending);
+                printf(" (changed, still at the running value until mcugwd restarts)\n");
+        }
 }
 
 static int do_reload(int argc, char **argv)

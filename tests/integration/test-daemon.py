@@ -128,11 +128,18 @@ def test_restart_pending(tmp, d, config_ok):
                    "[Monitor]\nCloudCommands=quarantine\n")
     r = d.ctl("reload")
     check(r.returncode == 0, f"reload with a restart-only change succeeds ({r.stderr.strip()})")
+    check("waiting for a restart: Link.PrivateKeyFile" in r.stdout,
+          f"mcugwctl reload names the key that waits for a restart ({r.stdout.strip()})")
     st = d.ctl_json("status")
     check(st["restart_pending"] == ["Link.PrivateKeyFile"],
           f"status lists only the restart-only key as pending ({st['restart_pending']})")
     r = d.ctl("status")
     check("Link.PrivateKeyFile" in r.stdout, "mcugwctl status shows the pending key")
+    check("Restart:   pending for Link.PrivateKeyFile (" in r.stdout,
+          "on its Restart: line")
+    r = d.ctl("reload", json_out=True)
+    check(r.returncode == 0 and json.loads(r.stdout)["restart_pending"] == ["Link.PrivateKeyFile"],
+          "reload --json: restart_pending")
     check(wait_for(lambda: "Link.PrivateKeyFile changed" in d.read_log(), timeout=5),
           "the reload warns about the key that waits for a restart")
     rep = json.loads(d.ctl("audit", "config", json_out=True).stdout)
@@ -143,6 +150,7 @@ def test_restart_pending(tmp, d, config_ok):
     # Back to the running value: nothing pending any more.
     d.write_config(config_ok)
     r = d.ctl("reload")
+    check("waiting for a restart" not in r.stdout, "reload: nothing waits any more")
     check(r.returncode == 0 and d.ctl_json("status")["restart_pending"] == [],
           "reverting the key clears the pending list")
 
