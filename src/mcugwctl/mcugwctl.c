@@ -382,6 +382,10 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                        json_is_true(json_object_get(m, "batching")) ? ", batched" : "");
                 if (*jstr(m, "last_error"))
                         printf("MQTT error: %s\n", jstr(m, "last_error"));
+                if (jint(m, "unexpected_messages"))
+                        printf("Ignored:   %lld message(s) on unexpected topics (the first on "
+                               "each is in the journal)\n",
+                               jint(m, "unexpected_messages"));
         }
         if (ob)
                 printf("Outbox:    %lld message(s), %lld of %lld bytes, %lld dropped (quota)\n",

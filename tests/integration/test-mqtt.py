@@ -288,6 +288,19 @@ def test_commands(tmp, broker, cert):
               "cmd.received and cmd.result audited")
         check(("cmd.rejected", "nosuch") in ev, "cmd.rejected audited")
         check(d.status()["mqtt"]["commands"] == 2, "commands counted")
+        # Not a command topic (the device level is no valid id): counted, logged once per topic
+        # at notice (#17.8).
+        long_id = "mcugw/it-gw/cmd/" + "x" * 40
+        for t in (long_id, long_id, "mcugw/it-gw/cmd/"):
+            sub.publish(t, b"x")
+        check(wait_for(lambda: d.status()["mqtt"].get("unexpected_messages") == 3, timeout=10),
+              f"messages on unexpected topics counted in status "
+              f"({d.status()['mqtt'].get('unexpected_messages')})")
+        log = d.read_log()
+        check(log.count("notice: relay: message on unexpected topic " + long_id + " ") == 1
+              and "unexpected topic mcugw/it-gw/cmd/ " in log,
+              "the first message on each unexpected topic logged at notice")
+        check(d.status()["mqtt"]["commands"] == 2, "and not counted as commands")
     finally:
         d.stop()
         sub.close()
