@@ -22,7 +22,9 @@ static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void 
         if (json_object_get(args, "state")) {
                 if (ctl_arg_string(args, "state", 16, &state, &err) < 0 ||
                     (want = device_state_from_string(state)) < 0)
-                        return control_conn_error(c, -EINVAL, "unknown state '%s'",
+                        return control_conn_error(c, -EINVAL,
+                                                  "unknown state '%s' (valid: pending, active, "
+                                                  "quarantined, revoked)",
                                                   state ? state : "");
         }
         if (json_object_get(args, "group") && ctl_arg_string(args, "group", 64, &group, &err) < 0)

@@ -634,13 +634,14 @@ static void print_tail_element(json_t *elem, void *userdata)
         tp->started = true;
 }
 
+static const struct option audit_tail_opts[] = {
+        { "lines", required_argument, NULL, 'n' },
+        { "follow", no_argument, NULL, 'f' },
+        {},
+};
+
 static int do_audit_tail(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "lines", required_argument, NULL, 'n' },
-                { "follow", no_argument, NULL, 'f' },
-                {},
-        };
         struct client cl = { .fd = -1 };
         struct tail_printer tp = { 0 };
         long long n = 20;
@@ -649,7 +650,7 @@ static int do_audit_tail(int argc, char **argv)
         char *end;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "n:f", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "n:f", audit_tail_opts, NULL)) >= 0)
                 switch (c) {
                 case 'n':
                         n = strtoll(optarg, &end, 10);
@@ -756,20 +757,29 @@ static void print_device(json_t *d)
         }
 }
 
+static const struct option devices_opts[] = {
+        { "state", required_argument, NULL, 's' },
+        { "group", required_argument, NULL, 'g' },
+        {},
+};
+
 static int do_devices(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "state", required_argument, NULL, 's' },
-                { "group", required_argument, NULL, 'g' },
-                {},
-        };
         json_t *args = json_object();
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "s:g:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "s:g:", devices_opts, NULL)) >= 0)
                 switch (c) {
-                case 's': json_object_set_new(args, "state", json_string(optarg)); break;
+                case 's':
+                        if (device_state_from_string(optarg) < 0) {
+                                json_decref(args);
+                                return fail("devices: unknown state '%s' (valid: pending, active, "
+                                            "quarantined, revoked)",
+                                            optarg);
+                        }
+                        json_object_set_new(args, "state", json_string(optarg));
+                        break;
                 case 'g': json_object_set_new(args, "group", json_string(optarg)); break;
                 default: json_decref(args); return EXIT_FAILURE;
                 }
@@ -787,18 +797,19 @@ static int do_device_show(int argc, char **argv)
         return run("device.show", json_pack("{ss}", "id", argv[1]), print_device);
 }
 
+static const struct option device_add_opts[] = {
+        { "groups", required_argument, NULL, 'g' },
+        { "pending", no_argument, NULL, 'p' },
+        {},
+};
+
 static int do_device_add(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "groups", required_argument, NULL, 'g' },
-                { "pending", no_argument, NULL, 'p' },
-                {},
-        };
         json_t *args = json_object();
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "g:p", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "g:p", device_add_opts, NULL)) >= 0)
                 switch (c) {
                 case 'g': json_object_set_new(args, "groups", json_string(optarg)); break;
                 case 'p': json_object_set_new(args, "state", json_string("pending")); break;
@@ -814,17 +825,18 @@ static int do_device_add(int argc, char **argv)
 }
 
 /* COMMAND ID [--reason TEXT] for the device verbs. */
+static const struct option reason_opts[] = {
+        { "reason", required_argument, NULL, 'r' },
+        {},
+};
+
 static int id_with_reason(const char *cmd, int argc, char **argv, void (*human)(json_t *))
 {
-        static const struct option opts[] = {
-                { "reason", required_argument, NULL, 'r' },
-                {},
-        };
         json_t *args = json_object();
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "r:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "r:", reason_opts, NULL)) >= 0)
                 switch (c) {
                 case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
                 default: json_decref(args); return EXIT_FAILURE;
@@ -867,18 +879,19 @@ static void print_removed(json_t *d)
         printf("%s: removed (its audit history is kept)\n", jstr(d, "id"));
 }
 
+static const struct option device_remove_opts[] = {
+        { "force", no_argument, NULL, 'f' },
+        { "reason", required_argument, NULL, 'r' },
+        {},
+};
+
 static int do_device_remove(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "force", no_argument, NULL, 'f' },
-                { "reason", required_argument, NULL, 'r' },
-                {},
-        };
         json_t *args = json_object();
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "fr:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "fr:", device_remove_opts, NULL)) >= 0)
                 switch (c) {
                 case 'f': json_object_set_new(args, "force", json_true()); break;
                 case 'r': json_object_set_new(args, "reason", json_string(optarg)); break;
@@ -907,25 +920,28 @@ static void print_imported(json_t *d)
 
 #define IMPORT_MAX ((size_t)64 * 1024 * 1024)
 
+static const struct option device_import_opts[] = {
+        { "format", required_argument, NULL, 'f' },
+        {},
+};
+
 static int do_device_import(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "format", required_argument, NULL, 'f' },
-                {},
-        };
         const char *format = NULL, *path;
         _cleanup_free_ char *content = NULL;
         size_t len = 0;
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "f:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "f:", device_import_opts, NULL)) >= 0)
                 switch (c) {
                 case 'f': format = optarg; break;
                 default: return EXIT_FAILURE;
                 }
         if (argc - optind != 1)
                 return fail("usage: mcugwctl device import FILE [--format csv|json]");
+        if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
+                return fail("device import: unknown format '%s' (valid: csv, json)", format);
         path = argv[optind];
         if (!format) {
                 size_t n = strlen(path);
@@ -1027,15 +1043,16 @@ static int do_keygen(int argc, char **argv)
 /* For the factory: N key pairs in DIR (PREFIX-0001.key …) and DIR/import.csv listing their public
  * keys, ready for `mcugwctl device import`. The private keys are to be flashed into the MCUs and
  * then destroyed; the gateway never needs them. */
+static const struct option factory_keys_opts[] = {
+        { "count", required_argument, NULL, 'n' },
+        { "prefix", required_argument, NULL, 'p' },
+        { "groups", required_argument, NULL, 'g' },
+        { "pending", no_argument, NULL, 'P' },
+        {},
+};
+
 static int do_factory_keys(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "count", required_argument, NULL, 'n' },
-                { "prefix", required_argument, NULL, 'p' },
-                { "groups", required_argument, NULL, 'g' },
-                { "pending", no_argument, NULL, 'P' },
-                {},
-        };
         const char *prefix = "mcu", *groups = "", *dir;
         _cleanup_fclose_ FILE *csv = NULL;
         char path[4096], groups_norm[ENROLL_GROUPS_MAX + 1], id[ENROLL_ID_MAX + 1];
@@ -1044,7 +1061,7 @@ static int do_factory_keys(int argc, char **argv)
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "n:p:g:P", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "n:p:g:P", factory_keys_opts, NULL)) >= 0)
                 switch (c) {
                 case 'n': n = strtol(optarg, NULL, 10); break;
                 case 'p': prefix = optarg; break;
@@ -1091,13 +1108,14 @@ static int do_factory_keys(int argc, char **argv)
 }
 
 /* The manufacturer's side of just-in-time onboarding: sign a device's id and public key. */
+static const struct option attest_opts[] = {
+        { "manufacturer-key", required_argument, NULL, 'k' },
+        { "key-id", required_argument, NULL, 'i' },
+        {},
+};
+
 static int do_attest(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "manufacturer-key", required_argument, NULL, 'k' },
-                { "key-id", required_argument, NULL, 'i' },
-                {},
-        };
         const char *mkey = NULL, *kid = NULL;
         uint8_t pub[ENROLL_KEY_LEN], att[ONBOARD_ATTEST_MAX];
         char err[512], b64[2 * ONBOARD_ATTEST_MAX];
@@ -1105,7 +1123,7 @@ static int do_attest(int argc, char **argv)
         int c, n;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "k:i:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "k:i:", attest_opts, NULL)) >= 0)
                 switch (c) {
                 case 'k': mkey = optarg; break;
                 case 'i': kid = optarg; break;
@@ -1137,12 +1155,13 @@ static void keep_export(json_t *d)
 }
 
 /* The registry in the import formats, so that a gateway can be rebuilt or cloned from it. */
+static const struct option device_export_opts[] = {
+        { "format", required_argument, NULL, 'f' },
+        {},
+};
+
 static int do_device_export(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "format", required_argument, NULL, 'f' },
-                {},
-        };
         const char *format = "csv";
         bool json_out = arg_json;
         size_t i;
@@ -1150,7 +1169,7 @@ static int do_device_export(int argc, char **argv)
         int c, r;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "f:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "f:", device_export_opts, NULL)) >= 0)
                 switch (c) {
                 case 'f': format = optarg; break;
                 default: return EXIT_FAILURE;
@@ -1158,7 +1177,7 @@ static int do_device_export(int argc, char **argv)
         if (optind < argc)
                 return fail("usage: mcugwctl device export [--format csv|json] > FILE");
         if (strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
-                return fail("--format must be csv or json");
+                return fail("device export: unknown format '%s' (valid: csv, json)", format);
         arg_json = false;
         r = run("devices", NULL, keep_export);
         arg_json = json_out;
@@ -1255,17 +1274,18 @@ static void print_metrics(json_t *m)
                 print_device_metrics(d);
 }
 
+static const struct option metrics_opts[] = {
+        { "device", required_argument, NULL, 'd' },
+        {},
+};
+
 static int do_metrics(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "device", required_argument, NULL, 'd' },
-                {},
-        };
         json_t *args = json_object();
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "d:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "d:", metrics_opts, NULL)) >= 0)
                 switch (c) {
                 case 'd': json_object_set_new(args, "device", json_string(optarg)); break;
                 default: json_decref(args); return EXIT_FAILURE;
@@ -1316,20 +1336,21 @@ static void top_draw(json_t *m, bool clear, int rows)
         fflush(stdout);
 }
 
+static const struct option top_opts[] = {
+        { "once", no_argument, NULL, 'o' },
+        { "interval", required_argument, NULL, 'i' },
+        {},
+};
+
 static int do_top(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "once", no_argument, NULL, 'o' },
-                { "interval", required_argument, NULL, 'i' },
-                {},
-        };
         struct termios saved, raw;
         bool once = false, tty = isatty(STDIN_FILENO), restore = false;
         double interval = 1.0;
         int c, ret = EXIT_SUCCESS;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "oi:", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "oi:", top_opts, NULL)) >= 0)
                 switch (c) {
                 case 'o': once = true; break;
                 case 'i':
@@ -1649,15 +1670,16 @@ static int ota_wait(const char *id)
         }
 }
 
+static const struct option ota_start_opts[] = {
+        { "device", required_argument, NULL, 'd' },
+        { "group", required_argument, NULL, 'g' },
+        { "signature", required_argument, NULL, 's' },
+        { "wait", no_argument, NULL, 'w' },
+        {},
+};
+
 static int do_ota_start(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "device", required_argument, NULL, 'd' },
-                { "group", required_argument, NULL, 'g' },
-                { "signature", required_argument, NULL, 's' },
-                { "wait", no_argument, NULL, 'w' },
-                {},
-        };
         struct client cl = { .fd = -1 };
         json_t *args = json_object(), *d = NULL;
         char *abs = NULL, id[80];
@@ -1665,7 +1687,7 @@ static int do_ota_start(int argc, char **argv)
         int c, r;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "d:g:s:w", opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "d:g:s:w", ota_start_opts, NULL)) >= 0)
                 switch (c) {
                 case 'd': json_object_set_new(args, "device", json_string(optarg)); break;
                 case 'g': json_object_set_new(args, "group", json_string(optarg)); break;
@@ -1717,58 +1739,73 @@ struct verb {
         const char *name;
         int (*fn)(int argc, char **argv);
         const char *help;
+        const struct option *opts; /* its options (NULL: none), for options anywhere */
 };
 
 static const struct verb verbs[] = {
-        { NULL, "status", do_status, "show the daemon's state" },
-        { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)" },
-        { NULL, "reconnect", do_reconnect, "connect the cloud session now, not after the backoff" },
-        { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]" },
-        { "audit", "verify", do_audit_verify, "check the audit log's hash chain" },
+        { NULL, "status", do_status, "show the daemon's state", NULL },
+        { NULL, "reload", do_reload, "re-read the configuration (kept if invalid)", NULL },
+        { NULL, "reconnect", do_reconnect, "connect the cloud session now, not after the backoff",
+          NULL },
+        { "audit", "tail", do_audit_tail, "show the last audit records [-n N] [--follow]",
+          audit_tail_opts },
+        { "audit", "verify", do_audit_verify, "check the audit log's hash chain", NULL },
         { "audit", "config", do_audit_config,
-          "check the configuration against the security baseline, show drift" },
-        { "audit", "baseline", do_audit_baseline, "accept: record the current state as baseline" },
-        { NULL, "metrics", do_metrics, "gateway and per-device metrics [--device ID]" },
-        { NULL, "top", do_top, "live metrics, busiest devices first [--once] [--interval S]" },
-        { NULL, "rules", do_rules, "list the monitoring rules and what they did" },
-        { NULL, "defender", do_defender, "Device Defender reports; send: publish one now" },
-        { NULL, "devices", do_devices, "list devices [--state S] [--group G]" },
-        { "device", "show", do_device_show, "show one device: ID" },
-        { "cert", "show", do_cert_show, "the gateway's MQTT certificate, expiry, provisioning" },
-        { "cert", "rotate", do_cert_rotate, "new key + certificate via the cloud (CSR)" },
-        { "ota", "list", do_ota_list, "OTA jobs and their state" },
-        { "ota", "show", do_ota_show, "one OTA job with per-device progress: ID" },
+          "check the configuration against the security baseline, show drift", NULL },
+        { "audit", "baseline", do_audit_baseline, "accept: record the current state as baseline",
+          NULL },
+        { NULL, "metrics", do_metrics, "gateway and per-device metrics [--device ID]",
+          metrics_opts },
+        { NULL, "top", do_top, "live metrics, busiest devices first [--once] [--interval S]",
+          top_opts },
+        { NULL, "rules", do_rules, "list the monitoring rules and what they did", NULL },
+        { NULL, "defender", do_defender, "Device Defender reports; send: publish one now", NULL },
+        { NULL, "devices", do_devices, "list devices [--state S] [--group G]", devices_opts },
+        { "device", "show", do_device_show, "show one device: ID", NULL },
+        { "cert", "show", do_cert_show, "the gateway's MQTT certificate, expiry, provisioning",
+          NULL },
+        { "cert", "rotate", do_cert_rotate, "new key + certificate via the cloud (CSR)", NULL },
+        { "ota", "list", do_ota_list, "OTA jobs and their state", NULL },
+        { "ota", "show", do_ota_show, "one OTA job with per-device progress: ID", NULL },
         { "ota", "start", do_ota_start,
           "update devices from a signed file: FILE --device ID|--group G [--signature S] "
-          "[--wait]" },
-        { "ota", "abort", do_ota_abort, "abort an OTA job: ID" },
-        { "device", "add", do_device_add, "enroll: ID PUBLIC_KEY [--groups G,H] [--pending]" },
-        { "device", "approve", do_device_approve, "activate a pending device: ID" },
-        { "device", "quarantine", do_device_quarantine, "stop relaying a device: ID [--reason R]" },
-        { "device", "restore", do_device_restore, "release a quarantined device: ID" },
-        { "device", "revoke", do_device_revoke, "revoke a device for good: ID [--reason R]" },
-        { "device", "disconnect", do_device_disconnect, "end a device's session: ID" },
+          "[--wait]",
+          ota_start_opts },
+        { "ota", "abort", do_ota_abort, "abort an OTA job: ID", NULL },
+        { "device", "add", do_device_add, "enroll: ID PUBLIC_KEY [--groups G,H] [--pending]",
+          device_add_opts },
+        { "device", "approve", do_device_approve, "activate a pending device: ID", reason_opts },
+        { "device", "quarantine", do_device_quarantine, "stop relaying a device: ID [--reason R]",
+          reason_opts },
+        { "device", "restore", do_device_restore, "release a quarantined device: ID", reason_opts },
+        { "device", "revoke", do_device_revoke, "revoke a device for good: ID [--reason R]",
+          reason_opts },
+        { "device", "disconnect", do_device_disconnect, "end a device's session: ID", reason_opts },
         { "device", "rotate-session", do_device_rotate,
-          "force a new handshake (fresh session keys): ID" },
+          "force a new handshake (fresh session keys): ID", reason_opts },
         { "device", "remove", do_device_remove,
-          "forget a device, keep its audit history: ID [--force] [--reason R]" },
+          "forget a device, keep its audit history: ID [--force] [--reason R]",
+          device_remove_opts },
         { "device", "set-key", do_device_set_key,
-          "replace a device's key, end its session: ID PUBLIC_KEY" },
-        { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)" },
+          "replace a device's key, end its session: ID PUBLIC_KEY", NULL },
+        { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)",
+          device_import_opts },
         { "device", "export", do_device_export,
-          "the registry as an import file [--format csv|json]" },
-        { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key" },
+          "the registry as an import file [--format csv|json]", device_export_opts },
+        { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key",
+          NULL },
         { NULL, "attest", do_attest,
-          "sign a device for onboarding: --manufacturer-key K --key-id I DEVICE_ID PUBLIC_KEY" },
+          "sign a device for onboarding: --manufacturer-key K --key-id I DEVICE_ID PUBLIC_KEY",
+          attest_opts },
         { NULL, "factory-keys", do_factory_keys,
-          "N key pairs + import.csv: DIR --count N [--prefix P] [--groups G]" },
+          "N key pairs + import.csv: DIR --count N [--prefix P] [--groups G]", factory_keys_opts },
 };
 
 static void help(void)
 {
         printf("Usage: mcugwctl [--socket PATH] [--json] COMMAND [ARGS]\n\n"
                "Query and administer mcugwd over its control socket\n"
-               "(default %s, or $MCUGW_SOCKET).\n\nCommands:\n",
+               "(default %s, or $MCUGW_SOCKET). Without a command: status.\n\nCommands:\n",
                DEFAULT_SOCKET);
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 char name[48];
@@ -1776,49 +1813,192 @@ static void help(void)
                          verbs[i].group ? " " : "", verbs[i].name);
                 printf("  %-22s %s\n", name, verbs[i].help);
         }
-        printf("\nOptions:\n"
+        printf("\nOptions (before or after the command):\n"
                "  -s, --socket PATH   control socket\n"
                "  -j, --json          machine-readable output\n"
                "  -t, --timeout SEC   how long to wait for a reply (default 30)\n"
-               "  -h, --help          this help\n"
+               "  -h, --help          this help, or the command's\n"
                "      --version       version\n");
+}
+
+static bool is_group(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (verbs[i].group && strcmp(verbs[i].group, name) == 0)
+                        return true;
+        return false;
+}
+
+/* A group's commands, as `mcugwctl GROUP` shows them (to f). */
+static void group_help(FILE *f, const char *group)
+{
+        fprintf(f, "Usage: mcugwctl %s COMMAND [ARGS]\n\nCommands:\n", group);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (verbs[i].group && strcmp(verbs[i].group, group) == 0)
+                        fprintf(f, "  %-16s %s\n", verbs[i].name, verbs[i].help);
+}
+
+/* "a, b, c": the top-level verbs and groups, each once. */
+static void list_commands(FILE *f)
+{
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                const char *n = verbs[i].group ? verbs[i].group : verbs[i].name;
+                bool seen = false;
+                for (size_t j = 0; j < i && !seen; j++)
+                        seen = strcmp(verbs[j].group ? verbs[j].group : verbs[j].name, n) == 0;
+                if (!seen)
+                        fprintf(f, "%s%s", i ? ", " : "", n);
+        }
+}
+
+static const struct option *find_option(const struct option *opts, const char *name, size_t len,
+                                        int val)
+{
+        for (; opts && opts->name; opts++)
+                if (name ? strlen(opts->name) == len && strncmp(opts->name, name, len) == 0
+                         : opts->val == val)
+                        return opts;
+        return NULL;
+}
+
+enum { ARG_VERSION = 0x100 };
+static const struct option global_opts[] = {
+        { "socket", required_argument, NULL, 's' },    { "json", no_argument, NULL, 'j' },
+        { "timeout", required_argument, NULL, 't' },   { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, ARG_VERSION }, {},
+};
+
+static int set_global(int c, const char *value)
+{
+        switch (c) {
+        case 's': arg_socket = value; return 0;
+        case 'j': arg_json = true; return 0;
+        case 't': arg_timeout_ms = atoi(value) * 1000; return 0;
+        case 'h': help(); return 1;
+        case ARG_VERSION: printf("mcugwctl %s\n", MCUGW_VERSION); return 1;
+        default: return -1;
+        }
+}
+
+/* Options anywhere (`mcugwctl status --json`, as `networkctl list --json=short`): take the global
+ * options out of a command's arguments, leaving the command's own (its opts win where a short
+ * letter is both, e.g. `devices -s`) and their values. Stops at "--". Returns the new argc, or
+ * -1 for --help (*ret_help) … */
+static int strip_globals(int argc, char **argv, const struct option *opts, bool *ret_help)
+{
+        int out = 1;
+
+        for (int i = 1; i < argc; i++) {
+                const char *w = argv[i], *eq;
+                const struct option *o = NULL, *g = NULL;
+                bool value_next = false;
+
+                if (strcmp(w, "--") == 0) {
+                        while (i < argc)
+                                argv[out++] = argv[i++];
+                        break;
+                }
+                if (w[0] == '-' && w[1] == '-') {
+                        eq = strchr(w + 2, '=');
+                        size_t len = eq ? (size_t)(eq - w - 2) : strlen(w + 2);
+                        o = find_option(opts, w + 2, len, 0);
+                        if (!o)
+                                g = find_option(global_opts, w + 2, len, 0);
+                        value_next = !eq;
+                } else if (w[0] == '-' && w[1] && !w[2]) {
+                        o = find_option(opts, NULL, 0, w[1]);
+                        if (!o)
+                                g = find_option(global_opts, NULL, 0, w[1]);
+                        value_next = true;
+                        eq = NULL;
+                } else
+                        eq = NULL;
+                if (g) {
+                        const char *value = NULL;
+                        if (g->has_arg == required_argument) {
+                                if (eq)
+                                        value = eq + 1;
+                                else if (i + 1 < argc)
+                                        value = argv[++i];
+                                else {
+                                        fail("option '%s' requires an argument", w);
+                                        return -2;
+                                }
+                        }
+                        if (g->val == 'h') {
+                                *ret_help = true;
+                                continue;
+                        }
+                        if (set_global(g->val, value) != 0)
+                                return -2;
+                        continue;
+                }
+                argv[out++] = argv[i];
+                if (o && o->has_arg == required_argument && value_next && i + 1 < argc)
+                        argv[out++] = argv[++i];
+        }
+        argv[out] = NULL;
+        return out;
 }
 
 int main(int argc, char **argv)
 {
-        enum { ARG_VERSION = 0x100 };
-        static const struct option opts[] = {
-                { "socket", required_argument, NULL, 's' },    { "json", no_argument, NULL, 'j' },
-                { "timeout", required_argument, NULL, 't' },   { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION }, {},
-        };
-        int c;
+        static char status_arg[] = "status";
+        static char *status_argv[] = { status_arg, NULL };
+        const struct verb *v = NULL;
+        bool verb_help = false;
+        int c, skip;
 
-        while ((c = getopt_long(argc, argv, "+s:jt:h", opts, NULL)) >= 0)
-                switch (c) {
-                case 's': arg_socket = optarg; break;
-                case 'j': arg_json = true; break;
-                case 't': arg_timeout_ms = atoi(optarg) * 1000; break;
-                case 'h': help(); return EXIT_SUCCESS;
-                case ARG_VERSION: printf("mcugwctl %s\n", MCUGW_VERSION); return EXIT_SUCCESS;
-                default: return EXIT_FAILURE;
-                }
-        if (arg_timeout_ms <= 0)
-                return fail("--timeout must be a positive number of seconds");
-        if (optind >= argc) {
-                help();
-                return EXIT_FAILURE;
+        while ((c = getopt_long(argc, argv, "+s:jt:h", global_opts, NULL)) >= 0) {
+                int q = set_global(c, optarg);
+                if (q > 0)
+                        return EXIT_SUCCESS;
+                if (q < 0)
+                        return EXIT_FAILURE;
         }
         argc -= optind;
         argv += optind;
-
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
-                if (!verbs[i].group && strcmp(argv[0], verbs[i].name) == 0)
-                        return verbs[i].fn(argc, argv);
-                if (verbs[i].group && strcmp(argv[0], verbs[i].group) == 0 && argc > 1 &&
-                    strcmp(argv[1], verbs[i].name) == 0)
-                        return verbs[i].fn(argc - 1, argv + 1);
+        if (argc == 0) {
+                /* As wg does: no command shows the state. */
+                argc = 1;
+                argv = status_argv;
         }
-        return fail("unknown command '%s%s%s' (see mcugwctl --help)", argv[0], argc > 1 ? " " : "",
-                    argc > 1 ? argv[1] : "");
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs) && !v; i++) {
+                if (!verbs[i].group && strcmp(argv[0], verbs[i].name) == 0)
+                        v = &verbs[i];
+                else if (verbs[i].group && strcmp(argv[0], verbs[i].group) == 0 && argc > 1 &&
+                         strcmp(argv[1], verbs[i].name) == 0)
+                        v = &verbs[i];
+        }
+        if (!v && is_group(argv[0])) {
+                if (argc == 1 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                        group_help(stdout, argv[0]);
+                        return EXIT_SUCCESS;
+                }
+                fail("unknown command '%s %s'", argv[0], argv[1]);
+                group_help(stderr, argv[0]);
+                return EXIT_FAILURE;
+        }
+        if (!v) {
+                fputs("mcugwctl: unknown command '", stderr);
+                fputs(argv[0], stderr);
+                fputs("'; commands: ", stderr);
+                list_commands(stderr);
+                fputs(" (see mcugwctl --help)\n", stderr);
+                return EXIT_FAILURE;
+        }
+        skip = v->group ? 1 : 0;
+        argc = strip_globals(argc - skip, argv + skip, v->opts, &verb_help);
+        argv += skip;
+        if (argc < 0)
+                return EXIT_FAILURE;
+        if (arg_timeout_ms <= 0)
+                return fail("--timeout must be a positive number of seconds");
+        if (verb_help) {
+                printf("mcugwctl %s%s%s: %s\n", v->group ? v->group : "", v->group ? " " : "",
+                       v->name, v->help);
+                return EXIT_SUCCESS;
+        }
+        return v->fn(argc, argv);
 }

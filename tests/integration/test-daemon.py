@@ -155,6 +155,45 @@ def test_restart_pending(tmp, d, config_ok):
           "reverting the key clears the pending list")
 
 
+def test_cli_ergonomics(d):
+    """Options anywhere, bare groups, valid values named, no command is status (#17.12)."""
+    ctl = os.environ.get("MCUGWCTL", "mcugwctl")
+
+    def run(*args, env=None):
+        return subprocess.run([ctl, *args], capture_output=True, text=True, timeout=30, env=env)
+
+    r = run("status", "--json", "--socket", d.socket)
+    check(r.returncode == 0 and json.loads(r.stdout)["pid"] == d.proc.pid,
+          "mcugwctl status --json --socket S: options after the command")
+    r = run("status", f"--socket={d.socket}", "-j")
+    check(r.returncode == 0 and "pid" in json.loads(r.stdout), "--socket=S and -j after it too")
+    r = run("audit", "tail", "-n", "2", "--json", "-s", d.socket)
+    check(r.returncode == 0 and len(json.loads(r.stdout)) == 2,
+          "a command's own options mixed with the global ones")
+    r = run("devices", "-s", "active", "--socket", d.socket)
+    check(r.returncode == 0 and "device(s)" in r.stdout,
+          "a command's own short option wins (devices -s is --state)")
+    r = run(env=dict(os.environ, MCUGW_SOCKET=d.socket))
+    check(r.returncode == 0 and "Gateway:" in r.stdout, "mcugwctl without a command shows status")
+    for group, sub in (("device", "set-key"), ("ota", "start"), ("audit", "verify")):
+        r = run(group)
+        check(r.returncode == 0 and sub in r.stdout and "Usage: mcugwctl " + group in r.stdout,
+              f"a bare 'mcugwctl {group}' lists its subcommands")
+    r = run("device", "frobnicate")
+    check(r.returncode != 0 and "unknown command 'device frobnicate'" in r.stderr and
+          "set-key" in r.stderr, "an unknown subcommand lists the group's subcommands")
+    r = run("frobnicate")
+    check(r.returncode != 0 and "commands: status" in r.stderr and "ota" in r.stderr,
+          "an unknown command lists the commands")
+    r = run("devices", "--state", "bogus", "--socket", d.socket)
+    check(r.returncode != 0 and "valid: pending, active, quarantined, revoked" in r.stderr,
+          "a bad --state lists the valid ones")
+    r = run("device", "export", "--format", "xml", "--socket", d.socket)
+    check(r.returncode != 0 and "valid: csv, json" in r.stderr, "a bad --format lists them")
+    r = run("device", "add", "--help")
+    check(r.returncode == 0 and "PUBLIC_KEY" in r.stdout, "COMMAND --help shows its usage")
+
+
 def test_permissions(tmp, d):
     if not IS_ROOT:
         print("note - not root: the SO_PEERCRED tier checks need setpriv to another uid and "
@@ -351,6 +390,7 @@ def main():
         test_second_daemon(d)
         test_status_reload(tmp, d, config_ok)
         test_restart_pending(tmp, d, config_ok)
+        test_cli_ergonomics(d)
         test_permissions(tmp, d)
         test_bad_requests(d)
         test_audit_tamper(tmp, d)
