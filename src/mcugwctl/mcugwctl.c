@@ -1040,6 +1040,49 @@ static int do_keygen(int argc, char **argv)
         return EXIT_SUCCESS;
 }
 
+/* The public key of a private key read from stdin, as `wg pubkey` does: for a key whose public
+ * half was lost, or to check which device a key file belongs to. */
+static int do_pubkey(int argc, char **argv)
+{
+        char buf[256], pub64[45];
+        uint8_t priv[32], pub[32];
+        size_t n = 0, publen = sizeof pub;
+        EVP_PKEY *k = NULL;
+        int ret = EXIT_FAILURE;
+
+        if (argc != 1)
+                return fail("usage: mcugwctl pubkey < PRIVATE_KEY_FILE   (prints the public key)");
+        n = fread(buf, 1, sizeof buf - 1, stdin);
+        if (ferror(stdin)) {
+                fail("cannot read the private key from stdin");
+                goto out;
+        }
+        buf[n] = 0;
+        while (n > 0 && strchr(" \t\r\n", buf[n - 1]))
+                buf[--n] = 0;
+        if (key_from_base64(buf, n, priv) < 0) {
+                fail("a private key is 44 characters of base64 (32 bytes), as mcugwctl keygen "
+                     "writes it");
+                goto out;
+        }
+        k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, sizeof priv);
+        if (!k || EVP_PKEY_get_raw_public_key(k, pub, &publen) != 1) {
+                fail("cannot derive the public key");
+                goto out;
+        }
+        key_to_base64(pub, pub64);
+        if (arg_json)
+                printf("{\"public_key\": \"%s\"}\n", pub64);
+        else
+                printf("%s\n", pub64);
+        ret = EXIT_SUCCESS;
+out:
+        EVP_PKEY_free(k);
+        OPENSSL_cleanse(buf, sizeof buf);
+        OPENSSL_cleanse(priv, sizeof priv);
+        return ret;
+}
+
 /* For the factory: N key pairs in DIR (PREFIX-0001.key …) and DIR/import.csv listing their public
  * keys, ready for `mcugwctl device import`. The private keys are to be flashed into the MCUs and
  * then destroyed; the gateway never needs them. */
@@ -1792,6 +1835,7 @@ static const struct verb verbs[] = {
           device_import_opts },
         { "device", "export", do_device_export,
           "the registry as an import file [--format csv|json]", device_export_opts },
+        { NULL, "pubkey", do_pubkey, "the public key of a private key read from stdin", NULL },
         { NULL, "keygen", do_keygen, "create a key pair: PRIVATE_KEY_FILE, prints the public key",
           NULL },
         { NULL, "attest", do_attest,

@@ -41,6 +41,14 @@ def main():
         r = subprocess.run([MCUGWCTL, "keygen", path], capture_output=True, text=True)
         check(r.returncode != 0 and "refusing to overwrite" in r.stderr,
               "keygen refuses to overwrite a key")
+        with open(path) as f:
+            r = subprocess.run([MCUGWCTL, "pubkey"], stdin=f, capture_output=True, text=True)
+        check(r.returncode == 0 and r.stdout.strip() == pub1,
+              "mcugwctl pubkey < key prints the key's public key, as keygen did")
+        r = subprocess.run([MCUGWCTL, "pubkey"], input="not a key\n", capture_output=True,
+                           text=True)
+        check(r.returncode != 0 and "44 characters of base64" in r.stderr,
+              "pubkey refuses what is not a private key")
         _, pub2 = keygen(tmp, "dev2")
         _, pub3 = keygen(tmp, "dev3")
         _, pub4 = keygen(tmp, "dev4")
