@@ -106,6 +106,7 @@ struct mqtt {
         SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own; NULL: the
                            * credentials did not load (tls_ensure() retries every round) */
         bool quiet;       /* no "online", no last will (mqtt_set_announce) */
+        bool cred_retry;  /* an operator asked to try now (mqtt_reconnect_now) */
         unsigned port, keepalive_s;
         int protocol;
         uint64_t reconnect_min_ms, reconnect_max_ms;
@@ -1052,6 +1053,10 @@ static int tls_ensure(struct mqtt *m)
 
         if (m->ssl_ctx)
                 return 0;
+        /* A token counts wrong PINs and may lock itself: try it again only when asked. */
+        if (strncmp(m->key_file, "pkcs11:", 7) == 0 && !m->cred_retry)
+                return -EAGAIN;
+        m->cred_retry = false;
         snprintf(was, sizeof was, "%s", m->last_error);
         q = mqtt_set_credentials(m, m->cert_file, m->key_file, false, err, sizeof err);
         if (q < 0) {
@@ -1307,8 +1312,11 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *o, const struct mqtt_ca
         ctx = mqtt_tls_ctx_new(o, err, sizeof err);
         if (!ctx)
                 log_error("mqtt: %s; the cloud session waits for usable credentials (tried again "
-                          "with the backoff, at once on reload or mcugwctl reconnect)",
-                          err);
+                          "%s on reload or mcugwctl reconnect)",
+                          err,
+                          strncmp(o->key_file, "pkcs11:", 7) == 0
+                                  ? "only"
+                                  : "with the backoff, and at once");
         m = calloc(1, sizeof *m);
         if (!m) {
                 SSL_CTX_free(ctx);
@@ -1517,6 +1525,7 @@ int mqtt_reconnect_now(struct mqtt *m)
         if (m->state == MQTT_CONNECTING)
                 return -EINPROGRESS;
         m->backoff_step = 0;
+        m->cred_retry = true;
         uv_timer_stop(&m->reconnect_timer);
         /* Still never more than one CONNECT per second. */
         since = uv_now(m->loop) - m->last_connect_ms;
