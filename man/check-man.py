@@ -5,8 +5,9 @@
 - every key of conf_keys[] (src/daemon/conf.c) is described in mcugw.conf.5.scd under its section,
   with its default, and says "Needs a restart" exactly when the table says so;
 - etc/mcugw/mcugw.conf lists every key, commented out at its default;
-- every verb of verbs[] (src/mcugwctl/mcugwctl.c) is described in mcugwctl.1.scd and completed by
-  completion/mcugwctl;
+- every verb of verbs[] (src/mcugwctl/) is described in mcugwctl.1.scd, with each of its options,
+  and completed by completion/mcugwctl: the command word in its toplevel or groups list, each of
+  its options in the command's arm of `case "$cmd $sub"`, every global option in its opts;
 - every long option of mcugw-sim (src/sim/mcugw-sim.c, once it exists) is in mcugw-sim.1.scd.
 
 Usage: check-man.py SOURCE-ROOT
@@ -25,6 +26,8 @@ def read(*p):
 
 
 def fail(msg):
+    if msg in failures:
+        return
     failures.append(msg)
     print("FAIL:", msg)
 
@@ -98,29 +101,93 @@ for section, key, default, restart in keys:
     if not re.search(r"^%s$" % re.escape(line), shipped_sections.get(section, ""), re.M):
         fail("etc/mcugw/mcugw.conf: [%s] lacks the line '%s'" % (section, line))
 
-# --- mcugwctl verbs --------------------------------------------------------------------------
-ctl_c = read("src", "mcugwctl", "mcugwctl.c")
+# --- mcugwctl verbs ---------------------------------------------------------------------------
+# The client may be split into several files (src/mcugwctl/*.c) around one verb table.
+ctl_dir = os.path.join(root, "src", "mcugwctl")
+ctl_c = "\n".join(read("src", "mcugwctl", f) for f in sorted(os.listdir(ctl_dir))
+                  if f.endswith((".c", ".h")))
 vt = re.search(r"struct verb verbs\[\]\s*=\s*\{(.*?)\n\};", ctl_c, re.S)
-verbs = []
+verbs = []    # (group or None, name, options table name or None)
 if not vt:
-    fail("cannot find verbs[] in src/mcugwctl/mcugwctl.c")
+    fail("cannot find verbs[] in src/mcugwctl/")
 else:
-    for group, name in re.findall(r'\{\s*(NULL|"[\w-]+")\s*,\s*"([\w-]+)"\s*,', vt.group(1)):
-        verbs.append((None if group == "NULL" else group.strip('"'), name))
+    for group, name, opts in re.findall(
+            r'\{\s*(NULL|"[\w-]+")\s*,\s*"([\w-]+)"\s*,\s*\w+\s*,\s*(?:"(?:[^"\\]|\\.)*"\s*)+,'
+            r'\s*(NULL|\w+)\s*\}', vt.group(1)):
+        verbs.append((None if group == "NULL" else group.strip('"'), name,
+                      None if opts == "NULL" else opts))
+    if len(verbs) != len(re.findall(r'\{\s*(?:NULL|"[\w-]+")\s*,\s*"[\w-]+"\s*,', vt.group(1))):
+        fail("could not read every entry of verbs[] (group, name, fn, help, opts); "
+             "update check-man.py")
     if not verbs:
         fail("no verbs read from verbs[]; update check-man.py")
+
+
+def option_names(table):
+    """The long option names of `static const struct option TABLE[] = {…}`."""
+    m = re.search(r"struct option %s\[\]\s*=\s*\{(.*?)\};" % re.escape(table), ctl_c, re.S)
+    if not m:
+        fail("cannot find the option table %s in src/mcugwctl/" % table)
+        return []
+    return re.findall(r'\{\s*"([\w-]+)"\s*,', m.group(1))
+
 
 page = read("man", "mcugwctl.1.scd")
 commands = re.search(r"^# COMMANDS\n(.*?)(?=^# |\Z)", page, re.S | re.M)
 commands = commands.group(1) if commands else ""
+options = re.search(r"^# OPTIONS\n(.*?)(?=^# |\Z)", page, re.S | re.M)
+options = options.group(1) if options else ""
+
+# The completion: the top-level words, the groups' words, the arms of `case "$cmd $sub"`.
 completion = read("completion", "mcugwctl")
-for group, name in verbs:
+m = re.search(r'local toplevel="([^"]*)"', completion)
+toplevel = set(m.group(1).split()) if m else set()
+if not m:
+    fail("completion/mcugwctl: no 'local toplevel=\"…\"'")
+groups = {g: set(w.split()) for g, w in re.findall(r'\[([\w-]+)\]="([^"]*)"', completion)}
+m = re.search(r'local opts="([^"]*)"', completion)
+global_words = set(m.group(1).split()) if m else set()
+arms = []     # ([patterns], body)
+m = re.search(r'case "\$cmd \$sub" in\n(.*?)\n\s*esac', completion, re.S)
+if not m:
+    fail('completion/mcugwctl: no case "$cmd $sub" in … esac')
+else:
+    for pats, body in re.findall(r'^\s*((?:"[^"]*"\*?\|?)+)\)\n(.*?);;', m.group(1), re.S | re.M):
+        arms.append((re.findall(r'"([^"]*)"(\*?)', pats), body))
+
+
+def arm_for(word):
+    for pats, body in arms:
+        for text, star in pats:
+            if word == text or (star and word.startswith(text)):
+                return body
+    return None
+
+
+for group, name, opts in verbs:
     full = "%s %s" % (group, name) if group else name
     if not re.search(r"^\*%s\*" % re.escape(full), commands, re.M):
         fail("mcugwctl(1) COMMANDS does not describe '%s'" % full)
-    for word in filter(None, (group, name)):
-        if not re.search(r"\b%s\b" % re.escape(word), completion):
-            fail("completion/mcugwctl does not complete '%s'" % word)
+    if group:
+        if group not in toplevel:
+            fail("completion/mcugwctl: the group '%s' is not in toplevel" % group)
+        if name not in groups.get(group, set()):
+            fail("completion/mcugwctl: '%s' is not in groups[%s]" % (name, group))
+    elif name not in toplevel:
+        fail("completion/mcugwctl: '%s' is not in toplevel" % name)
+    for opt in option_names(opts) if opts else []:
+        para = re.search(r"^\*%s\*(.*?)(?=^\*|\Z)" % re.escape(full), commands, re.S | re.M)
+        if para and "--" + opt not in para.group(0):
+            fail("mcugwctl(1) does not mention --%s of '%s'" % (opt, full))
+        body = arm_for("%s %s" % (group, name) if group else name + " ")
+        if body is None or not re.search(r"(?<![\w-])--%s(?![\w-])" % re.escape(opt), body):
+            fail("completion/mcugwctl does not offer --%s for '%s'" % (opt, full))
+
+for opt in option_names("global_opts"):
+    if "--" + opt not in global_words:
+        fail("completion/mcugwctl: the global option --%s is not in opts" % opt)
+    if not re.search(r"\*--%s\*" % re.escape(opt), options):
+        fail("mcugwctl(1) OPTIONS does not describe --%s" % opt)
 
 # --- mcugw-sim options ----------------------------------------------------------------------
 n_sim = 0

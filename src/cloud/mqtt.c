@@ -118,8 +118,10 @@ struct mqtt {
          * unless it is an IP address. The socket connects to a numeric address. */
         const char *verify_name;
         bool sni;
-        SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own */
+        SSL_CTX *ssl_ctx; /* our reference; libmosquitto holds its own; NULL: the
+                           * credentials did not load (tls_ensure() retries every round) */
         bool quiet;       /* no "online", no last will (mqtt_set_announce) */
+        bool cred_retry;  /* an operator asked to try now (mqtt_reconnect_now) */
         unsigned port, keepalive_s;
         int protocol;
         uint64_t reconnect_min_ms, reconnect_max_ms;
@@ -442,6 +444,12 @@ void *mqtt_tls_ctx_new(const struct mqtt_options *o, char *err, size_t n)
                 goto fail;
         }
         if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+                if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+                        ERR_clear_error();
+                        snprintf(err, n, "KeyFile %s does not match CertificateFile %s",
+                                 o->key_file, o->cert_file);
+                        goto fail;
+                }
                 ssl_error_string(ebuf, sizeof ebuf);
                 snprintf(err, n, "KeyFile %s: %s", o->key_file, ebuf);
                 goto fail;
@@ -1133,6 +1141,33 @@ static void resolve_start(struct mqtt *m)
         uv_timer_start(&m->connect_timer, on_resolve_timeout, m->resolve_timeout_ms, 0);
 }
 
+/* The TLS context, built again from the files if they did not load before (a key file fixed
+ * while the daemon ran). 0 when there is one; else the reason is the session's error, logged
+ * when it changes. */
+static int tls_ensure(struct mqtt *m)
+{
+        char err[512], was[sizeof m->last_error];
+        int q;
+
+        if (m->ssl_ctx)
+                return 0;
+        /* A token counts wrong PINs and may lock itself: try it again only when asked. */
+        if (strncmp(m->key_file, "pkcs11:", 7) == 0 && !m->cred_retry)
+                return -EAGAIN;
+        m->cred_retry = false;
+        snprintf(was, sizeof was, "%s", m->last_error);
+        q = mqtt_set_credentials(m, m->cert_file, m->key_file, false, err, sizeof err);
+        if (q < 0) {
+                set_error(m, "credentials: %s", err);
+                if (strcmp(was, m->last_error) != 0)
+                        log_error("mqtt: %s", m->last_error);
+                return q;
+        }
+        log_notice("mqtt: the credentials load now (CertificateFile=%s); connecting", m->cert_file);
+        m->last_error[0] = 0;
+        return 0;
+}
+
 static void host_select(struct mqtt *m, unsigned i)
 {
         struct mqtt_host *h = &m->hosts[i];
@@ -1174,6 +1209,12 @@ static void round_start(struct mqtt *m)
 {
         if (m->stopping)
                 return;
+        if (tls_ensure(m) < 0) {
+                /* Never a connection without our TLS context: wait, then try the files again. */
+                m->state = MQTT_DISCONNECTED;
+                mqtt_schedule_reconnect(m);
+                return;
+        }
         m->host_index = 0;
         m->round_reached = false;
         host_start(m);
@@ -1484,9 +1525,16 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt
                                        : o->host  ? o->host
                                                   : "");
         o1.host = name;
+        /* Credentials that do not load (missing, unreadable, mismatched) stop only the cloud
+         * session: the local side must keep serving the devices. Every round tries again. */
         ctx = mqtt_tls_ctx_new(o, err, sizeof err);
         if (!ctx)
-                return log_error_errno(-EINVAL, "mqtt: %s", err);
+                log_error("mqtt: %s; the cloud session waits for usable credentials (tried again "
+                          "%s on reload or mcugwctl reconnect)",
+                          err,
+                          strncmp(o->key_file, "pkcs11:", 7) == 0
+                                  ? "only"
+                                  : "with the backoff, and at once");
         m = calloc(1, sizeof *m);
         if (!m) {
                 SSL_CTX_free(ctx);
@@ -1521,7 +1569,10 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt
                 rc = -ENOMEM;
                 goto fail;
         }
-        SSL_CTX_set_app_data(ctx, m);
+        if (ctx)
+                SSL_CTX_set_app_data(ctx, m);
+        else
+                set_error(m, "credentials: %s", err);
         m->mosq = mosquitto_new(m->client_id, false, m);
         if (!m->mosq) {
                 rc = log_error_errno(-errno, "mqtt: cannot create the client: %m");
@@ -1532,8 +1583,9 @@ int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt
         mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
         mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, (int)MAX(o->max_inflight, 1u));
         mosquitto_max_inflight_messages_set(m->mosq, MAX(o->max_inflight, 1u));
-        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
-            mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS) {
+        if (ctx && (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
+                    mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) !=
+                            MOSQ_ERR_SUCCESS)) {
                 rc = log_error_errno(-EINVAL, "mqtt: libmosquitto refused the TLS context");
                 goto fail;
         }
@@ -1616,7 +1668,8 @@ int mqtt_set_credentials(struct mqtt *m, const char *cert_file, const char *key_
                 return -ENOMEM;
         }
         SSL_CTX_set_app_data(ctx, m);
-        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS) {
+        if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, ctx) != MOSQ_ERR_SUCCESS ||
+            mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS) {
                 snprintf(err, n, "libmosquitto refused the TLS context");
                 free(c);
                 free(k);
@@ -1677,6 +1730,28 @@ int mqtt_set_announce(struct mqtt *m, bool on)
 const char *mqtt_cert_file(const struct mqtt *m)
 {
         return m->cert_file;
+}
+
+int mqtt_reconnect_now(struct mqtt *m)
+{
+        uint64_t since;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        if (m->state == MQTT_CONNECTED)
+                return -EISCONN;
+        if (m->state == MQTT_CONNECTING)
+                return -EINPROGRESS;
+        m->backoff_step = 0;
+        m->cred_retry = true;
+        uv_timer_stop(&m->reconnect_timer);
+        /* Still never more than one CONNECT per second. */
+        since = uv_now(m->loop) - m->last_connect_ms;
+        if (m->last_connect_ms && since < 1000)
+                uv_timer_start(&m->reconnect_timer, on_reconnect_timer, 1000 - since, 0);
+        else
+                round_start(m);
+        return 0;
 }
 
 int mqtt_start(struct mqtt *m)
@@ -1791,6 +1866,12 @@ json_t *mqtt_status_json(const struct mqtt *m)
                       "lookups", (json_int_t)m->lookups, "disconnects", (json_int_t)m->disconnects,
                       "subscriptions_refused", (json_int_t)m->subs_refused, "last_error",
                       m->last_error, "max_incoming", (json_int_t)m->max_incoming);
+        /* Waiting out the backoff: when the next round starts (seconds, rounded up). */
+        if (j && m->state == MQTT_DISCONNECTED && uv_is_active((uv_handle_t *)&m->reconnect_timer))
+                json_object_set_new(
+                        j, "next_attempt_s",
+                        json_integer((json_int_t)((uv_timer_get_due_in(&m->reconnect_timer) + 999) /
+                                                  1000)));
         if (j && servers) {
                 json_object_set_new(j, "servers", servers);
                 json_object_set_new(j, "server_index", json_integer(m->host_index + 1));

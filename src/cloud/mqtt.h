@@ -101,7 +101,8 @@ int mqtt_parse_server(const char *s, unsigned default_port, char *host, size_t n
                       unsigned *ret_port);
 
 /* Builds the TLS context (checks the key file's permissions) and the client; does not connect.
- * Errors are logged with the reason. */
+ * Errors are logged with the reason. Credentials that do not load are not one: the session then
+ * stays disconnected with the reason as its last error, and loads them again every round. */
 int mqtt_new(uv_loop_t *loop, const struct mqtt_options *opts, const struct mqtt_callbacks *cb,
              struct mqtt **ret);
 /* Switch to another client certificate and key (certificate rotation, fleet provisioning): a new
@@ -117,6 +118,9 @@ int mqtt_set_announce(struct mqtt *m, bool on);
 const char *mqtt_cert_file(const struct mqtt *m);
 /* Start connecting (and keep reconnecting). */
 int mqtt_start(struct mqtt *m);
+/* Try now instead of at the end of the backoff (mcugwctl reconnect, reload); the backoff starts
+ * over. -EISCONN when connected, -EINPROGRESS while an attempt is under way. */
+int mqtt_reconnect_now(struct mqtt *m);
 /* Say "offline", disconnect, close the handles; memory goes in the last close callback. */
 void mqtt_stop(struct mqtt *m);
 

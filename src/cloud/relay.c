@@ -27,6 +27,8 @@ struct inflight {
         uint32_t rows;
 };
 
+#define RELAY_UNEXPECTED_LOGGED 64
+
 struct relay {
         uv_loop_t *loop;
         char gateway[TOPIC_GATEWAY_MAX + 1];
@@ -74,6 +76,11 @@ struct relay {
         uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
         uint64_t commands, commands_rejected, results;
         uint64_t commands_oversize, commands_busy;
+        /* Messages on topics nothing here subscribed to handle; the first on each of the
+         * first RELAY_UNEXPECTED_LOGGED topics is logged at notice. */
+        uint64_t unexpected;
+        char *unexpected_topics[RELAY_UNEXPECTED_LOGGED];
+        size_t n_unexpected_topics;
         uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
 
         /* On a provisioning claim: no telemetry (the claim may only provision). */
@@ -368,6 +375,59 @@ static int publish_result(struct relay *r, const char *device, uint32_t id, int 
         return mqtt_publish(r->mqtt, topic, text, strlen(text), false, NULL);
 }
 
+/* A broker that maps '.' to a topic level separator (RabbitMQ's MQTT plugin, through its AMQP
+ * routing keys) delivers cmd/dot.dev-0 as cmd/dot/dev-0: would one '/' put back as '.' make it
+ * a command topic? Then the device id in ret_device. */
+static bool dot_mangled_command(struct relay *r, const char *topic,
+                                char ret_device[TOPIC_DEVICE_MAX + 1])
+{
+        char t[TOPIC_MAX_LEN + 1];
+        size_t n = strlen(topic);
+
+        if (n > TOPIC_MAX_LEN)
+                return false;
+        memcpy(t, topic, n + 1);
+        for (size_t i = 0; i < n; i++) {
+                if (t[i] != '/')
+                        continue;
+                t[i] = '.';
+                if (topic_match_device(r->topic_command, r->gateway, t, ret_device) >= 0)
+                        return true;
+                t[i] = '/';
+        }
+        return false;
+}
+
+/* Counted always, logged at notice the first time per topic (for a bounded number of topics):
+ * a command that vanished must leave a trace without a debug log. */
+static void unexpected_message(struct relay *r, const char *topic)
+{
+        char device[TOPIC_DEVICE_MAX + 1];
+        char *copy;
+
+        r->unexpected++;
+        for (size_t i = 0; i < r->n_unexpected_topics; i++)
+                if (strcmp(r->unexpected_topics[i], topic) == 0)
+                        return;
+        if (r->n_unexpected_topics == RELAY_UNEXPECTED_LOGGED) {
+                log_debug("relay: ignoring message on unexpected topic %s", topic);
+                return;
+        }
+        copy = strdup(topic);
+        if (!copy)
+                return;
+        r->unexpected_topics[r->n_unexpected_topics++] = copy;
+        if (dot_mangled_command(r, topic, device))
+                log_notice("relay: message on unexpected topic %s ignored: it looks like a command "
+                           "for device %s whose '.' the broker turned into '/' (RabbitMQ does; "
+                           "use device ids without '.' there)",
+                           topic, device);
+        else
+                log_notice("relay: message on unexpected topic %s ignored (not a command topic "
+                           "%s); further ones on it are only counted",
+                           topic, r->topic_command);
+}
+
 static void on_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct relay *r = ud;
@@ -386,7 +446,7 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
                                 return;
                         }
                 }
-                log_debug("relay: ignoring message on %s", topic);
+                unexpected_message(r, topic);
                 return;
         }
         id = ++r->next_command_id;
@@ -569,6 +629,13 @@ int relay_set_credentials(struct relay *r, const char *cert_file, const char *ke
         return mqtt_set_credentials(r->mqtt, cert_file, key_file, reconnect, err, n);
 }
 
+int relay_reconnect(struct relay *r)
+{
+        if (!r || !r->mqtt || r->stopping)
+                return -ENOTCONN;
+        return mqtt_reconnect_now(r->mqtt);
+}
+
 void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata)
 {
         r->on_command = fn;
@@ -606,6 +673,7 @@ json_t *relay_mqtt_status(struct relay *r)
         json_object_set_new(o, "commands_oversize", json_integer((json_int_t)r->commands_oversize));
         json_object_set_new(o, "commands_busy", json_integer((json_int_t)r->commands_busy));
         json_object_set_new(o, "command_results", json_integer((json_int_t)r->results));
+        json_object_set_new(o, "unexpected_messages", json_integer((json_int_t)r->unexpected));
         return o;
 }
 
@@ -631,6 +699,8 @@ static void relay_free(struct relay *r)
 {
         for (size_t i = 0; i < r->n_handlers; i++)
                 free(r->handlers[i].filter);
+        for (size_t i = 0; i < r->n_unexpected_topics; i++)
+                free(r->unexpected_topics[i]);
         envelope_free(&r->env);
         free(r->inflight);
         free(r->topic_batch);

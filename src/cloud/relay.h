@@ -159,6 +159,8 @@ void relay_hold(struct relay *r, bool hold);
 int relay_set_credentials(struct relay *r, const char *cert_file, const char *key_file,
                           bool reconnect, char *err, size_t n);
 const char *relay_cert_file(struct relay *r);
+/* Connect the cloud session now (mqtt_reconnect_now()); -ENOTCONN without a session. */
+int relay_reconnect(struct relay *r);
 
 /* {"mqtt":{…},"outbox":{…}} parts for the status command. */
 json_t *relay_mqtt_status(struct relay *r);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The device registry's control commands: devices, device.show/add/approve/quarantine/revoke/
- * restore/import (docs/control-protocol.md). */
+ * restore/import/remove/set-key (docs/control-protocol.md). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +22,9 @@ static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void 
         if (json_object_get(args, "state")) {
                 if (ctl_arg_string(args, "state", 16, &state, &err) < 0 ||
                     (want = device_state_from_string(state)) < 0)
-                        return control_conn_error(c, -EINVAL, "unknown state '%s'",
+                        return control_conn_error(c, -EINVAL,
+                                                  "unknown state '%s' (valid: pending, active, "
+                                                  "quarantined, revoked)",
                                                   state ? state : "");
         }
         if (json_object_get(args, "group") && ctl_arg_string(args, "group", 64, &group, &err) < 0)
@@ -150,6 +152,57 @@ static int cmd_device_restore(struct control_conn *c, json_t *args, json_t **ret
         return set_state(c, args, ret, r, DEVICE_ACTIVE);
 }
 
+/* Forget a device (devices.md, "Revocation and removal"); a connected one only with force (a
+ * device from DevicesDirectory is refused by the registry whatever its state). */
+static int cmd_device_remove(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct registry *r = ud;
+        const struct registry_device *d;
+        const char *reason = "", *err;
+        char id[REGISTRY_ID_MAX + 1];
+        bool force = false;
+        int q = get_device(r, c, args, &d);
+
+        if (q < 0)
+                return q;
+        if (ctl_arg_bool(args, "force", false, &force, &err) < 0 ||
+            (json_object_get(args, "reason") &&
+             ctl_arg_string(args, "reason", 200, &reason, &err) < 0))
+                return control_conn_error(c, -EINVAL, "%s", err);
+        if (d->connected && !force && strcmp(d->source, "file") != 0)
+                return control_conn_error(c, -EBUSY,
+                                          "device %s is connected (on %s): disconnect it first, "
+                                          "or remove it with --force",
+                                          d->id, d->link);
+        snprintf(id, sizeof id, "%s", d->id);
+        q = registry_remove(r, control_conn_peer(c)->actor, id, reason, &err);
+        if (q < 0)
+                return control_conn_error(c, q, "%s", err);
+        *ret = json_pack("{ss ss}", "id", id, "done", "removed");
+        return 0;
+}
+
+static int cmd_device_set_key(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct registry *r = ud;
+        const struct registry_device *d;
+        const char *key, *err;
+        uint8_t k[REGISTRY_KEY_LEN];
+        int q = get_device(r, c, args, &d);
+
+        if (q < 0)
+                return q;
+        if (ctl_arg_string(args, "public_key", 64, &key, &err) < 0 ||
+            key_from_base64(key, strlen(key), k) < 0)
+                return control_conn_error(c, -EINVAL,
+                                          "public key must be 44 characters of base64 (32 bytes)");
+        q = registry_set_key(r, control_conn_peer(c)->actor, d->id, k, &err);
+        if (q < 0)
+                return control_conn_error(c, q, "%s", err);
+        *ret = registry_device_json(r, d);
+        return 0;
+}
+
 static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         struct registry *r = ud;
@@ -192,6 +245,8 @@ static const struct control_command registry_commands[] = {
         { "device.revoke", CONTROL_ADMIN, cmd_device_revoke },
         { "device.restore", CONTROL_ADMIN, cmd_device_restore },
         { "device.import", CONTROL_ADMIN, cmd_device_import },
+        { "device.remove", CONTROL_ADMIN, cmd_device_remove },
+        { "device.set-key", CONTROL_ADMIN, cmd_device_set_key },
 };
 
 int registry_ctl_add_commands(struct control *ctl, struct registry *r)

@@ -234,6 +234,10 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
                 baseline_update(gw->baseline);
                 baseline_check_drift(gw->baseline, "reload");
         }
+        /* A reload is often the operator's sign that a file was fixed (a key, a certificate):
+         * the cloud session tries now instead of at the end of its backoff. */
+        if (gw->relay && !relay_session_up(gw->relay))
+                relay_reconnect(gw->relay);
         gw->reloads++;
         audit_log(gw->audit, actor, "config.reload", gw->config_path,
                   json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
@@ -371,13 +375,34 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
                 json_decref(errors);
                 return -EINVAL;
         }
-        *ret = json_pack("{ss}", "config_hash", gw->conf->hash);
+        *ret = json_pack("{ss so}", "config_hash", gw->conf->hash, "restart_pending",
+                         restart_pending_json(gw->conf));
+        return 0;
+}
+
+/* Retry the cloud session now instead of at the end of its backoff. */
+static int cmd_reconnect(struct control_conn *c, json_t *args, json_t **ret, void *ud)
+{
+        struct gateway *gw = ud;
+        int r = relay_reconnect(gw->relay);
+
+        if (r == -ENOTCONN)
+                return control_conn_error(c, r, "no cloud session configured ([MQTT] Host=)");
+        if (r == -EISCONN)
+                return control_conn_error(c, r, "the cloud session is connected");
+        if (r < 0 && r != -EINPROGRESS)
+                return control_conn_error(c, r, "cannot reconnect: %s", strerror(-r));
+        audit_log(gw->audit, control_conn_peer(c)->actor, "mqtt.reconnect", "mqtt",
+                  json_pack("{sb}", "in_progress", r == -EINPROGRESS));
+        *ret = relay_mqtt_status(gw->relay);
+        json_object_set_new(*ret, "in_progress", json_boolean(r == -EINPROGRESS));
         return 0;
 }
 
 static const struct control_command core_commands[] = {
         { "status", CONTROL_READ, cmd_status },
         { "reload", CONTROL_ADMIN, cmd_reload },
+        { "reconnect", CONTROL_ADMIN, cmd_reconnect },
 };
 
 static void on_audit_record(void *ud, const struct audit_record *rec)

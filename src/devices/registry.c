@@ -465,6 +465,135 @@ int registry_set_state(struct registry *r, const char *actor, const char *id,
         return 0;
 }
 
+int registry_set_key(struct registry *r, const char *actor, const char *id,
+                     const uint8_t key[REGISTRY_KEY_LEN], const char **ret_error)
+{
+        struct registry_device *d = find_mut(r, id);
+        const struct registry_device *other;
+        uint8_t old[REGISTRY_KEY_LEN];
+        char b64[45], old64[45];
+        int q;
+
+        if (!d) {
+                snprintf(r->errbuf, sizeof r->errbuf, "no device %s", id);
+                *ret_error = r->errbuf;
+                return -ENOENT;
+        }
+        if (strcmp(d->source, "file") == 0) {
+                /* The next reload would put the file's key back. */
+                snprintf(r->errbuf, sizeof r->errbuf,
+                         "device %s is enrolled from DevicesDirectory: change its PublicKey= "
+                         "there and reload",
+                         id);
+                *ret_error = r->errbuf;
+                return -EPERM;
+        }
+        other = registry_find_key(r, key);
+        if (other == d) {
+                snprintf(r->errbuf, sizeof r->errbuf, "device %s already has that key", id);
+                *ret_error = r->errbuf;
+                return -EALREADY;
+        }
+        if (other) {
+                snprintf(r->errbuf, sizeof r->errbuf, "that key is already enrolled as %s",
+                         other->id);
+                *ret_error = r->errbuf;
+                return -EEXIST;
+        }
+        memcpy(old, d->pubkey, REGISTRY_KEY_LEN);
+        memcpy(d->pubkey, key, REGISTRY_KEY_LEN);
+        q = dev_save(r, d);
+        if (q < 0 || index_rebuild(r, &r->by_key, r->n, true) < 0) {
+                memcpy(d->pubkey, old, REGISTRY_KEY_LEN);
+                index_rebuild(r, &r->by_key, r->n, true);
+                *ret_error = "cannot store the device";
+                return q < 0 ? q : -ENOMEM;
+        }
+        key_b64(key, b64);
+        key_b64(old, old64);
+        audit_log(r->audit, actor, "device.key_changed", id,
+                  json_pack("{ss ss ss}", "public_key", b64, "old_public_key", old64, "source",
+                            "cli"));
+        log_device(LOG_NOTICE, id, "key replaced by %s", actor);
+        /* Whoever holds the old key must not stay connected. */
+        if (r->listener)
+                r->listener(r->listener_data, d, d->state);
+        return 0;
+}
+
+int registry_remove(struct registry *r, const char *actor, const char *id, const char *reason,
+                    const char **ret_error)
+{
+        struct registry_device *d = find_mut(r, id);
+        enum device_state old;
+        sqlite3_stmt *s = NULL;
+        size_t i;
+        char b64[45];
+        int q, rc;
+
+        if (!d) {
+                snprintf(r->errbuf, sizeof r->errbuf, "no device %s", id);
+                *ret_error = r->errbuf;
+                return -ENOENT;
+        }
+        if (strcmp(d->source, "file") == 0) {
+                /* The next reload would enroll it again. */
+                snprintf(r->errbuf, sizeof r->errbuf,
+                         "device %s is enrolled from DevicesDirectory: delete its [Device] "
+                         "section there and reload",
+                         id);
+                *ret_error = r->errbuf;
+                return -EPERM;
+        }
+        q = db_write_begin(r->db);
+        if (q >= 0 && sqlite3_prepare_v2(db_handle(r->db), "DELETE FROM devices WHERE id = ?1", -1,
+                                         &s, NULL) != SQLITE_OK)
+                q = -EIO;
+        if (q >= 0) {
+                sqlite3_bind_text(s, 1, d->id, -1, SQLITE_STATIC);
+                rc = sqlite3_step(s);
+                if (rc != SQLITE_DONE)
+                        q = db_errno(rc);
+                sqlite3_finalize(s);
+        }
+        if (q < 0) {
+                *ret_error = "cannot remove the device from the database";
+                return q;
+        }
+        key_b64(d->pubkey, b64);
+        /* The audit history of the id stays: removal is one more record of it. */
+        audit_log(r->audit, actor, "device.removed", id,
+                  json_pack("{ss ss ss sb ss}", "public_key", b64, "state",
+                            device_state_to_string(d->state), "groups", d->groups, "connected",
+                            d->connected, "reason", reason ? reason : ""));
+        log_device(LOG_NOTICE, id, "removed from the registry by %s%s%s", actor,
+                   reason && *reason ? ": " : "", reason ? reason : "");
+        /* A connected device loses its session at once, as on revocation. */
+        old = d->state;
+        d->state = DEVICE_REVOKED;
+        if (r->listener && old != DEVICE_REVOKED)
+                r->listener(r->listener_data, d, old);
+        i = dev_index(r, d);
+        if (i == SIZE_MAX)
+                return 0;
+        memmove(r->devs + i, r->devs + i + 1, (r->n - i - 1) * sizeof *r->devs);
+        memmove(r->dirty + i, r->dirty + i + 1, (r->n - i - 1) * sizeof *r->dirty);
+        r->n--;
+        free(d);
+        /* Rebuilding at the same size allocates again; on failure rebuild in place. */
+        if (index_rebuild(r, &r->by_id, r->n, false) < 0) {
+                memset(r->by_id.slots, 0, r->by_id.cap * sizeof *r->by_id.slots);
+                for (size_t j = 0; j < r->n; j++)
+                        index_put(r, &r->by_id, j, false);
+        }
+        if (index_rebuild(r, &r->by_key, r->n, true) < 0) {
+                memset(r->by_key.slots, 0, r->by_key.cap * sizeof *r->by_key.slots);
+                for (size_t j = 0; j < r->n; j++)
+                        index_put(r, &r->by_key, j, true);
+        }
+        return 0;
+}
+
 int registry_sync_files(struct registry *r, const struct enroll_list *files)
 {
         const char *err;

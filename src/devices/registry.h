@@ -67,6 +67,17 @@ int registry_add(struct registry *r, const char *actor, const char *id,
 int registry_set_state(struct registry *r, const char *actor, const char *id,
                        enum device_state state, const char *reason, const char **ret_error);
 
+/* Replace a device's key (its state stays); a session under the old key is closed. Refused for
+ * a device enrolled from DevicesDirectory (the file is the truth there). Audited as
+ * device.key_changed. */
+int registry_set_key(struct registry *r, const char *actor, const char *id,
+                     const uint8_t key[REGISTRY_KEY_LEN], const char **ret_error);
+/* Forget a device: its row goes, its session is closed, its audit history stays (one more
+ * record, device.removed). The id and the key may be enrolled again afterwards. Refused for a
+ * device enrolled from DevicesDirectory. */
+int registry_remove(struct registry *r, const char *actor, const char *id, const char *reason,
+                    const char **ret_error);
+
 /* Bring the file-sourced devices in line with DevicesDirectory: add new ones, update keys and
  * groups, revoke the ones no longer listed. States changed by an operator are kept. */
 int registry_sync_files(struct registry *r, const struct enroll_list *files);

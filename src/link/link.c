@@ -144,6 +144,7 @@ struct link {
         struct ratelimit nosession_bucket;
         struct ratelimit_window audit_lim;
         const char *reject_reason; /* set by the lookup callback */
+        char reject_buf[96];       /* a reject_reason naming the device */
         char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
         uint8_t claimed_key[32];
         bool claimed_key_valid;
@@ -808,6 +809,13 @@ static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *at
 
         q = onboard_verify(m->onboard, l->claimed_id, strlen(l->claimed_id), pub, attest,
                            attest_len, &kid, &why);
+        if (q == -ENOENT && m->reg && registry_find(m->reg, l->claimed_id)) {
+                /* Most often a key pasted with a typo at enrollment, or a reflashed device. */
+                snprintf(l->reject_buf, sizeof l->reject_buf,
+                         "key does not match the enrolled key for %s", l->claimed_id);
+                l->reject_reason = l->reject_buf;
+                return -1;
+        }
         if (q < 0) {
                 l->reject_reason = q == -ENOENT ? "unknown key" : why;
                 return -1;

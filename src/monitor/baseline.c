@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "basic/time-util.h"
@@ -18,6 +19,7 @@
 #include "audit/audit.h"
 #include "monitor/baseline.h"
 #include "cloud/provision.h"
+#include "cloud/mqtt.h"
 #include "cloud/relay.h"
 #include "link/link.h"
 #include "monitor/remedy.h"
@@ -140,6 +142,39 @@ static void check_cert(json_t *a, const char *what, const char *path, unsigned w
         X509_free(x);
 }
 
+static void check_mqtt_credentials(json_t *a, const struct relay_options *r,
+                                   const struct provision_options *p)
+{
+        char host[256];
+        unsigned port;
+        struct mqtt_options o = {
+                .host = host, /* the first Host=: the TLS context checks its name */
+                .server_name = r->server_name,
+                .ca_file = r->ca_file,
+                .cert_file = r->cert_file,
+                .key_file = r->key_file,
+                .pkcs11_module = r->pkcs11_module,
+                .alpn = r->alpn,
+        };
+        char err[512];
+        void *ctx;
+
+        if (!r->hosts.n || !r->ca_file || !r->cert_file || !r->key_file ||
+            mqtt_parse_server(r->hosts.v[0], r->port, host, sizeof host, &port) < 0)
+                return;
+        if (provision_use_claim(r, p)) {
+                o.cert_file = p->claim_cert;
+                o.key_file = p->claim_key;
+        }
+        ctx = mqtt_tls_ctx_new(&o, err, sizeof err);
+        if (!ctx) {
+                add(a, BASELINE_HIGH, "mqtt.credentials", "[MQTT]",
+                    "the cloud session cannot start: %s", err);
+                return;
+        }
+        SSL_CTX_free(ctx);
+}
+
 static void check_dir(json_t *a, const char *what, const char *path, bool secret)
 {
         struct stat st;
@@ -224,6 +259,11 @@ json_t *baseline_findings(const struct baseline_config *c, struct registry *reg,
         check_cert(a, "MQTT client certificate", c->mqtt->cert_file, c->monitor->cert_expiry_days,
                    now);
         check_cert(a, "MQTT CA certificate", c->mqtt->ca_file, c->monitor->cert_expiry_days, now);
+
+        /* The cloud session's credentials as the session loads them (a key that does not
+         * match its certificate, a CA file that holds no certificate): the daemon runs without
+         * the cloud then, and says why here too. */
+        check_mqtt_credentials(a, c->mqtt, c->provision);
 
         /* TLS: the daemon builds its own SSL_CTX with TLS 1.2 as the floor (mqtt.h) and has no
          * setting to lower it; without a host there is no cloud session at all. */

@@ -128,11 +128,18 @@ def test_restart_pending(tmp, d, config_ok):
                    "[Monitor]\nCloudCommands=quarantine\n")
     r = d.ctl("reload")
     check(r.returncode == 0, f"reload with a restart-only change succeeds ({r.stderr.strip()})")
+    check("waiting for a restart: Link.PrivateKeyFile" in r.stdout,
+          f"mcugwctl reload names the key that waits for a restart ({r.stdout.strip()})")
     st = d.ctl_json("status")
     check(st["restart_pending"] == ["Link.PrivateKeyFile"],
           f"status lists only the restart-only key as pending ({st['restart_pending']})")
     r = d.ctl("status")
     check("Link.PrivateKeyFile" in r.stdout, "mcugwctl status shows the pending key")
+    check("Restart:   pending for Link.PrivateKeyFile (" in r.stdout,
+          "on its Restart: line")
+    r = d.ctl("reload", json_out=True)
+    check(r.returncode == 0 and json.loads(r.stdout)["restart_pending"] == ["Link.PrivateKeyFile"],
+          "reload --json: restart_pending")
     check(wait_for(lambda: "Link.PrivateKeyFile changed" in d.read_log(), timeout=5),
           "the reload warns about the key that waits for a restart")
     rep = json.loads(d.ctl("audit", "config", json_out=True).stdout)
@@ -143,8 +150,48 @@ def test_restart_pending(tmp, d, config_ok):
     # Back to the running value: nothing pending any more.
     d.write_config(config_ok)
     r = d.ctl("reload")
+    check("waiting for a restart" not in r.stdout, "reload: nothing waits any more")
     check(r.returncode == 0 and d.ctl_json("status")["restart_pending"] == [],
           "reverting the key clears the pending list")
+
+
+def test_cli_ergonomics(d):
+    """Options anywhere, bare groups, valid values named, no command is status (#17.12)."""
+    ctl = os.environ.get("MCUGWCTL", "mcugwctl")
+
+    def run(*args, env=None):
+        return subprocess.run([ctl, *args], capture_output=True, text=True, timeout=30, env=env)
+
+    r = run("status", "--json", "--socket", d.socket)
+    check(r.returncode == 0 and json.loads(r.stdout)["pid"] == d.proc.pid,
+          "mcugwctl status --json --socket S: options after the command")
+    r = run("status", f"--socket={d.socket}", "-j")
+    check(r.returncode == 0 and "pid" in json.loads(r.stdout), "--socket=S and -j after it too")
+    r = run("audit", "tail", "-n", "2", "--json", "-s", d.socket)
+    check(r.returncode == 0 and len(json.loads(r.stdout)) == 2,
+          "a command's own options mixed with the global ones")
+    r = run("devices", "-s", "active", "--socket", d.socket)
+    check(r.returncode == 0 and "device(s)" in r.stdout,
+          "a command's own short option wins (devices -s is --state)")
+    r = run(env=dict(os.environ, MCUGW_SOCKET=d.socket))
+    check(r.returncode == 0 and "Gateway:" in r.stdout, "mcugwctl without a command shows status")
+    for group, sub in (("device", "set-key"), ("ota", "start"), ("audit", "verify")):
+        r = run(group)
+        check(r.returncode == 0 and sub in r.stdout and "Usage: mcugwctl " + group in r.stdout,
+              f"a bare 'mcugwctl {group}' lists its subcommands")
+    r = run("device", "frobnicate")
+    check(r.returncode != 0 and "unknown command 'device frobnicate'" in r.stderr and
+          "set-key" in r.stderr, "an unknown subcommand lists the group's subcommands")
+    r = run("frobnicate")
+    check(r.returncode != 0 and "commands: status" in r.stderr and "ota" in r.stderr,
+          "an unknown command lists the commands")
+    r = run("devices", "--state", "bogus", "--socket", d.socket)
+    check(r.returncode != 0 and "valid: pending, active, quarantined, revoked" in r.stderr,
+          "a bad --state lists the valid ones")
+    r = run("device", "export", "--format", "xml", "--socket", d.socket)
+    check(r.returncode != 0 and "valid: csv, json" in r.stderr, "a bad --format lists them")
+    r = run("device", "add", "--help")
+    check(r.returncode == 0 and "PUBLIC_KEY" in r.stdout, "COMMAND --help shows its usage")
 
 
 def test_permissions(tmp, d):
@@ -343,6 +390,7 @@ def main():
         test_second_daemon(d)
         test_status_reload(tmp, d, config_ok)
         test_restart_pending(tmp, d, config_ok)
+        test_cli_ergonomics(d)
         test_permissions(tmp, d)
         test_bad_requests(d)
         test_audit_tamper(tmp, d)

@@ -41,6 +41,14 @@ def main():
         r = subprocess.run([MCUGWCTL, "keygen", path], capture_output=True, text=True)
         check(r.returncode != 0 and "refusing to overwrite" in r.stderr,
               "keygen refuses to overwrite a key")
+        with open(path) as f:
+            r = subprocess.run([MCUGWCTL, "pubkey"], stdin=f, capture_output=True, text=True)
+        check(r.returncode == 0 and r.stdout.strip() == pub1,
+              "mcugwctl pubkey < key prints the key's public key, as keygen did")
+        r = subprocess.run([MCUGWCTL, "pubkey"], input="not a key\n", capture_output=True,
+                           text=True)
+        check(r.returncode != 0 and "44 characters of base64" in r.stderr,
+              "pubkey refuses what is not a private key")
         _, pub2 = keygen(tmp, "dev2")
         _, pub3 = keygen(tmp, "dev3")
         _, pub4 = keygen(tmp, "dev4")
@@ -124,6 +132,20 @@ def main():
         r = d.ctl("reload")
         check(r.returncode != 0 and "20-x.conf" in r.stderr, "reload refuses a bad enrollment file")
         os.unlink(os.path.join(devdir, "20-x.conf"))
+
+        # Completion asks the daemon for device ids (completion/mcugwctl).
+        bc = "/usr/share/bash-completion/bash_completion"
+        if os.path.exists(bc):
+            src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                               "completion", "mcugwctl")
+            script = (f"source {bc}; source {src}; COMP_WORDS=(mcugwctl device show sen); "
+                      "COMP_CWORD=3; COMP_LINE='mcugwctl device show sen'; COMP_POINT=24; "
+                      "_mcugwctl; echo \"${COMPREPLY[*]}\"")
+            env = dict(os.environ, MCUGW_SOCKET=d.socket,
+                       PATH=os.path.dirname(os.path.abspath(MCUGWCTL)) + ":" + os.environ["PATH"])
+            r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+            check(set(r.stdout.split()) == {"sensor-1", "sensor-2"},
+                  f"completion offers the daemon's device ids ({r.stdout.strip()}{r.stderr})")
 
         ev = [x["event"] for x in d.ctl_json("audit", "tail", "-n", "200")]
         for e in ["device.added", "device.state", "device.import", "device.import_failed"]:

@@ -148,6 +148,64 @@ AuditFailuresPerMinute=5
         check(r.get("authenticated") == 1 and r.get("acked") == 5,
               "a device enrolled with mcugwctl device add authenticates (sim --key-file)")
 
+        # --- lifecycle: a wrong key named, device set-key, device remove --------------------
+        ctl = os.environ.get("MCUGWCTL", "mcugwctl")
+        kf2 = tmp.join("kf-2.key")
+        pub2 = subprocess.run([ctl, "keygen", kf2], capture_output=True,
+                              text=True).stdout.strip()
+        r = Sim(tmp, "kf-typo", [*base, "--connect", f"unix:{link_sock}", "--key-file", kf2,
+                                 "--id", "kf-1", "--messages", "1", "--duration", "3"]).wait(15)
+        check(r.get("authenticated") == 0, "a key other than the enrolled one is refused")
+        check("key does not match the enrolled key for kf-1" in failed_reasons(d, "kf-1"),
+              "auth.failed says: key does not match the enrolled key for kf-1")
+        check("key does not match the enrolled key for kf-1" in d.read_log(),
+              "the journal says it too")
+        old_holder = Sim(tmp, "kf-old", [*base, "--connect", f"unix:{link_sock}", "--key-file",
+                                         kf, "--id", "kf-1", "--messages", "0", "--rate", "5"])
+        check(wait_for(lambda: devices(d).get("kf-1", {}).get("connected"), timeout=10),
+              "kf-1 connected with its enrolled key")
+        r = d.ctl("device", "set-key", "kf-1", pub2)
+        check(r.returncode == 0, f"device set-key ({r.stderr.strip()})")
+        check(d.ctl_json("device", "show", "kf-1")["public_key"] == pub2 and
+              devices(d)["kf-1"]["state"] == "active", "the new key is enrolled, state kept")
+        check(wait_for(lambda: not devices(d)["kf-1"]["connected"], timeout=5),
+              "set-key dropped the session under the old key")
+        old_holder.stop()
+        check(any(x["event"] == "device.key_changed" and x["subject"] == "kf-1" and
+                  x["details"]["public_key"] == pub2 for x in audit(d)),
+              "set-key audited as device.key_changed")
+        r = d.ctl("device", "set-key", "kf-1", good[0]["public_key"])
+        check(r.returncode != 0 and "already enrolled as sim-0000" in r.stderr,
+              "set-key refuses a key enrolled as another device")
+        new_holder = Sim(tmp, "kf-new", [*base, "--connect", f"unix:{link_sock}", "--key-file",
+                                         kf2, "--id", "kf-1", "--messages", "0", "--rate", "5"])
+        check(wait_for(lambda: devices(d).get("kf-1", {}).get("connected"), timeout=10),
+              "the device with the corrected key authenticates")
+        r = d.ctl("device", "remove", "kf-1")
+        check(r.returncode != 0 and "connected" in r.stderr and "--force" in r.stderr,
+              "device remove refuses a connected device without --force")
+        r = d.ctl("device", "remove", "kf-1", "--force", "--reason", "test")
+        check(r.returncode == 0 and "kf-1" not in devices(d),
+              "device remove --force removes a connected device")
+        new_holder.stop()
+        ev = [x["event"] for x in audit(d) if x["subject"] == "kf-1"]
+        check("device.added" in ev and "device.key_changed" in ev and "device.removed" in ev,
+              f"the audit history of the removed id is kept ({sorted(set(ev))})")
+        r = d.ctl("device", "remove", "kf-1")
+        check(r.returncode != 0 and "no device kf-1" in r.stderr, "removing twice: no device")
+        check(d.ctl("device", "add", "kf-1", pub2).returncode == 0 and
+              d.ctl("device", "revoke", "kf-1").returncode == 0, "re-enrolled, then revoked")
+        check(d.ctl("device", "remove", "kf-1").returncode == 0 and
+              d.ctl("device", "add", "kf-1", pub2).returncode == 0,
+              "a revoked id is enrolled again after device remove")
+        r = Sim(tmp, "kf-back", [*base, "--connect", f"unix:{link_sock}", "--key-file", kf2,
+                                 "--id", "kf-1", "--messages", "3"]).wait(15)
+        check(r.get("authenticated") == 1 and r.get("acked") == 3,
+              "the re-enrolled device authenticates and is acked")
+        r = d.ctl("device", "remove", pty[0]["id"])
+        check(r.returncode != 0 and "DevicesDirectory" in r.stderr,
+              "a device from DevicesDirectory is removed in its file, not with device remove")
+
         # --- refusals ---------------------------------------------------------------------
         before = {i: stats(d, i).get("telemetry", 0) for i in ("sim-0000", "sim-0001")}
         tot_before = d.ctl_json("status")["link"]["counters"]["telemetry"]
@@ -174,7 +232,7 @@ AuditFailuresPerMinute=5
         check(any(x["details"]["reason"] == "unknown key" and
                   x["details"]["device_id"] == "unknown-0000" for x in fails),
               "unknown device refused and audited: auth.failed reason 'unknown key'")
-        check("unknown key" in failed_reasons(d, "bad-0000"),
+        check("key does not match the enrolled key for bad-0000" in failed_reasons(d, "bad-0000"),
               "wrong key for an enrolled id refused and audited")
         check("revoked" in failed_reasons(d, "rev-0000"), "revoked device refused: 'revoked'")
         check("pending approval" in failed_reasons(d, "pend-0000"),

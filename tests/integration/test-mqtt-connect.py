@@ -14,6 +14,7 @@ daemon keeps answering `mcugwctl status` within a second or two and keeps acking
 tried in order, a name the certificate does not carry is refused with the hostname reason, and
 ServerName= checks another name than the one connected to. Without root that part is skipped."""
 
+import json
 import os
 import re
 import shutil
@@ -177,6 +178,91 @@ def test_reasons(tmp, broker, cert):
     finally:
         check(d.stop() == 0, "daemon exits 0")
         tp.close()
+
+
+def test_bad_credentials(tmp, broker, cert):
+    """Broker credentials that do not load stop the cloud side only: the link still acks the
+    devices, status, the journal and audit config say why, and a fixed file plus a reload
+    connects (the backoff is a minute, so only the reload can have done it)."""
+    c = broker.certs
+    other = c.client("other-gw")
+    key = tmp.join("creds-gw.key")
+    shutil.copyfile(other[1], key)  # a key that does not match the certificate
+    os.chmod(key, 0o600)
+    bad_ca = tmp.join("creds-ca.crt")
+    with open(bad_ca, "w") as f:
+        f.write("not a certificate\n")
+    devdir = tmp.join("creds-devices.d")
+    os.makedirs(devdir, exist_ok=True)
+    dev = sim_keys(1, "creds", "creds-")
+    with open(os.path.join(devdir, "sim.conf"), "w") as f:
+        f.write(f"[Device]\nId={dev[0]['id']}\nPublicKey={dev[0]['public_key']}\n")
+    link = tmp.join("creds-link.sock")
+
+    def config(ca, key):
+        return base_config(tmp, f"[Link]\nListenStream=unix:{link}\n").replace(
+            "[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n") + mqtt_section(
+            "127.0.0.1", broker.port, ca, cert[0], key,
+            "").replace("ReconnectMin=1s\nReconnectMax=2s", "ReconnectMin=60s\nReconnectMax=60s")
+
+    # A CA file with no certificate in it: the daemon runs, the cloud says why.
+    d = Daemon(tmp, config(bad_ca, cert[1]), name="creds-ca.conf")
+    try:
+        d.log_path = tmp.join("creds-ca.log")
+        d.start()
+        err = mqtt_status(d).get("last_error", "")
+        check("CAFile" in err and mqtt_status(d)["state"] != "connected",
+              f"a bad CAFile= does not stop the daemon; status says why ({err})")
+        # The backoff is a minute: status says when the next attempt is, reconnect tries now.
+        st = mqtt_status(d)
+        check(30 <= st.get("next_attempt_s", 0) <= 60,
+              f"status --json: next_attempt_s while waiting ({st.get('next_attempt_s')})")
+        check(re.search(r"next attempt in \d+ s", d.ctl("status").stdout) is not None,
+              "mcugwctl status: 'next attempt in N s'")
+        shutil.copyfile(c.ca, bad_ca)
+        r = d.ctl("reconnect")
+        check(r.returncode == 0 and "connecting to 127.0.0.1" in r.stdout,
+              f"mcugwctl reconnect ({r.stdout.strip()}{r.stderr.strip()})")
+        check(wait_for(lambda: mqtt_status(d)["state"] == "connected", timeout=10),
+              "reconnect: the fixed CA file connects now, not after the backoff")
+        check("next_attempt_s" not in mqtt_status(d), "no next attempt once connected")
+        r = d.ctl("reconnect")
+        check(r.returncode != 0 and "is connected" in r.stderr,
+              "reconnect while connected says so")
+        check(any(x["event"] == "mqtt.reconnect" for x in d.ctl_json("audit", "tail")),
+              "reconnect audited")
+    finally:
+        check(d.stop() == 0, "daemon exits 0")
+
+    d = Daemon(tmp, config(c.ca, key), name="creds.conf")
+    try:
+        d.log_path = tmp.join("creds.log")
+        d.start()
+        st = mqtt_status(d)
+        check(st["state"] != "connected" and "does not match CertificateFile" in
+              st.get("last_error", ""),
+              f"a key that does not match its certificate: the daemon runs, status says why "
+              f"({st.get('last_error')})")
+        check("does not match CertificateFile" in d.ctl("status").stdout,
+              "mcugwctl status prints the reason")
+        check("waits for usable credentials" in d.read_log(), "the journal says so")
+        findings = json.loads(d.ctl("audit", "config", json_out=True).stdout)["findings"]
+        check(any(f["check"] == "mqtt.credentials" and "does not match" in f["message"]
+                  for f in findings), "audit config reports the credential problem")
+        gw_key = d.ctl_json("status")["link"]["public_key"]
+        r = Sim(tmp, "creds", ["--gateway-key", gw_key, "--connect", f"unix:{link}", "--seed",
+                               "creds", "--id-prefix", "creds-", "--messages", "5"]).wait(20)
+        check(r.get("authenticated") == 1 and r.get("acked") == 5,
+              f"the local side runs: the MCU's telemetry is acked ({r})")
+        shutil.copyfile(cert[1], key)
+        check(d.ctl("reload").returncode == 0, "reload after fixing the key file")
+        check(wait_for(lambda: mqtt_status(d)["state"] == "connected", timeout=10),
+              "the fixed credentials connect after the reload")
+        findings = json.loads(d.ctl("audit", "config", json_out=True).stdout)["findings"]
+        check(not any(f["check"] == "mqtt.credentials" for f in findings),
+              "audit config no longer reports it")
+    finally:
+        check(d.stop() == 0, "daemon exits 0")
 
 
 # ---- in a network namespace of our own -------------------------------------------------------
@@ -383,6 +469,8 @@ def main():
         cert = broker.certs.client("it-gw")
         print("# reasons", flush=True)
         test_reasons(tmp, broker, cert)
+        print("# bad credentials", flush=True)
+        test_bad_credentials(tmp, broker, cert)
     finally:
         if broker:
             broker.stop()

@@ -5,6 +5,7 @@ connects to a real Mosquitto with mutual TLS. A wrong PIN is a clear error, not 
 
 import os
 import subprocess
+import time
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,15 +64,23 @@ def main():
         d.stop()
         d = None
 
-        # Wrong PIN: a clear error naming the problem, no crash, no prompt.
+        # Wrong PIN: a clear error naming the problem, no crash, no prompt; the daemon runs on
+        # without the cloud (#17.4) and does not try the PIN again on its own.
         with open(pin, "w") as f:
             f.write("wr0ng-pin")
-        r = subprocess.run([MCUGWD, "--config", cfg], capture_output=True, text=True, env=env,
-                           timeout=30, stdin=subprocess.DEVNULL)
-        out = r.stdout + r.stderr
-        check(r.returncode not in (0, -11, -6, 134, 139), f"wrong PIN: no crash (exit {r.returncode})")
-        check("wrong PIN" in out, "wrong PIN: the error says so")
+        d = Daemon(tmp, config, name="wrong-pin.conf")
+        d.log_path = tmp.join("wrong-pin.log")
+        d.start(env=env)
+        err = d.ctl_json("status")["mqtt"]["last_error"]
+        time.sleep(3)
+        out = d.read_log()
+        check(d.proc.poll() is None, "wrong PIN: no crash, the daemon runs on")
+        check("wrong PIN" in err and "wrong PIN" in out, f"wrong PIN: the error says so ({err})")
+        check(out.count("wrong PIN") == 1 and d.ctl_json("status")["mqtt"]["attempts"] == 0,
+              "a wrong PIN is not tried again by the backoff (a token may lock itself)")
         check("wr0ng-pin" not in out, "the PIN is not logged")
+        check(d.stop() == 0, "wrong PIN: clean exit")
+        d = None
     finally:
         if d:
             d.stop()
