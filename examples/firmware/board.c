@@ -12,8 +12,8 @@
 #define UART0 0x40004000u
 #define UART1 0x40005000u
 #define UART_DATA 0x00u
-#define UART_STATE 0x04u /* bit 0 TX full, bit 1 RX full */
-#define UART_CTRL 0x08u  /* bit 0 TX enable, bit 1 RX enable, bit 3 RX interrupt enable */
+#define UART_STATE 0x04u     /* bit 0 TX full, bit 1 RX full */
+#define UART_CTRL 0x08u      /* bit 0 TX enable, bit 1 RX enable, bit 3 RX interrupt enable */
 #define UART_INTSTATUS 0x0Cu /* write 1 to clear; bit 1 RX */
 #define UART_BAUDDIV 0x10u
 

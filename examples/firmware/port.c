@@ -25,7 +25,7 @@ int mbedtls_hardware_poll(void *data, unsigned char *output, size_t len, size_t 
 
 extern const uint8_t _prov[];
 
-/* mbedTLS heap: PSA keeps key slots and bignum temporaries here. ~3.5 KiB are used at peak by
+/* mbedTLS heap: PSA keeps key material and bignum temporaries here. 1.7 KiB are used at peak by
  * a handshake (measured, docs/firmware.md); 6 KiB leaves margin. */
 static unsigned char heap[6 * 1024];
 

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Vector table and reset handler for the Cortex-M4 of QEMU mps2-an386. */
 #include <stdint.h>
-#include <string.h>
 
 #include "board.h"
 
@@ -22,13 +21,13 @@ void default_handler(void)
 
 /* 16 system exceptions and 32 external interrupts; UART0 RX is IRQ 0 on the AN385/AN386. */
 __attribute__((section(".vectors"), used)) static void (*const vectors[16 + 32])(void) = {
-        [0] = (void (*)(void))&_estack,
+        [0] = (void (*)(void)) & _estack,
         [1] = reset_handler,
-        [2] = default_handler, /* NMI */
-        [3] = default_handler, /* HardFault */
-        [4] = default_handler, /* MemManage */
-        [5] = default_handler, /* BusFault */
-        [6] = default_handler, /* UsageFault */
+        [2] = default_handler,  /* NMI */
+        [3] = default_handler,  /* HardFault */
+        [4] = default_handler,  /* MemManage */
+        [5] = default_handler,  /* BusFault */
+        [6] = default_handler,  /* UsageFault */
         [11] = default_handler, /* SVCall */
         [14] = default_handler, /* PendSV */
         [15] = systick_handler,
@@ -37,9 +36,9 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16 + 32])
 
 __attribute__((naked, noreturn)) void reset_handler(void)
 {
-        /* Paint the stack below the current frame (board_stack_used() measures the high-water
-         * mark), copy .data, clear .bss. Done in assembly-free C with care: this frame is at the
-         * very top of the stack and uses no locals beyond registers. */
+        /* Paint the stack up to 64 bytes below the initial stack pointer (board_stack_used()
+         * reads the high-water mark back), copy .data, clear .bss, call main(). In assembly:
+         * nothing here may rely on initialised data or use the stack being painted. */
         __asm__ volatile("ldr r0, =_sstack\n"
                          "mov r1, sp\n"
                          "sub r1, r1, #64\n"

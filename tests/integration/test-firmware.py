@@ -36,7 +36,7 @@ def require_tools():
         return
     msg = f"test-firmware: missing {', '.join(missing)} " \
           "(apt-get install qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi socat)"
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "") not in ("", "0", "false"):
         print(f"FAIL - {msg}; CI is set, so this is a failure, not a skip", flush=True)
         sys.exit(1)
     print(f"SKIP {msg}", flush=True)
