@@ -43,6 +43,10 @@ void systick_handler(void)
 
 void uart0_rx_handler(void)
 {
+        /* Clear the interrupt first, then drain: a byte that arrives after the last read sets
+         * it again. (Clearing after draining loses that byte's interrupt, and the UART, its
+         * one-byte buffer full, stops receiving for good.) */
+        REG(UART0 + UART_INTSTATUS) = 2u;
         while (REG(UART0 + UART_STATE) & 2u) {
                 uint8_t b = (uint8_t)REG(UART0 + UART_DATA);
                 uint32_t h = ring_head;
@@ -54,7 +58,6 @@ void uart0_rx_handler(void)
                         overruns++;
                 }
         }
-        REG(UART0 + UART_INTSTATUS) = 2u;
 }
 
 static void uart_init(uint32_t base, int rx_irq)

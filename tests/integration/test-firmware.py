@@ -5,7 +5,8 @@ PSA port on mbedTLS built from Debian's source package) boots on QEMU mps2-an386
 opens one end as SerialPort=, QEMU's UART0 the other). Its keys come from a provisioning page
 loaded by QEMU, not from the image. Checks: the handshake (auth.ok audited, device connected),
 STATUS with the firmware version, and telemetry every message of which the gateway ACKs (counted
-by the daemon and by the firmware, whose UART1 console the test reads).
+by the daemon, found in the outbox, and counted by the firmware, whose UART1 console the test
+reads). The device is enrolled with `mcugwctl device add` and its public key.
 
 Skips (77) only on a developer box where qemu-system-arm, socat or the cross compiler is
 missing; under CI (the CI environment variable set) a missing tool is a failure."""
@@ -88,12 +89,7 @@ def main():
     procs = []
     d = None
     try:
-        devdir = tmp.join("devices.d")
-        os.makedirs(devdir)
         priv, pub = x25519_keypair(b"mcugw firmware test device")
-        with open(os.path.join(devdir, "fw.conf"), "w") as f:
-            f.write(f"[Device]\nId={DEVICE_ID}\nPublicKey={base64.b64encode(pub).decode()}\n"
-                    "State=active\n")
 
         gw_tty, fw_tty = tmp.join("gw-tty"), tmp.join("fw-tty")
         socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={gw_tty}",
@@ -106,8 +102,10 @@ def main():
         config = base_config(tmp, f"""
 [Link]
 SerialPort={gw_tty}:115200
-""").replace("[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n")
+""")
         d = Daemon(tmp, config).start()
+        r = d.ctl("device", "add", DEVICE_ID, base64.b64encode(pub).decode())
+        check(r.returncode == 0, f"the firmware's public key is enrolled ({r.stderr.strip()})")
         gw_pub = base64.b64decode(d.ctl_json("status")["link"]["public_key"])
 
         prov = tmp.join("prov.bin")
@@ -146,6 +144,9 @@ SerialPort={gw_tty}:115200
         check(seqs == list(range(1, ACKS + 1)), f"ACKs for seq 1..{ACKS} in order: {seqs}")
         st = devices(d)[DEVICE_ID].get("link_stats", {})
         check(st.get("telemetry", 0) >= ACKS, f"the gateway counted the telemetry ({st})")
+        ob = d.ctl_json("status").get("outbox", {})
+        check(ob.get("appended", 0) >= ACKS and ob.get("refused", 1) == 0,
+              f"the telemetry reached the outbox ({ob})")
         check("fw: error" not in console(tmp), "no dropped frames or gateway errors on the device")
         print(f"# {ACKS} acks {time.monotonic() - t1:.1f}s after boot", flush=True)
         res = [x for x in console(tmp).splitlines() if "heap_peak=" in x]
