@@ -6,7 +6,8 @@ opens one end as SerialPort=, QEMU's UART0 the other). Its keys come from a prov
 loaded by QEMU, not from the image. Checks: the handshake (auth.ok audited, device connected),
 STATUS with the firmware version, and telemetry every message of which the gateway ACKs (counted
 by the daemon, found in the outbox, and counted by the firmware, whose UART1 console the test
-reads). The device is enrolled with `mcugwctl device add` and its public key.
+reads). The device is enrolled with `mcugwctl device add` and its public key. Then a power
+cycle: the firmware boots again, handshakes again and its telemetry is ACKed again.
 
 Skips (77) only on a developer box where qemu-system-arm, socat or the cross compiler is
 missing; under CI (the CI environment variable set) a missing tool is a failure."""
@@ -64,9 +65,9 @@ def devices(d):
     return {x["id"]: x for x in d.ctl_json("devices")}
 
 
-def console(tmp):
+def console(tmp, name="console.log"):
     try:
-        with open(tmp.join("console.log"), errors="replace") as f:
+        with open(tmp.join(name), errors="replace") as f:
             return f.read()
     except FileNotFoundError:
         return ""
@@ -108,17 +109,22 @@ SerialPort={gw_tty}:115200
         check(r.returncode == 0, f"the firmware's public key is enrolled ({r.stderr.strip()})")
         gw_pub = base64.b64decode(d.ctl_json("status")["link"]["public_key"])
 
-        prov = tmp.join("prov.bin")
-        with open(prov, "wb") as f:
-            f.write(prov_page(DEVICE_ID, priv, gw_pub, b"QEMU ONLY: not a TRNG".ljust(32, b".")))
-        qemu = subprocess.Popen(
-            [QEMU, "-M", "mps2-an386", "-nographic", "-icount", "shift=0", "-monitor", "none",
-             "-kernel", elf, "-device", f"loader,file={prov},addr={PROV_ADDR:#x}",
-             "-chardev", f"serial,id=link,path={fw_tty}", "-serial", "chardev:link",
-             "-serial", f"file:{tmp.join('console.log')}"],
-            stdin=subprocess.DEVNULL, stdout=open(tmp.join("qemu.out"), "w"),
-            stderr=subprocess.STDOUT)
-        procs.append(qemu)
+        def boot(rng_seed, log):
+            """Power on: write the provisioning page, start QEMU (UART1 console into @log)."""
+            prov = tmp.join("prov.bin")
+            with open(prov, "wb") as f:
+                f.write(prov_page(DEVICE_ID, priv, gw_pub, rng_seed))
+            p = subprocess.Popen(
+                [QEMU, "-M", "mps2-an386", "-nographic", "-icount", "shift=0", "-monitor", "none",
+                 "-kernel", elf, "-device", f"loader,file={prov},addr={PROV_ADDR:#x}",
+                 "-chardev", f"serial,id=link,path={fw_tty}", "-serial", "chardev:link",
+                 "-serial", f"file:{tmp.join(log)}"],
+                stdin=subprocess.DEVNULL, stdout=open(tmp.join("qemu.out"), "a"),
+                stderr=subprocess.STDOUT)
+            procs.append(p)
+            return p
+
+        qemu = boot(b"QEMU ONLY: not a TRNG".ljust(32, b"."), "console.log")
         t1 = time.monotonic()
 
         ok = wait_for(lambda: devices(d).get(DEVICE_ID, {}).get("connected"), timeout=30)
@@ -152,6 +158,21 @@ SerialPort={gw_tty}:115200
         res = [x for x in console(tmp).splitlines() if "heap_peak=" in x]
         if res:
             print(f"# resources: {res[-1]}", flush=True)
+
+        # Power cycle: the firmware boots again and makes a new session. The emulator's seed
+        # stands in for the TRNG, so a new boot gets a new seed (with the same seed the same
+        # virtual instant would draw the same ephemeral key and send the same message 1).
+        qemu.kill()
+        qemu.wait()
+        boot(os.urandom(32), "console2.log")
+        check(wait_for(lambda: "fw: connected" in console(tmp, "console2.log"), timeout=30),
+              "after a power cycle the firmware handshakes again")
+        check(wait_for(lambda: console(tmp, "console2.log").count("fw: ack ") >= 2, timeout=20),
+              "and its telemetry is ACKed again")
+        oks = [x for x in d.ctl_json("audit", "tail", "-n", "500")
+               if x["event"] == "auth.ok" and x["subject"] == DEVICE_ID]
+        check(len(oks) == 2, f"two auth.ok audited for the firmware ({len(oks)})")
+        check(devices(d)[DEVICE_ID].get("connected"), "the device is connected after the reboot")
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -166,9 +187,10 @@ SerialPort={gw_tty}:115200
         if os.environ.get("KEEP"):
             print(f"# kept {tmp.path}")
         else:
-            out = console(tmp)
-            print("# firmware console:\n" + "\n".join("#   " + x for x in out.splitlines()[-30:]),
-                  flush=True)
+            for log in ("console.log", "console2.log"):
+                out = console(tmp, log)
+                print(f"# firmware {log}:\n" +
+                      "\n".join("#   " + x for x in out.splitlines()[-20:]), flush=True)
             tmp.cleanup()
     finish()
 
