@@ -6,6 +6,7 @@
  *   mcugw-sim keys --count N --seed S [--id-prefix P] [--json] [--enroll-file PATH]
  *   mcugw-sim run  --connect unix:PATH|tcp:HOST:PORT|pty:PATH [...] --gateway-key KEY|@FILE
  *                  [--count N] [--seed S] [--rate R] [--size B] [--messages M] [--duration S]
+ *                  [--timestamps] [--sync-start] [--fill-window]
  *                  [--baud N] [--wrong-key|--unknown|--wrong-gateway-key|--replay|--bitflip|
  *                  --garbage|--truncate|--flood|--slowloris] [--every K]
  *
@@ -143,6 +144,9 @@ static struct {
         const char *id;
         EVP_PKEY *attest_key; /* --attest-key: sign each device as its manufacturer would */
         const char *attest_key_id;
+        bool timestamps;  /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
+        bool sync_start;  /* --sync-start: no telemetry until every device is connected */
+        bool fill_window; /* --fill-window: with --rate 0, refill the whole ack window */
 } opt = {
         .count = 0,
         .seed = "mcugw",
@@ -752,6 +756,7 @@ static int run(void)
         uint8_t payload[MCUGW_MSG_MAX], buf[4096];
         uint64_t now = now_monotonic_msec(), deadline, linger_until = 0;
         double interval = opt.rate > 0 ? 1000.0 / opt.rate : 0;
+        bool started = false;
 
         if (!pfd)
                 die("out of memory");
@@ -762,10 +767,20 @@ static int run(void)
                 dev_start(&devs[i], now);
         }
         while (!stop_requested) {
-                bool all_done = true;
+                bool all_done = true, held = false;
                 now = now_monotonic_msec();
                 if (now >= deadline)
                         break;
+                if (opt.sync_start && !started) {
+                        unsigned up = 0;
+                        for (unsigned i = 0; i < opt.count; i++)
+                                up += devs[i].state == MCUGW_DEV_CONNECTED;
+                        held = up < opt.count;
+                        if (!held) {
+                                started = true;
+                                fprintf(stderr, "mcugw-sim: all %u devices connected\n", opt.count);
+                        }
+                }
                 for (unsigned i = 0; i < opt.count; i++) {
                         struct sim_dev *d = &devs[i];
                         if (d->fd < 0) {
@@ -777,12 +792,23 @@ static int run(void)
                         }
                         mcugw_device_tick(&d->dev);
                         sim_ota_tick(d, now);
-                        if (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
-                            (!opt.messages || d->sent < opt.messages) && now >= d->next_send_ms &&
-                            d->sent - d->acked - d->nacked - d->corrupted < opt.window &&
-                            d->outq_len < OUTQ_CAP / 2) {
+                        while (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
+                               !held && (!opt.messages || d->sent < opt.messages) &&
+                               now >= d->next_send_ms &&
+                               d->sent - d->acked - d->nacked - d->corrupted < opt.window &&
+                               d->outq_len < OUTQ_CAP / 2) {
                                 size_t sz = MIN_SZ(opt.size, mcugw_device_max_payload(&d->dev));
                                 d->sabotaged = false;
+                                if (opt.timestamps) {
+                                        char ts[64];
+                                        struct timespec rt;
+                                        int n;
+                                        clock_gettime(CLOCK_REALTIME, &rt);
+                                        n = snprintf(ts, sizeof ts, "seq=%u;ts=%llu;", d->seq + 1,
+                                                     (unsigned long long)rt.tv_sec * 1000000000ULL +
+                                                             (unsigned long long)rt.tv_nsec);
+                                        memcpy(payload, ts, MIN_SZ((size_t)n, sz));
+                                }
                                 if (mcugw_device_send_telemetry(&d->dev, 1, ++d->seq,
                                                                 MCUGW_TLM_ACK_REQUESTED, payload,
                                                                 sz) == 0)
@@ -795,6 +821,8 @@ static int run(void)
                                 if (d->next_send_ms < now && interval > 0 &&
                                     now - d->next_send_ms > 1000)
                                         d->next_send_ms = now;
+                                if (!opt.fill_window || interval > 0 || d->fd < 0 || d->send_errors)
+                                        break;
                         }
                         flush_out(d, now);
                         if (!dev_finished(d))
@@ -927,6 +955,10 @@ static void usage(void)
                "      --window W         unacknowledged messages per device (default 32)\n"
                "      --ack-log PATH     write \"DEVICE STREAM SEQ STATUS\" for every ack\n"
                "                         (status 0: OK, the message is durable in the gateway)\n"
+               "      --timestamps       payload starts \"seq=N;ts=NANOS;\" (CLOCK_REALTIME at "
+               "send)\n"
+               "      --sync-start       send no telemetry until every device is connected\n"
+               "      --fill-window      with --rate 0: refill the whole ack window each turn\n"
                "      --baud N           limit each device's line to N baud (8N1), both ways\n"
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
@@ -971,6 +1003,9 @@ int main(int argc, char **argv)
                 O_ATTEST_KEY,
                 O_ATTEST_KID,
                 O_ACK_LOG,
+                O_TIMESTAMPS,
+                O_SYNC_START,
+                O_FILL_WINDOW,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -1000,6 +1035,9 @@ int main(int argc, char **argv)
                 { "attest-key", required_argument, NULL, O_ATTEST_KEY },
                 { "attest-key-id", required_argument, NULL, O_ATTEST_KID },
                 { "ack-log", required_argument, NULL, O_ACK_LOG },
+                { "timestamps", no_argument, NULL, O_TIMESTAMPS },
+                { "sync-start", no_argument, NULL, O_SYNC_START },
+                { "fill-window", no_argument, NULL, O_FILL_WINDOW },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
                 { "wrong-gateway-key", no_argument, NULL, O_BAD + BAD_WRONG_GATEWAY_KEY },
@@ -1062,6 +1100,9 @@ int main(int argc, char **argv)
                                 die("--ack-log %s: %s", optarg, strerror(errno));
                         setvbuf(opt.ack_log, NULL, _IOLBF, 0);
                         break;
+                case O_TIMESTAMPS: opt.timestamps = true; break;
+                case O_SYNC_START: opt.sync_start = true; break;
+                case O_FILL_WINDOW: opt.fill_window = true; break;
                 case 'h': usage(); return 0;
                 default:
                         if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {
