@@ -203,6 +203,8 @@ BytesPerSecond=0
             r = sub_result(sub)
             cpu[sync] = (gw.cpu() - c0) / max(r["received"], 1) * 1e6
             sim.communicate(timeout=30)
+            if sim.returncode != 0:
+                raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
         finally:
             gw.stop()
         if r["received"] < total:
@@ -269,6 +271,8 @@ MaxPayload=128K
                 pass
         cpu = (gw.cpu() - c0) / max(state["msgs"], 1) * 1e6
         sim.communicate(timeout=30)
+        if sim.returncode != 0:
+            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
     finally:
         sub.close()
         gw.stop()
@@ -304,6 +308,8 @@ CommitInterval=10ms
         r = sub_result(sub)
         cpu = (gw.cpu() - c0) / max(r["received"], 1) * 1e6
         sim.communicate(timeout=30)
+        if sim.returncode != 0:
+            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
     finally:
         gw.stop()
     if not r["samples"]:
