@@ -6,6 +6,7 @@
  *   mcugw-sim keys --count N --seed S [--id-prefix P] [--json] [--enroll-file PATH]
  *   mcugw-sim run  --connect unix:PATH|tcp:HOST:PORT|pty:PATH [...] --gateway-key KEY|@FILE
  *                  [--count N] [--seed S] [--rate R] [--size B] [--messages M] [--duration S]
+ *                  [--timestamps] [--sync-start] [--fill-window]
  *                  [--baud N] [--wrong-key|--unknown|--wrong-gateway-key|--replay|--bitflip|
  *                  --garbage|--truncate|--flood|--slowloris] [--every K] [--displace N]
  *                  [--event-log PATH] [--liveness-ms MS]
@@ -153,6 +154,9 @@ static struct {
         const char *id;
         EVP_PKEY *attest_key; /* --attest-key: sign each device as its manufacturer would */
         const char *attest_key_id;
+        bool timestamps;  /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
+        bool sync_start;  /* --sync-start: no telemetry until every device is connected */
+        bool fill_window; /* --fill-window: with --rate 0, refill the whole ack window */
 } opt = {
         .count = 0,
         .seed = "mcugw",
@@ -852,6 +856,7 @@ static int run(void)
         uint8_t payload[MCUGW_MSG_MAX], buf[4096];
         uint64_t now = now_monotonic_msec(), deadline, linger_until = 0;
         double interval = opt.rate > 0 ? 1000.0 / opt.rate : 0;
+        bool started = false;
 
         if (!pfd)
                 die("out of memory");
@@ -862,10 +867,20 @@ static int run(void)
                 dev_start(&devs[i], now);
         }
         while (!stop_requested) {
-                bool all_done = true;
+                bool all_done = true, held = false;
                 now = now_monotonic_msec();
                 if (now >= deadline)
                         break;
+                if (opt.sync_start && !started) {
+                        unsigned up = 0;
+                        for (unsigned i = 0; i < opt.count; i++)
+                                up += devs[i].state == MCUGW_DEV_CONNECTED;
+                        held = up < opt.count;
+                        if (!held) {
+                                started = true;
+                                fprintf(stderr, "mcugw-sim: all %u devices connected\n", opt.count);
+                        }
+                }
                 for (unsigned i = 0; i < opt.count; i++) {
                         struct sim_dev *d = &devs[i];
                         if (d->fd < 0) {
@@ -877,11 +892,22 @@ static int run(void)
                         }
                         mcugw_device_tick(&d->dev);
                         sim_ota_tick(d, now);
-                        if (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
-                            (!opt.messages || d->sent < opt.messages) && now >= d->next_send_ms &&
-                            inflight(d) < opt.window && d->outq_len < OUTQ_CAP / 2) {
+                        while (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
+                               !held && (!opt.messages || d->sent < opt.messages) &&
+                               now >= d->next_send_ms && inflight(d) < opt.window &&
+                               d->outq_len < OUTQ_CAP / 2) {
                                 size_t sz = MIN_SZ(opt.size, mcugw_device_max_payload(&d->dev));
                                 d->sabotaged = false;
+                                if (opt.timestamps) {
+                                        char ts[64];
+                                        struct timespec rt;
+                                        int n;
+                                        clock_gettime(CLOCK_REALTIME, &rt);
+                                        n = snprintf(ts, sizeof ts, "seq=%u;ts=%llu;", d->seq + 1,
+                                                     (unsigned long long)rt.tv_sec * 1000000000ULL +
+                                                             (unsigned long long)rt.tv_nsec);
+                                        memcpy(payload, ts, MIN_SZ((size_t)n, sz));
+                                }
                                 if (mcugw_device_send_telemetry(&d->dev, 1, ++d->seq,
                                                                 MCUGW_TLM_ACK_REQUESTED, payload,
                                                                 sz) == 0)
@@ -894,6 +920,8 @@ static int run(void)
                                 if (d->next_send_ms < now && interval > 0 &&
                                     now - d->next_send_ms > 1000)
                                         d->next_send_ms = now;
+                                if (!opt.fill_window || interval > 0 || d->fd < 0 || d->send_errors)
+                                        break;
                         }
                         flush_out(d, now);
                         if (!dev_finished(d))
@@ -1032,6 +1060,10 @@ static void usage(void)
                "      --liveness-ms MS   the SDK's ACK/PONG timeout (default 2000)\n"
                "      --displace N       displace our own first N pending sessions with a fresh\n"
                "                         message 1 (as an attacker on the line could)\n"
+               "      --timestamps       payload starts \"seq=N;ts=NANOS;\" (CLOCK_REALTIME at "
+               "send)\n"
+               "      --sync-start       send no telemetry until every device is connected\n"
+               "      --fill-window      with --rate 0: refill the whole ack window each turn\n"
                "      --baud N           limit each device's line to N baud (8N1), both ways\n"
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
@@ -1079,6 +1111,9 @@ int main(int argc, char **argv)
                 O_EVENT_LOG,
                 O_DISPLACE,
                 O_LIVENESS,
+                O_TIMESTAMPS,
+                O_SYNC_START,
+                O_FILL_WINDOW,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -1111,6 +1146,9 @@ int main(int argc, char **argv)
                 { "event-log", required_argument, NULL, O_EVENT_LOG },
                 { "displace", required_argument, NULL, O_DISPLACE },
                 { "liveness-ms", required_argument, NULL, O_LIVENESS },
+                { "timestamps", no_argument, NULL, O_TIMESTAMPS },
+                { "sync-start", no_argument, NULL, O_SYNC_START },
+                { "fill-window", no_argument, NULL, O_FILL_WINDOW },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
                 { "wrong-gateway-key", no_argument, NULL, O_BAD + BAD_WRONG_GATEWAY_KEY },
@@ -1180,6 +1218,9 @@ int main(int argc, char **argv)
                         break;
                 case O_DISPLACE: opt.displace = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_LIVENESS: opt.liveness_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+                case O_TIMESTAMPS: opt.timestamps = true; break;
+                case O_SYNC_START: opt.sync_start = true; break;
+                case O_FILL_WINDOW: opt.fill_window = true; break;
                 case 'h': usage(); return 0;
                 default:
                         if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {

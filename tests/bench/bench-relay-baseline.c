@@ -77,7 +77,13 @@ int main(int argc, char **argv)
         t0 = now_s();
         while (acked < count) {
                 while (sent < count && inflight < max_inflight) {
-                        int n = snprintf(payload, size, "seq=%ld;", sent + 1);
+                        struct timespec rt;
+                        int n;
+                        clock_gettime(CLOCK_REALTIME, &rt);
+                        /* The send time, for bench-relay-subscriber (as mcugw-sim --timestamps). */
+                        n = snprintf(payload, size, "seq=%ld;ts=%llu;", sent + 1,
+                                     (unsigned long long)rt.tv_sec * 1000000000ULL +
+                                             (unsigned long long)rt.tv_nsec);
                         payload[n] = 'x';
                         if (mosquitto_publish(m, NULL, argv[9], (int)size, payload, 1, false) !=
                             MOSQ_ERR_SUCCESS) {

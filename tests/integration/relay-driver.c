@@ -2,8 +2,8 @@
 /*
  * relay-driver: the whole gateway (gateway_new: database, audit, control socket, relay, MQTT)
  * fed with synthetic telemetry from N made-up devices through relay_submit(), as the link does
- * for authenticated MCUs. Used by the integration tests and benchmarks of the relay, so that
- * they do not depend on the link or the simulator.
+ * for authenticated MCUs. Used by the integration tests of the relay, so that they do not
+ * depend on the link or the simulator (the benchmarks go through the link: mcugw-sim).
  *
  *   relay-driver --config FILE [--devices N] [--count M] [--rate R] [--size S]
  *                [--acked-log FILE] [--max-backlog B] [--exit-when-drained] [--then-rate R]
