@@ -620,11 +620,6 @@ int64_t audit_first_seq(struct audit *a)
         return query_int(a, "SELECT COALESCE(MIN(seq), 0) FROM audit WHERE ?1 = ?1", 0);
 }
 
-int64_t audit_record_ts(struct audit *a, int64_t seq)
-{
-        return query_int(a, "SELECT ts_us FROM audit WHERE seq = ?", seq);
-}
-
 int64_t audit_seq_before(struct audit *a, int64_t before_us)
 {
         /* ts_us grows with seq (give or take clock steps): binary search on the primary key

@@ -81,8 +81,6 @@ int64_t audit_first_seq(struct audit *a);
  * Returns the number passed to fn or -errno. For the upstream export. */
 typedef int (*audit_record_fn)(void *userdata, const struct audit_record *rec);
 int audit_read(struct audit *a, int64_t after_seq, size_t max, audit_record_fn fn, void *userdata);
-/* ts_us of a record, 0 if absent (retention by age). */
-int64_t audit_record_ts(struct audit *a, int64_t seq);
 /* The seq of the newest record with ts_us < before_us, 0 if none. */
 int64_t audit_seq_before(struct audit *a, int64_t before_us);
 

@@ -75,16 +75,6 @@ int conf_strv_copy(struct conf_strv *dst, const struct conf_strv *src)
         return 0;
 }
 
-bool conf_strv_equal(const struct conf_strv *a, const struct conf_strv *b)
-{
-        if (a->n != b->n)
-                return false;
-        for (size_t i = 0; i < a->n; i++)
-                if (strcmp(a->v[i], b->v[i]) != 0)
-                        return false;
-        return true;
-}
-
 /* Repeatable key: each line adds an entry, an empty assignment resets (as in systemd units). */
 int config_parse_strv(const char *v, void *field, const char **reason)
 {

@@ -45,7 +45,6 @@ int conf_strv_append(struct conf_strv *l, const char *v);
 void conf_strv_clear(struct conf_strv *l);
 /* Replace *dst by a copy of *src; on -ENOMEM *dst is left empty. */
 int conf_strv_copy(struct conf_strv *dst, const struct conf_strv *src);
-bool conf_strv_equal(const struct conf_strv *a, const struct conf_strv *b);
 
 /* ---- the INI reader ------------------------------------------------------------------------- */
 

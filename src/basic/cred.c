@@ -54,15 +54,6 @@ static int check_private_st(const char *path, const struct stat *st, char *err, 
         return 0;
 }
 
-int cred_check_private_file(const char *path, char *err, size_t errlen)
-{
-        struct stat st;
-
-        if (stat(path, &st) < 0)
-                return seterr(err, errlen, -errno, "private key %s: %s", path, strerror(errno));
-        return check_private_st(path, &st, err, errlen);
-}
-
 int cred_file_bio(const char *path, bool secret, BIO **ret, char *err, size_t errlen)
 {
         _cleanup_close_ int fd = -1;

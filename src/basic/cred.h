@@ -13,9 +13,6 @@
  * refused with a message that says how to fix it. Errors are written to err (one line).
  */
 
-/* 0 if path is a regular file no one but its owner may read or write; -EPERM otherwise. */
-int cred_check_private_file(const char *path, char *err, size_t errlen);
-
 /* spec: a file path (PEM or DER) or a "pkcs11:" URI; module: the PKCS#11 module for URIs (NULL:
  * the engine's default, p11-kit). */
 int cred_load_private_key(const char *spec, const char *module, EVP_PKEY **ret, char *err,

@@ -1004,20 +1004,6 @@ static void job_link(struct ota *o, struct ota_job *j)
         prune(o);
 }
 
-void ota_job_record_failure(struct ota *o, const char *id, const char *source, const char *reason)
-{
-        struct ota_job *j = calloc(1, sizeof *j);
-
-        if (!j)
-                return;
-        j->o = o;
-        snprintf(j->id, sizeof j->id, "%s", id);
-        snprintf(j->source, sizeof j->source, "%s", source);
-        j->created_us = now_realtime_usec();
-        job_link(o, j);
-        job_finish(j, OTA_FAILED, reason);
-}
-
 static int fail_spec(char *err, size_t n, int r, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 static int fail_spec(char *err, size_t n, int r, const char *fmt, ...)

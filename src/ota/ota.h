@@ -115,8 +115,6 @@ void ota_link_message(void *ud, const char *device_id, const struct mcugw_msg *m
  * audited as well when the signature is bad). */
 int ota_job_create(struct ota *o, const struct ota_job_spec *spec, char ret_id[65], char *err,
                    size_t errlen);
-/* Fail a job that never got to the devices (cloud download or signature failure). */
-void ota_job_record_failure(struct ota *o, const char *id, const char *source, const char *reason);
 /* Abort a job: -ENOENT unknown, -EALREADY finished. */
 int ota_job_abort(struct ota *o, const char *id, const char *actor);
 /* A local job (`ota.start`): the image file (an absolute path), its detached DER signature
