@@ -114,10 +114,10 @@
 
 /* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
 
-/** Exact body lengths of the handshake messages without payload. */
-#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN) /* e, enc(s), payload tag   \
-                                                                        */
-#define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)                       /* e, payload tag */
+/** Exact body lengths of the handshake messages without payload: e, enc(s) and the payload's
+ * tag (message 1); e and the payload's tag (message 2). */
+#define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN)
+#define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Handshake payloads (encrypted inside the Noise messages)                                    */

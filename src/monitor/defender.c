@@ -196,12 +196,12 @@ static char *read_text(const char *path)
 
 int defender_read_net(struct defender_net *net)
 {
+        /* /proc/self/net: the unit's ProcSubset=pid hides /proc/net, not the process's own
+         * view of its network namespace. */
         static const struct {
                 const char *path;
                 int kind; /* 0 tcp, 1 tcp6, 2 udp, 3 dev */
-        } files[] = { /* /proc/self/net: the unit's ProcSubset=pid hides /proc/net, not
-                       * the process's own view of its network namespace. */
-                      { "/proc/self/net/tcp", 0 },
+        } files[] = { { "/proc/self/net/tcp", 0 },
                       { "/proc/self/net/tcp6", 1 },
                       { "/proc/self/net/udp", 2 },
                       { "/proc/self/net/udp6", 2 },
