@@ -33,6 +33,18 @@ import time
 # ---- a minimal CBOR codec: what the stream protocol uses (maps, text, bytes, uints) ---------
 
 
+
+def ota_job_document(stream, size, sig, devices=None):
+    """What AWS CreateOTAUpdate puts into the job for an MQTT OTA with code signing; with
+    `devices`, the `mcugw` object of a gateway-targeted job (docs/ota.md)."""
+    doc = {"afr_ota": {"protocols": ["MQTT"], "streamname": stream,
+                       "files": [{"filepath": "/firmware.bin", "filesize": size, "fileid": 0,
+                                  "certfile": "ecdsasigner.crt", "update_data_url": None,
+                                  "auth_scheme": None, "sig-sha256-ecdsa": sig}]}}
+    if devices:
+        doc["mcugw"] = {"devices": devices}
+    return doc
+
 def _head(major, n):
     if n < 24:
         return bytes([major << 5 | n])

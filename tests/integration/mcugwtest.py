@@ -179,6 +179,22 @@ def run(*cmd):
     return r.stdout.strip()
 
 SIM = os.environ.get("MCUGW_SIM", "build/src/sim/mcugw-sim")
+OTA_SIGN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                        "ota-sign")
+
+
+def make_signed_image(tmp, name, version, size, key):
+    """A random MCUboot image of `size` bytes signed with `key` (scripts/ota-sign, what AWS
+    Signer would do): (the image bytes, the base64 signature for the job document)."""
+    raw = tmp.join(name + ".bin")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(size))
+    img = tmp.join(name + ".img")
+    run(OTA_SIGN, "mcuboot", raw, img, "--version", version, "--security-counter", "1")
+    run(OTA_SIGN, "sign", key, img)
+    with open(img, "rb") as f:
+        data = f.read()
+    return data, run(OTA_SIGN, "base64", img + ".sig")
 
 
 def free_port():

@@ -18,33 +18,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import (SIM, Daemon, Sim, TempDir, base_config, check, finish, run,  # noqa
-                       wait_for)
+from mcugwtest import (OTA_SIGN, SIM, Daemon, Sim, TempDir, base_config, check, finish,  # noqa
+                       make_signed_image, run, wait_for)
 from broker import Broker  # noqa
-from aws_cloud import AwsCloud  # noqa
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
-
-
-def make_image(tmp, name, version, size, key):
-    raw = tmp.join(name + ".bin")
-    with open(raw, "wb") as f:
-        f.write(os.urandom(size))
-    img = tmp.join(name + ".img")
-    run(SIGN, "mcuboot", raw, img, "--version", version, "--security-counter", "1")
-    run(SIGN, "sign", key, img)
-    with open(img, "rb") as f:
-        data = f.read()
-    return data, run(SIGN, "base64", img + ".sig")
-
-
-def job_document(stream, size, sig):
-    """What AWS CreateOTAUpdate puts into the job for an MQTT OTA with code signing."""
-    return {"afr_ota": {"protocols": ["MQTT"], "streamname": stream,
-                        "files": [{"filepath": "/firmware.bin", "filesize": size, "fileid": 0,
-                                   "certfile": "ecdsasigner.crt", "update_data_url": None,
-                                   "auth_scheme": None, "sig-sha256-ecdsa": sig}]}}
+from aws_cloud import AwsCloud, ota_job_document  # noqa
 
 
 def main():
@@ -56,8 +33,8 @@ def main():
     try:
         cloud = AwsCloud(broker)
         keys = tmp.join("keys")
-        run(SIGN, "keygen", keys)
-        run(SIGN, "keygen", tmp.join("evil"))
+        run(OTA_SIGN, "keygen", keys)
+        run(OTA_SIGN, "keygen", tmp.join("evil"))
         signer, cert = os.path.join(keys, "signer.key"), os.path.join(keys, "signer.crt")
         devs = json.loads(run(SIM, "keys", "--count", "6", "--seed", "cloud", "--id-prefix",
                               "c-", "--json"))
@@ -111,9 +88,9 @@ AbortAfterFailures=0
             return d.ctl_json("audit", "tail", "-n", "5000")
 
         # --- happy path ---------------------------------------------------------------------
-        data, sig = make_image(tmp, "fw-2.0.0", "2.0.0", 100000, signer)
+        data, sig = make_signed_image(tmp, "fw-2.0.0", "2.0.0", 100000, signer)
         cloud.create_stream("AFR_OTA-happy", {0: data})
-        cloud.create_job("it-gw-c-0000", "job-happy", job_document("AFR_OTA-happy", len(data),
+        cloud.create_job("it-gw-c-0000", "job-happy", ota_job_document("AFR_OTA-happy", len(data),
                                                                    sig))
         st = final("it-gw-c-0000", "job-happy")
         check(st == "SUCCEEDED", f"a job published on the broker ends SUCCEEDED ({st})")
@@ -143,11 +120,11 @@ AbortAfterFailures=0
 
         # --- bad signature ------------------------------------------------------------------
         slot = os.path.join(slots, "c-0001.slot")
-        bad, _ = make_image(tmp, "fw-bad", "2.0.0", 20000, signer)
-        _, evil_sig = make_image(tmp, "fw-evil", "2.0.0", 20000, os.path.join(tmp.join("evil"),
+        bad, _ = make_signed_image(tmp, "fw-bad", "2.0.0", 20000, signer)
+        _, evil_sig = make_signed_image(tmp, "fw-evil", "2.0.0", 20000, os.path.join(tmp.join("evil"),
                                                                               "signer.key"))
         cloud.create_stream("AFR_OTA-bad", {0: bad})
-        cloud.create_job("it-gw-c-0001", "job-bad", job_document("AFR_OTA-bad", len(bad),
+        cloud.create_job("it-gw-c-0001", "job-bad", ota_job_document("AFR_OTA-bad", len(bad),
                                                                  evil_sig))
         st = final("it-gw-c-0001", "job-bad")
         last = cloud.updates("it-gw-c-0001", "job-bad")[-1]
@@ -160,9 +137,9 @@ AbortAfterFailures=0
 
         # --- truncated, duplicated, out-of-order blocks --------------------------------------
         cloud.faults = {"truncate", "duplicate", "reorder"}
-        data3, sig3 = make_image(tmp, "fw-2.0.1", "2.0.1", 60000, signer)
+        data3, sig3 = make_signed_image(tmp, "fw-2.0.1", "2.0.1", 60000, signer)
         cloud.create_stream("AFR_OTA-faults", {0: data3})
-        cloud.create_job("it-gw-c-0001", "job-faults", job_document("AFR_OTA-faults",
+        cloud.create_job("it-gw-c-0001", "job-faults", ota_job_document("AFR_OTA-faults",
                                                                     len(data3), sig3))
         st = final("it-gw-c-0001", "job-faults")
         cloud.faults = set()
@@ -175,9 +152,9 @@ AbortAfterFailures=0
             check(f.read() == data3, "the MCU got exactly the image")
 
         # --- two MCUs share one download -----------------------------------------------------
-        data4, sig4 = make_image(tmp, "fw-2.0.2", "2.0.2", 80000, signer)
+        data4, sig4 = make_signed_image(tmp, "fw-2.0.2", "2.0.2", 80000, signer)
         cloud.create_stream("AFR_OTA-shared", {0: data4})
-        doc = job_document("AFR_OTA-shared", len(data4), sig4)
+        doc = ota_job_document("AFR_OTA-shared", len(data4), sig4)
         cloud.create_job("it-gw-c-0002", "job-shared", doc)
         cloud.create_job("it-gw-c-0003", "job-shared", doc)
         s2, s3 = final("it-gw-c-0002", "job-shared"), final("it-gw-c-0003", "job-shared")
@@ -188,9 +165,9 @@ AbortAfterFailures=0
 
         # --- daemon killed mid-download: resume from the bitmap -------------------------------
         cloud.delay = 0.03
-        data5, sig5 = make_image(tmp, "fw-2.0.3", "2.0.3", 240000, signer)
+        data5, sig5 = make_signed_image(tmp, "fw-2.0.3", "2.0.3", 240000, signer)
         cloud.create_stream("AFR_OTA-kill", {0: data5})
-        cloud.create_job("it-gw-c-0004", "job-kill", job_document("AFR_OTA-kill", len(data5),
+        cloud.create_job("it-gw-c-0004", "job-kill", ota_job_document("AFR_OTA-kill", len(data5),
                                                                   sig5))
         blocks = (len(data5) + 4095) // 4096
         check(wait_for(lambda: cloud.served.get("AFR_OTA-kill", 0) >= blocks // 2, 30, 0.02),
@@ -210,7 +187,7 @@ AbortAfterFailures=0
         check(after < blocks, f"only missing blocks fetched after the restart ({after} of {blocks})")
 
         # --- the self-test fails -----------------------------------------------------------
-        cloud.create_job("it-gw-c-0005", "job-selftest", job_document("AFR_OTA-happy",
+        cloud.create_job("it-gw-c-0005", "job-selftest", ota_job_document("AFR_OTA-happy",
                                                                       len(data), sig))
         st = final("it-gw-c-0005", "job-selftest")
         last = cloud.updates("it-gw-c-0005", "job-selftest")[-1]
@@ -230,9 +207,9 @@ AbortAfterFailures=0
                        devices()["c-0002"].get("connected") and
                        devices()["c-0003"].get("connected"), 20),
               "restarted with Targeting=gateway")
-        data6, sig6 = make_image(tmp, "fw-2.0.5", "2.0.5", 30000, signer)
+        data6, sig6 = make_signed_image(tmp, "fw-2.0.5", "2.0.5", 30000, signer)
         cloud.create_stream("AFR_OTA-group", {0: data6})
-        doc = job_document("AFR_OTA-group", len(data6), sig6)
+        doc = ota_job_document("AFR_OTA-group", len(data6), sig6)
         doc["mcugw"] = {"groups": ["line-a"]}
         cloud.create_job("it-gw", "job-group", doc)
         st = final("it-gw", "job-group")
@@ -243,7 +220,7 @@ AbortAfterFailures=0
         check(wait_for(lambda: devices()["c-0002"]["fw_version"] == "2.0.5" and
                        devices()["c-0003"]["fw_version"] == "2.0.5", 10),
               "both devices of the group run 2.0.5")
-        nodoc = job_document("AFR_OTA-group", len(data6), sig6)
+        nodoc = ota_job_document("AFR_OTA-group", len(data6), sig6)
         cloud.create_job("it-gw", "job-notargets", nodoc)
         st = final("it-gw", "job-notargets")
         check(st == "FAILED" and "devices or groups" in

@@ -18,34 +18,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import (SIM, Daemon, Sim, TempDir, base_config, check, finish, run,  # noqa
-                       wait_for)
+from mcugwtest import (OTA_SIGN, SIM, Daemon, Sim, TempDir, base_config, check, finish,  # noqa
+                       make_signed_image, run, wait_for)
 from broker import Broker  # noqa
-from aws_cloud import AwsCloud  # noqa
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
-
-
-def make_image(tmp, name, version, size, key):
-    raw = tmp.join(name + ".bin")
-    with open(raw, "wb") as f:
-        f.write(os.urandom(size))
-    img = tmp.join(name + ".img")
-    run(SIGN, "mcuboot", raw, img, "--version", version, "--security-counter", "1")
-    run(SIGN, "sign", key, img)
-    with open(img, "rb") as f:
-        data = f.read()
-    return data, run(SIGN, "base64", img + ".sig")
-
-
-def job_document(stream, size, sig, devices=None):
-    doc = {"afr_ota": {"protocols": ["MQTT"], "streamname": stream,
-                       "files": [{"filepath": "/firmware.bin", "filesize": size, "fileid": 0,
-                                  "certfile": "ecdsasigner.crt", "sig-sha256-ecdsa": sig}]}}
-    if devices:
-        doc["mcugw"] = {"devices": devices}
-    return doc
+from aws_cloud import AwsCloud, ota_job_document  # noqa
 
 
 def kick_session(broker, client_id):
@@ -72,7 +48,7 @@ def main():
     try:
         cloud = AwsCloud(broker)
         keys = tmp.join("keys")
-        run(SIGN, "keygen", keys)
+        run(OTA_SIGN, "keygen", keys)
         signer, cert = os.path.join(keys, "signer.key"), os.path.join(keys, "signer.crt")
         devs = json.loads(run(SIM, "keys", "--count", "4", "--seed", "jobs", "--id-prefix",
                               "j-", "--json"))
@@ -125,13 +101,13 @@ AbortAfterFailures=0
         def rejected_for(thing):
             return [r for r in cloud.rejected if r[0].startswith(f"$aws/things/{thing}/")]
 
-        data, sig = make_image(tmp, "fw-2.0.0", "2.0.0", 40000, signer)
+        data, sig = make_signed_image(tmp, "fw-2.0.0", "2.0.0", 40000, signer)
         cloud.create_stream("AFR_OTA-a", {0: data})
 
         # --- other things' jobs: never acted on, never answered --------------------------------
-        foreign = [("other-gw-j-0000", "job-f1", job_document("AFR_OTA-a", len(data), sig)),
-                   ("other-gw", "job-f2", job_document("AFR_OTA-a", len(data), sig, ["j-0000"])),
-                   ("it-gw-nosuch", "job-f3", job_document("AFR_OTA-a", len(data), sig))]
+        foreign = [("other-gw-j-0000", "job-f1", ota_job_document("AFR_OTA-a", len(data), sig)),
+                   ("other-gw", "job-f2", ota_job_document("AFR_OTA-a", len(data), sig, ["j-0000"])),
+                   ("it-gw-nosuch", "job-f3", ota_job_document("AFR_OTA-a", len(data), sig))]
         for thing, job, doc in foreign:
             cloud.create_job(thing, job, doc)
         # A plain (non-OTA) job on the gateway's own thing is ours: refused with the reason.
@@ -164,10 +140,10 @@ AbortAfterFailures=0
         check(wait_for(lambda: d.ctl_json("status")["mqtt"]["state"] == "connected" and
                        devices()["j-0000"].get("connected"), 20),
               "restarted with Targeting=gateway")
-        cloud.create_job("other-gw", "job-f4", job_document("AFR_OTA-a", len(data), sig,
+        cloud.create_job("other-gw", "job-f4", ota_job_document("AFR_OTA-a", len(data), sig,
                                                             ["j-0000"]))
-        cloud.create_job("it-gw-j-0000", "job-f5", job_document("AFR_OTA-a", len(data), sig))
-        cloud.create_job("it-gw", "job-gw", job_document("AFR_OTA-a", len(data), sig,
+        cloud.create_job("it-gw-j-0000", "job-f5", ota_job_document("AFR_OTA-a", len(data), sig))
+        cloud.create_job("it-gw", "job-gw", ota_job_document("AFR_OTA-a", len(data), sig,
                                                          ["j-0002"]))
         st = final("it-gw", "job-gw")
         check(st == "SUCCEEDED", f"Targeting=gateway: the gateway's own job SUCCEEDED ({st})")
@@ -190,18 +166,18 @@ AbortAfterFailures=0
         cloud.create_stream("AFR_OTA-silent", {0: data})
         cloud.silent_streams.add("AFR_OTA-silent")
         t_silent = time.monotonic()
-        cloud.create_job("it-gw-j-0003", "job-silent", job_document("AFR_OTA-silent", len(data),
+        cloud.create_job("it-gw-j-0003", "job-silent", ota_job_document("AFR_OTA-silent", len(data),
                                                                     sig))
 
         # --- the status sequence of the stock FreeRTOS agent (ota_mqtt.c) ----------------------
         # receive "k/N" (blocks of the file) at the start and every 64 blocks; self_test "ready"
         # then "active" with updatedBy, the running firmware's version as 0xMMmmbbbb; SUCCEEDED
         # with reason "accepted vM.m.b".
-        data64, sig64 = make_image(tmp, "fw-2.0.0-64", "2.0.0", 64 * 4096 - 200, signer)
+        data64, sig64 = make_signed_image(tmp, "fw-2.0.0-64", "2.0.0", 64 * 4096 - 200, signer)
         n = (len(data64) + 4095) // 4096
         check(n == 64, f"a 64-block image ({n})")
         cloud.create_stream("AFR_OTA-stock", {0: data64})
-        cloud.create_job("it-gw-j-0000", "job-stock", job_document("AFR_OTA-stock", len(data64),
+        cloud.create_job("it-gw-j-0000", "job-stock", ota_job_document("AFR_OTA-stock", len(data64),
                                                                    sig64))
         st = final("it-gw-j-0000", "job-stock")
         seq = [(h[2], h[3]) for h in cloud.updates("it-gw-j-0000", "job-stock")]
@@ -215,7 +191,7 @@ AbortAfterFailures=0
 
         # --- a missing stream: FAILED with the precise reason, within the retry budget --------
         t0 = time.monotonic()
-        cloud.create_job("it-gw-j-0001", "job-missing", job_document("AFR_OTA-missing",
+        cloud.create_job("it-gw-j-0001", "job-missing", ota_job_document("AFR_OTA-missing",
                                                                      len(data), sig))
         st = final("it-gw-j-0001", "job-missing", 40)
         took = time.monotonic() - t0
@@ -227,11 +203,11 @@ AbortAfterFailures=0
         check(nreq <= 6, f"missing stream: at most 6 requests ({nreq})")
 
         # --- cancelled mid-download (CancelJob --force at 30 %) --------------------------------
-        big, bsig = make_image(tmp, "fw-2.1.0", "2.1.0", 240000, signer)
+        big, bsig = make_signed_image(tmp, "fw-2.1.0", "2.1.0", 240000, signer)
         nb = (len(big) + 4095) // 4096
         cloud.create_stream("AFR_OTA-cancel", {0: big})
         cloud.delay = 0.02
-        cloud.create_job("it-gw-j-0001", "job-cancel", job_document("AFR_OTA-cancel", len(big),
+        cloud.create_job("it-gw-j-0001", "job-cancel", ota_job_document("AFR_OTA-cancel", len(big),
                                                                     bsig))
         check(wait_for(lambda: cloud.served.get("AFR_OTA-cancel", 0) >= nb * 3 // 10, 30, 0.01),
               "download at 30 %")
@@ -258,7 +234,7 @@ AbortAfterFailures=0
         # --- the stream deleted mid-download ---------------------------------------------------
         cloud.create_stream("AFR_OTA-del", {0: big})
         cloud.delay = 0.02
-        cloud.create_job("it-gw-j-0001", "job-del", job_document("AFR_OTA-del", len(big), bsig))
+        cloud.create_job("it-gw-j-0001", "job-del", ota_job_document("AFR_OTA-del", len(big), bsig))
         check(wait_for(lambda: cloud.served.get("AFR_OTA-del", 0) >= nb * 3 // 10, 30, 0.01),
               "download at 30 %")
         cloud.delete_stream("AFR_OTA-del")
@@ -273,9 +249,9 @@ AbortAfterFailures=0
               f"({len(after)})")
 
         # --- cancelled while the MCU receives: the transfer is aborted --------------------------
-        mid, msig = make_image(tmp, "fw-2.2.0", "2.2.0", 60000, signer)
+        mid, msig = make_signed_image(tmp, "fw-2.2.0", "2.2.0", 60000, signer)
         cloud.create_stream("AFR_OTA-xfer", {0: mid})
-        cloud.create_job("it-gw-j-0002", "job-xfer", job_document("AFR_OTA-xfer", len(mid),
+        cloud.create_job("it-gw-j-0002", "job-xfer", ota_job_document("AFR_OTA-xfer", len(mid),
                                                                   msig))
         check(wait_for(lambda: any(x["event"] == "ota.transfer_start" and
                                    x["subject"] == "j-0002" and
@@ -314,7 +290,7 @@ AbortAfterFailures=0
         # --- the session drops mid-download: no try lost, the download carries on -------------
         cloud.create_stream("AFR_OTA-drop", {0: big})
         cloud.delay = 0.02
-        cloud.create_job("it-gw-j-0000", "job-drop", job_document("AFR_OTA-drop", len(big), bsig))
+        cloud.create_job("it-gw-j-0000", "job-drop", ota_job_document("AFR_OTA-drop", len(big), bsig))
         check(wait_for(lambda: cloud.served.get("AFR_OTA-drop", 0) >= nb * 3 // 10, 30, 0.01),
               "download at 30 %")
         drops = d.ctl_json("status")["mqtt"]["disconnects"]
@@ -343,7 +319,7 @@ AbortAfterFailures=0
         with open(os.path.join(devdir, "m.conf"), "w") as f:
             for x in many:
                 f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
-        cloud.create_job("it-gw-m-0899", "job-900th", job_document("AFR_OTA-a", len(data), sig),
+        cloud.create_job("it-gw-m-0899", "job-900th", ota_job_document("AFR_OTA-a", len(data), sig),
                          notify=False)
         t0 = time.monotonic()
         d.start()
