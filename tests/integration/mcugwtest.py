@@ -38,6 +38,21 @@ def finish():
     sys.exit(0)
 
 
+def in_ci():
+    """CI sets CI=true: there every tool a test needs is installed by scripts/install-deps."""
+    return os.environ.get("CI", "") not in ("", "0", "false")
+
+
+def skip(why):
+    """Skip a test for want of a tool on a developer box (exit 77); under CI the same is a
+    failure, so that nothing is skipped silently where the tool should be."""
+    if in_ci():
+        print(f"FAIL - {why}; CI is set, so this is a failure, not a skip", flush=True)
+        sys.exit(1)
+    print(f"SKIP - {why}", flush=True)
+    sys.exit(77)
+
+
 def wait_for(pred, timeout=10.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import AedesBroker, Subscriber, aedes_available, free_port  # noqa: E402
-from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
+from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, skip,  # noqa: E402
                        sim_keys, wait_for)
 
 V5_REFUSED = "the broker refused MQTT 5 (ProtocolVersion=5); set ProtocolVersion=3.1.1 (4)"
@@ -104,8 +104,7 @@ ListenStream=tcp:127.0.0.1:{port}
 def main():
     why = aedes_available()
     if why:
-        print(f"SKIP: {why}")
-        sys.exit(77)
+        skip(why)
     tmp = TempDir("mcugw-aedes-")
     broker = None
     try:

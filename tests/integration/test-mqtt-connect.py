@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, free_port  # noqa: E402
 from mcugwtest import (MCUGWCTL, Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
+                       in_ci, sim_keys, wait_for)
 
 CONNECT_TIMEOUT_S = 15  # MQTT_CONNECT_TIMEOUT_MS_DEFAULT
 RESOLVE_TIMEOUT_S = 10  # MQTT_RESOLVE_TIMEOUT_MS_DEFAULT
@@ -428,6 +428,7 @@ def netns_main():
                if not os.path.exists(f)]
     if missing:
         # Bind mounts need a file to cover; creating one would change the host's /etc.
+        check(not in_ci(), f"CI has {', '.join(missing)} to cover in the namespace")
         print(f"# skip: no {', '.join(missing)} to cover in the namespace", flush=True)
         finish()
     tmp = TempDir("mcugw-mqtt-netns-")
@@ -477,10 +478,12 @@ def main():
         if not os.environ.get("MCUGW_TEST_KEEP"):
             tmp.cleanup()
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        check(not in_ci(), "the network namespace tests need root, unshare and ip (CI has them)")
         print("# skip: the network namespace tests need root, unshare and ip", flush=True)
     else:
         probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True)
         if probe.returncode != 0:
+            check(not in_ci(), f"unshare works ({probe.stderr.decode().strip()})")
             print(f"# skip: cannot unshare here: {probe.stderr.decode().strip()}", flush=True)
         else:
             r = subprocess.run(["unshare", "--net", "--mount", "--", sys.executable,

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, Subscriber, free_port  # noqa: E402
-from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
+from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, skip,  # noqa: E402
                        sim_keys, wait_for)
 
 FS_SIZE = "8m"
@@ -48,9 +48,8 @@ def enter_namespace_if_needed():
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
                            capture_output=True)
     if probe.returncode != 0:
-        print("SKIP - not root and no unprivileged user namespaces: "
-              f"{probe.stderr.decode(errors='replace').strip()}", flush=True)
-        sys.exit(77)
+        skip("not root and no unprivileged user namespaces: "
+             f"{probe.stderr.decode(errors='replace').strip()}")
     env = dict(os.environ, MCUGW_DISKFULL_NS="1")
     r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable,
                         os.path.abspath(__file__)], env=env)

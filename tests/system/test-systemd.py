@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from broker import Broker  # noqa: E402
-from mcugwtest import check, finish, wait_for  # noqa: E402
+from mcugwtest import check, finish, skip, wait_for  # noqa: E402
 
 # What the tree has before our packages: systemd, and the packages' run-time dependencies (so
 # that dpkg -i needs no network), plus tools the checks use.
@@ -403,8 +403,7 @@ def main():
                not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         # CI runs as root with every tool installed; a developer box may lack them.
-        print(f"SKIP: needs root and {' '.join(missing) or 'nothing else'}")
-        sys.exit(77)
+        skip(f"needs root and {' '.join(missing) or 'nothing else'}")
     tree = ensure_tree()
     work = tempfile.mkdtemp(prefix="mcugw-systest-", dir="/var/tmp")
     c = broker = None
