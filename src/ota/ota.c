@@ -743,37 +743,31 @@ static void on_timer(uv_timer_t *t)
 /* ---- link events -------------------------------------------------------------------------- */
 
 /* The handlers walk the device's chain; nothing they call changes a chain (job_unindex waits
- * for the timer). */
-static void ota_on_up(void *ud, const char *device_id)
+ * for the timer). Up or down, a live transfer pauses from now: up, the re-offer comes
+ * OTA_REOFFER_MS later; down, it waits for the device. */
+static void ota_device_updown(struct ota *o, const char *device_id, bool up)
 {
-        struct ota *o = ud;
         uint64_t now = now_ms(o);
 
         for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext) {
                 if (strcmp(x->device, device_id) != 0)
                         continue;
-                x->up = true;
-                if (x_final(x) || job_final(x->job))
-                        continue;
-                x_pause(x, now); /* counts from now: the re-offer comes OTA_REOFFER_MS later */
-                x_relist(x);
-        }
-}
-
-static void ota_on_down(void *ud, const char *device_id, const char *reason)
-{
-        struct ota *o = ud;
-        uint64_t now = now_ms(o);
-
-        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext) {
-                if (strcmp(x->device, device_id) != 0)
-                        continue;
-                x->up = false;
+                x->up = up;
                 if (x_final(x) || job_final(x->job))
                         continue;
                 x_pause(x, now);
                 x_relist(x);
         }
+}
+
+static void ota_on_up(void *ud, const char *device_id)
+{
+        ota_device_updown(ud, device_id, true);
+}
+
+static void ota_on_down(void *ud, const char *device_id, const char *reason)
+{
+        ota_device_updown(ud, device_id, false);
 }
 
 static void ota_on_drained(void *ud, const char *device_id, size_t queued)
