@@ -15,36 +15,7 @@
 #include "audit/audit.h"
 #include "daemon/conf.h"
 #include "store/db.h"
-
-struct fixture {
-        char dir[64];
-        char path[128];
-        struct db *db;
-        struct audit *audit;
-};
-
-static int setup(void **state)
-{
-        struct fixture *f = calloc(1, sizeof *f);
-        snprintf(f->dir, sizeof f->dir, "/tmp/mcugw-test-walk-XXXXXX");
-        assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
-        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
-        assert_int_equal(audit_open(f->db, &f->audit), 0);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *f = *state;
-        char cmd[128];
-        audit_free(f->audit);
-        db_close(f->db);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-        free(f);
-        return system(cmd);
-}
+#include "audit-fixture.h"
 
 static void fill(struct fixture *f, int n)
 {
@@ -152,11 +123,7 @@ static void test_deletion_still_found(void **state)
 
         fill(f, 300);
         db_commit(f->db);
-        assert_int_equal(sqlite3_exec(db_handle(f->db),
-                                      "DROP TRIGGER audit_no_delete; "
-                                      "DELETE FROM audit WHERE seq = 150;",
-                                      NULL, NULL, NULL),
-                         SQLITE_OK);
+        exec_ok(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 150;");
         assert_int_equal(audit_verify_begin(f->audit, &w), 0);
         walk(w, 40, NULL, NULL);
         res = audit_verify_walk_result(w);

@@ -13,36 +13,7 @@
 #include "audit/audit.h"
 #include "daemon/conf.h"
 #include "store/db.h"
-
-struct fixture {
-        char dir[64];
-        char path[128];
-        struct db *db;
-        struct audit *audit;
-};
-
-static int setup(void **state)
-{
-        struct fixture *f = calloc(1, sizeof *f);
-        snprintf(f->dir, sizeof f->dir, "/tmp/mcugw-test-audit-XXXXXX");
-        assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
-        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
-        assert_int_equal(audit_open(f->db, &f->audit), 0);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *f = *state;
-        char cmd[128];
-        audit_free(f->audit);
-        db_close(f->db);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-        free(f);
-        return system(cmd);
-}
+#include "audit-fixture.h"
 
 static void fill(struct fixture *f, int n)
 {
@@ -55,15 +26,6 @@ static void fill(struct fixture *f, int n)
                 assert_int_equal(seq, start + i + 1);
         }
         assert_int_equal(db_commit(f->db), 0);
-}
-
-static void exec(struct fixture *f, const char *sql)
-{
-        char *err = NULL;
-        int rc = sqlite3_exec(db_handle(f->db), sql, NULL, NULL, &err);
-        if (rc != SQLITE_OK)
-                fprintf(stderr, "sql: %s\n", err);
-        assert_int_equal(rc, SQLITE_OK);
 }
 
 static void test_chain_ok(void **state)
@@ -82,13 +44,8 @@ static void test_append_only_triggers(void **state)
 {
         struct fixture *f = *state;
         fill(f, 3);
-        assert_int_not_equal(sqlite3_exec(db_handle(f->db),
-                                          "UPDATE audit SET event='x' WHERE seq=2", NULL, NULL,
-                                          NULL),
-                             SQLITE_OK);
-        assert_int_not_equal(
-                sqlite3_exec(db_handle(f->db), "DELETE FROM audit WHERE seq=2", NULL, NULL, NULL),
-                SQLITE_OK);
+        assert_int_not_equal(exec_sql(f, "UPDATE audit SET event='x' WHERE seq=2"), SQLITE_OK);
+        assert_int_not_equal(exec_sql(f, "DELETE FROM audit WHERE seq=2"), SQLITE_OK);
 }
 
 static void test_edit_detected(void **state)
@@ -97,7 +54,7 @@ static void test_edit_detected(void **state)
         struct audit_verify_result res;
 
         fill(f, 20);
-        exec(f, "DROP TRIGGER audit_no_update; UPDATE audit SET subject='forged' WHERE seq=7");
+        exec_ok(f, "DROP TRIGGER audit_no_update; UPDATE audit SET subject='forged' WHERE seq=7");
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
         assert_int_equal(res.first_bad_seq, 7);
@@ -110,7 +67,8 @@ static void test_details_edit_detected(void **state)
         struct audit_verify_result res;
 
         fill(f, 5);
-        exec(f, "DROP TRIGGER audit_no_update; UPDATE audit SET details='{\"n\":2}' WHERE seq=5");
+        exec_ok(f,
+                "DROP TRIGGER audit_no_update; UPDATE audit SET details='{\"n\":2}' WHERE seq=5");
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
         assert_int_equal(res.first_bad_seq, 5);
@@ -122,7 +80,7 @@ static void test_delete_detected(void **state)
         struct audit_verify_result res;
 
         fill(f, 20);
-        exec(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=11");
+        exec_ok(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=11");
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
         assert_int_equal(res.first_bad_seq, 11);
@@ -136,8 +94,8 @@ static void test_delete_and_renumber_detected(void **state)
         struct audit_verify_result res;
 
         fill(f, 10);
-        exec(f, "DROP TRIGGER audit_no_delete; DROP TRIGGER audit_no_update;"
-                "DELETE FROM audit WHERE seq=4; UPDATE audit SET seq=seq-1 WHERE seq>4");
+        exec_ok(f, "DROP TRIGGER audit_no_delete; DROP TRIGGER audit_no_update;"
+                   "DELETE FROM audit WHERE seq=4; UPDATE audit SET seq=seq-1 WHERE seq>4");
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
         assert_int_equal(res.first_bad_seq, 4);
@@ -150,7 +108,7 @@ static void test_tail_truncation_detected(void **state)
         struct audit *reopened = NULL;
 
         fill(f, 10);
-        exec(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq>=9");
+        exec_ok(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq>=9");
         /* The running daemon knows its head. */
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);

@@ -16,47 +16,13 @@
 #include "cloud/auditexport.h"
 #include "daemon/conf.h"
 #include "store/db.h"
-
-struct fixture {
-        char dir[64];
-        char path[128];
-        struct db *db;
-        struct audit *audit;
-};
-
-static int setup(void **state)
-{
-        struct fixture *f = calloc(1, sizeof *f);
-        snprintf(f->dir, sizeof f->dir, "/tmp/mcugw-test-export-XXXXXX");
-        assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
-        assert_int_equal(db_open(NULL, f->path, DB_SYNC_NORMAL, 0, &f->db), 0);
-        assert_int_equal(audit_open(f->db, &f->audit), 0);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fixture *f = *state;
-        char cmd[128];
-        audit_free(f->audit);
-        db_close(f->db);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-        free(f);
-        return system(cmd);
-}
+#include "audit-fixture.h"
 
 static void fill(struct fixture *f, int n)
 {
         for (int i = 0; i < n; i++)
                 assert_true(audit_append(f->audit, "daemon", "test", "x", "{\"i\":1}") > 0);
         assert_int_equal(db_commit(f->db), 0);
-}
-
-static int exec(struct fixture *f, const char *sql)
-{
-        return sqlite3_exec(db_handle(f->db), sql, NULL, NULL, NULL);
 }
 
 static void verify(struct fixture *f, bool ok, int64_t first)
@@ -76,7 +42,7 @@ static void test_prune(void **state)
 
         fill(f, 100);
         /* Without a checkpoint nothing may be deleted. */
-        assert_int_not_equal(exec(f, "DELETE FROM audit WHERE seq = 1"), SQLITE_OK);
+        assert_int_not_equal(exec_sql(f, "DELETE FROM audit WHERE seq = 1"), SQLITE_OK);
 
         assert_int_equal(audit_prune(f->audit, 40, "daemon"), 40);
         assert_int_equal(db_commit(f->db), 0);
@@ -85,8 +51,8 @@ static void test_prune(void **state)
         verify(f, true, 41);
 
         /* Above the checkpoint the log is still append-only. */
-        assert_int_not_equal(exec(f, "DELETE FROM audit WHERE seq = 41"), SQLITE_OK);
-        assert_int_not_equal(exec(f, "UPDATE audit SET actor = 'x' WHERE seq = 50"), SQLITE_OK);
+        assert_int_not_equal(exec_sql(f, "DELETE FROM audit WHERE seq = 41"), SQLITE_OK);
+        assert_int_not_equal(exec_sql(f, "UPDATE audit SET actor = 'x' WHERE seq = 50"), SQLITE_OK);
 
         /* Prune again, past the first checkpoint: the second one carries on. */
         fill(f, 10);
@@ -107,8 +73,9 @@ static void test_prune_tamper(void **state)
         assert_int_equal(db_commit(f->db), 0);
 
         /* Someone who drops the trigger and deletes more of the oldest records. */
-        assert_int_equal(exec(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq <= 25"),
-                         SQLITE_OK);
+        assert_int_equal(
+                exec_sql(f, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq <= 25"),
+                SQLITE_OK);
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
         assert_non_null(strstr(res.reason, "without a checkpoint"));
@@ -123,10 +90,11 @@ static void test_checkpoint_edit(void **state)
         assert_int_equal(audit_prune(f->audit, 10, "daemon"), 10);
         assert_int_equal(db_commit(f->db), 0);
         /* Forging the checkpoint's prefix hash breaks the chain at the first kept record. */
-        assert_int_equal(exec(f, "DROP TRIGGER audit_no_update;"
-                                 "UPDATE audit SET details = replace(details, '\"prefix_hash\":\"',"
-                                 " '\"prefix_hash\":\"00') WHERE event = 'audit.checkpoint'"),
-                         SQLITE_OK);
+        assert_int_equal(
+                exec_sql(f, "DROP TRIGGER audit_no_update;"
+                            "UPDATE audit SET details = replace(details, '\"prefix_hash\":\"',"
+                            " '\"prefix_hash\":\"00') WHERE event = 'audit.checkpoint'"),
+                SQLITE_OK);
         assert_int_equal(audit_verify(f->audit, &res), 0);
         assert_false(res.ok);
 }
