@@ -228,6 +228,39 @@ def sim_keys(count, seed, prefix, first=0):
     return json.loads(r.stdout)
 
 
+def enroll_file(devdir, name, keys):
+    """A devices.d file enrolling the simulated MCUs of sim_keys() (active); devdir is made."""
+    os.makedirs(devdir, exist_ok=True)
+    with open(os.path.join(devdir, name), "w") as f:
+        for x in keys:
+            f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+
+
+def batch_entries(sub):
+    """(device, seq) of every message in the batches a Subscriber received, in order."""
+    out = []
+    for t, p, _, _ in sub.snapshot():
+        if t.endswith("/batch"):
+            for m in json.loads(p)["msgs"]:
+                out.append((m["d"], m["q"]))
+    return out
+
+
+def check_no_sanitizer_reports(daemon=None, tmp=None):
+    """No ASan/UBSan report (the ASan suite runs every test under both) in the daemon's log nor,
+    with tmp, in the stderr of any simulator run there (sim-*.err)."""
+    texts = [("mcugwd", daemon.read_log())] if daemon else []
+    if tmp:
+        for name in sorted(os.listdir(tmp.path)):
+            if name.startswith("sim-") and name.endswith(".err"):
+                with open(tmp.join(name), errors="replace") as f:
+                    texts.append((name, f.read()))
+    bad = [f"{who}: {ln}" for who, t in texts for ln in t.splitlines()
+           if "Sanitizer" in ln or "runtime error" in ln]
+    check(not bad, f"no sanitizer reports from {', '.join(w for w, _ in texts)}" +
+          (f": {bad[0]}" if bad else ""))
+
+
 class Sim:
     """mcugw-sim run ARGS in the background; result() is its final JSON report."""
 

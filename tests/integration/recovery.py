@@ -18,7 +18,7 @@ import signal
 import sqlite3
 import time
 
-from mcugwtest import Daemon, Sim, base_config, sim_keys, wait_for
+from mcugwtest import (Daemon, Sim, base_config, enroll_file, sim_keys, wait_for)
 
 CASES = ("rotate-session", "disconnect", "kill-restart", "displaced")
 TRANSPORTS = ("socket", "pty")
@@ -63,9 +63,7 @@ class Setup:
                      "pty": sim_keys(1, "rpty", "rpty-")[0],
                      "socket-displaced": sim_keys(1, "dsock", "dsock-")[0],
                      "pty-displaced": sim_keys(1, "dpty", "dpty-")[0]}
-        with open(os.path.join(devdir, "rec.conf"), "w") as f:
-            for x in self.devs.values():
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "rec.conf", self.devs.values())
         self.sock = tmp.join("run", "link.sock")
         self.tty = tmp.join("tty-rec")
         self.tty2 = tmp.join("tty-disp")

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (MCUGWD, Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
+                       check_no_sanitizer_reports, enroll_file, sim_keys, wait_for)
 from broker import Broker, Subscriber  # noqa: E402
 
 try:
@@ -184,9 +184,7 @@ def main():
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
         keys = sim_keys(2, "ble", "ble-")
-        with open(os.path.join(devdir, "ble.conf"), "w") as f:
-            for x in keys:
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "ble.conf", keys)
 
         socks = {a: tmp.join(f"radio-{i}.sock") for i, a in enumerate((A, B, F, G, U, X))}
         # A and B exist before the daemon starts (found by GetManagedObjects)...
@@ -376,9 +374,7 @@ HandshakeTimeout=2s
         check(rc == 0, f"mcugwd exits 0 on SIGTERM ({rc})")
         check(wait_for(lambda: not standin.stats(A)["connected"], timeout=5),
               "the daemon disconnected its peripherals when stopping")
-        log = d.read_log()
-        check("ERROR: AddressSanitizer" not in log and "runtime error" not in log,
-              "no sanitizer reports in the daemon log")
+        check_no_sanitizer_reports(d)
         results = [s.stop() for s in sims]
         sims = []
         results = results[:2]  # A and B (U never authenticates)

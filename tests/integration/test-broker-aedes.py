@@ -13,18 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import AedesBroker, Subscriber, aedes_available, free_port  # noqa: E402
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, skip,  # noqa: E402
-                       sim_keys, wait_for)
+                       batch_entries, enroll_file, sim_keys, wait_for)
 
 V5_REFUSED = "the broker refused MQTT 5 (ProtocolVersion=5); set ProtocolVersion=3.1.1 (4)"
-
-
-def entries(sub):
-    out = []
-    for t, p, _, _ in sub.snapshot():
-        if t.endswith("/batch"):
-            for m in json.loads(p)["msgs"]:
-                out.append((m["d"], m["q"]))
-    return out
 
 
 def mqtt_status(d):
@@ -58,9 +49,7 @@ def test_relay(tmp, broker, cert):
     devdir = tmp.join("devices.d")
     os.makedirs(devdir)
     good = sim_keys(2, "aedes", "sim-")
-    with open(os.path.join(devdir, "sim.conf"), "w") as f:
-        for x in good:
-            f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+    enroll_file(devdir, "sim.conf", good)
     port = free_port()
     config = base_config(tmp, f"""
 [Link]
@@ -81,12 +70,12 @@ ListenStream=tcp:127.0.0.1:{port}
         sim = Sim(tmp, "aedes", ["--gateway-key", gw_key, "--connect", f"tcp:127.0.0.1:{port}",
                                  "--count", "2", "--seed", "aedes", "--id-prefix", "sim-",
                                  "--rate", "20", "--messages", "40", "--linger", "3"])
-        wait_for(lambda: len(entries(sub)) >= 5, timeout=15)
+        wait_for(lambda: len(batch_entries(sub)) >= 5, timeout=15)
         sub.publish("mcugw/it-gw/cmd/sim-0001", b"blink")
         r = sim.wait(40)
         check(r.get("acked", 0) >= 76, f"simulators: {r.get('acked')} of 80 acked")
-        ok = wait_for(lambda: len(set(entries(sub))) >= r.get("acked", 0), timeout=15)
-        got = set(entries(sub))
+        ok = wait_for(lambda: len(set(batch_entries(sub))) >= r.get("acked", 0), timeout=15)
+        got = set(batch_entries(sub))
         check(ok and {x[0] for x in got} == {"sim-0000", "sim-0001"},
               f"telemetry reached the subscriber on aedes ({len(got)} messages)")
         res = [json.loads(m[1]) for m in sub.snapshot() if "/cmd-result/" in m[0]]

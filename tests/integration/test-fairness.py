@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, Subscriber, free_port  # noqa: E402
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
+                       check_no_sanitizer_reports, sim_keys, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RULES = os.path.join(HERE, "..", "..", "etc", "mcugw", "rules.d", "10-default.conf")
@@ -283,13 +283,7 @@ RulesDirectory={rules}
         check(rc == 0, "daemon exits 0")
         log = d.read_log()
         check("handles left open" not in log, "no libuv handle left open at exit")
-        errs = log
-        for name in os.listdir(tmp.path):
-            if name.startswith("sim-") and name.endswith(".err"):
-                with open(tmp.join(name)) as f:
-                    errs += f.read()
-        check("Sanitizer" not in errs and "runtime error" not in errs,
-              "no sanitizer report from the daemon or any simulator")
+        check_no_sanitizer_reports(d, tmp)
     finally:
         if d:
             d.stop()

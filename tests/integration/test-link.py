@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (MCUGWD, SIM, Daemon, Sim, TempDir, base_config, check, finish,  # noqa
-                       free_port, sim_keys, wait_for)
+                       check_no_sanitizer_reports, free_port, sim_keys, wait_for)
 
 def devices(d):
     return {x["id"]: x for x in d.ctl_json("devices")}
@@ -378,13 +378,7 @@ AuditFailuresPerMinute=5
         for s in sims:
             s.stop()
         sims = []
-        errs = ""
-        for name in os.listdir(tmp.path):
-            if name.startswith("sim-") and name.endswith(".err"):
-                with open(tmp.join(name)) as f:
-                    errs += f.read()
-        check("Sanitizer" not in errs and "runtime error" not in errs,
-              "no sanitizer report from any simulator")
+        check_no_sanitizer_reports(tmp=tmp)
         check(d.ctl("audit", "verify").returncode == 0, "audit chain intact")
         rc = d.stop()
         check(rc == 0, "daemon exits 0 with links open")

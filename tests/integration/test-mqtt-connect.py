@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, free_port  # noqa: E402
 from mcugwtest import (MCUGWCTL, Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       in_ci, sim_keys, wait_for)
+                       enroll_file, in_ci, sim_keys, wait_for)
 
 CONNECT_TIMEOUT_S = 15  # MQTT_CONNECT_TIMEOUT_MS_DEFAULT
 RESOLVE_TIMEOUT_S = 10  # MQTT_RESOLVE_TIMEOUT_MS_DEFAULT
@@ -314,9 +314,7 @@ def test_dns_blackhole(tmp, broker, cert):
     devdir = tmp.join("devices.d")
     os.makedirs(devdir)
     keys = sim_keys(2, "dns", "dns-")
-    with open(os.path.join(devdir, "sim.conf"), "w") as f:
-        for x in keys:
-            f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+    enroll_file(devdir, "sim.conf", keys)
     port = free_port()
     config = base_config(tmp, f"\n[Link]\nListenStream=tcp:127.0.0.1:{port}\n").replace(
         "[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n") + mqtt_section(

@@ -13,16 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, Subscriber, free_port  # noqa: E402
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
-
-
-def entries(sub):
-    out = []
-    for t, p, _, _ in sub.snapshot():
-        if t.endswith("/batch"):
-            for m in json.loads(p)["msgs"]:
-                out.append((m["d"], m["q"]))
-    return out
+                       batch_entries, enroll_file, sim_keys, wait_for)
 
 
 def main():
@@ -37,9 +28,7 @@ def main():
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
         good = sim_keys(4, "good", "sim-")
-        with open(os.path.join(devdir, "sim.conf"), "w") as f:
-            for x in good:
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "sim.conf", good)
         port = free_port()
         config = base_config(tmp, f"""
 [Link]
@@ -59,19 +48,19 @@ ListenStream=tcp:127.0.0.1:{port}
                                "--unknown", "--messages", "20", "--duration", "4"])
         procs.append(bad)
         # A command while the devices are connected.
-        ok = wait_for(lambda: len(entries(sub)) >= 20, timeout=15)
+        ok = wait_for(lambda: len(batch_entries(sub)) >= 20, timeout=15)
         sub.publish("mcugw/it-gw/cmd/sim-0001", b"blink")
         r = good.wait(40)
         bad_result = bad.wait(20)
         check(r.get("acked", 0) >= 390, f"simulators: {r.get('acked')} of 400 acked")
-        ok = wait_for(lambda: len(set(entries(sub))) >= r.get("acked", 0), timeout=15)
-        got = set(entries(sub))
+        ok = wait_for(lambda: len(set(batch_entries(sub))) >= r.get("acked", 0), timeout=15)
+        got = set(batch_entries(sub))
         check(ok, f"every acked message arrived at the subscriber ({len(got)})")
         check({x[0] for x in got} == {"sim-0000", "sim-0001", "sim-0002", "sim-0003"},
               "under the authenticated device ids only")
         last = {}
         in_order = True
-        for dev, q in entries(sub):
+        for dev, q in batch_entries(sub):
             if q <= last.get(dev, 0):
                 in_order = False
             last[dev] = q

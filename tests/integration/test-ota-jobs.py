@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (OTA_SIGN, SIM, Daemon, Sim, TempDir, base_config, check, finish,  # noqa
-                       make_signed_image, run, wait_for)
+                       check_no_sanitizer_reports, enroll_file, make_signed_image, run, wait_for)
 from broker import Broker  # noqa
 from aws_cloud import AwsCloud, ota_job_document  # noqa
 
@@ -54,9 +54,7 @@ def main():
                               "j-", "--json"))
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "j.conf"), "w") as f:
-            for x in devs:
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "j.conf", devs)
         slots = tmp.join("slots")
         os.makedirs(slots)
         link_sock = tmp.join("run", "link.sock")
@@ -316,9 +314,7 @@ AbortAfterFailures=0
         d.stop()
         many = json.loads(run(SIM, "keys", "--count", "1000", "--seed", "many", "--id-prefix",
                               "m-", "--json"))
-        with open(os.path.join(devdir, "m.conf"), "w") as f:
-            for x in many:
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "m.conf", many)
         cloud.create_job("it-gw-m-0899", "job-900th", ota_job_document("AFR_OTA-a", len(data), sig),
                          notify=False)
         t0 = time.monotonic()
@@ -337,9 +333,7 @@ AbortAfterFailures=0
             sm.stop()
         rc = d.stop()
         check(rc == 0, f"mcugwd exits 0 on SIGTERM ({rc})")
-        logs = d.read_log()
-        check("ERROR: AddressSanitizer" not in logs and "runtime error" not in logs,
-              "no sanitizer reports from the daemon")
+        check_no_sanitizer_reports(d)
     finally:
         for s in sims:
             s.stop()

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, run,  # noqa: E402
-                       sim_keys, wait_for)
+                       check_no_sanitizer_reports, sim_keys, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIGN = os.path.join(HERE, "..", "..", "scripts", "ota-sign")
@@ -253,10 +253,7 @@ AbortAfterFailures=0
             sm.stop()
         rc = d.stop()
         check(rc == 0, f"mcugwd exits 0 on SIGTERM ({rc})")
-        logs = d.read_log() + "".join(open(tmp.join(f)).read() for f in os.listdir(tmp.path)
-                                      if f.startswith("sim-") and f.endswith(".err"))
-        check("ERROR: AddressSanitizer" not in logs and "runtime error" not in logs,
-              "no sanitizer reports from the daemon or the simulators")
+        check_no_sanitizer_reports(d, tmp)
     finally:
         for s in sims:
             s.stop()

@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from broker import Broker, Subscriber, free_port  # noqa: E402
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, skip,  # noqa: E402
-                       sim_keys, wait_for)
+                       batch_entries, enroll_file, sim_keys, wait_for)
 
 FS_SIZE = "8m"
 PAYLOAD = 800
@@ -54,15 +54,6 @@ def enter_namespace_if_needed():
     r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable,
                         os.path.abspath(__file__)], env=env)
     sys.exit(r.returncode)
-
-
-def entries(sub):
-    out = []
-    for t, p, _, _ in sub.snapshot():
-        if t.endswith("/batch"):
-            for m in json.loads(p)["msgs"]:
-                out.append((m["d"], m["q"]))
-    return out
 
 
 def acks(path):
@@ -138,9 +129,7 @@ def main():
 
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "sim.conf"), "w") as f:
-            for x in sim_keys(DEVICES, "df-a", "a-") + sim_keys(DEVICES, "df-c", "c-"):
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "sim.conf", sim_keys(DEVICES, "df-a", "a-") + sim_keys(DEVICES, "df-c", "c-"))
         port = free_port()
         config = base_config(tmp, f"""
 [Link]
@@ -241,8 +230,8 @@ BatchWindow=20ms
         acked = ok_a | ok_c
         ok = wait_for(lambda: d.ctl_json("status")["outbox"]["rows"] == 0, timeout=90)
         check(ok, "the outbox drained after the restart")
-        wait_for(lambda: acked <= set(entries(sub)), timeout=30)
-        got = set(entries(sub))
+        wait_for(lambda: acked <= set(batch_entries(sub)), timeout=30)
+        got = set(batch_entries(sub))
         lost = acked - got
         lost_after = {x for x in lost if x not in ok_before and x not in ok_at_free}
         check(not lost, f"every message acked OK arrived: {len(acked)} acked, {len(lost)} lost "
