@@ -1621,21 +1621,6 @@ int ble_manager_link_stats(struct ble_manager *m, const char *link_name, json_t 
         return 0;
 }
 
-int ble_manager_rssi(struct ble_manager *m, const char *link_name, int *ret_rssi)
-{
-        struct ble_peer *p;
-
-        if (!m || !link_name || strncmp(link_name, "ble:", 4) != 0)
-                return -ENOENT;
-        p = peer_by_addr(m, link_name + 4);
-        if (!p)
-                return -ENOENT;
-        if (!p->have_rssi)
-                return -ENODATA;
-        *ret_rssi = p->rssi;
-        return 0;
-}
-
 /* ---- [BLE] values ------------------------------------------------------------------------- */
 
 int ble_config_parse_device(const char *v, void *field, const char **reason)

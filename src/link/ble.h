@@ -53,6 +53,3 @@ json_t *ble_manager_status(struct ble_manager *m);
  * behind link name "ble:ADDRESS" (as link_manager_device_stats() reports it); -ENOENT if it
  * is not one of ours. */
 int ble_manager_link_stats(struct ble_manager *m, const char *link_name, json_t *out);
-/* The last RSSI (dBm) BlueZ reported for the peripheral behind link name "ble:ADDRESS", for
- * the device metrics: 0, -ENOENT (not ours), -ENODATA (no RSSI known yet). */
-int ble_manager_rssi(struct ble_manager *m, const char *link_name, int *ret_rssi);
