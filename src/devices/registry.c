@@ -20,7 +20,10 @@ struct registry {
         struct db *db;
         struct audit *audit;
         struct registry_device **devs;
+        /* Devices whose row is behind memory: dirty[i] per device, and their numbers in
+         * dirty_list[0..n_dirty) so that a commit writes k dirty rows in O(k), not O(n). */
         bool *dirty;
+        size_t *dirty_list, n_dirty;
         size_t n, cap;
         struct index by_id, by_key;
         sqlite3_stmt *save, *load;
@@ -29,7 +32,6 @@ struct registry {
         registry_decorate_fn decorate;
         void *decorate_data;
         char errbuf[160];
-        bool any_dirty;
 };
 
 static uint64_t hash_bytes(const void *p, size_t n)
@@ -90,6 +92,19 @@ static struct registry_device *find_mut(struct registry *r, const char *id)
         return (struct registry_device *)registry_find(r, id);
 }
 
+/* The device's number (its place in devs), through the id index: O(1). */
+static size_t dev_index(struct registry *r, const struct registry_device *d)
+{
+        size_t i;
+        if (!r->by_id.cap)
+                return SIZE_MAX;
+        i = hash_bytes(d->id, strlen(d->id)) & (r->by_id.cap - 1);
+        for (; r->by_id.slots[i]; i = (i + 1) & (r->by_id.cap - 1))
+                if (r->devs[r->by_id.slots[i] - 1] == d)
+                        return r->by_id.slots[i] - 1;
+        return SIZE_MAX;
+}
+
 /* Public keys are not secret, but compare them in constant time anyway: it costs nothing. */
 const struct registry_device *registry_find_key(struct registry *r,
                                                 const uint8_t key[REGISTRY_KEY_LEN])
@@ -104,14 +119,6 @@ const struct registry_device *registry_find_key(struct registry *r,
                         return d;
         }
         return NULL;
-}
-
-static size_t dev_index(struct registry *r, const struct registry_device *d)
-{
-        for (size_t i = 0; i < r->n; i++)
-                if (r->devs[i] == d)
-                        return i;
-        return SIZE_MAX;
 }
 
 static int dev_save(struct registry *r, const struct registry_device *d)
@@ -144,15 +151,21 @@ static int dev_save(struct registry *r, const struct registry_device *d)
 static int registry_precommit(void *userdata)
 {
         struct registry *r = userdata;
-        if (!r->any_dirty)
-                return 0;
-        r->any_dirty = false;
-        for (size_t i = 0; i < r->n; i++)
-                if (r->dirty[i]) {
-                        r->dirty[i] = false;
-                        dev_save(r, r->devs[i]);
-                }
+        for (size_t k = 0; k < r->n_dirty; k++) {
+                size_t i = r->dirty_list[k];
+                r->dirty[i] = false;
+                dev_save(r, r->devs[i]);
+        }
+        r->n_dirty = 0;
         return 0;
+}
+
+static void set_dirty(struct registry *r, size_t i)
+{
+        if (i >= r->n || r->dirty[i])
+                return;
+        r->dirty[i] = true;
+        r->dirty_list[r->n_dirty++] = i;
 }
 
 /* A failed commit lost rows we wrote: memory is the truth, write every device again. */
@@ -160,18 +173,13 @@ static int registry_rollback(void *userdata)
 {
         struct registry *r = userdata;
         for (size_t i = 0; i < r->n; i++)
-                r->dirty[i] = true;
-        r->any_dirty = r->n > 0;
+                set_dirty(r, i);
         return 0;
 }
 
 static void mark_dirty(struct registry *r, const struct registry_device *d)
 {
-        size_t i = dev_index(r, d);
-        if (i == SIZE_MAX)
-                return;
-        r->dirty[i] = true;
-        r->any_dirty = true;
+        set_dirty(r, dev_index(r, d));
         db_write_begin(r->db);
 }
 
@@ -181,6 +189,7 @@ static struct registry_device *dev_insert(struct registry *r, struct registry_de
                 size_t cap = r->cap ? r->cap * 2 : 64;
                 struct registry_device **n = realloc(r->devs, cap * sizeof *n);
                 bool *dn;
+                size_t *dl;
                 if (!n)
                         return NULL;
                 r->devs = n;
@@ -188,6 +197,10 @@ static struct registry_device *dev_insert(struct registry *r, struct registry_de
                 if (!dn)
                         return NULL;
                 r->dirty = dn;
+                dl = realloc(r->dirty_list, cap * sizeof *dl);
+                if (!dl)
+                        return NULL;
+                r->dirty_list = dl;
                 r->cap = cap;
         }
         r->devs[r->n] = d;
@@ -283,7 +296,7 @@ void registry_free(struct registry *r)
         if (!r)
                 return;
         /* Write what is dirty into the open transaction; the owner of the db commits it. */
-        if (r->any_dirty && db_write_begin(r->db) >= 0)
+        if (r->n_dirty > 0 && db_write_begin(r->db) >= 0)
                 registry_precommit(r);
         db_remove_precommit(r->db, registry_precommit, r);
         db_remove_rollback(r->db, registry_rollback, r);
@@ -291,6 +304,7 @@ void registry_free(struct registry *r)
                 free(r->devs[i]);
         free(r->devs);
         free(r->dirty);
+        free(r->dirty_list);
         free(r->by_id.slots);
         free(r->by_key.slots);
         free(r);
@@ -345,8 +359,7 @@ void registry_touch(struct registry *r, const char *id, int64_t t)
         /* Written at the next commit only if something else is written; at most a commit
          * interval of last-seen precision is lost in a crash. */
         d->connected = true;
-        r->dirty[dev_index(r, d)] = true;
-        r->any_dirty = true;
+        set_dirty(r, dev_index(r, d));
 }
 
 void registry_set_status(struct registry *r, const char *id, const char *fw_version,
@@ -579,6 +592,11 @@ int registry_remove(struct registry *r, const char *actor, const char *id, const
         memmove(r->devs + i, r->devs + i + 1, (r->n - i - 1) * sizeof *r->devs);
         memmove(r->dirty + i, r->dirty + i + 1, (r->n - i - 1) * sizeof *r->dirty);
         r->n--;
+        /* The numbers after i moved down by one: list the dirty ones again (O(n), as the move). */
+        r->n_dirty = 0;
+        for (size_t j = 0; j < r->n; j++)
+                if (r->dirty[j])
+                        r->dirty_list[r->n_dirty++] = j;
         free(d);
         /* Rebuilding at the same size allocates again; on failure rebuild in place. */
         if (index_rebuild(r, &r->by_id, r->n, false) < 0) {

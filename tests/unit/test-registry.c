@@ -184,11 +184,49 @@ static void test_remove(void **state)
         assert_non_null(registry_find(f->reg, "file-2"));
 }
 
+/* Last-seen facts are written at the next commit, and only for the devices touched since the
+ * last one: those listed before a removal (which renumbers the devices after it) are still the
+ * ones written, and the untouched ones are not written at all. */
+static void test_touch_written_at_commit(void **state)
+{
+        struct fixture *f = *state;
+        const char *err = NULL;
+        char id[16];
+        int before, removal;
+
+        for (int i = 0; i < 20; i++) {
+                snprintf(id, sizeof id, "t-%d", i);
+                add(f, id, i + 1, "cli");
+        }
+        assert_int_equal(db_commit(f->db), 0);
+        /* What a removal alone writes (the row, its audit record and chain head). */
+        before = sqlite3_total_changes(db_handle(f->db));
+        assert_int_equal(registry_remove(f->reg, "test", "t-2", "", &err), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        removal = sqlite3_total_changes(db_handle(f->db)) - before;
+
+        before = sqlite3_total_changes(db_handle(f->db));
+        registry_touch(f->reg, "t-15", 1111);
+        registry_touch(f->reg, "t-3", 2222);
+        registry_touch(f->reg, "t-15", 3333); /* twice: one row */
+        assert_int_equal(registry_remove(f->reg, "test", "t-1", "", &err), 0);
+        assert_int_equal(db_commit(f->db), 0);
+        /* t-15 and t-3 saved once each, nothing else. */
+        assert_int_equal(sqlite3_total_changes(db_handle(f->db)) - before, removal + 2);
+
+        registry_free(f->reg);
+        reg_open(f);
+        assert_int_equal(registry_find(f->reg, "t-15")->last_seen_us, 3333);
+        assert_int_equal(registry_find(f->reg, "t-3")->last_seen_us, 2222);
+        assert_int_not_equal(registry_find(f->reg, "t-4")->last_seen_us, 3333);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_set_key, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_touch_written_at_commit, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
