@@ -4,6 +4,7 @@
 (PID 1 of a systemd-nspawn container), checked the way an operator would check them.
 
     tests/system/test-systemd.py DEBDIR
+    tests/system/test-systemd.py --installed     (autopkgtest: debian/tests/system)
 
 DEBDIR holds the built mcugw_*.deb and mcugw-tools_*.deb (scripts/package-test leaves them in
 build-test/debs when MCUGW_DEBS_OUT is set). The container tree is made once with mmdebstrap
@@ -21,6 +22,10 @@ probed from inside the service (read-only /etc /usr /var/lib /run, no /home, AF_
 AF_NETLINK refused, a filtered syscall refused, no capabilities, a pty and a USB serial node
 usable); mutual-TLS MQTT to the host's broker and Defender's network metrics under
 ProcSubset=pid; `systemd-analyze security` on the running unit; the purge leaves nothing.
+
+With --installed the same checks run on this machine itself, where the packages are already
+installed and systemd is PID 1: that is the autopkgtest (debian/tests/control, needs-root,
+isolation-container, breaks-testbed: it ends by purging the packages).
 """
 
 import ast
@@ -134,6 +139,27 @@ class Container:
         remove_empty_cgroups()
 
 
+class Host:
+    """This machine, for --installed: the same interface as Container, with no root prefix."""
+
+    root = ""
+
+    def run(self, *cmd, timeout=60, input=None):
+        full = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+                "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"] + list(cmd)
+        try:
+            return subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                                  input=input)
+        except subprocess.TimeoutExpired as e:
+            return subprocess.CompletedProcess(full, 124, e.stdout or "", "timed out")
+
+    sh = Container.sh
+    write = Container.write
+
+    def stop(self):
+        pass
+
+
 def remove_empty_cgroups():
     """nspawn --keep-unit without machined leaves its payload cgroups under ours."""
     try:
@@ -180,11 +206,13 @@ def journal(c, since_cursor=None):
 
 
 def test_install(c, debs):
-    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(debs, "mcugw_*.deb")) +
-                   glob.glob(os.path.join(debs, "mcugw-tools_*.deb")))
-    r = c.run("dpkg", "-i", *[f"/debs/{n}" for n in names], timeout=180)
-    check(r.returncode == 0, f"dpkg -i {' '.join(names)}" + ("" if r.returncode == 0 else
-                                                            ": " + r.stdout[-800:] + r.stderr))
+    if debs:
+        names = sorted(os.path.basename(p) for p in
+                       glob.glob(os.path.join(debs, "mcugw_*.deb")) +
+                       glob.glob(os.path.join(debs, "mcugw-tools_*.deb")))
+        r = c.run("dpkg", "-i", *[f"/debs/{n}" for n in names], timeout=180)
+        check(r.returncode == 0, f"dpkg -i {' '.join(names)}" + (
+            "" if r.returncode == 0 else ": " + r.stdout[-800:] + r.stderr))
     check(wait_for(lambda: active(c, "mcugwd.socket") == "active", timeout=20),
           "mcugwd.socket is active after the install")
     check(wait_for(lambda: active(c, "mcugwd.service") == "active", timeout=20),
@@ -395,9 +423,40 @@ def test_purge(c):
           "no unit left running")
 
 
+def run_checks(c, debs, broker):
+    test_install(c, debs)
+    test_restart_status(c)
+    test_journal(c)
+    test_reload(c)
+    test_watchdog(c)
+    test_socket_activation(c)
+    test_sandbox(c)
+    test_mqtt(c, broker)
+    test_security(c)
+    test_purge(c)
+
+
+def main_installed():
+    """autopkgtest: the packages are installed here and systemd is PID 1."""
+    if os.geteuid() != 0 or not os.path.isdir("/run/systemd/system"):
+        skip("needs root on a machine booted with systemd (autopkgtest isolation-container)")
+    work = tempfile.mkdtemp(prefix="mcugw-autopkgtest-", dir="/var/tmp")
+    broker = None
+    try:
+        broker = Broker(os.path.join(work, "broker")).start()
+        run_checks(Host(), None, broker)
+    finally:
+        if broker:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    finish()
+
+
 def main():
+    if sys.argv[1:2] == ["--installed"]:
+        return main_installed()
     if len(sys.argv) != 2:
-        sys.exit("usage: test-systemd.py DEBDIR")
+        sys.exit("usage: test-systemd.py DEBDIR | --installed")
     debs = os.path.abspath(sys.argv[1])
     missing = [t for t in ("systemd-nspawn", "mmdebstrap", "nsenter", "mosquitto") if
                not shutil.which(t)]
@@ -416,16 +475,7 @@ def main():
                                        timeout=90).stdout.strip(), timeout=60, interval=0.5)
         log(f"container booted in {time.monotonic() - t0:.1f} s: {state}")
         check(state in ("running", "degraded"), f"the container's systemd is up ({state})")
-        test_install(c, debs)
-        test_restart_status(c)
-        test_journal(c)
-        test_reload(c)
-        test_watchdog(c)
-        test_socket_activation(c)
-        test_sandbox(c)
-        test_mqtt(c, broker)
-        test_security(c)
-        test_purge(c)
+        run_checks(c, debs, broker)
     finally:
         if c:
             if "--verbose" in sys.argv or os.environ.get("MCUGW_TEST_VERBOSE"):
