@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "basic/ratelimit.h"
+#include "basic/rlimit-util.h"
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "mcugw/proto.h"
@@ -1726,6 +1728,24 @@ static int load_key(struct link_manager *m, const struct link_options *o, const 
         return 0;
 }
 
+/* Every connection is a file descriptor; the rest of the daemon (serial lines, the database, the
+ * MQTT session, control clients, D-Bus) needs a few more. */
+#define LINK_FD_RESERVE 256u
+
+static void raise_fd_limit(unsigned max_connections)
+{
+        uint64_t want = (uint64_t)max_connections + LINK_FD_RESERVE;
+        int64_t have = rlimit_nofile_raise(want);
+        if (have < 0)
+                log_warning_errno(have, "link: cannot raise the limit on open files to %" PRIu64,
+                                  want);
+        else if ((uint64_t)have < want)
+                log_warning("link: MaxConnections=%u needs about %" PRIu64
+                            " open files, the limit is %" PRId64
+                            " (raise LimitNOFILE= in the unit or ulimit -Hn)",
+                            max_connections, want, have);
+}
+
 int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *state_dir,
                      struct audit *audit, struct registry *registry, struct link_manager **ret)
 {
@@ -1738,6 +1758,7 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
         m->audit = audit;
         m->reg = registry;
         m->max_connections = o->max_connections ? o->max_connections : 1024;
+        raise_fd_limit(m->max_connections);
         m->hs_timeout_ms = o->handshake_timeout_usec / 1000;
         if (!m->hs_timeout_ms)
                 m->hs_timeout_ms = 10000;

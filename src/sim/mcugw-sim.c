@@ -46,6 +46,7 @@
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "basic/cred.h"
+#include "basic/rlimit-util.h"
 #include "devices/onboard.h"
 #include "mcugw/device.h"
 #include "mcugw/proto.h"
@@ -860,6 +861,10 @@ static int run(void)
 
         if (!pfd)
                 die("out of memory");
+        /* One descriptor per device, and a few of our own. */
+        if (rlimit_nofile_raise((uint64_t)opt.count + 64) < (int64_t)opt.count + 64)
+                fprintf(stderr, "mcugw-sim: warning: the limit on open files is below %u devices\n",
+                        opt.count);
         deadline = opt.duration > 0 ? now + (uint64_t)(opt.duration * 1000) : UINT64_MAX;
         memset(payload, 'x', sizeof payload);
         for (unsigned i = 0; i < opt.count; i++) {

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The relay benchmarks (scripts/bench-relay, -relay-batched, -latency, -memory, -outage), end to
-end: a real Mosquitto with mutual TLS on 127.0.0.1 (tests/integration/broker.py), the real mcugwd,
+"""The relay benchmarks (scripts/bench-relay, -relay-batched, -latency, -memory, -outage,
+-scale), end to end: a real Mosquitto with mutual TLS on 127.0.0.1 (tests/integration/broker.py), the real mcugwd,
 and simulated MCUs on the real device SDK (mcugw-sim) over a Unix-socket link: framing, AEAD,
 socket I/O and the ACK back are all in the path. Handshakes are done before timing
 (mcugw-sim --sync-start); each message carries its send time (mcugw-sim --timestamps), so rates
@@ -469,6 +469,96 @@ BytesPerSecond=0
             "source": "link"}
 
 
+def bench_scale(root, broker, cert):
+    """MCUGW_BENCH_DEVICES (default 10,000) simulated MCUs connect at once over a Unix socket
+    (two mcugw-sim processes), with HandshakeRate= at its default and MaxConnections= raised as
+    docs/link.md says; then each sends one message every 10 s. Reported: the time until all are
+    authenticated, the daemon's RssAnon and CPU at steady state, the p99 latency from the MCU's
+    send to the subscriber, and messages acked by the gateway but never delivered (must be 0).
+    The baseline is the same daemon with no MCU connected (RssAnon and CPU over the same time)."""
+    import resource
+    n = int(os.environ.get("MCUGW_BENCH_DEVICES", "10000"))
+    procs, per_msg_s, rounds = 2, 10, 3
+    run = Run(root, broker, cert, "", "scale")
+    link = os.path.join(run.dir, "run", "link.sock")
+    devdir = os.path.join(run.dir, "devices.d")
+    os.makedirs(devdir)
+    subprocess.run([SIM, "keys", "--count", str(n), "--seed", "scale", "--id-prefix", "s-",
+                    "--enroll-file", os.path.join(devdir, "scale.conf")], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(run.conf, "a") as f:
+        f.write(f"\n[Paths]\nDevicesDirectory={devdir}\n[Link]\nListenStream=unix:{link}\n"
+                f"MaxConnections={n + 256}\n[Relay]\nBatching=no\nPublishesPerSecond=0\n"
+                "BytesPerSecond=0\n")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < n + 512:
+        raise RuntimeError(f"the hard limit on open files ({hard}) is below {n + 512}")
+    log_f = open(os.path.join(run.dir, "mcugwd.log"), "wb")
+    d = subprocess.Popen([MCUGWD, "--config", run.conf], stdout=log_f, stderr=log_f)
+    sims, acks = [], []
+    sub = None
+    try:
+        run.wait_connected(timeout=60)
+        gw = run.status()["link"]["public_key"]
+        c0, t0 = cpu_s(d.pid), time.monotonic()
+        time.sleep(per_msg_s)
+        idle_cpu = (cpu_s(d.pid) - c0) / (time.monotonic() - t0) * 100
+        base = rss_anon_kib(d.pid)
+        total = n * rounds
+        sub = subscriber(broker, TELEMETRY, total, 300, skip=n)  # the first round is a burst
+        t0 = time.monotonic()
+        per = (n + procs - 1) // procs
+        for i in range(procs):
+            count = min(per, n - i * per)
+            acks.append(os.path.join(run.dir, f"acks-{i}.log"))
+            sims.append(subprocess.Popen(
+                [SIM, "run", "--connect", f"unix:{link}", "--count", str(count),
+                 "--first-index", str(i * per), "--seed", "scale", "--id-prefix", "s-",
+                 "--gateway-key", gw, "--rate", str(1 / per_msg_s), "--messages", str(rounds),
+                 "--size", "32", "--timestamps", "--duration", "600", "--ack-log", acks[-1]],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        connected, authenticated_s = 0, None
+        while time.monotonic() - t0 < 600:
+            connected = (run.status() or {}).get("link", {}).get("devices_connected", 0)
+            if connected >= n:
+                authenticated_s = round(time.monotonic() - t0, 2)
+                break
+            time.sleep(0.2)
+        if authenticated_s is None:
+            raise RuntimeError(f"only {connected} of {n} devices authenticated in 600 s")
+        rss = rss_anon_kib(d.pid)
+        c0, t1 = cpu_s(d.pid), time.monotonic()
+        time.sleep(2 * per_msg_s)
+        cpu = (cpu_s(d.pid) - c0) / (time.monotonic() - t1) * 100
+        r = sub_result(sub, timeout=400)
+        sub = None
+        for sp in sims:
+            sp.wait(timeout=120)
+    finally:
+        for sp in sims:
+            if sp.poll() is None:
+                sp.terminate()
+                sp.wait(timeout=20)
+        if sub:
+            sub.kill()
+        d.terminate()
+        d.wait(timeout=60)
+        log_f.close()
+    acked = 0
+    for path in acks:
+        with open(path) as f:
+            acked += sum(1 for line in f if line.split()[-1:] == ["0"])
+    return {"devices": n, "authenticated_s": authenticated_s, "rss_anon_kib": rss,
+            "rss_anon_kib_idle": base, "per_device_bytes": round((rss - base) * 1024 / n),
+            "cpu_percent": round(cpu, 1), "cpu_percent_idle": round(idle_cpu, 1),
+            "p99_ms": r["p99_ms"], "p50_ms": r["p50_ms"], "acked": acked,
+            "received": r["received"], "lost": max(acked - r["received"], 0),
+            "msgs_per_device_per_s": 1 / per_msg_s, "handshake_rate": "default",
+            "source": "link",
+            "note": "one machine runs the daemon, the broker and the simulators; p99 leaves out "
+                    "the first message of every device (all sent at once)"}
+
+
 def main():
     root = tempfile.mkdtemp(prefix="mcugw-bench-")
     os.chmod(root, 0o755)
@@ -477,7 +567,8 @@ def main():
         broker.start()
         cert = broker.certs.client("bench-gw")
         fn = {"relay": bench_relay, "relay-batched": bench_relay_batched,
-              "latency": bench_latency, "memory": bench_memory, "outage": bench_outage}[NAME]
+              "latency": bench_latency, "memory": bench_memory, "outage": bench_outage,
+              "scale": bench_scale}[NAME]
         res = fn(root, broker, cert)
         res = {"benchmark": NAME, **res}
     finally:
