@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The relay benchmarks (scripts/bench-relay, -relay-batched, -latency, -memory, -outage,
--scale), end to end: a real Mosquitto with mutual TLS on 127.0.0.1 (tests/integration/broker.py), the real mcugwd,
-and simulated MCUs on the real device SDK (mcugw-sim) over a Unix-socket link: framing, AEAD,
-socket I/O and the ACK back are all in the path. Handshakes are done before timing
+"""The relay benchmarks (scripts/bench-relay, -relay-batched, -latency, -memory, -outage, -scale),
+end to end: a real Mosquitto with mutual TLS on 127.0.0.1 (tests/integration/broker.py), the real
+mcugwd, and simulated MCUs on the real device SDK (mcugw-sim) over a Unix-socket link: framing,
+AEAD, socket I/O and the ACK back are all in the path. Handshakes are done before timing
 (mcugw-sim --sync-start); each message carries its send time (mcugw-sim --timestamps), so rates
 and latencies run from the MCU's send to delivery at a subscriber of the broker
-(bench-relay-subscriber, libmosquitto QoS 1; paho for the batch envelopes). "source":"link" in
-the output. Baselines are measured in the same run. The daemon's CPU time per message comes from
+(bench-relay-subscriber, libmosquitto QoS 1; paho for the batch envelopes). "source":"link" in the
+output. Baselines are measured in the same run. The daemon's CPU time per message comes from
 /proc/PID/stat. The last line of output is one JSON object. Timings are reported, never asserted.
 
 Usage: bench-relay-harness.py BUILD-DIR NAME"""
