@@ -488,7 +488,9 @@ def bench_scale(root, broker, cert):
                    stdout=subprocess.DEVNULL)
     with open(run.conf, "a") as f:
         f.write(f"\n[Paths]\nDevicesDirectory={devdir}\n[Link]\nListenStream=unix:{link}\n"
-                f"MaxConnections={n + 256}\n[Relay]\nBatching=no\nPublishesPerSecond=0\n"
+                # Every simulator is the same Unix user, one "source" to the per-source limit
+                # on unauthenticated connections, which is there against one attacker.
+                f"MaxConnections={n + 256}\nMaxPendingPerSource={n + 256}\n[Relay]\nBatching=no\nPublishesPerSecond=0\n"
                 "BytesPerSecond=0\n")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < n + 512:
