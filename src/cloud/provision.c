@@ -507,7 +507,8 @@ static void install(struct provision *p)
         forget_secrets(p); /* the key is on disk now; not kept in memory */
         p->switch_failures = 0;
         p->state = ST_SWITCHING;
-        r = cloud_session_set_credentials(p->session, p->cert_new, p->key_new, true, err, sizeof err);
+        r = cloud_session_set_credentials(p->session, p->cert_new, p->key_new, true, err,
+                                          sizeof err);
         if (r < 0) {
                 unlink(p->key_new);
                 unlink(p->cert_new);
@@ -557,7 +558,8 @@ static void commit(struct provision *p)
                 return;
         }
         fsync_dir_of(p->cert_file);
-        if (cloud_session_set_credentials(p->session, p->cert_file, p->key_file, false, err, sizeof err) < 0)
+        if (cloud_session_set_credentials(p->session, p->cert_file, p->key_file, false, err,
+                                          sizeof err) < 0)
                 log_warning("provision: %s", err);
         info = provision_cert_info(p->cert_file, err, sizeof err);
         p->last_error[0] = 0;

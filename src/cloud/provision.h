@@ -15,11 +15,11 @@
  *
  * Provisioning: while [MQTT] CertificateFile= does not exist and a claim is configured, the
  * session connects with the claim (the gateway asks provision_use_claim() and gives the claim to
- * cloud_session_new()) and holds telemetry back. Once up, a new P-256 key is generated here (it never leaves the gateway), a CSR with
- * CN = the gateway name goes to $aws/certificates/create-from-csr/json, the certificate and its
- * ownership token come back on .../accepted, and $aws/provisioning-templates/T/provision/json
- * registers the thing. Rotation runs the same CSR flow on the current certificate, without the
- * template.
+ * cloud_session_new()) and holds telemetry back. Once up, a new P-256 key is generated here (it
+ * never leaves the gateway), a CSR with CN = the gateway name goes to
+ * $aws/certificates/create-from-csr/json, the certificate and its ownership token come back on
+ * .../accepted, and $aws/provisioning-templates/T/provision/json registers the thing. Rotation runs
+ * the same CSR flow on the current certificate, without the template.
  *
  * Either way the new pair is written next to the configured files as FILE.new (key 0600, both
  * fsynced), the session switches to it, and only after a CONNACK with it are they renamed over

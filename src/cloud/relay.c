@@ -11,7 +11,6 @@
 #include "cloud/envelope.h"
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "cloud/mqtt.h" /* mqtt_parse_server() for Host= */
 #include "cloud/outbox.h"
 #include "cloud/relay.h"
 #include "cloud/topic.h"
@@ -561,8 +560,7 @@ json_t *relay_outbox_status(struct relay *r)
 void relay_status_line(struct relay *r, char *buf, size_t n)
 {
         snprintf(buf, n, "mqtt %s, outbox %llu msgs, %llu publishes/s",
-                 cloud_session_state(r->session),
-                 (unsigned long long)outbox_rows(r->outbox),
+                 cloud_session_state(r->session), (unsigned long long)outbox_rows(r->outbox),
                  (unsigned long long)r->publishes_per_s);
 }
 
@@ -678,50 +676,7 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, struct cloud_sessi
         return 0;
 }
 
-/* ---- [MQTT] and [Relay] values ------------------------------------------------------------ */
-
-int relay_config_parse_host(const char *v, void *field, const char **reason)
-{
-        char host[256];
-        unsigned port;
-        int r;
-
-        if (!*v) {
-                conf_strv_clear(field);
-                return 0;
-        }
-        if (mqtt_parse_server(v, 8883, host, sizeof host, &port) < 0) {
-                *reason = "expected host, host:port, an IP address or [IPv6]:port";
-                return -EINVAL;
-        }
-        r = conf_strv_append(field, v);
-        if (r == -E2BIG)
-                *reason = "too many entries";
-        return r;
-}
-
-int relay_config_parse_protocol(const char *v, void *field, const char **reason)
-{
-        if (strcmp(v, "3.1.1") == 0 || strcmp(v, "4") == 0)
-                *(int *)field = 4;
-        else if (strcmp(v, "5") == 0 || strcmp(v, "5.0") == 0)
-                *(int *)field = 5;
-        else {
-                *reason = "expected 3.1.1 or 5";
-                return -EINVAL;
-        }
-        return 0;
-}
-
-int relay_config_parse_inflight(const char *v, void *field, const char **reason)
-{
-        return config_parse_unsigned_range(v, field, 1, 65535, reason);
-}
-
-int relay_config_parse_rate(const char *v, void *field, const char **reason)
-{
-        return config_parse_unsigned_range(v, field, 0, 10000000, reason);
-}
+/* ---- [Relay] values ------------------------------------------------------------ */
 
 int relay_config_parse_max_command(const char *v, void *field, const char **reason)
 {

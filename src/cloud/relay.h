@@ -38,12 +38,8 @@
  * type (1) in one frame (daemon/conf.c checks this against the wire protocol's MCUGW_MSG_MAX). */
 #define RELAY_COMMAND_MAX 987u
 
-/* [MQTT] and [Relay] values (config_parser_t). */
-int relay_config_parse_max_command(const char *v, void *field, const char **reason); /* u64 */
-int relay_config_parse_protocol(const char *v, void *field, const char **reason);    /* int */
-int relay_config_parse_host(const char *v, void *field, const char **reason);        /* conf_strv */
-int relay_config_parse_inflight(const char *v, void *field, const char **reason);    /* unsigned */
-int relay_config_parse_rate(const char *v, void *field, const char **reason);        /* unsigned */
+/* [Relay] MaxCommandSize= (config_parser_t, u64). */
+int relay_config_parse_max_command(const char *v, void *field, const char **reason);
 
 struct relay;
 struct db;

@@ -65,8 +65,7 @@ static void kick(struct cloud_session *s)
 
         if (s->stopping)
                 return;
-        if (pacer_next(&s->pacer, now_monotonic_usec(), &delay) == PACER_NONE &&
-            !s->telemetry_kick)
+        if (pacer_next(&s->pacer, now_monotonic_usec(), &delay) == PACER_NONE && !s->telemetry_kick)
                 return;
         uv_timer_start(&s->timer, on_timer, (delay + 999) / 1000, 0);
 }
@@ -302,8 +301,8 @@ int cloud_session_telemetry_turn(struct cloud_session *s)
         return -EAGAIN;
 }
 
-int cloud_session_publish_telemetry(struct cloud_session *s, const char *topic,
-                                    const void *payload, size_t len, int *ret_mid)
+int cloud_session_publish_telemetry(struct cloud_session *s, const char *topic, const void *payload,
+                                    size_t len, int *ret_mid)
 {
         int r;
 
@@ -367,8 +366,7 @@ json_t *cloud_session_status_json(struct cloud_session *s)
         if (!(o = mqtt_status_json(s->mqtt)))
                 return NULL;
         json_object_set_new(o, "control_sent", json_integer((json_int_t)s->pacer.control_sent));
-        json_object_set_new(o, "control_queued",
-                            json_integer((json_int_t)s->pacer.control_queued));
+        json_object_set_new(o, "control_queued", json_integer((json_int_t)s->pacer.control_queued));
         json_object_set_new(o, "control_dropped",
                             json_integer((json_int_t)s->pacer.control_dropped));
         json_object_set_new(o, "control_waiting", json_integer((json_int_t)s->pacer.n));
@@ -486,4 +484,49 @@ int cloud_session_new(uv_loop_t *loop, const struct relay_options *c,
 int cloud_session_start(struct cloud_session *s)
 {
         return s && s->mqtt ? mqtt_start(s->mqtt) : 0;
+}
+
+/* ---- [MQTT] and [Relay] values ------------------------------------------------------------ */
+
+int cloud_session_config_parse_host(const char *v, void *field, const char **reason)
+{
+        char host[256];
+        unsigned port;
+        int r;
+
+        if (!*v) {
+                conf_strv_clear(field);
+                return 0;
+        }
+        if (mqtt_parse_server(v, 8883, host, sizeof host, &port) < 0) {
+                *reason = "expected host, host:port, an IP address or [IPv6]:port";
+                return -EINVAL;
+        }
+        r = conf_strv_append(field, v);
+        if (r == -E2BIG)
+                *reason = "too many entries";
+        return r;
+}
+
+int cloud_session_config_parse_protocol(const char *v, void *field, const char **reason)
+{
+        if (strcmp(v, "3.1.1") == 0 || strcmp(v, "4") == 0)
+                *(int *)field = 4;
+        else if (strcmp(v, "5") == 0 || strcmp(v, "5.0") == 0)
+                *(int *)field = 5;
+        else {
+                *reason = "expected 3.1.1 or 5";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int cloud_session_config_parse_inflight(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 1, 65535, reason);
+}
+
+int cloud_session_config_parse_rate(const char *v, void *field, const char **reason)
+{
+        return config_parse_unsigned_range(v, field, 0, 10000000, reason);
 }

@@ -26,6 +26,12 @@
 
 struct cloud_session;
 
+/* [MQTT] and [Relay] values of the session (config_parser_t). */
+int cloud_session_config_parse_host(const char *v, void *field, const char **reason);     /* strv */
+int cloud_session_config_parse_protocol(const char *v, void *field, const char **reason); /* int */
+int cloud_session_config_parse_inflight(const char *v, void *field, const char **reason); /* uint */
+int cloud_session_config_parse_rate(const char *v, void *field, const char **reason);     /* uint */
+
 /* A fleet-provisioning claim to connect with while CertificateFile=/KeyFile= do not exist yet:
  * the session then carries nothing but provisioning (it starts held). The gateway decides which
  * credentials the session starts with (provision_use_claim()); the session only uses them. */
@@ -63,8 +69,8 @@ int cloud_session_publish(struct cloud_session *s, const char *topic, const void
  * is found by a hash lookup, wildcard filters are tried in the order added; the first match
  * gets the message. -ENOTCONN without an MQTT session configured, -EINVAL for a bad filter,
  * -ENOSPC beyond CLOUD_SESSION_MAX_SUBSCRIPTIONS. */
-typedef void (*cloud_session_message_fn)(void *userdata, const char *topic,
-                                         const uint8_t *payload, size_t len);
+typedef void (*cloud_session_message_fn)(void *userdata, const char *topic, const uint8_t *payload,
+                                         size_t len);
 int cloud_session_subscribe(struct cloud_session *s, const char *filter,
                             cloud_session_message_fn fn, void *userdata);
 /* Messages that no handler takes (the relay counts and explains them). */
@@ -99,8 +105,8 @@ void cloud_session_set_telemetry(struct cloud_session *s, const struct cloud_ses
  * follows; -ENOTCONN: not connected (a listener hears UP). */
 int cloud_session_telemetry_turn(struct cloud_session *s);
 /* Publish one telemetry message after a turn: its tokens are taken; ret_mid for the PUBACK. */
-int cloud_session_publish_telemetry(struct cloud_session *s, const char *topic,
-                                    const void *payload, size_t len, int *ret_mid);
+int cloud_session_publish_telemetry(struct cloud_session *s, const char *topic, const void *payload,
+                                    size_t len, int *ret_mid);
 
 /* Connected now? */
 bool cloud_session_up(struct cloud_session *s);

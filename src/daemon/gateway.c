@@ -712,7 +712,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
          * certificate does not exist yet. */
         if ((r = cloud_session_new(loop, &conf->relay,
                                    provision_use_claim(&conf->relay, &conf->provision) ? &claim
-                                                                                      : NULL,
+                                                                                       : NULL,
                                    gw_name(gw), &gw->session)) < 0)
                 goto fail;
         if ((r = relay_new(loop, &conf->relay, gw->session, gw_name(gw), gw->db, gw->audit,
@@ -720,8 +720,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                 goto fail;
         if ((r = cloud_session_start(gw->session)) < 0)
                 goto fail;
-        if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn, gw->session,
-                               gw->audit, &gw->provision)) < 0 ||
+        if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn,
+                               gw->session, gw->audit, &gw->provision)) < 0 ||
             (r = provision_ctl_add_commands(gw->control, gw->provision)) < 0)
                 goto fail;
         provision_set_thing_listener(gw->provision, gw_on_thing_name, gw);

@@ -432,8 +432,9 @@ json_t *defender_status_json(struct defender *d)
                          d->last_report ? d->last_report : json_null());
 }
 
-int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics, struct audit *audit,
-                 const char *thing, uint64_t interval_ms, struct defender **ret)
+int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics,
+                 struct audit *audit, const char *thing, uint64_t interval_ms,
+                 struct defender **ret)
 {
         struct defender *d = calloc(1, sizeof *d);
         char filter[300];

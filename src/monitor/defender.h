@@ -71,8 +71,9 @@ struct defender;
 
 /* thing: the MQTT client id. Starts the periodic report if interval_ms > 0 and a session is
  * configured. */
-int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics, struct audit *audit,
-                 const char *thing, uint64_t interval_ms, struct defender **ret);
+int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics,
+                 struct audit *audit, const char *thing, uint64_t interval_ms,
+                 struct defender **ret);
 void defender_set_interval(struct defender *d, uint64_t interval_ms);
 /* Build and publish a report now; 0 or -errno (-ENOTCONN offline). *ret_report (optional)
  * gets the report. */

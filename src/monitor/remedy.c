@@ -477,8 +477,9 @@ static void on_cloud_message(void *ud, const char *topic, const uint8_t *payload
 }
 
 int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
-               struct link_manager *link, struct cloud_session *session, const struct monitor_options *conf,
-               const char *gateway, const struct rule_set *rs, struct remedy **ret)
+               struct link_manager *link, struct cloud_session *session,
+               const struct monitor_options *conf, const char *gateway, const struct rule_set *rs,
+               struct remedy **ret)
 {
         struct remedy *r = calloc(1, sizeof *r);
         int q;

@@ -1245,8 +1245,8 @@ static void on_tick(uv_timer_t *t)
 /* ---- life cycle --------------------------------------------------------------------------- */
 
 int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
-                 struct cloud_session *session, struct ota *ota, struct registry *reg, struct audit *audit,
-                 struct ota_jobs **ret)
+                 struct cloud_session *session, struct ota *ota, struct registry *reg,
+                 struct audit *audit, struct ota_jobs **ret)
 {
         char jobs_filter[THING_MAX + 32], streams_filter[THING_MAX + 32];
         struct ota_jobs *J;

@@ -38,8 +38,8 @@ struct ota_jobs;
 
 /* Only with a cloud session ([MQTT] Host=): the gateway does not start it otherwise. */
 int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
-                 struct cloud_session *session, struct ota *ota, struct registry *reg, struct audit *audit,
-                 struct ota_jobs **ret);
+                 struct cloud_session *session, struct ota *ota, struct registry *reg,
+                 struct audit *audit, struct ota_jobs **ret);
 void ota_jobs_stop(struct ota_jobs *j);
 json_t *ota_jobs_status(struct ota_jobs *j);
 
