@@ -481,7 +481,7 @@ int relay_command_failed(struct relay *r, const char *device_id, uint32_t comman
         audit_log(r->audit, "daemon", "cmd.result", device_id,
                   json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", error,
                             "result", errno_name(-error), "published", q >= 0));
-        if (q < 0)
+        if (q < 0 && q != -ENOBUFS) /* a full queue is logged by the session, rate-limited */
                 log_warning_errno(q, "relay: result of command %u for %s not published: %m",
                                   command_id, device_id);
         return q;
@@ -500,7 +500,7 @@ int relay_command_result(struct relay *r, const char *device_id, uint32_t comman
                   json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", status,
                             "result", status < 0 ? errno_name(-status) : "ok", "published",
                             q >= 0));
-        if (q < 0)
+        if (q < 0 && q != -ENOBUFS) /* a full queue is logged by the session, rate-limited */
                 log_warning_errno(q, "relay: result of command %u for %s not published: %m",
                                   command_id, device_id);
         return q;
