@@ -16,12 +16,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "basic/alloc-util.h"
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "basic/cred.h"
 #include "cloud/mqtt.h"
 
-#define MQTT_MAX_SUBS 16
 /* Lookups running at once (the one whose answer is wanted and the abandoned ones that have not
  * returned yet): a resolver that never answers costs at most this many parked threads. */
 #define MQTT_MAX_LOOKUPS 4
@@ -151,8 +151,8 @@ struct mqtt {
         unsigned backoff_step;
         int status_mid;
 
-        struct mqtt_sub subs[MQTT_MAX_SUBS];
-        size_t n_subs;
+        struct mqtt_sub *subs; /* the session's (cloud/session.c) filters, each once */
+        size_t n_subs, n_subs_alloc;
 
         uint64_t connects, attempts, disconnects, subs_refused, lookups;
         char last_error[256];
@@ -637,6 +637,7 @@ static void mqtt_free(struct mqtt *m)
 {
         for (size_t i = 0; i < m->n_subs; i++)
                 free(m->subs[i].filter);
+        free(m->subs);
         if (m->mosq)
                 mosquitto_destroy(m->mosq);
         for (unsigned i = 0; m->hosts && i < m->n_hosts; i++) {
@@ -1793,8 +1794,14 @@ int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t 
 
 int mqtt_subscribe(struct mqtt *m, const char *filter)
 {
-        if (m->n_subs >= MQTT_MAX_SUBS)
-                return -E2BIG;
+        int r;
+
+        /* A module that goes away and comes back subscribes again: once is enough. */
+        for (size_t i = 0; i < m->n_subs; i++)
+                if (strcmp(m->subs[i].filter, filter) == 0)
+                        return 0;
+        if ((r = GREEDY_REALLOC(m->subs, m->n_subs_alloc, m->n_subs + 1)) < 0)
+                return r;
         if (!(m->subs[m->n_subs].filter = strdup(filter)))
                 return -ENOMEM;
         m->subs[m->n_subs].mid = -1;

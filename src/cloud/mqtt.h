@@ -127,7 +127,8 @@ void mqtt_stop(struct mqtt *m);
 /* QoS 1 publish. Returns 0 and the message id, -ENOTCONN when not connected, -EMSGSIZE, -EIO. */
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, bool retain,
                  int *ret_mid);
-/* Subscribe (QoS 1) now and after every reconnect; a refusal in SUBACK is logged and counted. */
+/* Subscribe (QoS 1) now and after every reconnect; a refusal in SUBACK is logged and counted.
+ * A filter already subscribed is not subscribed twice. */
 int mqtt_subscribe(struct mqtt *m, const char *filter);
 
 enum mqtt_state mqtt_state(const struct mqtt *m);

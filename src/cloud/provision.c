@@ -19,7 +19,7 @@
 #include "basic/retry.h"
 #include "cloud/cborjson.h"
 #include "cloud/provision.h"
-#include "cloud/relay.h"
+#include "cloud/session.h"
 #include "basic/cred.h"
 
 #define CSR_TOPIC_BASE "$aws/certificates/create-from-csr/"
@@ -65,7 +65,7 @@ static const char *const mode_names[] = {
 
 struct provision {
         uv_loop_t *loop;
-        struct relay *relay;
+        struct cloud_session *session;
         struct audit *audit;
         char gateway[65];
         char *cert_file, *key_file, *claim_cert, *claim_key;
@@ -369,7 +369,7 @@ static void on_retry_timer(uv_timer_t *t)
         struct provision *p = t->data;
         if (p->state != ST_RETRY)
                 return;
-        if (relay_session_up(p->relay))
+        if (cloud_session_up(p->session))
                 begin_csr(p);
         else
                 p->state = ST_WAIT_SESSION;
@@ -447,7 +447,7 @@ static int publish_json(struct provision *p, const char *topic, json_t *o)
         json_decref(o);
         if (r < 0)
                 return r;
-        r = relay_publish(p->relay, topic, buf, len);
+        r = cloud_session_publish(p->session, topic, buf, len);
         OPENSSL_cleanse(buf, len); /* may hold the ownership token */
         free(buf);
         return r;
@@ -507,7 +507,8 @@ static void install(struct provision *p)
         forget_secrets(p); /* the key is on disk now; not kept in memory */
         p->switch_failures = 0;
         p->state = ST_SWITCHING;
-        r = relay_set_credentials(p->relay, p->cert_new, p->key_new, true, err, sizeof err);
+        r = cloud_session_set_credentials(p->session, p->cert_new, p->key_new, true, err,
+                                          sizeof err);
         if (r < 0) {
                 unlink(p->key_new);
                 unlink(p->cert_new);
@@ -557,7 +558,8 @@ static void commit(struct provision *p)
                 return;
         }
         fsync_dir_of(p->cert_file);
-        if (relay_set_credentials(p->relay, p->cert_file, p->key_file, false, err, sizeof err) < 0)
+        if (cloud_session_set_credentials(p->session, p->cert_file, p->key_file, false, err,
+                                          sizeof err) < 0)
                 log_warning("provision: %s", err);
         info = provision_cert_info(p->cert_file, err, sizeof err);
         p->last_error[0] = 0;
@@ -571,7 +573,7 @@ static void commit(struct provision *p)
                 audit_log(p->audit, p->actor, "provision.complete", p->gateway,
                           json_pack("{ss ss ss sO*}", "thing_name", p->thing_name, "certificate_id",
                                     p->certificate_id, "certificate", p->cert_file, "info", info));
-                relay_hold(p->relay, false);
+                cloud_session_hold(p->session, false);
                 adopt_thing_name(p);
         } else {
                 log_notice("cert: rotated; the new certificate %s is in use", p->cert_file);
@@ -593,7 +595,7 @@ static void switch_back(struct provision *p, const char *why)
         unlink(p->cert_new);
         fsync_dir_of(p->cert_new);
         p->state = ST_IDLE; /* the reconnection below is not the new pair's */
-        if (relay_set_credentials(p->relay, cert, key, true, err, sizeof err) < 0)
+        if (cloud_session_set_credentials(p->session, cert, key, true, err, sizeof err) < 0)
                 log_error("%s: cannot switch back to %s: %s", event_prefix(p), cert, err);
         else
                 log_warning("%s: switched back to %s", event_prefix(p), cert);
@@ -609,14 +611,14 @@ static void on_switch_timeout(uv_timer_t *t)
 
 static void maybe_rotate_for_expiry(struct provision *p);
 
-static void on_session(void *ud, enum relay_session_event ev)
+static void on_session(void *ud, enum cloud_session_event ev)
 {
         struct provision *p = ud;
 
         if (p->stopping)
                 return;
         switch (ev) {
-        case RELAY_SESSION_UP:
+        case CLOUD_SESSION_UP:
                 if (p->state == ST_SWITCHING)
                         commit(p);
                 else if (p->state == ST_WAIT_SESSION)
@@ -624,7 +626,7 @@ static void on_session(void *ud, enum relay_session_event ev)
                 else if (p->mode == MODE_NONE)
                         maybe_rotate_for_expiry(p);
                 break;
-        case RELAY_SESSION_DOWN:
+        case CLOUD_SESSION_DOWN:
                 /* An answer may be lost with the connection: start over (a fresh key) when it
                  * is back. */
                 if (p->state == ST_CSR_SENT || p->state == ST_REGISTERING) {
@@ -642,9 +644,9 @@ static void on_session(void *ud, enum relay_session_event ev)
                                 p->state = ST_WAIT_SESSION;
                 }
                 break;
-        case RELAY_SESSION_FAILED:
+        case CLOUD_SESSION_FAILED:
                 if (p->state == ST_SWITCHING && ++p->switch_failures >= SWITCH_MAX_FAILURES) {
-                        json_t *st = relay_mqtt_status(p->relay);
+                        json_t *st = cloud_session_status_json(p->session);
                         char why[300];
                         snprintf(why, sizeof why, "%s",
                                  json_string_value(json_object_get(st, "last_error")) ?: "refused");
@@ -789,7 +791,7 @@ static int start_rotation(struct provision *p, const char *actor, char *err, siz
                 snprintf(err, n, "not provisioned yet: still on the claim");
                 return -EBUSY;
         }
-        if (!relay_session_up(p->relay)) {
+        if (!cloud_session_up(p->session)) {
                 snprintf(err, n, "the MQTT session is not connected");
                 return -ENOTCONN;
         }
@@ -807,7 +809,7 @@ static void maybe_rotate_for_expiry(struct provision *p)
         long long left, now = (long long)time(NULL);
         char err[512];
 
-        if (!p->rotate_before_s || p->mode != MODE_NONE || !relay_session_up(p->relay))
+        if (!p->rotate_before_s || p->mode != MODE_NONE || !cloud_session_up(p->session))
                 return;
         /* After an attempt, not again within an hour. */
         if (p->last_auto_ms && uv_now(p->loop) - p->last_auto_ms < 3600 * 1000)
@@ -833,7 +835,7 @@ static void on_expiry_timer(uv_timer_t *t)
 
 int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t errlen)
 {
-        const char *in_use = relay_cert_file(p->relay);
+        const char *in_use = cloud_session_cert_file(p->session);
         json_t *o, *info;
 
         info = p->cert_file ? provision_cert_info(p->cert_file, err, errlen) : NULL;
@@ -933,15 +935,14 @@ void provision_stop(struct provision *p)
         if (!p)
                 return;
         p->stopping = true;
-        relay_set_session_listener(p->relay, NULL, NULL);
-        relay_forget_handlers(p->relay, p);
+        cloud_session_forget(p->session, p);
         uv_close((uv_handle_t *)&p->timer, handle_closed);
         uv_close((uv_handle_t *)&p->expiry_timer, handle_closed);
 }
 
 int provision_new(uv_loop_t *loop, const struct provision_options *o,
                   const struct relay_options *mqtt, const char *state_dir, const char *gateway,
-                  struct relay *relay, struct audit *audit, struct provision **ret)
+                  struct cloud_session *session, struct audit *audit, struct provision **ret)
 {
         struct provision *p = calloc(1, sizeof *p);
         char filter[200];
@@ -950,7 +951,7 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
         if (!p)
                 return -ENOMEM;
         p->loop = loop;
-        p->relay = relay;
+        p->session = session;
         p->audit = audit;
         snprintf(p->gateway, sizeof p->gateway, "%s", gateway);
         snprintf(p->actor, sizeof p->actor, "daemon");
@@ -999,15 +1000,18 @@ int provision_new(uv_loop_t *loop, const struct provision_options *o,
                 p->enabled = true;
                 /* Subscribed before any request goes out (AWS answers only subscribers). */
                 snprintf(filter, sizeof filter, "%s/+", p->topic_csr);
-                if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
+                if ((r = cloud_session_subscribe(session, filter, on_message, p)) < 0)
                         log_warning_errno(r, "provision: cannot subscribe to %s: %m", filter);
                 if (p->topic_register[0] && provision_use_claim(mqtt, o)) {
                         snprintf(filter, sizeof filter, "%s/+", p->topic_register);
-                        if ((r = relay_subscribe(relay, filter, on_message, p)) < 0)
+                        if ((r = cloud_session_subscribe(session, filter, on_message, p)) < 0)
                                 log_warning_errno(r, "provision: cannot subscribe to %s: %m",
                                                   filter);
                 }
-                relay_set_session_listener(relay, on_session, p);
+                if ((r = cloud_session_add_listener(session, on_session, p)) < 0) {
+                        provision_stop(p); /* the timers are open: freed when they close */
+                        return r;
+                }
                 if (provision_use_claim(mqtt, o)) {
                         p->mode = MODE_PROVISION;
                         p->state = ST_WAIT_SESSION;

@@ -15,12 +15,11 @@
  *
  * Provisioning: while [MQTT] CertificateFile= does not exist and a claim is configured, the
  * session connects with the claim (the gateway asks provision_use_claim() and gives the claim to
- * relay_new()) and holds telemetry
- * back. Once up, a new P-256 key is generated here (it never leaves the gateway), a CSR with
- * CN = the gateway name goes to $aws/certificates/create-from-csr/json, the certificate and its
- * ownership token come back on .../accepted, and $aws/provisioning-templates/T/provision/json
- * registers the thing. Rotation runs the same CSR flow on the current certificate, without the
- * template.
+ * cloud_session_new()) and holds telemetry back. Once up, a new P-256 key is generated here (it
+ * never leaves the gateway), a CSR with CN = the gateway name goes to
+ * $aws/certificates/create-from-csr/json, the certificate and its ownership token come back on
+ * .../accepted, and $aws/provisioning-templates/T/provision/json registers the thing. Rotation runs
+ * the same CSR flow on the current certificate, without the template.
  *
  * Either way the new pair is written next to the configured files as FILE.new (key 0600, both
  * fsynced), the session switches to it, and only after a CONNACK with it are they renamed over
@@ -48,21 +47,21 @@ int provision_config_parse_format(const char *v, void *field, const char **reaso
 
 struct provision;
 struct relay_options;
-struct relay;
+struct cloud_session;
 struct audit;
 
 /* True if the session must start on the claim: a claim is configured and the certificate
  * file does not exist yet. */
 bool provision_use_claim(const struct relay_options *mqtt, const struct provision_options *o);
-/* Finish or discard a certificate switch that a crash interrupted. Before relay_new(). */
+/* Finish or discard a certificate switch that a crash interrupted. Before cloud_session_new(). */
 void provision_recover(const struct relay_options *mqtt);
 
-/* Listens to the relay's session; starts provisioning when it connects on the claim, and checks
+/* Listens to the cloud session; starts provisioning when it connects on the claim, and checks
  * the certificate's expiry when RotateBeforeExpiry= is set. */
 /* state_dir holds the thing name an earlier provisioning registered (may be NULL). */
 int provision_new(uv_loop_t *loop, const struct provision_options *o,
                   const struct relay_options *mqtt, const char *state_dir, const char *gateway,
-                  struct relay *relay, struct audit *audit, struct provision **ret);
+                  struct cloud_session *session, struct audit *audit, struct provision **ret);
 /* `cert.show`: {"file","certificate": provision_cert_info() or null (while provisioning),
  * "in_use","rotation":{"automatic","before_expiry_s"},"provisioning"}; -ENOENT with the reason
  * in err when there is no certificate. */

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <mosquitto.h>
 #include <openssl/evp.h>
 
 #include "basic/time-util.h"
@@ -12,10 +11,8 @@
 #include "cloud/envelope.h"
 #include "basic/log.h"
 #include "basic/macro.h"
-#include "cloud/mqtt.h"
 #include "cloud/outbox.h"
 #include "cloud/relay.h"
-#include "basic/ratelimit.h"
 #include "cloud/topic.h"
 
 /* Rows read per SELECT when building a batch: a batch of 128 KB holds ~1,000 small readings. */
@@ -35,7 +32,7 @@ struct relay {
         struct db *db;
         struct audit *audit;
         struct outbox *outbox;
-        struct mqtt *mqtt; /* NULL: no [MQTT] Host= */
+        struct cloud_session *session;
 
         bool batching;
         uint64_t window_ms;
@@ -44,7 +41,6 @@ struct relay {
         unsigned max_inflight;
         char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
 
-        struct ratelimit pubs, bytes;
         uv_timer_t pump_timer, stats_timer;
         uint64_t pump_due_ms;
         unsigned open_handles;
@@ -65,12 +61,6 @@ struct relay {
 
         relay_command_fn on_command;
         void *command_ud;
-        struct {
-                char *filter;
-                relay_message_fn fn;
-                void *ud;
-        } handlers[RELAY_MAX_HANDLERS];
-        size_t n_handlers;
         uint32_t next_command_id;
 
         uint64_t submitted, publishes, published_msgs, acked_msgs, rejected_msgs;
@@ -82,11 +72,6 @@ struct relay {
         char *unexpected_topics[RELAY_UNEXPECTED_LOGGED];
         size_t n_unexpected_topics;
         uint64_t last_publishes, last_msgs, publishes_per_s, msgs_per_s;
-
-        /* On a provisioning claim: no telemetry (the claim may only provision). */
-        bool hold;
-        relay_session_fn on_session;
-        void *session_ud;
 };
 
 static void pump(struct relay *r);
@@ -171,12 +156,10 @@ static int publish_batch(struct relay *r)
                 return 0;
         }
         text = envelope_finish(&r->env, &len);
-        q = mqtt_publish(r->mqtt, r->topic_batch, text, len, false, &mid);
+        q = cloud_session_publish_telemetry(r->session, r->topic_batch, text, len, &mid);
         if (q < 0)
                 return q;
         inflight_add(r, mid, r->b_first, r->b_last, r->b_rows);
-        ratelimit_take(&r->pubs, 1, now_monotonic_usec());
-        ratelimit_take(&r->bytes, (double)len, now_monotonic_usec());
         r->unsent_est -= MIN(r->unsent_est, (uint64_t)(len - r->env.header_len));
         return 1;
 }
@@ -187,11 +170,10 @@ static int single_row(void *ud, const struct outbox_row *row)
 {
         struct relay *r = ud;
         char topic[TOPIC_MAX_LEN + 1];
-        uint64_t now = now_monotonic_usec();
         int mid, q;
 
-        if (r->n_inflight >= r->max_inflight || ratelimit_delay(&r->pubs, 1, now) ||
-            ratelimit_delay(&r->bytes, 1, now)) {
+        /* Each publish needs its own turn of the session's pacing. */
+        if (r->n_inflight >= r->max_inflight || cloud_session_telemetry_turn(r->session) != 0) {
                 r->b_stopped = true;
                 return 1;
         }
@@ -204,14 +186,12 @@ static int single_row(void *ud, const struct outbox_row *row)
                 r->cursor = row->id;
                 return 0;
         }
-        q = mqtt_publish(r->mqtt, topic, row->payload, row->len, false, &mid);
+        q = cloud_session_publish_telemetry(r->session, topic, row->payload, row->len, &mid);
         if (q < 0) {
                 r->b_err = q;
                 return q;
         }
         inflight_add(r, mid, row->id, row->id, 1);
-        ratelimit_take(&r->pubs, 1, now);
-        ratelimit_take(&r->bytes, (double)row->len, now);
         r->unsent_est -= MIN(r->unsent_est, envelope_entry_size(row->device, row->len));
         r->b_rows++;
         return 0;
@@ -230,7 +210,7 @@ static int publish_singles(struct relay *r)
         return r->b_rows > 0 || r->b_stopped || r->cursor != before ? 1 : 0;
 }
 
-/* ---- the pump: publish what the window, the window time and the quotas allow -------------- */
+/* ---- the pump: publish what the window, the window time and the session's pacing allow ----- */
 
 static void pump(struct relay *r)
 {
@@ -238,9 +218,8 @@ static void pump(struct relay *r)
         int64_t back = r->stopping ? 0 : outbox_take_rewind(r->outbox);
         if (back && back <= r->cursor)
                 r->cursor = back - 1;
-        while (!r->stopping && !r->hold && r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED &&
-               r->n_inflight < r->max_inflight && r->cursor < outbox_last_id(r->outbox)) {
-                uint64_t now = now_monotonic_usec(), d;
+        while (!r->stopping && cloud_session_up(r->session) && r->n_inflight < r->max_inflight &&
+               r->cursor < outbox_last_id(r->outbox)) {
                 int q;
 
                 if (r->batching && r->unsent_est < r->max_payload * 9 / 10) {
@@ -250,11 +229,10 @@ static void pump(struct relay *r)
                                 return;
                         }
                 }
-                d = MAX(ratelimit_delay(&r->pubs, 1, now), ratelimit_delay(&r->bytes, 1, now));
-                if (d) {
-                        pump_arm(r, (d + 999) / 1000);
+                /* Not our turn (quota, the gateway's own publishes first, the hold): the
+                 * session calls on_telemetry_ready() when it is. */
+                if (cloud_session_telemetry_turn(r->session) != 0)
                         return;
-                }
                 q = r->batching ? publish_batch(r) : publish_singles(r);
                 if (q < 0) {
                         if (q != -ENOTCONN)
@@ -273,30 +251,21 @@ static void pump(struct relay *r)
                 r->unsent_est = 0;
 }
 
-/* ---- MQTT callbacks ----------------------------------------------------------------------- */
+/* ---- session callbacks -------------------------------------------------------------------- */
 
-static void on_connected(void *ud, bool session_present)
+static void on_session(void *ud, enum cloud_session_event ev)
 {
-        struct relay *r = ud;
-        pump_arm(r, 0);
-        if (r->on_session)
-                r->on_session(r->session_ud, RELAY_SESSION_UP);
+        /* In-flight publishes stay in flight across a reconnect: libmosquitto re-sends them
+         * after the next CONNACK with the same message ids, and their rows stay in the outbox
+         * until acked. */
+        if (ev == CLOUD_SESSION_UP)
+                pump_arm(ud, 0);
 }
 
-static void on_connect_failed(void *ud, const char *reason)
+/* Our turn of the session's pacing: publish now, while it lasts. */
+static void on_telemetry_ready(void *ud)
 {
-        struct relay *r = ud;
-        if (r->on_session)
-                r->on_session(r->session_ud, RELAY_SESSION_FAILED);
-}
-
-static void on_disconnected(void *ud)
-{
-        struct relay *r = ud;
-        if (r->on_session)
-                r->on_session(r->session_ud, RELAY_SESSION_DOWN);
-        /* In-flight publishes stay in flight: libmosquitto re-sends them after the next CONNACK
-         * with the same message ids, and their rows stay in the outbox until acked. */
+        pump(ud);
 }
 
 static void on_published(void *ud, int mid, int reason)
@@ -368,9 +337,9 @@ static int publish_result(struct relay *r, const char *device, uint32_t id, int 
         json_decref(o);
         if (!text)
                 return -ENOMEM;
-        if (!r->mqtt)
-                return -ENOTCONN;
-        return mqtt_publish(r->mqtt, topic, text, strlen(text), false, NULL);
+        /* Paced like the gateway's other publishes (ahead of telemetry, but never all of the
+         * quota: a burst of results cannot starve telemetry). */
+        return cloud_session_publish(r->session, topic, text, strlen(text));
 }
 
 /* A broker that maps '.' to a topic level separator (RabbitMQ's MQTT plugin, through its AMQP
@@ -398,8 +367,9 @@ static bool dot_mangled_command(struct relay *r, const char *topic,
 
 /* Counted always, logged at notice the first time per topic (for a bounded number of topics):
  * a command that vanished must leave a trace without a debug log. */
-static void unexpected_message(struct relay *r, const char *topic)
+static void unexpected_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
+        struct relay *r = ud;
         char device[TOPIC_DEVICE_MAX + 1];
         char *copy;
 
@@ -426,25 +396,18 @@ static void unexpected_message(struct relay *r, const char *topic)
                            topic, r->topic_command);
 }
 
-static void on_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
+static void on_command_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct relay *r = ud;
         char device[TOPIC_DEVICE_MAX + 1];
         uint32_t id;
         int q;
 
+        /* The session hands us what matches the command filter, which may be wider than the
+         * template (a '+' for {device} inside a level). */
         q = topic_match_device(r->topic_command, r->gateway, topic, device);
         if (q < 0) {
-                for (size_t i = 0; i < r->n_handlers; i++) {
-                        bool match = false;
-                        if (mosquitto_topic_matches_sub(r->handlers[i].filter, topic, &match) ==
-                                    MOSQ_ERR_SUCCESS &&
-                            match) {
-                                r->handlers[i].fn(r->handlers[i].ud, topic, payload, len);
-                                return;
-                        }
-                }
-                unexpected_message(r, topic);
+                unexpected_message(r, topic, payload, len);
                 return;
         }
         id = ++r->next_command_id;
@@ -506,7 +469,7 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if (r->unsent_est == 0)
                 r->first_unsent_ms = uv_now(r->loop);
         r->unsent_est += entry;
-        if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED && r->n_inflight < r->max_inflight)
+        if (cloud_session_up(r->session) && r->n_inflight < r->max_inflight)
                 pump_arm(r, 0);
         return 0;
 }
@@ -518,7 +481,7 @@ int relay_command_failed(struct relay *r, const char *device_id, uint32_t comman
         audit_log(r->audit, "daemon", "cmd.result", device_id,
                   json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", error,
                             "result", errno_name(-error), "published", q >= 0));
-        if (q < 0)
+        if (q < 0 && q != -ENOBUFS) /* a full queue is logged by the session, rate-limited */
                 log_warning_errno(q, "relay: result of command %u for %s not published: %m",
                                   command_id, device_id);
         return q;
@@ -537,101 +500,10 @@ int relay_command_result(struct relay *r, const char *device_id, uint32_t comman
                   json_pack("{sI si ss sb}", "id", (json_int_t)command_id, "status", status,
                             "result", status < 0 ? errno_name(-status) : "ok", "published",
                             q >= 0));
-        if (q < 0)
+        if (q < 0 && q != -ENOBUFS) /* a full queue is logged by the session, rate-limited */
                 log_warning_errno(q, "relay: result of command %u for %s not published: %m",
                                   command_id, device_id);
         return q;
-}
-
-int relay_subscribe(struct relay *r, const char *filter, relay_message_fn fn, void *userdata)
-{
-        if (!r || !r->mqtt)
-                return -ENOTCONN;
-        if (r->n_handlers >= RELAY_MAX_HANDLERS)
-                return -ENOSPC;
-        if (!(r->handlers[r->n_handlers].filter = strdup(filter)))
-                return -ENOMEM;
-        r->handlers[r->n_handlers].fn = fn;
-        r->handlers[r->n_handlers].ud = userdata;
-        r->n_handlers++;
-        return mqtt_subscribe(r->mqtt, filter);
-}
-
-void relay_forget_handlers(struct relay *r, void *userdata)
-{
-        size_t k = 0;
-        if (!r)
-                return;
-        for (size_t i = 0; i < r->n_handlers; i++) {
-                if (r->handlers[i].ud == userdata) {
-                        free(r->handlers[i].filter);
-                        continue;
-                }
-                r->handlers[k++] = r->handlers[i];
-        }
-        r->n_handlers = k;
-}
-
-int relay_publish(struct relay *r, const char *topic, const void *payload, size_t len)
-{
-        if (!r || !r->mqtt || r->stopping || mqtt_state(r->mqtt) != MQTT_CONNECTED)
-                return -ENOTCONN;
-        if (len > r->max_payload)
-                return -EMSGSIZE;
-        /* On a claim only fleet provisioning may publish: its policy allows nothing else, and
-         * AWS IoT closes the connection of a client that publishes where it may not. */
-        if (r->hold && strncmp(topic, "$aws/certificates/", 18) != 0 &&
-            strncmp(topic, "$aws/provisioning-templates/", 28) != 0)
-                return -EPERM;
-        /* Every publish counts against the connection's quotas: these few (job updates, stream
-         * requests, Defender reports, provisioning) go at once, and the telemetry pump pays the
-         * debt by waiting, so the session as a whole stays within PublishesPerSecond= and
-         * BytesPerSecond=. */
-        ratelimit_take(&r->pubs, 1, now_monotonic_usec());
-        ratelimit_take(&r->bytes, (double)len, now_monotonic_usec());
-        return mqtt_publish(r->mqtt, topic, payload, len, false, NULL);
-}
-
-void relay_set_session_listener(struct relay *r, relay_session_fn fn, void *userdata)
-{
-        r->on_session = fn;
-        r->session_ud = userdata;
-}
-
-void relay_hold(struct relay *r, bool hold)
-{
-        r->hold = hold;
-        if (r->mqtt)
-                mqtt_set_announce(r->mqtt, !hold);
-        if (!hold)
-                pump_arm(r, 0);
-}
-
-bool relay_session_up(struct relay *r)
-{
-        return r && r->mqtt && !r->stopping && mqtt_state(r->mqtt) == MQTT_CONNECTED;
-}
-
-const char *relay_cert_file(struct relay *r)
-{
-        return r && r->mqtt ? mqtt_cert_file(r->mqtt) : NULL;
-}
-
-int relay_set_credentials(struct relay *r, const char *cert_file, const char *key_file,
-                          bool reconnect, char *err, size_t n)
-{
-        if (!r->mqtt || r->stopping) {
-                snprintf(err, n, "no MQTT session");
-                return -ENOTCONN;
-        }
-        return mqtt_set_credentials(r->mqtt, cert_file, key_file, reconnect, err, n);
-}
-
-int relay_reconnect(struct relay *r)
-{
-        if (!r || !r->mqtt || r->stopping)
-                return -ENOTCONN;
-        return mqtt_reconnect_now(r->mqtt);
 }
 
 void relay_set_command_handler(struct relay *r, relay_command_fn fn, void *userdata)
@@ -651,7 +523,7 @@ static void on_stats_timer(uv_timer_t *t)
 
 json_t *relay_mqtt_status(struct relay *r)
 {
-        json_t *o = r->mqtt ? mqtt_status_json(r->mqtt) : json_pack("{ss}", "state", "disabled");
+        json_t *o = cloud_session_status_json(r->session);
         if (!o)
                 return NULL;
         json_object_set_new(o, "batching", json_boolean(r->batching));
@@ -688,15 +560,12 @@ json_t *relay_outbox_status(struct relay *r)
 void relay_status_line(struct relay *r, char *buf, size_t n)
 {
         snprintf(buf, n, "mqtt %s, outbox %llu msgs, %llu publishes/s",
-                 r->mqtt ? mqtt_state_to_string(mqtt_state(r->mqtt)) : "disabled",
-                 (unsigned long long)outbox_rows(r->outbox),
+                 cloud_session_state(r->session), (unsigned long long)outbox_rows(r->outbox),
                  (unsigned long long)r->publishes_per_s);
 }
 
 static void relay_free(struct relay *r)
 {
-        for (size_t i = 0; i < r->n_handlers; i++)
-                free(r->handlers[i].filter);
         for (size_t i = 0; i < r->n_unexpected_topics; i++)
                 free(r->unexpected_topics[i]);
         envelope_free(&r->env);
@@ -720,19 +589,18 @@ void relay_stop(struct relay *r)
         if (!r)
                 return;
         r->stopping = true;
-        mqtt_stop(r->mqtt);
-        r->mqtt = NULL;
+        cloud_session_forget(r->session, r);
         outbox_free(r->outbox);
         r->outbox = NULL;
         uv_close((uv_handle_t *)&r->pump_timer, handle_closed);
         uv_close((uv_handle_t *)&r->stats_timer, handle_closed);
 }
 
-int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay_claim *claim,
+int relay_new(uv_loop_t *loop, const struct relay_options *c, struct cloud_session *session,
               const char *gateway, struct db *db, struct audit *audit, struct relay **ret)
 {
         struct relay *r = calloc(1, sizeof *r);
-        char status_topic[TOPIC_MAX_LEN + 1], filter[TOPIC_MAX_LEN + 1];
+        char filter[TOPIC_MAX_LEN + 1];
         uint64_t now = now_monotonic_usec();
         int q;
 
@@ -742,6 +610,7 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay
         snprintf(r->gateway, sizeof r->gateway, "%s", gateway);
         r->db = db;
         r->audit = audit;
+        r->session = session;
         r->batching = c->batching;
         r->window_ms = c->batch_window_usec / 1000;
         r->max_payload = (size_t)c->max_payload;
@@ -764,9 +633,11 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay
                 relay_free(r);
                 return -ENOMEM;
         }
-        /* Bursts of 10 ms worth: over any second the rate stays within ~1 % of the quota. */
-        ratelimit_init(&r->pubs, c->publishes_per_s, c->publishes_per_s / 100.0, now);
-        ratelimit_init(&r->bytes, (double)c->bytes_per_s, (double)c->bytes_per_s / 10, now);
+        if ((q = topic_filter(c->topic_command, gateway, filter, sizeof filter)) < 0) {
+                relay_free(r);
+                return log_error_errno(q, "relay: cannot expand CommandTopic for gateway %s: %m",
+                                       gateway);
+        }
 
         q = outbox_open(db, audit, c->outbox.max_bytes, c->outbox.audit_per_min, &r->outbox);
         if (q < 0) {
@@ -776,66 +647,25 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay
         r->unsent_est = outbox_bytes(r->outbox);
         r->first_unsent_ms = 0; /* a backlog goes out at once */
 
-        if (c->hosts.n) {
-                struct mqtt_options o = {
-                        .hosts = (const char *const *)c->hosts.v,
-                        .n_hosts = c->hosts.n,
-                        .port = c->port,
-                        .client_id = c->client_id ? c->client_id : gateway,
-                        .server_name = c->server_name,
-                        .ca_file = c->ca_file,
-                        .cert_file = c->cert_file,
-                        .key_file = c->key_file,
-                        .pkcs11_module = c->pkcs11_module,
-                        .alpn = c->alpn,
-                        .protocol = c->protocol,
-                        .keepalive_s = (unsigned)(c->keepalive_usec / 1000000),
-                        .max_inflight = r->max_inflight,
-                        .reconnect_min_ms = c->reconnect_min_usec / 1000,
-                        .reconnect_max_ms = c->reconnect_max_usec / 1000,
-                        .status_topic = status_topic,
-                        /* Commands, OTA stream blocks (base64 in JSON), job documents,
-                         * provisioning replies: nothing legitimate is larger. */
-                        .max_incoming = (uint32_t)MIN(c->max_packet, (uint64_t)UINT32_MAX),
-                };
-                struct mqtt_callbacks cb = {
-                        .userdata = r,
-                        .on_connected = on_connected,
-                        .on_disconnected = on_disconnected,
-                        .on_published = on_published,
-                        .on_message = on_message,
-                        .on_connect_failed = on_connect_failed,
-                };
-                if (claim) {
-                        o.cert_file = claim->cert_file;
-                        o.key_file = claim->key_file;
-                        r->hold = true;
-                        log_notice("mqtt: %s does not exist yet; connecting with the claim %s "
-                                   "for fleet provisioning",
-                                   c->cert_file, o.cert_file);
-                }
-                if ((q = topic_expand(c->topic_status, gateway, NULL, 0, status_topic,
-                                      sizeof status_topic)) < 0 ||
-                    (q = topic_filter(c->topic_command, gateway, filter, sizeof filter)) < 0) {
-                        outbox_free(r->outbox);
-                        relay_free(r);
-                        return log_error_errno(q,
-                                               "mqtt: cannot expand the topics for gateway "
-                                               "%s: %m",
-                                               gateway);
-                }
-                q = mqtt_new(loop, &o, &cb, &r->mqtt);
-                if (q < 0) {
-                        outbox_free(r->outbox);
-                        relay_free(r);
-                        return q;
-                }
-                mqtt_subscribe(r->mqtt, filter);
-                if (r->hold)
-                        mqtt_set_announce(r->mqtt, false);
-                mqtt_start(r->mqtt);
-        } else
-                log_notice("mqtt: no [MQTT] Host= configured; telemetry stays in the outbox");
+        /* One client of the session among others: device commands, the telemetry turn. */
+        q = cloud_session_subscribe(session, filter, on_command_message, r);
+        if (q < 0 && q != -ENOTCONN) {
+                outbox_free(r->outbox);
+                relay_free(r);
+                return log_error_errno(q, "relay: cannot subscribe to %s: %m", filter);
+        }
+        if ((q = cloud_session_add_listener(session, on_session, r)) < 0) {
+                cloud_session_forget(session, r);
+                outbox_free(r->outbox);
+                relay_free(r);
+                return q;
+        }
+        cloud_session_set_unmatched(session, unexpected_message, r);
+        cloud_session_set_telemetry(session, &(struct cloud_session_telemetry){
+                                                     .userdata = r,
+                                                     .ready = on_telemetry_ready,
+                                                     .published = on_published,
+                                             });
 
         uv_timer_init(loop, &r->pump_timer);
         uv_timer_init(loop, &r->stats_timer);
@@ -846,50 +676,7 @@ int relay_new(uv_loop_t *loop, const struct relay_options *c, const struct relay
         return 0;
 }
 
-/* ---- [MQTT] and [Relay] values ------------------------------------------------------------ */
-
-int relay_config_parse_host(const char *v, void *field, const char **reason)
-{
-        char host[256];
-        unsigned port;
-        int r;
-
-        if (!*v) {
-                conf_strv_clear(field);
-                return 0;
-        }
-        if (mqtt_parse_server(v, 8883, host, sizeof host, &port) < 0) {
-                *reason = "expected host, host:port, an IP address or [IPv6]:port";
-                return -EINVAL;
-        }
-        r = conf_strv_append(field, v);
-        if (r == -E2BIG)
-                *reason = "too many entries";
-        return r;
-}
-
-int relay_config_parse_protocol(const char *v, void *field, const char **reason)
-{
-        if (strcmp(v, "3.1.1") == 0 || strcmp(v, "4") == 0)
-                *(int *)field = 4;
-        else if (strcmp(v, "5") == 0 || strcmp(v, "5.0") == 0)
-                *(int *)field = 5;
-        else {
-                *reason = "expected 3.1.1 or 5";
-                return -EINVAL;
-        }
-        return 0;
-}
-
-int relay_config_parse_inflight(const char *v, void *field, const char **reason)
-{
-        return config_parse_unsigned_range(v, field, 1, 65535, reason);
-}
-
-int relay_config_parse_rate(const char *v, void *field, const char **reason)
-{
-        return config_parse_unsigned_range(v, field, 0, 10000000, reason);
-}
+/* ---- [Relay] values ------------------------------------------------------------ */
 
 int relay_config_parse_max_command(const char *v, void *field, const char **reason)
 {

@@ -36,6 +36,7 @@
 #include "ota/ota_jobs.h"
 #include "devices/registry.h"
 #include "cloud/relay.h"
+#include "cloud/session.h"
 
 struct gateway {
         uv_loop_t *loop;
@@ -54,6 +55,7 @@ struct gateway {
         struct link_manager *link;
         struct onboard *onboard; /* trusted manufacturer keys (JIT onboarding) */
         struct ble_manager *ble;
+        struct cloud_session *session;
         struct relay *relay;
         struct provision *provision; /* fleet provisioning, certificate rotation */
         struct ota *ota;             /* OTA rollout engine (docs/ota.md) */
@@ -236,8 +238,8 @@ static int gw_reload(struct gateway *gw, const char *actor, json_t **ret_errors)
         }
         /* A reload is often the operator's sign that a file was fixed (a key, a certificate):
          * the cloud session tries now instead of at the end of its backoff. */
-        if (gw->relay && !relay_session_up(gw->relay))
-                relay_reconnect(gw->relay);
+        if (gw->session && !cloud_session_up(gw->session))
+                cloud_session_reconnect(gw->session);
         gw->reloads++;
         audit_log(gw->audit, actor, "config.reload", gw->config_path,
                   json_pack("{ss ss so}", "hash", gw->conf->hash, "old_hash", old_hash, "files",
@@ -384,7 +386,7 @@ static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *
 static int cmd_reconnect(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         struct gateway *gw = ud;
-        int r = relay_reconnect(gw->relay);
+        int r = cloud_session_reconnect(gw->session);
 
         if (r == -ENOTCONN)
                 return control_conn_error(c, r, "no cloud session configured ([MQTT] Host=)");
@@ -518,7 +520,7 @@ static int gw_monitor_start(struct gateway *gw, const struct rule_set *rules)
         };
         int r;
 
-        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->relay, &gw->conf->monitor,
+        r = remedy_new(gw->loop, gw->audit, gw->registry, gw->link, gw->session, &gw->conf->monitor,
                        gw_name(gw), rules, &gw->remedy);
         if (r < 0)
                 return log_error_errno(r, "cannot start the rule evaluator: %m");
@@ -529,7 +531,7 @@ static int gw_monitor_start(struct gateway *gw, const struct rule_set *rules)
         if ((r = baseline_new(gw->loop, gw->db, gw->audit, gw->registry, &gw->baseline_cfg,
                               remedy_rules_enabled(gw->remedy), &gw->baseline)) < 0)
                 return r;
-        if ((r = defender_new(gw->loop, gw->relay, gw->metrics, gw->audit,
+        if ((r = defender_new(gw->loop, gw->session, gw->metrics, gw->audit,
                               gw->conf->relay.client_id ? gw->conf->relay.client_id : gw_name(gw),
                               gw->conf->monitor.defender_interval_usec / 1000, &gw->defender)) <
                     0 ||
@@ -610,7 +612,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         _cleanup_free_ char *db_path = NULL;
         struct conf *conf = set->conf;
         struct control_options o;
-        struct relay_claim claim = { conf->provision.claim_cert, conf->provision.claim_key };
+        struct cloud_session_claim claim = { conf->provision.claim_cert,
+                                             conf->provision.claim_key };
         uint64_t wd_usec = 0;
         char cn[sizeof gw->name];
         int r;
@@ -702,16 +705,23 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         if ((r = ble_manager_new(loop, &conf->ble, gw->audit, gw->link, &gw->ble)) < 0)
                 goto fail;
 
-        /* 4c. the cloud: durable outbox, MQTT session (on the claim until provisioned), relay */
+        /* 4c. the cloud: the MQTT session (on the claim until provisioned), its clients: the
+         * relay (durable outbox, device commands), provisioning, OTA jobs, monitoring */
         provision_recover(&conf->relay);
         /* The gateway decides the session's first credentials: the provisioning claim while the
          * certificate does not exist yet. */
-        if ((r = relay_new(loop, &conf->relay,
-                           provision_use_claim(&conf->relay, &conf->provision) ? &claim : NULL,
-                           gw_name(gw), gw->db, gw->audit, &gw->relay)) < 0)
+        if ((r = cloud_session_new(loop, &conf->relay,
+                                   provision_use_claim(&conf->relay, &conf->provision) ? &claim
+                                                                                       : NULL,
+                                   gw_name(gw), &gw->session)) < 0)
                 goto fail;
-        if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn, gw->relay,
-                               gw->audit, &gw->provision)) < 0 ||
+        if ((r = relay_new(loop, &conf->relay, gw->session, gw_name(gw), gw->db, gw->audit,
+                           &gw->relay)) < 0)
+                goto fail;
+        if ((r = cloud_session_start(gw->session)) < 0)
+                goto fail;
+        if ((r = provision_new(loop, &conf->provision, &conf->relay, conf->state_dir, cn,
+                               gw->session, gw->audit, &gw->provision)) < 0 ||
             (r = provision_ctl_add_commands(gw->control, gw->provision)) < 0)
                 goto fail;
         provision_set_thing_listener(gw->provision, gw_on_thing_name, gw);
@@ -723,7 +733,7 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         link_manager_set_ota_handler(gw->link, ota_link_message, gw->ota);
         /* No cloud: local updates only. */
         if (conf->relay.hosts.n &&
-            (r = ota_jobs_new(loop, &conf->ota, gw_name(gw), gw->relay, gw->ota, gw->registry,
+            (r = ota_jobs_new(loop, &conf->ota, gw_name(gw), gw->session, gw->ota, gw->registry,
                               gw->audit, &gw->ota_jobs)) < 0)
                 goto fail;
         gw_wire_relay(gw);
@@ -814,6 +824,8 @@ void gateway_free(struct gateway *gw)
                 relay_stop(gw->relay);
                 gw->relay = NULL;
         }
+        cloud_session_stop(gw->session);
+        gw->session = NULL;
         if (gw->ble) {
                 ble_manager_stop(gw->ble);
                 gw->ble = NULL;

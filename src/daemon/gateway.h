@@ -25,5 +25,6 @@ bool gateway_restart_requested(struct gateway *gw);
 void gateway_free(struct gateway *gw);
 
 struct relay;
-/* The relay (outbox + MQTT session), for front ends such as test drivers. */
+/* The relay (the outbox and its client of the cloud session), for front ends such as test
+ * drivers. */
 struct relay *gateway_relay(struct gateway *gw);

@@ -12,7 +12,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "monitor/metrics.h"
-#include "cloud/relay.h"
+#include "cloud/session.h"
 
 #define DEFENDER_TOPIC_FMT "$aws/things/%s/defender/metrics/json"
 #define PROC_NET_MAX (4 * 1024 * 1024)
@@ -329,7 +329,7 @@ json_t *defender_report(uint64_t report_id, const struct defender_net *net, json
 
 struct defender {
         uv_timer_t timer;
-        struct relay *relay;
+        struct cloud_session *session;
         struct metrics *metrics;
         struct audit *audit;
         char topic[256];
@@ -387,7 +387,7 @@ int defender_send(struct defender *d, json_t **ret_report)
                 json_decref(rep);
                 return -ENOMEM;
         }
-        r = relay_publish(d->relay, d->topic, text, strlen(text));
+        r = cloud_session_publish(d->session, d->topic, text, strlen(text));
         if (r < 0) {
                 d->failed++;
                 json_decref(rep);
@@ -432,15 +432,16 @@ json_t *defender_status_json(struct defender *d)
                          d->last_report ? d->last_report : json_null());
 }
 
-int defender_new(uv_loop_t *loop, struct relay *relay, struct metrics *metrics, struct audit *audit,
-                 const char *thing, uint64_t interval_ms, struct defender **ret)
+int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics,
+                 struct audit *audit, const char *thing, uint64_t interval_ms,
+                 struct defender **ret)
 {
         struct defender *d = calloc(1, sizeof *d);
         char filter[300];
 
         if (!d)
                 return -ENOMEM;
-        d->relay = relay;
+        d->session = session;
         d->metrics = metrics;
         d->audit = audit;
         snprintf(d->topic, sizeof d->topic, DEFENDER_TOPIC_FMT, thing);
@@ -448,7 +449,7 @@ int defender_new(uv_loop_t *loop, struct relay *relay, struct metrics *metrics, 
         d->timer.data = d;
         snprintf(filter, sizeof filter, "%s/+", d->topic);
         /* Without a session there is nothing to publish to; the status still answers. */
-        if (relay_subscribe(relay, filter, on_reply, d) < 0)
+        if (cloud_session_subscribe(session, filter, on_reply, d) < 0)
                 log_debug("defender: no cloud session; reports off");
         else
                 defender_set_interval(d, interval_ms);
@@ -467,7 +468,7 @@ void defender_stop(struct defender *d)
 {
         if (!d)
                 return;
-        relay_forget_handlers(d->relay, d);
+        cloud_session_forget(d->session, d);
         uv_close((uv_handle_t *)&d->timer, timer_closed);
 }
 

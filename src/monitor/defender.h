@@ -60,7 +60,7 @@ int defender_read_net(struct defender_net *net);
 /* The report for report_id, from the network facts and a metrics_json() object. */
 json_t *defender_report(uint64_t report_id, const struct defender_net *net, json_t *metrics);
 
-struct relay;
+struct cloud_session;
 struct metrics;
 struct audit;
 /* [Monitor] DefenderInterval= (config_parser_t, field: uint64_t µs): 0 (off) or at least 300s,
@@ -71,8 +71,9 @@ struct defender;
 
 /* thing: the MQTT client id. Starts the periodic report if interval_ms > 0 and a session is
  * configured. */
-int defender_new(uv_loop_t *loop, struct relay *relay, struct metrics *metrics, struct audit *audit,
-                 const char *thing, uint64_t interval_ms, struct defender **ret);
+int defender_new(uv_loop_t *loop, struct cloud_session *session, struct metrics *metrics,
+                 struct audit *audit, const char *thing, uint64_t interval_ms,
+                 struct defender **ret);
 void defender_set_interval(struct defender *d, uint64_t interval_ms);
 /* Build and publish a report now; 0 or -errno (-ENOTCONN offline). *ret_report (optional)
  * gets the report. */

@@ -10,7 +10,7 @@
 #include "basic/log.h"
 #include "basic/macro.h"
 #include "devices/registry.h"
-#include "cloud/relay.h"
+#include "cloud/session.h"
 #include "monitor/remedy.h"
 #include "cloud/topic.h"
 
@@ -29,7 +29,7 @@ struct remedy {
         struct audit *audit;
         struct registry *reg;
         struct link_manager *link;
-        struct relay *relay;
+        struct cloud_session *session;
         struct rules_engine *engine;
         size_t rules_enabled;
         char gateway[TOPIC_GATEWAY_MAX + 1];
@@ -127,7 +127,7 @@ static int publish_alert(struct remedy *r, const struct rule *rule, const char *
         json_decref(o);
         if (!text)
                 return -ENOMEM;
-        return relay_publish(r->relay, r->alert_topic, text, strlen(text));
+        return cloud_session_publish(r->session, r->alert_topic, text, strlen(text));
 }
 
 static void on_fire(void *ud, const struct rule *rule, const char *device, uint64_t value)
@@ -473,12 +473,13 @@ static void on_cloud_message(void *ud, const char *topic, const uint8_t *payload
         json_decref(res);
         snprintf(result_topic, sizeof result_topic, "%s/result", r->remedy_topic);
         if (text)
-                relay_publish(r->relay, result_topic, text, strlen(text));
+                cloud_session_publish(r->session, result_topic, text, strlen(text));
 }
 
 int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
-               struct link_manager *link, struct relay *relay, const struct monitor_options *conf,
-               const char *gateway, const struct rule_set *rs, struct remedy **ret)
+               struct link_manager *link, struct cloud_session *session,
+               const struct monitor_options *conf, const char *gateway, const struct rule_set *rs,
+               struct remedy **ret)
 {
         struct remedy *r = calloc(1, sizeof *r);
         int q;
@@ -489,7 +490,7 @@ int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
         r->audit = audit;
         r->reg = reg;
         r->link = link;
-        r->relay = relay;
+        r->session = session;
         snprintf(r->gateway, sizeof r->gateway, "%s", gateway);
         q = remedy_update(r, conf, rs);
         if (q < 0) {
@@ -497,7 +498,7 @@ int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
                 return q;
         }
         /* Subscribed even when CloudCommands= is empty: refusals are audited too. */
-        if (relay && relay_subscribe(relay, r->remedy_topic, on_cloud_message, r) >= 0)
+        if (session && cloud_session_subscribe(session, r->remedy_topic, on_cloud_message, r) >= 0)
                 r->subscribed = true;
         *ret = r;
         return 0;
@@ -507,7 +508,7 @@ void remedy_stop(struct remedy *r)
 {
         if (!r)
                 return;
-        relay_forget_handlers(r->relay, r);
+        cloud_session_forget(r->session, r);
         allowed_clear(r);
         rules_engine_free(r->engine);
         free(r->holds);

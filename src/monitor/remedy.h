@@ -28,7 +28,7 @@
 struct audit;
 struct registry;
 struct link_manager;
-struct relay;
+struct cloud_session;
 /* [Monitor] in the configuration (docs/monitoring.md): the rules and remediation, and the
  * intervals of the metrics sampler, Device Defender and the baseline's drift check. */
 struct monitor_options {
@@ -50,8 +50,9 @@ struct remedy;
 
 /* rs is copied. gateway names the alert topic's {gateway}. */
 int remedy_new(uv_loop_t *loop, struct audit *audit, struct registry *reg,
-               struct link_manager *link, struct relay *relay, const struct monitor_options *conf,
-               const char *gateway, const struct rule_set *rs, struct remedy **ret);
+               struct link_manager *link, struct cloud_session *session,
+               const struct monitor_options *conf, const char *gateway, const struct rule_set *rs,
+               struct remedy **ret);
 /* New rules (and AlertTopic) after a reload; windows start again. */
 int remedy_update(struct remedy *r, const struct monitor_options *conf, const struct rule_set *rs);
 /* Feed from the metrics sampler (metrics_set_listener). */

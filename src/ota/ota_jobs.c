@@ -20,7 +20,7 @@
 #include "ota/ota_stream.h"
 #include "ota/ota_verify.h"
 #include "devices/registry.h"
-#include "cloud/relay.h"
+#include "cloud/session.h"
 
 #define THING_MAX 128
 #define JOBS_TICK_MS 100
@@ -99,7 +99,7 @@ struct repoll {
 struct ota_jobs {
         uv_loop_t *loop;
         uv_timer_t timer;
-        struct relay *relay;
+        struct cloud_session *session;
         struct ota *ota;
         struct registry *reg;
         struct audit *audit;
@@ -235,7 +235,7 @@ int ota_topic_split(const char *topic, char *thing, size_t tn, char *kind, size_
 
 static int publish_text(struct ota_jobs *J, const char *topic, const char *text)
 {
-        int r = relay_publish(J->relay, topic, text, strlen(text));
+        int r = cloud_session_publish(J->session, topic, text, strlen(text));
         if (r < 0)
                 log_debug("ota jobs: publish to %s failed: %s", topic, strerror(-r));
         return r;
@@ -409,7 +409,7 @@ static void dl_pump(struct ota_jobs *J, struct dl *d)
                         break;
                 snprintf(topic, sizeof topic, "$aws/things/%s/streams/%s/get/cbor", d->thing,
                          d->stream);
-                if (relay_publish(J->relay, topic, buf, len) < 0) {
+                if (cloud_session_publish(J->session, topic, buf, len) < 0) {
                         free(buf);
                         break; /* the session went down: not a try */
                 }
@@ -1193,7 +1193,7 @@ static void on_tick(uv_timer_t *t)
 {
         struct ota_jobs *J = t->data;
         uint64_t now = now_ms(J);
-        bool up = relay_session_up(J->relay);
+        bool up = cloud_session_up(J->session);
 
         if (up != J->session_up)
                 on_session_change(J, up, now);
@@ -1245,8 +1245,8 @@ static void on_tick(uv_timer_t *t)
 /* ---- life cycle --------------------------------------------------------------------------- */
 
 int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
-                 struct relay *relay, struct ota *ota, struct registry *reg, struct audit *audit,
-                 struct ota_jobs **ret)
+                 struct cloud_session *session, struct ota *ota, struct registry *reg,
+                 struct audit *audit, struct ota_jobs **ret)
 {
         char jobs_filter[THING_MAX + 32], streams_filter[THING_MAX + 32];
         struct ota_jobs *J;
@@ -1256,7 +1256,7 @@ int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gatew
         if (!J)
                 return -ENOMEM;
         J->loop = loop;
-        J->relay = relay;
+        J->session = session;
         J->ota = ota;
         J->reg = reg;
         J->audit = audit;
@@ -1277,10 +1277,10 @@ int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gatew
                  J->per_device ? "+" : J->gateway);
         snprintf(streams_filter, sizeof streams_filter, "$aws/things/%s/streams/#",
                  J->per_device ? "+" : J->gateway);
-        if ((r = relay_subscribe(relay, jobs_filter, on_mqtt_message, J)) < 0 ||
-            (r = relay_subscribe(relay, streams_filter, on_mqtt_message, J)) < 0) {
+        if ((r = cloud_session_subscribe(session, jobs_filter, on_mqtt_message, J)) < 0 ||
+            (r = cloud_session_subscribe(session, streams_filter, on_mqtt_message, J)) < 0) {
                 log_error_errno(r, "OTA: cannot subscribe to the Jobs and stream topics: %m");
-                relay_forget_handlers(relay, J);
+                cloud_session_forget(session, J);
                 free(J->tmpl);
                 free(J);
                 return r;
@@ -1302,7 +1302,7 @@ void ota_jobs_stop(struct ota_jobs *J)
 {
         if (!J)
                 return;
-        relay_forget_handlers(J->relay, J);
+        cloud_session_forget(J->session, J);
         ota_set_reporter(J->ota, NULL, NULL);
         /* Images go back to the cache now, while it (and the database) still exist. */
         while (J->jobs) {

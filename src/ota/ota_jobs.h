@@ -6,7 +6,7 @@
 
 /*
  * The cloud side of OTA (docs/ota.md): the AWS IoT Jobs MQTT API and MQTT file streams, over the
- * relay's one MQTT session.
+ * one cloud session (cloud/session.h).
  *
  *   $aws/things/{thing}/jobs/notify-next            new job            -> execution
  *   $aws/things/{thing}/jobs/$next/get[/accepted]   after (re)connect  -> execution
@@ -30,7 +30,7 @@
  */
 
 struct ota_options;
-struct relay;
+struct cloud_session;
 struct ota;
 struct registry;
 struct audit;
@@ -38,8 +38,8 @@ struct ota_jobs;
 
 /* Only with a cloud session ([MQTT] Host=): the gateway does not start it otherwise. */
 int ota_jobs_new(uv_loop_t *loop, const struct ota_options *o, const char *gateway,
-                 struct relay *relay, struct ota *ota, struct registry *reg, struct audit *audit,
-                 struct ota_jobs **ret);
+                 struct cloud_session *session, struct ota *ota, struct registry *reg,
+                 struct audit *audit, struct ota_jobs **ret);
 void ota_jobs_stop(struct ota_jobs *j);
 json_t *ota_jobs_status(struct ota_jobs *j);
 
