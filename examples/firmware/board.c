@@ -30,8 +30,8 @@ void uart0_rx_handler(void);
 static volatile uint32_t ticks;
 
 /* Receive ring: single producer (the ISR), single consumer (the main loop). 1 KiB holds
- * two of the largest gateway frames (512 bytes, OTA chunks), so the main loop may be busy for a whole handshake
- * computation (tens of ms on a real part) without losing bytes at 115200 baud. */
+ * two of the largest gateway frames (512 bytes, OTA chunks), so the main loop may be busy for a
+ * whole handshake computation (tens of ms on a real part) without losing bytes at 115200 baud. */
 #define RING 1024u
 static uint8_t ring[RING];
 static volatile uint32_t ring_head, ring_tail, overruns;

@@ -105,13 +105,12 @@ static void on_command(void *user, uint32_t id, const uint8_t *payload, size_t l
 static void on_message(void *user, const struct mcugw_msg *m)
 {
         uint8_t before = ota.state;
-        uint32_t offset = ota.offset;
 
         (void)user;
         if (!ota_on || m->type < MCUGW_MSG_OTA_FIRST || m->type > MCUGW_MSG_OTA_LAST)
                 return;
         (void)mcugw_ota_handle(&ota, m);
-        if (ota.state == before && (ota.state != MCUGW_OTA_ST_RECEIVING || offset != 0))
+        if (ota.state == before)
                 return;
         console_kv("fw: ota state=", ota.state);
         console_kv(" offset=", ota.offset);
@@ -170,7 +169,7 @@ static void ota_setup(const struct prov_page *prov)
 static void boot_banner(void)
 {
         static const char *const names[] = { "none", "pending", "testing", "confirmed",
-                                              "reverted" };
+                                             "reverted" };
         uint32_t st = slots_state()->state;
         char slot[2] = { slots_running(), 0 };
 
@@ -178,7 +177,8 @@ static void boot_banner(void)
         console_puts(slot);
         console_puts(" boot_state=");
         console_puts(st < 5 ? names[st] : "?");
-        console_puts("\n");
+        /* CCR.UNALIGN_TRP, read back: the M3 build turns it on in early_init(). */
+        console_puts((*(volatile uint32_t *)0xE000ED14u & 8u) ? " unaligned=trap\n" : "\n");
 }
 
 static void send_telemetry(uint32_t now)

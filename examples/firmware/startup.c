@@ -23,17 +23,32 @@ void default_handler(void)
                 ;
 }
 
-/* A fault (an unaligned access with the trap on, a bad pointer) says so on the console and
- * stops: the integration test reads "fw: fault". */
-void fault_handler(void)
+/* A fault (an unaligned access with the trap on, a bad pointer) says so on the console with
+ * the faulting PC and stops: the integration test reads "fw: fault". */
+void fault_report(const uint32_t *frame);
+void fault_report(const uint32_t *frame)
 {
         console_puts("fw: fault cfsr=");
         console_u32(REG(0xE000ED28u));
         console_puts(" hfsr=");
         console_u32(REG(0xE000ED2Cu));
+        console_puts(" pc=");
+        console_u32(frame[6]);
+        console_puts(" lr=");
+        console_u32(frame[5]);
         console_puts("\n");
         for (;;)
                 __asm__ volatile("wfi");
+}
+
+__attribute__((naked)) void fault_handler(void)
+{
+        /* The exception frame (r0-r3, r12, lr, pc, xpsr) is on the stack that was in use. */
+        __asm__ volatile("tst lr, #4\n"
+                         "ite eq\n"
+                         "mrseq r0, msp\n"
+                         "mrsne r0, psp\n"
+                         "b fault_report\n");
 }
 
 void early_init(void)
