@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Reference firmware for libmcugw-device on a Cortex-M (QEMU mps2-an386 / mps2-an385): handshake
- * with the gateway over UART0, report STATUS once connected, then one telemetry message per
- * second with an acknowledgement requested, counting the ACKs; echo cloud commands; receive OTA
+ * with the gateway over UART0, report STATUS once connected, then one telemetry message every
+ * half second with an acknowledgement requested, counting the ACKs; echo cloud commands; receive OTA
  * updates into slot B (slots.c), reboot into them in test mode and confirm them once the new
  * image has a session and an ACKed telemetry message. UART1 is a console for diagnostics: one
  * line per event ("fw: connected", "fw: ack seq=N status=S", "fw: ota ..."), which the
@@ -18,7 +18,7 @@
 #ifndef FW_VERSION
 #define FW_VERSION "1.0.0" /* the Makefile sets it; MCUboot's MAJOR.MINOR.REVISION */
 #endif
-#define TELEMETRY_PERIOD_MS 1000u
+#define TELEMETRY_PERIOD_MS 500u
 #define MAX_FRAME 512u /* announced to the gateway: OTA chunks of 462 bytes */
 
 static uint8_t rx_buf[MCUGW_DEVICE_RX_BUF(MAX_FRAME)];

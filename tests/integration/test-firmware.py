@@ -15,7 +15,9 @@ reset, still 1.0.0 and ACKed; recovery after `device rotate-session` and after a
 (NOSESSION, a new handshake); then the real update: a signed MCUboot image of firmware 2.0.0 (the
 same source linked for slot B), pushed by `mcugwctl ota start`, verified by the firmware, reset
 into slot B in test mode, self-test (a session and an ACKed message), confirmed: the job
-SUCCEEDED and the device reports 2.0.0.
+SUCCEEDED and the device reports 2.0.0. Last, the stand-in boot step on its own (QEMU loads slot
+B and the boot state page): a test boot that never confirmed reverts, a pending image boots in
+test mode, a corrupted one (SHA-256 TLV) is not booted, a confirmed one is.
 
 Skips (77) only on a developer box where qemu-system-arm, socat or the cross compiler is
 missing; under CI (the CI environment variable set) a missing tool is a failure."""
@@ -83,6 +85,48 @@ def mcuboot_image(tmp, payload, name, version, key):
         "--pad-header", "256")
     run(OTA_SIGN, "sign", key, img)
     return img
+
+
+BOOT_MAGIC = 0x544F4F42
+
+
+def boot_step_cases(tmp, machine, elf, image):
+    """The stand-in boot step on its own: QEMU loads slot B and the boot state page as a reset
+    would find them, and the firmware's first console line says what booted."""
+    with open(image, "rb") as f:
+        img = f.read()
+    corrupt = bytearray(img)
+    corrupt[0x100 + 1000] ^= 0x01  # one bit of the code: the SHA-256 TLV no longer matches
+    cases = [
+        ("TESTING (a test boot that never confirmed) reverts to slot A", 2, img,
+         "fw: 1.0.0 boot slot=A boot_state=reverted"),
+        ("PENDING boots slot B once in test mode", 1, img,
+         "fw: 2.0.0 boot slot=B boot_state=testing"),
+        ("PENDING with a corrupted slot B (hash TLV) stays on slot A", 1, bytes(corrupt),
+         "fw: 1.0.0 boot slot=A boot_state=reverted"),
+        ("CONFIRMED boots slot B", 3, img, "fw: 2.0.0 boot slot=B boot_state=confirmed"),
+    ]
+    for i, (what, state, slot, want) in enumerate(cases):
+        slot_path, bs_path = tmp.join(f"slotb-{i}.bin"), tmp.join(f"bootst-{i}.bin")
+        with open(slot_path, "wb") as f:
+            f.write(slot)
+        with open(bs_path, "wb") as f:
+            f.write(struct.pack("<IIII", BOOT_MAGIC, state, 7, len(slot)))
+        log = tmp.join(f"boot-{i}.log")
+        p = subprocess.Popen(
+            [QEMU, "-M", machine, "-nographic", "-icount", "shift=0", "-monitor", "none",
+             "-kernel", elf, "-device", f"loader,file={slot_path},addr=0x20000",
+             "-device", f"loader,file={bs_path},addr=0x3e000",
+             "-serial", "null", "-serial", f"file:{log}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: os.path.exists(log) and "\n" in open(log).read(), timeout=20)
+        finally:
+            p.kill()
+            p.wait()
+        with open(log) as f:
+            first = f.read().split("\n")[0]
+        check(first == want, f"boot step: {what} ({first!r})")
 
 
 def devices(d):
@@ -289,6 +333,8 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
         for x in con().splitlines():
             if "insn=" in x or "heap_peak=" in x:
                 print(f"# {x}", flush=True)
+
+        boot_step_cases(tmp, machine, elf, good)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
