@@ -116,6 +116,7 @@ static void on_message(void *user, const struct mcugw_msg *m)
         console_kv(" offset=", ota.offset);
         console_kv(" size=", ota.size);
         console_puts("\n");
+        report_resources(); /* after the signature check: its stack and heap peaks */
 }
 
 static int ota_send(void *ctx, const struct mcugw_msg *m)
