@@ -8,7 +8,8 @@ same. Its keys come from a provisioning page loaded by QEMU, not from the image.
 
 Checks: the handshake (auth.ok audited, device connected), STATUS with the firmware version,
 telemetry every message of which the gateway ACKs (counted by the daemon, found in the outbox,
-and counted by the firmware, whose UART1 console the test reads); a power cycle (boots, handshakes
+and counted by the firmware, whose UART1 console the test reads); a cloud command through a real
+Mosquitto, echoed by the firmware as its result; a power cycle (boots, handshakes
 and is ACKed again); an OTA image whose signature the gateway accepts (it trusts the wrong key)
 but the firmware's pinned code-signing key does not: refused by the firmware, job FAILED, no
 reset, still 1.0.0 and ACKed; recovery after `device rotate-session` and after a gateway restart
@@ -33,6 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from broker import Broker, Subscriber  # noqa: E402
 from mcugwtest import (OTA_SIGN, Daemon, TempDir, base_config, check, finish, run,  # noqa: E402
                        skip, wait_for)
 
@@ -166,8 +168,11 @@ def scenario():
     tmp = TempDir()
     procs = []
     logs = []
-    d = None
+    d = broker = sub = None
     try:
+        broker = Broker(tmp.path).start()
+        mqtt_cert = broker.certs.client("it-gw")
+        sub = Subscriber(broker, ["mcugw/it-gw/cmd-result/+"], name="sub-fw", clean=True)
         priv, pub = x25519_keypair(b"mcugw firmware test device " + cpu.encode())
         run(OTA_SIGN, "keygen", tmp.join("signer"))
         run(OTA_SIGN, "keygen", tmp.join("other"))
@@ -189,7 +194,7 @@ SerialPort={gw_tty}:115200
 
 [OTA]
 CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
-""")
+""") + broker.mqtt_config(*mqtt_cert, "")
         # The first gateway trusts a code-signing key that is not the firmware's: the firmware's
         # own signature check is the one that must refuse that image.
         d = Daemon(tmp, gateway_config("other")).start()
@@ -261,6 +266,19 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
         check("fw: error" not in con() and "fw: fault" not in con(),
               "no dropped frames, gateway errors or faults on the device")
         print(f"# {ACKS} acks {time.monotonic() - t1:.1f}s after boot", flush=True)
+
+        # A cloud command through the real broker: the firmware echoes it as the result.
+        check(wait_for(lambda: d.ctl_json("status").get("mqtt", {}).get("state") == "connected",
+                       10), "the gateway is connected to the broker")
+        sub.publish(f"mcugw/it-gw/cmd/{device_id}", b"blink")
+
+        def cmd_results():
+            return [json.loads(m[1]) for m in sub.snapshot() if "/cmd-result/" in m[0]]
+        check(wait_for(lambda: any(x["device"] == device_id and x["status"] == 0 and
+                                   base64.b64decode(x["p"]) == b"blink" for x in cmd_results()),
+                       15),
+              "a cloud command reaches the firmware and its echo comes back as the result")
+        check("fw: command id=" in con(), "the firmware saw the command (console)")
 
         # Power cycle: the firmware boots again and makes a new session. The emulator's seed
         # stands in for the TRNG, so a new boot gets a new seed (with the same seed the same
@@ -350,6 +368,10 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
                     p.wait()
         if d:
             d.stop()
+        if sub:
+            sub.close()
+        if broker:
+            broker.stop()
         if os.environ.get("KEEP"):
             print(f"# kept {tmp.path}")
         else:
