@@ -4,8 +4,8 @@
  * with the gateway over UART0, report STATUS once connected, then one telemetry message every
  * half second with an acknowledgement requested, counting the ACKs; echo cloud commands;
  * receive OTA updates into slot B (slots.c), reboot into them in test mode and confirm them once
- * the new image has a session and an ACKed telemetry message. UART1 is a console for diagnostics: one
- * line per event ("fw: connected", "fw: ack seq=N status=S", "fw: ota ..."), which the
+ * the new image has a session and an ACKed telemetry message. UART1 is a console for diagnostics:
+ * one line per event ("fw: connected", "fw: ack seq=N status=S", "fw: ota ..."), which the
  * integration test and scripts/bench mcu read.
  */
 #include <stdint.h>
