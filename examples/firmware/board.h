@@ -11,6 +11,13 @@
 void board_init(void);
 /** Milliseconds since reset (SysTick). */
 uint32_t board_ms(void);
+/**
+ * Nanoseconds since reset, from SysTick (40 ns resolution). Under QEMU with -icount shift=0
+ * this is the number of instructions executed (plus idle time), see docs/firmware.md.
+ */
+uint64_t board_ns(void);
+/** System reset (AIRCR.SYSRESETREQ). */
+void board_reset(void) __attribute__((noreturn));
 /** Sleep until the next interrupt. */
 void board_idle(void);
 
