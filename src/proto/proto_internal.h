@@ -3,7 +3,14 @@
 #ifndef MCUGW_PROTO_INTERNAL_H
 #define MCUGW_PROTO_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+struct mcugw_crypto;
+
+/* HMAC-SHA256 with a 32-byte key over the concatenation of two pieces (proto_noise.c). */
+int mcugw_hmac_sha256(const struct mcugw_crypto *c, const uint8_t key[32], const void *d1,
+                      size_t l1, const void *d2, size_t l2, uint8_t out[32]);
 
 static inline void put_le16(uint8_t *p, uint16_t v)
 {

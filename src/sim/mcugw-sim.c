@@ -342,6 +342,18 @@ static uint32_t port_now(void *ctx)
         return (uint32_t)now_monotonic_msec();
 }
 
+/* Handshake timestamps (replay protection): the wall clock in ns, as a device with an RTC
+ * would, so they keep growing across restarts of the simulator; strictly increasing within
+ * this process whatever the clock does. */
+static uint64_t port_timestamp(void *ctx)
+{
+        static uint64_t last;
+        uint64_t t = (uint64_t)now_realtime_usec() * 1000u;
+
+        last = t > last ? t : last + 1;
+        return last;
+}
+
 static void flush_out(struct sim_dev *d, uint64_t now)
 {
         size_t n = d->outq_len;
@@ -709,6 +721,7 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.port.send = port_send;
         cfg.port.recv = NULL;
         cfg.port.now_ms = port_now;
+        cfg.port.timestamp = port_timestamp;
         cfg.port.crypto = &mcugw_crypto_openssl;
         cfg.keys.static_priv = d->priv;
         cfg.keys.gateway_pub = opt.bad == BAD_WRONG_GATEWAY_KEY ? wrong_gw : opt.gw_pub;
