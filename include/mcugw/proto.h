@@ -361,12 +361,15 @@ typedef int (*mcugw_lookup_fn)(void *user, const uint8_t device_pub[32], const c
                                size_t device_id_len, const uint8_t *attest, size_t attest_len);
 
 /**
- * Replay check on the responder, called after the initiator's static key and the payload
- * authenticated and before the lookup: return 0 if @p timestamp is newer than the last one
- * seen for @p device_pub (and remember it), negative to refuse the HS1 as a replay
- * (MCUGW_ESTALE, nothing answered, nothing displaced).
+ * Replay check on the responder. Called with @p commit = 0 after the initiator's static key and
+ * the payload authenticated and before the lookup: return 0 if @p timestamp is newer than the
+ * last one answered for @p device_pub, negative to refuse the HS1 as a replay (MCUGW_ESTALE:
+ * nothing answered, nothing displaced). Called again with @p commit = 1 once the HS1 is
+ * answered: remember @p timestamp. A refused HS1 is not remembered, so that the device's
+ * retransmission of the very same bytes still works once it is admitted.
  */
-typedef int (*mcugw_fresh_fn)(void *user, const uint8_t device_pub[32], uint64_t timestamp);
+typedef int (*mcugw_fresh_fn)(void *user, const uint8_t device_pub[32], uint64_t timestamp,
+                              int commit);
 
 /** Responder configuration; the key pointers must outlive the responder. */
 struct mcugw_responder_config {

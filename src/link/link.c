@@ -888,10 +888,11 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         }
 }
 
-/* Replay check of handshake message 1 (mcugw_fresh_fn): per enrolled key, newest timestamp
- * wins. Unknown keys keep no state (nothing to displace; onboarding has its own checks). In
- * memory only: after a restart the first timestamp of each device is taken as it comes. */
-static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts)
+/* Replay check of handshake message 1 (mcugw_fresh_fn): per enrolled key, the timestamp of the
+ * last answered HS1; anything not newer is a replay. Unknown keys keep no state (nothing to
+ * displace; onboarding has its own checks). In memory only: after a restart the first timestamp
+ * of each device is taken as it comes. */
+static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts, int commit)
 {
         struct link *l = user;
         const struct registry_device *rd = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
@@ -902,13 +903,16 @@ static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts)
         d = dev_get(l->m, rd->id);
         if (!d)
                 return -ENOMEM;
+        if (commit) {
+                d->hs_ts = ts;
+                memcpy(d->hs_ts_key, pub, 32);
+                d->hs_ts_set = true;
+                return 0;
+        }
         if (d->hs_ts_set && ts <= d->hs_ts && mcugw_ct_equal(d->hs_ts_key, pub, 32)) {
                 d->c.replay_ts++;
                 return MCUGW_ESTALE;
         }
-        d->hs_ts = ts;
-        memcpy(d->hs_ts_key, pub, 32);
-        d->hs_ts_set = true;
         return 0;
 }
 

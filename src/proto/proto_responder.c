@@ -183,7 +183,7 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         memcpy(peer.static_pub, hs.rs, 32);
         /* Before the lookup: a replay must not learn whether the device is admitted, and must
          * not touch the pending or the confirmed session. */
-        if (r->cfg.fresh && r->cfg.fresh(r->cfg.user, peer.static_pub, ts) < 0) {
+        if (r->cfg.fresh && r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 0) < 0) {
                 r->stats.hs_stale++;
                 ret = MCUGW_ESTALE;
                 goto out;
@@ -222,6 +222,8 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         r->next.peer_max_frame = peer.max_rx_frame;
         r->next.active = 1;
         r->next_peer = peer;
+        if (r->cfg.fresh)
+                (void)r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 1);
         memcpy(r->hs1_hash, hash, 32);
         r->hs2_valid = 1;
         r->stats.hs_ok++;
