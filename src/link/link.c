@@ -1222,10 +1222,16 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
                  * operations, comes out of the budgets. */
                 rc = mcugw_responder_check_hs1(&l->r, frame, len, NULL);
                 if (rc < 0) {
-                        if (rc == MCUGW_EAUTH)
+                        /* Still audited (rate-limited per link and gateway-wide): a device
+                         * pinning another gateway's key looks exactly like this. */
+                        if (rc == MCUGW_EAUTH) {
                                 COUNT(l, junk_mac1, 1);
-                        else
+                                link_auth_failed(l, "handshake with a bad mac1 (wrong gateway "
+                                                    "key, or junk)");
+                        } else {
                                 COUNT(l, malformed, 1);
+                                link_auth_failed(l, "malformed handshake");
+                        }
                         return;
                 }
                 if (!link_hs_budget(l, t) && !link_hs_cookie(l, frame, len, t))
