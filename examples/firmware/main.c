@@ -18,7 +18,7 @@
 static uint8_t rx_buf[MCUGW_DEVICE_RX_BUF(160)];
 static uint8_t tx_buf[MCUGW_DEVICE_TX_BUF(160)];
 static struct mcugw_device dev;
-static uint32_t acks, seq, boot_ms;
+static uint32_t acks, seq, boot_ms, boot_counter;
 
 static void report_resources(void)
 {
@@ -39,7 +39,7 @@ static void on_state(void *user, int state)
         (void)user;
         if (state == MCUGW_DEV_CONNECTED) {
                 console_puts("fw: connected\n");
-                mcugw_device_send_status(&dev, 1, (board_ms() - boot_ms) / 1000u, 0, FW_VERSION);
+                mcugw_device_send_status(&dev, boot_counter, (board_ms() - boot_ms) / 1000u, 0, FW_VERSION);
                 report_resources();
         } else if (state == MCUGW_DEV_HANDSHAKE) {
                 console_puts("fw: handshake\n");
@@ -110,6 +110,7 @@ int main(void)
         cfg.rx_cap = sizeof rx_buf;
         cfg.tx_buf = tx_buf;
         cfg.tx_cap = sizeof tx_buf;
+        cfg.boot_counter = boot_counter = prov->boot_counter;
         if (mcugw_device_init(&dev, &cfg) != 0 || mcugw_device_start(&dev) != 0) {
                 console_puts("fw: device init failed, halted\n");
                 for (;;)

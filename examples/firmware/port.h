@@ -17,6 +17,10 @@ struct prov_page {
         uint8_t device_priv[32]; /* X25519 private key of this device */
         uint8_t gateway_pub[32]; /* the gateway's X25519 public key, pinned */
         uint8_t rng_seed[32];    /* QEMU ONLY: seed of the emulated entropy source */
+        /* QEMU ONLY: stands in for the boot counter a real device keeps in flash (or a retained
+         * register) and increments at every boot; it keeps the handshake timestamps growing
+         * across power cycles (docs/protocol.md, 3.5). */
+        uint32_t boot_counter;
 };
 
 /** The provisioning page, or NULL if it is blank or malformed. */

@@ -334,7 +334,7 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
                 /* The gateway is under load and wants proof that we receive on this link. Only
                  * for the message 1 in flight (its mac1 is the AD); sent once more at once with
                  * mac2, which a forger could cause too but only one frame per frame. */
-                uint8_t key[32];
+                uint8_t key[32]; /* from the gateway's public key: nothing to wipe */
 
                 if (dev->state != MCUGW_DEV_HANDSHAKE)
                         return MCUGW_ESTATE;
@@ -344,7 +344,6 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
                                                     dev->cfg.tx_buf + dev->hs1_len -
                                                             MCUGW_HS1_MACS_LEN,
                                                     frame, len, dev->cookie);
-                mcugw_wipe(key, sizeof(key));
                 if (r < 0)
                         return r;
                 dev->cookie_valid = 1;

@@ -7,6 +7,9 @@
  * HMAC-SHA256 truncated to 16 bytes (the crypto port has SHA-256, not BLAKE2s); the cookie
  * reply uses the port's ChaCha20-Poly1305 under a key derived per random 24-byte nonce instead
  * of XChaCha20, which gives the same "random nonces never collide" property.
+ *
+ * This file holds what the device needs; the gateway-only half (checking macs, making cookies,
+ * writing COOKIE frames) is in proto_responder.c, so that it costs no device flash.
  */
 #include <string.h>
 
@@ -14,8 +17,8 @@
 #include "proto_internal.h"
 
 /* The part of an HS1 frame that mac1 covers ends here; mac2 covers 16 bytes more. */
-#define MAC1_OFF(len) ((len)-MCUGW_HS1_MACS_LEN)
-#define MAC2_OFF(len) ((len)-MCUGW_MAC_LEN)
+#define MCUGW_MAC1_OFF(len) ((len)-MCUGW_HS1_MACS_LEN)
+#define MCUGW_MAC2_OFF(len) ((len)-MCUGW_MAC_LEN)
 
 static int label_hash(const struct mcugw_crypto *c, const char *label, const uint8_t pub[32],
                       uint8_t out[32])
@@ -45,8 +48,8 @@ int mcugw_flood_keys(const struct mcugw_crypto *c, const uint8_t gw_pub[32], uin
 
 /* MAC(key, data) = HMAC-SHA256(key, data)[0..16). A 16-byte key (a cookie) is zero-padded to
  * 32, which HMAC does anyway. */
-static int mac16(const struct mcugw_crypto *c, const uint8_t *key, size_t key_len,
-                 const uint8_t *data, size_t len, uint8_t out[MCUGW_MAC_LEN])
+int mcugw_mac16(const struct mcugw_crypto *c, const uint8_t *key, size_t key_len,
+                const uint8_t *data, size_t len, uint8_t out[MCUGW_MAC_LEN])
 {
         uint8_t k[32], full[32];
         int r;
@@ -61,98 +64,26 @@ static int mac16(const struct mcugw_crypto *c, const uint8_t *key, size_t key_le
         return r;
 }
 
-static int hs1_long_enough(size_t len)
-{
-        return len >= MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_MACS_LEN;
-}
-
-int mcugw_hs1_check_mac1(const struct mcugw_crypto *c, const uint8_t mac1_key[32],
-                         const uint8_t *frame, size_t len)
-{
-        uint8_t m[MCUGW_MAC_LEN];
-        int r;
-
-        if (!c || !mac1_key || !frame)
-                return MCUGW_EINVAL;
-        if (!hs1_long_enough(len))
-                return MCUGW_ETRUNC;
-        r = mac16(c, mac1_key, 32, frame, MAC1_OFF(len), m);
-        if (r < 0)
-                return r;
-        return mcugw_ct_equal(m, frame + MAC1_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
-}
-
-int mcugw_hs1_check_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, const uint8_t *frame,
-                         size_t len)
-{
-        uint8_t m[MCUGW_MAC_LEN];
-        int r;
-
-        if (!c || !cookie || !frame)
-                return MCUGW_EINVAL;
-        if (!hs1_long_enough(len))
-                return MCUGW_ETRUNC;
-        r = mac16(c, cookie, MCUGW_COOKIE_LEN, frame, MAC2_OFF(len), m);
-        if (r < 0)
-                return r;
-        return mcugw_ct_equal(m, frame + MAC2_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
-}
-
 int mcugw_hs1_set_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, uint8_t *frame,
                        size_t len)
 {
         if (!c || !frame)
                 return MCUGW_EINVAL;
-        if (!hs1_long_enough(len))
+        if (!mcugw_hs1_long_enough(len))
                 return MCUGW_ETRUNC;
         if (!cookie) {
-                memset(frame + MAC2_OFF(len), 0, MCUGW_MAC_LEN);
+                memset(frame + MCUGW_MAC2_OFF(len), 0, MCUGW_MAC_LEN);
                 return 0;
         }
-        return mac16(c, cookie, MCUGW_COOKIE_LEN, frame, MAC2_OFF(len), frame + MAC2_OFF(len));
-}
-
-int mcugw_cookie_make(const struct mcugw_crypto *c, const uint8_t secret[32], const void *ident,
-                      size_t ident_len, uint8_t cookie[MCUGW_COOKIE_LEN])
-{
-        if (!c || !secret || (!ident && ident_len) || !cookie)
-                return MCUGW_EINVAL;
-        return mac16(c, secret, 32, ident, ident_len, cookie);
+        return mcugw_mac16(c, cookie, MCUGW_COOKIE_LEN, frame, MCUGW_MAC2_OFF(len),
+                           frame + MCUGW_MAC2_OFF(len));
 }
 
 /* The AEAD key of one COOKIE frame: HMAC(cookie_key, nonce); its 12-byte nonce is then zero. */
-static int reply_key(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
-                     const uint8_t *nonce, uint8_t key[32])
+int mcugw_cookie_reply_key(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                           const uint8_t *nonce, uint8_t key[32])
 {
         return mcugw_hmac_sha256(c, cookie_key, nonce, MCUGW_COOKIE_NONCE_LEN, NULL, 0, key);
-}
-
-int mcugw_cookie_reply_write(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
-                             const uint8_t *hs1, size_t hs1_len,
-                             const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap)
-{
-        static const uint8_t zero_nonce[12];
-        uint8_t key[32], *nonce = out + MCUGW_HDR_LEN;
-        int r;
-
-        if (!c || !cookie_key || !hs1 || !cookie || !out)
-                return MCUGW_EINVAL;
-        if (!hs1_long_enough(hs1_len))
-                return MCUGW_ETRUNC;
-        if (cap < MCUGW_COOKIE_REPLY_LEN)
-                return MCUGW_ENOSPC;
-        out[0] = MCUGW_PROTO_VERSION;
-        out[1] = MCUGW_FRAME_COOKIE;
-        out[2] = 0;
-        out[3] = 0;
-        r = c->random(c->ctx, nonce, MCUGW_COOKIE_NONCE_LEN);
-        if (r == 0)
-                r = reply_key(c, cookie_key, nonce, key);
-        if (r == 0)
-                r = c->aead_seal(c->ctx, key, zero_nonce, hs1 + MAC1_OFF(hs1_len), MCUGW_MAC_LEN,
-                                 cookie, MCUGW_COOKIE_LEN, nonce + MCUGW_COOKIE_NONCE_LEN);
-        mcugw_wipe(key, sizeof(key));
-        return r < 0 ? r : (int)MCUGW_COOKIE_REPLY_LEN;
 }
 
 int mcugw_cookie_reply_read(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
@@ -172,14 +103,13 @@ int mcugw_cookie_reply_read(const struct mcugw_crypto *c, const uint8_t cookie_k
                 return MCUGW_ETYPE;
         if (len != MCUGW_COOKIE_REPLY_LEN)
                 return MCUGW_EMALFORMED;
-        r = reply_key(c, cookie_key, frame + MCUGW_HDR_LEN, key);
+        r = mcugw_cookie_reply_key(c, cookie_key, frame + MCUGW_HDR_LEN, key);
         if (r == 0)
                 r = c->aead_open(c->ctx, key, zero_nonce, mac1, MCUGW_MAC_LEN,
                                  frame + MCUGW_HDR_LEN + MCUGW_COOKIE_NONCE_LEN,
                                  MCUGW_COOKIE_LEN + MCUGW_TAG_LEN, pt);
+        /* key comes from public values; pt is the cookie the caller keeps anyway */
         if (r == 0)
                 memcpy(cookie, pt, MCUGW_COOKIE_LEN);
-        mcugw_wipe(key, sizeof(key));
-        mcugw_wipe(pt, sizeof(pt));
         return r;
 }

@@ -54,18 +54,17 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
         out[1] = MCUGW_FRAME_HS1;
         out[2] = 0;
         out[3] = 0;
-        /* mac1 over header and Noise message; mac2 stays zero until a cookie comes. */
+        /* mac1 over header and Noise message; mac2 stays zero until a cookie comes. The mac1
+         * key is derived from a public key: nothing to wipe. */
         n = MCUGW_HDR_LEN + (size_t)r;
         r = mcugw_flood_keys(c, p->gateway_pub, mac1_key, NULL);
         if (r == 0)
-                r = mcugw_hmac_sha256(c, mac1_key, out, n, NULL, 0, mac1_key);
+                r = mcugw_mac16(c, mac1_key, 32, out, n, out + n);
         if (r < 0) {
                 mcugw_noise_wipe(hs);
                 return r;
         }
-        memcpy(out + n, mac1_key, MCUGW_MAC_LEN);
         memset(out + n + MCUGW_MAC_LEN, 0, MCUGW_MAC_LEN);
-        mcugw_wipe(mac1_key, sizeof(mac1_key));
         return (int)(n + MCUGW_HS1_MACS_LEN);
 }
 

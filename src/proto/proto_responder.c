@@ -8,6 +8,77 @@
 #include "mcugw/proto.h"
 #include "proto_internal.h"
 
+/* Flood resistance, the gateway's half (proto_cookie.c has the device's). */
+
+int mcugw_hs1_check_mac1(const struct mcugw_crypto *c, const uint8_t mac1_key[32],
+                         const uint8_t *frame, size_t len)
+{
+        uint8_t m[MCUGW_MAC_LEN];
+        int r;
+
+        if (!c || !mac1_key || !frame)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(len))
+                return MCUGW_ETRUNC;
+        r = mcugw_mac16(c, mac1_key, 32, frame, MCUGW_MAC1_OFF(len), m);
+        if (r < 0)
+                return r;
+        return mcugw_ct_equal(m, frame + MCUGW_MAC1_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
+}
+
+int mcugw_hs1_check_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, const uint8_t *frame,
+                         size_t len)
+{
+        uint8_t m[MCUGW_MAC_LEN];
+        int r;
+
+        if (!c || !cookie || !frame)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(len))
+                return MCUGW_ETRUNC;
+        r = mcugw_mac16(c, cookie, MCUGW_COOKIE_LEN, frame, MCUGW_MAC2_OFF(len), m);
+        if (r < 0)
+                return r;
+        return mcugw_ct_equal(m, frame + MCUGW_MAC2_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
+}
+
+int mcugw_cookie_make(const struct mcugw_crypto *c, const uint8_t secret[32], const void *ident,
+                      size_t ident_len, uint8_t cookie[MCUGW_COOKIE_LEN])
+{
+        if (!c || !secret || (!ident && ident_len) || !cookie)
+                return MCUGW_EINVAL;
+        return mcugw_mac16(c, secret, 32, ident, ident_len, cookie);
+}
+
+int mcugw_cookie_reply_write(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                             const uint8_t *hs1, size_t hs1_len,
+                             const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap)
+{
+        static const uint8_t zero_nonce[12];
+        uint8_t key[32], *nonce = out + MCUGW_HDR_LEN;
+        int r;
+
+        if (!c || !cookie_key || !hs1 || !cookie || !out)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(hs1_len))
+                return MCUGW_ETRUNC;
+        if (cap < MCUGW_COOKIE_REPLY_LEN)
+                return MCUGW_ENOSPC;
+        out[0] = MCUGW_PROTO_VERSION;
+        out[1] = MCUGW_FRAME_COOKIE;
+        out[2] = 0;
+        out[3] = 0;
+        r = c->random(c->ctx, nonce, MCUGW_COOKIE_NONCE_LEN);
+        if (r == 0)
+                r = mcugw_cookie_reply_key(c, cookie_key, nonce, key);
+        if (r == 0)
+                r = c->aead_seal(c->ctx, key, zero_nonce, hs1 + MCUGW_MAC1_OFF(hs1_len),
+                                 MCUGW_MAC_LEN, cookie, MCUGW_COOKIE_LEN,
+                                 nonce + MCUGW_COOKIE_NONCE_LEN);
+        mcugw_wipe(key, sizeof(key));
+        return r < 0 ? r : (int)MCUGW_COOKIE_REPLY_LEN;
+}
+
 int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg)
 {
         if (!r || !cfg || !cfg->crypto || !cfg->static_priv || !cfg->static_pub || !cfg->lookup)

@@ -51,10 +51,10 @@ def x25519_keypair(seed):
     return priv, pub
 
 
-def prov_page(device_id, priv, gw_pub, rng_seed):
+def prov_page(device_id, priv, gw_pub, rng_seed, boot_counter):
     """struct prov_page of examples/firmware/port.h."""
-    return struct.pack("<II36s32s32s32s", 0x5057474D, 1, device_id.encode(), priv, gw_pub,
-                       rng_seed)
+    return struct.pack("<II36s32s32s32sI", 0x5057474D, 1, device_id.encode(), priv, gw_pub,
+                       rng_seed, boot_counter)
 
 
 def devices(d):
@@ -105,11 +105,13 @@ SerialPort={gw_tty}:115200
         check(r.returncode == 0, f"the firmware's public key is enrolled ({r.stderr.strip()})")
         gw_pub = base64.b64decode(d.ctl_json("status")["link"]["public_key"])
 
-        def boot(rng_seed, log):
-            """Power on: write the provisioning page, start QEMU (UART1 console into @log)."""
+        def boot(rng_seed, log, boot_counter):
+            """Power on: write the provisioning page, start QEMU (UART1 console into @log).
+            @boot_counter stands in for the counter a real device keeps in flash: it keeps the
+            handshake timestamps growing across power cycles (docs/protocol.md, 3.5)."""
             prov = tmp.join("prov.bin")
             with open(prov, "wb") as f:
-                f.write(prov_page(DEVICE_ID, priv, gw_pub, rng_seed))
+                f.write(prov_page(DEVICE_ID, priv, gw_pub, rng_seed, boot_counter))
             p = subprocess.Popen(
                 [QEMU, "-M", "mps2-an386", "-nographic", "-icount", "shift=0", "-monitor", "none",
                  "-kernel", elf, "-device", f"loader,file={prov},addr={PROV_ADDR:#x}",
@@ -120,7 +122,7 @@ SerialPort={gw_tty}:115200
             procs.append(p)
             return p
 
-        qemu = boot(b"QEMU ONLY: not a TRNG".ljust(32, b"."), "console.log")
+        qemu = boot(b"QEMU ONLY: not a TRNG".ljust(32, b"."), "console.log", 1)
         t1 = time.monotonic()
 
         ok = wait_for(lambda: devices(d).get(DEVICE_ID, {}).get("connected"), timeout=30)
@@ -160,7 +162,7 @@ SerialPort={gw_tty}:115200
         # virtual instant would draw the same ephemeral key and send the same message 1).
         qemu.kill()
         qemu.wait()
-        boot(os.urandom(32), "console2.log")
+        boot(os.urandom(32), "console2.log", 2)
         check(wait_for(lambda: "fw: connected" in console(tmp, "console2.log"), timeout=30),
               "after a power cycle the firmware handshakes again")
         check(wait_for(lambda: console(tmp, "console2.log").count("fw: ack ") >= 2, timeout=20),
