@@ -12,6 +12,7 @@
  *      static uint8_t rx[MCUGW_DEVICE_RX_BUF(256)], tx[MCUGW_DEVICE_TX_BUF(256)];
  *      static struct mcugw_device dev;
  *      cfg.rx_buf = rx; cfg.rx_cap = sizeof rx; cfg.tx_buf = tx; cfg.tx_cap = sizeof tx; ...
+ *      cfg.boot_counter = flash_boot_counter_increment();  // or port.timestamp with an RTC
  *      mcugw_device_init(&dev, &cfg);
  *      mcugw_device_start(&dev);
  *      for (;;) {

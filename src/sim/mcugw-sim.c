@@ -691,6 +691,9 @@ static void displace_pending(struct sim_dev *d)
                 .device_id = d->id,
                 .device_id_len = strlen(d->id),
                 .max_rx_frame = MCUGW_FRAME_MAX,
+                /* newer than the device's own: only a fresh message 1 made with the device's
+                 * key displaces a pending session (a replayed one is refused, protocol 3.5) */
+                .timestamp = port_timestamp(NULL),
         };
         uint8_t f[256];
         int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f, sizeof f);

@@ -7,7 +7,8 @@ the recorded HS1 arrive at 10x the rate limit: the junk is dropped on mac1 and c
 replays are refused on their timestamp (counted `replay_ts`, answered with nothing, no
 auth.failed against the device); the recorded HS1 injected into the device's own connection
 displaces nothing (the device stays connected, on the same session, acks keep coming); and
-after `device rotate-session` the honest device handshakes again through the flood (by the
+after `device rotate-session` the honest device, and one on a serial line (a pty), handshake
+again through the flood (budgets are per link; by the
 cookie if the budget is spent: which of the two depends on timing, so the cookie path itself is
 asserted in tests/device/test-handshake.c and measured by scripts/bench handshake-flood). A frame of protocol version 2 is refused and counted."""
 
@@ -100,15 +101,18 @@ def lstats(d):
 
 def main():
     tmp = TempDir()
-    d = sim = proxy = None
+    d = sim = ptysim = proxy = None
     attackers = []
     try:
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
         good = sim_keys(1, "flood", "hon-")
-        dev = good[0]["id"]
+        ptyk = sim_keys(1, "floodpty", "pty-")
+        dev, ptydev = good[0]["id"], ptyk[0]["id"]
         with open(os.path.join(devdir, "hon.conf"), "w") as f:
-            f.write(f"[Device]\nId={dev}\nPublicKey={good[0]['public_key']}\nState=active\n")
+            for k in (good[0], ptyk[0]):
+                f.write(f"[Device]\nId={k['id']}\nPublicKey={k['public_key']}\nState=active\n\n")
+        tty = tmp.join("tty0")
         link_sock = tmp.join("run", "link.sock")
         config = base_config(tmp, f"""
 [Link]
@@ -116,6 +120,7 @@ ListenStream=unix:{link_sock}
 HandshakeTimeout=1h
 HandshakeRate={RATE}
 HandshakeRatePerLink=2
+SerialPort={tty}:115200
 MaxConnections=128
 MaxPendingPerSource=64
 """).replace("[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n")
@@ -127,13 +132,22 @@ MaxPendingPerSource=64
                                "--seed", "flood", "--id-prefix", "hon-", "--messages", "0",
                                "--rate", "20", "--event-log", events])
 
+        ptysim = Sim(tmp, "pty", ["--gateway-key", gw_key, "--connect", f"pty:{tty}", "--seed",
+                                  "floodpty", "--id-prefix", "pty-", "--messages", "0", "--rate",
+                                  "10", "--baud", "115200"])
+
+        def devs():
+            return {x["id"]: x for x in d.ctl_json("devices")}
+
         def connected():
-            return d.ctl_json("devices")[0].get("connected")
+            return devs().get(dev, {}).get("connected")
         check(wait_for(connected, timeout=20), "the honest device authenticated via the proxy")
+        check(wait_for(lambda: devs().get(ptydev, {}).get("connected"), timeout=20),
+              "the pty device authenticated on the serial line")
         hs1 = proxy.first_frame()
         check(hs1 is not None and len(hs1) > 150, "its first message 1 was recorded on the line")
         before = lstats(d)
-        sessions_before = d.ctl_json("devices")[0]["link_stats"]["handshakes"]
+        sessions_before = devs()[dev]["link_stats"]["handshakes"]
 
         # The flood: 20 attacker connections, junk and replays each at 10x the rate limit. (All
         # connections here come from one Unix user, one "source": MaxPendingPerSource= is raised
@@ -179,20 +193,26 @@ MaxPendingPerSource=64
         check(any(" ack " in x for x in later) and not any(" down " in x for x in later),
               "a replayed HS1 on the device's own line displaces nothing: still connected, acks "
               "keep coming")
-        check(d.ctl_json("devices")[0]["link_stats"]["handshakes"] == sessions_before,
+        check(devs()[dev]["link_stats"]["handshakes"] == sessions_before,
               "no new session for the device out of a replay")
 
         # A new handshake of the honest device in the middle of the flood.
         t_rot = time.monotonic()
         r = d.ctl("device", "rotate-session", dev)
         check(r.returncode == 0, f"rotate-session ({r.stderr.strip()})")
-        check(wait_for(lambda: d.ctl_json("devices")[0]["link_stats"]["handshakes"] >
+        check(wait_for(lambda: devs()[dev]["link_stats"]["handshakes"] >
                        sessions_before, timeout=20),
               f"the honest device handshakes again through the flood "
               f"({time.monotonic() - t_rot:.1f} s)")
         with open(events) as f:
             ups = [x for x in f.read().split("\n") if " up " in x]
         check(len(ups) >= 2, f"the device reports its new session ({ups[-1:]})")
+        pty_before = devs()[ptydev]["link_stats"]["handshakes"]
+        r = d.ctl("device", "rotate-session", ptydev)
+        check(r.returncode == 0, f"rotate-session on the serial line ({r.stderr.strip()})")
+        check(wait_for(lambda: devs()[ptydev]["link_stats"]["handshakes"] > pty_before and
+                       devs()[ptydev]["connected"], timeout=20),
+              "the pty device handshakes again on its line through the flood")
         stop.set()
         th.join()
         after = lstats(d)
@@ -202,7 +222,7 @@ MaxPendingPerSource=64
         check(dj["hs_throttled"] > 0 and dj["cookie_sent"] > 0,
               f"replays beyond the budget throttled, answered with cookies "
               f"({dj['hs_throttled']}, {dj['cookie_sent']})")
-        dstats = d.ctl_json("devices")[0]["link_stats"]
+        dstats = devs()[dev]["link_stats"]
         check(dstats.get("replay_ts", 0) >= 1 and dstats.get("auth_failures", 0) == 0,
               f"replays are counted for the device, never as its auth failures ({dstats})")
         fails = [x for x in d.ctl_json("audit", "tail", "-n", "5000")
@@ -222,6 +242,8 @@ MaxPendingPerSource=64
             s.close()
         if sim:
             sim.stop()
+        if ptysim:
+            ptysim.stop()
         if d:
             d.stop()
         tmp.cleanup()
