@@ -39,7 +39,8 @@ static void on_state(void *user, int state)
         (void)user;
         if (state == MCUGW_DEV_CONNECTED) {
                 console_puts("fw: connected\n");
-                mcugw_device_send_status(&dev, boot_counter, (board_ms() - boot_ms) / 1000u, 0, FW_VERSION);
+                mcugw_device_send_status(&dev, boot_counter, (board_ms() - boot_ms) / 1000u, 0,
+                                         FW_VERSION);
                 report_resources();
         } else if (state == MCUGW_DEV_HANDSHAKE) {
                 console_puts("fw: handshake\n");
