@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""Independent Python model of the mcugw v2 link protocol (Noise IK + framing).
+"""Independent Python model of the mcugw v3 link protocol (Noise IK + framing).
 
 It cross-checks the C core: it reproduces the official cacophony vector for
 Noise_IK_25519_ChaChaPoly_SHA256, prints the mcugw test vectors of docs/protocol.md
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTO = b"Noise_IK_25519_ChaChaPoly_SHA256"
-PROLOGUE = b"mcugw-link/v2"
+PROLOGUE = b"mcugw-link/v3"
 
 
 def pub(priv):
@@ -162,7 +162,7 @@ def wire(frame):
     return cobs(frame + struct.pack("<I", crc32c(frame))) + b"\x00"
 
 
-VERSION = 2
+VERSION = 3
 
 
 def hdr(t):
@@ -171,17 +171,44 @@ def hdr(t):
 
 DEV_ID = b"sensor-0001"
 SID = 0x12345678
+TIMESTAMP = 1
+COOKIE = b"\x11" * 16
+COOKIE_NONCE = b"\x42" * 24
+
+
+def mac16(key, data):
+    return hmac.new(key.ljust(32, b"\0"), data, hashlib.sha256).digest()[:16]
+
+
+def flood_keys(gw_pub):
+    return hashlib.sha256(b"mac1----" + gw_pub).digest(), hashlib.sha256(b"cookie--" + gw_pub).digest()
+
+
+def hs1_frame(m1, gw_pub, cookie=None):
+    """Header, Noise message 1, mac1, mac2 (zero without a cookie)."""
+    f = hdr(1) + m1
+    f += mac16(flood_keys(gw_pub)[0], f)
+    return f + (mac16(cookie, f) if cookie else b"\0" * 16)
+
+
+def cookie_reply(gw_pub, hs1, cookie, nonce_):
+    key = hmac.new(flood_keys(gw_pub)[1], nonce_, hashlib.sha256).digest()
+    mac1 = hs1[-32:-16]
+    return hdr(5) + nonce_ + ChaCha20Poly1305(key).encrypt(b"\0" * 12, cookie, mac1)
 
 
 def mcugw_vectors():
-    hs1_payload = bytes([VERSION, 0]) + struct.pack("<H", 256) + bytes([len(DEV_ID)]) + DEV_ID + \
-        struct.pack("<H", 0)
+    hs1_payload = bytes([VERSION, 0]) + struct.pack("<HQ", 256, TIMESTAMP) + \
+        bytes([len(DEV_ID)]) + DEV_ID + struct.pack("<H", 0)
     hs2_payload = bytes([VERSION, 0]) + struct.pack("<HI", 1024, SID)
     m1, m2, (k1, k2), h = handshake(PROLOGUE, CA["i_s"], CA["r_s"], CA["i_e"], CA["r_e"],
                                     hs1_payload, hs2_payload)
     v = {}
-    v["MV_HS1"] = hdr(1) + m1
+    gw_pub = pub(CA["r_s"])
+    v["MV_HS1"] = hs1_frame(m1, gw_pub)
     v["MV_HS1_WIRE"] = wire(v["MV_HS1"])
+    v["MV_COOKIE"] = cookie_reply(gw_pub, v["MV_HS1"], COOKIE, COOKIE_NONCE)
+    v["MV_HS1_MAC2"] = hs1_frame(m1, gw_pub, COOKIE)
     v["MV_HS2"] = hdr(2) + m2
 
     def data(key, ctr, msg):
@@ -225,6 +252,15 @@ def write_corpus(root):
         files[os.path.join(frame_dir, "msg-" + name)] = b"\x00" + wire(hdr(3) + m)
     files[os.path.join(frame_dir, "hs1")] = v["MV_HS1_WIRE"]
     files[os.path.join(frame_dir, "nosession")] = wire(hdr(4) + struct.pack("<I", SID))
+    files[os.path.join(frame_dir, "cookie")] = wire(v["MV_COOKIE"])
+    # cookie corpus (fuzz-cookie: the device's COOKIE frame parser, and mac checks)
+    ck_dir = os.path.join(root, "cookie")
+    os.makedirs(ck_dir, exist_ok=True)
+    files[os.path.join(ck_dir, "cookie")] = v["MV_COOKIE"]
+    files[os.path.join(ck_dir, "cookie-short")] = v["MV_COOKIE"][:-1]
+    files[os.path.join(ck_dir, "cookie-v2")] = bytes([2]) + v["MV_COOKIE"][1:]
+    files[os.path.join(ck_dir, "hs1-mac2")] = v["MV_HS1_MAC2"]
+    files[os.path.join(ck_dir, "hs1")] = v["MV_HS1"]
     files[os.path.join(frame_dir, "garbage-then-frame")] = b"\x13\x37\xff" + b"\x00" + \
         wire(hdr(3) + msgs["ping"])
     # handshake corpus: a full valid session as the responder sees it (fixed keys in the fuzz
@@ -240,6 +276,10 @@ def write_corpus(root):
     flipped[20] ^= 1
     files[os.path.join(hs_dir, "bitflip")] = s + wire(ping) + wire(bytes(flipped))
     files[os.path.join(hs_dir, "msg1-only")] = s
+    files[os.path.join(hs_dir, "msg1-mac2")] = wire(v["MV_HS1_MAC2"]) + wire(ping)
+    junk = bytearray(v["MV_HS1"])
+    junk[-20] ^= 1
+    files[os.path.join(hs_dir, "msg1-bad-mac1")] = wire(bytes(junk)) + s
     for path, content in sorted(files.items()):
         with open(path, "wb") as f:
             f.write(content)

@@ -26,7 +26,7 @@ static uint8_t tx_buf[MCUGW_DEVICE_TX_BUF(256)];
 static struct mcugw_device dev;
 static struct mcugw_ota ota;
 static uint8_t ota_on, self_test, connected_evt;
-static uint32_t acks, seq, boot_ms, reboot_at;
+static uint32_t acks, seq, boot_ms, reboot_at, boot_counter;
 
 static void console_kv(const char *k, uint32_t v)
 {
@@ -218,7 +218,7 @@ static void on_connected(uint32_t hs_insn)
         console_kv("fw: connected insn=", hs_insn);
         console_kv(" x25519_insn=", port_insn()->x25519);
         console_puts("\n");
-        mcugw_device_send_status(&dev, 1, (board_ms() - boot_ms) / 1000u, 0, FW_VERSION);
+        mcugw_device_send_status(&dev, boot_counter, (board_ms() - boot_ms) / 1000u, 0, FW_VERSION);
         if (ota_on)
                 (void)mcugw_ota_connected(&ota);
         report_resources();
@@ -253,6 +253,9 @@ int main(void)
         cfg.rx_cap = sizeof rx_buf;
         cfg.tx_buf = tx_buf;
         cfg.tx_cap = sizeof tx_buf;
+        /* The power-on count of the provisioning page, and the resets since (an OTA test boot,
+         * a confirm): a device's handshake timestamps must grow across both. */
+        cfg.boot_counter = boot_counter = (prov->boot_counter << 16) + slots_count_boot();
         if (mcugw_device_init(&dev, &cfg) != 0) {
                 console_puts("fw: device init failed, halted\n");
                 for (;;)

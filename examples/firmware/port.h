@@ -10,7 +10,7 @@
 /* The provisioning page (the last 4 KiB flash page, written at the factory; under QEMU loaded
  * with -device loader,file=prov.bin,addr=0x3f000). Little-endian, packed by hand. */
 #define PROV_MAGIC 0x5057474du /* "MGWP" */
-#define PROV_VERSION 2u
+#define PROV_VERSION 3u
 struct prov_page {
         uint32_t magic;
         uint32_t version;        /* 2 */
@@ -20,6 +20,11 @@ struct prov_page {
         uint8_t rng_seed[32];    /* QEMU ONLY: seed of the emulated entropy source */
         uint8_t signer_pub[65];  /* OTA code-signing key, P-256 0x04||X||Y; 0x00...: no OTA */
         uint8_t pad[3];
+        /* QEMU ONLY: stands in for the boot counter a real device keeps in flash (or a retained
+         * register) and increments at every power-on; with the resets counted since then
+         * (slots_count_boot()) it keeps the handshake timestamps growing (docs/protocol.md, 3.5).
+         */
+        uint32_t boot_counter;
 };
 
 /** Instruction counts of the crypto operations (-icount shift=0: 1 instruction per ns). */

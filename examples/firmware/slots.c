@@ -47,6 +47,19 @@ const struct boot_state *slots_state(void)
         return b->magic == BOOT_MAGIC ? b : &none;
 }
 
+#define BOOTS_MAGIC 0x53544f42u /* "BOTS" */
+
+uint32_t slots_count_boot(void)
+{
+        volatile uint32_t *w = (volatile uint32_t *)(void *)(_bootst + sizeof(struct boot_state));
+
+        if (w[0] != BOOTS_MAGIC) {
+                w[1] = 0;
+                w[0] = BOOTS_MAGIC;
+        }
+        return ++w[1];
+}
+
 char slots_running(void)
 {
         /* The boot step points VTOR at slot B's vector table; after a reset it is 0 (slot A). */

@@ -44,6 +44,13 @@ struct boot_state {
  */
 void boot_step(void);
 
+/**
+ * Counts this boot: the number of resets since power-on, 1 for the first boot. Kept in the boot
+ * state page after struct boot_state, which a system reset leaves alone and a power-on (a fresh
+ * QEMU) clears; a product keeps its boot counter in flash instead.
+ */
+uint32_t slots_count_boot(void);
+
 /** Slot of the running image: 'A' or 'B'. */
 char slots_running(void);
 /** The boot state (read-only view). */

@@ -12,6 +12,7 @@
  *      static uint8_t rx[MCUGW_DEVICE_RX_BUF(256)], tx[MCUGW_DEVICE_TX_BUF(256)];
  *      static struct mcugw_device dev;
  *      cfg.rx_buf = rx; cfg.rx_cap = sizeof rx; cfg.tx_buf = tx; cfg.tx_cap = sizeof tx; ...
+ *      cfg.boot_counter = flash_boot_counter_increment();  // or port.timestamp with an RTC
  *      mcugw_device_init(&dev, &cfg);
  *      mcugw_device_start(&dev);
  *      for (;;) {
@@ -42,7 +43,8 @@ extern "C" {
 /** Transmit buffer bytes for frames up to @p max_frame (must also hold handshake message 1). */
 #define MCUGW_DEVICE_TX_BUF(max_frame) (max_frame)
 /** Size of handshake message 1 (the minimum transmit buffer) for an id of @p id_len bytes. */
-#define MCUGW_DEVICE_HS1_LEN(id_len) (MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + 7u + (id_len))
+#define MCUGW_DEVICE_HS1_LEN(id_len)                                                               \
+        (MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + 15u + (id_len) + MCUGW_HS1_MACS_LEN)
 /** The same with a manufacturer attestation of @p attest_len bytes in message 1. */
 #define MCUGW_DEVICE_HS1_LEN_ATTEST(id_len, attest_len)                                            \
         (MCUGW_DEVICE_HS1_LEN(id_len) + (attest_len))
@@ -84,6 +86,14 @@ struct mcugw_device_port {
         int (*recv)(void *ctx, uint8_t *buf, size_t cap);
         /** Monotonic milliseconds (wrapping is fine). */
         uint32_t (*now_ms)(void *ctx);
+        /**
+         * Optional, for devices with a real-time clock: a value that is strictly greater at
+         * every call, across reboots too (e.g. TAI64N-like seconds << 32 | fraction). It goes
+         * into every new message 1 so the gateway refuses replays (docs/protocol.md, "Handshake
+         * flood resistance"). When NULL the SDK uses config.boot_counter << 32 | a count of
+         * messages 1 since start, which needs boot_counter to grow at every boot.
+         */
+        uint64_t (*timestamp)(void *ctx);
         const struct mcugw_crypto *crypto; /**< primitives, see <mcugw/proto.h> */
 };
 
@@ -131,6 +141,13 @@ struct mcugw_device_config {
         uint32_t liveness_ms;
         /** Non-zero: ignore the gateway's NOSESSION frames (the application decides). */
         uint8_t ignore_nosession;
+        /**
+         * Boot counter, persisted by the application and incremented before every start (the
+         * value STATUS reports). With no port.timestamp it makes message 1 timestamps grow across
+         * reboots; a device that restarts with the same value is refused as a replay until its
+         * count passes the last one the gateway saw, or the gateway restarts.
+         */
+        uint32_t boot_counter;
 };
 
 /** Counters for diagnostics. */
@@ -143,6 +160,7 @@ struct mcugw_device_stats {
         uint32_t reconnects;    /**< handshakes started after the first (any reason) */
         uint32_t nosession;     /**< NOSESSION frames acted upon */
         uint32_t live_timeouts; /**< liveness timeouts (no ACK/PONG in time) */
+        uint32_t cookies;       /**< COOKIE frames accepted (gateway under load, mac2 sent) */
 };
 
 /** Device context. Allocate statically; treat fields as private. */
@@ -163,6 +181,10 @@ struct mcugw_device {
         uint8_t attempts;
         uint8_t live_waiting;
         uint8_t link_reason; /**< MCUGW_LINK_*: why the current/next session was started */
+        uint8_t cookie_valid;
+        uint8_t cookie[MCUGW_COOKIE_LEN]; /**< from the last COOKIE frame, for mac2 */
+        uint32_t cookie_ms;               /**< when it came; used for MCUGW_COOKIE_SECRET_MS */
+        uint32_t hs_seq;                  /**< messages 1 built since start (timestamp) */
         struct mcugw_device_stats stats;
 };
 

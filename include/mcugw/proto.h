@@ -281,11 +281,14 @@ struct mcugw_initiator_params {
         uint16_t max_rx_frame; /**< MCUGW_FRAME_MIN..MCUGW_FRAME_MAX */
         const uint8_t *attest; /**< optional, NULL in v1 */
         size_t attest_len;
+        /** Strictly greater than in any earlier HS1 of this device (see wire.h, v3). */
+        uint64_t timestamp;
 };
 
 /**
  * Start a handshake: initialise @p hs and write a complete HS1 frame (header + Noise message
- * 1, no CRC) to @p out. Keep @p out unchanged to retransmit the same bytes. Returns its length.
+ * 1 + mac1 + an all-zero mac2, no CRC) to @p out. Keep @p out unchanged to retransmit the same
+ * bytes (mcugw_hs1_set_mac2() may change the last 16). Returns its length.
  */
 int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto *c,
                               const struct mcugw_initiator_params *p, uint8_t *out, size_t cap);
@@ -297,6 +300,59 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
 int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32], uint8_t *frame,
                              size_t len, struct mcugw_session *s);
 
+/* ========================================================================================== */
+/* Handshake flood resistance: mac1, mac2, cookies (docs/protocol.md; WireGuard §5.4)          */
+
+/**
+ * Derive the two keys both ends compute from the gateway's static public key:
+ * mac1_key = SHA-256("mac1----" | pub), cookie_key = SHA-256("cookie--" | pub). Either output
+ * may be NULL.
+ */
+int mcugw_flood_keys(const struct mcugw_crypto *c, const uint8_t gw_pub[32], uint8_t mac1_key[32],
+                     uint8_t cookie_key[32]);
+
+/**
+ * Check mac1 of an HS1 frame in constant time: MAC(mac1_key, frame up to mac1). Returns 0,
+ * MCUGW_ETRUNC (too short to hold the Noise message and both macs) or MCUGW_EAUTH. One HMAC:
+ * cheap enough to run on every frame before any Diffie-Hellman.
+ */
+int mcugw_hs1_check_mac1(const struct mcugw_crypto *c, const uint8_t mac1_key[32],
+                         const uint8_t *frame, size_t len);
+
+/** Check mac2 against @p cookie (MCUGW_COOKIE_LEN bytes). Returns 0 or MCUGW_EAUTH. */
+int mcugw_hs1_check_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, const uint8_t *frame,
+                         size_t len);
+
+/** Set mac2 of an HS1 frame: MAC(cookie, frame up to mac2), or all zero if @p cookie is NULL. */
+int mcugw_hs1_set_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, uint8_t *frame,
+                       size_t len);
+
+/**
+ * Gateway: the cookie for one link, MAC(secret, ident): @p secret is random and replaced every
+ * MCUGW_COOKIE_SECRET_MS, @p ident names the link (its connection) so the cookie is worth
+ * nothing elsewhere.
+ */
+int mcugw_cookie_make(const struct mcugw_crypto *c, const uint8_t secret[32], const void *ident,
+                      size_t ident_len, uint8_t cookie[MCUGW_COOKIE_LEN]);
+
+/**
+ * Gateway: write the COOKIE frame answering @p hs1 (whose mac1 was checked) to @p out. The
+ * nonce comes from crypto->random; the key is HMAC(cookie_key, nonce), so random 24-byte nonces
+ * never repeat a (key, nonce) pair in practice. Returns MCUGW_COOKIE_REPLY_LEN.
+ */
+int mcugw_cookie_reply_write(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                             const uint8_t *hs1, size_t hs1_len,
+                             const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap);
+
+/**
+ * Device: parse and authenticate a COOKIE frame answering the HS1 whose mac1 is @p mac1. On
+ * success writes the cookie and returns 0; MCUGW_ETYPE (not a COOKIE frame), EMALFORMED (wrong
+ * length), EAUTH (not for our HS1 or forged) otherwise, with @p cookie untouched.
+ */
+int mcugw_cookie_reply_read(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                            const uint8_t mac1[MCUGW_MAC_LEN], const uint8_t *frame, size_t len,
+                            uint8_t cookie[MCUGW_COOKIE_LEN]);
+
 /**
  * Registry lookup on the responder: called once per new message 1 after the initiator's
  * static key was authenticated. Return 0 to accept, negative to reject (no reply is sent).
@@ -304,13 +360,25 @@ int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[3
 typedef int (*mcugw_lookup_fn)(void *user, const uint8_t device_pub[32], const char *device_id,
                                size_t device_id_len, const uint8_t *attest, size_t attest_len);
 
+/**
+ * Replay check on the responder. Called with @p commit = 0 after the initiator's static key and
+ * the payload authenticated and before the lookup: return 0 if @p timestamp is newer than the
+ * last one answered for @p device_pub, negative to refuse the HS1 as a replay (MCUGW_ESTALE:
+ * nothing answered, nothing displaced). Called again with @p commit = 1 once the HS1 is
+ * answered: remember @p timestamp. A refused HS1 is not remembered, so that the device's
+ * retransmission of the very same bytes still works once it is admitted.
+ */
+typedef int (*mcugw_fresh_fn)(void *user, const uint8_t device_pub[32], uint64_t timestamp,
+                              int commit);
+
 /** Responder configuration; the key pointers must outlive the responder. */
 struct mcugw_responder_config {
         const struct mcugw_crypto *crypto;
         const uint8_t *static_priv; /**< gateway static private key (32) */
         const uint8_t *static_pub;  /**< and its public key (32) */
         mcugw_lookup_fn lookup;     /**< required */
-        void *user;                 /**< passed to lookup */
+        mcugw_fresh_fn fresh;       /**< optional: without it timestamps are not checked */
+        void *user;                 /**< passed to lookup and fresh */
         uint16_t max_rx_frame;      /**< announced in HS2; 0 means MCUGW_FRAME_MAX */
 };
 
@@ -329,6 +397,8 @@ struct mcugw_responder_stats {
         uint32_t hs_auth_fail; /**< message 1 failed to decrypt (wrong gateway key, garbage) */
         uint32_t hs_rejected;  /**< lookup said no */
         uint32_t hs_malformed; /**< bad payload */
+        uint32_t hs_bad_mac1;  /**< mac1 wrong: dropped before any DH */
+        uint32_t hs_stale;     /**< timestamp not newer: a replayed message 1 */
         uint32_t sessions;     /**< sessions confirmed by the first DATA frame */
         uint32_t rx_ok;
         uint32_t rx_auth_fail;
@@ -347,7 +417,9 @@ struct mcugw_responder {
         struct mcugw_session next; /**< answered, not yet confirmed by the initiator */
         struct mcugw_peer peer;
         struct mcugw_peer next_peer;
-        uint8_t hs1_hash[32]; /**< SHA-256 of the last answered HS1 frame */
+        uint8_t mac1_key[32];   /**< mcugw_flood_keys() of our public key */
+        uint8_t cookie_key[32]; /**< for COOKIE frames */
+        uint8_t hs1_hash[32];   /**< SHA-256 of the last answered HS1 frame, macs excluded */
         uint8_t hs2[MCUGW_HDR_LEN + MCUGW_HS2_OVERHEAD + MCUGW_HS2_PAYLOAD_LEN];
         uint8_t hs2_valid;
         struct mcugw_responder_stats stats;
@@ -373,11 +445,28 @@ struct mcugw_rx {
 int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg);
 
 /**
+ * Before spending anything on an HS1 frame: check mac1 (MCUGW_EAUTH, counted hs_bad_mac1, or
+ * MCUGW_ETRUNC) and, if @p cookie is not NULL, mac2 against it. Returns 1 if mac1 and mac2 are
+ * valid, 0 if only mac1 is.
+ */
+int mcugw_responder_check_hs1(struct mcugw_responder *r, const uint8_t *frame, size_t len,
+                              const uint8_t *cookie);
+
+/**
+ * Under load: write the COOKIE frame answering @p hs1 (checked with mcugw_responder_check_hs1())
+ * to @p out, carrying @p cookie. Returns its length.
+ */
+int mcugw_responder_cookie_reply(struct mcugw_responder *r, const uint8_t *hs1, size_t hs1_len,
+                                 const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap);
+
+/**
  * Process one decoded frame (from the deframer; decrypted in place). Returns 0 and fills @p rx,
  * or a negative code for a dropped frame (also counted in r->stats): MCUGW_EAUTH, EREPLAY,
  * ETOOOLD, ESESSION, ETRUNC, EMALFORMED, EVERSION, ETYPE, EREJECTED, ...
  *
- * Handshake: a valid message 1 from a device the lookup accepts is answered (RX_REPLY) and
+ * Handshake: message 1 needs a valid mac1 (EAUTH) and, with cfg.fresh, a new timestamp (ESTALE:
+ * a replay, answered with nothing and displacing nothing). A valid message 1 from a device the
+ * lookup accepts is answered (RX_REPLY) and
  * creates a pending session; the current session stays usable until the device's first DATA
  * frame on the new session confirms it (rx.new_session = 1, r->peer updated). A byte-identical
  * repeat of the last message 1 gets the cached message 2 again without new crypto.

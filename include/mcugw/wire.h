@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * mcugw link protocol v2 — wire constants shared by the device SDK and the gateway.
+ * mcugw link protocol v3 — wire constants shared by the device SDK and the gateway.
  *
  * This header is the single source of truth for numbers that appear on the wire. The prose
  * specification with byte layouts, state machines and test vectors is docs/protocol.md; where
@@ -12,7 +12,8 @@
  *
  *   byte stream:  ... 0x00 | COBS( frame | CRC-32C(frame) ) | 0x00 | ...
  *   frame:        header (4 bytes) | body
- *   body:         HS1: Noise IK message 1      HS2: Noise IK message 2
+ *   body:         HS1: Noise IK message 1 | mac1 | mac2      HS2: Noise IK message 2
+ *                 COOKIE: nonce | AEAD(cookie)
  *                 DATA: session id | counter | AEAD(ciphertext | tag)
  *   DATA plaintext: one message (type byte + fields), see MCUGW_MSG_*.
  *
@@ -29,19 +30,24 @@
 /**
  * Wire protocol version carried in every frame header and in both handshake payloads.
  *
- * Version 2 (this one) adds, over version 1: the NOSESSION frame (0x04, "no such session,
+ * Version 3 (this one) adds, over version 2, handshake flood resistance after WireGuard
+ * (docs/protocol.md, "Handshake flood resistance"): mac1 and mac2 at the end of HS1, the
+ * COOKIE frame (0x05), a monotonic timestamp in the HS1 payload, and the prologue
+ * "mcugw-link/v3". A v3 gateway refuses v2 frames (MCUGW_EVERSION, counted `old_version`).
+ *
+ * Version 2 added, over version 1: the NOSESSION frame (0x04, "no such session,
  * handshake again", gateway -> device), the link_reason byte in STATUS (before the firmware
  * version), and the prologue "mcugw-link/v2". A v2 gateway refuses v1 frames (MCUGW_EVERSION) and
  * v1 handshakes (the prologue differs, so message 1 does not authenticate). docs/protocol.md,
  * "Liveness".
  */
-#define MCUGW_PROTO_VERSION 2u
+#define MCUGW_PROTO_VERSION 3u
 
 /** Noise protocol name; its 32 bytes are the initial handshake hash (no padding needed). */
 #define MCUGW_NOISE_PROTOCOL_NAME "Noise_IK_25519_ChaChaPoly_SHA256"
 
-/** Noise prologue: protocol name and version of this framing ("mcugw-link/v2", 13 bytes). */
-#define MCUGW_PROLOGUE "mcugw-link/v2"
+/** Noise prologue: protocol name and version of this framing ("mcugw-link/v3", 13 bytes). */
+#define MCUGW_PROLOGUE "mcugw-link/v3"
 #define MCUGW_PROLOGUE_LEN 13u
 
 /* ------------------------------------------------------------------------------------------ */
@@ -112,12 +118,40 @@
 #define MCUGW_FRAME_NOSESSION 0x04u
 #define MCUGW_NOSESSION_LEN (MCUGW_HDR_LEN + 4u)
 
+/**
+ * gateway -> device, under load: "prove you can receive on this link" (v3). Answers an HS1
+ * whose mac1 was valid while the link's handshake budget was spent, instead of processing it.
+ * Body: nonce (MCUGW_COOKIE_NONCE_LEN random bytes) | ChaCha20-Poly1305(cookie, 16 bytes) | tag,
+ * keyed from the gateway's public key and the nonce, with the answered HS1's mac1 as AD.
+ * The device puts MAC(cookie, HS1 up to mac2) into the mac2 field of its next HS1s.
+ */
+#define MCUGW_FRAME_COOKIE 0x05u
+
 /* Frame flags (header byte 2): none defined in v1, must be 0, receivers reject others. */
 
 /** Exact body lengths of the handshake messages without payload: e, enc(s) and the payload's
  * tag (message 1); e and the payload's tag (message 2). */
 #define MCUGW_HS1_OVERHEAD (32u + 32u + MCUGW_TAG_LEN + MCUGW_TAG_LEN)
 #define MCUGW_HS2_OVERHEAD (32u + MCUGW_TAG_LEN)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Handshake flood resistance (v3, docs/protocol.md "Handshake flood resistance")              */
+
+/** mac1, mac2 and a cookie: HMAC-SHA256 truncated to 16 bytes. */
+#define MCUGW_MAC_LEN 16u
+/** HS1 ends with mac1 | mac2 (after the Noise message). */
+#define MCUGW_HS1_MACS_LEN (2u * MCUGW_MAC_LEN)
+#define MCUGW_COOKIE_LEN 16u
+#define MCUGW_COOKIE_NONCE_LEN 24u
+/** Exact length of a COOKIE frame: header, nonce, encrypted cookie, tag. */
+#define MCUGW_COOKIE_REPLY_LEN                                                                     \
+        (MCUGW_HDR_LEN + MCUGW_COOKIE_NONCE_LEN + MCUGW_COOKIE_LEN + MCUGW_TAG_LEN)
+/** The gateway's cookie secret is replaced this often; a device uses a cookie this long. */
+#define MCUGW_COOKIE_SECRET_MS 120000u
+/** Labels hashed with the gateway's static public key into the mac1 and cookie keys. */
+#define MCUGW_LABEL_MAC1 "mac1----"
+#define MCUGW_LABEL_COOKIE "cookie--"
+#define MCUGW_LABEL_LEN 8u
 
 /* ------------------------------------------------------------------------------------------ */
 /* Handshake payloads (encrypted inside the Noise messages)                                    */
@@ -127,10 +161,11 @@
  *   u8  version (= MCUGW_PROTO_VERSION)
  *   u8  flags (0)
  *   u16 max_rx_frame: largest frame the device can receive, MCUGW_FRAME_MIN..MCUGW_FRAME_MAX
+ *   u64 timestamp: strictly greater in every new HS1 of the device (v3; replay protection)
  *   u8  id_len (1..MCUGW_DEVICE_ID_MAX), id bytes
  *   u16 attest_len (0..MCUGW_ATTEST_MAX), attest bytes
  */
-#define MCUGW_HS1_PAYLOAD_MIN 8u
+#define MCUGW_HS1_PAYLOAD_MIN 16u
 
 /**
  * HS2 payload (exactly 8 bytes):
@@ -240,5 +275,6 @@
 #define MCUGW_EDH (-25)        /**< X25519 result all-zero (low-order peer key) */
 #define MCUGW_EREJECTED (-26)  /**< responder: device unknown / not allowed (lookup callback) */
 #define MCUGW_ETOOBIG (-27)    /**< message does not fit the peer's receive limit */
+#define MCUGW_ESTALE (-28)     /**< HS1 timestamp not newer than the device's last one (replay) */
 
 #endif /* MCUGW_WIRE_H */

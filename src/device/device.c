@@ -11,8 +11,9 @@
  * wait for (ACK, PONG) does not come within live_ms and we handshake again, backing off.
  *
  * Message 1 stays in tx_buf during HANDSHAKE so a retransmission sends the very same bytes
- * (the gateway answers a duplicate from its cache). The handshake state and the session share
- * storage: nothing is sent while a handshake is running.
+ * (the gateway answers a duplicate from its cache); only mac2 changes once a COOKIE frame says
+ * the gateway is under load (docs/protocol.md, "Handshake flood resistance"). The handshake state
+ * and the session share storage: nothing is sent while a handshake is running.
  */
 #include <string.h>
 
@@ -101,6 +102,11 @@ static int new_hs1(struct mcugw_device *dev)
         p.max_rx_frame = (uint16_t)(dev->cfg.rx_cap - MCUGW_CRC_LEN);
         p.attest = dev->cfg.keys.attest;
         p.attest_len = dev->cfg.keys.attest ? dev->cfg.keys.attest_len : 0;
+        /* Replay protection: every new message 1 carries a larger value than the last. */
+        dev->hs_seq++;
+        p.timestamp = dev->cfg.port.timestamp
+                              ? dev->cfg.port.timestamp(dev->cfg.port.ctx)
+                              : ((uint64_t)dev->cfg.boot_counter << 32) | dev->hs_seq;
         mcugw_session_wipe(&dev->u.s);
         n = mcugw_initiator_write_hs1(&dev->u.hs, dev->cfg.port.crypto, &p, dev->cfg.tx_buf,
                                       dev->cfg.tx_cap);
@@ -112,8 +118,21 @@ static int new_hs1(struct mcugw_device *dev)
         return 0;
 }
 
+/* mac2 from a cookie younger than the gateway's secret, else zero. */
+static int hs1_mac2(struct mcugw_device *dev)
+{
+        if (dev->cookie_valid && now(dev) - dev->cookie_ms >= MCUGW_COOKIE_SECRET_MS)
+                dev->cookie_valid = 0;
+        return mcugw_hs1_set_mac2(dev->cfg.port.crypto, dev->cookie_valid ? dev->cookie : NULL,
+                                  dev->cfg.tx_buf, dev->hs1_len);
+}
+
 static int send_hs1(struct mcugw_device *dev)
 {
+        int r = hs1_mac2(dev);
+
+        if (r < 0)
+                return r;
         dev->attempts++;
         dev->stats.hs_sent++;
         dev->deadline_ms = now(dev) + dev->timeout_ms;
@@ -310,6 +329,32 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
                 set_state(dev, MCUGW_DEV_CONNECTED);
                 /* Key confirmation: the gateway promotes the session on our first frame. */
                 return send_ping(dev, MCUGW_MSG_PING, 0);
+        }
+        if (t == MCUGW_FRAME_COOKIE) {
+                /* The gateway is under load and wants proof that we receive on this link. Only
+                 * for the message 1 in flight (its mac1 is the AD); sent once more at once with
+                 * mac2, which a forger could cause too but only one frame per frame. */
+                uint8_t key[32]; /* from the gateway's public key: nothing to wipe */
+
+                if (dev->state != MCUGW_DEV_HANDSHAKE)
+                        return MCUGW_ESTATE;
+                r = mcugw_flood_keys(dev->cfg.port.crypto, dev->cfg.keys.gateway_pub, NULL, key);
+                if (r == 0)
+                        r = mcugw_cookie_reply_read(dev->cfg.port.crypto, key,
+                                                    dev->cfg.tx_buf + dev->hs1_len -
+                                                            MCUGW_HS1_MACS_LEN,
+                                                    frame, len, dev->cookie);
+                if (r < 0)
+                        return r;
+                dev->cookie_valid = 1;
+                dev->cookie_ms = now(dev);
+                dev->stats.cookies++;
+                r = hs1_mac2(dev);
+                if (r == 0)
+                        r = send_frame(dev, dev->cfg.tx_buf, dev->hs1_len);
+                if (r == 0)
+                        dev->stats.hs_sent++;
+                return r;
         }
         if (t == MCUGW_FRAME_NOSESSION) {
                 /* Unauthenticated: believed only for our current session, and all it does is

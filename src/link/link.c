@@ -54,6 +54,10 @@
  * once, few enough that a line full of stale or forged DATA gets little back. */
 #define LINK_NOSESSION_RATE 2.0
 #define LINK_NOSESSION_BURST 2.0
+/* COOKIE answers per link (docs/protocol.md, "Handshake flood resistance"): an honest device
+ * needs one per handshake under load; each is smaller than the HS1 that caused it. */
+#define LINK_COOKIE_RATE 10.0
+#define LINK_COOKIE_BURST 10.0
 
 /* Every counter we keep, per device and in total. X(name). */
 /* clang-format off */
@@ -62,7 +66,8 @@
         X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(errors_received)  \
         X(handshakes) X(auth_failures) X(hs_throttled) X(mac_errors) X(replays) X(bad_session)    \
         X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
-        X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent)
+        X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent)                \
+        X(junk_mac1) X(cookie_sent) X(hs_cookie) X(replay_ts) X(old_version)
 /* clang-format on */
 
 struct link_counters {
@@ -87,6 +92,9 @@ struct link_dev {
         struct link_counters c;
         int64_t last_seen_us;
         uint64_t last_touch_ms;
+        uint64_t hs_ts; /* newest handshake timestamp seen (hs_ts_set): older ones are replays */
+        uint8_t hs_ts_key[32]; /* ... under this key: a re-enrolled key starts afresh */
+        bool hs_ts_set;
         char link_name[80];
         /* auth.ok / link.down records: SessionAuditsPerMinute=, the rest counted and summed up
          * in link.flapping records */
@@ -143,8 +151,12 @@ struct link {
         struct mcugw_deframer df;
         struct mcugw_responder r;
         struct ratelimit hs_bucket;
+        struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
+        struct ratelimit cookie_bucket; /* COOKIE answers */
         struct ratelimit nosession_bucket;
         struct ratelimit_window audit_lim;
+        uint64_t serial;           /* unique per manager: what a cookie is bound to */
+        bool version_warned;       /* logged once that the peer speaks another protocol version */
         const char *reject_reason; /* set by the lookup callback */
         char reject_buf[96];       /* a reject_reason naming the device */
         char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
@@ -209,7 +221,12 @@ struct link_manager {
         bool stopping;
         uint32_t next_gen;
         struct ratelimit hs_bucket;
+        struct ratelimit hs2_bucket; /* gateway-wide budget of HS1 with a valid mac2 */
         struct ratelimit_window audit_lim;
+        uint64_t next_serial;
+        uint8_t cookie_secret[32]; /* replaced every MCUGW_COOKIE_SECRET_MS */
+        uint64_t cookie_secret_ms;
+        bool cookie_secret_set;
         uint64_t refused_connections, accepted_connections, hs_timeouts, idle_timeouts;
         uint64_t refused_per_source, evicted_connections, sessions_suppressed;
         uint64_t suppressed_audits;
@@ -873,6 +890,34 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         }
 }
 
+/* Replay check of handshake message 1 (mcugw_fresh_fn): per enrolled key, the timestamp of the
+ * last answered HS1; anything not newer is a replay. Unknown keys keep no state (nothing to
+ * displace; onboarding has its own checks). In memory only: after a restart the first timestamp
+ * of each device is taken as it comes. */
+static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts, int commit)
+{
+        struct link *l = user;
+        const struct registry_device *rd = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
+        struct link_dev *d;
+
+        if (!rd)
+                return 0;
+        d = dev_get(l->m, rd->id);
+        if (!d)
+                return -ENOMEM;
+        if (commit) {
+                d->hs_ts = ts;
+                memcpy(d->hs_ts_key, pub, 32);
+                d->hs_ts_set = true;
+                return 0;
+        }
+        if (d->hs_ts_set && ts <= d->hs_ts && mcugw_ct_equal(d->hs_ts_key, pub, 32)) {
+                d->c.replay_ts++;
+                return MCUGW_ESTALE;
+        }
+        return 0;
+}
+
 /* The first DATA frame on a new session confirmed it: who is it? */
 static int link_session_start(struct link *l)
 {
@@ -1083,6 +1128,76 @@ static void link_send_nosession(struct link *l, const uint8_t *frame, size_t len
                 COUNT(l, nosession_sent, 1);
 }
 
+/* Take one handshake from both buckets, or from neither. */
+static bool budget_take(struct ratelimit *link_b, struct ratelimit *gw_b, uint64_t t)
+{
+        uint64_t now = t * USEC_PER_MSEC;
+
+        if (ratelimit_delay(link_b, 1, now) > 0 || ratelimit_delay(gw_b, 1, now) > 0)
+                return false;
+        ratelimit_take(link_b, 1, now);
+        ratelimit_take(gw_b, 1, now);
+        return true;
+}
+
+static bool link_hs_budget(struct link *l, uint64_t t)
+{
+        return budget_take(&l->hs_bucket, &l->m->hs_bucket, t);
+}
+
+/* The cookie of this link under the current secret (docs/protocol.md, "Handshake flood
+ * resistance"): whoever shows it in mac2 can receive what we send on this link. */
+static int link_cookie(struct link *l, uint64_t t, uint8_t cookie[MCUGW_COOKIE_LEN])
+{
+        struct link_manager *m = l->m;
+        uint8_t ident[8];
+
+        if (!m->cookie_secret_set || t - m->cookie_secret_ms >= MCUGW_COOKIE_SECRET_MS) {
+                if (RAND_bytes(m->cookie_secret, sizeof m->cookie_secret) != 1)
+                        return -EIO;
+                m->cookie_secret_ms = t;
+                m->cookie_secret_set = true;
+        }
+        for (unsigned i = 0; i < 8; i++)
+                ident[i] = (uint8_t)(l->serial >> (8 * i));
+        return mcugw_cookie_make(&mcugw_crypto_openssl, m->cookie_secret, ident, sizeof ident,
+                                 cookie) < 0
+                       ? -EIO
+                       : 0;
+}
+
+/* The budget is spent: an HS1 with this link's cookie in mac2 has a budget of its own, so that
+ * a flood without cookies (junk that passed mac1, replays) cannot take the handshakes of
+ * devices that answer cookies. Anything else gets a COOKIE frame. True to go on with it. */
+static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
+{
+        struct link_manager *m = l->m;
+        uint8_t cookie[MCUGW_COOKIE_LEN], reply[MCUGW_COOKIE_REPLY_LEN];
+        int n;
+
+        if (link_cookie(l, t, cookie) < 0) {
+                COUNT(l, hs_throttled, 1);
+                return false;
+        }
+        if (mcugw_hs1_check_mac2(&mcugw_crypto_openssl, cookie, frame, len) == 0) {
+                OPENSSL_cleanse(cookie, sizeof cookie);
+                if (!budget_take(&l->hs2_bucket, &m->hs2_bucket, t)) {
+                        COUNT(l, hs_throttled, 1);
+                        return false;
+                }
+                COUNT(l, hs_cookie, 1);
+                return true;
+        }
+        COUNT(l, hs_throttled, 1);
+        if (ratelimit_try(&l->cookie_bucket, 1, t * USEC_PER_MSEC)) {
+                n = mcugw_responder_cookie_reply(&l->r, frame, len, cookie, reply, sizeof reply);
+                if (n > 0 && link_send_frame(l, reply, (size_t)n) == 0)
+                        COUNT(l, cookie_sent, 1);
+        }
+        OPENSSL_cleanse(cookie, sizeof cookie);
+        return false;
+}
+
 static void link_frame(struct link *l, uint8_t *frame, size_t len)
 {
         struct link_manager *m = l->m;
@@ -1092,19 +1207,51 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
 
         COUNT(l, frames_in, 1);
         type = mcugw_frame_type(frame, len);
+        if (type == MCUGW_EVERSION) {
+                /* Most likely a device with an older SDK: say so once per link, count the rest. */
+                COUNT(l, old_version, 1);
+                if (!l->version_warned)
+                        log_device(LOG_WARNING, l->dev ? l->dev->id : NULL,
+                                   "link %s: peer speaks link protocol version %u, this gateway "
+                                   "speaks version %u: update the device's SDK",
+                                   l->name, frame[0], MCUGW_PROTO_VERSION);
+                l->version_warned = true;
+                return;
+        }
         if (type == (int)MCUGW_FRAME_HS1) {
-                /* Message 1 costs the gateway five X25519 operations: throttle it. */
-                if (!ratelimit_try(&l->hs_bucket, 1, t * USEC_PER_MSEC) ||
-                    !ratelimit_try(&m->hs_bucket, 1, t * USEC_PER_MSEC)) {
-                        COUNT(l, hs_throttled, 1);
+                /* mac1 first: one HMAC, and frames from anyone who does not know our public key
+                 * cost nothing more, not even budget. Then message 1, which costs five X25519
+                 * operations, comes out of the budgets. */
+                rc = mcugw_responder_check_hs1(&l->r, frame, len, NULL);
+                if (rc < 0) {
+                        /* Still audited (rate-limited per link and gateway-wide): a device
+                         * pinning another gateway's key looks exactly like this. */
+                        if (rc == MCUGW_EAUTH) {
+                                COUNT(l, junk_mac1, 1);
+                                link_auth_failed(l, "handshake with a bad mac1 (wrong gateway "
+                                                    "key, or junk)");
+                        } else {
+                                COUNT(l, malformed, 1);
+                                link_auth_failed(l, "malformed handshake");
+                        }
                         return;
                 }
+                if (!link_hs_budget(l, t) && !link_hs_cookie(l, frame, len, t))
+                        return;
                 l->reject_reason = NULL;
                 l->claimed_id[0] = 0;
                 l->claimed_key_valid = false;
                 rc = mcugw_responder_handle(&l->r, frame, len, &rx);
                 if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
                         link_send_frame(l, rx.data, rx.len);
+                        return;
+                }
+                if (rc == MCUGW_ESTALE) {
+                        /* A replayed message 1: no answer, no audit record, nothing displaced
+                         * (the key's owner was counted by fresh_cb). */
+                        l->m->tot.replay_ts++;
+                        log_device(LOG_DEBUG, l->claimed_id[0] ? l->claimed_id : NULL,
+                                   "replayed handshake dropped on %s", l->name);
                         return;
                 }
                 if (rc == MCUGW_EREJECTED)
@@ -1305,6 +1452,11 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         }
         ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
                        now_ms(m) * USEC_PER_MSEC);
+        ratelimit_init(&l->hs2_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
+                       now_ms(m) * USEC_PER_MSEC);
+        ratelimit_init(&l->cookie_bucket, LINK_COOKIE_RATE, LINK_COOKIE_BURST,
+                       now_ms(m) * USEC_PER_MSEC);
+        l->serial = ++m->next_serial;
         ratelimit_init(&l->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST,
                        now_ms(m) * USEC_PER_MSEC);
         ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
@@ -1772,6 +1924,8 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
         m->command_queue = o->command_queue;
         ratelimit_init(&m->hs_bucket, o->handshake_rate ? o->handshake_rate : 1000,
                        o->handshake_rate ? o->handshake_rate : 1000, uv_now(loop) * USEC_PER_MSEC);
+        ratelimit_init(&m->hs2_bucket, o->handshake_rate ? o->handshake_rate : 1000,
+                       o->handshake_rate ? o->handshake_rate : 1000, uv_now(loop) * USEC_PER_MSEC);
         ratelimit_window_init(&m->audit_lim, MAX(m->audit_per_min * 10, 100u), 60 * USEC_PER_SEC,
                               uv_now(loop) * USEC_PER_MSEC);
 
@@ -1785,6 +1939,7 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
                 .static_priv = m->priv,
                 .static_pub = m->pub,
                 .lookup = lookup_cb,
+                .fresh = fresh_cb,
                 .max_rx_frame = MCUGW_FRAME_MAX,
         };
         uv_timer_init(loop, &m->sweep);

@@ -20,8 +20,8 @@ static int id_valid(const char *id, size_t len)
 int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto *c,
                               const struct mcugw_initiator_params *p, uint8_t *out, size_t cap)
 {
-        uint8_t *pl;
-        size_t plen;
+        uint8_t mac1_key[32], *pl;
+        size_t plen, n;
         int r;
 
         if (!hs || !c || !p || !out || !p->static_priv || !p->gateway_pub ||
@@ -29,31 +29,43 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
             (!p->attest && p->attest_len) || p->max_rx_frame < MCUGW_FRAME_MIN ||
             p->max_rx_frame > MCUGW_FRAME_MAX)
                 return MCUGW_EINVAL;
-        plen = 7 + p->device_id_len + p->attest_len;
-        if (cap < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + plen)
+        plen = 15 + p->device_id_len + p->attest_len;
+        if (cap < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + plen + MCUGW_HS1_MACS_LEN)
                 return MCUGW_ENOSPC;
         /* Build the payload where its ciphertext will live and encrypt it in place. */
         pl = out + MCUGW_HDR_LEN + 80;
         pl[0] = MCUGW_PROTO_VERSION;
         pl[1] = 0;
         put_le16(pl + 2, p->max_rx_frame);
-        pl[4] = (uint8_t)p->device_id_len;
-        memcpy(pl + 5, p->device_id, p->device_id_len);
-        put_le16(pl + 5 + p->device_id_len, (uint16_t)p->attest_len);
+        put_le64(pl + 4, p->timestamp);
+        pl[12] = (uint8_t)p->device_id_len;
+        memcpy(pl + 13, p->device_id, p->device_id_len);
+        put_le16(pl + 13 + p->device_id_len, (uint16_t)p->attest_len);
         if (p->attest_len)
-                memcpy(pl + 7 + p->device_id_len, p->attest, p->attest_len);
+                memcpy(pl + 15 + p->device_id_len, p->attest, p->attest_len);
         r = mcugw_noise_init(hs, c, (const uint8_t *)MCUGW_PROLOGUE, MCUGW_PROLOGUE_LEN,
                              p->gateway_pub);
         if (r == 0)
                 r = mcugw_noise_write_msg1(hs, p->static_priv, pl, plen, out + MCUGW_HDR_LEN,
-                                           cap - MCUGW_HDR_LEN);
+                                           cap - MCUGW_HDR_LEN - MCUGW_HS1_MACS_LEN);
         if (r < 0)
                 return r;
         out[0] = MCUGW_PROTO_VERSION;
         out[1] = MCUGW_FRAME_HS1;
         out[2] = 0;
         out[3] = 0;
-        return MCUGW_HDR_LEN + r;
+        /* mac1 over header and Noise message; mac2 stays zero until a cookie comes. The mac1
+         * key is derived from a public key: nothing to wipe. */
+        n = MCUGW_HDR_LEN + (size_t)r;
+        r = mcugw_flood_keys(c, p->gateway_pub, mac1_key, NULL);
+        if (r == 0)
+                r = mcugw_mac16(c, mac1_key, 32, out, n, out + n);
+        if (r < 0) {
+                mcugw_noise_wipe(hs);
+                return r;
+        }
+        memset(out + n + MCUGW_MAC_LEN, 0, MCUGW_MAC_LEN);
+        return (int)(n + MCUGW_HS1_MACS_LEN);
 }
 
 int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[32], uint8_t *frame,

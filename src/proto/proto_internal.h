@@ -3,7 +3,27 @@
 #ifndef MCUGW_PROTO_INTERNAL_H
 #define MCUGW_PROTO_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+struct mcugw_crypto;
+
+/* Flood resistance (proto_cookie.c): MAC = HMAC-SHA256 truncated to 16 bytes, with a key of
+ * @p key_len <= 32 bytes; the AEAD key of a COOKIE frame from its nonce. */
+int mcugw_mac16(const struct mcugw_crypto *c, const uint8_t *key, size_t key_len,
+                const uint8_t *data, size_t len, uint8_t out[16]);
+int mcugw_cookie_reply_key(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                           const uint8_t *nonce, uint8_t key[32]);
+
+/* An HS1 frame ends with mac1 | mac2: where they start, and the shortest frame holding them. */
+#define MCUGW_MAC1_OFF(len) ((len)-MCUGW_HS1_MACS_LEN)
+#define MCUGW_MAC2_OFF(len) ((len)-MCUGW_MAC_LEN)
+#define mcugw_hs1_long_enough(len)                                                                 \
+        ((len) >= MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_MACS_LEN)
+
+/* HMAC-SHA256 with a 32-byte key over the concatenation of two pieces (proto_noise.c). */
+int mcugw_hmac_sha256(const struct mcugw_crypto *c, const uint8_t key[32], const void *d1,
+                      size_t l1, const void *d2, size_t l2, uint8_t out[32]);
 
 static inline void put_le16(uint8_t *p, uint16_t v)
 {

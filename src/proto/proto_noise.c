@@ -63,6 +63,7 @@ const char *mcugw_strerror(int code)
         case MCUGW_EDH: return "invalid public key";
         case MCUGW_EREJECTED: return "device rejected";
         case MCUGW_ETOOBIG: return "message too big for peer";
+        case MCUGW_ESTALE: return "handshake timestamp not newer (replay)";
         default: return "unknown error";
         }
 }
@@ -103,6 +104,12 @@ static int hmac2(const struct mcugw_crypto *c, const uint8_t key[32], const void
         mcugw_wipe(pad, sizeof(pad));
         mcugw_wipe(inner, sizeof(inner));
         return r;
+}
+
+int mcugw_hmac_sha256(const struct mcugw_crypto *c, const uint8_t key[32], const void *d1,
+                      size_t l1, const void *d2, size_t l2, uint8_t out[32])
+{
+        return hmac2(c, key, d1, l1, d2, l2, out);
 }
 
 /* Noise HKDF with two outputs; out1/out2 may alias ck. */

@@ -8,6 +8,77 @@
 #include "mcugw/proto.h"
 #include "proto_internal.h"
 
+/* Flood resistance, the gateway's half (proto_cookie.c has the device's). */
+
+int mcugw_hs1_check_mac1(const struct mcugw_crypto *c, const uint8_t mac1_key[32],
+                         const uint8_t *frame, size_t len)
+{
+        uint8_t m[MCUGW_MAC_LEN];
+        int r;
+
+        if (!c || !mac1_key || !frame)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(len))
+                return MCUGW_ETRUNC;
+        r = mcugw_mac16(c, mac1_key, 32, frame, MCUGW_MAC1_OFF(len), m);
+        if (r < 0)
+                return r;
+        return mcugw_ct_equal(m, frame + MCUGW_MAC1_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
+}
+
+int mcugw_hs1_check_mac2(const struct mcugw_crypto *c, const uint8_t *cookie, const uint8_t *frame,
+                         size_t len)
+{
+        uint8_t m[MCUGW_MAC_LEN];
+        int r;
+
+        if (!c || !cookie || !frame)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(len))
+                return MCUGW_ETRUNC;
+        r = mcugw_mac16(c, cookie, MCUGW_COOKIE_LEN, frame, MCUGW_MAC2_OFF(len), m);
+        if (r < 0)
+                return r;
+        return mcugw_ct_equal(m, frame + MCUGW_MAC2_OFF(len), MCUGW_MAC_LEN) ? 0 : MCUGW_EAUTH;
+}
+
+int mcugw_cookie_make(const struct mcugw_crypto *c, const uint8_t secret[32], const void *ident,
+                      size_t ident_len, uint8_t cookie[MCUGW_COOKIE_LEN])
+{
+        if (!c || !secret || (!ident && ident_len) || !cookie)
+                return MCUGW_EINVAL;
+        return mcugw_mac16(c, secret, 32, ident, ident_len, cookie);
+}
+
+int mcugw_cookie_reply_write(const struct mcugw_crypto *c, const uint8_t cookie_key[32],
+                             const uint8_t *hs1, size_t hs1_len,
+                             const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap)
+{
+        static const uint8_t zero_nonce[12];
+        uint8_t key[32], *nonce = out + MCUGW_HDR_LEN;
+        int r;
+
+        if (!c || !cookie_key || !hs1 || !cookie || !out)
+                return MCUGW_EINVAL;
+        if (!mcugw_hs1_long_enough(hs1_len))
+                return MCUGW_ETRUNC;
+        if (cap < MCUGW_COOKIE_REPLY_LEN)
+                return MCUGW_ENOSPC;
+        out[0] = MCUGW_PROTO_VERSION;
+        out[1] = MCUGW_FRAME_COOKIE;
+        out[2] = 0;
+        out[3] = 0;
+        r = c->random(c->ctx, nonce, MCUGW_COOKIE_NONCE_LEN);
+        if (r == 0)
+                r = mcugw_cookie_reply_key(c, cookie_key, nonce, key);
+        if (r == 0)
+                r = c->aead_seal(c->ctx, key, zero_nonce, hs1 + MCUGW_MAC1_OFF(hs1_len),
+                                 MCUGW_MAC_LEN, cookie, MCUGW_COOKIE_LEN,
+                                 nonce + MCUGW_COOKIE_NONCE_LEN);
+        mcugw_wipe(key, sizeof(key));
+        return r < 0 ? r : (int)MCUGW_COOKIE_REPLY_LEN;
+}
+
 int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg)
 {
         if (!r || !cfg || !cfg->crypto || !cfg->static_priv || !cfg->static_pub || !cfg->lookup)
@@ -19,21 +90,52 @@ int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder
         r->cfg = *cfg;
         if (!r->cfg.max_rx_frame)
                 r->cfg.max_rx_frame = MCUGW_FRAME_MAX;
-        return 0;
+        return mcugw_flood_keys(cfg->crypto, cfg->static_pub, r->mac1_key, r->cookie_key);
+}
+
+int mcugw_responder_check_hs1(struct mcugw_responder *r, const uint8_t *frame, size_t len,
+                              const uint8_t *cookie)
+{
+        int ret;
+
+        if (!r || !frame)
+                return MCUGW_EINVAL;
+        ret = mcugw_hs1_check_mac1(r->cfg.crypto, r->mac1_key, frame, len);
+        if (ret == MCUGW_EAUTH)
+                r->stats.hs_bad_mac1++;
+        else if (ret == MCUGW_ETRUNC)
+                r->stats.hs_malformed++;
+        if (ret < 0)
+                return ret;
+        return cookie && mcugw_hs1_check_mac2(r->cfg.crypto, cookie, frame, len) == 0;
+}
+
+int mcugw_responder_cookie_reply(struct mcugw_responder *r, const uint8_t *hs1, size_t hs1_len,
+                                 const uint8_t cookie[MCUGW_COOKIE_LEN], uint8_t *out, size_t cap)
+{
+        if (!r)
+                return MCUGW_EINVAL;
+        return mcugw_cookie_reply_write(r->cfg.crypto, r->cookie_key, hs1, hs1_len, cookie, out,
+                                        cap);
 }
 
 void mcugw_responder_reset(struct mcugw_responder *r)
 {
         struct mcugw_responder_config cfg;
         struct mcugw_responder_stats st;
+        uint8_t k1[32], k2[32];
 
         if (!r)
                 return;
         cfg = r->cfg;
         st = r->stats;
+        memcpy(k1, r->mac1_key, 32);
+        memcpy(k2, r->cookie_key, 32);
         mcugw_wipe(r, sizeof(*r));
         r->cfg = cfg;
         r->stats = st;
+        memcpy(r->mac1_key, k1, 32);
+        memcpy(r->cookie_key, k2, 32);
 }
 
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
@@ -43,7 +145,7 @@ const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
 
 /* Parse the HS1 payload into @p peer; returns attest pointer/len through the out params. */
 static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *peer,
-                             const uint8_t **attest, size_t *attest_len)
+                             uint64_t *timestamp, const uint8_t **attest, size_t *attest_len)
 {
         size_t id_len, alen, i;
 
@@ -56,19 +158,20 @@ static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *pe
         peer->max_rx_frame = get_le16(p + 2);
         if (peer->max_rx_frame < MCUGW_FRAME_MIN || peer->max_rx_frame > MCUGW_FRAME_MAX)
                 return MCUGW_EMALFORMED;
-        id_len = p[4];
-        if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX || len < 7 + id_len)
+        *timestamp = get_le64(p + 4);
+        id_len = p[12];
+        if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX || len < 15 + id_len)
                 return MCUGW_EMALFORMED;
         for (i = 0; i < id_len; i++)
-                if (p[5 + i] < 0x21 || p[5 + i] > 0x7e)
+                if (p[13 + i] < 0x21 || p[13 + i] > 0x7e)
                         return MCUGW_EMALFORMED;
-        alen = get_le16(p + 5 + id_len);
-        if (alen > MCUGW_ATTEST_MAX || len != 7 + id_len + alen)
+        alen = get_le16(p + 13 + id_len);
+        if (alen > MCUGW_ATTEST_MAX || len != 15 + id_len + alen)
                 return MCUGW_EMALFORMED;
-        memcpy(peer->device_id, p + 5, id_len);
+        memcpy(peer->device_id, p + 13, id_len);
         peer->device_id[id_len] = '\0';
         peer->device_id_len = (uint8_t)id_len;
-        *attest = alen ? p + 7 + id_len : NULL;
+        *attest = alen ? p + 15 + id_len : NULL;
         *attest_len = alen;
         return 0;
 }
@@ -96,14 +199,26 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         struct mcugw_peer peer;
         uint8_t hash[32], pl[MCUGW_HS2_PAYLOAD_LEN];
         const uint8_t *attest;
-        size_t attest_len;
+        size_t attest_len, nlen;
+        uint64_t ts = 0;
         uint32_t sid;
         int n, ret;
 
-        if (len < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_PAYLOAD_MIN) {
+        if (len < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_PAYLOAD_MIN + MCUGW_HS1_MACS_LEN) {
                 r->stats.hs_malformed++;
                 return MCUGW_ETRUNC;
         }
+        /* Callers normally checked mac1 already (to decide on budgets); it is one HMAC, and a
+         * responder used alone must not do DH for junk either. */
+        ret = mcugw_hs1_check_mac1(c, r->mac1_key, frame, len);
+        if (ret < 0) {
+                r->stats.hs_bad_mac1++;
+                return ret;
+        }
+        /* The macs are not part of the handshake: a retransmission with mac2 set after a cookie
+         * is still the same message 1. */
+        nlen = len - MCUGW_HS1_MACS_LEN;
+        v.len = nlen;
         if (c->sha256(c->ctx, &v, 1, hash) < 0)
                 return MCUGW_ECRYPTO;
         if (r->hs2_valid && mcugw_ct_equal(hash, r->hs1_hash, 32)) {
@@ -120,8 +235,8 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         if (ret < 0)
                 return ret;
         n = mcugw_noise_read_msg1(&hs, r->cfg.static_priv, frame + MCUGW_HDR_LEN,
-                                  len - MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN + 80,
-                                  len - MCUGW_HDR_LEN - 80);
+                                  nlen - MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN + 80,
+                                  nlen - MCUGW_HDR_LEN - 80);
         if (n < 0) {
                 if (n == MCUGW_EAUTH || n == MCUGW_EDH)
                         r->stats.hs_auth_fail++;
@@ -130,12 +245,20 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
                 return n;
         }
         memset(&peer, 0, sizeof(peer));
-        ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &attest, &attest_len);
+        ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &ts, &attest,
+                                &attest_len);
         if (ret < 0) {
                 r->stats.hs_malformed++;
                 goto out;
         }
         memcpy(peer.static_pub, hs.rs, 32);
+        /* Before the lookup: a replay must not learn whether the device is admitted, and must
+         * not touch the pending or the confirmed session. */
+        if (r->cfg.fresh && r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 0) < 0) {
+                r->stats.hs_stale++;
+                ret = MCUGW_ESTALE;
+                goto out;
+        }
         if (r->cfg.lookup(r->cfg.user, peer.static_pub, peer.device_id, peer.device_id_len, attest,
                           attest_len) < 0) {
                 r->stats.hs_rejected++;
@@ -170,6 +293,8 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         r->next.peer_max_frame = peer.max_rx_frame;
         r->next.active = 1;
         r->next_peer = peer;
+        if (r->cfg.fresh)
+                (void)r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 1);
         memcpy(r->hs1_hash, hash, 32);
         r->hs2_valid = 1;
         r->stats.hs_ok++;

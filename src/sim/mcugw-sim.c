@@ -343,6 +343,18 @@ static uint32_t port_now(void *ctx)
         return (uint32_t)now_monotonic_msec();
 }
 
+/* Handshake timestamps (replay protection): the wall clock in ns, as a device with an RTC
+ * would, so they keep growing across restarts of the simulator; strictly increasing within
+ * this process whatever the clock does. */
+static uint64_t port_timestamp(void *ctx)
+{
+        static uint64_t last;
+        uint64_t t = (uint64_t)now_realtime_usec() * 1000u;
+
+        last = t > last ? t : last + 1;
+        return last;
+}
+
 static void flush_out(struct sim_dev *d, uint64_t now)
 {
         size_t n = d->outq_len;
@@ -680,6 +692,9 @@ static void displace_pending(struct sim_dev *d)
                 .device_id = d->id,
                 .device_id_len = strlen(d->id),
                 .max_rx_frame = MCUGW_FRAME_MAX,
+                /* newer than the device's own: only a fresh message 1 made with the device's
+                 * key displaces a pending session (a replayed one is refused, protocol 3.5) */
+                .timestamp = port_timestamp(NULL),
         };
         uint8_t f[256];
         int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f, sizeof f);
@@ -710,6 +725,7 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.port.send = port_send;
         cfg.port.recv = NULL;
         cfg.port.now_ms = port_now;
+        cfg.port.timestamp = port_timestamp;
         cfg.port.crypto = &mcugw_crypto_openssl;
         cfg.keys.static_priv = d->priv;
         cfg.keys.gateway_pub = opt.bad == BAD_WRONG_GATEWAY_KEY ? wrong_gw : opt.gw_pub;

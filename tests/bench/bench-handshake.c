@@ -163,6 +163,7 @@ int main(int argc, char **argv)
                         .device_id = dids[d],
                         .device_id_len = strlen(dids[d]),
                         .max_rx_frame = 256,
+                        .timestamp = (uint64_t)i + 1, /* each a new handshake, not a replay */
                 };
                 n = mcugw_initiator_write_hs1(&st, &mcugw_crypto_openssl, &p, hs[i].frame,
                                               sizeof hs[i].frame);
@@ -224,6 +225,7 @@ int main(int argc, char **argv)
                                 .device_id = dids[d],
                                 .device_id_len = strlen(dids[d]),
                                 .max_rx_frame = 256,
+                                .timestamp = (uint64_t)i + 1,
                         };
                         int n = mcugw_initiator_write_hs1(&st, &mcugw_crypto_openssl, &p,
                                                           hs[i].frame, sizeof hs[i].frame);

@@ -154,7 +154,7 @@ CodeSigningCertificate={os.path.join(keys, "signer.crt")}
         prov = tmp.join(f"prov-{cpu}.bin")
         with open(prov, "wb") as f:
             f.write(fwtest.prov_page(device_id, priv, gw_pub, os.urandom(32),
-                                     fwtest.p256_public(key)))
+                                     fwtest.p256_public(key), 1))
         procs.append(subprocess.Popen(
             [QEMU, "-M", MACHINE[cpu], "-nographic", "-icount", "shift=0", "-monitor", "none",
              "-kernel", elf, "-device", f"loader,file={prov},addr=0x3f000",

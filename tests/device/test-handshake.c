@@ -28,9 +28,15 @@ static int gw_accept;
 static int gw_last_error;
 static int gw_messages;
 static struct mcugw_msg gw_last_msg;
-static int gw_nosession; /* answer DATA for an unknown session with NOSESSION, as link.c does */
-static int gw_mute_data; /* answer handshakes only: the gateway is silent after that */
-static int gw_down;      /* the gateway hears nothing */
+static int gw_nosession;  /* answer DATA for an unknown session with NOSESSION, as link.c does */
+static int gw_mute_data;  /* answer handshakes only: the gateway is silent after that */
+static int gw_down;       /* the gateway hears nothing */
+static int gw_under_load; /* HS1 without this cookie in mac2 gets a COOKIE frame, as link.c */
+static uint8_t gw_cookie[MCUGW_COOKIE_LEN];
+static int gw_cookies_sent;
+static uint64_t gw_last_ts; /* the replay check of link.c (fresh_cb), for the one device */
+static int gw_ts_set;
+static int x25519_calls;
 
 static int dev_states[8], n_states;
 static uint32_t acked_seq, command_id;
@@ -50,6 +56,25 @@ static uint32_t port_now(void *ctx)
 {
         (void)ctx;
         return clock_ms;
+}
+
+static int counting_x25519(void *ctx, uint8_t shared[32], const uint8_t priv[32],
+                           const uint8_t peer[32])
+{
+        x25519_calls++;
+        return TEST_CRYPTO_BASE->x25519(ctx, shared, priv, peer);
+}
+
+static int fresh(void *user, const uint8_t pub[32], uint64_t ts, int commit)
+{
+        (void)user;
+        (void)pub;
+        if (commit) {
+                gw_last_ts = ts;
+                gw_ts_set = 1;
+                return 0;
+        }
+        return gw_ts_set && ts <= gw_last_ts ? MCUGW_ESTALE : 0;
 }
 
 static int lookup(void *user, const uint8_t pub[32], const char *id, size_t id_len,
@@ -125,6 +150,11 @@ static int setup(void **state)
         (void)state;
         rng_reset();
         crypto = test_crypto();
+        crypto.x25519 = counting_x25519;
+        x25519_calls = 0;
+        gw_under_load = gw_cookies_sent = gw_ts_set = 0;
+        gw_last_ts = 0;
+        memset(gw_cookie, 0x33, sizeof(gw_cookie));
         /* Fresh key pairs for every test; other_pub is a gateway key nobody holds. */
         test_keypair(&crypto, dev_priv, dev_pub);
         test_keypair(&crypto, gw_priv, gw_pub);
@@ -147,6 +177,7 @@ static int setup(void **state)
         rc.static_priv = gw_priv;
         rc.static_pub = gw_pub;
         rc.lookup = lookup;
+        rc.fresh = fresh;
         rc.user = NULL;
         rc.max_rx_frame = 0;
         assert_int_equal(mcugw_responder_init(&gw, &rc), 0);
@@ -174,6 +205,25 @@ static void gw_pump(void)
                         continue;
                 if (gw_down)
                         continue;
+                if (mcugw_frame_type(f, fl) == (int)MCUGW_FRAME_HS1) {
+                        /* What link.c does before spending anything on message 1. */
+                        r = mcugw_responder_check_hs1(&gw, f, fl, gw_cookie);
+                        if (r < 0) {
+                                gw_last_error = r;
+                                continue;
+                        }
+                        if (gw_under_load && r != 1) {
+                                int cl = mcugw_responder_cookie_reply(&gw, f, fl, gw_cookie, out,
+                                                                      sizeof(out));
+                                int wl;
+
+                                assert_int_equal(cl, MCUGW_COOKIE_REPLY_LEN);
+                                wl = mcugw_frame_encode(out, (size_t)cl, w, sizeof(w));
+                                port_send(&to_dev, w, (size_t)wl);
+                                gw_cookies_sent++;
+                                continue;
+                        }
+                }
                 r = mcugw_responder_handle(&gw, f, fl, &rx);
                 if (r < 0) {
                         gw_last_error = r;
@@ -454,8 +504,10 @@ static void test_wrong_gateway_key(void **state)
         assert_int_equal(mcugw_device_init(&dev, &c), 0);
         assert_int_equal(mcugw_device_start(&dev), 0);
         exchange();
+        /* mac1 is keyed from the gateway's public key: dropped before any DH. */
         assert_int_equal(gw_last_error, MCUGW_EAUTH);
-        assert_int_equal(gw.stats.hs_auth_fail, 1);
+        assert_int_equal(gw.stats.hs_bad_mac1, 1);
+        assert_int_equal(gw.stats.hs_auth_fail, 0);
         assert_int_equal(to_dev.len, 0);
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
         assert_null(mcugw_responder_peer(&gw));
@@ -535,18 +587,135 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         assert_int_equal(gw.stats.sessions, 2);
         assert_true(gw.cur.id != sid1);
 
-        /* An attacker replays the first message 1: answered, but never confirmed, and the
-         * live session keeps working. */
+        /* An attacker replays the first message 1: its timestamp is old, so it is refused
+         * after the static key decrypted, answered with nothing, and the live session keeps
+         * working. */
         port_send(&to_gw, old_hs1, old_len);
         gw_pump();
-        assert_int_equal(gw.stats.hs_ok, 3);
-        to_dev.len = 0; /* the device would ignore it anyway */
+        assert_int_equal(gw_last_error, MCUGW_ESTALE);
+        assert_int_equal(gw.stats.hs_stale, 1);
+        assert_int_equal(gw.stats.hs_ok, 2);
+        assert_int_equal(to_dev.len, 0);
+        assert_false(gw.next.active);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 2, 8, MCUGW_TLM_ACK_REQUESTED,
                                                      (const uint8_t *)"x", 1),
                          0);
         exchange();
         assert_int_equal(acked_seq, 8);
         assert_int_equal(gw.stats.sessions, 2);
+}
+
+/* A replay while a new session is pending (a serial line: one responder for everything on
+ * it) must not displace the pending session: the device confirms the one it was answered. */
+static void test_replay_does_not_displace_pending(void **state)
+{
+        uint8_t old_hs1[512];
+        size_t old_len;
+        uint32_t pending;
+
+        (void)state;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        old_len = to_gw.len;
+        memcpy(old_hs1, to_gw.buf, old_len);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        gw_pump(); /* answered: pending */
+        assert_true(gw.next.active);
+        pending = gw.next.id;
+        port_send(&to_gw, old_hs1, old_len);
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_ESTALE);
+        assert_int_equal(gw.next.id, pending);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(gw.cur.id, pending);
+        assert_int_equal(gw.stats.sessions, 2);
+        /* Each new message 1 of the SDK carries a larger timestamp (boot counter 0 here). */
+        assert_int_equal(gw_last_ts, 2);
+}
+
+/* HS1-shaped junk from someone who does not know the gateway's public key costs one HMAC:
+ * dropped on mac1 with no Diffie-Hellman at all. */
+static void test_junk_hs1_costs_no_dh(void **state)
+{
+        uint8_t junk[160], w[200];
+        int i, wl;
+
+        (void)state;
+        for (i = 0; i < 40; i++) {
+                assert_int_equal(TEST_CRYPTO_BASE->random(NULL, junk, sizeof(junk)), 0);
+                junk[0] = MCUGW_PROTO_VERSION;
+                junk[1] = MCUGW_FRAME_HS1;
+                junk[2] = junk[3] = 0;
+                wl = mcugw_frame_encode(junk, sizeof(junk), w, sizeof(w));
+                port_send(&to_gw, w, (size_t)wl);
+        }
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_EAUTH);
+        assert_int_equal(gw.stats.hs_bad_mac1, 40);
+        assert_int_equal(gw.stats.hs_auth_fail, 0);
+        assert_int_equal(x25519_calls, 0);
+        assert_int_equal(to_dev.len, 0);
+        connect_ok();
+}
+
+/* Under load the gateway answers message 1 with a COOKIE frame; the device sends it again at
+ * once with mac2, gets through, and keeps using the cookie for its next handshakes until it is
+ * as old as the gateway's secret. A COOKIE frame for another HS1 is refused. */
+static void test_cookie_under_load(void **state)
+{
+        uint8_t cookie_key[32], reply[MCUGW_COOKIE_REPLY_LEN], fake_hs1[160], w[200];
+        int wl, calls;
+
+        (void)state;
+        gw_under_load = 1;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        calls = x25519_calls;
+        gw_pump();
+        assert_int_equal(gw_cookies_sent, 1);
+        assert_int_equal(x25519_calls, calls); /* a cookie costs the gateway no DH */
+        assert_int_equal(gw.stats.hs_ok, 0);
+        calls = x25519_calls;
+        dev_pump();
+        assert_int_equal(dev.stats.cookies, 1);
+        assert_int_equal(dev.stats.hs_sent, 2);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(gw_cookies_sent, 1);
+        assert_true(x25519_calls > calls);
+
+        /* The next handshake carries mac2 from the start. */
+        clock_ms += 60000;
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_int_equal(gw_cookies_sent, 1);
+
+        /* Two minutes after it came the device drops it, and a new one is needed. */
+        clock_ms += MCUGW_COOKIE_SECRET_MS;
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        exchange();
+        assert_int_equal(gw_cookies_sent, 2);
+        assert_int_equal(dev.stats.cookies, 2);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+
+        /* A COOKIE frame answering some other HS1 (its mac1 is the AD) is refused, as is one
+         * arriving when no handshake runs. */
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        to_gw.len = 0;
+        memset(fake_hs1, 0x5c, sizeof(fake_hs1));
+        assert_int_equal(mcugw_flood_keys(&crypto, gw_pub, NULL, cookie_key), 0);
+        assert_int_equal(mcugw_cookie_reply_write(&crypto, cookie_key, fake_hs1, sizeof(fake_hs1),
+                                                  gw_cookie, reply, sizeof(reply)),
+                         MCUGW_COOKIE_REPLY_LEN);
+        wl = mcugw_frame_encode(reply, sizeof(reply), w, sizeof(w));
+        port_send(&to_dev, w, (size_t)wl);
+        dev_pump();
+        assert_int_equal(dev.stats.cookies, 2);
+        assert_int_equal(to_gw.len, 0);
+        assert_true(dev_errors > 0);
 }
 
 static void test_replay_through_link(void **state)
@@ -642,6 +811,7 @@ static void test_nosession_forged_is_ignored(void **state)
 
         dev_config(&c, gw_pub);
         c.ignore_nosession = 1;
+        c.boot_counter = 1; /* a restarted device: its timestamps must grow past the old ones */
         assert_int_equal(mcugw_device_init(&dev, &c), 0);
         mcugw_responder_reset(&gw);
         connect_ok();
@@ -756,6 +926,9 @@ int main(void)
                 cmocka_unit_test_setup(test_forged_msg2_is_ignored, setup),
                 cmocka_unit_test_setup(test_rehandshake_and_replayed_msg1, setup),
                 cmocka_unit_test_setup(test_replay_through_link, setup),
+                cmocka_unit_test_setup(test_replay_does_not_displace_pending, setup),
+                cmocka_unit_test_setup(test_junk_hs1_costs_no_dh, setup),
+                cmocka_unit_test_setup(test_cookie_under_load, setup),
                 cmocka_unit_test_setup(test_nosession_rehandshake, setup),
                 cmocka_unit_test_setup(test_nosession_forged_is_ignored, setup),
                 cmocka_unit_test_setup(test_liveness_timeout_backoff, setup),

@@ -90,6 +90,7 @@ static void test_socketpair(void **state)
         rc.static_priv = gw_priv;
         rc.static_pub = gw_pub;
         rc.lookup = lookup;
+        rc.fresh = NULL;
         assert_int_equal(mcugw_responder_init(&r, &rc), 0);
         assert_int_equal(mcugw_deframer_init(&d, gwbuf, sizeof(gwbuf)), 0);
 

@@ -134,6 +134,60 @@ static void maybe_print(const char *name, const uint8_t *p, size_t n)
                 printf("        \"%.64s\"%s\n", hex + i, i + 64 < 2 * n ? " \\" : "");
 }
 
+/* Flood resistance (docs/protocol.md): mac1 of MV_HS1, the COOKIE frame for cookie 11..11
+ * with nonce 42..42, and the same HS1 with mac2 under that cookie. Leaves @p hs1 as it was. */
+static void check_cookie_vectors(struct mcugw_crypto *c, const uint8_t gw_pub[32], uint8_t *hs1,
+                                 size_t n1)
+{
+        uint8_t mac1_key[32], cookie_key[32], cookie[16], got[16], reply[MCUGW_COOKIE_REPLY_LEN];
+        uint8_t other[32];
+
+        memset(cookie, 0x11, sizeof(cookie));
+        assert_int_equal(mcugw_flood_keys(c, gw_pub, mac1_key, cookie_key), 0);
+        assert_int_equal(mcugw_hs1_check_mac1(c, mac1_key, hs1, n1), 0);
+        /* Keyed from the gateway key: a frame for another gateway fails, as does any bit. */
+        memcpy(other, gw_pub, 32);
+        other[0] ^= 1;
+        assert_int_equal(mcugw_flood_keys(c, other, other, NULL), 0);
+        assert_int_equal(mcugw_hs1_check_mac1(c, other, hs1, n1), MCUGW_EAUTH);
+        hs1[40] ^= 1;
+        assert_int_equal(mcugw_hs1_check_mac1(c, mac1_key, hs1, n1), MCUGW_EAUTH);
+        hs1[40] ^= 1;
+        assert_int_equal(mcugw_hs1_check_mac1(c, mac1_key, hs1, 4 + 96 + 31), MCUGW_ETRUNC);
+        assert_int_equal(mcugw_hs1_check_mac2(c, cookie, hs1, n1), MCUGW_EAUTH);
+
+        rng_push_hex("424242424242424242424242424242424242424242424242");
+        assert_int_equal(
+                mcugw_cookie_reply_write(c, cookie_key, hs1, n1, cookie, reply, sizeof(reply)),
+                MCUGW_COOKIE_REPLY_LEN);
+        maybe_print("MV_COOKIE", reply, sizeof(reply));
+        assert_hex_equal(reply, sizeof(reply), MV_COOKIE);
+        assert_int_equal(
+                mcugw_cookie_reply_read(c, cookie_key, hs1 + n1 - 32, reply, sizeof(reply), got),
+                0);
+        assert_memory_equal(got, cookie, 16);
+        /* Bound to the HS1 it answers (its mac1 is the AD) and to its exact length. */
+        assert_int_equal(
+                mcugw_cookie_reply_read(c, cookie_key, hs1 + n1 - 16, reply, sizeof(reply), got),
+                MCUGW_EAUTH);
+        assert_int_equal(mcugw_cookie_reply_read(c, cookie_key, hs1 + n1 - 32, reply,
+                                                 sizeof(reply) - 1, got),
+                         MCUGW_EMALFORMED);
+        assert_int_equal(mcugw_cookie_reply_read(c, cookie_key, hs1 + n1 - 32, hs1, n1, got),
+                         MCUGW_ETYPE);
+
+        assert_int_equal(mcugw_hs1_set_mac2(c, cookie, hs1, n1), 0);
+        maybe_print("MV_HS1_MAC2", hs1, n1);
+        assert_hex_equal(hs1, n1, MV_HS1_MAC2);
+        assert_int_equal(mcugw_hs1_check_mac2(c, cookie, hs1, n1), 0);
+        assert_int_equal(mcugw_hs1_check_mac1(c, mac1_key, hs1, n1), 0);
+        got[0] = 0x11 ^ 1;
+        memset(got + 1, 0x11, 15);
+        assert_int_equal(mcugw_hs1_check_mac2(c, got, hs1, n1), MCUGW_EAUTH);
+        assert_int_equal(mcugw_hs1_set_mac2(c, NULL, hs1, n1), 0);
+        assert_hex_equal(hs1, n1, MV_HS1);
+}
+
 static void test_mcugw_vectors(void **state)
 {
         struct mcugw_crypto c = test_crypto();
@@ -145,7 +199,7 @@ static void test_mcugw_vectors(void **state)
         struct mcugw_rx rx;
         struct mcugw_msg m;
         uint8_t dev_priv[32], dev_pub[32], gw_priv[32], gw_pub[32];
-        uint8_t hs1[256], hs2[128], f[128], wire[300], *msg;
+        uint8_t hs1[256], hs2[128], f[256], wire[300], *msg;
         size_t mlen;
         int n, n1;
 
@@ -166,8 +220,9 @@ static void test_mcugw_vectors(void **state)
         p.max_rx_frame = 256;
         p.attest = NULL;
         p.attest_len = 0;
+        p.timestamp = 1;
         n1 = mcugw_initiator_write_hs1(&hs, &c, &p, hs1, sizeof(hs1));
-        assert_int_equal(n1, 4 + 96 + 7 + 11);
+        assert_int_equal(n1, 4 + 96 + 15 + 11 + 32);
         maybe_print("MV_HS1", hs1, (size_t)n1);
         n = mcugw_frame_encode(hs1, (size_t)n1, wire, sizeof(wire));
         maybe_print("MV_HS1_WIRE", wire, (size_t)n);
@@ -178,6 +233,7 @@ static void test_mcugw_vectors(void **state)
         rc.static_priv = gw_priv;
         rc.static_pub = gw_pub;
         rc.lookup = lookup_accept;
+        rc.fresh = NULL;
         rc.user = dev_pub;
         rc.max_rx_frame = 0;
         assert_int_equal(mcugw_responder_init(&r, &rc), 0);
@@ -233,6 +289,8 @@ static void test_mcugw_vectors(void **state)
         assert_int_equal(mcugw_session_open(&s, &c, f, (size_t)n, &msg, &mlen), 0);
         assert_int_equal(mcugw_msg_decode(msg, mlen, &m), 0);
         assert_int_equal(m.type, MCUGW_MSG_ACK);
+
+        check_cookie_vectors(&c, gw_pub, hs1, (size_t)n1);
 }
 
 /* Low-order peer points give an all-zero X25519 result: refused by port and core alike. */

@@ -73,10 +73,10 @@ def p256_public(key_path):
                                        serialization.PublicFormat.UncompressedPoint)
 
 
-def prov_page(device_id, priv, gw_pub, rng_seed, signer_pub):
-    """struct prov_page of examples/firmware/port.h (version 2)."""
-    return struct.pack("<II36s32s32s32s65s3x", 0x5057474D, 2, device_id.encode(), priv, gw_pub,
-                       rng_seed, signer_pub)
+def prov_page(device_id, priv, gw_pub, rng_seed, signer_pub, boot_counter):
+    """struct prov_page of examples/firmware/port.h (version 3)."""
+    return struct.pack("<II36s32s32s32s65s3xI", 0x5057474D, 3, device_id.encode(), priv, gw_pub,
+                       rng_seed, signer_pub, boot_counter)
 
 
 def mcuboot_image(tmp, payload, name, version, key):
@@ -202,11 +202,14 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
         check(r.returncode == 0, f"the firmware's public key is enrolled ({r.stderr.strip()})")
         gw_pub = base64.b64decode(d.ctl_json("status")["link"]["public_key"])
 
-        def boot(rng_seed, log):
-            """Power on: write the provisioning page, start QEMU (UART1 console into @log)."""
+        def boot(rng_seed, log, boot_counter):
+            """Power on: write the provisioning page, start QEMU (UART1 console into @log).
+            @boot_counter stands in for the counter a real device keeps in flash: it keeps the
+            handshake timestamps growing across power cycles (docs/protocol.md, 3.5)."""
             prov = tmp.join("prov.bin")
             with open(prov, "wb") as f:
-                f.write(prov_page(device_id, priv, gw_pub, rng_seed, p256_public(signer_key)))
+                f.write(prov_page(device_id, priv, gw_pub, rng_seed, p256_public(signer_key),
+                                  boot_counter))
             p = subprocess.Popen(
                 [QEMU, "-M", machine, "-nographic", "-icount", "shift=0", "-monitor", "none",
                  "-kernel", elf, "-device", f"loader,file={prov},addr={PROV_ADDR:#x}",
@@ -232,7 +235,7 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
             return len([x for x in d.ctl_json("audit", "tail", "-n", "1000")
                         if x["event"] == "auth.ok" and x["subject"] == device_id])
 
-        qemu = boot(b"QEMU ONLY: not a TRNG".ljust(32, b"."), "console.log")
+        qemu = boot(b"QEMU ONLY: not a TRNG".ljust(32, b"."), "console.log", 1)
         t1 = time.monotonic()
 
         ok = wait_for(lambda: devices(d).get(device_id, {}).get("connected"), timeout=30)
@@ -285,7 +288,7 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
         # virtual instant would draw the same ephemeral key and send the same message 1).
         qemu.kill()
         qemu.wait()
-        qemu = boot(os.urandom(32), "console2.log")
+        qemu = boot(os.urandom(32), "console2.log", 2)
         check(wait_for(lambda: "fw: connected" in con(), timeout=30),
               "after a power cycle the firmware handshakes again")
         check(acks_after(2), "and its telemetry is ACKed again")

@@ -74,7 +74,7 @@ def forged_data(s):
     c.close()
     el = time.monotonic() - t0
     frames = [cobs_decode(x) for x in got.split(b"\x00") if x]
-    nos = [f for f in frames if len(f) == 12 and f[:2] == bytes([2, 4])]
+    nos = [f for f in frames if len(f) == 12 and f[:2] == bytes([gv.VERSION, 4])]
     check(len(nos) == len(frames) and 1 <= len(nos) <= 2 + 2 * el + 1,
           f"40 forged DATA frames get {len(nos)} NOSESSION answer(s) in {el:.1f} s "
           "(per-link limit: burst 2, 2/s)")
