@@ -687,6 +687,10 @@ static int commit_group(struct db *db, bool wait)
                 deliver(db, w, n, r);
         else
                 free(w);
+        /* Waiters of a failed commit with nothing before them unsynced go now: no sync may
+         * come to release them (a full disk fails every commit). */
+        if (db->n_batches)
+                release_synced(db);
         if (wait && r >= 0 && waits_for_sync(db)) {
                 wait_synced(db, db->gen);
                 pthread_mutex_lock(&db->sy.mu);
