@@ -707,6 +707,11 @@ int db_commit(struct db *db)
         return commit_group(db, true);
 }
 
+bool db_durable_later(const struct db *db)
+{
+        return waits_for_sync(db);
+}
+
 bool db_backlogged(const struct db *db)
 {
         return db->n_waiters + db->n_unsynced >= DB_WAITERS_MAX;

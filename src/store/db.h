@@ -79,6 +79,10 @@ int db_commit(struct db *db);
  * may not be in the database); cb runs even if nothing else is written. -ENOBUFS when
  * db_backlogged(). */
 int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
+/* Whether commits become durable after COMMIT returns, by the syncer thread (a loop and
+ * Synchronous=full or extra): whoever writes something that must not run ahead of the database
+ * waits for db_on_commit() then. */
+bool db_durable_later(const struct db *db);
 /* Too many callbacks wait for the disk: new writes that need one should be refused. */
 bool db_backlogged(const struct db *db);
 /* Called just before every commit, inside the transaction. */
