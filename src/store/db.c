@@ -24,9 +24,19 @@
 #define DB_UNSYNCED_COMMITS_MAX 4
 /* WAL pages after which the syncer checkpoints (SQLite's own default for autocheckpoint). */
 #define DB_CHECKPOINT_PAGES 1000
+/* WAL pages past which the loop checkpoints itself once, right after a COMMIT (see
+ * wal_restart()): 16 MiB of 4 KiB pages. */
+#define DB_WAL_RESTART_PAGES 4096
 /* Waiters (messages not acked yet) in the open transaction and waiting for the syncer, at most:
  * past this db_on_commit refuses (-ENOBUFS) and the link answers RETRY. 16 bytes each. */
 #define DB_WAITERS_MAX 65536
+
+static const char *const sync_sql[] = {
+        [DB_SYNC_OFF] = "PRAGMA synchronous = OFF",
+        [DB_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+        [DB_SYNC_FULL] = "PRAGMA synchronous = FULL",
+        [DB_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
+};
 
 struct db_waiter {
         db_commit_cb cb;
@@ -103,6 +113,8 @@ struct db {
         struct db_batch *batches; /* waiting for the syncer, in commit order */
         size_t n_batches, cap_batches;
         size_t n_unsynced; /* waiters in those batches */
+        int wal_pages;     /* frames in the WAL after the last commit (the WAL hook) */
+        uint64_t loop_checkpoints;
         uint64_t backlog_refused;
         struct ratelimit_run backlog_log;
         struct ratelimit_run sync_fail_log;
@@ -285,6 +297,7 @@ static int db_step_reset(struct db *db, sqlite3_stmt *s)
 }
 
 static int commit_group(struct db *db, bool wait);
+static int db_exec(struct db *db, const char *sql);
 
 static void db_timer_cb(uv_timer_t *t)
 {
@@ -492,12 +505,35 @@ static int wal_hook(void *userdata, sqlite3 *h, const char *name, int pages)
         (void)name;
         /* Instead of SQLite's autocheckpoint, which would run on the loop (and here without
          * syncing: the loop's connection is at synchronous=OFF). */
+        db->wal_pages = pages;
         if (pages >= DB_CHECKPOINT_PAGES) {
                 pthread_mutex_lock(&db->sy.mu);
                 db->sy.ckpt_wanted = true;
                 pthread_mutex_unlock(&db->sy.mu);
         }
         return SQLITE_OK;
+}
+
+/* The syncer's checkpoints copy the WAL into the database, but SQLite starts the WAL over only
+ * when the writer begins a transaction while nothing is left to copy, and under steady load the
+ * loop always has committed more by then: the WAL would grow without end. So once it is past
+ * DB_WAL_RESTART_PAGES, the loop checkpoints itself right after a COMMIT (no transaction open) at
+ * the configured level: SQLite syncs the WAL, copies what the syncer has not copied yet and
+ * syncs the database; the next transaction starts the WAL over. This is the one place the loop
+ * waits for the disk: two syncs once per 16 MiB of WAL, and only under load that never pauses. */
+static void wal_restart(struct db *db)
+{
+        int rc;
+
+        if (db_exec(db, sync_sql[db->synchronous]) < 0)
+                return;
+        rc = sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc == SQLITE_OK) {
+                db->loop_checkpoints++;
+                db->wal_pages = 0;
+        } else if (rc != SQLITE_BUSY) /* BUSY: the syncer is checkpointing; next commit */
+                log_warning("database: checkpoint failed: %s", sqlite3_errstr(rc));
+        db_exec(db, sync_sql[DB_SYNC_OFF]);
 }
 
 /* Hand everything written so far to the syncer. */
@@ -663,6 +699,8 @@ static int commit_group(struct db *db, bool wait)
                                            (unsigned long long)ms % 1000 / 100);
                         for (size_t i = 0; i < db->n_postcommit_hooks; i++)
                                 db->postcommit_hooks[i].fn(db->postcommit_hooks[i].userdata);
+                        if (db->threaded && db->wal_pages >= DB_WAL_RESTART_PAGES)
+                                wal_restart(db);
                 }
                 db->commits++;
         }
@@ -857,13 +895,6 @@ static int db_migrate(struct db *db)
         }
         return 0;
 }
-
-static const char *const sync_sql[] = {
-        [DB_SYNC_OFF] = "PRAGMA synchronous = OFF",
-        [DB_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-        [DB_SYNC_FULL] = "PRAGMA synchronous = FULL",
-        [DB_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
-};
 
 /* Stop the syncer after it synced everything; its connection and descriptor go with it. */
 static void syncer_stop(struct db *db)

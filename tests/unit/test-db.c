@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <uv.h>
@@ -284,6 +285,30 @@ static void test_checkpoint_off_loop(void **state)
         run_until(f, checkpointed);
 }
 
+/* Under load that never pauses (a transaction open again right after each commit) the WAL does
+ * not grow without end: past 16 MiB the loop checkpoints once and SQLite starts it over. */
+static void test_wal_bounded_under_load(void **state)
+{
+        struct fixture *f = *state;
+        sqlite3_stmt *big;
+        static uint8_t pad[16384];
+        char wal[160];
+        struct stat st;
+
+        assert_int_equal(db_prepare(f->db, "INSERT INTO t (n, pad) VALUES (0, ?)", &big), 0);
+        for (int i = 0; i < 3000; i++) { /* 48 MiB */
+                assert_int_equal(db_write_begin(f->db), 0);
+                sqlite3_bind_blob(big, 1, pad, sizeof pad, SQLITE_STATIC);
+                assert_int_equal(sqlite3_step(big), SQLITE_DONE);
+                sqlite3_reset(big);
+                uv_run(&f->loop, UV_RUN_NOWAIT); /* the commit timer (1 ms) */
+        }
+        assert_int_equal(db_commit(f->db), 0);
+        snprintf(wal, sizeof wal, "%s-wal", f->path);
+        assert_int_equal(stat(wal, &st), 0);
+        assert_true(st.st_size < 32 * 1024 * 1024);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -292,6 +317,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_failed_sync, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_explicit_commit_waits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_checkpoint_off_loop, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_wal_bounded_under_load, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
