@@ -112,8 +112,9 @@ struct db {
         uint64_t gen;             /* commits written (successful ones) */
         struct db_batch *batches; /* waiting for the syncer, in commit order */
         size_t n_batches, cap_batches;
-        size_t n_unsynced; /* waiters in those batches */
-        int wal_pages;     /* frames in the WAL after the last commit (the WAL hook) */
+        size_t n_unsynced;    /* waiters in those batches */
+        int wal_pages;        /* frames in the WAL after the last commit (the WAL hook) */
+        int ckpt_asked_pages; /* wal_pages when the syncer was last asked to checkpoint */
         uint64_t loop_checkpoints;
         uint64_t backlog_refused;
         struct ratelimit_run backlog_log;
@@ -505,8 +506,13 @@ static int wal_hook(void *userdata, sqlite3 *h, const char *name, int pages)
         (void)name;
         /* Instead of SQLite's autocheckpoint, which would run on the loop (and here without
          * syncing: the loop's connection is at synchronous=OFF). */
+        /* Once per DB_CHECKPOINT_PAGES new pages, not at every commit past it: each checkpoint
+         * costs the syncer two syncs, and the acks wait behind them. */
+        if (pages < db->wal_pages)
+                db->ckpt_asked_pages = 0; /* the WAL started over */
         db->wal_pages = pages;
-        if (pages >= DB_CHECKPOINT_PAGES) {
+        if (pages - db->ckpt_asked_pages >= DB_CHECKPOINT_PAGES) {
+                db->ckpt_asked_pages = pages;
                 pthread_mutex_lock(&db->sy.mu);
                 db->sy.ckpt_wanted = true;
                 pthread_mutex_unlock(&db->sy.mu);
@@ -530,7 +536,7 @@ static void wal_restart(struct db *db)
         rc = sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         if (rc == SQLITE_OK) {
                 db->loop_checkpoints++;
-                db->wal_pages = 0;
+                db->wal_pages = db->ckpt_asked_pages = 0;
         } else if (rc != SQLITE_BUSY) /* BUSY: the syncer is checkpointing; next commit */
                 log_warning("database: checkpoint failed: %s", sqlite3_errstr(rc));
         db_exec(db, sync_sql[DB_SYNC_OFF]);

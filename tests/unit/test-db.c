@@ -286,7 +286,9 @@ static void test_checkpoint_off_loop(void **state)
 }
 
 /* Under load that never pauses (a transaction open again right after each commit) the WAL does
- * not grow without end: past 16 MiB the loop checkpoints once and SQLite starts it over. */
+ * not grow without end: past 16 MiB the loop checkpoints once and SQLite starts it over. (Its
+ * size is then 16 MiB plus the group being committed, which a slow disk makes large: the bound
+ * checked is loose, but 64 MiB written never make a 64 MiB WAL.) */
 static void test_wal_bounded_under_load(void **state)
 {
         struct fixture *f = *state;
@@ -296,7 +298,7 @@ static void test_wal_bounded_under_load(void **state)
         struct stat st;
 
         assert_int_equal(db_prepare(f->db, "INSERT INTO t (n, pad) VALUES (0, ?)", &big), 0);
-        for (int i = 0; i < 3000; i++) { /* 48 MiB */
+        for (int i = 0; i < 4096; i++) { /* 64 MiB */
                 assert_int_equal(db_write_begin(f->db), 0);
                 sqlite3_bind_blob(big, 1, pad, sizeof pad, SQLITE_STATIC);
                 assert_int_equal(sqlite3_step(big), SQLITE_DONE);
@@ -306,7 +308,7 @@ static void test_wal_bounded_under_load(void **state)
         assert_int_equal(db_commit(f->db), 0);
         snprintf(wal, sizeof wal, "%s-wal", f->path);
         assert_int_equal(stat(wal, &st), 0);
-        assert_true(st.st_size < 32 * 1024 * 1024);
+        assert_true(st.st_size < 48 * 1024 * 1024);
 }
 
 int main(void)
