@@ -16,7 +16,6 @@ import os
 import signal
 import sqlite3
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, free_port,  # noqa: E402
