@@ -30,6 +30,8 @@ struct audit {
         bool head_file_pending;
         int64_t pending_seq;
         uint8_t pending_hash[AUDIT_HASH_LEN];
+        /* Heads committed but waiting for the database's sync (db_durable_later()). */
+        unsigned heads_waiting;
         EVP_MD_CTX *md;
         audit_listener_fn listener;
         void *listener_data;
@@ -105,8 +107,27 @@ static int audit_precommit(void *userdata)
 
 static int head_file_write(const char *path, int64_t seq, const uint8_t hash[AUDIT_HASH_LEN]);
 
+struct durable_head {
+        struct audit *a;
+        int64_t seq;
+        uint8_t hash[AUDIT_HASH_LEN];
+};
+
+static void audit_head_durable(void *userdata, int status)
+{
+        struct durable_head *h = userdata;
+        int r;
+
+        h->a->heads_waiting--;
+        /* A failed sync: the database may not hold this head; the next commit writes one. */
+        if (status >= 0 && (r = head_file_write(h->a->head_file, h->seq, h->hash)) < 0)
+                log_error_errno(r, "audit: cannot write the head file %s: %m", h->a->head_file);
+        free(h);
+}
+
 /* After a group commit that carried records: the head file follows the database (once per
- * commit, not per record; the fsync is the price of a copy that survives a wiped database). */
+ * commit, not per record; the fsync is the price of a copy that survives a wiped database),
+ * and never runs ahead of it: where the commit is synced later (store/db.h), once it is. */
 static int audit_postcommit(void *userdata)
 {
         struct audit *a = userdata;
@@ -114,6 +135,22 @@ static int audit_postcommit(void *userdata)
 
         if (!a->head_file_pending)
                 return 0;
+        if (db_durable_later(a->db)) {
+                struct durable_head *h = malloc(sizeof *h);
+                if (!h)
+                        return 0; /* stays pending: the next commit writes it */
+                *h = (struct durable_head){ .a = a, .seq = a->pending_seq };
+                memcpy(h->hash, a->pending_hash, AUDIT_HASH_LEN);
+                /* The next group's waiters run once everything before is durable, this commit
+                 * included. */
+                if (db_on_commit(a->db, audit_head_durable, h) < 0) {
+                        free(h);
+                        return 0;
+                }
+                a->heads_waiting++;
+                a->head_file_pending = false;
+                return 0;
+        }
         a->head_file_pending = false;
         r = head_file_write(a->head_file, a->pending_seq, a->pending_hash);
         if (r < 0)
@@ -193,7 +230,7 @@ void audit_free(struct audit *a)
 {
         if (!a)
                 return;
-        if (a->head_dirty && a->head_file)
+        if ((a->head_dirty && a->head_file) || a->heads_waiting)
                 db_commit(a->db); /* the head goes to meta and then to the head file */
         else if (a->head_dirty && db_write_begin(a->db) >= 0)
                 audit_precommit(a);

@@ -396,6 +396,12 @@ int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_
         int64_t id = 0, slot;
         int rc = SQLITE_DONE, r;
 
+        /* The disk is far behind (store/db.h): refuse before storing, so that the sender's
+         * RETRY is not for a row that is in the table anyway. */
+        if (db_backlogged(o->db)) {
+                o->refused++;
+                return -ENOBUFS;
+        }
         if ((r = db_write_begin(o->db)) < 0) {
                 o->refused++;
                 return r;

@@ -73,7 +73,8 @@ int outbox_open(struct db *db, struct audit *audit, uint64_t max_bytes, unsigned
 void outbox_free(struct outbox *o);
 
 /* Append a row in the open transaction; evicts per the overflow policy if over quota.
- * Returns 0 and the new id, -EDQUOT (the device is over its share of a full outbox), -errno. */
+ * Returns 0 and the new id, -EDQUOT (the device is over its share of a full outbox), -ENOBUFS
+ * (too many writes wait for the disk: db_backlogged()), -errno. */
 int outbox_append(struct outbox *o, const char *device, uint16_t stream, uint32_t seq,
                   int64_t ts_ms, const uint8_t *payload, size_t len, int64_t *ret_id);
 /* Rows with id > after, in id order, at most max_rows; returns the number consumed or -errno. */

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/db.h"
 #include "basic/log.h"
@@ -13,10 +18,58 @@
 
 /* At most one line per this while commits keep failing (a full disk fails every one). */
 #define DB_FAIL_LOG_INTERVAL_MS 10000
+/* Commits written but not yet synced, at most (docs/outbox.md): past this the open transaction
+ * takes everything new until the syncer catches up, so a slow disk gets bigger groups, not more
+ * of them. */
+#define DB_UNSYNCED_COMMITS_MAX 4
+/* WAL pages after which the syncer checkpoints (SQLite's own default for autocheckpoint). */
+#define DB_CHECKPOINT_PAGES 1000
+/* WAL pages past which the loop checkpoints itself once, right after a COMMIT (see
+ * wal_restart()): 16 MiB of 4 KiB pages. */
+#define DB_WAL_RESTART_PAGES 4096
+/* Waiters (messages not acked yet) in the open transaction and waiting for the syncer, at most:
+ * past this db_on_commit refuses (-ENOBUFS) and the link answers RETRY. 16 bytes each. */
+#define DB_WAITERS_MAX 65536
+
+static const char *const sync_sql[] = {
+        [DB_SYNC_OFF] = "PRAGMA synchronous = OFF",
+        [DB_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+        [DB_SYNC_FULL] = "PRAGMA synchronous = FULL",
+        [DB_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
+};
 
 struct db_waiter {
         db_commit_cb cb;
         void *userdata;
+};
+
+/* Waiters released together once the syncer reports `gen` durable; status < 0: the commit
+ * itself failed (they are still told in order, after the waiters of earlier commits). */
+struct db_batch {
+        uint64_t gen;
+        int status;
+        struct db_waiter *w;
+        size_t n;
+};
+
+/* The syncer thread (docs/outbox.md). Everything here is under `mu`. */
+struct db_syncer {
+        pthread_t thread;
+        pthread_mutex_t mu;
+        pthread_cond_t cond;       /* to the thread: work; from it: a sync finished */
+        uint64_t want_gen;         /* commits the loop wants durable, up to this one */
+        uint64_t done_gen;         /* synced up to here (successfully or not) */
+        uint64_t fail_lo, fail_hi; /* commits whose sync failed (fail_err), until the loop reads */
+        int fail_err;
+        int ckpt_err; /* a checkpoint failed; the loop logs it */
+        bool ckpt_wanted, stop;
+        uint64_t syncs, checkpoints;
+        /* The thread's own: */
+        sqlite3 *ck; /* its connection, for checkpoints */
+        int wal_fd;
+        char *wal_path, *dir_path;
+        int (*sync_fn)(int fd); /* fdatasync; tests put a stall here */
+        bool inited;
 };
 
 struct db_hook {
@@ -50,6 +103,23 @@ struct db {
 
         uint64_t failed_commits;
         struct ratelimit_run fail_log;
+
+        /* With a loop: commits are written on it, synced by the syncer thread. */
+        bool threaded;
+        int synchronous;  /* enum db_sync, as configured */
+        uv_async_t async; /* the syncer finished a sync or a checkpoint */
+        unsigned open_handles;
+        uint64_t gen;             /* commits written (successful ones) */
+        struct db_batch *batches; /* waiting for the syncer, in commit order */
+        size_t n_batches, cap_batches;
+        size_t n_unsynced;    /* waiters in those batches */
+        int wal_pages;        /* frames in the WAL after the last commit (the WAL hook) */
+        int ckpt_asked_pages; /* wal_pages when the syncer was last asked to checkpoint */
+        uint64_t loop_checkpoints;
+        uint64_t backlog_refused;
+        struct ratelimit_run backlog_log;
+        struct ratelimit_run sync_fail_log;
+        struct db_syncer sy;
 };
 
 /* Forward-only migrations; index i upgrades user_version i to i + 1. Add, never edit. */
@@ -171,6 +241,37 @@ bool db_failing(const struct db *db)
         return db->fail_log.run > 0;
 }
 
+uint64_t db_syncs(struct db *db)
+{
+        uint64_t n;
+        if (!db->sy.inited)
+                return 0;
+        pthread_mutex_lock(&db->sy.mu);
+        n = db->sy.syncs;
+        pthread_mutex_unlock(&db->sy.mu);
+        return n;
+}
+
+uint64_t db_checkpoints(struct db *db)
+{
+        uint64_t n;
+        if (!db->sy.inited)
+                return 0;
+        pthread_mutex_lock(&db->sy.mu);
+        n = db->sy.checkpoints;
+        pthread_mutex_unlock(&db->sy.mu);
+        return n;
+}
+
+void db_set_sync_fn(struct db *db, int (*fn)(int fd))
+{
+        if (!db->sy.inited)
+                return;
+        pthread_mutex_lock(&db->sy.mu);
+        db->sy.sync_fn = fn;
+        pthread_mutex_unlock(&db->sy.mu);
+}
+
 int db_prepare(struct db *db, const char *sql, sqlite3_stmt **ret)
 {
         sqlite3_stmt *s, **n;
@@ -196,10 +297,19 @@ static int db_step_reset(struct db *db, sqlite3_stmt *s)
         return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_errno(rc);
 }
 
+static int commit_group(struct db *db, bool wait);
+static int db_exec(struct db *db, const char *sql);
+
 static void db_timer_cb(uv_timer_t *t)
 {
-        /* db_commit logged a failure (rate-limited). */
-        db_commit(t->data);
+        /* commit_group logged a failure (rate-limited). */
+        commit_group(t->data, false);
+}
+
+static void timer_arm(struct db *db)
+{
+        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
+                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
 }
 
 /* SQLite rolls a transaction back by itself after some errors of a statement in it (SQLITE_FULL,
@@ -263,8 +373,7 @@ bool db_check_txn(struct db *db)
         db->n_waiters = 0;
         txn_failed(db, -EIO, "a statement failed and SQLite rolled the transaction back");
         db->commits++;
-        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
-                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
+        timer_arm(db);
         return true;
 }
 
@@ -278,12 +387,291 @@ int db_write_begin(struct db *db)
         if (r < 0)
                 return log_error_errno(r, "database: BEGIN failed: %s", sqlite3_errmsg(db->h));
         db->in_txn = true;
-        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
-                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
+        timer_arm(db);
         return 0;
 }
 
-int db_commit(struct db *db)
+/* ---- the syncer ---------------------------------------------------------------------------- */
+
+/* Acks wait for the syncer only where the configuration promises durability per commit. */
+static bool waits_for_sync(const struct db *db)
+{
+        return db->threaded && db->synchronous >= DB_SYNC_FULL;
+}
+
+static int sync_fd(int fd)
+{
+        return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+/* Make what the loop's connection wrote to the WAL durable. SQLite takes no locks on the -wal
+ * file itself (WAL locks live in -shm), so a descriptor of our own is safe to open and close; the
+ * database file is never opened here (closing a descriptor of it would drop SQLite's POSIX
+ * locks). The WAL is re-opened if it was replaced. */
+static int syncer_sync(struct db_syncer *sy, int (*sync_fn)(int fd))
+{
+        struct stat st, fst;
+
+        if (stat(sy->wal_path, &st) < 0)
+                /* No WAL: nothing was written since the last connection closed it. */
+                return errno == ENOENT ? 0 : -errno;
+        if (sy->wal_fd < 0 || fstat(sy->wal_fd, &fst) < 0 || fst.st_ino != st.st_ino ||
+            fst.st_dev != st.st_dev) {
+                int dfd;
+                if (sy->wal_fd >= 0)
+                        close(sy->wal_fd);
+                sy->wal_fd = open(sy->wal_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (sy->wal_fd < 0)
+                        return -errno;
+                /* A new WAL file: its directory entry must be durable too. */
+                dfd = open(sy->dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd >= 0) {
+                        int r = fsync(dfd) < 0 ? -errno : 0;
+                        close(dfd);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return sync_fn(sy->wal_fd);
+}
+
+/* The thread's own connection runs the checkpoints, at the configured synchronous level: it
+ * syncs the WAL before copying it into the database and the database before the WAL may be
+ * reused, as SQLite's own checkpoints would, but off the loop. PASSIVE never waits for the
+ * loop's connection. */
+static int syncer_checkpoint(struct db_syncer *sy)
+{
+        int rc = sqlite3_wal_checkpoint_v2(sy->ck, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return rc == SQLITE_BUSY ? 0 : db_errno(rc);
+}
+
+static void *syncer_main(void *userdata)
+{
+        struct db *db = userdata;
+        struct db_syncer *sy = &db->sy;
+
+        pthread_mutex_lock(&sy->mu);
+        for (;;) {
+                int (*sync_fn)(int fd);
+                uint64_t target;
+                bool need, ck;
+                int r = 0, cr = 0;
+
+                while (!sy->stop && sy->want_gen == sy->done_gen && !sy->ckpt_wanted)
+                        pthread_cond_wait(&sy->cond, &sy->mu);
+                if (sy->want_gen == sy->done_gen && (sy->stop || !sy->ckpt_wanted))
+                        break;
+                /* Everything written up to now goes into this one sync: while it runs, the loop
+                 * writes the next commits, which the next sync takes all at once. */
+                target = sy->want_gen;
+                sync_fn = sy->sync_fn;
+                need = target > sy->done_gen;
+                ck = sy->ckpt_wanted && !sy->stop;
+                sy->ckpt_wanted = false;
+                pthread_mutex_unlock(&sy->mu);
+
+                if (need)
+                        r = syncer_sync(sy, sync_fn);
+                if (ck)
+                        cr = syncer_checkpoint(sy);
+
+                pthread_mutex_lock(&sy->mu);
+                if (need) {
+                        if (r < 0) {
+                                if (!sy->fail_hi)
+                                        sy->fail_lo = sy->done_gen + 1;
+                                sy->fail_hi = target;
+                                sy->fail_err = r;
+                        }
+                        sy->done_gen = target;
+                        sy->syncs++;
+                }
+                if (cr < 0)
+                        sy->ckpt_err = cr;
+                else if (ck)
+                        sy->checkpoints++;
+                pthread_cond_broadcast(&sy->cond);
+                pthread_mutex_unlock(&sy->mu);
+                uv_async_send(&db->async);
+                pthread_mutex_lock(&sy->mu);
+        }
+        pthread_mutex_unlock(&sy->mu);
+        return NULL;
+}
+
+static int wal_hook(void *userdata, sqlite3 *h, const char *name, int pages)
+{
+        struct db *db = userdata;
+        (void)h;
+        (void)name;
+        /* Instead of SQLite's autocheckpoint, which would run on the loop (and here without
+         * syncing: the loop's connection is at synchronous=OFF). */
+        /* Once per DB_CHECKPOINT_PAGES new pages, not at every commit past it: each checkpoint
+         * costs the syncer two syncs, and the acks wait behind them. */
+        if (pages < db->wal_pages)
+                db->ckpt_asked_pages = 0; /* the WAL started over */
+        db->wal_pages = pages;
+        if (pages - db->ckpt_asked_pages >= DB_CHECKPOINT_PAGES) {
+                db->ckpt_asked_pages = pages;
+                pthread_mutex_lock(&db->sy.mu);
+                db->sy.ckpt_wanted = true;
+                pthread_mutex_unlock(&db->sy.mu);
+        }
+        return SQLITE_OK;
+}
+
+/* The syncer's checkpoints copy the WAL into the database, but SQLite starts the WAL over only
+ * when the writer begins a transaction while nothing is left to copy, and under steady load the
+ * loop always has committed more by then: the WAL would grow without end. So once it is past
+ * DB_WAL_RESTART_PAGES, the loop checkpoints itself right after a COMMIT (no transaction open) at
+ * the configured level: SQLite syncs the WAL, copies what the syncer has not copied yet and
+ * syncs the database; the next transaction starts the WAL over. This is the one place the loop
+ * waits for the disk: two syncs once per 16 MiB of WAL, and only under load that never pauses. */
+static void wal_restart(struct db *db)
+{
+        int rc;
+
+        if (db_exec(db, sync_sql[db->synchronous]) < 0)
+                return;
+        rc = sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc == SQLITE_OK) {
+                db->loop_checkpoints++;
+                db->wal_pages = db->ckpt_asked_pages = 0;
+        } else if (rc != SQLITE_BUSY) /* BUSY: the syncer is checkpointing; next commit */
+                log_warning("database: checkpoint failed: %s", sqlite3_errstr(rc));
+        db_exec(db, sync_sql[DB_SYNC_OFF]);
+}
+
+/* Hand everything written so far to the syncer. */
+static void syncer_kick(struct db *db)
+{
+        pthread_mutex_lock(&db->sy.mu);
+        if (waits_for_sync(db))
+                db->sy.want_gen = db->gen;
+        else
+                db->sy.done_gen = db->sy.want_gen = db->gen;
+        if (db->sy.want_gen != db->sy.done_gen || db->sy.ckpt_wanted)
+                pthread_cond_signal(&db->sy.cond);
+        pthread_mutex_unlock(&db->sy.mu);
+}
+
+static void async_ref(struct db *db)
+{
+        /* The async handle keeps the loop alive only while waiters wait for it. */
+        if (db->n_batches)
+                uv_ref((uv_handle_t *)&db->async);
+        else
+                uv_unref((uv_handle_t *)&db->async);
+}
+
+/* Release the batches the syncer is done with, in commit order. */
+static void release_synced(struct db *db)
+{
+        uint64_t done, lo, hi;
+        int err, ckerr;
+
+        pthread_mutex_lock(&db->sy.mu);
+        done = db->sy.done_gen;
+        lo = db->sy.fail_lo;
+        hi = db->sy.fail_hi;
+        err = db->sy.fail_err;
+        ckerr = db->sy.ckpt_err;
+        db->sy.ckpt_err = 0;
+        if (hi && hi <= done)
+                db->sy.fail_lo = db->sy.fail_hi = 0;
+        pthread_mutex_unlock(&db->sy.mu);
+
+        if (ckerr < 0)
+                log_warning_errno(ckerr, "database: checkpoint failed: %m; the WAL grows until "
+                                         "one succeeds");
+        if (hi) {
+                uint64_t held;
+                if (ratelimit_run_error(&db->sync_fail_log, now_monotonic_msec(), &held))
+                        log_error_errno(err,
+                                        "database: syncing the WAL failed: %m; %llu failure(s) "
+                                        "since the last message; the messages of those commits "
+                                        "get no ack and are sent again",
+                                        (unsigned long long)held + 1);
+                db->failed_commits += hi - lo + 1;
+        }
+
+        while (db->n_batches && db->batches[0].gen <= done) {
+                struct db_batch b = db->batches[0];
+                int status = b.status < 0 ? b.status : hi && b.gen >= lo && b.gen <= hi ? err : 0;
+                memmove(&db->batches[0], &db->batches[1],
+                        (db->n_batches - 1) * sizeof db->batches[0]);
+                db->n_batches--;
+                db->n_unsynced -= b.n;
+                for (size_t i = 0; i < b.n; i++)
+                        b.w[i].cb(b.w[i].userdata, status);
+                free(b.w);
+        }
+        async_ref(db);
+}
+
+static void async_cb(uv_async_t *a)
+{
+        struct db *db = a->data;
+        release_synced(db);
+        /* A commit held back for the backlog goes now, with all that came meanwhile. */
+        if (db->in_txn && db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
+                commit_group(db, false);
+}
+
+static int unsynced_commits(struct db *db)
+{
+        uint64_t done;
+        pthread_mutex_lock(&db->sy.mu);
+        done = db->sy.done_gen;
+        pthread_mutex_unlock(&db->sy.mu);
+        return (int)MIN(db->gen - done, (uint64_t)INT32_MAX);
+}
+
+static void wait_synced(struct db *db, uint64_t gen)
+{
+        pthread_mutex_lock(&db->sy.mu);
+        while (db->sy.done_gen < gen)
+                pthread_cond_wait(&db->sy.cond, &db->sy.mu);
+        pthread_mutex_unlock(&db->sy.mu);
+}
+
+/* Waiters of a commit (or of a failed one: status < 0) are told in commit order, after the
+ * syncer made the commit durable. Without memory for the batch, wait for it here. */
+static void deliver(struct db *db, struct db_waiter *w, size_t n, int status)
+{
+        if (n && waits_for_sync(db)) {
+                if (db->n_batches == db->cap_batches) {
+                        size_t cap = db->cap_batches ? db->cap_batches * 2 : 8;
+                        struct db_batch *nb = realloc(db->batches, cap * sizeof *nb);
+                        if (nb) {
+                                db->batches = nb;
+                                db->cap_batches = cap;
+                        }
+                }
+                if (db->n_batches < db->cap_batches) {
+                        db->batches[db->n_batches++] = (struct db_batch){ db->gen, status, w, n };
+                        db->n_unsynced += n;
+                        async_ref(db);
+                        return;
+                }
+                wait_synced(db, db->gen);
+                if (status >= 0) {
+                        pthread_mutex_lock(&db->sy.mu);
+                        status = db->sy.fail_hi >= db->gen ? db->sy.fail_err : 0;
+                        pthread_mutex_unlock(&db->sy.mu);
+                }
+                release_synced(db);
+        }
+        for (size_t i = 0; i < n; i++)
+                w[i].cb(w[i].userdata, status);
+        free(w);
+}
+
+/* ---- commits ------------------------------------------------------------------------------ */
+
+/* COMMIT the open transaction; with the syncer this only writes the WAL (synchronous=OFF on
+ * this connection) and the syncer makes it durable. wait: until it is (db_commit, db_close). */
+static int commit_group(struct db *db, bool wait)
 {
         struct db_waiter *w, *lost;
         size_t n, n_lost;
@@ -291,6 +679,10 @@ int db_commit(struct db *db)
 
         if (db->have_timer)
                 uv_timer_stop(&db->timer);
+        if (!wait && db->threaded && db->in_txn && unsynced_commits(db) >= DB_UNSYNCED_COMMITS_MAX)
+                /* The disk is behind: keep the transaction open and let it grow; the syncer's
+                 * next completion commits it (async_cb). */
+                return 0;
         if (db->in_txn) {
                 uint64_t run, ms;
                 r = txn_lost(db) ? -EIO : 0;
@@ -305,6 +697,7 @@ int db_commit(struct db *db)
                         txn_failed(db, r, "commit failed");
                 else {
                         db->in_txn = false;
+                        db->gen++;
                         if (ratelimit_run_ok(&db->fail_log, now_monotonic_msec(), &run, &ms))
                                 log_notice("database: commits succeed again, after %llu failed "
                                            "in %llu.%01llu s",
@@ -312,9 +705,13 @@ int db_commit(struct db *db)
                                            (unsigned long long)ms % 1000 / 100);
                         for (size_t i = 0; i < db->n_postcommit_hooks; i++)
                                 db->postcommit_hooks[i].fn(db->postcommit_hooks[i].userdata);
+                        if (db->threaded && db->wal_pages >= DB_WAL_RESTART_PAGES)
+                                wal_restart(db);
                 }
                 db->commits++;
         }
+        if (db->threaded)
+                syncer_kick(db);
 
         /* Callbacks may queue new waiters; run only the ones that were waiting for this commit
          * (and those of a transaction SQLite rolled back, which failed). */
@@ -326,17 +723,56 @@ int db_commit(struct db *db)
         n = db->n_waiters;
         db->waiters = NULL;
         db->n_waiters = db->cap_waiters = 0;
-        for (size_t i = 0; i < n_lost; i++)
-                lost[i].cb(lost[i].userdata, -EIO);
-        free(lost);
-        for (size_t i = 0; i < n; i++)
-                w[i].cb(w[i].userdata, r);
-        free(w);
+        if (n_lost)
+                deliver(db, lost, n_lost, -EIO);
+        else
+                free(lost);
+        if (n)
+                deliver(db, w, n, r);
+        else
+                free(w);
+        /* Waiters of a failed commit with nothing before them unsynced go now: no sync may
+         * come to release them (a full disk fails every commit). */
+        if (db->n_batches)
+                release_synced(db);
+        if (wait && r >= 0 && waits_for_sync(db)) {
+                wait_synced(db, db->gen);
+                pthread_mutex_lock(&db->sy.mu);
+                if (db->sy.fail_hi >= db->gen)
+                        r = db->sy.fail_err;
+                pthread_mutex_unlock(&db->sy.mu);
+                release_synced(db);
+        }
         return r;
+}
+
+int db_commit(struct db *db)
+{
+        return commit_group(db, true);
+}
+
+bool db_durable_later(const struct db *db)
+{
+        return waits_for_sync(db);
+}
+
+bool db_backlogged(const struct db *db)
+{
+        return db->n_waiters + db->n_unsynced >= DB_WAITERS_MAX;
 }
 
 int db_on_commit(struct db *db, db_commit_cb cb, void *userdata)
 {
+        if (db_backlogged(db)) {
+                uint64_t held;
+                db->backlog_refused++;
+                if (ratelimit_run_error(&db->backlog_log, now_monotonic_msec(), &held))
+                        log_warning("database: %zu writes wait for the disk; refusing more "
+                                    "(%llu refused so far): the senders retry",
+                                    db->n_waiters + db->n_unsynced,
+                                    (unsigned long long)db->backlog_refused);
+                return -ENOBUFS;
+        }
         if (db->n_waiters == db->cap_waiters) {
                 size_t cap = db->cap_waiters ? db->cap_waiters * 2 : 16;
                 struct db_waiter *n = realloc(db->waiters, cap * sizeof *n);
@@ -346,8 +782,7 @@ int db_on_commit(struct db *db, db_commit_cb cb, void *userdata)
                 db->cap_waiters = cap;
         }
         db->waiters[db->n_waiters++] = (struct db_waiter){ cb, userdata };
-        if (db->have_timer && !uv_is_active((uv_handle_t *)&db->timer))
-                uv_timer_start(&db->timer, db_timer_cb, (db->interval_usec + 999) / 1000, 0);
+        timer_arm(db);
         return 0;
 }
 
@@ -467,8 +902,33 @@ static int db_migrate(struct db *db)
         return 0;
 }
 
+/* Stop the syncer after it synced everything; its connection and descriptor go with it. */
+static void syncer_stop(struct db *db)
+{
+        if (!db->threaded)
+                return;
+        pthread_mutex_lock(&db->sy.mu);
+        db->sy.stop = true;
+        pthread_cond_signal(&db->sy.cond);
+        pthread_mutex_unlock(&db->sy.mu);
+        pthread_join(db->sy.thread, NULL);
+        db->threaded = false;
+}
+
 static void db_free(struct db *db)
 {
+        syncer_stop(db);
+        free(db->batches);
+        if (db->sy.ck)
+                sqlite3_close(db->sy.ck);
+        if (db->sy.wal_fd >= 0)
+                close(db->sy.wal_fd);
+        free(db->sy.wal_path);
+        free(db->sy.dir_path);
+        if (db->sy.inited) {
+                pthread_mutex_destroy(&db->sy.mu);
+                pthread_cond_destroy(&db->sy.cond);
+        }
         for (size_t i = 0; i < db->n_stmts; i++)
                 sqlite3_finalize(db->stmts[i]);
         free(db->stmts);
@@ -482,9 +942,11 @@ static void db_free(struct db *db)
         free(db);
 }
 
-static void db_timer_closed(uv_handle_t *h)
+static void db_handle_closed(uv_handle_t *h)
 {
-        db_free(h->data);
+        struct db *db = h->data;
+        if (--db->open_handles == 0)
+                db_free(db);
 }
 
 void db_close(struct db *db)
@@ -492,26 +954,73 @@ void db_close(struct db *db)
         if (!db)
                 return;
         db_commit(db);
-        if (db->have_timer)
-                uv_close((uv_handle_t *)&db->timer, db_timer_closed);
-        else
+        if (db->threaded) {
+                syncer_stop(db);
+                release_synced(db);
+                /* This connection closes last and checkpoints: at the configured level again,
+                 * so that the checkpoint syncs as SQLite's own would. */
+                db_exec(db, sync_sql[db->synchronous]);
+        }
+        if (db->have_timer) {
+                db->open_handles = 2;
+                uv_close((uv_handle_t *)&db->timer, db_handle_closed);
+                uv_close((uv_handle_t *)&db->async, db_handle_closed);
+        } else
                 db_free(db);
+}
+
+/* With a loop, commits are synced and checkpointed by a thread of our own (docs/outbox.md). */
+static int syncer_start(struct db *db, const char *path)
+{
+        const char *main_path = sqlite3_db_filename(db->h, "main");
+        _cleanup_free_ char *dir = NULL;
+        int rc, r;
+
+        if (!main_path || !*main_path)
+                return 0; /* an in-memory or temporary database: nothing to sync */
+        pthread_mutex_init(&db->sy.mu, NULL);
+        pthread_cond_init(&db->sy.cond, NULL);
+        db->sy.inited = true;
+        db->sy.sync_fn = sync_fd;
+        if (!(db->sy.wal_path = strdup(sqlite3_filename_wal(main_path))) ||
+            !(dir = strdup(main_path)) || !(db->sy.dir_path = strdup(dirname(dir))))
+                return -ENOMEM;
+
+        /* One connection per thread, each opened NOMUTEX: neither is ever used by two threads. */
+        rc = sqlite3_open_v2(path, &db->sy.ck,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+                             NULL);
+        if (rc != SQLITE_OK)
+                return log_error_errno(db_errno(rc),
+                                       "database %s: cannot open a second connection for "
+                                       "checkpoints: %s",
+                                       path, sqlite3_errstr(rc));
+        if (sqlite3_exec(db->sy.ck, sync_sql[db->synchronous], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db->sy.ck, "PRAGMA wal_autocheckpoint = 0", NULL, NULL, NULL) != SQLITE_OK)
+                return log_error_errno(-EIO,
+                                       "database %s: cannot set up the checkpoint connection: %s",
+                                       path, sqlite3_errmsg(db->sy.ck));
+        db->backlog_log.interval_ms = DB_FAIL_LOG_INTERVAL_MS;
+        db->sync_fail_log.interval_ms = DB_FAIL_LOG_INTERVAL_MS;
+        /* It waits for work, which only comes once the loop commits. */
+        r = -pthread_create(&db->sy.thread, NULL, syncer_main, db);
+        if (r < 0)
+                return log_error_errno(r, "database: cannot start the syncer thread: %m");
+        db->threaded = true;
+        /* The loop's connection only writes the WAL; the syncer syncs it and checkpoints. */
+        sqlite3_wal_hook(db->h, wal_hook, db);
+        return db_exec(db, sync_sql[DB_SYNC_OFF]);
 }
 
 int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_interval_usec,
             struct db **ret)
 {
-        static const char *const sync_sql[] = {
-                [DB_SYNC_OFF] = "PRAGMA synchronous = OFF",
-                [DB_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-                [DB_SYNC_FULL] = "PRAGMA synchronous = FULL",
-                [DB_SYNC_EXTRA] = "PRAGMA synchronous = EXTRA",
-        };
         struct db *db = calloc(1, sizeof *db);
         int rc, r;
 
         if (!db)
                 return -ENOMEM;
+        db->sy.wal_fd = -1;
         db->interval_usec = commit_interval_usec;
         db->fail_log.interval_ms = DB_FAIL_LOG_INTERVAL_MS;
         rc = sqlite3_open_v2(path, &db->h,
@@ -528,6 +1037,7 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
 
         if (synchronous < 0 || synchronous >= (int)ELEMENTSOF(sync_sql))
                 synchronous = DB_SYNC_FULL;
+        db->synchronous = synchronous;
         if ((r = db_exec(db, "PRAGMA journal_mode = WAL")) < 0 ||
             (r = db_exec(db, sync_sql[synchronous])) < 0 ||
             (r = db_exec(db, "PRAGMA foreign_keys = ON")) < 0 ||
@@ -540,8 +1050,13 @@ int db_open(uv_loop_t *loop, const char *path, int synchronous, uint64_t commit_
                 goto fail;
 
         if (loop) {
+                if ((r = syncer_start(db, path)) < 0)
+                        goto fail;
                 uv_timer_init(loop, &db->timer);
                 db->timer.data = db;
+                uv_async_init(loop, &db->async, async_cb);
+                db->async.data = db;
+                uv_unref((uv_handle_t *)&db->async);
                 db->have_timer = true;
         }
         *ret = db;

@@ -22,6 +22,15 @@
  * db_commit(). Failures are logged rate-limited: the first at once, then one line per 10 s with
  * the count, and one when commits succeed again.
  *
+ * With a loop, the disk is never waited for on it (docs/outbox.md): COMMIT only writes the WAL
+ * (this connection runs at synchronous=OFF), and a syncer thread fdatasyncs the WAL and runs the
+ * checkpoints on a connection of its own at the configured level. At Synchronous=full or extra
+ * the commit callbacks run, in commit order, only after the sync that made their commit durable;
+ * one sync takes every commit written while the previous one ran, so a slow disk makes bigger
+ * groups. At most DB_UNSYNCED_COMMITS_MAX commits wait for the syncer (then the open transaction
+ * grows instead), and at most DB_WAITERS_MAX callbacks (then db_on_commit refuses: -ENOBUFS).
+ * db_commit() still returns only when its commit is durable: it waits for the syncer.
+ *
  * The schema is versioned with PRAGMA user_version and migrated forward at open.
  */
 
@@ -63,11 +72,19 @@ int db_write_begin(struct db *db);
 /* After a statement failed: if SQLite rolled the open transaction back by itself, handle that
  * now (rollback hooks; its waiters fail at the next db_commit) and return true. */
 bool db_check_txn(struct db *db);
-/* Commit now (if a transaction is open) and run the commit callbacks. */
+/* Commit now (if a transaction is open), wait until it is durable (blocking: for rare
+ * operations and shutdown; the group commit runs on the timer) and run the commit callbacks. */
 int db_commit(struct db *db);
-/* Call cb after the next commit (status 0 or -errno: then what was written before it is not in
- * the database); cb runs even if nothing else is written. */
+/* Call cb after the next commit is durable (status 0 or -errno: then what was written before it
+ * may not be in the database); cb runs even if nothing else is written. -ENOBUFS when
+ * db_backlogged(). */
 int db_on_commit(struct db *db, db_commit_cb cb, void *userdata);
+/* Whether commits become durable after COMMIT returns, by the syncer thread (a loop and
+ * Synchronous=full or extra): whoever writes something that must not run ahead of the database
+ * waits for db_on_commit() then. */
+bool db_durable_later(const struct db *db);
+/* Too many callbacks wait for the disk: new writes that need one should be refused. */
+bool db_backlogged(const struct db *db);
 /* Called just before every commit, inside the transaction. */
 int db_add_precommit(struct db *db, int (*fn)(void *userdata), void *userdata);
 /* Undo db_add_precommit(); owners call it before they go away. */
@@ -85,6 +102,11 @@ void db_remove_postcommit(struct db *db, int (*fn)(void *userdata), void *userda
 uint64_t db_commits(const struct db *db);
 uint64_t db_failed_commits(const struct db *db);
 bool db_failing(const struct db *db);
+/* WAL syncs and checkpoints the syncer thread has done (0 without a loop). */
+uint64_t db_syncs(struct db *db);
+uint64_t db_checkpoints(struct db *db);
+/* Tests: what the syncer calls instead of fdatasync(fd) (0 or -errno); call before any commit. */
+void db_set_sync_fn(struct db *db, int (*fn)(int fd));
 
 /* Map an SQLite result code to -errno. */
 int db_errno(int rc);

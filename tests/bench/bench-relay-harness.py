@@ -92,7 +92,7 @@ class Gateway:
     run the real device SDK (mcugw-sim). Start with the broker up; the MQTT session is connected
     when start() returns."""
 
-    def __init__(self, root, broker, cert, extra, name, groups):
+    def __init__(self, root, broker, cert, extra, name, groups, env=None):
         self.run = Run(root, broker, cert, extra, name)
         self.link = os.path.join(self.run.dir, "run", "link.sock")
         devdir = os.path.join(self.run.dir, "devices.d")
@@ -107,7 +107,7 @@ class Gateway:
                     f"ListenStream=unix:{self.link}\nHandshakeRate=5000\n")
         self.log = open(os.path.join(self.run.dir, "mcugwd.log"), "wb")
         self.proc = subprocess.Popen([MCUGWD, "--config", self.run.conf], stdout=self.log,
-                                     stderr=self.log)
+                                     stderr=self.log, env=env)
         self.run.wait_connected()
         self.key = self.run.status()["link"]["public_key"]
 
@@ -490,8 +490,8 @@ def bench_scale(root, broker, cert):
         f.write(f"\n[Paths]\nDevicesDirectory={devdir}\n[Link]\nListenStream=unix:{link}\n"
                 # Every simulator is the same Unix user, one "source" to the per-source limit
                 # on unauthenticated connections, which is there against one attacker.
-                f"MaxConnections={n + 256}\nMaxPendingPerSource={n + 256}\n[Relay]\nBatching=no\nPublishesPerSecond=0\n"
-                "BytesPerSecond=0\n")
+                f"MaxConnections={n + 256}\nMaxPendingPerSource={n + 256}\n"
+                "[Relay]\nBatching=no\nPublishesPerSecond=0\nBytesPerSecond=0\n")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < n + 512:
         raise RuntimeError(f"the hard limit on open files ({hard}) is below {n + 512}")
@@ -561,6 +561,110 @@ def bench_scale(root, broker, cert):
                     "the first message of every device (all sent at once)"}
 
 
+SLOW_MS = 20
+SLOWFSYNC = os.environ.get("SLOWFSYNC_SO") or os.path.join(BUILD, "tests", "libslowfsync.so")
+
+
+def slow_env(marks):
+    """The daemon's environment on a slow disk: every fsync/fdatasync takes SLOW_MS more
+    (tests/slowdisk/slowfsync.c); the shim logs one B and one E per call into marks."""
+    if not os.path.exists(SLOWFSYNC):
+        raise RuntimeError(f"{SLOWFSYNC} is not built")
+    return dict(os.environ, LD_PRELOAD=SLOWFSYNC, SLOWFSYNC_MS=str(SLOW_MS),
+                SLOWFSYNC_LOG=marks)
+
+
+def syncs(marks):
+    with open(marks) as f:
+        return f.read().count("E")
+
+
+def bench_relay_slowdisk(root, broker, cert):
+    """The relay on an SD-card-like disk (Synchronous=full, every fsync +20 ms), end to end as in
+    `relay` and `latency`: the unbatched relay's rate against the bare libmosquitto publisher of
+    the same run (ratio), and the latency at 1,000 msg/s (p99). Syncs per message tell how big
+    the groups grew."""
+    n_dev, per_dev, size, inflight, window = 50, 2000, 64, 20, 32
+    total = n_dev * per_dev
+    pcert = broker.certs.client("bench-baseline")
+    sub = subscriber(broker, "bench/baseline", total, 100)
+    out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
+                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
+                         capture_output=True, text=True, timeout=110, check=True)
+    base_puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+    base = e2e_rate(sub_result(sub))
+    log(f"baseline: {base:.0f} msgs/s to the subscriber ({base_puback:.0f} to PUBACK)")
+    extra = """
+[Database]
+Synchronous=full
+CommitInterval=10ms
+[Relay]
+Batching=no
+PublishesPerSecond=0
+BytesPerSecond=0
+"""
+    # The relay, as fast as the devices' ack windows allow.
+    marks = os.path.join(root, "slowdisk-relay.marks")
+    gw = Gateway(root, broker, cert, extra, "slowdisk-relay", [("s-", n_dev)],
+                 env=slow_env(marks))
+    try:
+        sub = subscriber(broker, TELEMETRY, total, 100)
+        sim = gw.sim("s-", n_dev, "--rate", 0, "--fill-window", "--window", window,
+                     "--messages", per_dev, "--size", size, "--duration", 100)
+        gw.wait_sending(sim)
+        c0, s0, k0 = gw.cpu(), syncs(marks), gw.run.status()["database"]["commits"]
+        r = sub_result(sub)
+        sim.communicate(timeout=60)
+        if sim.returncode != 0:
+            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+        # All acked (the sims exit then): the syncs and commits of the whole run.
+        relay_syncs = syncs(marks) - s0
+        relay_commits = gw.run.status()["database"]["commits"] - k0
+        cpu = (gw.cpu() - c0) / max(r["received"], 1) * 1e6
+    finally:
+        gw.stop()
+    if r["received"] < total:
+        raise RuntimeError(f"{r['received']} of {total} delivered")
+    rate = e2e_rate(r)
+    log(f"gateway on a slow disk: {rate:.0f} msgs/s, {relay_syncs} syncs, "
+        f"{relay_commits} commits")
+
+    # The latency at a fixed 1,000 msg/s.
+    l_dev, l_rate, secs, warm = 10, 1000, 12, 1000
+    l_total = l_rate * secs
+    marks = os.path.join(root, "slowdisk-latency.marks")
+    gw = Gateway(root, broker, cert, extra, "slowdisk-latency", [("t-", l_dev)],
+                 env=slow_env(marks))
+    try:
+        sub = subscriber(broker, TELEMETRY, l_total, 60, skip=warm)
+        sim = gw.sim("t-", l_dev, "--rate", l_rate // l_dev, "--messages", l_total // l_dev,
+                     "--size", 64, "--duration", 60)
+        gw.wait_sending(sim)
+        s0 = syncs(marks)
+        lr = sub_result(sub)
+        sim.communicate(timeout=60)
+        if sim.returncode != 0:
+            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+        lat_syncs = syncs(marks) - s0
+    finally:
+        gw.stop()
+    if not lr["samples"]:
+        raise RuntimeError("no messages received")
+    return {"ratio": round(rate / base, 3), "p99_ms": lr["p99_ms"], "p50_ms": lr["p50_ms"],
+            "max_ms": lr["max_ms"], "gateway_msgs_per_s": round(rate),
+            "baseline_msgs_per_s": round(base), "baseline_msgs_per_s_to_puback": round(base_puback),
+            "fsync_delay_ms": SLOW_MS, "synchronous": "full", "commit_interval_ms": 10,
+            "relay_msgs_per_sync": round(total / max(relay_syncs, 1), 1),
+            "relay_syncs": relay_syncs, "relay_commits": relay_commits,
+            "latency_msgs_per_sync": round(l_total / max(lat_syncs, 1), 1),
+            "latency_rate_msgs_per_s": l_rate, "latency_samples": lr["samples"],
+            "daemon_cpu_us_per_msg": round(cpu, 1), "messages": total, "devices": n_dev,
+            "device_window": window, "budget_ratio": 0.8, "budget_p99_ms": 50,
+            "source": "link",
+            "note": "every fsync/fdatasync of mcugwd delayed by fsync_delay_ms (LD_PRELOAD "
+                    "slowfsync.so); baseline: a bare libmosquitto QoS 1 publisher, same run"}
+
+
 def main():
     root = tempfile.mkdtemp(prefix="mcugw-bench-")
     os.chmod(root, 0o755)
@@ -570,7 +674,7 @@ def main():
         cert = broker.certs.client("bench-gw")
         fn = {"relay": bench_relay, "relay-batched": bench_relay_batched,
               "latency": bench_latency, "memory": bench_memory, "outage": bench_outage,
-              "scale": bench_scale}[NAME]
+              "scale": bench_scale, "relay-slowdisk": bench_relay_slowdisk}[NAME]
         res = fn(root, broker, cert)
         res = {"benchmark": NAME, **res}
     finally:
