@@ -233,12 +233,15 @@
 #define MCUGW_EMALFORMED (-16) /**< bad field, reserved bits set, trailing bytes */
 #define MCUGW_ETRUNC (-17)     /**< body shorter than its fixed parts (e.g. missing tag) */
 #define MCUGW_EAUTH (-20)      /**< AEAD tag mismatch: forgery, corruption, wrong key */
-#define MCUGW_EREPLAY (-21)    /**< counter already seen inside the window */
+#define MCUGW_EREPLAY (-21)    /**< replayed message (no longer returned for DATA: see EDUP) */
 #define MCUGW_ETOOOLD (-22)    /**< counter left of the replay window */
 #define MCUGW_ESESSION (-23)   /**< DATA for an unknown session id / no session */
 #define MCUGW_EREKEY (-24)     /**< counter limit reached: a new handshake is required */
 #define MCUGW_EDH (-25)        /**< X25519 result all-zero (low-order peer key) */
 #define MCUGW_EREJECTED (-26)  /**< responder: device unknown / not allowed (lookup callback) */
 #define MCUGW_ETOOBIG (-27)    /**< message does not fit the peer's receive limit */
+/** An authenticated, exact copy of a DATA frame already received inside the replay window: a
+ * link duplicate (or a replay of one, which is as harmless). Dropped, not an attack. */
+#define MCUGW_EDUP (-28)
 
 #endif /* MCUGW_WIRE_H */

@@ -63,6 +63,7 @@ const char *mcugw_strerror(int code)
         case MCUGW_EDH: return "invalid public key";
         case MCUGW_EREJECTED: return "device rejected";
         case MCUGW_ETOOBIG: return "message too big for peer";
+        case MCUGW_EDUP: return "duplicate frame";
         default: return "unknown error";
         }
 }

@@ -186,7 +186,7 @@ static void count_rx_error(struct mcugw_responder *r, int e)
 {
         switch (e) {
         case MCUGW_EAUTH: r->stats.rx_auth_fail++; break;
-        case MCUGW_EREPLAY: r->stats.rx_replay++; break;
+        case MCUGW_EDUP: r->stats.rx_dup++; break;
         case MCUGW_ETOOOLD: r->stats.rx_too_old++; break;
         case MCUGW_ESESSION: r->stats.rx_bad_session++; break;
         case MCUGW_ETRUNC: r->stats.rx_truncated++; break;
