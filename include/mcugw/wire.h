@@ -150,12 +150,14 @@
 #define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
 
-/** 0x20..0x2f: OTA (offer / chunk / chunk ack / status), defined by the OTA section later. */
+/** 0x20..0x2f: OTA (docs/protocol.md section 12; layouts and codec in mcugw/ota.h). */
 #define MCUGW_MSG_OTA_FIRST 0x20u
 #define MCUGW_MSG_OTA_OFFER 0x20u
 #define MCUGW_MSG_OTA_CHUNK 0x21u
 #define MCUGW_MSG_OTA_CHUNK_ACK 0x22u
 #define MCUGW_MSG_OTA_STATUS 0x23u
+#define MCUGW_MSG_OTA_ABORT 0x24u
+#define MCUGW_MSG_OTA_OFFER_MORE 0x25u /**< version || sig of an OFFER, in pieces */
 #define MCUGW_MSG_OTA_LAST 0x2fu
 
 /** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */

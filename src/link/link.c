@@ -2059,6 +2059,13 @@ void link_manager_remove_listener(struct link_manager *m, struct link_listener *
                 }
 }
 
+size_t link_manager_msg_room(struct link_manager *m, const char *device_id)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        return d && d->link && !d->link->closing ? link_msg_room(d->link) : 0;
+}
+
 size_t link_manager_queued(struct link_manager *m, const char *device_id)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;

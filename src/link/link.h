@@ -108,6 +108,9 @@ void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *
 int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
 /* Bytes waiting in the output queue of the device's link (0 if none or not connected). */
 size_t link_manager_queued(struct link_manager *m, const char *device_id);
+/* The largest message (DATA plaintext) the connected device can receive: its receive limit from
+ * handshake message 1 minus the DATA overhead. 0 if it is not connected. */
+size_t link_manager_msg_room(struct link_manager *m, const char *device_id);
 
 /* A device's output queue counts as drained when, having held LINK_QUEUE_LOW bytes or more (or
  * having refused a message with -ENOBUFS), it falls below LINK_QUEUE_LOW again. A producer that

@@ -117,6 +117,7 @@ struct sim_dev {
         int ota_fd;
         char fw[MCUGW_FW_VERSION_MAX + 1], fw_old[MCUGW_FW_VERSION_MAX + 1];
         char fw_offered[MCUGW_FW_VERSION_MAX + 1], fw_pending[MCUGW_FW_VERSION_MAX + 1];
+        uint8_t fw_offered_len;
         uint32_t ota_tid, boots;
         uint8_t attest[ONBOARD_ATTEST_MAX]; /* manufacturer attestation sent in message 1 */
         uint16_t attest_len;
@@ -503,9 +504,18 @@ static void on_message(void *user, const struct mcugw_msg *m)
 
         if (!d->ota_on || m->type < MCUGW_MSG_OTA_FIRST || m->type > MCUGW_MSG_OTA_LAST)
                 return;
-        if (m->type == MCUGW_MSG_OTA_OFFER && mcugw_ota_decode(m, &o) == 0)
-                snprintf(d->fw_offered, sizeof d->fw_offered, "%.*s", (int)o.u.offer.version_len,
-                         o.u.offer.version);
+        /* The version comes in the OFFER_MORE pieces, before the signature. */
+        if (m->type == MCUGW_MSG_OTA_OFFER && mcugw_ota_decode(m, &o) == 0) {
+                d->fw_offered_len = (uint8_t)o.u.offer.version_len;
+                memset(d->fw_offered, 0, sizeof d->fw_offered);
+        } else if (m->type == MCUGW_MSG_OTA_OFFER_MORE && mcugw_ota_decode(m, &o) == 0) {
+                for (size_t i = 0; i < o.u.more.len; i++) {
+                        size_t at = o.u.more.offset + i;
+                        uint8_t c = o.u.more.data[i];
+                        if (at < d->fw_offered_len && at < MCUGW_FW_VERSION_MAX)
+                                d->fw_offered[at] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
+                }
+        }
         mcugw_ota_handle(&d->ota, m);
 }
 
