@@ -257,8 +257,8 @@ int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c, co
 /**
  * Authenticate and decrypt a DATA frame in place. Checks in this order: length (ETRUNC),
  * header (EMALFORMED), session id (ESESSION), counter limit (EREKEY), window (ETOOOLD), tag
- * (EAUTH), already received (EDUP: an authenticated exact duplicate); the window only advances after the tag verified. On success *msg
- * points at frame + 16 and *msg_len is len - 32.
+ * (EAUTH), already received (EDUP: an authenticated exact duplicate); the window only advances
+ * after the tag verified. On success *msg points at frame + 16 and *msg_len is len - 32.
  */
 int mcugw_session_open(struct mcugw_session *s, const struct mcugw_crypto *c, uint8_t *frame,
                        size_t len, uint8_t **msg, size_t *msg_len);

@@ -22,10 +22,10 @@
 
 /* The link counters we sample, in the order of struct mdev.c[]. */
 static const char *const counter_names[] = {
-        "frames_in",  "frames_out", "bytes_in",    "bytes_out",  "telemetry", "auth_failures",
-        "mac_errors", "crc_errors", "replays",     "tx_dropped", "malformed", "handshakes",
-        "truncated",  "oversize",   "cobs_errors", "takeovers",  "commands",  "commands_busy",
-        "dup",
+        "frames_in",     "frames_out", "bytes_in",      "bytes_out", "telemetry",
+        "auth_failures", "mac_errors", "crc_errors",    "replays",   "tx_dropped",
+        "malformed",     "handshakes", "truncated",     "oversize",  "cobs_errors",
+        "takeovers",     "commands",   "commands_busy", "dup",
 };
 enum {
         C_FRAMES_IN,

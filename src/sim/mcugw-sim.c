@@ -476,8 +476,8 @@ static void sim_ota_init(struct sim_dev *d)
                 .signer_pub = opt.have_ota_pub ? opt.ota_pub : NULL,
                 .max_size = 64u << 20,
                 .window = 16384,
-                .max_chunk = (opt.rx_frame ? opt.rx_frame : MCUGW_FRAME_MAX) -
-                             MCUGW_DATA_OVERHEAD - MCUGW_OTA_CHUNK_HDR,
+                .max_chunk = (opt.rx_frame ? opt.rx_frame : MCUGW_FRAME_MAX) - MCUGW_DATA_OVERHEAD -
+                             MCUGW_OTA_CHUNK_HDR,
                 .on_reboot = ota_reboot_cb,
                 .user = d,
         };

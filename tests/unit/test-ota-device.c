@@ -253,8 +253,8 @@ static void test_codec(void **state)
 
         /* OFFER_MORE: at least one byte, never beyond version || sig at their longest */
         m.type = MCUGW_MSG_OTA_OFFER_MORE;
-        m.u.more = (struct mcugw_ota_more){ .transfer_id = 3, .offset = 100, .data = sig,
-                                            .len = 4 };
+        m.u.more =
+                (struct mcugw_ota_more){ .transfer_id = 3, .offset = 100, .data = sig, .len = 4 };
         n = mcugw_ota_encode(&m, buf, sizeof buf);
         assert_int_equal(n, (int)MCUGW_OTA_MORE_HDR + 4);
         mcugw_ota_wrap(&msg, buf, (size_t)n);
