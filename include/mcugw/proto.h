@@ -392,6 +392,13 @@ int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len
 int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len, uint8_t *out,
                          size_t cap);
 
+/**
+ * The device id rule, the same for the wire (HS1), the SDK and the gateway's registry: 1 to
+ * MCUGW_DEVICE_ID_MAX bytes of [A-Za-z0-9._-]. Ids end up in MQTT topics, file names and log
+ * lines, where '/', '+', '#', quotes or spaces would change their meaning. 1 if valid.
+ */
+int mcugw_device_id_valid(const char *id, size_t len);
+
 /** The confirmed peer, or NULL before the first session. */
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r);
 

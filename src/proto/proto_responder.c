@@ -45,7 +45,7 @@ const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
 static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *peer,
                              const uint8_t **attest, size_t *attest_len)
 {
-        size_t id_len, alen, i;
+        size_t id_len, alen;
 
         if (len < MCUGW_HS1_PAYLOAD_MIN)
                 return MCUGW_ETRUNC;
@@ -59,9 +59,8 @@ static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *pe
         id_len = p[4];
         if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX || len < 7 + id_len)
                 return MCUGW_EMALFORMED;
-        for (i = 0; i < id_len; i++)
-                if (p[5 + i] < 0x21 || p[5 + i] > 0x7e)
-                        return MCUGW_EMALFORMED;
+        if (!mcugw_device_id_valid((const char *)p + 5, id_len))
+                return MCUGW_EMALFORMED;
         alen = get_le16(p + 5 + id_len);
         if (alen > MCUGW_ATTEST_MAX || len != 7 + id_len + alen)
                 return MCUGW_EMALFORMED;

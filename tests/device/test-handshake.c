@@ -739,7 +739,11 @@ static void test_init_validation(void **state)
         c.keys.device_id = "";
         assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
         c.keys.device_id = "has spc";
-        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL); /* printable, no space */
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL); /* [A-Za-z0-9._-] only */
+        c.keys.device_id = "a/b";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
+        c.keys.device_id = "a+b";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, NULL, 0), MCUGW_ESTATE);
 }
 
