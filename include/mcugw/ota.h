@@ -62,24 +62,8 @@ extern "C" {
 #define MCUGW_OTA_ACK_BUSY 2u    /**< another transfer is active or waiting for its reboot */
 #define MCUGW_OTA_ACK_REFUSED 3u /**< offer refused: see the STATUS that follows */
 
-/** STATUS states. */
-#define MCUGW_OTA_ST_RECEIVING 1u
-#define MCUGW_OTA_ST_VERIFIED 2u  /**< image complete and verified, rebooting into it */
-#define MCUGW_OTA_ST_TESTING 3u   /**< running the new image in test mode, self-test running */
-#define MCUGW_OTA_ST_CONFIRMED 4u /**< self-test passed, image made permanent */
-#define MCUGW_OTA_ST_FAILED 5u    /**< code + reason; the device stays on its old image */
-#define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, busy) */
-#define MCUGW_OTA_ST_ABORTED 7u
-
-/** STATUS / ABORT codes. */
-#define MCUGW_OTA_E_NONE 0u
-#define MCUGW_OTA_E_TOO_BIG 1u
-#define MCUGW_OTA_E_FLASH 2u
-#define MCUGW_OTA_E_HASH 3u
-#define MCUGW_OTA_E_SIGNATURE 4u
-#define MCUGW_OTA_E_SELF_TEST 5u
-#define MCUGW_OTA_E_ABORTED 6u
-#define MCUGW_OTA_E_BAD_OFFER 7u
+/* OTA_STATUS states (MCUGW_OTA_ST_*) and OTA_STATUS / ABORT codes (MCUGW_OTA_E_*) are wire
+ * numbers: they live in mcugw/wire.h. */
 
 /**
  * OFFER announces the image; the version text and the signature follow in OFFER_MORE pieces

@@ -155,10 +155,35 @@
 #define MCUGW_MSG_OTA_OFFER 0x20u
 #define MCUGW_MSG_OTA_CHUNK 0x21u
 #define MCUGW_MSG_OTA_CHUNK_ACK 0x22u
+/** OTA_STATUS (device -> gateway): where a transfer stands. Not STATUS (0x05), the device's
+ * boot/firmware report. */
 #define MCUGW_MSG_OTA_STATUS 0x23u
-#define MCUGW_MSG_OTA_ABORT 0x24u
-#define MCUGW_MSG_OTA_OFFER_MORE 0x25u /**< version || sig of an OFFER, in pieces */
+#define MCUGW_MSG_OTA_ABORT 0x24u      /**< gw->dev: u32 transfer id, u16 code (MCUGW_OTA_E_*) */
+#define MCUGW_MSG_OTA_OFFER_MORE 0x25u /**< gw->dev: version || sig of an OFFER, in pieces */
 #define MCUGW_MSG_OTA_LAST 0x2fu
+
+/**
+ * OTA_STATUS state (byte 5). With VERIFIED, TESTING and CONFIRMED the code is 0
+ * (MCUGW_OTA_E_NONE); the offset is the image size with VERIFIED and 0 with TESTING and
+ * CONFIRMED (they come from the new image after its reset, which does not hold a transfer).
+ */
+#define MCUGW_OTA_ST_RECEIVING 1u /**< offset: bytes held (sent after reconnecting) */
+#define MCUGW_OTA_ST_VERIFIED 2u  /**< image complete and verified, rebooting into it */
+#define MCUGW_OTA_ST_TESTING 3u   /**< running the new image in test mode, self-test running */
+#define MCUGW_OTA_ST_CONFIRMED 4u /**< self-test passed, image made permanent */
+#define MCUGW_OTA_ST_FAILED 5u    /**< code + reason; the device stays on its old image */
+#define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, flash) */
+#define MCUGW_OTA_ST_ABORTED 7u   /**< after an ABORT */
+
+/** OTA_STATUS / ABORT code (u16). */
+#define MCUGW_OTA_E_NONE 0u
+#define MCUGW_OTA_E_TOO_BIG 1u
+#define MCUGW_OTA_E_FLASH 2u
+#define MCUGW_OTA_E_HASH 3u
+#define MCUGW_OTA_E_SIGNATURE 4u
+#define MCUGW_OTA_E_SELF_TEST 5u
+#define MCUGW_OTA_E_ABORTED 6u
+#define MCUGW_OTA_E_BAD_OFFER 7u
 
 /** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */
 #define MCUGW_MSG_VENDOR_FIRST 0xf0u

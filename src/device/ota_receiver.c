@@ -257,6 +257,8 @@ void mcugw_ota_booted_test(struct mcugw_ota *o, uint32_t transfer_id)
 {
         o->transfer_id = transfer_id;
         o->state = MCUGW_OTA_ST_TESTING;
+        /* The new image holds no transfer: TESTING and CONFIRMED report offset 0. */
+        o->offset = o->size = 0;
 }
 
 int mcugw_ota_connected(struct mcugw_ota *o)

@@ -340,6 +340,7 @@ static void test_receive_in_order(void **state)
         assert_int_equal(f.reboots, 1);
         assert_int_equal(last(&f)->type, MCUGW_MSG_OTA_STATUS);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_VERIFIED);
+        assert_int_equal(last(&f)->u.status.offset, IMG_SIZE);
         assert_memory_equal(f.flash, image, IMG_SIZE);
         /* another offer while waiting for the reboot: busy */
         offer(&o, 8, sig, sig_len);
@@ -348,7 +349,11 @@ static void test_receive_in_order(void **state)
         mcugw_ota_booted_test(&o, 7);
         assert_int_equal(mcugw_ota_connected(&o), 0);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_TESTING);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_NONE);
+        assert_int_equal(last(&f)->u.status.offset, 0); /* docs/protocol.md 12.2 */
         assert_int_equal(mcugw_ota_self_test_done(&o, 1, NULL), 0);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_NONE);
+        assert_int_equal(last(&f)->u.status.offset, 0);
         assert_int_equal(f.confirmed, 1);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_CONFIRMED);
         /* a late duplicate offer gets the final state again */
