@@ -12,9 +12,9 @@
  *   CHUNK(id, offset, data) x n  -------->    (in order only; a gap -> CHUNK_ACK RESYNC)
  *                                        <--- CHUNK_ACK(id, cumulative offset, window)
  *                                             last byte: hash + signature check, set_pending
- *                                        <--- STATUS(VERIFIED)  ... reboot into test mode
- *                                        <--- STATUS(TESTING) after the new handshake
- *                                        <--- STATUS(CONFIRMED) or STATUS(FAILED, reason)
+ *                                        <--- OTA_STATUS(VERIFIED)  ... reboot into test mode
+ *                                        <--- OTA_STATUS(TESTING) after the new handshake
+ *                                        <--- OTA_STATUS(CONFIRMED) or OTA_STATUS(FAILED, reason)
  *   ABORT(id, code) --------------------->    drops the transfer
  *
  * A repeated OFFER with the same transfer id is a "where are you?" probe: the device answers
