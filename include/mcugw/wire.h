@@ -77,7 +77,8 @@
 /** Largest plaintext message in a DATA frame of the maximal size. */
 #define MCUGW_MSG_MAX (MCUGW_FRAME_MAX - MCUGW_DATA_OVERHEAD)
 
-/** Device id: printable ASCII 0x21..0x7e, 1..32 bytes, not NUL-terminated on the wire. */
+/** Device id: 1..32 bytes of [A-Za-z0-9._-] (mcugw_device_id_valid(); the registry's rule too),
+ * not NUL-terminated on the wire. */
 #define MCUGW_DEVICE_ID_MAX 32u
 
 /** Attestation blob in handshake message 1 (docs/protocol.md, "Attestation (v1)"). */

@@ -114,7 +114,7 @@ struct link_dev {
         struct link_dev *cmd_next;
         uint32_t cmd_out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
         uint32_t cmd_out_used;                  /* bit i: cmd_out[i] is due */
-        uint8_t cmd_out_next; /* ring: when all are due, the oldest is forgotten */
+        uint8_t cmd_out_next; /* when all are due, the next one to forget */
 };
 
 /* Connections of one source (address or uid) that have not authenticated yet. */
@@ -1705,7 +1705,7 @@ static void cmd_out_add(struct link_dev *d, uint32_t id)
                 if (!(d->cmd_out_used & (UINT32_C(1) << i)))
                         break;
         if (i == LINK_CMD_OUTSTANDING) {
-                /* All due: forget the oldest, its result will be dropped as stray. */
+                /* All due: one is forgotten, in rotation; its result will be dropped as stray. */
                 i = d->cmd_out_next;
                 d->cmd_out_next = (uint8_t)((d->cmd_out_next + 1) % LINK_CMD_OUTSTANDING);
         }
