@@ -114,7 +114,7 @@ struct link_dev {
         struct link_dev *cmd_next;
         uint32_t cmd_out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
         uint32_t cmd_out_used;                  /* bit i: cmd_out[i] is due */
-        uint8_t cmd_out_next; /* when all are due, the next one to forget */
+        uint8_t cmd_out_next;                   /* when all are due, the next one to forget */
 };
 
 /* Connections of one source (address or uid) that have not authenticated yet. */
