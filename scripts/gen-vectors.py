@@ -116,6 +116,7 @@ CA = dict(
     r_e=H("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b"),
     m1="ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944718da798efbcd91528520204f904b9bd6c7413dccdc214d951e15253e39987f18146e8cd0873654207148333479d4d16c289f0294b29960a72f48e0b7bba2e89083169825e59642148d492020664ccf7",
     m2="95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f1448088435361e70b2ed446e6c9ec387d1d6b3b840f194e373979d241b203c4acafccf5",
+    h="0b0f68fb0c27e03ce9b97565995ed4838cc0581b762ef72b062f6a546419fad7",
 )
 
 
@@ -126,6 +127,7 @@ def check_cacophony():
     assert m2.hex() == CA["m2"], "cacophony msg2 mismatch"
     t = ChaCha20Poly1305(k1).encrypt(nonce(0), b"F. A. Hayek", b"")
     assert t.hex() == "050e9f3c8fac16b68dbce8f8c4bfbf6617c897f9ada4aa29aa19c8"
+    assert h.hex() == CA["h"], "cacophony handshake_hash mismatch"
     return h
 
 

@@ -1,19 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * mcugw link protocol v2 — OTA messages (0x20..0x24) and the device-side OTA receiver.
+ * mcugw link protocol v2 — OTA messages (0x20..0x25) and the device-side OTA receiver.
  *
  * The byte layouts are specified in docs/protocol.md section 12; this header has the codec both
  * sides use and the MCU receiver of libmcugw-device. Pure C99, no malloc, no OS headers.
  *
  *   gateway                                   device
- *   OFFER(id, size, sha256, version, sig) --->
+ *   OFFER(id, size, sha256, lengths) ----->
+ *   OFFER_MORE(id, off, version||sig) x n ->  (pieces that fit the smallest receive limit)
  *                                        <--- CHUNK_ACK(id, offset = bytes held, window, max)
  *   CHUNK(id, offset, data) x n  -------->    (in order only; a gap -> CHUNK_ACK RESYNC)
  *                                        <--- CHUNK_ACK(id, cumulative offset, window)
  *                                             last byte: hash + signature check, set_pending
- *                                        <--- STATUS(VERIFIED)  ... reboot into test mode
- *                                        <--- STATUS(TESTING) after the new handshake
- *                                        <--- STATUS(CONFIRMED) or STATUS(FAILED, reason)
+ *                                        <--- OTA_STATUS(VERIFIED)  ... reboot into test mode
+ *                                        <--- OTA_STATUS(TESTING) after the new handshake
+ *                                        <--- OTA_STATUS(CONFIRMED) or OTA_STATUS(FAILED, reason)
  *   ABORT(id, code) --------------------->    drops the transfer
  *
  * A repeated OFFER with the same transfer id is a "where are you?" probe: the device answers
@@ -32,12 +33,21 @@
 extern "C" {
 #endif
 
-#define MCUGW_MSG_OTA_ABORT 0x24u
-
 #define MCUGW_OTA_SIG_MAX 72u /**< DER ECDSA P-256 signature */
 #define MCUGW_OTA_VERSION_MAX 32u
 #define MCUGW_OTA_REASON_MAX 48u
-#define MCUGW_OTA_OFFER_MIN (1u + 4u + 4u + 32u + 1u + 1u + 1u)
+/** OFFER: type, transfer id, size, sha256, flags, version_len, sig_len (exactly). */
+#define MCUGW_OTA_OFFER_LEN (1u + 4u + 4u + 32u + 1u + 1u + 1u)
+/** OFFER_MORE before its data: type, transfer id, offset into version || sig. */
+#define MCUGW_OTA_MORE_HDR (1u + 4u + 1u)
+/** version || sig: what the OFFER_MORE pieces of one offer carry together. */
+#define MCUGW_OTA_META_MAX (MCUGW_OTA_VERSION_MAX + MCUGW_OTA_SIG_MAX)
+/**
+ * Largest OFFER_MORE data the gateway puts in one piece: the message then fits a DATA frame of
+ * the smallest receive limit a device may announce (MCUGW_FRAME_MIN), like every message the
+ * gateway sends.
+ */
+#define MCUGW_OTA_MORE_PIECE (MCUGW_FRAME_MIN - MCUGW_DATA_OVERHEAD - MCUGW_OTA_MORE_HDR)
 #define MCUGW_OTA_CHUNK_HDR (1u + 4u + 4u) /**< type, transfer id, offset */
 #define MCUGW_OTA_ACK_LEN (1u + 4u + 4u + 4u + 2u + 1u)
 
@@ -52,34 +62,28 @@ extern "C" {
 #define MCUGW_OTA_ACK_BUSY 2u    /**< another transfer is active or waiting for its reboot */
 #define MCUGW_OTA_ACK_REFUSED 3u /**< offer refused: see the STATUS that follows */
 
-/** STATUS states. */
-#define MCUGW_OTA_ST_RECEIVING 1u
-#define MCUGW_OTA_ST_VERIFIED 2u  /**< image complete and verified, rebooting into it */
-#define MCUGW_OTA_ST_TESTING 3u   /**< running the new image in test mode, self-test running */
-#define MCUGW_OTA_ST_CONFIRMED 4u /**< self-test passed, image made permanent */
-#define MCUGW_OTA_ST_FAILED 5u    /**< code + reason; the device stays on its old image */
-#define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, busy) */
-#define MCUGW_OTA_ST_ABORTED 7u
+/* OTA_STATUS states (MCUGW_OTA_ST_*) and OTA_STATUS / ABORT codes (MCUGW_OTA_E_*) are wire
+ * numbers: they live in mcugw/wire.h. */
 
-/** STATUS / ABORT codes. */
-#define MCUGW_OTA_E_NONE 0u
-#define MCUGW_OTA_E_TOO_BIG 1u
-#define MCUGW_OTA_E_FLASH 2u
-#define MCUGW_OTA_E_HASH 3u
-#define MCUGW_OTA_E_SIGNATURE 4u
-#define MCUGW_OTA_E_SELF_TEST 5u
-#define MCUGW_OTA_E_ABORTED 6u
-#define MCUGW_OTA_E_BAD_OFFER 7u
-
+/**
+ * OFFER announces the image; the version text and the signature follow in OFFER_MORE pieces
+ * (version first, then sig), so that no message is larger than the smallest receive limit.
+ */
 struct mcugw_ota_offer {
         uint32_t transfer_id; /**< non-zero */
         uint32_t size;        /**< >= 1 */
         uint8_t sha256[32];   /**< of the whole image */
         uint8_t flags;        /**< MCUGW_OTA_F_* */
-        const char *version;  /**< printable, not NUL-terminated */
-        size_t version_len;   /**< <= MCUGW_OTA_VERSION_MAX */
-        const uint8_t *sig;   /**< DER ECDSA P-256 over SHA-256 of the image */
-        size_t sig_len;       /**< 1..MCUGW_OTA_SIG_MAX */
+        size_t version_len;   /**< <= MCUGW_OTA_VERSION_MAX, printable text in OFFER_MORE */
+        size_t sig_len;       /**< 1..MCUGW_OTA_SIG_MAX, DER ECDSA P-256 in OFFER_MORE */
+};
+
+/** A piece of version || sig of the offer with the same transfer id. */
+struct mcugw_ota_more {
+        uint32_t transfer_id;
+        uint8_t offset; /**< into version || sig */
+        const uint8_t *data;
+        size_t len; /**< >= 1, offset + len <= MCUGW_OTA_META_MAX */
 };
 
 struct mcugw_ota_chunk {
@@ -112,13 +116,14 @@ struct mcugw_ota_abort {
 };
 
 struct mcugw_ota_msg {
-        uint8_t type; /**< MCUGW_MSG_OTA_OFFER .. MCUGW_MSG_OTA_ABORT */
+        uint8_t type; /**< MCUGW_MSG_OTA_OFFER .. MCUGW_MSG_OTA_OFFER_MORE */
         union {
                 struct mcugw_ota_offer offer;
                 struct mcugw_ota_chunk chunk;
                 struct mcugw_ota_ack ack;
                 struct mcugw_ota_status status;
                 struct mcugw_ota_abort abort;
+                struct mcugw_ota_more more;
         } u;
 };
 
@@ -169,15 +174,17 @@ struct mcugw_ota_config {
         void *user;
 };
 
-/** Receiver state; allocate statically, fields private. ~140 bytes. */
+/** Receiver state; allocate statically, fields private. */
 struct mcugw_ota {
         struct mcugw_ota_config cfg;
         uint32_t transfer_id, size, offset, acked;
         uint8_t sha256[32];
         uint8_t sig[MCUGW_OTA_SIG_MAX];
         uint8_t sig_len;
-        uint8_t state; /**< 0 idle or MCUGW_OTA_ST_* */
+        uint8_t state; /**< 0 idle, MCUGW_OTA_ST_*, or an offer waiting for its OFFER_MORE */
         uint8_t resync_sent;
+        uint8_t version_len; /**< of the offer being assembled */
+        uint8_t meta_got;    /**< bytes of version || sig received so far */
 };
 
 int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg);

@@ -19,7 +19,7 @@
  *      handle:    rc = mcugw_responder_handle(&r, f, fl, &rx);
  *                 rx.kind == MCUGW_RX_REPLY   -> mcugw_frame_encode(rx.data, rx.len, ...) & write
  *                 rx.kind == MCUGW_RX_MESSAGE -> mcugw_msg_decode(rx.data, rx.len, &msg)
- *                 rc < 0                      -> count per code (EAUTH, EREPLAY, ...)
+ *                 rc < 0                      -> count per code (EAUTH, EDUP, ...)
  *      send:      n = mcugw_msg_encode(&m, buf + MCUGW_DATA_HDR_LEN, ...);
  *                 n = mcugw_responder_seal(&r, buf + MCUGW_DATA_HDR_LEN, n, buf, sizeof buf);
  *                 mcugw_frame_encode(buf, n, wire, sizeof wire) & write
@@ -256,9 +256,9 @@ int mcugw_session_seal(struct mcugw_session *s, const struct mcugw_crypto *c, co
 
 /**
  * Authenticate and decrypt a DATA frame in place. Checks in this order: length (ETRUNC),
- * header (EMALFORMED), session id (ESESSION), counter limit (EREKEY), window (ETOOOLD,
- * EREPLAY), tag (EAUTH); the window only advances after the tag verified. On success *msg
- * points at frame + 16 and *msg_len is len - 32.
+ * header (EMALFORMED), session id (ESESSION), counter limit (EREKEY), window (ETOOOLD), tag
+ * (EAUTH), already received (EDUP: an authenticated exact duplicate); the window only advances
+ * after the tag verified. On success *msg points at frame + 16 and *msg_len is len - 32.
  */
 int mcugw_session_open(struct mcugw_session *s, const struct mcugw_crypto *c, uint8_t *frame,
                        size_t len, uint8_t **msg, size_t *msg_len);
@@ -402,7 +402,7 @@ struct mcugw_responder_stats {
         uint32_t sessions;     /**< sessions confirmed by the first DATA frame */
         uint32_t rx_ok;
         uint32_t rx_auth_fail;
-        uint32_t rx_replay;
+        uint32_t rx_dup; /**< authenticated duplicates inside the window (MCUGW_EDUP) */
         uint32_t rx_too_old;
         uint32_t rx_bad_session;
         uint32_t rx_truncated; /**< DATA frame shorter than header + tag */
@@ -461,7 +461,7 @@ int mcugw_responder_cookie_reply(struct mcugw_responder *r, const uint8_t *hs1, 
 
 /**
  * Process one decoded frame (from the deframer; decrypted in place). Returns 0 and fills @p rx,
- * or a negative code for a dropped frame (also counted in r->stats): MCUGW_EAUTH, EREPLAY,
+ * or a negative code for a dropped frame (also counted in r->stats): MCUGW_EAUTH, EDUP,
  * ETOOOLD, ESESSION, ETRUNC, EMALFORMED, EVERSION, ETYPE, EREJECTED, ...
  *
  * Handshake: message 1 needs a valid mac1 (EAUTH) and, with cfg.fresh, a new timestamp (ESTALE:
@@ -480,6 +480,13 @@ int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len
  */
 int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t len, uint8_t *out,
                          size_t cap);
+
+/**
+ * The device id rule, the same for the wire (HS1), the SDK and the gateway's registry: 1 to
+ * MCUGW_DEVICE_ID_MAX bytes of [A-Za-z0-9._-]. Ids end up in MQTT topics, file names and log
+ * lines, where '/', '+', '#', quotes or spaces would change their meaning. 1 if valid.
+ */
+int mcugw_device_id_valid(const char *id, size_t len);
 
 /** The confirmed peer, or NULL before the first session. */
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r);

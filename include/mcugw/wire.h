@@ -34,6 +34,9 @@
  * (docs/protocol.md, "Handshake flood resistance"): mac1 and mac2 at the end of HS1, the
  * COOKIE frame (0x05), a monotonic timestamp in the HS1 payload, and the prologue
  * "mcugw-link/v3". A v3 gateway refuses v2 frames (MCUGW_EVERSION, counted `old_version`).
+ * Also new in version 3: OTA OFFER split into OFFER and OFFER_MORE (0x25) so that every
+ * gateway message fits the smallest receive limit (96), and exact duplicates of a DATA frame are
+ * told apart from replays (MCUGW_EDUP).
  *
  * Version 2 added, over version 1: the NOSESSION frame (0x04, "no such session,
  * handshake again", gateway -> device), the link_reason byte in STATUS (before the firmware
@@ -83,7 +86,8 @@
 /** Largest plaintext message in a DATA frame of the maximal size. */
 #define MCUGW_MSG_MAX (MCUGW_FRAME_MAX - MCUGW_DATA_OVERHEAD)
 
-/** Device id: printable ASCII 0x21..0x7e, 1..32 bytes, not NUL-terminated on the wire. */
+/** Device id: 1..32 bytes of [A-Za-z0-9._-] (mcugw_device_id_valid(); the registry's rule too),
+ * not NUL-terminated on the wire. */
 #define MCUGW_DEVICE_ID_MAX 32u
 
 /** Attestation blob in handshake message 1 (docs/protocol.md, "Attestation (v1)"). */
@@ -185,13 +189,40 @@
 #define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
 
-/** 0x20..0x2f: OTA (offer / chunk / chunk ack / status), defined by the OTA section later. */
+/** 0x20..0x2f: OTA (docs/protocol.md section 12; layouts and codec in mcugw/ota.h). */
 #define MCUGW_MSG_OTA_FIRST 0x20u
 #define MCUGW_MSG_OTA_OFFER 0x20u
 #define MCUGW_MSG_OTA_CHUNK 0x21u
 #define MCUGW_MSG_OTA_CHUNK_ACK 0x22u
+/** OTA_STATUS (device -> gateway): where a transfer stands. Not STATUS (0x05), the device's
+ * boot/firmware report. */
 #define MCUGW_MSG_OTA_STATUS 0x23u
+#define MCUGW_MSG_OTA_ABORT 0x24u      /**< gw->dev: u32 transfer id, u16 code (MCUGW_OTA_E_*) */
+#define MCUGW_MSG_OTA_OFFER_MORE 0x25u /**< gw->dev: version || sig of an OFFER, in pieces */
 #define MCUGW_MSG_OTA_LAST 0x2fu
+
+/**
+ * OTA_STATUS state (byte 5). With VERIFIED, TESTING and CONFIRMED the code is 0
+ * (MCUGW_OTA_E_NONE); the offset is the image size with VERIFIED and 0 with TESTING and
+ * CONFIRMED (they come from the new image after its reset, which does not hold a transfer).
+ */
+#define MCUGW_OTA_ST_RECEIVING 1u /**< offset: bytes held (sent after reconnecting) */
+#define MCUGW_OTA_ST_VERIFIED 2u  /**< image complete and verified, rebooting into it */
+#define MCUGW_OTA_ST_TESTING 3u   /**< running the new image in test mode, self-test running */
+#define MCUGW_OTA_ST_CONFIRMED 4u /**< self-test passed, image made permanent */
+#define MCUGW_OTA_ST_FAILED 5u    /**< code + reason; the device stays on its old image */
+#define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, flash) */
+#define MCUGW_OTA_ST_ABORTED 7u   /**< after an ABORT */
+
+/** OTA_STATUS / ABORT code (u16). */
+#define MCUGW_OTA_E_NONE 0u
+#define MCUGW_OTA_E_TOO_BIG 1u
+#define MCUGW_OTA_E_FLASH 2u
+#define MCUGW_OTA_E_HASH 3u
+#define MCUGW_OTA_E_SIGNATURE 4u
+#define MCUGW_OTA_E_SELF_TEST 5u
+#define MCUGW_OTA_E_ABORTED 6u
+#define MCUGW_OTA_E_BAD_OFFER 7u
 
 /** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */
 #define MCUGW_MSG_VENDOR_FIRST 0xf0u
@@ -268,7 +299,7 @@
 #define MCUGW_EMALFORMED (-16) /**< bad field, reserved bits set, trailing bytes */
 #define MCUGW_ETRUNC (-17)     /**< body shorter than its fixed parts (e.g. missing tag) */
 #define MCUGW_EAUTH (-20)      /**< AEAD tag mismatch: forgery, corruption, wrong key */
-#define MCUGW_EREPLAY (-21)    /**< counter already seen inside the window */
+#define MCUGW_EREPLAY (-21)    /**< replayed message (no longer returned for DATA: see EDUP) */
 #define MCUGW_ETOOOLD (-22)    /**< counter left of the replay window */
 #define MCUGW_ESESSION (-23)   /**< DATA for an unknown session id / no session */
 #define MCUGW_EREKEY (-24)     /**< counter limit reached: a new handshake is required */
@@ -276,5 +307,8 @@
 #define MCUGW_EREJECTED (-26)  /**< responder: device unknown / not allowed (lookup callback) */
 #define MCUGW_ETOOBIG (-27)    /**< message does not fit the peer's receive limit */
 #define MCUGW_ESTALE (-28)     /**< HS1 timestamp not newer than the device's last one (replay) */
+/** An authenticated, exact copy of a DATA frame already received inside the replay window: a
+ * link duplicate (or a replay of one, which is as harmless). Dropped, not an attack. */
+#define MCUGW_EDUP (-29)
 
 #endif /* MCUGW_WIRE_H */

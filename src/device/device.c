@@ -48,18 +48,14 @@ static void report(struct mcugw_device *dev, int code)
 
 int mcugw_device_init(struct mcugw_device *dev, const struct mcugw_device_config *cfg)
 {
-        size_t id_len, i;
+        size_t id_len;
 
         if (!dev || !cfg || !cfg->port.send || !cfg->port.now_ms || !cfg->port.crypto ||
             !cfg->keys.static_priv || !cfg->keys.gateway_pub || !cfg->keys.device_id ||
             !cfg->rx_buf || !cfg->tx_buf)
                 return MCUGW_EINVAL;
         id_len = strlen(cfg->keys.device_id);
-        for (i = 0; i < id_len; i++)
-                if ((uint8_t)cfg->keys.device_id[i] < 0x21 ||
-                    (uint8_t)cfg->keys.device_id[i] > 0x7e)
-                        return MCUGW_EINVAL;
-        if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX ||
+        if (!mcugw_device_id_valid(cfg->keys.device_id, id_len) ||
             cfg->rx_cap < MCUGW_DEVICE_RX_BUF(MCUGW_FRAME_MIN) ||
             cfg->tx_cap < MCUGW_DEVICE_HS1_LEN(id_len))
                 return MCUGW_EINVAL;

@@ -2,7 +2,7 @@
 /*
  * libmcugw-device: the OTA receiver (docs/protocol.md section 12).
  *
- *   idle --OFFER--> RECEIVING --last byte, hash + signature ok--> VERIFIED --reboot-->
+ *   idle --OFFER + OFFER_MORE--> RECEIVING --last byte, hash + signature ok--> VERIFIED --reboot-->
  *   TESTING --self-test ok--> CONFIRMED            (any failure: FAILED, old image stays)
  *
  * Chunks are written strictly in order through the flash port; a chunk that does not start at
@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "mcugw/ota.h"
+
+/* Internal state between an OFFER and its last OFFER_MORE piece; never on the wire. */
+#define OTA_OFFERED 0x40u
 
 static int send_ota(struct mcugw_ota *o, const struct mcugw_ota_msg *m)
 {
@@ -76,8 +79,6 @@ int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg)
 
 static int on_offer(struct mcugw_ota *o, const struct mcugw_ota_offer *f)
 {
-        int r;
-
         if (f->transfer_id == o->transfer_id && o->state) {
                 switch (o->state) {
                 case MCUGW_OTA_ST_RECEIVING:
@@ -106,19 +107,47 @@ static int on_offer(struct mcugw_ota *o, const struct mcugw_ota_offer *f)
                 return send_status(o, f->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_TOO_BIG,
                                    "image larger than the slot");
         }
+        /* Wait for version || sig (OFFER_MORE) before touching the flash. */
         o->size = f->size;
         memcpy(o->sha256, f->sha256, 32);
-        memcpy(o->sig, f->sig, f->sig_len);
         o->sig_len = (uint8_t)f->sig_len;
-        r = o->cfg.flash.begin(o->cfg.flash.ctx, f->size);
+        o->version_len = (uint8_t)f->version_len;
+        o->meta_got = 0;
+        o->state = OTA_OFFERED;
+        return 0;
+}
+
+/* A piece of version || sig. Pieces are taken in order only: after a lost one the rest are
+ * ignored until the gateway repeats the OFFER (it does when no ack comes). */
+static int on_more(struct mcugw_ota *o, const struct mcugw_ota_more *m)
+{
+        size_t total = (size_t)o->version_len + o->sig_len, i;
+        int r;
+
+        if (o->state != OTA_OFFERED || m->transfer_id != o->transfer_id)
+                return 0; /* e.g. after a resume probe, which needs no signature */
+        if (m->offset != o->meta_got)
+                return 0;
+        if (m->offset + m->len > total)
+                return MCUGW_EMALFORMED;
+        for (i = 0; i < m->len; i++) {
+                size_t at = m->offset + i;
+                /* The version is for people; only the signature is kept. */
+                if (at >= o->version_len)
+                        o->sig[at - o->version_len] = m->data[i];
+        }
+        o->meta_got = (uint8_t)(m->offset + m->len);
+        if (o->meta_got < total)
+                return 0;
+        r = o->cfg.flash.begin(o->cfg.flash.ctx, o->size);
         if (r < 0) {
                 o->state = MCUGW_OTA_ST_REJECTED;
-                (void)send_ack(o, f->transfer_id, MCUGW_OTA_ACK_REFUSED);
-                return send_status(o, f->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_FLASH,
+                (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_REFUSED);
+                return send_status(o, o->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_FLASH,
                                    "flash begin failed");
         }
         o->state = MCUGW_OTA_ST_RECEIVING;
-        return send_ack(o, f->transfer_id, MCUGW_OTA_ACK_OK);
+        return send_ack(o, o->transfer_id, MCUGW_OTA_ACK_OK);
 }
 
 /* Constant time is not needed for a public hash, but it costs nothing. */
@@ -205,6 +234,7 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
                 return r;
         switch (d.type) {
         case MCUGW_MSG_OTA_OFFER: return on_offer(o, &d.u.offer);
+        case MCUGW_MSG_OTA_OFFER_MORE: return on_more(o, &d.u.more);
         case MCUGW_MSG_OTA_CHUNK: return on_chunk(o, &d.u.chunk);
         case MCUGW_MSG_OTA_ABORT:
                 if (d.u.abort.transfer_id != o->transfer_id || !o->state)
@@ -227,6 +257,8 @@ void mcugw_ota_booted_test(struct mcugw_ota *o, uint32_t transfer_id)
 {
         o->transfer_id = transfer_id;
         o->state = MCUGW_OTA_ST_TESTING;
+        /* The new image holds no transfer: TESTING and CONFIRMED report offset 0. */
+        o->offset = o->size = 0;
 }
 
 int mcugw_ota_connected(struct mcugw_ota *o)

@@ -33,6 +33,9 @@ int device_state_from_string(const char *s)
         return -EINVAL;
 }
 
+/* The same rule as mcugw_device_id_valid() on the wire (docs/protocol.md 3.1): this layer does
+ * not include the protocol core, so tests/unit/test-enroll.c checks the two agree on every
+ * byte. */
 bool enroll_id_valid(const char *id)
 {
         size_t n = strlen(id);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,17 @@
  * needs one per handshake under load; each is smaller than the HS1 that caused it. */
 #define LINK_COOKIE_RATE 10.0
 #define LINK_COOKIE_BURST 10.0
+/* ERROR answers per link (docs/protocol.md, section 7): enough to tell a developer what is
+ * wrong with a message, never a stream a confused device could keep busy. */
+#define LINK_ERROR_RATE 1.0
+#define LINK_ERROR_BURST 2.0
+#define LINK_ERROR_TEXT_MAX (MCUGW_FRAME_MIN - MCUGW_DATA_OVERHEAD - 4u)
+/* Command ids sent to a device whose result has not come back yet. A result for any other id is
+ * dropped (`stray_results`): the cloud only ever hears about commands it sent. */
+#define LINK_CMD_OUTSTANDING 32u
+
+/* A JIT device waits for an operator: its retries are not failed authentications. */
+static const char REJECT_PENDING[] = "pending approval";
 
 /* Every counter we keep, per device and in total. X(name). */
 /* clang-format off */
@@ -66,7 +78,8 @@
         X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(errors_received)  \
         X(handshakes) X(auth_failures) X(hs_throttled) X(mac_errors) X(replays) X(bad_session)    \
         X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
-        X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent)                \
+        X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent) X(dup)          \
+        X(unknown_type) X(hs_pending) X(stray_results) X(errors_sent) X(too_big)                 \
         X(junk_mac1) X(cookie_sent) X(hs_cookie) X(replay_ts) X(old_version)
 /* clang-format on */
 
@@ -109,6 +122,9 @@ struct link_dev {
         struct link_cmd *cmd_head, *cmd_tail;
         unsigned n_cmds;
         struct link_dev *cmd_next;
+        uint32_t cmd_out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
+        uint32_t cmd_out_used;                  /* bit i: cmd_out[i] is due */
+        uint8_t cmd_out_next;                   /* when all are due, the next one to forget */
 };
 
 /* Connections of one source (address or uid) that have not authenticated yet. */
@@ -154,6 +170,7 @@ struct link {
         struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
         struct ratelimit cookie_bucket; /* COOKIE answers */
         struct ratelimit nosession_bucket;
+        struct ratelimit error_bucket;
         struct ratelimit_window audit_lim;
         uint64_t serial;           /* unique per manager: what a cookie is bound to */
         bool version_warned;       /* logged once that the peer speaks another protocol version */
@@ -257,6 +274,7 @@ struct link_manager {
 static void link_close(struct link *l, const char *reason);
 static void on_link_poll(uv_poll_t *h, int status, int events);
 static void cmd_timer_arm(struct link_manager *m, uint64_t ms);
+static bool cmd_out_take(struct link_dev *d, uint32_t id);
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
 
@@ -728,9 +746,46 @@ static int link_send_msg(struct link *l, const struct mcugw_msg *msg)
                                  sizeof m->txbuf);
         if (n == MCUGW_ESESSION)
                 return -ENOTCONN;
+        if (n == MCUGW_ETOOBIG) {
+                /* Larger than the device's receive limit: it could never take it. Counted, and
+                 * the caller gets -EMSGSIZE at once rather than a silent timeout. */
+                COUNT(l, too_big, 1);
+                return -EMSGSIZE;
+        }
         if (n < 0)
                 return -EMSGSIZE;
         return link_send_frame(l, m->txbuf, (size_t)n);
+}
+
+/* The largest message the device on @l can receive (its limit from message 1). */
+static size_t link_msg_room(const struct link *l)
+{
+        const struct mcugw_peer *p = mcugw_responder_peer(&l->r);
+        size_t max = p && p->max_rx_frame ? p->max_rx_frame : MCUGW_FRAME_MAX;
+
+        return max > MCUGW_DATA_OVERHEAD ? max - MCUGW_DATA_OVERHEAD : 0;
+}
+
+/* Tell the device why a message of its was dropped (docs/protocol.md, section 7: ERROR). Only
+ * on an authenticated session, never in answer to an ERROR, rate-limited per link. */
+static _printf_(3, 4) void link_send_error(struct link *l, int code, const char *fmt, ...)
+{
+        struct mcugw_msg e = { .type = MCUGW_MSG_ERROR };
+        char text[MCUGW_ERROR_TEXT_MAX + 1];
+        va_list ap;
+        int n;
+
+        if (!ratelimit_try(&l->error_bucket, 1, now_ms(l->m) * USEC_PER_MSEC))
+                return;
+        va_start(ap, fmt);
+        n = vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        e.u.error.code = (uint16_t)-code;
+        e.u.error.text = text;
+        /* Short enough that ERROR fits the smallest receive limit (96: message <= 64). */
+        e.u.error.text_len = n < 0 ? 0 : MIN((size_t)n, (size_t)LINK_ERROR_TEXT_MAX);
+        if (link_send_msg(l, &e) == 0)
+                COUNT(l, errors_sent, 1);
 }
 
 static int link_send_ack(struct link *l, uint16_t stream, uint32_t seq, uint8_t status)
@@ -793,7 +848,15 @@ static void link_auth_failed(struct link *l, const char *reason)
         struct link_dev *d = NULL;
         char key[45] = "";
 
-        m->tot.auth_failures++;
+        /* A device onboarded just in time retries while it waits for approval: that is
+         * expected, not an attack, so it is counted apart (`hs_pending`) and no rule on
+         * auth_failures fires for it. It is still audited. */
+        bool pending = reason == REJECT_PENDING;
+
+        if (pending)
+                m->tot.hs_pending++;
+        else
+                m->tot.auth_failures++;
         /* A failure counts against a device only when its own enrolled key was presented
          * (pending, quarantined, revoked, or used under another id). Anyone who knows the
          * gateway's public key can start a handshake with a fresh key and any claimed id: if
@@ -804,7 +867,9 @@ static void link_auth_failed(struct link *l, const char *reason)
                 if (rd)
                         d = dev_get(m, rd->id);
         }
-        if (d)
+        if (d && pending)
+                d->c.hs_pending++;
+        else if (d)
                 d->c.auth_failures++;
         if (!audit_allowed(l))
                 return;
@@ -858,7 +923,7 @@ static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *at
                    policy == ONBOARD_ACTIVE ? "active" : "pending approval");
         if (policy == ONBOARD_ACTIVE)
                 return 0;
-        l->reject_reason = "pending approval";
+        l->reject_reason = REJECT_PENDING;
         return -1;
 }
 
@@ -885,7 +950,7 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         case DEVICE_ACTIVE: return 0;
         case DEVICE_REVOKED: l->reject_reason = "revoked"; return -1;
         case DEVICE_QUARANTINED: l->reject_reason = "quarantined"; return -1;
-        case DEVICE_PENDING: l->reject_reason = "pending approval"; return -1;
+        case DEVICE_PENDING: l->reject_reason = REJECT_PENDING; return -1;
         default: l->reject_reason = "not admitted"; return -1;
         }
 }
@@ -1027,8 +1092,17 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
         }
         r = mcugw_msg_decode(data, len, &msg);
         if (r < 0) {
-                COUNT(l, malformed, 1);
-                log_device(LOG_DEBUG, d->id, "malformed message: %s", mcugw_strerror(r));
+                unsigned type = len ? data[0] : 0;
+                if (r == MCUGW_ETYPE)
+                        COUNT(l, unknown_type, 1);
+                else
+                        COUNT(l, malformed, 1);
+                log_device(LOG_DEBUG, d->id, "message type 0x%02x dropped: %s", type,
+                           mcugw_strerror(r));
+                /* Never answer an ERROR with an ERROR: two confused peers would ping-pong. */
+                if (type != MCUGW_MSG_ERROR)
+                        link_send_error(l, r, "message type 0x%02x dropped: %s", type,
+                                        mcugw_strerror(r));
                 return;
         }
         switch (msg.type) {
@@ -1081,6 +1155,16 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 break;
         }
         case MCUGW_MSG_COMMAND_RESULT:
+                if (!cmd_out_take(d, msg.u.result.id)) {
+                        /* Not a command we sent (or its result came already): the cloud must
+                         * never hear of results for commands it did not send. */
+                        COUNT(l, stray_results, 1);
+                        log_device(LOG_DEBUG, d->id, "result for unknown command %u dropped",
+                                   msg.u.result.id);
+                        link_send_error(l, MCUGW_ESTATE, "result for unknown command %u",
+                                        msg.u.result.id);
+                        break;
+                }
                 COUNT(l, command_results, 1);
                 if (m->cb.on_command_result)
                         m->cb.on_command_result(m->cb.ud, d->id, msg.u.result.id,
@@ -1098,6 +1182,7 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 }
                 COUNT(l, unhandled, 1);
                 log_device(LOG_DEBUG, d->id, "unhandled message type 0x%02x", msg.type);
+                link_send_error(l, MCUGW_ETYPE, "message type 0x%02x not handled", msg.type);
                 break;
         }
 }
@@ -1106,7 +1191,7 @@ static const char *rx_error_reason(int rc)
 {
         switch (rc) {
         case MCUGW_EAUTH: return "bad MAC";
-        case MCUGW_EREPLAY: return "replay";
+        case MCUGW_EDUP: return "duplicate";
         case MCUGW_ETOOOLD: return "replay (too old)";
         case MCUGW_ETRUNC: return "truncated";
         case MCUGW_ESESSION: return "unknown session";
@@ -1270,15 +1355,19 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
                 const char *why = rx_error_reason(rc);
                 switch (rc) {
                 case MCUGW_EAUTH: COUNT(l, mac_errors, 1); break;
-                case MCUGW_EREPLAY:
+                /* An exact copy inside the window is what a link may do (docs/protocol.md,
+                 * section 4): counted apart, never a replay. Replays are frames from before the
+                 * window; forged copies fail the tag (mac_errors). */
+                case MCUGW_EDUP: COUNT(l, dup, 1); break;
                 case MCUGW_ETOOOLD: COUNT(l, replays, 1); break;
+                case MCUGW_ETYPE: COUNT(l, unknown_type, 1); break;
                 case MCUGW_ETRUNC: COUNT(l, truncated, 1); break;
                 case MCUGW_ESESSION: COUNT(l, bad_session, 1); break;
                 default: COUNT(l, malformed, 1); break;
                 }
                 if (rc == MCUGW_ESESSION && type == (int)MCUGW_FRAME_DATA)
                         link_send_nosession(l, frame, len, t);
-                if (rc != MCUGW_ESESSION && l->dev && audit_allowed(l))
+                if (rc != MCUGW_ESESSION && rc != MCUGW_EDUP && l->dev && audit_allowed(l))
                         audit_json(m, "daemon", "link.frame_rejected", l->dev->id,
                                    json_pack("{ss ss}", "reason", why, "link", l->name));
                 log_device(LOG_DEBUG, l->dev ? l->dev->id : NULL, "frame dropped on %s: %s",
@@ -1458,6 +1547,8 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
                        now_ms(m) * USEC_PER_MSEC);
         l->serial = ++m->next_serial;
         ratelimit_init(&l->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST,
+                       now_ms(m) * USEC_PER_MSEC);
+        ratelimit_init(&l->error_bucket, LINK_ERROR_RATE, LINK_ERROR_BURST,
                        now_ms(m) * USEC_PER_MSEC);
         ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
                               now_ms(m) * USEC_PER_MSEC);
@@ -1759,6 +1850,34 @@ static void cmd_bucket_prepare(struct link_manager *m, struct link_dev *d)
         }
 }
 
+/* Remember a command id sent to the device, so that its result is recognised. */
+static void cmd_out_add(struct link_dev *d, uint32_t id)
+{
+        unsigned i;
+
+        for (i = 0; i < LINK_CMD_OUTSTANDING; i++)
+                if (!(d->cmd_out_used & (UINT32_C(1) << i)))
+                        break;
+        if (i == LINK_CMD_OUTSTANDING) {
+                /* All due: one is forgotten, in rotation; its result will be dropped as stray. */
+                i = d->cmd_out_next;
+                d->cmd_out_next = (uint8_t)((d->cmd_out_next + 1) % LINK_CMD_OUTSTANDING);
+        }
+        d->cmd_out[i] = id;
+        d->cmd_out_used |= UINT32_C(1) << i;
+}
+
+/* True (and forgotten) if a result for @id is due. */
+static bool cmd_out_take(struct link_dev *d, uint32_t id)
+{
+        for (unsigned i = 0; i < LINK_CMD_OUTSTANDING; i++)
+                if ((d->cmd_out_used & (UINT32_C(1) << i)) && d->cmd_out[i] == id) {
+                        d->cmd_out_used &= ~(UINT32_C(1) << i);
+                        return true;
+                }
+        return false;
+}
+
 static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t len)
 {
         struct mcugw_msg c = { .type = MCUGW_MSG_COMMAND };
@@ -1768,8 +1887,10 @@ static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t 
         c.u.command.payload = payload;
         c.u.command.len = len;
         r = link_send_msg(l, &c);
-        if (r == 0)
+        if (r == 0) {
                 COUNT(l, commands, 1);
+                cmd_out_add(l->dev, id);
+        }
         return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
 }
 
@@ -2034,6 +2155,11 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                 return -ENOTCONN;
         if (len > MCUGW_MSG_MAX - 5)
                 return -EMSGSIZE;
+        if (link_msg_room(d->link) < 5 + len) {
+                /* Larger than this device can receive: say so now, not after a timeout. */
+                COUNT(d->link, too_big, 1);
+                return -EMSGSIZE;
+        }
         cmd_bucket_prepare(m, d);
         if (!d->cmd_head && cmd_room(d->link) &&
             ratelimit_try(&d->cmd_bucket, 1, now_ms(m) * USEC_PER_MSEC))
@@ -2109,6 +2235,13 @@ void link_manager_remove_listener(struct link_manager *m, struct link_listener *
                 }
 }
 
+size_t link_manager_msg_room(struct link_manager *m, const char *device_id)
+{
+        struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+
+        return d && d->link && !d->link->closing ? link_msg_room(d->link) : 0;
+}
+
 size_t link_manager_queued(struct link_manager *m, const char *device_id)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
@@ -2167,6 +2300,7 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
                 .takeovers = d->c.takeovers,
                 .commands = d->c.commands,
                 .commands_busy = d->c.commands_busy,
+                .dup = d->c.dup,
                 .last_seen_us = d->last_seen_us,
                 .connected = d->link && !d->link->closing,
         };

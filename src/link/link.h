@@ -108,6 +108,9 @@ void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *
 int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
 /* Bytes waiting in the output queue of the device's link (0 if none or not connected). */
 size_t link_manager_queued(struct link_manager *m, const char *device_id);
+/* The largest message (DATA plaintext) the connected device can receive: its receive limit from
+ * handshake message 1 minus the DATA overhead. 0 if it is not connected. */
+size_t link_manager_msg_room(struct link_manager *m, const char *device_id);
 
 /* A device's output queue counts as drained when, having held LINK_QUEUE_LOW bytes or more (or
  * having refused a message with -ENOBUFS), it falls below LINK_QUEUE_LOW again. A producer that
@@ -143,6 +146,7 @@ struct link_device_counters {
         uint64_t frames_in, frames_out, bytes_in, bytes_out, telemetry, handshakes;
         uint64_t auth_failures, mac_errors, crc_errors, cobs_errors, replays, truncated;
         uint64_t oversize, malformed, tx_dropped, takeovers, commands, commands_busy;
+        uint64_t dup; /* exact duplicates inside the replay window: harmless */
         int64_t last_seen_us;
         bool connected;
 };

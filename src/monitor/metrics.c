@@ -22,9 +22,10 @@
 
 /* The link counters we sample, in the order of struct mdev.c[]. */
 static const char *const counter_names[] = {
-        "frames_in",  "frames_out", "bytes_in",    "bytes_out",  "telemetry", "auth_failures",
-        "mac_errors", "crc_errors", "replays",     "tx_dropped", "malformed", "handshakes",
-        "truncated",  "oversize",   "cobs_errors", "takeovers",  "commands",  "commands_busy",
+        "frames_in",     "frames_out", "bytes_in",      "bytes_out", "telemetry",
+        "auth_failures", "mac_errors", "crc_errors",    "replays",   "tx_dropped",
+        "malformed",     "handshakes", "truncated",     "oversize",  "cobs_errors",
+        "takeovers",     "commands",   "commands_busy", "dup",
 };
 enum {
         C_FRAMES_IN,
@@ -45,6 +46,7 @@ enum {
         C_TAKEOVERS,
         C_COMMANDS,
         C_COMMANDS_BUSY,
+        C_DUP,
         _C_MAX,
 };
 
@@ -201,6 +203,7 @@ static void read_counters(const struct link_device_counters *k, uint64_t c[_C_MA
         c[C_TAKEOVERS] = k->takeovers;
         c[C_COMMANDS] = k->commands;
         c[C_COMMANDS_BUSY] = k->commands_busy;
+        c[C_DUP] = k->dup;
 }
 
 void metrics_sample(struct metrics *m)

@@ -523,22 +523,39 @@ static int send_ota(struct ota_xfer *x, const struct mcugw_ota_msg *m, uint8_t *
         return link_manager_send(x->job->o->link, x->device, &msg);
 }
 
+/* OFFER, then version || sig in OFFER_MORE pieces: each message fits the smallest receive
+ * limit a device may announce (docs/protocol.md 12.2), so every device can be offered. */
 static int send_offer(struct ota_xfer *x)
 {
         struct ota_job *j = x->job;
         struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_OFFER };
-        uint8_t buf[MCUGW_OTA_OFFER_MIN + MCUGW_OTA_VERSION_MAX + MCUGW_OTA_SIG_MAX];
+        uint8_t meta[MCUGW_OTA_META_MAX], buf[MCUGW_OTA_MORE_HDR + MCUGW_OTA_META_MAX];
+        size_t vl = strlen(j->version), total = vl + j->sig_len;
+        int r;
 
+        x->next_try_ms = now_ms(j->o) + OTA_STALL_MS;
         m.u.offer.transfer_id = j->transfer_id;
         m.u.offer.size = (uint32_t)ota_image_size(j->img);
         memcpy(m.u.offer.sha256, j->sha256, 32);
         m.u.offer.flags = MCUGW_OTA_F_TEST_BOOT | (j->mcuboot ? MCUGW_OTA_F_MCUBOOT : 0);
-        m.u.offer.version = j->version;
-        m.u.offer.version_len = strlen(j->version);
-        m.u.offer.sig = j->sig;
+        m.u.offer.version_len = vl;
         m.u.offer.sig_len = j->sig_len;
-        x->next_try_ms = now_ms(j->o) + OTA_STALL_MS;
-        return send_ota(x, &m, buf, sizeof buf);
+        r = send_ota(x, &m, buf, sizeof buf);
+        if (r < 0)
+                return r;
+        memcpy(meta, j->version, vl);
+        memcpy(meta + vl, j->sig, j->sig_len);
+        for (size_t off = 0; off < total; off += MCUGW_OTA_MORE_PIECE) {
+                struct mcugw_ota_msg p = { .type = MCUGW_MSG_OTA_OFFER_MORE };
+                p.u.more.transfer_id = j->transfer_id;
+                p.u.more.offset = (uint8_t)off;
+                p.u.more.data = meta + off;
+                p.u.more.len = MIN(total - off, (size_t)MCUGW_OTA_MORE_PIECE);
+                r = send_ota(x, &p, buf, sizeof buf);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 /* Push chunks while the window and the link queue allow. */
@@ -555,11 +572,16 @@ static void pump(struct ota_xfer *x)
         while (x->sent < size && x->sent - x->acked < x->window &&
                link_manager_queued(o->link, x->device) < OTA_QUEUE_LIMIT) {
                 uint32_t len = MIN(MIN(x->max_chunk, o->block_size), size - x->sent);
+                size_t room = link_manager_msg_room(o->link, x->device);
                 struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_CHUNK };
                 int n, r;
 
                 if (len > MCUGW_MSG_MAX - MCUGW_OTA_CHUNK_HDR)
                         len = MCUGW_MSG_MAX - MCUGW_OTA_CHUNK_HDR;
+                /* A device may announce a max_chunk its own receive limit cannot carry: the
+                 * limit from its handshake wins. */
+                if (room > MCUGW_OTA_CHUNK_HDR && len > room - MCUGW_OTA_CHUNK_HDR)
+                        len = (uint32_t)(room - MCUGW_OTA_CHUNK_HDR);
                 n = ota_image_read(j->img, x->sent, buf + MCUGW_OTA_CHUNK_HDR, len);
                 if (n != (int)len) {
                         x_fail(x, "cannot read the cached image");

@@ -26,11 +26,9 @@ int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
                 const struct mcugw_ota_offer *o = &m->u.offer;
                 if (!o->transfer_id || !o->size || (o->flags & ~MCUGW_OTA_F_MASK) ||
                     o->version_len > MCUGW_OTA_VERSION_MAX || !o->sig_len ||
-                    o->sig_len > MCUGW_OTA_SIG_MAX || !o->sig ||
-                    (o->version_len && (!o->version || !text_ok(o->version, o->version_len))))
+                    o->sig_len > MCUGW_OTA_SIG_MAX)
                         return MCUGW_EINVAL;
-                n = MCUGW_OTA_OFFER_MIN + o->version_len + o->sig_len;
-                if (n > cap)
+                if (cap < MCUGW_OTA_OFFER_LEN)
                         return MCUGW_ENOSPC;
                 out[0] = m->type;
                 put_le32(out + 1, o->transfer_id);
@@ -38,10 +36,20 @@ int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
                 memcpy(out + 9, o->sha256, 32);
                 out[41] = o->flags;
                 out[42] = (uint8_t)o->version_len;
-                if (o->version_len)
-                        memcpy(out + 43, o->version, o->version_len);
-                out[43 + o->version_len] = (uint8_t)o->sig_len;
-                memcpy(out + 44 + o->version_len, o->sig, o->sig_len);
+                out[43] = (uint8_t)o->sig_len;
+                return (int)MCUGW_OTA_OFFER_LEN;
+        }
+        case MCUGW_MSG_OTA_OFFER_MORE: {
+                const struct mcugw_ota_more *o = &m->u.more;
+                if (!o->len || !o->data || o->offset + o->len > MCUGW_OTA_META_MAX)
+                        return MCUGW_EINVAL;
+                n = MCUGW_OTA_MORE_HDR + o->len;
+                if (n > cap)
+                        return MCUGW_ENOSPC;
+                out[0] = m->type;
+                put_le32(out + 1, o->transfer_id);
+                out[5] = o->offset;
+                memmove(out + 6, o->data, o->len);
                 return (int)n;
         }
         case MCUGW_MSG_OTA_CHUNK: {
@@ -121,31 +129,31 @@ int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
         memset(&d, 0, sizeof d);
         d.type = msg->type;
         switch (msg->type) {
-        case MCUGW_MSG_OTA_OFFER: {
-                size_t vl, sl;
-                if (len < MCUGW_OTA_OFFER_MIN - 1)
-                        return MCUGW_ETRUNC;
+        case MCUGW_MSG_OTA_OFFER:
+                if (len != MCUGW_OTA_OFFER_LEN - 1)
+                        return len < MCUGW_OTA_OFFER_LEN - 1 ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
                 d.u.offer.transfer_id = get_le32(p);
                 d.u.offer.size = get_le32(p + 4);
                 memcpy(d.u.offer.sha256, p + 8, 32);
                 d.u.offer.flags = p[40];
-                vl = p[41];
-                if (vl > MCUGW_OTA_VERSION_MAX || len < 42 + vl + 1)
-                        return vl > MCUGW_OTA_VERSION_MAX ? MCUGW_EMALFORMED : MCUGW_ETRUNC;
-                sl = p[42 + vl];
-                if (sl == 0 || sl > MCUGW_OTA_SIG_MAX)
-                        return MCUGW_EMALFORMED;
-                if (len != 43 + vl + sl)
-                        return len < 43 + vl + sl ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
-                d.u.offer.version = (const char *)(p + 42);
-                d.u.offer.version_len = vl;
-                d.u.offer.sig = p + 43 + vl;
-                d.u.offer.sig_len = sl;
+                d.u.offer.version_len = p[41];
+                d.u.offer.sig_len = p[42];
                 if (!d.u.offer.transfer_id || !d.u.offer.size ||
-                    (d.u.offer.flags & ~MCUGW_OTA_F_MASK) || !text_ok(d.u.offer.version, vl))
+                    (d.u.offer.flags & ~MCUGW_OTA_F_MASK) ||
+                    d.u.offer.version_len > MCUGW_OTA_VERSION_MAX || !d.u.offer.sig_len ||
+                    d.u.offer.sig_len > MCUGW_OTA_SIG_MAX)
                         return MCUGW_EMALFORMED;
                 break;
-        }
+        case MCUGW_MSG_OTA_OFFER_MORE:
+                if (len < MCUGW_OTA_MORE_HDR - 1 + 1)
+                        return MCUGW_ETRUNC;
+                d.u.more.transfer_id = get_le32(p);
+                d.u.more.offset = p[4];
+                d.u.more.data = p + 5;
+                d.u.more.len = len - 5;
+                if (d.u.more.offset + d.u.more.len > MCUGW_OTA_META_MAX)
+                        return MCUGW_EMALFORMED;
+                break;
         case MCUGW_MSG_OTA_CHUNK:
                 if (len < MCUGW_OTA_CHUNK_HDR - 1 + 1)
                         return MCUGW_ETRUNC;

@@ -5,18 +5,6 @@
 #include "mcugw/proto.h"
 #include "proto_internal.h"
 
-static int id_valid(const char *id, size_t len)
-{
-        size_t i;
-
-        if (!id || len < 1 || len > MCUGW_DEVICE_ID_MAX)
-                return 0;
-        for (i = 0; i < len; i++)
-                if ((uint8_t)id[i] < 0x21 || (uint8_t)id[i] > 0x7e)
-                        return 0;
-        return 1;
-}
-
 int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto *c,
                               const struct mcugw_initiator_params *p, uint8_t *out, size_t cap)
 {
@@ -25,9 +13,9 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
         int r;
 
         if (!hs || !c || !p || !out || !p->static_priv || !p->gateway_pub ||
-            !id_valid(p->device_id, p->device_id_len) || p->attest_len > MCUGW_ATTEST_MAX ||
-            (!p->attest && p->attest_len) || p->max_rx_frame < MCUGW_FRAME_MIN ||
-            p->max_rx_frame > MCUGW_FRAME_MAX)
+            !mcugw_device_id_valid(p->device_id, p->device_id_len) ||
+            p->attest_len > MCUGW_ATTEST_MAX || (!p->attest && p->attest_len) ||
+            p->max_rx_frame < MCUGW_FRAME_MIN || p->max_rx_frame > MCUGW_FRAME_MAX)
                 return MCUGW_EINVAL;
         plen = 15 + p->device_id_len + p->attest_len;
         if (cap < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + plen + MCUGW_HS1_MACS_LEN)

@@ -15,6 +15,21 @@ static int text_ok(const char *s, size_t len)
         return 1;
 }
 
+int mcugw_device_id_valid(const char *id, size_t len)
+{
+        size_t i;
+
+        if (!id || len < 1 || len > MCUGW_DEVICE_ID_MAX)
+                return 0;
+        for (i = 0; i < len; i++) {
+                uint8_t c = (uint8_t)id[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return 0;
+        }
+        return 1;
+}
+
 static int is_raw_type(uint8_t t)
 {
         return (t >= MCUGW_MSG_OTA_FIRST && t <= MCUGW_MSG_OTA_LAST) || t >= MCUGW_MSG_VENDOR_FIRST;

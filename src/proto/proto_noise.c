@@ -64,6 +64,7 @@ const char *mcugw_strerror(int code)
         case MCUGW_EREJECTED: return "device rejected";
         case MCUGW_ETOOBIG: return "message too big for peer";
         case MCUGW_ESTALE: return "handshake timestamp not newer (replay)";
+        case MCUGW_EDUP: return "duplicate frame";
         default: return "unknown error";
         }
 }

@@ -147,7 +147,7 @@ const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
 static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *peer,
                              uint64_t *timestamp, const uint8_t **attest, size_t *attest_len)
 {
-        size_t id_len, alen, i;
+        size_t id_len, alen;
 
         if (len < MCUGW_HS1_PAYLOAD_MIN)
                 return MCUGW_ETRUNC;
@@ -162,9 +162,8 @@ static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *pe
         id_len = p[12];
         if (id_len < 1 || id_len > MCUGW_DEVICE_ID_MAX || len < 15 + id_len)
                 return MCUGW_EMALFORMED;
-        for (i = 0; i < id_len; i++)
-                if (p[13 + i] < 0x21 || p[13 + i] > 0x7e)
-                        return MCUGW_EMALFORMED;
+        if (!mcugw_device_id_valid((const char *)p + 13, id_len))
+                return MCUGW_EMALFORMED;
         alen = get_le16(p + 13 + id_len);
         if (alen > MCUGW_ATTEST_MAX || len != 15 + id_len + alen)
                 return MCUGW_EMALFORMED;
@@ -311,7 +310,7 @@ static void count_rx_error(struct mcugw_responder *r, int e)
 {
         switch (e) {
         case MCUGW_EAUTH: r->stats.rx_auth_fail++; break;
-        case MCUGW_EREPLAY: r->stats.rx_replay++; break;
+        case MCUGW_EDUP: r->stats.rx_dup++; break;
         case MCUGW_ETOOOLD: r->stats.rx_too_old++; break;
         case MCUGW_ESESSION: r->stats.rx_bad_session++; break;
         case MCUGW_ETRUNC: r->stats.rx_truncated++; break;

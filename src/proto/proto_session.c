@@ -61,7 +61,7 @@ static int window_check(const struct mcugw_session *s, uint64_t ctr)
         if (diff >= MCUGW_REPLAY_WINDOW)
                 return MCUGW_ETOOOLD;
         if ((s->rx_bitmap >> diff) & 1u)
-                return MCUGW_EREPLAY;
+                return MCUGW_EDUP;
         return 0;
 }
 
@@ -91,7 +91,7 @@ int mcugw_session_open(struct mcugw_session *s, const struct mcugw_crypto *c, ui
 {
         uint8_t nonce[12];
         uint64_t ctr;
-        int r;
+        int r, seen;
 
         if (!s || !c || !frame || !msg || !msg_len)
                 return MCUGW_EINVAL;
@@ -107,15 +107,20 @@ int mcugw_session_open(struct mcugw_session *s, const struct mcugw_crypto *c, ui
         ctr = get_le64(frame + 8);
         if (ctr >= MCUGW_REJECT_AFTER_MESSAGES)
                 return MCUGW_EREKEY;
-        r = window_check(s, ctr);
-        if (r < 0)
-                return r;
+        seen = window_check(s, ctr);
+        if (seen == MCUGW_ETOOOLD)
+                return seen;
+        /* The tag is checked before a seen counter is reported, so that an exact copy (links
+         * may duplicate frames: harmless, MCUGW_EDUP) is told apart from a forgery that reuses
+         * a counter (MCUGW_EAUTH). It costs no more than any frame with a fresh counter. */
         data_nonce(nonce, ctr);
         r = c->aead_open(c->ctx, s->rx_key, nonce, frame, MCUGW_DATA_HDR_LEN,
                          frame + MCUGW_DATA_HDR_LEN, len - MCUGW_DATA_HDR_LEN,
                          frame + MCUGW_DATA_HDR_LEN);
         if (r < 0)
                 return MCUGW_EAUTH;
+        if (seen < 0)
+                return seen;
         window_update(s, ctr);
         *msg = frame + MCUGW_DATA_HDR_LEN;
         *msg_len = len - MCUGW_DATA_OVERHEAD;

@@ -9,7 +9,7 @@
  *                  [--timestamps] [--sync-start] [--fill-window]
  *                  [--baud N] [--wrong-key|--unknown|--wrong-gateway-key|--replay|--bitflip|
  *                  --garbage|--truncate|--flood|--slowloris] [--every K] [--displace N]
- *                  [--event-log PATH] [--liveness-ms MS]
+ *                  [--event-log PATH] [--liveness-ms MS] [--rx-frame N] [--replay-old]
  *
  * Keys are derived from the seed and the device index (SHA-256("mcugw-sim/v1|SEED|INDEX")), so
  * a test can enroll the devices before starting them. Devices are spread over the --connect
@@ -69,6 +69,7 @@ enum misbehave {
         BAD_TRUNCATE,
         BAD_FLOOD,
         BAD_SLOWLORIS,
+        BAD_REPLAY_OLD,
 };
 
 struct target {
@@ -96,6 +97,9 @@ struct sim_dev {
         size_t acc_len;
         uint8_t last_data[ACC_CAP]; /* for --replay */
         size_t last_data_len;
+        uint8_t old_data[ACC_CAP]; /* for --replay-old: an early frame of the session */
+        size_t old_data_len;
+        uint64_t old_data_frame; /* its number in data_frames */
         double baud_tokens;
         uint64_t baud_last_ms;
         uint64_t started_ms, connected_ms, next_send_ms, reconnect_ms, slow_next_ms;
@@ -114,6 +118,7 @@ struct sim_dev {
         int ota_fd;
         char fw[MCUGW_FW_VERSION_MAX + 1], fw_old[MCUGW_FW_VERSION_MAX + 1];
         char fw_offered[MCUGW_FW_VERSION_MAX + 1], fw_pending[MCUGW_FW_VERSION_MAX + 1];
+        uint8_t fw_offered_len;
         uint32_t ota_tid, boots;
         uint8_t attest[ONBOARD_ATTEST_MAX]; /* manufacturer attestation sent in message 1 */
         uint16_t attest_len;
@@ -149,6 +154,7 @@ static struct {
         FILE *event_log;         /* --event-log: "MONOTONIC_MS DEVICE EVENT ARGS" lines */
         unsigned displace;       /* --displace N: displace our own first N pending sessions */
         uint32_t liveness_ms;    /* --liveness-ms (0: the SDK's default) */
+        unsigned rx_frame;       /* --rx-frame: the device's receive limit (96..1024) */
         uint8_t ota_pub[65];     /* --ota-cert: the device checks the signature too */
         bool have_ota_pub;
         const char *key_file; /* one device with this private key (mcugwctl keygen) */
@@ -281,6 +287,11 @@ static void frame_out(struct sim_dev *d, const uint8_t *wire, size_t wlen)
                 if (data) {
                         memcpy(d->last_data, wire, wlen);
                         d->last_data_len = wlen;
+                        if (!d->old_data_len) {
+                                memcpy(d->old_data, wire, wlen);
+                                d->old_data_len = wlen;
+                                d->old_data_frame = d->data_frames;
+                        }
                 }
                 return;
         }
@@ -290,6 +301,16 @@ static void frame_out(struct sim_dev *d, const uint8_t *wire, size_t wlen)
                 if (d->last_data_len)
                         outq_put(d, d->last_data, d->last_data_len);
                 d->injected++;
+                break;
+        case BAD_REPLAY_OLD:
+                /* A frame from before the replay window (what an attacker who recorded the line
+                 * can send; a link does not delay a frame by 64 others). */
+                outq_put(d, wire, wlen);
+                if (d->old_data_len &&
+                    d->data_frames - d->old_data_frame > MCUGW_REPLAY_WINDOW + 2) {
+                        outq_put(d, d->old_data, d->old_data_len);
+                        d->injected++;
+                }
                 break;
         case BAD_BITFLIP:
                 frame[MCUGW_DATA_HDR_LEN + (flen - MCUGW_DATA_HDR_LEN) / 2] ^= 0x10;
@@ -468,7 +489,8 @@ static void sim_ota_init(struct sim_dev *d)
                 .signer_pub = opt.have_ota_pub ? opt.ota_pub : NULL,
                 .max_size = 64u << 20,
                 .window = 16384,
-                .max_chunk = MCUGW_FRAME_MAX - MCUGW_DATA_OVERHEAD - MCUGW_OTA_CHUNK_HDR,
+                .max_chunk = (opt.rx_frame ? opt.rx_frame : MCUGW_FRAME_MAX) - MCUGW_DATA_OVERHEAD -
+                             MCUGW_OTA_CHUNK_HDR,
                 .on_reboot = ota_reboot_cb,
                 .user = d,
         };
@@ -495,9 +517,18 @@ static void on_message(void *user, const struct mcugw_msg *m)
 
         if (!d->ota_on || m->type < MCUGW_MSG_OTA_FIRST || m->type > MCUGW_MSG_OTA_LAST)
                 return;
-        if (m->type == MCUGW_MSG_OTA_OFFER && mcugw_ota_decode(m, &o) == 0)
-                snprintf(d->fw_offered, sizeof d->fw_offered, "%.*s", (int)o.u.offer.version_len,
-                         o.u.offer.version);
+        /* The version comes in the OFFER_MORE pieces, before the signature. */
+        if (m->type == MCUGW_MSG_OTA_OFFER && mcugw_ota_decode(m, &o) == 0) {
+                d->fw_offered_len = (uint8_t)o.u.offer.version_len;
+                memset(d->fw_offered, 0, sizeof d->fw_offered);
+        } else if (m->type == MCUGW_MSG_OTA_OFFER_MORE && mcugw_ota_decode(m, &o) == 0) {
+                for (size_t i = 0; i < o.u.more.len; i++) {
+                        size_t at = o.u.more.offset + i;
+                        uint8_t c = o.u.more.data[i];
+                        if (at < d->fw_offered_len && at < MCUGW_FW_VERSION_MAX)
+                                d->fw_offered[at] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
+                }
+        }
         mcugw_ota_handle(&d->ota, m);
 }
 
@@ -738,7 +769,7 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.cb.on_command = on_command;
         cfg.cb.on_message = on_message;
         cfg.rx_buf = d->rx;
-        cfg.rx_cap = sizeof d->rx;
+        cfg.rx_cap = opt.rx_frame ? MCUGW_DEVICE_RX_BUF(opt.rx_frame) : sizeof d->rx;
         cfg.tx_buf = d->tx;
         cfg.tx_cap = sizeof d->tx;
         cfg.liveness_ms = opt.liveness_ms;
@@ -1079,6 +1110,7 @@ static void usage(void)
                "REASON,\n"
                "                         down REASON, ack STREAM SEQ STATUS, displace\n"
                "      --liveness-ms MS   the SDK's ACK/PONG timeout (default 2000)\n"
+               "      --rx-frame N       the devices' receive limit, 96..1024 (default 1024)\n"
                "      --displace N       displace our own first N pending sessions with a fresh\n"
                "                         message 1 (as an attacker on the line could)\n"
                "      --timestamps       payload starts \"seq=N;ts=NANOS;\" (CLOCK_REALTIME at "
@@ -1092,7 +1124,7 @@ static void usage(void)
                "      --fw-version V     firmware version reported (default sim-1.0.0)\n"
                "      --every K          misbehave on every K-th data frame (default 5)\n"
                "      --wrong-key --unknown --wrong-gateway-key --replay --bitflip --garbage\n"
-               "      --truncate --flood --slowloris   misbehave on purpose\n"
+               "      --truncate --flood --slowloris --replay-old   misbehave on purpose\n"
                "      --json             (keys) print JSON\n"
                "      --enroll-file PATH write a devices.d enrollment file for the devices\n"
                "      --key-file PATH    one device with this private key (mcugwctl keygen)\n"
@@ -1132,6 +1164,7 @@ int main(int argc, char **argv)
                 O_EVENT_LOG,
                 O_DISPLACE,
                 O_LIVENESS,
+                O_RX_FRAME,
                 O_TIMESTAMPS,
                 O_SYNC_START,
                 O_FILL_WINDOW,
@@ -1167,6 +1200,8 @@ int main(int argc, char **argv)
                 { "event-log", required_argument, NULL, O_EVENT_LOG },
                 { "displace", required_argument, NULL, O_DISPLACE },
                 { "liveness-ms", required_argument, NULL, O_LIVENESS },
+                { "rx-frame", required_argument, NULL, O_RX_FRAME },
+                { "replay-old", no_argument, NULL, O_BAD + BAD_REPLAY_OLD },
                 { "timestamps", no_argument, NULL, O_TIMESTAMPS },
                 { "sync-start", no_argument, NULL, O_SYNC_START },
                 { "fill-window", no_argument, NULL, O_FILL_WINDOW },
@@ -1239,12 +1274,17 @@ int main(int argc, char **argv)
                         break;
                 case O_DISPLACE: opt.displace = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_LIVENESS: opt.liveness_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+                case O_RX_FRAME:
+                        opt.rx_frame = (unsigned)strtoul(optarg, NULL, 10);
+                        if (opt.rx_frame < MCUGW_FRAME_MIN || opt.rx_frame > MCUGW_FRAME_MAX)
+                                die("--rx-frame: %u..%u", MCUGW_FRAME_MIN, MCUGW_FRAME_MAX);
+                        break;
                 case O_TIMESTAMPS: opt.timestamps = true; break;
                 case O_SYNC_START: opt.sync_start = true; break;
                 case O_FILL_WINDOW: opt.fill_window = true; break;
                 case 'h': usage(); return 0;
                 default:
-                        if (c > O_BAD && c <= O_BAD + BAD_SLOWLORIS) {
+                        if (c > O_BAD && c <= O_BAD + BAD_REPLAY_OLD) {
                                 opt.bad = (enum misbehave)(c - O_BAD);
                                 break;
                         }

@@ -103,6 +103,35 @@ static void test_roundtrip_sizes(void **state)
         }
 }
 
+/* docs/protocol.md 2: when frame || CRC ends with a full 254-byte block (code 0xFF), the encoder
+ * sends no trailing 0x01 code; a receiver accepts the frame with or without it. */
+static void test_cobs_final_full_block(void **state)
+{
+        static uint8_t frame[250], wire[MCUGW_WIRE_MAX(250) + 1], buf[300], out[4][1100];
+        struct mcugw_deframer d;
+        size_t lens[4];
+        int errors = 0, w;
+
+        (void)state;
+        for (;;) {
+                /* 250 non-zero bytes and a CRC without a zero byte: one 254-byte block. */
+                for (size_t i = 0; i < sizeof frame; i++)
+                        frame[i] = (uint8_t)(1 + rand() % 255);
+                w = mcugw_frame_encode(frame, sizeof frame, wire, sizeof wire);
+                if (w == 256)
+                        break;
+        }
+        assert_int_equal(wire[0], 0xff);
+        assert_int_equal(wire[255], 0); /* no 0x01 before the delimiter */
+        wire[255] = 0x01;
+        wire[256] = 0;
+        mcugw_deframer_init(&d, buf, sizeof(buf));
+        assert_int_equal(deframe_all(&d, wire, 257, 5, out, lens, 4, &errors), 1);
+        assert_int_equal(errors, 0);
+        assert_int_equal(lens[0], sizeof frame);
+        assert_memory_equal(out[0], frame, sizeof frame);
+}
+
 struct sink {
         uint8_t buf[2048];
         size_t len;
@@ -249,6 +278,7 @@ int main(void)
                 cmocka_unit_test(test_crc32c),
                 cmocka_unit_test(test_known_vector),
                 cmocka_unit_test(test_roundtrip_sizes),
+                cmocka_unit_test(test_cobs_final_full_block),
                 cmocka_unit_test(test_stream_equals_buffer),
                 cmocka_unit_test(test_resync_after_garbage),
                 cmocka_unit_test(test_oversize_and_runt),

@@ -731,8 +731,8 @@ static void test_replay_through_link(void **state)
         gw_pump();
         port_send(&to_gw, frame, len);
         gw_pump();
-        assert_int_equal(gw_last_error, MCUGW_EREPLAY);
-        assert_int_equal(gw.stats.rx_replay, 1);
+        assert_int_equal(gw_last_error, MCUGW_EDUP);
+        assert_int_equal(gw.stats.rx_dup, 1);
 }
 
 /* The gateway forgot the session (restart, rotate-session): its NOSESSION makes the device
@@ -909,7 +909,11 @@ static void test_init_validation(void **state)
         c.keys.device_id = "";
         assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
         c.keys.device_id = "has spc";
-        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL); /* printable, no space */
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL); /* [A-Za-z0-9._-] only */
+        c.keys.device_id = "a/b";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
+        c.keys.device_id = "a+b";
+        assert_int_equal(mcugw_device_init(&d, &c), MCUGW_EINVAL);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 1, 0, NULL, 0), MCUGW_ESTATE);
 }
 

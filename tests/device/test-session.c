@@ -71,10 +71,26 @@ static void test_replay(void **state)
         (void)state;
         seal_n(f, 2);
         assert_int_equal(open_copy(&f[0]), 0);
-        assert_int_equal(open_copy(&f[0]), MCUGW_EREPLAY);
+        assert_int_equal(open_copy(&f[0]), MCUGW_EDUP);
         assert_int_equal(open_copy(&f[1]), 0);
-        assert_int_equal(open_copy(&f[1]), MCUGW_EREPLAY);
-        assert_int_equal(open_copy(&f[0]), MCUGW_EREPLAY);
+        assert_int_equal(open_copy(&f[1]), MCUGW_EDUP);
+        assert_int_equal(open_copy(&f[0]), MCUGW_EDUP);
+}
+
+/* A frame that reuses a counter already received but does not authenticate is a forgery
+ * (EAUTH), not a duplicate: only exact copies are harmless. */
+static void test_forged_duplicate(void **state)
+{
+        struct frame f[2];
+
+        (void)state;
+        seal_n(f, 2);
+        assert_int_equal(open_copy(&f[0]), 0);
+        f[0].b[MCUGW_DATA_HDR_LEN] ^= 0x01;
+        assert_int_equal(open_copy(&f[0]), MCUGW_EAUTH);
+        f[0].b[MCUGW_DATA_HDR_LEN] ^= 0x01;
+        assert_int_equal(open_copy(&f[0]), MCUGW_EDUP);
+        assert_int_equal(open_copy(&f[1]), 0);
 }
 
 static void test_reorder_window(void **state)
@@ -87,7 +103,7 @@ static void test_reorder_window(void **state)
         assert_int_equal(open_copy(&f[3]), 0);
         assert_int_equal(open_copy(&f[9]), 0);
         assert_int_equal(open_copy(&f[0]), 0);
-        assert_int_equal(open_copy(&f[3]), MCUGW_EREPLAY);
+        assert_int_equal(open_copy(&f[3]), MCUGW_EDUP);
         assert_int_equal(open_copy(&f[100]), 0);
         /* 100 - 37 = 63: last slot inside the window; 100 - 36 = 64: outside. */
         assert_int_equal(open_copy(&f[37]), 0);
@@ -98,7 +114,7 @@ static void test_reorder_window(void **state)
         assert_int_equal(open_copy(&f[199]), 0);
         assert_int_equal(open_copy(&f[135]), MCUGW_ETOOOLD);
         assert_int_equal(open_copy(&f[150]), 0);
-        assert_int_equal(open_copy(&f[150]), MCUGW_EREPLAY);
+        assert_int_equal(open_copy(&f[150]), MCUGW_EDUP);
 }
 
 static void test_bitflip_everywhere(void **state)
@@ -210,6 +226,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_roundtrip, setup),
                 cmocka_unit_test_setup(test_replay, setup),
+                cmocka_unit_test_setup(test_forged_duplicate, setup),
                 cmocka_unit_test_setup(test_reorder_window, setup),
                 cmocka_unit_test_setup(test_bitflip_everywhere, setup),
                 cmocka_unit_test_setup(test_forged_counter_does_not_advance, setup),

@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 "hs_ok %u dup %u auth_fail %u rejected %u sessions %u rx_ok %u "
                 "auth %u replay %u trunc %u bad_session %u malformed %u\n",
                 r.stats.hs_ok, r.stats.hs_duplicate, r.stats.hs_auth_fail, r.stats.hs_rejected,
-                r.stats.sessions, r.stats.rx_ok, r.stats.rx_auth_fail, r.stats.rx_replay,
+                r.stats.sessions, r.stats.rx_ok, r.stats.rx_auth_fail, r.stats.rx_dup,
                 r.stats.rx_truncated, r.stats.rx_bad_session, r.stats.rx_malformed);
 #endif
         mcugw_responder_reset(&r);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "devices/enroll.h"
+#include "mcugw/proto.h"
 
 /* Two valid keys (base64 of 32 bytes) */
 #define K1 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -181,9 +182,33 @@ static void test_many_duplicates(void **state)
         free(csv);
 }
 
+/* One device id rule: the registry's and the wire's (HS1, SDK) agree on every byte and length. */
+static void test_id_rule_matches_wire(void **state)
+{
+        char id[MCUGW_DEVICE_ID_MAX + 2];
+
+        (void)state;
+        for (int c = 1; c < 256; c++) {
+                id[0] = 'a';
+                id[1] = (char)c;
+                id[2] = 0;
+                assert_int_equal(enroll_id_valid(id), mcugw_device_id_valid(id, 2) == 1);
+        }
+        assert_true(enroll_id_valid("sensor-0001.a_b"));
+        assert_false(enroll_id_valid("a/b") || mcugw_device_id_valid("a/b", 3));
+        memset(id, 'x', sizeof id);
+        id[MCUGW_DEVICE_ID_MAX] = 0;
+        assert_true(enroll_id_valid(id) && mcugw_device_id_valid(id, MCUGW_DEVICE_ID_MAX));
+        id[MCUGW_DEVICE_ID_MAX] = 'x';
+        id[MCUGW_DEVICE_ID_MAX + 1] = 0;
+        assert_true(!enroll_id_valid(id) && !mcugw_device_id_valid(id, MCUGW_DEVICE_ID_MAX + 1));
+        assert_true(!enroll_id_valid("") && !mcugw_device_id_valid("", 0));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_id_rule_matches_wire),
                 cmocka_unit_test(test_base64),
                 cmocka_unit_test(test_csv),
                 cmocka_unit_test(test_csv_errors),

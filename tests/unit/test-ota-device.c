@@ -140,19 +140,51 @@ static int deliver(struct mcugw_ota *o, const struct mcugw_ota_msg *m)
         return mcugw_ota_handle(o, &msg);
 }
 
-static void offer(struct mcugw_ota *o, uint32_t id, const uint8_t *s, size_t sl)
+/* The largest message a gateway may send to a device with the smallest receive limit. */
+#define MSG_MIN_LIMIT (MCUGW_FRAME_MIN - MCUGW_DATA_OVERHEAD)
+
+static int deliver_more(struct mcugw_ota *o, uint32_t id, const uint8_t *meta, size_t off,
+                        size_t len)
+{
+        struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_OFFER_MORE };
+
+        m.u.more.transfer_id = id;
+        m.u.more.offset = (uint8_t)off;
+        m.u.more.data = meta + off;
+        m.u.more.len = len;
+        return deliver(o, &m);
+}
+
+/* OFFER and version || sig in pieces, as the gateway sends them; @skip_piece (or -1) is lost. */
+static void offer_lossy(struct mcugw_ota *o, uint32_t id, const uint8_t *s, size_t sl,
+                        int skip_piece)
 {
         struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_OFFER };
+        uint8_t meta[MCUGW_OTA_META_MAX], buf[1100];
+        size_t total = 5 + sl;
+        int piece = 0;
 
         m.u.offer.transfer_id = id;
         m.u.offer.size = IMG_SIZE;
         memcpy(m.u.offer.sha256, sha, 32);
         m.u.offer.flags = MCUGW_OTA_F_TEST_BOOT;
-        m.u.offer.version = "2.0.0";
         m.u.offer.version_len = 5;
-        m.u.offer.sig = s;
         m.u.offer.sig_len = sl;
+        assert_true(mcugw_ota_encode(&m, buf, sizeof buf) <= (int)MSG_MIN_LIMIT);
         assert_int_equal(deliver(o, &m), 0);
+        memcpy(meta, "2.0.0", 5);
+        memcpy(meta + 5, s, sl);
+        for (size_t off = 0; off < total; off += MCUGW_OTA_MORE_PIECE, piece++) {
+                size_t n = total - off < MCUGW_OTA_MORE_PIECE ? total - off : MCUGW_OTA_MORE_PIECE;
+                assert_true(MCUGW_OTA_MORE_HDR + n <= MSG_MIN_LIMIT);
+                if (piece != skip_piece)
+                        assert_int_equal(deliver_more(o, id, meta, off, n), 0);
+        }
+}
+
+static void offer(struct mcugw_ota *o, uint32_t id, const uint8_t *s, size_t sl)
+{
+        offer_lossy(o, id, s, sl, -1);
 }
 
 static int chunk(struct mcugw_ota *o, uint32_t id, uint32_t off, uint32_t len)
@@ -196,15 +228,84 @@ static void test_codec(void **state)
         assert_int_equal(mcugw_ota_encode(&m, buf, sizeof buf), MCUGW_EINVAL);
         m.type = MCUGW_MSG_OTA_OFFER;
         m.u.offer = (struct mcugw_ota_offer){
-                .transfer_id = 1, .size = 1, .flags = 0x80, .sig = sig, .sig_len = 8
+                .transfer_id = 1, .size = 1, .flags = 0x80, .version_len = 5, .sig_len = 8
         };
         assert_int_equal(mcugw_ota_encode(&m, buf, sizeof buf), MCUGW_EINVAL);
         m.u.offer.flags = 0;
         n = mcugw_ota_encode(&m, buf, sizeof buf);
-        assert_int_equal(n, (int)MCUGW_OTA_OFFER_MIN + 8);
-        buf[n - 9] = 0; /* sig_len 0 */
+        assert_int_equal(n, (int)MCUGW_OTA_OFFER_LEN);
+        mcugw_ota_wrap(&msg, buf, (size_t)n);
+        assert_int_equal(mcugw_ota_decode(&msg, &d), 0);
+        assert_int_equal(d.u.offer.version_len, 5);
+        assert_int_equal(d.u.offer.sig_len, 8);
+        msg.u.raw.len = (size_t)n; /* trailing byte */
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_EMALFORMED);
+        msg.u.raw.len = (size_t)n - 2;
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_ETRUNC);
+        buf[n - 1] = 0; /* sig_len 0 */
         mcugw_ota_wrap(&msg, buf, (size_t)n);
         assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_EMALFORMED);
+        buf[n - 1] = MCUGW_OTA_SIG_MAX + 1;
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_EMALFORMED);
+        buf[n - 1] = 8;
+        buf[n - 2] = MCUGW_OTA_VERSION_MAX + 1;
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_EMALFORMED);
+
+        /* OFFER_MORE: at least one byte, never beyond version || sig at their longest */
+        m.type = MCUGW_MSG_OTA_OFFER_MORE;
+        m.u.more =
+                (struct mcugw_ota_more){ .transfer_id = 3, .offset = 100, .data = sig, .len = 4 };
+        n = mcugw_ota_encode(&m, buf, sizeof buf);
+        assert_int_equal(n, (int)MCUGW_OTA_MORE_HDR + 4);
+        mcugw_ota_wrap(&msg, buf, (size_t)n);
+        assert_int_equal(mcugw_ota_decode(&msg, &d), 0);
+        assert_int_equal(d.u.more.offset, 100);
+        assert_int_equal(d.u.more.len, 4);
+        msg.u.raw.len = MCUGW_OTA_MORE_HDR - 1; /* no data */
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_ETRUNC);
+        m.u.more.len = 5;
+        assert_int_equal(mcugw_ota_encode(&m, buf, sizeof buf), MCUGW_EINVAL);
+        buf[5] = 101;
+        msg.u.raw.len = MCUGW_OTA_MORE_HDR + 3;
+        assert_int_equal(mcugw_ota_decode(&msg, &d), MCUGW_EMALFORMED);
+}
+
+/* At the smallest receive limit the signature needs two pieces; one lost piece only delays the
+ * offer until the gateway repeats it, and nothing touches the flash before the last piece. */
+static void test_offer_in_pieces(void **state)
+{
+        struct mcugw_ota o;
+        struct fake f;
+
+        make_signed_image();
+        assert_true(5 + sig_len > MCUGW_OTA_MORE_PIECE); /* really more than one piece */
+        setup_rx(&o, &f, pub);
+        offer_lossy(&o, 7, sig, sig_len, 0);
+        assert_int_equal(f.begun, 0);
+        assert_int_equal(f.n_sent, 0);
+        offer_lossy(&o, 7, sig, sig_len, 1);
+        assert_int_equal(f.begun, 0);
+        assert_int_equal(f.n_sent, 0);
+        offer(&o, 7, sig, sig_len);
+        assert_int_equal(f.begun, IMG_SIZE);
+        assert_int_equal(last(&f)->type, MCUGW_MSG_OTA_CHUNK_ACK);
+        assert_int_equal(last(&f)->u.ack.status, MCUGW_OTA_ACK_OK);
+        /* a piece beyond what the offer announced is malformed */
+        setup_rx(&o, &f, pub);
+        {
+                struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_OFFER };
+                m.u.offer.transfer_id = 9;
+                m.u.offer.size = IMG_SIZE;
+                m.u.offer.version_len = 0;
+                m.u.offer.sig_len = 4;
+                assert_int_equal(deliver(&o, &m), 0);
+                assert_int_equal(deliver_more(&o, 9, sig, 0, 5), MCUGW_EMALFORMED);
+                /* pieces of another transfer are ignored */
+                assert_int_equal(deliver_more(&o, 10, sig, 0, 4), 0);
+                assert_int_equal(f.begun, 0);
+        }
+        for (uint32_t off = 0; off < IMG_SIZE; off += 500)
+                assert_int_equal(chunk(&o, 7, off, 500), MCUGW_ESTATE);
 }
 
 static void test_receive_in_order(void **state)
@@ -239,6 +340,7 @@ static void test_receive_in_order(void **state)
         assert_int_equal(f.reboots, 1);
         assert_int_equal(last(&f)->type, MCUGW_MSG_OTA_STATUS);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_VERIFIED);
+        assert_int_equal(last(&f)->u.status.offset, IMG_SIZE);
         assert_memory_equal(f.flash, image, IMG_SIZE);
         /* another offer while waiting for the reboot: busy */
         offer(&o, 8, sig, sig_len);
@@ -247,7 +349,11 @@ static void test_receive_in_order(void **state)
         mcugw_ota_booted_test(&o, 7);
         assert_int_equal(mcugw_ota_connected(&o), 0);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_TESTING);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_NONE);
+        assert_int_equal(last(&f)->u.status.offset, 0); /* docs/protocol.md 12.2 */
         assert_int_equal(mcugw_ota_self_test_done(&o, 1, NULL), 0);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_NONE);
+        assert_int_equal(last(&f)->u.status.offset, 0);
         assert_int_equal(f.confirmed, 1);
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_CONFIRMED);
         /* a late duplicate offer gets the final state again */
@@ -339,6 +445,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_codec),
+                cmocka_unit_test(test_offer_in_pieces),
                 cmocka_unit_test(test_ecdsa_port),
                 cmocka_unit_test(test_receive_in_order),
                 cmocka_unit_test(test_bad_signature),
