@@ -8,6 +8,7 @@
 #include "basic/macro.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
+#include "audit/audit.h"
 #include "ctl/registry-ctl.h"
 #include "devices/enroll.h"
 #include "devices/registry.h"
@@ -55,6 +56,27 @@ static int get_device(struct registry *r, struct control_conn *c, json_t *args,
         return 0;
 }
 
+/* A device that is not active: who put it in its state, when and why (the newest
+ * device.state audit record), so that `device show` answers "who quarantined this?". */
+static void add_state_change(struct registry *r, const struct registry_device *d, json_t *o)
+{
+        json_t *rec = NULL, *det;
+
+        if (d->state == DEVICE_ACTIVE ||
+            audit_last(registry_audit(r), "device.state", d->id, &rec) < 0 || !rec)
+                return;
+        det = json_object_get(rec, "details");
+        json_object_set_new(o, "state_change",
+                            json_pack("{ss sI ss ss sI}", "actor",
+                                      json_string_value(json_object_get(rec, "actor")) ?: "",
+                                      "ts_us", json_integer_value(json_object_get(rec, "ts_us")),
+                                      "from", json_string_value(json_object_get(det, "from")) ?: "",
+                                      "reason",
+                                      json_string_value(json_object_get(det, "reason")) ?: "",
+                                      "seq", json_integer_value(json_object_get(rec, "seq"))));
+        json_decref(rec);
+}
+
 static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         struct registry *r = ud;
@@ -63,6 +85,7 @@ static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, v
         if (q < 0)
                 return q;
         *ret = registry_device_json(r, d);
+        add_state_change(r, d, *ret);
         return 0;
 }
 

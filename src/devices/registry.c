@@ -699,6 +699,11 @@ json_t *registry_device_json(struct registry *r, const struct registry_device *d
         return o;
 }
 
+struct audit *registry_audit(struct registry *r)
+{
+        return r->audit;
+}
+
 bool registry_device_in_group(const struct registry_device *d, const char *group)
 {
         char pat[REGISTRY_GROUPS_MAX + 3];

@@ -37,6 +37,7 @@ struct registry_device {
         bool connected;
 };
 
+struct audit;
 struct registry;
 
 typedef void (*registry_state_fn)(void *userdata, const struct registry_device *dev,
@@ -99,6 +100,8 @@ void registry_set_decorator(struct registry *r, registry_decorate_fn fn, void *u
 json_t *registry_device_json(struct registry *r, const struct registry_device *d);
 /* True if group is one of the device's comma-separated groups. */
 bool registry_device_in_group(const struct registry_device *d, const char *group);
+/* The audit log the registry writes to (for who changed a device's state, and why). */
+struct audit *registry_audit(struct registry *r);
 /* Parse an enrollment file's text (format "csv" or "json") and import it all or nothing
  * (registry_import()); the number of devices in *ret_n. A failure is audited as
  * device.import_failed with every error, which are left in err. */
