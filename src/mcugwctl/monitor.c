@@ -109,7 +109,7 @@ static const struct top_col top_cols[] = {
 };
 
 #define TOP_ID_MIN 12
-#define TOP_ID_MAX 32
+#define TOP_ID_MAX 24
 
 /* Sort keys: the key that selects it, the field, and the help text. */
 struct top_sort {
@@ -191,7 +191,8 @@ static bool top_left(int c, int ncols)
 }
 
 /* The device table for a terminal cols wide: an ID column as wide as the longest id (within
- * TOP_ID_MIN..TOP_ID_MAX, longer ones cut with a "~"), then as many columns as fit. */
+ * TOP_ID_MIN..TOP_ID_MAX, longer ones cut in the middle with a "~"), then as many columns as fit.
+ */
 static void top_table(FILE *f, json_t **v, size_t n, int cols, int rows)
 {
         int idw = TOP_ID_MIN, used, ncols = 0;
@@ -213,8 +214,11 @@ static void top_table(FILE *f, json_t **v, size_t n, int cols, int rows)
         fputc('\n', f);
         for (size_t i = 0; i < n && (rows <= 0 || (int)i < rows); i++) {
                 const char *id = jstr(v[i], "id");
-                if ((int)strlen(id) > idw)
-                        fprintf(f, "%.*s~", idw - 1, id);
+                int len = (int)strlen(id);
+                /* Cut in the middle: ids of a fleet differ at the end (pump-0001, pump-0002). */
+                if (len > idw)
+                        fprintf(f, "%.*s~%s", (idw - 1) / 2, id,
+                                id + len - (idw - 1 - (idw - 1) / 2));
                 else
                         fprintf(f, "%-*s", idw, id);
                 for (int c = 0; c < ncols; c++) {
