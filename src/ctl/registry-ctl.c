@@ -231,7 +231,8 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
         struct registry *r = ud;
         const char *format, *content, *name = "import", *err;
         struct conf_errors errs = { 0 };
-        size_t n = 0;
+        struct registry_import_result res = { 0 };
+        bool update, skip;
         int q;
 
         if (ctl_arg_string(args, "format", 8, &format, &err) < 0 ||
@@ -242,7 +243,17 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
         if (json_object_get(args, "name"))
                 ctl_arg_string(args, "name", 255, &name, &err);
 
-        q = registry_import_text(r, control_conn_peer(c)->actor, format, name, content, &n, &errs);
+        if (ctl_arg_bool(args, "update", false, &update, &err) < 0 ||
+            ctl_arg_bool(args, "skip_existing", false, &skip, &err) < 0)
+                return control_conn_error(c, -EINVAL, "%s", err);
+        if (update && skip)
+                return control_conn_error(c, -EINVAL,
+                                          "update and skip_existing exclude each other");
+        q = registry_import_text(r, control_conn_peer(c)->actor, format, name, content,
+                                 update ? REGISTRY_IMPORT_UPDATE
+                                 : skip ? REGISTRY_IMPORT_SKIP_EXISTING
+                                        : REGISTRY_IMPORT_NEW,
+                                 &res, &errs);
         if (q < 0) {
                 char all[900];
                 size_t off = 0;
@@ -255,7 +266,9 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
                 conf_errors_clear(&errs);
                 return -EINVAL;
         }
-        *ret = json_pack("{sI}", "imported", (json_int_t)n);
+        *ret = json_pack("{sI sI sI sI}", "imported", (json_int_t)res.added, "updated",
+                         (json_int_t)res.updated, "skipped", (json_int_t)res.skipped, "unchanged",
+                         (json_int_t)res.unchanged);
         return 0;
 }
 

@@ -315,31 +315,46 @@ int do_device_set_key(int argc, char **argv)
 
 static void print_imported(json_t *d)
 {
-        printf("imported %lld device(s)\n", jint(d, "imported"));
+        printf("imported %lld device(s)", jint(d, "imported"));
+        if (jint(d, "updated"))
+                printf(", updated %lld", jint(d, "updated"));
+        if (jint(d, "skipped"))
+                printf(", skipped %lld already enrolled", jint(d, "skipped"));
+        if (jint(d, "unchanged"))
+                printf(", %lld unchanged", jint(d, "unchanged"));
+        printf("\n");
 }
 
 #define IMPORT_MAX ((size_t)64 * 1024 * 1024)
 
 const struct option device_import_opts[] = {
         { "format", required_argument, NULL, 'f' },
+        { "update", no_argument, NULL, 'u' },
+        { "skip-existing", no_argument, NULL, 'k' },
         {},
 };
 
 int do_device_import(int argc, char **argv)
 {
         const char *format = NULL, *path;
+        bool update = false, skip = false;
         _cleanup_free_ char *content = NULL;
         size_t len = 0;
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "f:", device_import_opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "f:uk", device_import_opts, NULL)) >= 0)
                 switch (c) {
                 case 'f': format = optarg; break;
+                case 'u': update = true; break;
+                case 'k': skip = true; break;
                 default: return EXIT_FAILURE;
                 }
         if (argc - optind != 1)
-                return fail("usage: mcugwctl device import FILE [--format csv|json]");
+                return fail("usage: mcugwctl device import FILE [--format csv|json] "
+                            "[--update|--skip-existing]");
+        if (update && skip)
+                return fail("device import: --update and --skip-existing exclude each other");
         if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
                 return fail("device import: unknown format '%s' (valid: csv, json)", format);
         path = argv[optind];
@@ -378,7 +393,8 @@ int do_device_import(int argc, char **argv)
         if (memchr(content, 0, len))
                 return fail("%s: NUL byte (not a text file?)", path);
         return run("device.import",
-                   json_pack("{ss ss ss}", "format", format, "content", content, "name", path),
+                   json_pack("{ss ss ss sb sb}", "format", format, "content", content, "name", path,
+                             "update", update, "skip_existing", skip),
                    print_imported);
 }
 

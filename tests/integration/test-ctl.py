@@ -2,7 +2,8 @@
 """mcugwctl as an operator reads it, against the real daemon with simulated devices: sizes,
 times and reset causes in words, who quarantined a device and why, tables that stay aligned
 with long ids and link names; `top` in a real terminal (tmux) 80 columns wide: nothing wraps,
-the alternate screen, help and sort keys; bulk import run twice (--skip-existing, --update)."""
+the alternate screen, help and sort keys; bulk import run twice (--skip-existing, --update): no error, and only what changed is
+changed (and audited)."""
 
 import json
 import os
@@ -66,6 +67,58 @@ def human_checks(d, devs):
     check(mh and mrows and all(x[mh[0].index("STATE"):].split()[0] in ("active", "quarantined")
                                for x in mrows),
           "metrics: the device table stays aligned with long ids")
+
+
+def import_checks(d, tmp):
+    keys = [d.ctl("keygen", tmp.join(f"imp-{i}.key")).stdout.strip() for i in range(4)]
+    path = tmp.join("batch.csv")
+
+    def write(rows):
+        with open(path, "w") as f:
+            f.write("id,public_key,groups,state\n")
+            for i, k, g, st in rows:
+                f.write(f'{i},{k},"{g}",{st}\n')
+
+    write([("imp-0", keys[0], "a", "active"), ("imp-1", keys[1], "a", "active")])
+    r = d.ctl("device", "import", path)
+    check(r.returncode == 0 and "imported 2 device(s)" in r.stdout, f"import ({r.stdout})")
+    r = d.ctl("device", "import", path)
+    check(r.returncode != 0 and "already enrolled" in r.stderr and "--skip-existing" in r.stderr,
+          f"the same file again is refused, naming the way out: {r.stderr.strip()}")
+    r = d.ctl("device", "import", path, "--skip-existing")
+    check(r.returncode == 0 and "imported 0 device(s), skipped 2 already enrolled" in r.stdout,
+          f"--skip-existing: the same file twice is no error ({r.stdout.strip()})")
+
+    # A new device, a new key for imp-0, new groups for imp-1: --skip-existing adds only the
+    # new one; --update changes the others too.
+    write([("imp-0", keys[2], "a", "active"), ("imp-1", keys[1], "a,b", "active"),
+           ("imp-3", keys[3], "a", "active")])
+    r = d.ctl_json("device", "import", path, "--skip-existing")
+    check(r == {"imported": 1, "updated": 0, "skipped": 2, "unchanged": 0},
+          f"--skip-existing adds the new device and leaves the others ({r})")
+    check(d.ctl_json("device", "show", "imp-0")["public_key"] == keys[0],
+          "... imp-0 keeps its key")
+    r = d.ctl("device", "import", path, "--update")
+    check(r.returncode == 0 and "imported 0 device(s), updated 2, 1 unchanged" in r.stdout,
+          f"--update: two changed, one unchanged ({r.stdout.strip()})")
+    check(d.ctl_json("device", "show", "imp-0")["public_key"] == keys[2] and
+          d.ctl_json("device", "show", "imp-1")["groups"] == "a,b",
+          "--update gave imp-0 its new key and imp-1 its new groups")
+    ev = [(x["event"], x["subject"]) for x in d.ctl_json("audit", "tail", "-n", "50")]
+    check(("device.key_changed", "imp-0") in ev and ("device.groups", "imp-1") in ev,
+          "the key and group changes are audited")
+    # --update is still all or nothing: a key that belongs to another device refuses the file.
+    write([("imp-1", keys[3], "a", "active"), ("imp-4", keys[2], "a", "active")])
+    r = d.ctl("device", "import", path, "--update")
+    check(r.returncode != 0 and "line 2" in r.stderr and "already enrolled as imp-3" in r.stderr
+          and "line 3" in r.stderr and "already enrolled as imp-0" in r.stderr and
+          d.ctl("device", "show", "imp-4").returncode != 0 and
+          d.ctl_json("device", "show", "imp-1")["public_key"] == keys[1],
+          f"--update refuses a file with a taken key, every error at once, nothing done: "
+          f"{r.stderr.strip()}")
+    r = d.ctl("device", "import", path, "--update", "--skip-existing")
+    check(r.returncode != 0 and "exclude each other" in r.stderr,
+          "--update and --skip-existing together are refused")
 
 
 def tmux(sock, *args):
@@ -146,6 +199,7 @@ def main():
         check(wait_for(lambda: all(x["connected"] for x in d.ctl_json("devices")), 20),
               "the simulated devices are connected")
         human_checks(d, devs)
+        import_checks(d, tmp)
         top_checks(d, tmp, devs)
     finally:
         if sim:
