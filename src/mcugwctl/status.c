@@ -27,10 +27,13 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                 if (json_array_size(servers) > 1)
                         snprintf(which, sizeof which, " (Host= %lld of %zu)",
                                  jint(m, "server_index"), json_array_size(servers));
-                printf("MQTT:      %s to %s%s as %s (MQTT %s), %lld connect(s), %lld "
+                const char *st = jstr(m, "state");
+                /* "connected to", "connecting to", but "disconnected from". */
+                printf("MQTT:      %s %s %s%s as %s (MQTT %s), %lld connect(s), %lld "
                        "attempt(s)%s\n",
-                       jstr(m, "state"), jstr(m, "server"), which, jstr(m, "client_id"),
-                       jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"), next);
+                       st, strncmp(st, "dis", 3) == 0 ? "from" : "to", jstr(m, "server"), which,
+                       jstr(m, "client_id"), jstr(m, "protocol"), jint(m, "connects"),
+                       jint(m, "attempts"), next);
                 printf("Publish:   %lld/s (%lld msgs/s), %lld publishes, %lld acked, %lld in "
                        "flight, %lld rejected%s\n",
                        jint(m, "publishes_per_s"), jint(m, "msgs_per_s"), jint(m, "publishes"),

@@ -121,6 +121,34 @@ def import_checks(d, tmp):
           "--update and --skip-existing together are refused")
 
 
+def mqtt_wording_check(tmp):
+    """A gateway whose broker is down: `status` says "disconnected from HOST"."""
+    from broker import Certs, free_port
+    certs = Certs(tmp.join("certs"))
+    cert, key = certs.client("gw")
+    t2 = TempDir()
+    d2 = None
+    try:
+        d2 = Daemon(t2, base_config(t2, f"""
+[MQTT]
+Host=127.0.0.1
+Port={free_port()}
+CAFile={certs.ca}
+CertificateFile={cert}
+KeyFile={key}
+ReconnectMin=30s
+ReconnectMax=60s
+""")).start()
+        wait_for(lambda: d2.ctl_json("status")["mqtt"]["state"] == "disconnected", 10)
+        line = [x for x in d2.ctl("status").stdout.splitlines() if x.startswith("MQTT:")]
+        check(line and line[0].startswith("MQTT:      disconnected from 127.0.0.1"),
+              f"status: 'disconnected from' the broker, not 'disconnected to' ({line})")
+    finally:
+        if d2:
+            d2.stop()
+        t2.cleanup()
+
+
 def tmux(sock, *args):
     return subprocess.run(["tmux", "-S", sock, *args], capture_output=True, text=True,
                           timeout=10)
@@ -200,6 +228,7 @@ def main():
               "the simulated devices are connected")
         human_checks(d, devs)
         import_checks(d, tmp)
+        mqtt_wording_check(tmp)
         top_checks(d, tmp, devs)
     finally:
         if sim:
