@@ -344,6 +344,15 @@ void control_conn_subscribe(struct control_conn *c, const char *topic)
         c->topic = strdup(topic);
 }
 
+bool control_has_topic(struct control *ctl, const char *prefix)
+{
+        size_t n = strlen(prefix);
+        for (struct control_conn *c = ctl->conns; c; c = c->next)
+                if (c->topic && strncmp(c->topic, prefix, n) == 0)
+                        return true;
+        return false;
+}
+
 void control_broadcast(struct control *ctl, const char *topic, json_t *data)
 {
         struct control_conn *c, *next;

@@ -102,6 +102,9 @@ int do_rules(int argc, char **argv);
 int do_defender(int argc, char **argv);
 extern const struct option metrics_opts[];
 extern const struct option top_opts[];
+/* tail.c */
+int do_tail(int argc, char **argv);
+extern const struct option tail_opts[];
 /* ota.c */
 int do_ota_list(int argc, char **argv);
 int do_ota_show(int argc, char **argv);

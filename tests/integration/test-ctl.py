@@ -3,7 +3,7 @@
 times and reset causes in words, who quarantined a device and why, tables that stay aligned
 with long ids and link names; `top` in a real terminal (tmux) 80 columns wide: nothing wraps,
 the alternate screen, help and sort keys; bulk import run twice (--skip-existing, --update): no error, and only what changed is
-changed (and audited)."""
+changed (and audited); `tail` showing the relayed telemetry; "disconnected from" the broker."""
 
 import json
 import os
@@ -149,6 +149,24 @@ ReconnectMax=60s
         t2.cleanup()
 
 
+def tail_checks(d, devs):
+    """`mcugwctl tail`: the relayed telemetry, of one device or all, without a broker."""
+    one = devs[2]["id"]
+    r = d.ctl("tail", "--device", one, "--count", "2", json_out=True, timeout=30)
+    msgs = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    check(r.returncode == 0 and len(msgs) == 2 and all(m["device"] == one for m in msgs),
+          f"tail --device: two messages of that device, as JSON lines ({r.stderr.strip()})")
+    check(all(m["bytes"] > 0 and ("payload" in m or "payload_base64" in m) and m["ts_us"] > 0
+              for m in msgs) and msgs[0]["seq"] < msgs[1]["seq"],
+          f"... each with its size, payload, time and a growing seq ({msgs})")
+    r = d.ctl("tail", "--count", "4", timeout=30)
+    lines = r.stdout.splitlines()
+    check(r.returncode == 0 and len(lines) == 4 and
+          all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ " + LONG + r"\d{4} stream \d+ seq "
+                       r"\d+ \d+ B ", x) for x in lines),
+          f"tail: one readable line per message of any device: {lines}")
+
+
 def tmux(sock, *args):
     return subprocess.run(["tmux", "-S", sock, *args], capture_output=True, text=True,
                           timeout=10)
@@ -227,6 +245,7 @@ def main():
         check(wait_for(lambda: all(x["connected"] for x in d.ctl_json("devices")), 20),
               "the simulated devices are connected")
         human_checks(d, devs)
+        tail_checks(d, devs)
         import_checks(d, tmp)
         mqtt_wording_check(tmp)
         top_checks(d, tmp, devs)
