@@ -171,10 +171,10 @@ static void top_cell(json_t *d, const struct top_col *c, char *buf, size_t n)
         }
         if (!*buf)
                 snprintf(buf, n, "-");
-        /* A count too wide for its column in k/M/G rather than cut. */
-        if (c->kind == TOP_INT && (int)strlen(buf) > c->width) {
+        /* A number too wide for its column in k/M/G rather than cut. */
+        if ((c->kind == TOP_INT || c->kind == TOP_RATE) && (int)strlen(buf) > c->width) {
                 static const char units[] = "kMGT";
-                double x = (double)json_integer_value(v);
+                double x = json_number_value(v);
                 for (size_t u = 0; u < sizeof units - 1; u++) {
                         x /= 1000;
                         snprintf(buf, n, "%.1f%c", x, units[u]);

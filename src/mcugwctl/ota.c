@@ -7,10 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
-#include <time.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
+#include "basic/time-util.h"
 #include "mcugwctl/mcugwctl.h"
 
 /* ---- ota ---------------------------------------------------------------------------------- */
@@ -97,13 +98,6 @@ struct wait_xfer {
 
 #define WAIT_MAX_XFERS 4096
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* "ota-0001  sending     [#####.....]  48%  28.1 KiB of 58.6 KiB  9.4 KiB/s  ETA 3s" */
 static void format_progress(json_t *x, struct wait_xfer *w, double now, char *buf, size_t n)
 {
@@ -155,6 +149,7 @@ static int ota_wait(const char *id)
         _cleanup_free_ struct wait_xfer *ws = calloc(WAIT_MAX_XFERS, sizeof *ws);
         bool tty = !arg_json && isatty(STDOUT_FILENO);
         size_t n_ws = 0, drawn = 0;
+        struct winsize win = { 0 };
 
         if (!ws)
                 return fail("out of memory");
@@ -162,7 +157,7 @@ static int ota_wait(const char *id)
                 struct client cl = { .fd = -1 };
                 json_t *d = NULL, *x;
                 const char *st;
-                double now = now_s();
+                double now = (double)now_monotonic_usec() / 1e6;
                 size_t i;
                 int r = call(&cl, "ota.show", json_pack("{ss}", "id", id), &d);
 
@@ -170,6 +165,11 @@ static int ota_wait(const char *id)
                 if (r < 0)
                         return EXIT_FAILURE;
                 st = jstr(d, "state");
+                /* In place only while every device has a line on the screen: the cursor cannot
+                 * go back above its top. */
+                if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &win) == 0 && win.ws_row > 0 &&
+                    json_array_size(json_object_get(d, "transfers")) + 2 > win.ws_row)
+                        tty = false;
                 if (tty && drawn)
                         printf("\033[%zuA", drawn); /* back to the first device line */
                 drawn = 0;
