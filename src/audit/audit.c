@@ -594,7 +594,9 @@ int audit_last(struct audit *a, const char *event, const char *subject, json_t *
         sqlite3_stmt *s = NULL;
         int rc;
 
-        /* Rare (device show of a device that is not active): no statement kept for it. */
+        /* Rare (device show of a device that is not active): no statement kept for it. SQLite
+         * walks seq (the rowid) backwards and stops at the first match, so a recent change is
+         * found at once; only a long-ago one costs a longer walk. */
         if (sqlite3_prepare_v2(db_handle(a->db),
                                "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
                                "WHERE event = ?1 AND subject = ?2 ORDER BY seq DESC LIMIT 1",
