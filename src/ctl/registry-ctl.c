@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "basic/macro.h"
 #include "ctl/control.h"
@@ -12,6 +13,31 @@
 #include "ctl/registry-ctl.h"
 #include "devices/enroll.h"
 #include "devices/registry.h"
+
+/* Instants go out as µs since the epoch (*_us) for programs and, for the ones a person reads,
+ * also as ISO 8601 UTC under the same name without "_us" (docs/control-protocol.md); null for
+ * "never" (0). */
+static void add_iso_time(json_t *o, const char *key_us, const char *key)
+{
+        long long us = json_integer_value(json_object_get(o, key_us));
+        time_t t = (time_t)(us / 1000000);
+        struct tm tm;
+        char buf[32];
+
+        if (us <= 0 || !gmtime_r(&t, &tm) ||
+            strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                json_object_set_new(o, key, json_null());
+        else
+                json_object_set_new(o, key, json_string(buf));
+}
+
+static json_t *device_json(struct registry *r, const struct registry_device *d)
+{
+        json_t *o = registry_device_json(r, d);
+        if (o)
+                add_iso_time(o, "last_seen_us", "last_seen");
+        return o;
+}
 
 static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
@@ -38,7 +64,7 @@ static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void 
                         continue;
                 if (group && !registry_device_in_group(d, group))
                         continue;
-                json_array_append_new(arr, registry_device_json(r, d));
+                json_array_append_new(arr, device_json(r, d));
         }
         *ret = arr;
         return 0;
@@ -74,6 +100,7 @@ static void add_state_change(struct registry *r, const struct registry_device *d
                                       "reason",
                                       json_string_value(json_object_get(det, "reason")) ?: "",
                                       "seq", json_integer_value(json_object_get(rec, "seq"))));
+        add_iso_time(json_object_get(o, "state_change"), "ts_us", "ts");
         json_decref(rec);
 }
 
@@ -84,7 +111,7 @@ static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, v
         int q = get_device(r, c, args, &d);
         if (q < 0)
                 return q;
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
         add_state_change(r, d, *ret);
         return 0;
 }
@@ -114,7 +141,7 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
                          &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, registry_find(r, id));
+        *ret = device_json(r, registry_find(r, id));
         return 0;
 }
 
@@ -135,7 +162,7 @@ static int set_state(struct control_conn *c, json_t *args, json_t **ret, struct 
         q = registry_set_state(r, control_conn_peer(c)->actor, d->id, to, reason, &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
         return 0;
 }
 
@@ -222,7 +249,7 @@ static int cmd_device_set_key(struct control_conn *c, json_t *args, json_t **ret
         q = registry_set_key(r, control_conn_peer(c)->actor, d->id, k, &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
         return 0;
 }
 

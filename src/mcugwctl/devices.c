@@ -109,8 +109,8 @@ static void print_device(json_t *d)
         static const char *const shown[] = { "id",           "public_key",   "state",
                                              "state_change", "groups",       "source",
                                              "fw_version",   "boot_counter", "reset_cause",
-                                             "last_seen_us", "link",         "connected",
-                                             "link_stats" };
+                                             "last_seen_us", "last_seen",    "link",
+                                             "connected",    "link_stats" };
         json_t *sc = json_object_get(d, "state_change"), *v;
         char seen[96];
         const char *k;

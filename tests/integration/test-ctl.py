@@ -47,6 +47,18 @@ def human_checks(d, devs):
           f"device show --json: state_change with actor, reason, from, ts_us ({sc})")
     check("state_change" not in d.ctl_json("device", "show", devs[0]["id"]),
           "an active device has no state_change")
+    import datetime
+
+    def iso(us):
+        return datetime.datetime.fromtimestamp(us // 1000000, datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+    js = d.ctl_json("device", "show", quarantined)
+    check(js.get("last_seen") == iso(js["last_seen_us"]) and
+          js["state_change"].get("ts") == iso(js["state_change"]["ts_us"]),
+          f"JSON: instants as *_us and as ISO 8601 ({js.get('last_seen')}, "
+          f"{js['state_change'].get('ts')})")
+    check(all(x.get("last_seen") == iso(x["last_seen_us"]) for x in d.ctl_json("devices")),
+          "devices --json: last_seen as ISO 8601 too")
 
     out = d.ctl("devices").stdout.splitlines()
     head = out[0]
