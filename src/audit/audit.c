@@ -626,6 +626,32 @@ int audit_tail(struct audit *a, int64_t n, json_t **ret)
         return 0;
 }
 
+int audit_last(struct audit *a, const char *event, const char *subject, json_t **ret)
+{
+        sqlite3_stmt *s = NULL;
+        int rc;
+
+        /* Rare (device show of a device that is not active): no statement kept for it. SQLite
+         * walks seq (the rowid) backwards and stops at the first match, so a recent change is
+         * found at once; only a long-ago one costs a longer walk. */
+        if (sqlite3_prepare_v2(db_handle(a->db),
+                               "SELECT seq, ts_us, actor, event, subject, details, hash FROM audit "
+                               "WHERE event = ?1 AND subject = ?2 ORDER BY seq DESC LIMIT 1",
+                               -1, &s, NULL) != SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_text(s, 1, event, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, subject, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+                struct audit_record rec;
+                record_from_row(s, &rec);
+                *ret = audit_record_to_json(&rec);
+        } else if (rc == SQLITE_DONE)
+                *ret = NULL;
+        sqlite3_finalize(s);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_errno(rc);
+}
+
 static void verify_fail(struct audit_verify_result *res, int64_t seq, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static void verify_fail(struct audit_verify_result *res, int64_t seq, const char *fmt, ...)

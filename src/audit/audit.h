@@ -87,6 +87,8 @@ int64_t audit_seq_before(struct audit *a, int64_t before_us);
 /* The last n records, oldest first, as a JSON array of objects. */
 int audit_tail(struct audit *a, int64_t n, json_t **ret);
 json_t *audit_record_to_json(const struct audit_record *rec);
+/* The newest record of this event and subject (*ret NULL if none), for `device show`. */
+int audit_last(struct audit *a, const char *event, const char *subject, json_t **ret);
 
 int64_t audit_head_seq(const struct audit *a);
 /* Called for every appended record (after it is in the transaction). One listener at a time is

@@ -8,6 +8,7 @@
 #include "basic/time-util.h"
 #include "audit/audit.h"
 #include "store/db.h"
+#include "cloud/cmdreq.h"
 #include "cloud/envelope.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -40,6 +41,7 @@ struct relay {
         size_t max_command; /* MaxCommandSize= */
         unsigned max_inflight;
         char *topic_batch, *topic_telemetry, *topic_command, *topic_result;
+        struct cmdreq_table *requests; /* request ids of commands (cmdreq.h); on first use */
 
         uv_timer_t pump_timer, stats_timer;
         uint64_t pump_due_ms;
@@ -306,6 +308,7 @@ static const char *errno_name(int e)
         case ENOENT: return "unknown-device";
         case ENOTCONN: return "device-offline";
         case EMSGSIZE: return "too-large";
+        case EINVAL: return "bad-request";
         case ETIMEDOUT: return "timeout";
         case EACCES:
         case EPERM: return "denied";
@@ -318,6 +321,7 @@ static const char *errno_name(int e)
 static int publish_result(struct relay *r, const char *device, uint32_t id, int status,
                           const uint8_t *payload, size_t len)
 {
+        char req[CMDREQ_ID_MAX + 1];
         char topic[TOPIC_MAX_LEN + 1];
         _cleanup_free_ char *b64 = NULL, *text = NULL;
         json_t *o;
@@ -333,6 +337,9 @@ static int publish_result(struct relay *r, const char *device, uint32_t id, int 
         EVP_EncodeBlock((unsigned char *)b64, payload, (int)len);
         o = json_pack("{ss sI si ss ss}", "device", device, "id", (json_int_t)id, "status", status,
                       "result", status < 0 ? errno_name(-status) : "ok", "p", b64);
+        /* The cloud's request id, for it to match the result to its request. */
+        if (o && r->requests && cmdreq_take(r->requests, id, req))
+                json_object_set_new(o, "request_id", json_string(req));
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (!text)
@@ -399,7 +406,8 @@ static void unexpected_message(void *ud, const char *topic, const uint8_t *paylo
 static void on_command_message(void *ud, const char *topic, const uint8_t *payload, size_t len)
 {
         struct relay *r = ud;
-        char device[TOPIC_DEVICE_MAX + 1];
+        char device[TOPIC_DEVICE_MAX + 1], req[CMDREQ_ID_MAX + 1];
+        _cleanup_free_ uint8_t *unwrapped = NULL;
         uint32_t id;
         int q;
 
@@ -412,6 +420,21 @@ static void on_command_message(void *ud, const char *topic, const uint8_t *paylo
         }
         id = ++r->next_command_id;
         r->commands++;
+        q = cmdreq_unwrap(payload, len, r->max_command, req, &unwrapped, &len);
+        if (q > 0 && (r->requests || (r->requests = calloc(1, sizeof *r->requests))))
+                cmdreq_remember(r->requests, id, req);
+        if (q > 0)
+                payload = unwrapped;
+        if (q == -EBADMSG || q == -ENOMEM) {
+                r->commands_rejected++;
+                audit_log(r->audit, "cloud", "cmd.rejected", device,
+                          json_pack("{sI ss}", "id", (json_int_t)id, "reason",
+                                    q == -ENOMEM ? "out of memory" : "bad request envelope"));
+                relay_command_failed(r, device, id, q == -EBADMSG ? -EINVAL : q);
+                return;
+        }
+        /* -EMSGSIZE: the envelope itself is longer than the payload it decodes to, so it is
+         * refused as too large just below. */
         if (len > r->max_command) {
                 /* MaxCommandSize=: refused before it is copied, queued or sent anywhere. */
                 r->commands_rejected++;
@@ -574,6 +597,7 @@ static void relay_free(struct relay *r)
         free(r->topic_telemetry);
         free(r->topic_command);
         free(r->topic_result);
+        free(r->requests);
         free(r);
 }
 

@@ -80,6 +80,8 @@ struct control {
         char *path; /* set when we created the socket file ourselves */
         gid_t admin_gid, ro_gid;
         bool have_admin_gid, have_ro_gid;
+        /* The groups' names, for refusals that say which group would let the peer in. */
+        char admin_name[64], ro_name[64];
         struct control_table *tables;
         size_t n_tables;
         struct control_conn *conns, *conns_tail;
@@ -127,6 +129,10 @@ void control_update(struct control *ctl, const struct control_options *opts)
         ctl->refusal_lim.limit = opts->refusals_per_min;
         resolve_group(opts->admin_group, &ctl->admin_gid, &ctl->have_admin_gid, "AdminGroup");
         resolve_group(opts->readonly_group, &ctl->ro_gid, &ctl->have_ro_gid, "ReadOnlyGroup");
+        snprintf(ctl->admin_name, sizeof ctl->admin_name, "%s",
+                 ctl->have_admin_gid ? opts->admin_group : "");
+        snprintf(ctl->ro_name, sizeof ctl->ro_name, "%s",
+                 ctl->have_ro_gid ? opts->readonly_group : "");
 }
 
 static enum control_level peer_level(struct control *ctl, int fd, const struct ucred *cred)
@@ -338,6 +344,15 @@ void control_conn_subscribe(struct control_conn *c, const char *topic)
         c->topic = strdup(topic);
 }
 
+bool control_has_topic(struct control *ctl, const char *prefix)
+{
+        size_t n = strlen(prefix);
+        for (struct control_conn *c = ctl->conns; c; c = c->next)
+                if (c->topic && strncmp(c->topic, prefix, n) == 0)
+                        return true;
+        return false;
+}
+
 void control_broadcast(struct control *ctl, const char *topic, json_t *data)
 {
         struct control_conn *c, *next;
@@ -515,8 +530,17 @@ static void conn_handle_line(struct control_conn *c, const char *line, size_t le
                 goto out;
         }
         if (c->peer.level < cmd->level) {
-                char m[160];
-                snprintf(m, sizeof m, "permission denied: '%s' needs the admin group", req.cmd);
+                char m[320];
+                if (*ctl->admin_name)
+                        snprintf(m, sizeof m,
+                                 "permission denied: '%s' needs root or the group %s "
+                                 "([Control] AdminGroup=)",
+                                 req.cmd, ctl->admin_name);
+                else
+                        snprintf(m, sizeof m,
+                                 "permission denied: '%s' needs root (no [Control] AdminGroup= "
+                                 "exists)",
+                                 req.cmd);
                 audit_limited(ctl, &c->peer, "ctl.denied", req.cmd,
                               json_pack("{si}", "pid", (int)c->peer.pid));
                 conn_reply_error(c, -EPERM, m, false);
@@ -781,13 +805,16 @@ static void on_connection(uv_stream_t *server, int status)
         snprintf(c->peer.actor, sizeof c->peer.actor, "cli:uid=%u", (unsigned)cred.uid);
 
         if (c->peer.level == CONTROL_NONE) {
-                char m[160];
+                char m[320];
                 log_notice("control: refusing uid %u (pid %d): not root, not in the admin or "
                            "read-only group",
                            (unsigned)cred.uid, (int)cred.pid);
                 audit_refusal(ctl, &c->peer);
-                snprintf(m, sizeof m, "permission denied: uid %u may not use this socket",
-                         (unsigned)cred.uid);
+                snprintf(m, sizeof m,
+                         "permission denied: uid %u may not use this socket: it takes root or "
+                         "the group %s (admin) or %s (read-only)",
+                         (unsigned)cred.uid, *ctl->admin_name ? ctl->admin_name : "-",
+                         *ctl->ro_name ? ctl->ro_name : "-");
                 conn_reply_error(c, -EACCES, m, true);
                 return;
         }

@@ -109,3 +109,6 @@ int control_conn_send_event(struct control_conn *c, const char *event, json_t *d
 /* Streaming connections subscribed to a topic, e.g. "audit". */
 void control_conn_subscribe(struct control_conn *c, const char *topic);
 void control_broadcast(struct control *ctl, const char *topic, json_t *data);
+/* Is any connection subscribed to a topic that starts with prefix? (To build no event for
+ * nobody.) */
+bool control_has_topic(struct control *ctl, const char *prefix);

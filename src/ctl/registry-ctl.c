@@ -4,13 +4,40 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "basic/macro.h"
 #include "ctl/control.h"
 #include "ctl/ctlproto.h"
+#include "audit/audit.h"
 #include "ctl/registry-ctl.h"
 #include "devices/enroll.h"
 #include "devices/registry.h"
+
+/* Instants go out as µs since the epoch (*_us) for programs and, for the ones a person reads,
+ * also as ISO 8601 UTC under the same name without "_us" (docs/control-protocol.md); null for
+ * "never" (0). */
+static void add_iso_time(json_t *o, const char *key_us, const char *key)
+{
+        long long us = json_integer_value(json_object_get(o, key_us));
+        time_t t = (time_t)(us / 1000000);
+        struct tm tm;
+        char buf[32];
+
+        if (us <= 0 || !gmtime_r(&t, &tm) ||
+            strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                json_object_set_new(o, key, json_null());
+        else
+                json_object_set_new(o, key, json_string(buf));
+}
+
+static json_t *device_json(struct registry *r, const struct registry_device *d)
+{
+        json_t *o = registry_device_json(r, d);
+        if (o)
+                add_iso_time(o, "last_seen_us", "last_seen");
+        return o;
+}
 
 static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
@@ -37,7 +64,7 @@ static int cmd_devices(struct control_conn *c, json_t *args, json_t **ret, void 
                         continue;
                 if (group && !registry_device_in_group(d, group))
                         continue;
-                json_array_append_new(arr, registry_device_json(r, d));
+                json_array_append_new(arr, device_json(r, d));
         }
         *ret = arr;
         return 0;
@@ -55,6 +82,28 @@ static int get_device(struct registry *r, struct control_conn *c, json_t *args,
         return 0;
 }
 
+/* A device that is not active: who put it in its state, when and why (the newest
+ * device.state audit record), so that `device show` answers "who quarantined this?". */
+static void add_state_change(struct registry *r, const struct registry_device *d, json_t *o)
+{
+        json_t *rec = NULL, *det;
+
+        if (d->state == DEVICE_ACTIVE ||
+            audit_last(registry_audit(r), "device.state", d->id, &rec) < 0 || !rec)
+                return;
+        det = json_object_get(rec, "details");
+        json_object_set_new(o, "state_change",
+                            json_pack("{ss sI ss ss sI}", "actor",
+                                      json_string_value(json_object_get(rec, "actor")) ?: "",
+                                      "ts_us", json_integer_value(json_object_get(rec, "ts_us")),
+                                      "from", json_string_value(json_object_get(det, "from")) ?: "",
+                                      "reason",
+                                      json_string_value(json_object_get(det, "reason")) ?: "",
+                                      "seq", json_integer_value(json_object_get(rec, "seq"))));
+        add_iso_time(json_object_get(o, "state_change"), "ts_us", "ts");
+        json_decref(rec);
+}
+
 static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         struct registry *r = ud;
@@ -62,7 +111,8 @@ static int cmd_device_show(struct control_conn *c, json_t *args, json_t **ret, v
         int q = get_device(r, c, args, &d);
         if (q < 0)
                 return q;
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
+        add_state_change(r, d, *ret);
         return 0;
 }
 
@@ -91,7 +141,7 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
                          &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, registry_find(r, id));
+        *ret = device_json(r, registry_find(r, id));
         return 0;
 }
 
@@ -112,7 +162,7 @@ static int set_state(struct control_conn *c, json_t *args, json_t **ret, struct 
         q = registry_set_state(r, control_conn_peer(c)->actor, d->id, to, reason, &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
         return 0;
 }
 
@@ -199,7 +249,7 @@ static int cmd_device_set_key(struct control_conn *c, json_t *args, json_t **ret
         q = registry_set_key(r, control_conn_peer(c)->actor, d->id, k, &err);
         if (q < 0)
                 return control_conn_error(c, q, "%s", err);
-        *ret = registry_device_json(r, d);
+        *ret = device_json(r, d);
         return 0;
 }
 
@@ -208,7 +258,8 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
         struct registry *r = ud;
         const char *format, *content, *name = "import", *err;
         struct conf_errors errs = { 0 };
-        size_t n = 0;
+        struct registry_import_result res = { 0 };
+        bool update, skip;
         int q;
 
         if (ctl_arg_string(args, "format", 8, &format, &err) < 0 ||
@@ -219,7 +270,17 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
         if (json_object_get(args, "name"))
                 ctl_arg_string(args, "name", 255, &name, &err);
 
-        q = registry_import_text(r, control_conn_peer(c)->actor, format, name, content, &n, &errs);
+        if (ctl_arg_bool(args, "update", false, &update, &err) < 0 ||
+            ctl_arg_bool(args, "skip_existing", false, &skip, &err) < 0)
+                return control_conn_error(c, -EINVAL, "%s", err);
+        if (update && skip)
+                return control_conn_error(c, -EINVAL,
+                                          "update and skip_existing exclude each other");
+        q = registry_import_text(r, control_conn_peer(c)->actor, format, name, content,
+                                 update ? REGISTRY_IMPORT_UPDATE
+                                 : skip ? REGISTRY_IMPORT_SKIP_EXISTING
+                                        : REGISTRY_IMPORT_NEW,
+                                 &res, &errs);
         if (q < 0) {
                 char all[900];
                 size_t off = 0;
@@ -232,7 +293,9 @@ static int cmd_device_import(struct control_conn *c, json_t *args, json_t **ret,
                 conf_errors_clear(&errs);
                 return -EINVAL;
         }
-        *ret = json_pack("{sI}", "imported", (json_int_t)n);
+        *ret = json_pack("{sI sI sI sI}", "imported", (json_int_t)res.added, "updated",
+                         (json_int_t)res.updated, "skipped", (json_int_t)res.skipped, "unchanged",
+                         (json_int_t)res.unchanged);
         return 0;
 }
 

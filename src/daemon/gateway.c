@@ -19,6 +19,7 @@
 #include "ctl/ota-ctl.h"
 #include "ctl/provision-ctl.h"
 #include "ctl/registry-ctl.h"
+#include "ctl/telemetry-ctl.h"
 #include "store/db.h"
 #include "monitor/defender.h"
 #include "basic/lockfile.h"
@@ -457,6 +458,8 @@ static void on_telemetry(void *ud, const char *device_id, uint16_t stream, uint3
         }
         *p = (struct pending_ack){ gw, token };
         r = relay_submit(gw->relay, device_id, stream, seq, payload, len, on_durable, p);
+        if (r >= 0) /* `mcugwctl tail`: what is on its way to the cloud */
+                telemetry_ctl_publish(gw->control, device_id, stream, seq, payload, len);
         if (r < 0) {
                 free(p);
                 /* Too big or malformed will never succeed; anything else may later. */
@@ -691,7 +694,8 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
         if ((r = control_add_commands(gw->control, core_commands, ELEMENTSOF(core_commands), gw)) <
                     0 ||
             (r = audit_ctl_new(loop, gw->audit, gw->control, &gw->audit_ctl)) < 0 ||
-            (r = registry_ctl_add_commands(gw->control, gw->registry)) < 0)
+            (r = registry_ctl_add_commands(gw->control, gw->registry)) < 0 ||
+            (r = telemetry_ctl_add_commands(gw->control)) < 0)
                 goto fail;
 
         /* 4b. MCU links: gateway key, stream listeners, serial ports, JIT onboarding */

@@ -668,33 +668,101 @@ int registry_sync_files(struct registry *r, const struct enroll_list *files)
         return 0;
 }
 
+/* What an import does with an entry whose id is enrolled already. */
+static bool import_differs(const struct registry_device *d, const struct enroll_entry *e)
+{
+        return CRYPTO_memcmp(d->pubkey, e->key, REGISTRY_KEY_LEN) != 0 ||
+               strcmp(d->groups, e->groups) != 0;
+}
+
+static int import_update(struct registry *r, const char *actor, struct registry_device *d,
+                         const struct enroll_entry *e, const char **ret_error)
+{
+        int q;
+
+        if (CRYPTO_memcmp(d->pubkey, e->key, REGISTRY_KEY_LEN) != 0 &&
+            (q = registry_set_key(r, actor, d->id, e->key, ret_error)) < 0)
+                return q;
+        if (strcmp(d->groups, e->groups) != 0) {
+                char old[REGISTRY_GROUPS_MAX + 1];
+                snprintf(old, sizeof old, "%s", d->groups);
+                snprintf(d->groups, sizeof d->groups, "%s", e->groups);
+                q = dev_save(r, d);
+                if (q < 0) {
+                        snprintf(d->groups, sizeof d->groups, "%s", old);
+                        *ret_error = "cannot store the device";
+                        return q;
+                }
+                audit_log(
+                        r->audit, actor, "device.groups", d->id,
+                        json_pack("{ss ss ss}", "from", old, "to", e->groups, "source", "import"));
+        }
+        return 0;
+}
+
 int registry_import(struct registry *r, const char *actor, const char *source,
-                    const struct enroll_list *list, struct conf_errors *err)
+                    const struct enroll_list *list, enum registry_import_mode mode,
+                    struct registry_import_result *res, struct conf_errors *err)
 {
         const char *why;
         size_t before = err->n;
+        struct registry_import_result n = { 0 };
 
         /* Validate everything against the registry first: all or nothing. */
         for (size_t i = 0; i < list->n; i++) {
-                const struct registry_device *o;
-                if (registry_find(r, list->v[i].id))
-                        conf_errors_add(err, "line %u: device %s is already enrolled",
-                                        list->v[i].line, list->v[i].id);
-                else if ((o = registry_find_key(r, list->v[i].key)))
+                const struct enroll_entry *e = &list->v[i];
+                const struct registry_device *d = registry_find(r, e->id), *o;
+
+                o = registry_find_key(r, e->key);
+                if (d && mode == REGISTRY_IMPORT_NEW)
+                        conf_errors_add(err,
+                                        "line %u: device %s is already enrolled (--skip-existing "
+                                        "leaves it as it is, --update changes it)",
+                                        e->line, e->id);
+                else if (d && mode == REGISTRY_IMPORT_UPDATE && import_differs(d, e) &&
+                         strcmp(d->source, "file") == 0)
+                        conf_errors_add(err,
+                                        "line %u: device %s is enrolled from DevicesDirectory: "
+                                        "change it there",
+                                        e->line, e->id);
+                else if (d && mode == REGISTRY_IMPORT_UPDATE && d->state == DEVICE_REVOKED &&
+                         import_differs(d, e))
+                        conf_errors_add(err, "line %u: device %s is revoked", e->line, e->id);
+                else if (o && o != d && (!d || mode == REGISTRY_IMPORT_UPDATE))
                         conf_errors_add(err, "line %u: key of %s is already enrolled as %s",
-                                        list->v[i].line, list->v[i].id, o->id);
+                                        e->line, e->id, o->id);
         }
         if (err->n > before)
                 return -EINVAL;
-        for (size_t i = 0; i < list->n; i++)
-                if (registry_add(r, actor, list->v[i].id, list->v[i].key, list->v[i].state,
-                                 list->v[i].groups, source, &why) < 0) {
+        for (size_t i = 0; i < list->n; i++) {
+                const struct enroll_entry *e = &list->v[i];
+                struct registry_device *d = find_mut(r, e->id);
+                int q = 0;
+
+                if (!d) {
+                        q = registry_add(r, actor, e->id, e->key, e->state, e->groups, source,
+                                         &why);
+                        n.added++;
+                } else if (mode == REGISTRY_IMPORT_SKIP_EXISTING)
+                        n.skipped++;
+                else if (!import_differs(d, e))
+                        n.unchanged++;
+                else {
+                        q = import_update(r, actor, d, e, &why);
+                        n.updated++;
+                }
+                if (q < 0) {
                         /* Checked above; only storage can fail here. */
-                        conf_errors_add(err, "line %u: %s", list->v[i].line, why);
+                        conf_errors_add(err, "line %u: %s", e->line, why);
                         return -EIO;
                 }
+        }
         audit_log(r->audit, actor, "device.import", source,
-                  json_pack("{sI}", "devices", (json_int_t)list->n));
+                  json_pack("{sI sI sI sI}", "devices", (json_int_t)n.added, "updated",
+                            (json_int_t)n.updated, "skipped", (json_int_t)n.skipped, "unchanged",
+                            (json_int_t)n.unchanged));
+        if (res)
+                *res = n;
         return 0;
 }
 
@@ -717,6 +785,11 @@ json_t *registry_device_json(struct registry *r, const struct registry_device *d
         return o;
 }
 
+struct audit *registry_audit(struct registry *r)
+{
+        return r->audit;
+}
+
 bool registry_device_in_group(const struct registry_device *d, const char *group)
 {
         char pat[REGISTRY_GROUPS_MAX + 3];
@@ -727,19 +800,17 @@ bool registry_device_in_group(const struct registry_device *d, const char *group
 }
 
 int registry_import_text(struct registry *r, const char *actor, const char *format,
-                         const char *name, const char *content, size_t *ret_n,
-                         struct conf_errors *errs)
+                         const char *name, const char *content, enum registry_import_mode mode,
+                         struct registry_import_result *res, struct conf_errors *errs)
 {
         struct enroll_list list = { 0 };
         json_t *msgs;
-        size_t n;
         int q;
 
         q = strcmp(format, "csv") == 0 ? enroll_parse_csv(name, content, &list, errs)
                                        : enroll_parse_json(name, content, &list, errs);
         if (q >= 0)
-                q = registry_import(r, actor, name, &list, errs);
-        n = list.n;
+                q = registry_import(r, actor, name, &list, mode, res, errs);
         enroll_list_free(&list);
         if (q < 0) {
                 msgs = json_array();
@@ -750,6 +821,5 @@ int registry_import_text(struct registry *r, const char *actor, const char *form
                 json_decref(msgs);
                 return q;
         }
-        *ret_n = n;
         return 0;
 }

@@ -37,6 +37,7 @@ struct registry_device {
         bool connected;
 };
 
+struct audit;
 struct registry;
 
 typedef void (*registry_state_fn)(void *userdata, const struct registry_device *dev,
@@ -81,9 +82,21 @@ int registry_remove(struct registry *r, const char *actor, const char *id, const
 /* Bring the file-sourced devices in line with DevicesDirectory: add new ones, update keys and
  * groups, revoke the ones no longer listed. States changed by an operator are kept. */
 int registry_sync_files(struct registry *r, const struct enroll_list *files);
-/* All-or-nothing bulk add (one transaction); errors name the entry's line. */
+/* What a bulk import does with an entry whose id is enrolled already: refuse the whole file
+ * (NEW), leave the device as it is (SKIP_EXISTING), or give it the entry's key and groups
+ * (UPDATE; its state stays, a new key ends its session). So importing a file twice is no error. */
+enum registry_import_mode {
+        REGISTRY_IMPORT_NEW,
+        REGISTRY_IMPORT_SKIP_EXISTING,
+        REGISTRY_IMPORT_UPDATE,
+};
+struct registry_import_result {
+        size_t added, updated, skipped, unchanged;
+};
+/* All-or-nothing bulk add (one transaction); errors name the entry's line. res may be NULL. */
 int registry_import(struct registry *r, const char *actor, const char *source,
-                    const struct enroll_list *list, struct conf_errors *err);
+                    const struct enroll_list *list, enum registry_import_mode mode,
+                    struct registry_import_result *res, struct conf_errors *err);
 
 json_t *registry_device_to_json(const struct registry_device *d);
 /* Number of devices; counts[state] per state if counts is not NULL. */
@@ -99,9 +112,11 @@ void registry_set_decorator(struct registry *r, registry_decorate_fn fn, void *u
 json_t *registry_device_json(struct registry *r, const struct registry_device *d);
 /* True if group is one of the device's comma-separated groups. */
 bool registry_device_in_group(const struct registry_device *d, const char *group);
+/* The audit log the registry writes to (for who changed a device's state, and why). */
+struct audit *registry_audit(struct registry *r);
 /* Parse an enrollment file's text (format "csv" or "json") and import it all or nothing
- * (registry_import()); the number of devices in *ret_n. A failure is audited as
- * device.import_failed with every error, which are left in err. */
+ * (registry_import()); what was done in *res. A failure is audited as device.import_failed with
+ * every error, which are left in err. */
 int registry_import_text(struct registry *r, const char *actor, const char *format,
-                         const char *name, const char *content, size_t *ret_n,
-                         struct conf_errors *err);
+                         const char *name, const char *content, enum registry_import_mode mode,
+                         struct registry_import_result *res, struct conf_errors *err);

@@ -351,3 +351,44 @@ void format_bytes(double b, char *buf, size_t n)
         }
         snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
 }
+
+void format_age(long long ts_us, char *buf, size_t n)
+{
+        char d[48];
+        long long now = (long long)time(NULL), t = ts_us / 1000000;
+
+        if (ts_us <= 0) {
+                snprintf(buf, n, "never");
+                return;
+        }
+        if (t > now) {
+                snprintf(buf, n, "just now");
+                return;
+        }
+        format_duration(now - t, d, sizeof d);
+        /* "3m 2s ago" reads better without the seconds once there are hours. */
+        if (now - t >= 3600)
+                *strrchr(d, ' ') = 0;
+        snprintf(buf, n, "%s ago", d);
+}
+
+void format_time_age(long long ts_us, char *buf, size_t n)
+{
+        char t[32], a[48];
+
+        if (ts_us <= 0) {
+                snprintf(buf, n, "never");
+                return;
+        }
+        format_time(ts_us, t, sizeof t);
+        format_age(ts_us, a, sizeof a);
+        snprintf(buf, n, "%s (%s)", t, a);
+}
+
+const char *reset_cause_name(long long cause)
+{
+        /* MCUGW_RESET_* of include/mcugw/wire.h, in order. */
+        static const char *const names[] = { "unknown",  "power-on",  "pin",   "watchdog",
+                                             "software", "brown-out", "fault", "ota" };
+        return cause >= 0 && cause < (long long)ELEMENTSOF(names) ? names[cause] : "unknown";
+}

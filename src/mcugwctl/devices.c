@@ -16,41 +16,145 @@
 #include "devices/enroll.h"
 #include "mcugwctl/mcugwctl.h"
 
+/* Column widths of the devices table: the widest value, so that a long id or link name pushes
+ * the columns right instead of breaking them. */
+struct dev_cols {
+        int id, state, fw, seen, groups;
+};
+
+static void dev_cols_fit(struct dev_cols *w, json_t *d)
+{
+        char seen[48];
+        format_age(jint(d, "last_seen_us"), seen, sizeof seen);
+        w->id = MAX(w->id, (int)strlen(jstr(d, "id")));
+        w->state = MAX(w->state, (int)strlen(jstr(d, "state")));
+        w->fw = MAX(w->fw, (int)strlen(jstr(d, "fw_version")));
+        w->seen = MAX(w->seen, (int)strlen(seen));
+        w->groups = MAX(w->groups, (int)strlen(jstr(d, "groups")));
+}
+
+static void print_device_row_w(json_t *d, const struct dev_cols *w)
+{
+        char seen[48];
+        format_age(jint(d, "last_seen_us"), seen, sizeof seen);
+        printf("%-*s  %-*s  %-4s  %-*s  %-*s  %-*s  %s\n", w->id, jstr(d, "id"), w->state,
+               jstr(d, "state"), json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+               w->fw, *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-", w->seen, seen,
+               w->groups, *jstr(d, "groups") ? jstr(d, "groups") : "-",
+               *jstr(d, "link") ? jstr(d, "link") : "-");
+}
+
+static const struct dev_cols dev_cols_min = { 2, 5, 8, 9, 6 }; /* the headers */
+
+static void print_devices_header(const struct dev_cols *w)
+{
+        printf("%-*s  %-*s  %-4s  %-*s  %-*s  %-*s  %s\n", w->id, "ID", w->state, "STATE", "CONN",
+               w->fw, "FIRMWARE", w->seen, "LAST SEEN", w->groups, "GROUPS", "LINK");
+}
+
+/* One device as a one-row table (the reply to add, approve, quarantine, …). */
 static void print_device_row(json_t *d)
 {
-        char seen[32] = "never";
-        long long t = jint(d, "last_seen_us");
-        if (t > 0)
-                format_time(t, seen, sizeof seen);
-        printf("%-20s %-12s %-5s %-12s %-21s %-16s %s\n", jstr(d, "id"), jstr(d, "state"),
-               json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
-               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-", seen,
-               *jstr(d, "link") ? jstr(d, "link") : "-", jstr(d, "groups"));
+        struct dev_cols w = dev_cols_min;
+        dev_cols_fit(&w, d);
+        print_devices_header(&w);
+        print_device_row_w(d, &w);
 }
 
 static void print_devices(json_t *arr)
 {
+        struct dev_cols w = dev_cols_min;
         size_t i;
         json_t *d;
-        printf("%-20s %-12s %-5s %-12s %-21s %-16s %s\n", "ID", "STATE", "CONN", "FIRMWARE",
-               "LAST SEEN", "LINK", "GROUPS");
+
         json_array_foreach (arr, i, d)
-                print_device_row(d);
+                dev_cols_fit(&w, d);
+        print_devices_header(&w);
+        json_array_foreach (arr, i, d)
+                print_device_row_w(d, &w);
         printf("%zu device(s)\n", json_array_size(arr));
+}
+
+/* The link counters as an aligned table, three name/value pairs a line; zeros of the error
+ * counters are left out so that what went wrong stands out. */
+static void print_link_stats(json_t *ls)
+{
+        static const char *const always[] = { "frames_in", "frames_out", "bytes_in",
+                                              "bytes_out", "telemetry",  "telemetry_bytes",
+                                              "handshakes" };
+        const char *k;
+        json_t *v;
+        int col = 0;
+
+        printf("Link stats:\n");
+        json_object_foreach (ls, k, v) {
+                bool keep = false;
+                size_t kl = strlen(k);
+                if (!json_is_integer(v) || (kl > 3 && strcmp(k + kl - 3, "_us") == 0))
+                        continue;
+                for (size_t i = 0; i < ELEMENTSOF(always) && !keep; i++)
+                        keep = strcmp(k, always[i]) == 0;
+                if (!keep && json_integer_value(v) == 0)
+                        continue;
+                printf("  %-16s %10lld%s", k, (long long)json_integer_value(v),
+                       ++col % 3 == 0 ? "\n" : "");
+        }
+        if (col % 3)
+                printf("\n");
 }
 
 static void print_device(json_t *d)
 {
+        /* The fields shown above the rest, with a label and a readable value. */
+        static const char *const shown[] = { "id",           "public_key",   "state",
+                                             "state_change", "groups",       "source",
+                                             "fw_version",   "boot_counter", "reset_cause",
+                                             "last_seen_us", "last_seen",    "link",
+                                             "connected",    "link_stats" };
+        json_t *sc = json_object_get(d, "state_change"), *v;
+        char seen[96];
         const char *k;
-        json_t *v;
-        json_object_foreach (d, k, v) {
-                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                if (json_is_string(v))
-                        printf("%-16s %s\n", k, json_string_value(v));
-                else
-                        printf("%-16s %s\n", k, s ? s : "");
-                free(s);
+
+        format_time_age(jint(d, "last_seen_us"), seen, sizeof seen);
+        printf("Device:     %s\n", jstr(d, "id"));
+        printf("State:      %s\n", jstr(d, "state"));
+        if (sc) {
+                char when[96];
+                format_time_age(jint(sc, "ts_us"), when, sizeof when);
+                printf("            %s by %s on %s%s%s\n", *jstr(sc, "from") ? "changed" : "set",
+                       jstr(sc, "actor"), when, *jstr(sc, "reason") ? ": " : "",
+                       jstr(sc, "reason"));
         }
+        printf("Public key: %s\n", jstr(d, "public_key"));
+        printf("Groups:     %s\n", *jstr(d, "groups") ? jstr(d, "groups") : "-");
+        printf("Enrolled:   from %s\n", jstr(d, "source"));
+        printf("Connected:  %s%s%s\n", json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
+               *jstr(d, "link")
+                       ? json_is_true(json_object_get(d, "connected")) ? " on " : ", last on "
+                       : "",
+               jstr(d, "link"));
+        printf("Last seen:  %s\n", seen);
+        printf("Firmware:   %s, boot %lld, last reset: %s\n",
+               *jstr(d, "fw_version") ? jstr(d, "fw_version") : "unknown", jint(d, "boot_counter"),
+               reset_cause_name(jint(d, "reset_cause")));
+        /* Anything else (added by newer daemons), as it comes. */
+        json_object_foreach (d, k, v) {
+                bool known = false;
+                for (size_t i = 0; i < ELEMENTSOF(shown) && !known; i++)
+                        known = strcmp(k, shown[i]) == 0;
+                if (known)
+                        continue;
+                char label[80];
+                snprintf(label, sizeof label, "%s:", k);
+                if (json_is_string(v))
+                        printf("%-11s %s\n", label, json_string_value(v));
+                else {
+                        _cleanup_free_ char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                        printf("%-11s %s\n", label, t ? t : "");
+                }
+        }
+        if (json_is_object(json_object_get(d, "link_stats")))
+                print_link_stats(json_object_get(d, "link_stats"));
 }
 
 const struct option devices_opts[] = {
@@ -211,31 +315,46 @@ int do_device_set_key(int argc, char **argv)
 
 static void print_imported(json_t *d)
 {
-        printf("imported %lld device(s)\n", jint(d, "imported"));
+        printf("imported %lld device(s)", jint(d, "imported"));
+        if (jint(d, "updated"))
+                printf(", updated %lld", jint(d, "updated"));
+        if (jint(d, "skipped"))
+                printf(", skipped %lld already enrolled", jint(d, "skipped"));
+        if (jint(d, "unchanged"))
+                printf(", %lld unchanged", jint(d, "unchanged"));
+        printf("\n");
 }
 
 #define IMPORT_MAX ((size_t)64 * 1024 * 1024)
 
 const struct option device_import_opts[] = {
         { "format", required_argument, NULL, 'f' },
+        { "update", no_argument, NULL, 'u' },
+        { "skip-existing", no_argument, NULL, 'k' },
         {},
 };
 
 int do_device_import(int argc, char **argv)
 {
         const char *format = NULL, *path;
+        bool update = false, skip = false;
         _cleanup_free_ char *content = NULL;
         size_t len = 0;
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "f:", device_import_opts, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "f:uk", device_import_opts, NULL)) >= 0)
                 switch (c) {
                 case 'f': format = optarg; break;
+                case 'u': update = true; break;
+                case 'k': skip = true; break;
                 default: return EXIT_FAILURE;
                 }
         if (argc - optind != 1)
-                return fail("usage: mcugwctl device import FILE [--format csv|json]");
+                return fail("usage: mcugwctl device import FILE [--format csv|json] "
+                            "[--update|--skip-existing]");
+        if (update && skip)
+                return fail("device import: --update and --skip-existing exclude each other");
         if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
                 return fail("device import: unknown format '%s' (valid: csv, json)", format);
         path = argv[optind];
@@ -274,7 +393,8 @@ int do_device_import(int argc, char **argv)
         if (memchr(content, 0, len))
                 return fail("%s: NUL byte (not a text file?)", path);
         return run("device.import",
-                   json_pack("{ss ss ss}", "format", format, "content", content, "name", path),
+                   json_pack("{ss ss ss sb sb}", "format", format, "content", content, "name", path,
+                             "update", update, "skip_existing", skip),
                    print_imported);
 }
 

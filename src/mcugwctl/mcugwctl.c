@@ -3,8 +3,8 @@
  * mcugwctl: the command-line client of the control socket. A subcommand table in the manner of
  * wireguard-tools' wg.c; each entry builds a request, sends it and prints the reply as a human
  * table or, with --json, as JSON for scripts. The commands live in one file per group (status.c,
- * audit.c, devices.c, keys.c, monitor.c, ota.c, cert.c) around this one table; client.c talks to
- * the socket.
+ * audit.c, devices.c, keys.c, monitor.c, ota.c, cert.c, tail.c) around this one table; client.c
+ * talks to the socket.
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -40,6 +40,8 @@ static const struct verb verbs[] = {
           metrics_opts },
         { NULL, "top", do_top, "live metrics, busiest devices first [--once] [--interval S]",
           top_opts },
+        { NULL, "tail", do_tail, "watch the telemetry as it is relayed [--device ID] [--count N]",
+          tail_opts },
         { NULL, "rules", do_rules, "list the monitoring rules and what they did", NULL },
         { NULL, "defender", do_defender, "Device Defender reports; send: publish one now", NULL },
         { NULL, "devices", do_devices, "list devices [--state S] [--group G]", devices_opts },
@@ -70,7 +72,8 @@ static const struct verb verbs[] = {
           device_remove_opts },
         { "device", "set-key", do_device_set_key,
           "replace a device's key, end its session: ID PUBLIC_KEY", NULL },
-        { "device", "import", do_device_import, "bulk enroll, all or nothing: FILE (.csv/.json)",
+        { "device", "import", do_device_import,
+          "bulk enroll, all or nothing: FILE (.csv/.json) [--update|--skip-existing]",
           device_import_opts },
         { "device", "export", do_device_export,
           "the registry as an import file [--format csv|json]", device_export_opts },

@@ -46,6 +46,11 @@ double jreal(json_t *o, const char *k);
 void format_time(long long ts_us, char *buf, size_t n);
 void format_duration(long long s, char *buf, size_t n);
 void format_bytes(double b, char *buf, size_t n);
+/* "3m 2s ago" ("never" for 0), and "2026-12-06T10:34:57Z (3m 2s ago)". */
+void format_age(long long ts_us, char *buf, size_t n);
+void format_time_age(long long ts_us, char *buf, size_t n);
+/* The name of a MCUGW_RESET_* code: "watchdog", "ota", … */
+const char *reset_cause_name(long long cause);
 /* The provisioning line of status and cert show (status.c). */
 void print_provisioning(json_t *p);
 
@@ -97,6 +102,9 @@ int do_rules(int argc, char **argv);
 int do_defender(int argc, char **argv);
 extern const struct option metrics_opts[];
 extern const struct option top_opts[];
+/* tail.c */
+int do_tail(int argc, char **argv);
+extern const struct option tail_opts[];
 /* ota.c */
 int do_ota_list(int argc, char **argv);
 int do_ota_show(int argc, char **argv);

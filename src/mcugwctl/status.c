@@ -27,10 +27,13 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                 if (json_array_size(servers) > 1)
                         snprintf(which, sizeof which, " (Host= %lld of %zu)",
                                  jint(m, "server_index"), json_array_size(servers));
-                printf("MQTT:      %s to %s%s as %s (MQTT %s), %lld connect(s), %lld "
+                const char *st = jstr(m, "state");
+                /* "connected to", "connecting to", but "disconnected from". */
+                printf("MQTT:      %s %s %s%s as %s (MQTT %s), %lld connect(s), %lld "
                        "attempt(s)%s\n",
-                       jstr(m, "state"), jstr(m, "server"), which, jstr(m, "client_id"),
-                       jstr(m, "protocol"), jint(m, "connects"), jint(m, "attempts"), next);
+                       st, strncmp(st, "dis", 3) == 0 ? "from" : "to", jstr(m, "server"), which,
+                       jstr(m, "client_id"), jstr(m, "protocol"), jint(m, "connects"),
+                       jint(m, "attempts"), next);
                 printf("Publish:   %lld/s (%lld msgs/s), %lld publishes, %lld acked, %lld in "
                        "flight, %lld rejected%s\n",
                        jint(m, "publishes_per_s"), jint(m, "msgs_per_s"), jint(m, "publishes"),
@@ -43,20 +46,27 @@ static void print_status_mqtt(json_t *m, json_t *ob)
                                "each is in the journal)\n",
                                jint(m, "unexpected_messages"));
         }
-        if (ob)
-                printf("Outbox:    %lld message(s), %lld of %lld bytes, %lld dropped (quota)\n",
-                       jint(ob, "rows"), jint(ob, "bytes"), jint(ob, "max_bytes"),
-                       jint(ob, "dropped"));
+        if (ob) {
+                char used[32], max[32];
+                format_bytes((double)jint(ob, "bytes"), used, sizeof used);
+                format_bytes((double)jint(ob, "max_bytes"), max, sizeof max);
+                printf("Outbox:    %lld message(s), %s of %s, %lld dropped (quota)\n",
+                       jint(ob, "rows"), used, max, jint(ob, "dropped"));
+        }
         if (ob && (jint(ob, "refused") || jint(ob, "commit_failures")))
                 printf("Outbox:    %lld message(s) refused (devices told to retry), %lld failed "
                        "commit(s)\n",
                        jint(ob, "refused"), jint(ob, "commit_failures"));
-        if (ob && json_is_false(json_object_get(json_object_get(ob, "space"), "quota_fits")))
-                printf("Warning:   the outbox quota does not fit: it needs ~%lld bytes, the "
-                       "database has %lld and its file system %lld free\n",
-                       jint(json_object_get(ob, "space"), "needed"),
-                       jint(json_object_get(ob, "space"), "db_bytes"),
-                       jint(json_object_get(ob, "space"), "fs_free"));
+        if (ob && json_is_false(json_object_get(json_object_get(ob, "space"), "quota_fits"))) {
+                json_t *sp = json_object_get(ob, "space");
+                char need[32], db[32], fs[32];
+                format_bytes((double)jint(sp, "needed"), need, sizeof need);
+                format_bytes((double)jint(sp, "db_bytes"), db, sizeof db);
+                format_bytes((double)jint(sp, "fs_free"), fs, sizeof fs);
+                printf("Warning:   the outbox quota does not fit: it needs ~%s, the database has "
+                       "%s and its file system %s free\n",
+                       need, db, fs);
+        }
 }
 
 /* Fleet provisioning / rotation: one line, only when there is something to say. */

@@ -1113,6 +1113,9 @@ int ota_job_create(struct ota *o, const struct ota_job_spec *spec, char ret_id[6
         /* The image must be checked before anything else happens with it. */
         r = check_image(o, j, spec, err, errlen, &mb);
         if (r < 0) {
+                /* Not an image we accept: it has no version (its hash is no version, and
+                 * `ota list` showing one reads as if something was installed). */
+                j->version[0] = 0;
                 audit_log(o->audit, spec->actor, "ota.job_rejected", j->id,
                           json_pack("{ss ss}", "source", j->source, "reason", err));
                 job_link(o, j);

@@ -81,7 +81,7 @@ def top_on_a_terminal(d, key=b"q"):
         os.execv(MCUGWCTL, [MCUGWCTL, "--socket", d.socket, "top", "--interval", "0.3"])
     out = b""
     deadline = time.monotonic() + 10
-    while out.count(b"\033[H\033[2J") < 2 and time.monotonic() < deadline:
+    while out.count(b"mcugw top - ") < 2 and time.monotonic() < deadline:
         if select.select([fd], [], [], 0.5)[0]:
             try:
                 out += os.read(fd, 65536)
@@ -104,7 +104,7 @@ def top_on_a_terminal(d, key=b"q"):
         os.close(fd)
         return False
     os.close(fd)
-    return (out.count(b"\033[H\033[2J") >= 2 and b"good-0000" in out and
+    return (out.count(b"mcugw top - ") >= 2 and b"good-0000" in out and
             os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 
 

@@ -294,6 +294,26 @@ def test_commands(tmp, broker, cert):
               "cmd.received and cmd.result audited")
         check(("cmd.rejected", "nosuch") in ev, "cmd.rejected audited")
         check(d.status()["mqtt"]["commands"] == 2, "commands counted")
+        check("request_id" not in r1, "a raw command's result has no request_id")
+        # A request envelope (#17.15): the device gets the bytes of "p", the result echoes the
+        # cloud's request id, also when the gateway answers for the device.
+        n0 = len(sub.snapshot())
+        env = {"request_id": "req-42", "p": base64.b64encode(b"status").decode()}
+        sub.publish("mcugw/it-gw/cmd/d1", json.dumps(env).encode())
+        sub.publish("mcugw/it-gw/cmd/nosuch", json.dumps(dict(env, request_id="req-43")).encode())
+        sub.publish("mcugw/it-gw/cmd/d1", json.dumps(dict(env, request_id="bad id")).encode())
+        ok = wait_for(lambda: len(sub.snapshot()) >= n0 + 3, timeout=10)
+        got = [json.loads(m[1]) for m in sub.snapshot()[n0:]]
+        by_req = {x.get("request_id"): x for x in got}
+        check(ok and re.search(r"^CMD d1 \d+ status$", d.output(), re.M) is not None,
+              "an enveloped command reaches the device unwrapped")
+        check(by_req.get("req-42", {}).get("status") == 0 and
+              base64.b64decode(by_req["req-42"].get("p", "")) == b"ok:status",
+              f"its result echoes request_id req-42 ({got})")
+        check(by_req.get("req-43", {}).get("result") == "unknown-device",
+              "the gateway's own refusal echoes the request id too")
+        check(any(x.get("result") == "bad-request" and "request_id" not in x for x in got),
+              "an envelope with a bad request id is refused as bad-request")
         # Not a command topic (the device level is no valid id): counted, logged once per topic
         # at notice (#17.8).
         long_id = "mcugw/it-gw/cmd/" + "x" * 40
@@ -306,7 +326,7 @@ def test_commands(tmp, broker, cert):
         check(log.count("notice: relay: message on unexpected topic " + long_id + " ") == 1
               and "unexpected topic mcugw/it-gw/cmd/ " in log,
               "the first message on each unexpected topic logged at notice")
-        check(d.status()["mqtt"]["commands"] == 2, "and not counted as commands")
+        check(d.status()["mqtt"]["commands"] == 5, "and not counted as commands")
     finally:
         d.stop()
         sub.close()
