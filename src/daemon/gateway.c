@@ -63,7 +63,7 @@ struct gateway {
         struct ota_jobs *ota_jobs;   /* AWS IoT Jobs + streams; NULL without [MQTT] */
         struct shadow *shadow;       /* device shadows; NULL with [Shadow] Mode=off */
         struct link_listener shadow_listener;
-        struct remedy *remedy;       /* rules and remediation (docs/monitoring.md) */
+        struct remedy *remedy; /* rules and remediation (docs/monitoring.md) */
         struct metrics *metrics;
         struct baseline *baseline;
         struct defender *defender;
@@ -345,8 +345,8 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
         if (gw->relay) {
                 json_object_set_new(o, "mqtt", relay_mqtt_status(gw->relay));
                 json_object_set_new(o, "outbox", relay_outbox_status(gw->relay));
-        if (gw->shadow)
-                json_object_set_new(o, "shadow", shadow_status_json(gw->shadow));
+                if (gw->shadow)
+                        json_object_set_new(o, "shadow", shadow_status_json(gw->shadow));
         }
         *ret = o;
         return 0;
@@ -555,11 +555,10 @@ static void gw_shadow_facts(void *ud, const char *device_id, unsigned fields, js
         if ((fields & SHADOW_F_COUNTERS) &&
             link_manager_device_counters(gw->link, device_id, &c) >= 0)
                 json_object_set_new(rep, "counters",
-                                    json_pack("{sI sI sI sI}", "telemetry",
-                                              (json_int_t)c.telemetry, "handshakes",
-                                              (json_int_t)c.handshakes, "authFailures",
-                                              (json_int_t)c.auth_failures, "macErrors",
-                                              (json_int_t)c.mac_errors));
+                                    json_pack("{sI sI sI sI}", "telemetry", (json_int_t)c.telemetry,
+                                              "handshakes", (json_int_t)c.handshakes,
+                                              "authFailures", (json_int_t)c.auth_failures,
+                                              "macErrors", (json_int_t)c.mac_errors));
 }
 
 static void gw_config_result(void *ud, const char *device_id, uint32_t version, int status,

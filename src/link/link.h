@@ -105,8 +105,8 @@ void link_manager_set_onboard(struct link_manager *m, struct onboard *o);
 void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud);
 /* CONFIG_RESULT messages (the answer to a CONFIG from the device shadow) go to this handler:
  * version and status as sent, json the device's bytes (unchecked). One owner, like OTA. */
-typedef void (*link_config_result_fn)(void *ud, const char *device_id, uint32_t version,
-                                      int status, const uint8_t *json, size_t len);
+typedef void (*link_config_result_fn)(void *ud, const char *device_id, uint32_t version, int status,
+                                      const uint8_t *json, size_t len);
 void link_manager_set_config_handler(struct link_manager *m, link_config_result_fn fn, void *ud);
 /* Send any message to a connected device (OTA): 0, -ENOTCONN, -EMSGSIZE (too big for the
  * device's receive limit), -ENOBUFS (output queue full: try again later). */
