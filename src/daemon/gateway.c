@@ -61,13 +61,13 @@ struct gateway {
         struct provision *provision; /* fleet provisioning, certificate rotation */
         struct ota *ota;             /* OTA rollout engine (docs/ota.md) */
         struct ota_jobs *ota_jobs;   /* AWS IoT Jobs + streams; NULL without [MQTT] */
-        struct shadow *shadow;       /* device shadows; NULL with [Shadow] Mode=off */
-        struct link_listener shadow_listener;
-        struct remedy *remedy; /* rules and remediation (docs/monitoring.md) */
+        struct remedy *remedy;       /* rules and remediation (docs/monitoring.md) */
         struct metrics *metrics;
         struct baseline *baseline;
         struct defender *defender;
         struct auditexport *auditexport;
+        struct shadow *shadow; /* device shadows; NULL with [Shadow] Mode=off */
+        struct link_listener shadow_listener;
         uv_timer_t status_timer;
         bool have_status_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
