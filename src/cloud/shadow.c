@@ -12,7 +12,6 @@
 #include "cloud/relay.h"
 #include "cloud/shadow.h"
 #include "devices/registry.h"
-#include "mcugw/wire.h"
 
 /* A request without an answer (lost with the session, or never answered) frees the device for
  * the next one after this long. */
@@ -282,7 +281,7 @@ int shadow_desired_check(json_t *state, const struct conf_strv *allowed, unsigne
         text = json_dumps(config, JSON_COMPACT);
         if (!text)
                 return -ENOMEM;
-        if (strlen(text) > MCUGW_CONFIG_MAX) {
+        if (strlen(text) > SHADOW_CONFIG_MAX) {
                 *ret_reason = "larger than a CONFIG message";
                 return -EMSGSIZE;
         }
@@ -328,7 +327,7 @@ int shadow_result_parse(const uint8_t *json, size_t len, const struct conf_strv 
         _cleanup_json_ json_t *doc = NULL, *config = NULL, *refused = NULL;
         int r;
 
-        if (len > MCUGW_CONFIG_MAX) {
+        if (len > SHADOW_CONFIG_MAX) {
                 *ret_reason = "result larger than a CONFIG message";
                 return -EMSGSIZE;
         }
@@ -347,7 +346,7 @@ int shadow_result_parse(const uint8_t *json, size_t len, const struct conf_strv 
 /* ---- the module -------------------------------------------------------------------------- */
 
 struct shadow_dev {
-        char id[MCUGW_DEVICE_ID_MAX + 1];
+        char id[REGISTRY_ID_MAX + 1];
         char name[SHADOW_NAME_MAX + 1]; /* "" when the id makes no valid name */
         bool dirty;                     /* reported state may differ from last_reported */
         bool need_get;                  /* read the shadow (device up, 409, cloud back) */
@@ -415,7 +414,7 @@ static struct shadow_dev *dev_get(struct shadow *s, const char *id)
         struct shadow_dev *d = dev_find(s, id);
         if (d)
                 return d;
-        if (strlen(id) > MCUGW_DEVICE_ID_MAX || s->n_devs >= SHADOW_DEVICES_MAX)
+        if (strlen(id) > REGISTRY_ID_MAX || s->n_devs >= SHADOW_DEVICES_MAX)
                 return NULL;
         if (s->n_devs == s->cap_devs) {
                 size_t cap = s->cap_devs ? s->cap_devs * 2 : 64;
@@ -463,13 +462,11 @@ static void shadow_topic(struct shadow *s, const struct shadow_dev *d, const cha
                 snprintf(out, n, "$aws/things/%s/shadow/%s", d->name, op);
 }
 
+/* The reset causes of STATUS (MCUGW_RESET_* in mcugw/wire.h, in that order) by name. */
 static const char *reset_name(unsigned c)
 {
         static const char *const names[] = {
-                [MCUGW_RESET_UNKNOWN] = "unknown",   [MCUGW_RESET_POWER_ON] = "power-on",
-                [MCUGW_RESET_PIN] = "pin",           [MCUGW_RESET_WATCHDOG] = "watchdog",
-                [MCUGW_RESET_SOFTWARE] = "software", [MCUGW_RESET_BROWNOUT] = "brownout",
-                [MCUGW_RESET_FAULT] = "fault",       [MCUGW_RESET_OTA] = "ota",
+                "unknown", "power-on", "pin", "watchdog", "software", "brownout", "fault", "ota",
         };
         return c < ELEMENTSOF(names) ? names[c] : "unknown";
 }

@@ -52,6 +52,9 @@ enum {
 #define SHADOW_DOC_MAX 8192u
 #define SHADOW_DEPTH_MAX 6u
 #define SHADOW_NAME_MAX 128u /* a thing name; a named shadow's name is at most 64 */
+/* The JSON of one CONFIG or CONFIG_RESULT: MCUGW_CONFIG_MAX of the wire protocol (the daemon
+ * checks the two agree). */
+#define SHADOW_CONFIG_MAX 985u
 
 /* [Shadow] */
 struct shadow_options {
@@ -111,15 +114,15 @@ json_t *shadow_status_json(struct shadow *s);
 
 /* Check a desired state (the "state" of a delta) against the limits: an object, at most
  * max_depth levels, keys in allowed (others go to *ret_refused, an array). *ret_config holds the
- * allowed keys (possibly empty) and fits a CONFIG message. -EINVAL (not an object, too deep),
- * -EMSGSIZE (too large for CONFIG), with *ret_reason. */
+ * allowed keys (possibly empty) and fits a CONFIG message (SHADOW_CONFIG_MAX). -EINVAL (not an
+ * object, too deep), -EMSGSIZE (too large for CONFIG), with *ret_reason. */
 int shadow_desired_check(json_t *state, const struct conf_strv *allowed, unsigned max_depth,
                          json_t **ret_config, json_t **ret_refused, const char **ret_reason);
 /* Parse an update/delta message: its version and checked state (shadow_desired_check()). */
 int shadow_delta_parse(const void *payload, size_t len, const struct conf_strv *allowed,
                        unsigned max_depth, uint64_t *ret_version, json_t **ret_config,
                        json_t **ret_refused, const char **ret_reason);
-/* Parse a CONFIG_RESULT's JSON: an object of at most MCUGW_CONFIG_MAX bytes and max_depth
+/* Parse a CONFIG_RESULT's JSON: an object of at most SHADOW_CONFIG_MAX bytes and max_depth
  * levels; keys not in allowed are dropped (a device reports only what it may be told). */
 int shadow_result_parse(const uint8_t *json, size_t len, const struct conf_strv *allowed,
                         unsigned max_depth, json_t **ret_applied, const char **ret_reason);

@@ -535,6 +535,8 @@ static void gw_shadow_status(void *ud, const char *device_id)
         shadow_device_changed(gw->shadow, device_id);
 }
 
+_Static_assert(SHADOW_CONFIG_MAX == MCUGW_CONFIG_MAX, "a CONFIG's JSON is one DATA message");
+
 static int gw_shadow_send(void *ud, const char *device_id, uint32_t version, const char *json,
                           size_t len)
 {
