@@ -561,6 +561,10 @@ static void gw_shadow_facts(void *ud, const char *device_id, unsigned fields, js
                                               "handshakes", (json_int_t)c.handshakes,
                                               "authFailures", (json_int_t)c.auth_failures,
                                               "macErrors", (json_int_t)c.mac_errors));
+        if (fields & SHADOW_F_OTA) {
+                json_t *x = ota_device_json(gw->ota, device_id);
+                json_object_set_new(rep, "ota", x ? x : json_pack("{ss}", "state", "idle"));
+        }
 }
 
 static void gw_config_result(void *ud, const char *device_id, uint32_t version, int status,

@@ -1257,6 +1257,20 @@ static json_t *job_json(const struct ota_job *j, bool details)
         return o;
 }
 
+json_t *ota_device_json(struct ota *o, const char *device_id)
+{
+        if (!o)
+                return NULL;
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext)
+                if (!job_final(x->job) && strcmp(x->device, device_id) == 0) {
+                        json_t *j = x_json(x);
+                        json_object_del(j, "device");
+                        json_object_set_new(j, "job", json_string(x->job->id));
+                        return j;
+                }
+        return NULL;
+}
+
 json_t *ota_job_list_json(struct ota *o)
 {
         json_t *a = json_array();

@@ -125,6 +125,9 @@ int ota_job_start_file(struct ota *o, const char *actor, const char *file, const
                        size_t errlen);
 /* Every job kept (summaries), as a JSON array. */
 json_t *ota_job_list_json(struct ota *o);
+/* The device's transfer in an unfinished job ({job, state, offset, size, percent, …}, as in
+ * ota.show), or NULL if it has none (the device shadow's "ota"). */
+json_t *ota_device_json(struct ota *o, const char *device_id);
 /* One job with its transfers; -ENOENT if unknown. */
 int ota_job_json(struct ota *o, const char *id, json_t **ret);
 /* enum ota_state of a known job (with its reason), or -ENOENT. */

@@ -115,7 +115,8 @@ UpdatesPerInterval=5
         r0 = reported(cloud, THING0)
         check(r0.get("state") == "active" and isinstance(r0.get("boot"), int) and
               isinstance(r0.get("reset"), str) and isinstance(r0.get("since"), int) and
-              "counters" in r0, f"the reported fields are there: {sorted(r0)}")
+              "counters" in r0 and r0.get("ota") == {"state": "idle"},
+              f"the reported fields are there: {sorted(r0)}")
         check(wait_for(lambda: reported(cloud, THING2).get("connected") is False, 10),
               "s-0002, enrolled but never connected, is reported disconnected")
         check(cloud.shadow_delete(THING2), "the operator deletes s-0002's shadow")
