@@ -130,7 +130,7 @@ int relay_publish(struct relay *r, const char *topic, const void *payload, size_
 /* Messages on other topics than the device command topic (Device Defender replies, gateway
  * remediation commands): subscribe to filter (now and after every reconnect) and hand matching
  * messages to fn. -ENOTCONN without an MQTT session configured. At most RELAY_MAX_HANDLERS. */
-#define RELAY_MAX_HANDLERS 8
+#define RELAY_MAX_HANDLERS 16
 typedef void (*relay_message_fn)(void *userdata, const char *topic, const uint8_t *payload,
                                  size_t len);
 int relay_subscribe(struct relay *r, const char *filter, relay_message_fn fn, void *userdata);
