@@ -565,6 +565,10 @@ static int dev_work(struct shadow *s, struct shadow_dev *d)
         }
         if (!d->dirty && !d->applied)
                 return 0;
+        if (!registry_find(s->registry, d->id)) {
+                d->dirty = false; /* removed from the registry: nothing to report */
+                return 0;
+        }
         rep = build_reported(s, d);
         if (!rep)
                 return -ENOMEM;
@@ -767,8 +771,12 @@ static void on_message(void *ud, const char *topic, const uint8_t *payload, size
         switch (op) {
         case SHADOW_OP_UPDATE_DELTA: {
                 uint64_t v = json_is_integer(ver) ? (uint64_t)json_integer_value(ver) : 0;
-                if (v && v < d->version)
-                        return; /* older than what was read since */
+                if (v && v < d->version) {
+                        /* Older than a version seen since (messages on different topics may
+                         * come out of order): what is desired now is read, not guessed. */
+                        d->need_get = true;
+                        return;
+                }
                 if (v > d->version)
                         d->version = v;
                 take_delta(s, d, json_object_get(doc, "state"), v);
