@@ -488,17 +488,21 @@ static json_t *build_reported(struct shadow *s, struct shadow_dev *d)
                 json_object_set_new(o, "connected", json_boolean(rd->connected));
                 json_object_set_new(o, "since", json_integer(d->since_s));
         }
-        if ((f & SHADOW_F_LINK) && rd->link[0])
-                json_object_set_new(o, "link", json_string(rd->link));
-        if ((f & SHADOW_F_FIRMWARE) && rd->fw_version[0])
-                json_object_set_new(o, "firmware", json_string(rd->fw_version));
+        /* Unknown values are null, not left out: the shadow keeps what is not overwritten. */
+        if (f & SHADOW_F_LINK)
+                json_object_set_new(o, "link", rd->link[0] ? json_string(rd->link) : json_null());
+        if (f & SHADOW_F_FIRMWARE)
+                json_object_set_new(o, "firmware",
+                                    rd->fw_version[0] ? json_string(rd->fw_version) : json_null());
         if (f & SHADOW_F_BOOT)
                 json_object_set_new(o, "boot", json_integer(rd->boot_counter));
         if (f & SHADOW_F_RESET)
                 json_object_set_new(o, "reset", json_string(reset_name(rd->reset_cause)));
-        if ((f & SHADOW_F_LAST_SEEN) && rd->last_seen_us)
+        if (f & SHADOW_F_LAST_SEEN)
                 json_object_set_new(o, "lastSeen",
-                                    json_integer(rd->last_seen_us / (int64_t)USEC_PER_SEC));
+                                    rd->last_seen_us
+                                            ? json_integer(rd->last_seen_us / (int64_t)USEC_PER_SEC)
+                                            : json_null());
         if (f & SHADOW_F_STATE)
                 json_object_set_new(o, "state", json_string(device_state_to_string(rd->state)));
         if (s->facts && (f & (SHADOW_F_OTA | SHADOW_F_COUNTERS)))

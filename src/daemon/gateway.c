@@ -562,9 +562,24 @@ static void gw_shadow_facts(void *ud, const char *device_id, unsigned fields, js
                                               "authFailures", (json_int_t)c.auth_failures,
                                               "macErrors", (json_int_t)c.mac_errors));
         if (fields & SHADOW_F_OTA) {
+                /* The shadow merges objects: always the same keys, so that nothing of an earlier
+                 * transfer lingers; null (deleted) when there is none. */
                 json_t *x = ota_device_json(gw->ota, device_id);
-                json_object_set_new(rep, "ota", x ? x : json_pack("{ss}", "state", "idle"));
+                json_object_set_new(rep, "ota",
+                                    x ? json_pack("{sO sO sO sO}", "job", json_object_get(x, "job"),
+                                                  "state", json_object_get(x, "state"), "percent",
+                                                  json_object_get(x, "percent") ?: json_null(),
+                                                  "reason",
+                                                  json_object_get(x, "reason") ?: json_null())
+                                      : json_null());
+                json_decref(x);
         }
+}
+
+static void gw_shadow_ota(void *ud, const char *device_id)
+{
+        struct gateway *gw = ud;
+        shadow_device_changed(gw->shadow, device_id);
 }
 
 static void gw_config_result(void *ud, const char *device_id, uint32_t version, int status,
@@ -592,6 +607,7 @@ static int gw_shadow_start(struct gateway *gw)
         };
         link_manager_add_listener(gw->link, &gw->shadow_listener);
         link_manager_set_config_handler(gw->link, gw_config_result, gw);
+        ota_set_device_listener(gw->ota, gw_shadow_ota, gw);
         return shadow_ctl_add_commands(gw->control, gw->shadow);
 }
 
@@ -601,6 +617,8 @@ static void gw_shadow_stop(struct gateway *gw)
                 return;
         link_manager_remove_listener(gw->link, &gw->shadow_listener);
         link_manager_set_config_handler(gw->link, NULL, NULL);
+        if (gw->ota)
+                ota_set_device_listener(gw->ota, NULL, NULL);
         shadow_stop(gw->shadow);
         gw->shadow = NULL;
 }

@@ -106,6 +106,9 @@ void ota_apply_conf(struct ota *o, const struct ota_options *opts);
 json_t *ota_status_json(struct ota *o);
 struct ota_cache *ota_get_cache(struct ota *o);
 void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud);
+/* A device's transfer changed (state, progress, its job ended): for the device shadow, next to
+ * the reporter (which the cloud jobs own). */
+void ota_set_device_listener(struct ota *o, void (*fn)(void *ud, const char *device_id), void *ud);
 
 /* The link's OTA messages (link_manager_set_ota_handler; ud is the struct ota). */
 void ota_link_message(void *ud, const char *device_id, const struct mcugw_msg *m);

@@ -4,7 +4,7 @@ merge, null deletes, metadata, versions, deltas, 400/404/409/413), over a real M
 mutual TLS, the real daemon and simulated MCUs.
 
 Covered, thing-per-device: the scripted service itself (merge, null deletes, metadata, version,
-delta, 409, 413, 400); reported state of enrolled devices when the session starts, after connect (a deleted
+delta, 409, 413, 400); reported state of enrolled devices when the session starts, after connect, OTA (a deleted
 shadow: the read is answered 404, the update creates it), disconnect and
 quarantine; a desired change reaches the MCU as CONFIG and the delta clears; a key the MCU
 refuses stays in the delta and is audited, one not in AllowedDesired= never reaches it; a
@@ -19,8 +19,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
+from mcugwtest import (OTA_SIGN, Daemon, Sim, TempDir, base_config, check,  # noqa: E402
+                       finish, make_signed_image, run, sim_keys, wait_for)
 from broker import Broker  # noqa: E402
 from aws_cloud import AwsCloud  # noqa: E402
 
@@ -75,12 +75,20 @@ def main():
                 f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
         link_sock = tmp.join("run", "link.sock")
         gw_cert = broker.certs.client("it-gw")
+        keys = tmp.join("signing")
+        run(OTA_SIGN, "keygen", keys)
+        signer, signer_cert = os.path.join(keys, "signer.key"), os.path.join(keys, "signer.crt")
+        slots = tmp.join("slots")
+        os.makedirs(slots)
 
         def config(mode):
             return (base_config(tmp) + broker.mqtt_config(*gw_cert) + f"""
 [Link]
 ListenStream=unix:{link_sock}
 IdleTimeout=0
+
+[OTA]
+CodeSigningCertificate={signer_cert}
 
 [Shadow]
 Mode={mode}
@@ -105,17 +113,18 @@ UpdatesPerInterval=5
             return [x for x in d.ctl_json("audit", "tail", "-n", "5000")
                     if x["event"] == event and x["subject"] == subject]
 
-        start_sim(0)
+        ota_args = ["--ota-dir", slots, "--ota-cert", signer_cert, "--fw-version", "1.0.0"]
+        start_sim(0, ota_args)
         start_sim(1, ["--config-refuse", "mode"])
 
         # Reported state after connect.
         check(wait_for(lambda: reported(cloud, THING0).get("connected") is True and
-                       reported(cloud, THING0).get("firmware") == "sim-1.0.0", 20),
+                       reported(cloud, THING0).get("firmware") == "1.0.0", 20),
               "s-0000's shadow reports it connected, with its firmware")
         r0 = reported(cloud, THING0)
         check(r0.get("state") == "active" and isinstance(r0.get("boot"), int) and
               isinstance(r0.get("reset"), str) and isinstance(r0.get("since"), int) and
-              "counters" in r0 and r0.get("ota") == {"state": "idle"},
+              "counters" in r0 and "ota" not in r0,
               f"the reported fields are there: {sorted(r0)}")
         check(wait_for(lambda: reported(cloud, THING2).get("connected") is False, 10),
               "s-0002, enrolled but never connected, is reported disconnected")
@@ -159,7 +168,7 @@ UpdatesPerInterval=5
         time.sleep(0.5)
         check(reported(cloud, THING0).get("interval") == 30,
               "nothing is reported applied while s-0000 is away")
-        start_sim(0)
+        start_sim(0, ota_args)
         check(wait_for(lambda: reported(cloud, THING0).get("interval") == 45 and
                        reported(cloud, THING0).get("connected") is True and
                        not delta(cloud, THING0), 20),
@@ -201,6 +210,21 @@ UpdatesPerInterval=5
         check(wait_for(lambda: any("CONFIG" in a["details"].get("reason", "")
                                    for a in audit("shadow.rejected", "s-0000")), 15),
               "a desired state larger than CONFIG is refused and audited")
+
+        # OTA: the new firmware, and the reset that installed it, reach the shadow.
+        img = make_signed_image(tmp, "fw-1.1.0", "1.1.0", 8 * 1024, signer)[0] and \
+            tmp.join("fw-1.1.0.img")
+        check(d.ctl("ota", "start", img, "--device", "s-0000", "--wait").returncode == 0,
+              "OTA to s-0000")
+        check(wait_for(lambda: reported(cloud, THING0).get("firmware") == "1.1.0" and
+                       reported(cloud, THING0).get("reset") == "ota" and
+                       "ota" not in reported(cloud, THING0), 20),
+              f"after the OTA the shadow reports firmware 1.1.0, reset cause ota, no transfer "
+              f"({reported(cloud, THING0)})")
+        during = [u["state"]["reported"]["ota"] for u in cloud.shadow_updates(THING0)
+                  if isinstance(u.get("state", {}).get("reported", {}).get("ota"), dict)]
+        check(any(x.get("job", "").startswith("local-") and x.get("state") for x in during),
+              f"while it ran, the transfer was reported: {during[-1:] or 'never'}")
 
         # mcugwctl
         g = d.ctl_json("shadow", "get", "s-0000")
