@@ -90,13 +90,18 @@ UpdatesPerInterval={PER_INTERVAL}
               "every MCU connected again, the cloud still away")
         with cloud.lock:
             before = len(cloud.shadow_requests)
-        published = d.ctl_json("status")["shadow"]["publishes"]
         broker.start()
         check(wait_for(lambda: d.ctl_json("status")["mqtt"]["state"] == "connected", 30),
               "the cloud session is back")
-        check(wait_for(lambda: d.ctl_json("status")["shadow"]["waiting"] == 0 and
-                       connected_in_cloud() == N, 90, 0.5),
-              f"all {N} MCUs reported connected after the reconnect")
+        def reported_since():
+            with cloud.lock:
+                reqs = cloud.shadow_requests[before:]
+            return {t.split("/")[2] for _, t, r in reqs if t.endswith("/update") and
+                    (r or {}).get("state", {}).get("reported", {}).get("connected") is True}
+        # A request published before the scripted cloud subscribed again is lost; the gateway
+        # sends it again when its answer is overdue (30 s), so this may take that long.
+        check(wait_for(lambda: reported_since() == set(things), 90, 0.5),
+              f"all {N} MCUs reported connected again after the reconnect")
         time.sleep(1)  # nothing more should come; if it does, it is counted below
         with cloud.lock:
             reqs = list(cloud.shadow_requests)
@@ -115,8 +120,6 @@ UpdatesPerInterval={PER_INTERVAL}
         print(f"# {len(reqs)} shadow requests in all, at most {peak} in one second "
               f"(limit {limit})", flush=True)
         check(peak <= limit, f"never more than {limit} shadow requests a second ({peak})")
-        check(d.ctl_json("status")["shadow"]["publishes"] - published == len(after),
-              "after the reconnect the gateway published what the cloud received, no more")
         sims[-1].stop()
         check(d.stop() == 0, "daemon exits 0")
     finally:
