@@ -1552,6 +1552,9 @@ static void on_registry_state(void *ud, const struct registry_device *rd,
         const struct mcugw_peer *p;
         struct link_dev *d = dev_find(m, rd->id);
 
+        /* Whoever reports the device's state hears of it, connected or not. */
+        if (rd->state != old_state)
+                link_emit(m, LINK_EV_STATUS, rd->id, NULL, 0);
         if (!d || !d->link || d->link->closing)
                 return;
         if (rd->state == DEVICE_ACTIVE) {

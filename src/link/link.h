@@ -129,8 +129,9 @@ size_t link_manager_queued(struct link_manager *m, const char *device_id);
  * on_up: an authenticated session began (not for a rekey of the same device's session; a
  * takeover from another link is on_down, then on_up). on_down: the session is gone (connection
  * closed, kicked, timed out, a serial port reset), with the reason as audited in link.down.
- * on_drained: see LINK_QUEUE_LOW; queued is what is still waiting. on_status: the device sent
- * STATUS (firmware, boot counter, reset cause), already in the registry. */
+ * on_drained: see LINK_QUEUE_LOW; queued is what is still waiting. on_status: what the registry
+ * says of the device changed: it sent STATUS (firmware, boot counter, reset cause), or its state
+ * changed (also while it is not connected). */
 struct link_listener {
         void *ud;
         void (*on_up)(void *ud, const char *device_id);

@@ -6,7 +6,7 @@ mutual TLS, the real daemon and simulated MCUs.
 Covered, thing-per-device: the scripted service itself (merge, null deletes, metadata, version,
 delta, 409, 413, 400); reported state of enrolled devices when the session starts, after connect, OTA (a deleted
 shadow: the read is answered 404, the update creates it), disconnect and
-quarantine; a desired change reaches the MCU as CONFIG and the delta clears; a key the MCU
+quarantine (also of a device that is away); a desired change reaches the MCU as CONFIG and the delta clears; a key the MCU
 refuses stays in the delta and is audited, one not in AllowedDesired= never reaches it; a
 desired change made while the MCU is offline reaches it when it is back; a version conflict
 (409) is resolved by reading the shadow again; a rejected update (400) is audited and not sent
@@ -180,6 +180,15 @@ UpdatesPerInterval=5
         check(wait_for(lambda: reported(cloud, THING1).get("state") == "quarantined" and
                        reported(cloud, THING1).get("connected") is False, 15),
               "s-0001's shadow reports it quarantined and disconnected")
+
+        # A quarantine while the device is away, and its release.
+        check(d.ctl("device", "quarantine", "s-0002", "--reason", "test").returncode == 0,
+              "quarantine s-0002, which is not connected")
+        check(wait_for(lambda: reported(cloud, THING2).get("state") == "quarantined", 15),
+              "s-0002's shadow reports it quarantined")
+        check(d.ctl("device", "restore", "s-0002").returncode == 0, "restore s-0002")
+        check(wait_for(lambda: reported(cloud, THING2).get("state") == "active", 15),
+              "s-0002's shadow reports it active again")
 
         # 409: another writer changes desired between the read and the report.
         cloud.shadow_before_update[(THING0, None)] = \
