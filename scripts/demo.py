@@ -15,6 +15,7 @@ os.environ.setdefault("MCUGWCTL", os.path.join(BUILD, "src/mcugwctl/mcugwctl"))
 os.environ.setdefault("MCUGW_SIM", os.path.join(BUILD, "src/sim/mcugw-sim"))
 sys.path.insert(0, os.path.join(ROOT, "tests/integration"))
 
+from aws_cloud import AwsCloud  # noqa: E402
 from broker import Broker  # noqa: E402
 from mcugwtest import Daemon, Sim, TempDir, base_config, sim_keys, wait_for  # noqa: E402
 
@@ -46,13 +47,15 @@ def run(*args):
 def main():
     keep = "--keep" in sys.argv
     tmp = TempDir("mcugw-demo-")
-    procs, sims, d, broker = [], [], None, None
+    procs, sims, d, broker, cloud = [], [], None, None, None
     try:
         step("1. A local Mosquitto with a generated CA, mutual TLS, on 127.0.0.1")
         broker = Broker(tmp.path).start()
         gw_cert = broker.certs.client("gateway")
         sub_cert = broker.certs.client("demo-viewer")
         print(f"broker on 127.0.0.1:{broker.port}, certificates in {broker.certs.dir}")
+        # The device shadow service: AWS IoT's, scripted (tests/integration/aws_cloud.py).
+        cloud = AwsCloud(broker, "demo-cloud")
 
         step("2. Enroll five MCUs (public keys only) and start mcugwd")
         devdir = tmp.join("devices.d")
@@ -72,6 +75,10 @@ ListenStream=unix:{link}
 CodeSigningCertificate={cert}
 [Relay]
 BatchWindow=200ms
+[Shadow]
+Mode=thing-per-device
+AllowedDesired=interval
+UpdateInterval=200ms
 """ + broker.mqtt_config(*gw_cert)).replace("[Paths]\n", f"[Paths]\nDevicesDirectory={devdir}\n")
         config = config.replace("LogLevel=debug", "LogLevel=notice")
         # The tests' name would read as if the demo were a test: call it what it is.
@@ -127,11 +134,28 @@ BatchWindow=200ms
                  ["fw_version"] == "1.1.0", 15)
         show(d, "device", "show", "sensor-0000")
 
-        step("7. Quarantine a device: relaying stops at once, the audit log records who did it")
+        step("7. A desired change in sensor-0001's device shadow reaches the MCU, the delta clears")
+        thing = "it-gw-sensor-0001"
+        wait_for(lambda: (cloud.shadow_get_doc(thing) or {}).get("state", {}).get(
+            "reported", {}).get("connected"), 15)
+        print(f"operator: UpdateThingShadow {thing} {{\"state\": {{\"desired\": "
+              f"{{\"interval\": 30}}}}}}")
+        cloud.shadow_update(thing, {"desired": {"interval": 30}})
+        wait_for(lambda: not (cloud.shadow_get_doc(thing) or {}).get("state", {}).get("delta")
+                 and (cloud.shadow_get_doc(thing) or {})["state"]["reported"].get("interval"), 15)
+        doc = cloud.shadow_get_doc(thing)
+        print(f"  shadow v{doc['version']}: reported {json.dumps(doc['state']['reported'])}")
+        print(f"  delta: {doc['state'].get('delta', 'none (cleared)')}")
+        recs = [r for r in d.ctl_json("audit", "tail", "-n", "50")
+                if r["event"] == "shadow.applied"]
+        for r in recs[-1:]:
+            print(f"  shadow.applied: {r['subject']}: {r['details']}")
+
+        step("8. Quarantine a device: relaying stops at once, the audit log records who did it")
         show(d, "device", "quarantine", "sensor-0004", "--reason", "demo")
         show(d, "devices", "--state", "quarantined")
 
-        step("8. The hash-chained audit trail")
+        step("9. The hash-chained audit trail")
         show(d, "audit", "tail", "-n", "15")
         show(d, "audit", "verify")
 
@@ -149,6 +173,8 @@ BatchWindow=200ms
             s.stop()
         if d:
             d.stop()
+        if cloud:
+            cloud.close()
         if broker:
             broker.stop()
         tmp.cleanup()

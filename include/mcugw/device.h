@@ -125,6 +125,13 @@ struct mcugw_device_callbacks {
         void (*on_error)(void *user, int code, const char *text, size_t len);
         /** Any other message (PONG, OTA range, vendor range). PINGs are answered internally. */
         void (*on_message)(void *user, const struct mcugw_msg *m);
+        /**
+         * Configuration from the device's shadow (docs/shadow.md): @p json is a JSON object
+         * (not NUL-terminated) of settings to apply. Answer with
+         * mcugw_device_send_config_result(), echoing @p version, with the settings now in use
+         * (leave out the ones refused). Without this callback CONFIG goes to on_message.
+         */
+        void (*on_config)(void *user, uint32_t version, const uint8_t *json, size_t len);
 };
 
 /** Everything mcugw_device_init() needs. Copied into the context. */
@@ -253,6 +260,13 @@ int mcugw_device_ping(struct mcugw_device *dev, uint32_t token);
 /** Answer a command. */
 int mcugw_device_send_command_result(struct mcugw_device *dev, uint32_t id, int16_t status,
                                      const uint8_t *payload, size_t len);
+
+/**
+ * Answer a CONFIG: @p version as received, @p status 0 (or a negative MCUGW_E* code if nothing
+ * was applied), @p json a JSON object of the settings in use now (at most MCUGW_CONFIG_MAX).
+ */
+int mcugw_device_send_config_result(struct mcugw_device *dev, uint32_t version, int16_t status,
+                                    const uint8_t *json, size_t len);
 
 /** Largest telemetry payload that fits the current session and the tx buffer (0 if none). */
 size_t mcugw_device_max_payload(const struct mcugw_device *dev);

@@ -534,13 +534,13 @@ struct mcugw_msg {
                         uint32_t id;
                         const uint8_t *payload;
                         size_t len;
-                } command;
+                } command; /**< COMMAND, and CONFIG (id: the version) */
                 struct {
                         uint32_t id;
                         int16_t status;
                         const uint8_t *payload;
                         size_t len;
-                } result;
+                } result; /**< COMMAND_RESULT, and CONFIG_RESULT (id: the version) */
                 struct {
                         const uint8_t *body; /**< bytes after the type byte */
                         size_t len;

@@ -188,6 +188,18 @@
 #define MCUGW_MSG_ERROR 0x06u          /**< both: u16 code, u8 n, text[n] */
 #define MCUGW_MSG_COMMAND 0x07u        /**< gw->dev: u32 command id, payload */
 #define MCUGW_MSG_COMMAND_RESULT 0x08u /**< dev->gw: u32 command id, i16 status, payload */
+/**
+ * Configuration from the device's shadow (docs/protocol.md, "Configuration", docs/shadow.md).
+ * CONFIG, gw->dev: u32 version (the shadow's, low 32 bits), then a JSON object of the desired
+ * settings that differ from what the device reported (the shadow delta, only allowed keys).
+ * CONFIG_RESULT, dev->gw: u32 version (echoed), i16 status (0, or a negative MCUGW_E* code
+ * when nothing was applied), then a JSON object of the settings the device now uses; a key of
+ * the CONFIG that is missing from it was refused.
+ */
+#define MCUGW_MSG_CONFIG 0x09u
+#define MCUGW_MSG_CONFIG_RESULT 0x0Au
+/** Largest JSON object in CONFIG / CONFIG_RESULT: fits one DATA frame of the maximal size. */
+#define MCUGW_CONFIG_MAX (MCUGW_MSG_MAX - 7u)
 
 /** 0x20..0x2f: OTA (docs/protocol.md section 12; layouts and codec in mcugw/ota.h). */
 #define MCUGW_MSG_OTA_FIRST 0x20u

@@ -222,6 +222,19 @@ static const struct conf_key conf_keys[] = {
           false },
         { "OTA", "AllowUnsigned", CONF_INT, config_parse_bool, F(ota.allow_unsigned), "no", false },
         { "OTA", "Window", CONF_U64, config_parse_size, F(ota.window), "16K", false },
+        { "Shadow", "Mode", CONF_INT, shadow_config_parse_mode, F(shadow.mode), "off", true },
+        { "Shadow", "NameTemplate", CONF_STR, shadow_config_parse_template, F(shadow.name_template),
+          NULL, true },
+        { "Shadow", "Reported", CONF_UINT, shadow_config_parse_reported, F(shadow.reported), "all",
+          true },
+        { "Shadow", "AllowedDesired", CONF_STRV, shadow_config_parse_key, F(shadow.allowed), NULL,
+          true },
+        { "Shadow", "MaxDepth", CONF_UINT, shadow_config_parse_depth, F(shadow.max_depth), "3",
+          true },
+        { "Shadow", "UpdateInterval", CONF_U64, config_parse_duration,
+          F(shadow.update_interval_usec), "1s", true },
+        { "Shadow", "UpdatesPerInterval", CONF_UINT, shadow_config_parse_count,
+          F(shadow.updates_per_interval), "10", true },
         { "Provisioning", "ClaimCertificateFile", CONF_STR, config_parse_path,
           F(provision.claim_cert), NULL, true },
         { "Provisioning", "ClaimKeyFile", CONF_STR, config_parse_path, F(provision.claim_key), NULL,
@@ -409,6 +422,12 @@ static void conf_validate(struct conf *c, const char *name, struct conf_errors *
                                 name);
         if (c->relay.outbox.max_bytes && c->relay.outbox.max_bytes < 1024 * 1024)
                 conf_errors_add(err, "%s: [Outbox] MaxBytes must be at least 1M", name);
+        if (c->shadow.update_interval_usec < 10000 || c->shadow.update_interval_usec > 60000000)
+                conf_errors_add(err, "%s: [Shadow] UpdateInterval must be between 10ms and 60s",
+                                name);
+        if (c->shadow.mode != SHADOW_OFF && !c->relay.hosts.n)
+                conf_errors_add(err, "%s: [Shadow] Mode= needs a cloud session ([MQTT] Host=)",
+                                name);
 }
 
 /* The files the configuration names (keys, certificates) are read later, some only when the

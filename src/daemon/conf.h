@@ -10,6 +10,7 @@
 #include "cloud/auditexport.h"
 #include "cloud/provision.h"
 #include "cloud/relay.h"
+#include "cloud/shadow.h"
 #include "devices/enroll.h"
 #include "devices/onboard.h"
 #include "link/ble.h"
@@ -62,6 +63,7 @@ struct conf {
         struct onboard_options onboarding;  /* [Onboarding] */
         struct ota_options ota;             /* [OTA] */
         struct provision_options provision; /* [Provisioning] */
+        struct shadow_options shadow;       /* [Shadow] */
 
         /* SHA-256 over every file read (names and contents), as hex. */
         char hash[65];

@@ -20,12 +20,14 @@
 #include "ctl/provision-ctl.h"
 #include "ctl/registry-ctl.h"
 #include "ctl/telemetry-ctl.h"
+#include "ctl/shadow-ctl.h"
 #include "store/db.h"
 #include "monitor/defender.h"
 #include "basic/lockfile.h"
 #include "daemon/gateway.h"
 #include "basic/log.h"
 #include "basic/macro.h"
+#include "mcugw/proto.h"
 #include "mcugw/wire.h"
 #include "monitor/metrics.h"
 #include "monitor/remedy.h"
@@ -38,6 +40,7 @@
 #include "devices/registry.h"
 #include "cloud/relay.h"
 #include "cloud/session.h"
+#include "cloud/shadow.h"
 
 struct gateway {
         uv_loop_t *loop;
@@ -66,6 +69,8 @@ struct gateway {
         struct baseline *baseline;
         struct defender *defender;
         struct auditexport *auditexport;
+        struct shadow *shadow; /* device shadows; NULL with [Shadow] Mode=off */
+        struct link_listener shadow_listener;
         uv_timer_t status_timer;
         bool have_status_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
@@ -343,6 +348,8 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
         if (gw->relay) {
                 json_object_set_new(o, "mqtt", relay_mqtt_status(gw->relay));
                 json_object_set_new(o, "outbox", relay_outbox_status(gw->relay));
+                if (gw->shadow)
+                        json_object_set_new(o, "shadow", shadow_status_json(gw->shadow));
         }
         *ret = o;
         return 0;
@@ -358,6 +365,7 @@ static void gw_decorate_device(void *ud, const char *id, json_t *obj)
         /* A device on a BLE link: its peripheral's RSSI and GATT counters. */
         ls = json_object_get(obj, "link_stats");
         ble_manager_link_stats(gw->ble, json_string_value(json_object_get(ls, "link")), obj);
+        shadow_decorate(gw->shadow, id, obj);
 }
 
 static int cmd_reload(struct control_conn *c, json_t *args, json_t **ret, void *ud)
@@ -510,6 +518,114 @@ static void gw_unwire_relay(struct gateway *gw)
                 link_manager_set_callbacks(gw->link, &none);
         if (gw->relay)
                 relay_set_command_handler(gw->relay, NULL, NULL);
+}
+
+/* ---- device shadows: link events in, CONFIG out -------------------------------------------- */
+
+static void gw_shadow_up(void *ud, const char *device_id)
+{
+        struct gateway *gw = ud;
+        shadow_device_up(gw->shadow, device_id);
+}
+
+static void gw_shadow_down(void *ud, const char *device_id, const char *reason)
+{
+        struct gateway *gw = ud;
+        shadow_device_changed(gw->shadow, device_id);
+}
+
+static void gw_shadow_status(void *ud, const char *device_id)
+{
+        struct gateway *gw = ud;
+        shadow_device_changed(gw->shadow, device_id);
+}
+
+_Static_assert(SHADOW_CONFIG_MAX == MCUGW_CONFIG_MAX, "a CONFIG's JSON is one DATA message");
+
+static int gw_shadow_send(void *ud, const char *device_id, uint32_t version, const char *json,
+                          size_t len)
+{
+        struct gateway *gw = ud;
+        struct mcugw_msg m = { .type = MCUGW_MSG_CONFIG };
+
+        m.u.command.id = version;
+        m.u.command.payload = (const uint8_t *)json;
+        m.u.command.len = len;
+        return link_manager_send(gw->link, device_id, &m);
+}
+
+static void gw_shadow_facts(void *ud, const char *device_id, unsigned fields, json_t *rep)
+{
+        struct gateway *gw = ud;
+        struct link_device_counters c;
+
+        if ((fields & SHADOW_F_COUNTERS) &&
+            link_manager_device_counters(gw->link, device_id, &c) >= 0)
+                json_object_set_new(rep, "counters",
+                                    json_pack("{sI sI sI sI}", "telemetry", (json_int_t)c.telemetry,
+                                              "handshakes", (json_int_t)c.handshakes,
+                                              "authFailures", (json_int_t)c.auth_failures,
+                                              "macErrors", (json_int_t)c.mac_errors));
+        if (fields & SHADOW_F_OTA) {
+                /* The shadow merges objects: always the same keys, so that nothing of an earlier
+                 * transfer lingers; null (deleted) when there is none. */
+                json_t *x = ota_device_json(gw->ota, device_id);
+                json_object_set_new(rep, "ota",
+                                    x ? json_pack("{sO sO sO sO}", "job", json_object_get(x, "job"),
+                                                  "state", json_object_get(x, "state"), "percent",
+                                                  json_object_get(x, "percent") ?: json_null(),
+                                                  "reason",
+                                                  json_object_get(x, "reason") ?: json_null())
+                                      : json_null());
+                json_decref(x);
+        }
+}
+
+static void gw_shadow_ota(void *ud, const char *device_id)
+{
+        struct gateway *gw = ud;
+        shadow_device_changed(gw->shadow, device_id);
+}
+
+static void gw_config_result(void *ud, const char *device_id, uint32_t version, int status,
+                             const uint8_t *json, size_t len)
+{
+        struct gateway *gw = ud;
+        shadow_config_result(gw->shadow, device_id, version, status, json, len);
+}
+
+static int gw_shadow_start(struct gateway *gw)
+{
+        int r;
+
+        if (gw->conf->shadow.mode == SHADOW_OFF || !gw->conf->relay.hosts.n)
+                return 0;
+        if ((r = shadow_new(gw->loop, &gw->conf->shadow, gw_name(gw), gw->session, gw->registry,
+                            gw->audit, &gw->shadow)) < 0)
+                return r;
+        shadow_set_device_io(gw->shadow, gw_shadow_send, gw_shadow_facts, gw);
+        gw->shadow_listener = (struct link_listener){
+                .ud = gw,
+                .on_up = gw_shadow_up,
+                .on_down = gw_shadow_down,
+                .on_status = gw_shadow_status,
+        };
+        link_manager_add_listener(gw->link, &gw->shadow_listener);
+        link_manager_set_config_handler(gw->link, gw_config_result, gw);
+        ota_set_device_listener(gw->ota, gw_shadow_ota, gw);
+        return shadow_ctl_add_commands(gw->control, gw->shadow);
+}
+
+static void gw_shadow_stop(struct gateway *gw)
+{
+        if (!gw->shadow)
+                return;
+        link_manager_remove_listener(gw->link, &gw->shadow_listener);
+        link_manager_set_config_handler(gw->link, NULL, NULL);
+        if (gw->ota)
+                ota_set_device_listener(gw->ota, NULL, NULL);
+        shadow_stop(gw->shadow);
+        gw->shadow = NULL;
 }
 
 /* Rules, metrics, remediation and the baseline (docs/monitoring.md), after links and relay. */
@@ -741,6 +857,9 @@ int gateway_new(uv_loop_t *loop, const char *config_path, struct conf_set *set,
                               gw->audit, &gw->ota_jobs)) < 0)
                 goto fail;
         gw_wire_relay(gw);
+        /* 4c''. device shadows */
+        if ((r = gw_shadow_start(gw)) < 0)
+                goto fail;
         /* 4d. monitoring: rules on the metrics sampler's deltas, remediation, baseline */
         if ((r = gw_monitor_start(gw, &set->rules)) < 0)
                 goto fail;
@@ -814,6 +933,7 @@ void gateway_free(struct gateway *gw)
         gw->metrics = NULL;
         remedy_stop(gw->remedy);
         gw->remedy = NULL;
+        gw_shadow_stop(gw);
         ota_jobs_stop(gw->ota_jobs);
         gw->ota_jobs = NULL;
         if (gw->ota) {

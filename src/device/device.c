@@ -258,6 +258,21 @@ int mcugw_device_send_command_result(struct mcugw_device *dev, uint32_t id, int1
         return mcugw_device_send(dev, &m);
 }
 
+int mcugw_device_send_config_result(struct mcugw_device *dev, uint32_t version, int16_t status,
+                                    const uint8_t *json, size_t len)
+{
+        struct mcugw_msg m;
+
+        if (len > MCUGW_CONFIG_MAX)
+                return MCUGW_EINVAL;
+        m.type = MCUGW_MSG_CONFIG_RESULT;
+        m.u.result.id = version;
+        m.u.result.status = status;
+        m.u.result.payload = json;
+        m.u.result.len = len;
+        return mcugw_device_send(dev, &m);
+}
+
 size_t mcugw_device_max_payload(const struct mcugw_device *dev)
 {
         size_t lim;
@@ -280,6 +295,13 @@ static void dispatch(struct mcugw_device *dev, const struct mcugw_msg *m)
                 if (cb->on_command)
                         cb->on_command(cb->user, m->u.command.id, m->u.command.payload,
                                        m->u.command.len);
+                break;
+        case MCUGW_MSG_CONFIG:
+                if (cb->on_config)
+                        cb->on_config(cb->user, m->u.command.id, m->u.command.payload,
+                                      m->u.command.len);
+                else if (cb->on_message)
+                        cb->on_message(cb->user, m);
                 break;
         case MCUGW_MSG_ACK:
                 if (cb->on_ack)

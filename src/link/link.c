@@ -214,6 +214,8 @@ struct link_manager {
         struct onboard *onboard; /* just-in-time onboarding (link_manager_set_onboard) */
         link_ota_fn ota_fn;      /* OTA engine (link_manager_set_ota_handler) */
         void *ota_ud;
+        link_config_result_fn config_fn; /* the shadow (link_manager_set_config_handler) */
+        void *config_ud;
         struct link_listener *ev_listeners; /* session events (link_manager_add_listener) */
         uv_loop_t *loop;
         struct audit *audit;
@@ -612,6 +614,7 @@ enum link_event {
         LINK_EV_UP,
         LINK_EV_DOWN,
         LINK_EV_DRAINED,
+        LINK_EV_STATUS,
 };
 
 static void link_emit(struct link_manager *m, enum link_event ev, const char *device_id,
@@ -632,6 +635,10 @@ static void link_emit(struct link_manager *m, enum link_event ev, const char *de
                 case LINK_EV_DRAINED:
                         if (ls->on_drained)
                                 ls->on_drained(ls->ud, device_id, queued);
+                        break;
+                case LINK_EV_STATUS:
+                        if (ls->on_status)
+                                ls->on_status(ls->ud, device_id);
                         break;
                 }
         }
@@ -1136,6 +1143,7 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                            d->id, "status: firmware %s, boot %u, reset cause %u, session reason %s",
                            fw, msg.u.status.boot_counter, msg.u.status.reset_cause,
                            mcugw_link_reason_str(msg.u.status.link_reason));
+                link_emit(m, LINK_EV_STATUS, d->id, NULL, 0);
                 break;
         }
         case MCUGW_MSG_PING:
@@ -1173,6 +1181,14 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 else
                         log_device(LOG_INFO, d->id, "command %u finished with status %d",
                                    msg.u.result.id, msg.u.result.status);
+                break;
+        case MCUGW_MSG_CONFIG_RESULT:
+                if (!m->config_fn) {
+                        COUNT(l, unhandled, 1);
+                        break;
+                }
+                m->config_fn(m->config_ud, d->id, msg.u.result.id, msg.u.result.status,
+                             msg.u.result.payload, msg.u.result.len);
                 break;
         default:
                 if (msg.type >= MCUGW_MSG_OTA_FIRST && msg.type <= MCUGW_MSG_OTA_LAST &&
@@ -1781,6 +1797,9 @@ static void on_registry_state(void *ud, const struct registry_device *rd,
         const struct mcugw_peer *p;
         struct link_dev *d = dev_find(m, rd->id);
 
+        /* Whoever reports the device's state hears of it, connected or not. */
+        if (rd->state != old_state)
+                link_emit(m, LINK_EV_STATUS, rd->id, NULL, 0);
         if (!d || !d->link || d->link->closing)
                 return;
         if (rd->state == DEVICE_ACTIVE) {
@@ -2196,6 +2215,12 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
 void link_manager_set_onboard(struct link_manager *m, struct onboard *o)
 {
         m->onboard = o;
+}
+
+void link_manager_set_config_handler(struct link_manager *m, link_config_result_fn fn, void *ud)
+{
+        m->config_fn = fn;
+        m->config_ud = ud;
 }
 
 void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud)

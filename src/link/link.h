@@ -103,6 +103,11 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
 struct onboard;
 void link_manager_set_onboard(struct link_manager *m, struct onboard *o);
 void link_manager_set_ota_handler(struct link_manager *m, link_ota_fn fn, void *ud);
+/* CONFIG_RESULT messages (the answer to a CONFIG from the device shadow) go to this handler:
+ * version and status as sent, json the device's bytes (unchecked). One owner, like OTA. */
+typedef void (*link_config_result_fn)(void *ud, const char *device_id, uint32_t version, int status,
+                                      const uint8_t *json, size_t len);
+void link_manager_set_config_handler(struct link_manager *m, link_config_result_fn fn, void *ud);
 /* Send any message to a connected device (OTA): 0, -ENOTCONN, -EMSGSIZE (too big for the
  * device's receive limit), -ENOBUFS (output queue full: try again later). */
 int link_manager_send(struct link_manager *m, const char *device_id, const struct mcugw_msg *msg);
@@ -127,12 +132,15 @@ size_t link_manager_msg_room(struct link_manager *m, const char *device_id);
  * on_up: an authenticated session began (not for a rekey of the same device's session; a
  * takeover from another link is on_down, then on_up). on_down: the session is gone (connection
  * closed, kicked, timed out, a serial port reset), with the reason as audited in link.down.
- * on_drained: see LINK_QUEUE_LOW; queued is what is still waiting. */
+ * on_drained: see LINK_QUEUE_LOW; queued is what is still waiting. on_status: what the registry
+ * says of the device changed: it sent STATUS (firmware, boot counter, reset cause), or its state
+ * changed (also while it is not connected). */
 struct link_listener {
         void *ud;
         void (*on_up)(void *ud, const char *device_id);
         void (*on_down)(void *ud, const char *device_id, const char *reason);
         void (*on_drained)(void *ud, const char *device_id, size_t queued);
+        void (*on_status)(void *ud, const char *device_id);
         struct link_listener *next; /* the link manager's, while added */
 };
 /* Add a listener (the caller owns it and keeps it alive until it is removed, or the manager is

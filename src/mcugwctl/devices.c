@@ -197,6 +197,13 @@ int do_device_show(int argc, char **argv)
         return run("device.show", json_pack("{ss}", "id", argv[1]), print_device);
 }
 
+int do_shadow_get(int argc, char **argv)
+{
+        if (argc != 2)
+                return fail("usage: mcugwctl shadow get ID");
+        return run("shadow.get", json_pack("{ss}", "id", argv[1]), print_json);
+}
+
 const struct option device_add_opts[] = {
         { "groups", required_argument, NULL, 'g' },
         { "pending", no_argument, NULL, 'p' },

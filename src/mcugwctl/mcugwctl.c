@@ -46,6 +46,7 @@ static const struct verb verbs[] = {
         { NULL, "defender", do_defender, "Device Defender reports; send: publish one now", NULL },
         { NULL, "devices", do_devices, "list devices [--state S] [--group G]", devices_opts },
         { "device", "show", do_device_show, "show one device: ID", NULL },
+        { "shadow", "get", do_shadow_get, "the device shadow the gateway last saw: ID", NULL },
         { "cert", "show", do_cert_show, "the gateway's MQTT certificate, expiry, provisioning",
           NULL },
         { "cert", "rotate", do_cert_rotate, "new key + certificate via the cloud (CSR)", NULL },

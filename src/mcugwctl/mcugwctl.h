@@ -71,6 +71,7 @@ extern const struct option audit_tail_opts[];
 /* devices.c */
 int do_devices(int argc, char **argv);
 int do_device_show(int argc, char **argv);
+int do_shadow_get(int argc, char **argv);
 int do_device_add(int argc, char **argv);
 int do_device_approve(int argc, char **argv);
 int do_device_quarantine(int argc, char **argv);

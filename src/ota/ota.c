@@ -133,6 +133,8 @@ struct ota {
         unsigned next_local;
         ota_report_fn report;
         void *report_ud;
+        void (*device_fn)(void *ud, const char *device_id); /* ota_set_device_listener */
+        void *device_ud;
         /* config */
         uint32_t block_size, window;
         unsigned max_concurrent, max_per_link, abort_after;
@@ -399,6 +401,8 @@ static void report(struct ota_xfer *x, enum ota_state st, const char *self_test,
         };
         if (o->report)
                 o->report(o->report_ud, &p);
+        if (o->device_fn)
+                o->device_fn(o->device_ud, x->device);
 }
 
 static void job_check_done(struct ota_job *j);
@@ -449,6 +453,9 @@ static void job_finish(struct ota_job *j, enum ota_state st, const char *reason)
                 };
                 j->o->report(j->o->report_ud, &p);
         }
+        if (j->o->device_fn)
+                for (size_t i = 0; i < j->n_x; i++)
+                        j->o->device_fn(j->o->device_ud, j->x[i].device);
         if (j->img) {
                 ota_image_unref(j->img);
                 j->img = NULL;
@@ -1282,6 +1289,20 @@ static json_t *job_json(const struct ota_job *j, bool details)
         return o;
 }
 
+json_t *ota_device_json(struct ota *o, const char *device_id)
+{
+        if (!o)
+                return NULL;
+        for (struct ota_xfer *x = o->by_dev[dev_hash(device_id)]; x; x = x->dnext)
+                if (!job_final(x->job) && strcmp(x->device, device_id) == 0) {
+                        json_t *j = x_json(x);
+                        json_object_del(j, "device");
+                        json_object_set_new(j, "job", json_string(x->job->id));
+                        return j;
+                }
+        return NULL;
+}
+
 json_t *ota_job_list_json(struct ota *o)
 {
         json_t *a = json_array();
@@ -1559,6 +1580,12 @@ int ota_new(uv_loop_t *loop, const struct ota_options *opts, const char *state_d
 struct ota_cache *ota_get_cache(struct ota *o)
 {
         return o->cache;
+}
+
+void ota_set_device_listener(struct ota *o, void (*fn)(void *ud, const char *device_id), void *ud)
+{
+        o->device_fn = fn;
+        o->device_ud = ud;
 }
 
 void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud)

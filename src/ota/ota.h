@@ -106,6 +106,9 @@ void ota_apply_conf(struct ota *o, const struct ota_options *opts);
 json_t *ota_status_json(struct ota *o);
 struct ota_cache *ota_get_cache(struct ota *o);
 void ota_set_reporter(struct ota *o, ota_report_fn fn, void *ud);
+/* A device's transfer changed (state, progress, its job ended): for the device shadow, next to
+ * the reporter (which the cloud jobs own). */
+void ota_set_device_listener(struct ota *o, void (*fn)(void *ud, const char *device_id), void *ud);
 
 /* The link's OTA messages (link_manager_set_ota_handler; ud is the struct ota). */
 void ota_link_message(void *ud, const char *device_id, const struct mcugw_msg *m);
@@ -125,6 +128,9 @@ int ota_job_start_file(struct ota *o, const char *actor, const char *file, const
                        size_t errlen);
 /* Every job kept (summaries), as a JSON array. */
 json_t *ota_job_list_json(struct ota *o);
+/* The device's transfer in an unfinished job ({job, state, offset, size, percent, …}, as in
+ * ota.show), or NULL if it has none (the device shadow's "ota"). */
+json_t *ota_device_json(struct ota *o, const char *device_id);
 /* One job with its transfers; -ENOENT if unknown. */
 int ota_job_json(struct ota *o, const char *id, json_t **ret);
 /* enum ota_state of a known job (with its reason), or -ENOENT. */

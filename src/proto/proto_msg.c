@@ -95,12 +95,14 @@ int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap)
                 tail_len = m->u.error.text_len;
                 break;
         case MCUGW_MSG_COMMAND:
+        case MCUGW_MSG_CONFIG: /* same layout: u32 version, JSON */
                 put_le32(h + 1, m->u.command.id);
                 fixed = 5;
                 tail = m->u.command.payload;
                 tail_len = m->u.command.len;
                 break;
         case MCUGW_MSG_COMMAND_RESULT:
+        case MCUGW_MSG_CONFIG_RESULT: /* same layout: u32 version, i16 status, JSON */
                 put_le32(h + 1, m->u.result.id);
                 put_le16(h + 5, (uint16_t)m->u.result.status);
                 fixed = 7;
@@ -200,6 +202,7 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 d.u.error.text_len = n;
                 break;
         case MCUGW_MSG_COMMAND:
+        case MCUGW_MSG_CONFIG:
                 if (len < 5)
                         return MCUGW_ETRUNC;
                 d.u.command.id = get_le32(p + 1);
@@ -207,6 +210,7 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 d.u.command.len = len - 5;
                 break;
         case MCUGW_MSG_COMMAND_RESULT:
+        case MCUGW_MSG_CONFIG_RESULT:
                 if (len < 7)
                         return MCUGW_ETRUNC;
                 d.u.result.id = get_le32(p + 1);

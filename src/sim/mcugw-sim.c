@@ -43,6 +43,8 @@
 #include <openssl/x509.h>
 #include <openssl/rand.h>
 
+#include <jansson.h>
+
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
 #include "basic/cred.h"
@@ -106,7 +108,7 @@ struct sim_dev {
         size_t slow_off;
         uint32_t seq;
         uint64_t sent, acked, nacked, corrupted, injected, data_frames, send_errors, disconnects;
-        uint64_t handshakes, commands;
+        uint64_t handshakes, commands, configs;
         uint64_t lost; /* telemetry still unanswered when its session was lost */
         uint64_t reasons[MCUGW_LINK_REASON_MAX + 1]; /* sessions by mcugw_device_link_reason() */
         uint64_t down_ms;                            /* when the last session was lost, or 0 */
@@ -164,6 +166,8 @@ static struct {
         bool timestamps;  /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
         bool sync_start;  /* --sync-start: no telemetry until every device is connected */
         bool fill_window; /* --fill-window: with --rate 0, refill the whole ack window */
+        const char *config_refuse[8]; /* --config-refuse KEY: the application refuses it */
+        unsigned n_config_refuse;
 } opt = {
         .count = 0,
         .seed = "mcugw",
@@ -655,6 +659,31 @@ static void on_command(void *user, uint32_t id, const uint8_t *payload, size_t l
         mcugw_device_send_command_result(&d->dev, id, 0, payload, len);
 }
 
+/* The application's configuration callback: apply every setting but the refused keys, and
+ * answer with what is in use now (docs/shadow.md). */
+static void on_config(void *user, uint32_t version, const uint8_t *payload, size_t len)
+{
+        struct sim_dev *d = user;
+        json_t *cfg = json_loadb((const char *)payload, len, 0, NULL);
+        char *out;
+
+        d->configs++;
+        if (!json_is_object(cfg)) {
+                json_decref(cfg);
+                mcugw_device_send_config_result(&d->dev, version, MCUGW_EMALFORMED, NULL, 0);
+                return;
+        }
+        for (unsigned i = 0; i < opt.n_config_refuse; i++)
+                json_object_del(cfg, opt.config_refuse[i]);
+        out = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+        event(d, "config %u %s", version, out ? out : "?");
+        if (out)
+                mcugw_device_send_config_result(&d->dev, version, 0, (const uint8_t *)out,
+                                                strlen(out));
+        free(out);
+        json_decref(cfg);
+}
+
 /* ---- connections ------------------------------------------------------------------------- */
 
 static int connect_target(struct sim_dev *d)
@@ -767,6 +796,7 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         cfg.cb.on_state = on_state;
         cfg.cb.on_ack = on_ack;
         cfg.cb.on_command = on_command;
+        cfg.cb.on_config = on_config;
         cfg.cb.on_message = on_message;
         cfg.rx_buf = d->rx;
         cfg.rx_cap = opt.rx_frame ? MCUGW_DEVICE_RX_BUF(opt.rx_frame) : sizeof d->rx;
@@ -824,7 +854,8 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
 static void print_stats(void)
 {
         uint64_t sent = 0, acked = 0, nacked = 0, corrupted = 0, errors = 0, disc = 0, hs = 0;
-        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0, lost = 0;
+        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0, lost = 0,
+                 configs = 0;
         uint64_t reasons[MCUGW_LINK_REASON_MAX + 1] = { 0 }, reconnects = 0;
         char rbuf[256];
         size_t rlen = 0;
@@ -844,6 +875,7 @@ static void print_stats(void)
                 disc += d->disconnects;
                 hs += d->handshakes;
                 commands += d->commands;
+                configs += d->configs;
                 lost += d->lost;
                 for (unsigned k = 0; k <= MCUGW_LINK_REASON_MAX; k++) {
                         reasons[k] += d->reasons[k];
@@ -873,13 +905,14 @@ static void print_stats(void)
                "\"errors\": %llu, \"disconnects\": %llu, \"handshake_ms_avg\": %.1f, "
                "\"handshake_ms_max\": %.1f, \"elapsed_s\": %.3f, \"acked_per_s\": %.1f, "
                "\"ota_confirmed\": %llu, \"ota_failed\": %llu, \"commands\": %llu, "
+               "\"configs\": %llu, "
                "\"fw_version\": \"%s\"}\n",
                opt.count, connected, ever, (unsigned long long)hs, (unsigned long long)sent,
                (unsigned long long)acked, (unsigned long long)nacked, (unsigned long long)corrupted,
                (unsigned long long)injected, (unsigned long long)errors, (unsigned long long)disc,
                ever ? hs_sum / ever : 0.0, hs_max, el, el > 0 ? (double)acked / el : 0.0,
                (unsigned long long)ota_confirmed, (unsigned long long)ota_failed,
-               (unsigned long long)commands,
+               (unsigned long long)commands, (unsigned long long)configs,
                opt.count && devs[0].fw[0] ? devs[0].fw
                                           : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
         fflush(stdout);
@@ -1122,6 +1155,7 @@ static void usage(void)
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
                "      --ota-fail-self-test  the new image fails its self-test (reverts)\n"
                "      --fw-version V     firmware version reported (default sim-1.0.0)\n"
+               "      --config-refuse KEY  refuse this setting of a CONFIG (repeatable)\n"
                "      --every K          misbehave on every K-th data frame (default 5)\n"
                "      --wrong-key --unknown --wrong-gateway-key --replay --bitflip --garbage\n"
                "      --truncate --flood --slowloris --replay-old   misbehave on purpose\n"
@@ -1168,6 +1202,7 @@ int main(int argc, char **argv)
                 O_TIMESTAMPS,
                 O_SYNC_START,
                 O_FILL_WINDOW,
+                O_CONFIG_REFUSE,
                 O_BAD
         };
         static const struct option opts[] = {
@@ -1184,6 +1219,7 @@ int main(int argc, char **argv)
                 { "ota-dir", required_argument, NULL, O_OTA_DIR },
                 { "ota-fail-self-test", no_argument, NULL, O_OTA_FAIL },
                 { "fw-version", required_argument, NULL, O_FW_VERSION },
+                { "config-refuse", required_argument, NULL, O_CONFIG_REFUSE },
                 { "ota-cert", required_argument, NULL, O_OTA_CERT },
                 { "baud", required_argument, NULL, O_BAUD },
                 { "window", required_argument, NULL, O_WINDOW },
@@ -1244,6 +1280,12 @@ int main(int argc, char **argv)
                 case O_OTA_DIR: opt.ota_dir = optarg; break;
                 case O_OTA_FAIL: opt.ota_fail_self_test = true; break;
                 case O_FW_VERSION: opt.fw_version = optarg; break;
+                case O_CONFIG_REFUSE:
+                        if (opt.n_config_refuse ==
+                            sizeof opt.config_refuse / sizeof opt.config_refuse[0])
+                                die("too many --config-refuse");
+                        opt.config_refuse[opt.n_config_refuse++] = optarg;
+                        break;
                 case O_OTA_CERT: read_ota_cert(optarg); break;
                 case O_BAUD: opt.baud = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_WINDOW: opt.window = (unsigned)strtoul(optarg, NULL, 10); break;

@@ -113,6 +113,19 @@ static void on_command(void *u, uint32_t id, const uint8_t *p, size_t n)
         assert_int_equal(mcugw_device_send_command_result(&dev, id, 0, NULL, 0), 0);
 }
 
+/* The application applies "interval" and refuses the rest. */
+static uint32_t config_version;
+static void on_config(void *u, uint32_t version, const uint8_t *json, size_t n)
+{
+        (void)u;
+        config_version = version;
+        assert_int_equal(n, 25);
+        assert_memory_equal(json, "{\"interval\":5,\"mode\":\"x\"}", 25);
+        assert_int_equal(mcugw_device_send_config_result(&dev, version, 0,
+                                                         (const uint8_t *)"{\"interval\":5}", 14),
+                         0);
+}
+
 static void on_error(void *u, int code, const char *t, size_t n)
 {
         (void)u;
@@ -135,6 +148,7 @@ static void dev_config(struct mcugw_device_config *c, const uint8_t *pinned)
         c->cb.on_state = on_state;
         c->cb.on_ack = on_ack;
         c->cb.on_command = on_command;
+        c->cb.on_config = on_config;
         c->cb.on_error = on_error;
         c->rx_buf = dev_rx;
         c->rx_cap = sizeof(dev_rx);
@@ -360,6 +374,19 @@ static void test_connect_and_traffic(void **state)
         assert_int_equal(command_id, 1234);
         assert_int_equal(gw_last_msg.type, MCUGW_MSG_COMMAND_RESULT);
         assert_int_equal(gw_last_msg.u.result.id, 1234);
+
+        /* Configuration from the shadow: on_config, answered with what was applied. */
+        m.type = MCUGW_MSG_CONFIG;
+        m.u.command.id = 77;
+        m.u.command.payload = (const uint8_t *)"{\"interval\":5,\"mode\":\"x\"}";
+        m.u.command.len = 25;
+        gw_send(&m);
+        exchange();
+        assert_int_equal(config_version, 77);
+        assert_int_equal(gw_last_msg.type, MCUGW_MSG_CONFIG_RESULT);
+        assert_int_equal(gw_last_msg.u.result.id, 77);
+        assert_int_equal(gw_last_msg.u.result.status, 0);
+        assert_int_equal(gw_last_msg.u.result.len, 14);
 
         /* Gateway PING is answered by the SDK. */
         m.type = MCUGW_MSG_PING;

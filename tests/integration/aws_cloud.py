@@ -23,7 +23,21 @@ Fault injection for the tests: truncate (the first copy of every block cut short
 (every block twice), reorder (blocks of a request in reverse order), drop (the first copy of
 every 3rd block lost), silent (requests are not answered at all; also per stream in
 silent_streams). Counts blocks served and
-requests per stream."""
+requests per stream.
+
+Device shadows (device-shadow-mqtt, device-shadow-document, device-shadow-data-flow): classic
+(`$aws/things/T/shadow/…`) and named (`…/shadow/name/N/…`) shadows answer `get` on get/accepted
+(state desired/reported/delta, metadata, version, timestamp) or get/rejected 404, `update` on
+update/accepted (the request's state, the metadata of what it changed, the new version),
+update/documents (previous/current) and, when the request had a desired state and desired and
+reported differ, update/delta (only the differing desired keys, with metadata); `delete`.
+Updates merge into the document; null deletes a key (or a whole section); arrays are replaced.
+Errors as AWS names them: 400 (not JSON, no state, a section that is not an object, nesting
+deeper than 6), 404 (no such shadow), 409 (the request's version is not the current one), 413
+(the state over 8 KB). Operator side: shadow_update() (as UpdateThingShadow), shadow_get();
+shadow_delete(); every request of the gateway is in shadow_requests; fault injection: shadow_fail_next[key] =
+code answers the next update of that shadow with that error, shadow_before_update[key] = fn
+runs once before the next update that carries a version (a concurrent writer)."""
 
 import json
 import struct
@@ -109,7 +123,223 @@ def cbor_loads(b):
     return v
 
 
-class AwsCloud:
+# ---- device shadows ----------------------------------------------------------------------------
+
+SHADOW_MAX = 8192
+SHADOW_DEPTH = 6
+
+
+def _depth(v):
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
+
+
+def _merge(doc, upd, meta, ts):
+    """Merge upd into doc (null deletes), recording {"timestamp"} in meta for what changed."""
+    for k, v in upd.items():
+        if v is None:
+            doc.pop(k, None)
+            meta.pop(k, None)
+        elif isinstance(v, dict) and v:
+            sub = doc.get(k) if isinstance(doc.get(k), dict) else {}
+            m = meta.get(k) if isinstance(meta.get(k), dict) and "timestamp" not in meta.get(k) \
+                else {}
+            _merge(sub, v, m, ts)
+            doc[k], meta[k] = sub, m
+        else:
+            doc[k] = v
+            meta[k] = [{"timestamp": ts} for _ in v] if isinstance(v, list) else {"timestamp": ts}
+
+
+def _stamps(v, ts):
+    if isinstance(v, dict):
+        return {k: _stamps(x, ts) for k, x in v.items()}
+    return {"timestamp": ts}
+
+
+def shadow_delta(desired, reported):
+    """The desired keys whose value differs from reported (objects compared key by key)."""
+    out = {}
+    for k, v in desired.items():
+        r = reported.get(k)
+        if isinstance(v, dict) and isinstance(r, dict):
+            sub = shadow_delta(v, r)
+            if sub:
+                out[k] = sub
+        elif v != r:
+            out[k] = v
+    return out
+
+
+def _shadow_prefix(thing, name):
+    return f"$aws/things/{thing}/shadow" + (f"/name/{name}" if name else "")
+
+
+
+class ShadowService:
+    """The Device Shadow service of AwsCloud (see the module's docstring)."""
+
+    def _shadow_update(self, key, req, token=None):
+        """One UpdateThingShadow: (None, accepted, documents, delta) or (code, message)."""
+        ts = int(time.time())
+        if not isinstance(req, dict) or not isinstance(req.get("state"), dict):
+            return 400, "Missing required node: state"
+        st = req["state"]
+        for sec in ("desired", "reported"):
+            if sec in st and st[sec] is not None and not isinstance(st[sec], dict):
+                return 400, f"Invalid JSON: {sec} must be an object"
+            if sec in st and _depth(st[sec]) > SHADOW_DEPTH:
+                return 400, "JSON contains too many levels of nesting; maximum is 6"
+        with self.lock:
+            cur = self.shadows.get(key)
+            if "version" in req and req["version"] != (cur["version"] if cur else 0):
+                return 409, "Version conflict"
+            prev = json.loads(json.dumps(cur)) if cur else None
+            doc = json.loads(json.dumps(cur)) if cur else {
+                "state": {}, "metadata": {}, "version": 0}
+            changed_meta = {}
+            for sec in ("desired", "reported"):
+                if sec not in st:
+                    continue
+                if st[sec] is None:
+                    doc["state"].pop(sec, None)
+                    doc["metadata"].pop(sec, None)
+                    continue
+                d = doc["state"].setdefault(sec, {})
+                m = doc["metadata"].setdefault(sec, {})
+                _merge(d, st[sec], m, ts)
+                changed_meta[sec] = _stamps(st[sec], ts)
+            size = len(json.dumps({k: v for k, v in doc["state"].items()},
+                                  separators=(",", ":")))
+            if size > SHADOW_MAX:
+                return 413, "The payload exceeds the maximum size allowed"
+            doc["version"] += 1
+            doc["timestamp"] = ts
+            self.shadows[key] = doc
+            accepted = {"state": st, "metadata": changed_meta, "version": doc["version"],
+                        "timestamp": ts}
+            if token:
+                accepted["clientToken"] = token
+            documents = {"previous": prev, "current": json.loads(json.dumps(doc)), "timestamp": ts}
+            delta = None
+            if "desired" in st:
+                dl = shadow_delta(doc["state"].get("desired", {}), doc["state"].get("reported", {}))
+                if dl:
+                    delta = {"version": doc["version"], "timestamp": ts, "state": dl,
+                             "metadata": {k: doc["metadata"]["desired"].get(k) for k in dl}}
+                    if token:
+                        delta["clientToken"] = token
+        return None, accepted, documents, delta
+
+
+    def _shadow_publish_update(self, key, res):
+        base = _shadow_prefix(*key)
+        _, accepted, documents, delta = res
+        self._pub(base + "/update/accepted", accepted)
+        self._pub(base + "/update/documents", documents)
+        if delta:
+            self._pub(base + "/update/delta", delta)
+
+
+    def shadow_get_doc(self, thing, name=None):
+        """GetThingShadow: the document with its delta, or None."""
+        with self.lock:
+            cur = self.shadows.get((thing, name))
+            if not cur:
+                return None
+            doc = json.loads(json.dumps(cur))
+        dl = shadow_delta(doc["state"].get("desired", {}), doc["state"].get("reported", {}))
+        if dl:
+            doc["state"]["delta"] = dl
+        return doc
+
+
+    def shadow_update(self, thing, state, name=None, version=None):
+        """UpdateThingShadow by the operator: returns the accepted document, or (code, message)."""
+        req = {"state": state}
+        if version is not None:
+            req["version"] = version
+        res = self._shadow_update((thing, name), req)
+        if res[0] is not None:
+            return res
+        self._shadow_publish_update((thing, name), res)
+        return res[1]
+
+
+    def shadow_delete(self, thing, name=None):
+        """DeleteThingShadow by the operator."""
+        with self.lock:
+            return self.shadows.pop((thing, name), None) is not None
+
+    def _shadow_request(self, thing, name, verb, topic, payload):
+        key = (thing, name)
+        base = _shadow_prefix(thing, name)
+        try:
+            req = json.loads(payload) if payload else {}
+        except ValueError:
+            req = None
+        token = req.get("clientToken") if isinstance(req, dict) else None
+        with self.lock:
+            self.shadow_requests.append((time.time(), topic, req))
+
+        def reject(op, code, message):
+            e = {"code": code, "message": message, "timestamp": int(time.time())}
+            if token:
+                e["clientToken"] = token
+            self._pub(f"{base}/{op}/rejected", e)
+
+        if verb == "get":
+            doc = self.shadow_get_doc(thing, name)
+            if not doc:
+                reject("get", 404, f"No shadow exists with name: '{name or thing}'")
+                return
+            if token:
+                doc["clientToken"] = token
+            doc["timestamp"] = int(time.time())
+            self._pub(base + "/get/accepted", doc)
+            return
+        if verb == "delete":
+            with self.lock:
+                cur = self.shadows.pop(key, None)
+            if not cur:
+                reject("delete", 404, f"No shadow exists with name: '{name or thing}'")
+                return
+            self._pub(base + "/delete/accepted", {"version": cur["version"],
+                                                  "timestamp": int(time.time())})
+            return
+        if verb != "update":
+            return
+        if req is None:
+            reject("update", 400, "Invalid JSON")
+            return
+        with self.lock:
+            code = self.shadow_fail_next.pop(key, None)
+            hook = self.shadow_before_update.pop(key, None) if "version" in req else None
+        if code:
+            reject("update", code, {400: "Bad Request", 409: "Version conflict",
+                                    413: "The payload exceeds the maximum size allowed"}.get(
+                                        code, "error"))
+            return
+        if hook:
+            hook()
+        res = self._shadow_update(key, req, token)
+        if res[0] is not None:
+            reject("update", res[0], res[1])
+            return
+        self._shadow_publish_update(key, res)
+
+
+    def shadow_updates(self, thing, name=None, gateway_only=True):
+        """The update requests received for one shadow."""
+        suffix = _shadow_prefix(thing, name) + "/update"
+        with self.lock:
+            return [r for _, t, r in self.shadow_requests if t == suffix]
+
+
+class AwsCloud(ShadowService):
     def __init__(self, broker, name="aws-cloud"):
         import paho.mqtt.client as mqtt
         self.lock = threading.RLock()
@@ -123,6 +353,10 @@ class AwsCloud:
         self.silent_streams = set()  # requests for these are never answered
         self.delay = 0.0    # seconds per block served (slow cloud)
         self._seen = set()
+        self.shadows = {}               # (thing, name or None) -> document
+        self.shadow_requests = []       # (time, topic, request) of every get/update received
+        self.shadow_fail_next = {}      # (thing, name) -> error code for the next update
+        self.shadow_before_update = {}  # (thing, name) -> fn, before the next versioned update
         self.connected = threading.Event()
         cert = broker.certs.client(name)
         self.c = mqtt.Client(client_id=name, clean_session=True)
@@ -141,7 +375,11 @@ class AwsCloud:
     def _on_connect(self, c, ud, flags, rc):
         if rc == 0:
             for t in ("$aws/things/+/jobs/+/get", "$aws/things/+/jobs/+/update",
-                      "$aws/things/+/streams/+/get/cbor"):
+                      "$aws/things/+/streams/+/get/cbor",
+                      "$aws/things/+/shadow/get", "$aws/things/+/shadow/update",
+                      "$aws/things/+/shadow/delete", "$aws/things/+/shadow/name/+/get",
+                      "$aws/things/+/shadow/name/+/update",
+                      "$aws/things/+/shadow/name/+/delete"):
                 c.subscribe(t, qos=1)
             self.connected.set()
 
@@ -247,6 +485,9 @@ class AwsCloud:
                 self._jobs(parts[2], parts[4], "/".join(parts[5:]), msg.payload)
             elif parts[3] == "streams":
                 self._stream(parts[2], parts[4], msg.payload)
+            elif parts[3] == "shadow":
+                name = parts[5] if len(parts) == 7 and parts[4] == "name" else None
+                self._shadow_request(parts[2], name, parts[-1], msg.topic, msg.payload)
         except Exception as e:  # a scripted cloud must not die on bad input
             print(f"aws_cloud: {msg.topic}: {e}", flush=True)
 
@@ -366,3 +607,4 @@ class AwsCloud:
                               cbor_dumps({"f": f, "i": i, "l": len(p), "p": p}))
             with self.lock:
                 self.served[stream] = self.served.get(stream, 0) + 1
+
