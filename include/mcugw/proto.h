@@ -201,14 +201,16 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], con
                            size_t payload_len, uint8_t *out, size_t cap);
 
 /**
- * Responder: read message 1. On success hs->rs holds the initiator static key, the payload
- * (len - 96 bytes) is written to @p payload (may equal msg + 80: in place) and its length
- * returned. MCUGW_ETRUNC if too short, MCUGW_EAUTH if a tag fails.
+ * Responder (proto_responder.c, the gateway's half: not in the device SDK): read message 1. On
+ * success hs->rs holds the initiator static key, the payload (len - 96 bytes) is written to @p
+ * payload (may equal msg + 80: in place) and its length returned. MCUGW_ETRUNC if too short,
+ * MCUGW_EAUTH if a tag fails.
  */
 int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
                           size_t len, uint8_t *payload, size_t cap);
 
-/** Responder: <- e, ee, se + payload; writes 48 + payload_len bytes, returns that length. */
+/** Responder (proto_responder.c): <- e, ee, se + payload; writes 48 + payload_len bytes, returns
+ * that length. */
 int mcugw_noise_write_msg2(struct mcugw_noise *hs, const uint8_t *payload, size_t payload_len,
                            uint8_t *out, size_t cap);
 

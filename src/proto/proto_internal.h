@@ -21,6 +21,17 @@ int mcugw_cookie_reply_key(const struct mcugw_crypto *c, const uint8_t cookie_ke
 #define mcugw_hs1_long_enough(len)                                                                 \
         ((len) >= MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_MACS_LEN)
 
+/* The Noise steps both halves of the handshake use (proto_noise.c): the initiator's messages
+ * are there, the responder's (the gateway's, never in firmware) in proto_responder.c. */
+int mcugw_noise_mix_hash(struct mcugw_noise *hs, const void *data, size_t len);
+int mcugw_noise_encrypt_and_hash(struct mcugw_noise *hs, const uint8_t *p, size_t len,
+                                 uint8_t *out);
+/* @p out may equal @p c (in place): the hash of the ciphertext is taken first. */
+int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_t len,
+                                 uint8_t *out);
+int mcugw_noise_dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t pub[32]);
+int mcugw_noise_gen_ephemeral(struct mcugw_noise *hs, uint8_t pub[32]);
+
 /* HMAC-SHA256 with a 32-byte key over the concatenation of two pieces (proto_noise.c). */
 int mcugw_hmac_sha256(const struct mcugw_crypto *c, const uint8_t key[32], const void *d1,
                       size_t l1, const void *d2, size_t l2, uint8_t out[32]);

@@ -133,7 +133,7 @@ static int hkdf2(const struct mcugw_crypto *c, const uint8_t ck[32], const uint8
         return r;
 }
 
-static int mix_hash(struct mcugw_noise *hs, const void *data, size_t len)
+int mcugw_noise_mix_hash(struct mcugw_noise *hs, const void *data, size_t len)
 {
         struct mcugw_iov v[2] = { { hs->h, 32 }, { data, len } };
 
@@ -155,32 +155,32 @@ static void make_nonce(uint8_t nonce[12], uint64_t n)
         put_le64(nonce + 4, n);
 }
 
-static int encrypt_and_hash(struct mcugw_noise *hs, const uint8_t *p, size_t len, uint8_t *out)
+int mcugw_noise_encrypt_and_hash(struct mcugw_noise *hs, const uint8_t *p, size_t len, uint8_t *out)
 {
         uint8_t nonce[12];
         int r;
 
         if (!hs->has_k) {
                 memmove(out, p, len);
-                return mix_hash(hs, out, len);
+                return mcugw_noise_mix_hash(hs, out, len);
         }
         make_nonce(nonce, hs->n);
         r = hs->crypto->aead_seal(hs->crypto->ctx, hs->k, nonce, hs->h, 32, p, len, out);
         if (r < 0)
                 return r;
         hs->n++;
-        return mix_hash(hs, out, len + MCUGW_TAG_LEN);
+        return mcugw_noise_mix_hash(hs, out, len + MCUGW_TAG_LEN);
 }
 
 /* @p out may equal @p c (in place): the hash of the ciphertext is taken first. */
-static int decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_t len, uint8_t *out)
+int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_t len, uint8_t *out)
 {
         struct mcugw_iov v[2] = { { hs->h, 32 }, { c, len } };
         uint8_t nonce[12], newh[32];
         int r;
 
         if (!hs->has_k) {
-                r = mix_hash(hs, c, len);
+                r = mcugw_noise_mix_hash(hs, c, len);
                 memmove(out, c, len);
                 return r;
         }
@@ -198,7 +198,7 @@ static int decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_t len
         return 0;
 }
 
-static int dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t pub[32])
+int mcugw_noise_dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t pub[32])
 {
         uint8_t shared[32];
         int r;
@@ -212,7 +212,7 @@ static int dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t 
         return r;
 }
 
-static int gen_ephemeral(struct mcugw_noise *hs, uint8_t pub[32])
+int mcugw_noise_gen_ephemeral(struct mcugw_noise *hs, uint8_t pub[32])
 {
         int r = hs->crypto->random(hs->crypto->ctx, hs->e_priv, 32);
 
@@ -242,9 +242,9 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
         memcpy(hs->h, MCUGW_NOISE_PROTOCOL_NAME, 32);
         memcpy(hs->ck, hs->h, 32);
         memcpy(hs->rs, rs_pub, 32);
-        r = mix_hash(hs, prologue, prologue_len);
+        r = mcugw_noise_mix_hash(hs, prologue, prologue_len);
         if (r == 0)
-                r = mix_hash(hs, rs_pub, 32);
+                r = mcugw_noise_mix_hash(hs, rs_pub, 32);
         return r;
 }
 
@@ -259,74 +259,20 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], con
                 return MCUGW_EINVAL;
         if (cap < total)
                 return MCUGW_ENOSPC;
-        r = gen_ephemeral(hs, out); /* e */
+        r = mcugw_noise_gen_ephemeral(hs, out); /* e */
         if (r == 0)
-                r = mix_hash(hs, out, 32);
+                r = mcugw_noise_mix_hash(hs, out, 32);
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->rs); /* es */
+                r = mcugw_noise_dh_mix(hs, hs->e_priv, hs->rs); /* es */
         if (r == 0)
                 r = hs->crypto->x25519_public(hs->crypto->ctx, s_pub, s_priv) < 0 ? MCUGW_ECRYPTO
                                                                                   : 0;
         if (r == 0)
-                r = encrypt_and_hash(hs, s_pub, 32, out + 32); /* s */
+                r = mcugw_noise_encrypt_and_hash(hs, s_pub, 32, out + 32); /* s */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->rs); /* ss */
+                r = mcugw_noise_dh_mix(hs, s_priv, hs->rs); /* ss */
         if (r == 0)
-                r = encrypt_and_hash(hs, payload, payload_len, out + 80);
-        if (r < 0) {
-                mcugw_noise_wipe(hs);
-                return r;
-        }
-        return (int)total;
-}
-
-int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
-                          size_t len, uint8_t *payload, size_t cap)
-{
-        int r;
-
-        if (!hs || !s_priv || !msg || !payload)
-                return MCUGW_EINVAL;
-        if (len < 96)
-                return MCUGW_ETRUNC;
-        if (cap < len - 96)
-                return MCUGW_ENOSPC;
-        memcpy(hs->re, msg, 32);
-        r = mix_hash(hs, hs->re, 32); /* e */
-        if (r == 0)
-                r = dh_mix(hs, s_priv, hs->re); /* es */
-        if (r == 0)
-                r = decrypt_and_hash(hs, msg + 32, 48, hs->rs); /* s */
-        if (r == 0)
-                r = dh_mix(hs, s_priv, hs->rs); /* ss */
-        if (r == 0)
-                r = decrypt_and_hash(hs, msg + 80, len - 80, payload);
-        if (r < 0) {
-                mcugw_noise_wipe(hs);
-                return r;
-        }
-        return (int)(len - 96);
-}
-
-int mcugw_noise_write_msg2(struct mcugw_noise *hs, const uint8_t *payload, size_t payload_len,
-                           uint8_t *out, size_t cap)
-{
-        size_t total = 48 + payload_len;
-        int r;
-
-        if (!hs || !out || (!payload && payload_len))
-                return MCUGW_EINVAL;
-        if (cap < total)
-                return MCUGW_ENOSPC;
-        r = gen_ephemeral(hs, out); /* e */
-        if (r == 0)
-                r = mix_hash(hs, out, 32);
-        if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->re); /* ee */
-        if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->rs); /* se */
-        if (r == 0)
-                r = encrypt_and_hash(hs, payload, payload_len, out + 32);
+                r = mcugw_noise_encrypt_and_hash(hs, payload, payload_len, out + 80);
         if (r < 0) {
                 mcugw_noise_wipe(hs);
                 return r;
@@ -348,13 +294,13 @@ int mcugw_noise_read_msg2(struct mcugw_noise *hs, const uint8_t s_priv[32], uint
                 return MCUGW_ENOSPC;
         saved = *hs;
         memcpy(hs->re, msg, 32);
-        r = mix_hash(hs, hs->re, 32); /* e */
+        r = mcugw_noise_mix_hash(hs, hs->re, 32); /* e */
         if (r == 0)
-                r = dh_mix(hs, hs->e_priv, hs->re); /* ee */
+                r = mcugw_noise_dh_mix(hs, hs->e_priv, hs->re); /* ee */
         if (r == 0)
-                r = dh_mix(hs, s_priv, hs->re); /* se */
+                r = mcugw_noise_dh_mix(hs, s_priv, hs->re); /* se */
         if (r == 0)
-                r = decrypt_and_hash(hs, msg + 32, len - 32, payload);
+                r = mcugw_noise_decrypt_and_hash(hs, msg + 32, len - 32, payload);
         /* A forged message 2 must not kill the pending handshake: roll back. */
         if (r < 0)
                 *hs = saved;

@@ -143,6 +143,63 @@ const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
         return r && r->cur.active ? &r->peer : NULL;
 }
 
+/* ---- Noise IK, the responder's messages (the initiator's are in proto_noise.c) ----------------
+ */
+
+int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
+                          size_t len, uint8_t *payload, size_t cap)
+{
+        int r;
+
+        if (!hs || !s_priv || !msg || !payload)
+                return MCUGW_EINVAL;
+        if (len < 96)
+                return MCUGW_ETRUNC;
+        if (cap < len - 96)
+                return MCUGW_ENOSPC;
+        memcpy(hs->re, msg, 32);
+        r = mcugw_noise_mix_hash(hs, hs->re, 32); /* e */
+        if (r == 0)
+                r = mcugw_noise_dh_mix(hs, s_priv, hs->re); /* es */
+        if (r == 0)
+                r = mcugw_noise_decrypt_and_hash(hs, msg + 32, 48, hs->rs); /* s */
+        if (r == 0)
+                r = mcugw_noise_dh_mix(hs, s_priv, hs->rs); /* ss */
+        if (r == 0)
+                r = mcugw_noise_decrypt_and_hash(hs, msg + 80, len - 80, payload);
+        if (r < 0) {
+                mcugw_noise_wipe(hs);
+                return r;
+        }
+        return (int)(len - 96);
+}
+
+int mcugw_noise_write_msg2(struct mcugw_noise *hs, const uint8_t *payload, size_t payload_len,
+                           uint8_t *out, size_t cap)
+{
+        size_t total = 48 + payload_len;
+        int r;
+
+        if (!hs || !out || (!payload && payload_len))
+                return MCUGW_EINVAL;
+        if (cap < total)
+                return MCUGW_ENOSPC;
+        r = mcugw_noise_gen_ephemeral(hs, out); /* e */
+        if (r == 0)
+                r = mcugw_noise_mix_hash(hs, out, 32);
+        if (r == 0)
+                r = mcugw_noise_dh_mix(hs, hs->e_priv, hs->re); /* ee */
+        if (r == 0)
+                r = mcugw_noise_dh_mix(hs, hs->e_priv, hs->rs); /* se */
+        if (r == 0)
+                r = mcugw_noise_encrypt_and_hash(hs, payload, payload_len, out + 32);
+        if (r < 0) {
+                mcugw_noise_wipe(hs);
+                return r;
+        }
+        return (int)total;
+}
+
 /* Parse the HS1 payload into @p peer; returns attest pointer/len through the out params. */
 static int parse_hs1_payload(const uint8_t *p, size_t len, struct mcugw_peer *peer,
                              uint64_t *timestamp, const uint8_t **attest, size_t *attest_len)
