@@ -112,17 +112,11 @@ int do_audit_tail(int argc, char **argv)
         print_tail_element(NULL, &tp);
         fflush(stdout);
         while (follow) {
-                _cleanup_free_ char *line = NULL, *ev = NULL;
-                json_t *rec = NULL;
-                ssize_t k = client_read_line(&cl, -1, &line);
-                if (k <= 0) {
-                        if (k < 0)
-                                fail("connection lost: %s", strerror((int)-k));
-                        else
-                                fail("the daemon closed the connection");
+                json_t *rec;
+                int k = client_next_event(&cl, &rec);
+                if (k < 0)
                         goto out;
-                }
-                if (ctlproto_parse_response(line, strlen(line), &rec, &ev) == 2)
+                if (k > 0)
                         print_audit_record(rec);
                 json_decref(rec);
                 fflush(stdout);

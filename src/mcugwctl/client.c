@@ -151,6 +151,23 @@ ssize_t client_read_line(struct client *cl, int timeout, char **ret)
         }
 }
 
+int client_next_event(struct client *cl, json_t **ret)
+{
+        _cleanup_free_ char *line = NULL, *ev = NULL;
+        ssize_t k = client_read_line(cl, -1, &line);
+
+        *ret = NULL;
+        if (k < 0)
+                return fail("connection lost: %s", strerror((int)-k)), -1;
+        if (k == 0)
+                return fail("the daemon closed the connection"), -1;
+        if (ctlproto_parse_response(line, strlen(line), ret, &ev) == 2)
+                return 1;
+        json_decref(*ret);
+        *ret = NULL;
+        return 0;
+}
+
 /* Read one reply line. Returns 0 with *ret_data, or prints the error. */
 static int call_read_reply(struct client *cl, json_t **ret_data)
 {

@@ -29,6 +29,9 @@ struct client {
 int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Read one line; timeout < 0 waits forever. Returns its length, 0 on EOF, -errno. */
 ssize_t client_read_line(struct client *cl, int timeout, char **ret);
+/* The next event of a subscription (audit tail --follow, tail): 1 with *ret (a new reference),
+ * 0 for a line that is not an event, -1 when the connection ended (said on stderr). */
+int client_next_event(struct client *cl, json_t **ret);
 /* One request and its reply (*ret_data); errors are printed. */
 int call(struct client *cl, const char *cmd, json_t *args, json_t **ret_data);
 /* One request whose reply is an array, each element handed to each() as it arrives. */

@@ -73,18 +73,12 @@ int do_tail(int argc, char **argv)
                 fprintf(stderr, "watching the telemetry of %s (Ctrl-C ends)\n",
                         one ? "one device" : "every device");
         while (count < 0 || seen < count) {
-                _cleanup_free_ char *line = NULL, *ev = NULL;
-                json_t *m = NULL;
-                ssize_t k = client_read_line(&cl, -1, &line);
+                json_t *m;
+                int k = client_next_event(&cl, &m);
 
-                if (k <= 0) {
-                        if (k < 0)
-                                fail("connection lost: %s", strerror((int)-k));
-                        else
-                                fail("the daemon closed the connection");
+                if (k < 0)
                         goto out;
-                }
-                if (ctlproto_parse_response(line, strlen(line), &m, &ev) == 2) {
+                if (k > 0) {
                         print_message(m);
                         seen++;
                 }
