@@ -1489,7 +1489,12 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
         if (l->closing)
                 return;
         if (status < 0) {
-                snprintf(why, sizeof why, "poll error: %s", uv_strerror(status));
+                /* libuv reports POLLERR/POLLHUP on the descriptor as UV_EBADF: on a serial line
+                 * that is the adapter unplugged (the port is reopened when it is back). */
+                if (status == UV_EBADF && l->port)
+                        snprintf(why, sizeof why, "serial device gone (unplugged?)");
+                else
+                        snprintf(why, sizeof why, "poll error: %s", uv_strerror(status));
                 link_close(l, why);
                 return;
         }

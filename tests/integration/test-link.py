@@ -361,6 +361,11 @@ AuditFailuresPerMinute=5
         check(wait_for(lambda: any(x["event"] == "link.down" and x["subject"] == f"serial:{tty}"
                                    for x in audit(d)), timeout=5),
               "serial link.down audited")
+        downs = [x for x in audit(d) if x["event"] == "link.down" and
+                 x["subject"] == f"serial:{tty}"]
+        check(downs and "bad file descriptor" not in json.dumps(downs[-1]) and
+              "bad file descriptor" not in d.read_log(),
+              f"the unplug is told as such, not as a bad descriptor ({downs[-1:]})")
         time.sleep(1.0)
         sims[0] = Sim(tmp, "pty2", [*base, "--connect", f"pty:{tty}", "--seed", "pty",
                                     "--id-prefix", "pty-", "--messages", "0", "--rate", "20"])
