@@ -518,9 +518,14 @@ def bench_scale(root, broker, cert):
                  "--first-index", str(i * per), "--seed", "scale", "--id-prefix", "s-",
                  "--gateway-key", gw, "--rate", str(1 / per_msg_s), "--messages", str(rounds),
                  "--size", "32", "--timestamps", "--duration", "600", "--ack-log", acks[-1]],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=open(acks[-1] + ".err", "w")))
         connected, authenticated_s = 0, None
         while time.monotonic() - t0 < 600:
+            for i, sp in enumerate(sims):
+                if sp.poll() is not None:
+                    with open(acks[i] + ".err") as f:
+                        raise RuntimeError(f"mcugw-sim {i} exited ({sp.returncode}): "
+                                           + f.read()[-500:])
             connected = (run.status() or {}).get("link", {}).get("devices_connected", 0)
             if connected >= n:
                 authenticated_s = round(time.monotonic() - t0, 2)
