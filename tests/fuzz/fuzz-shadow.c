@@ -33,9 +33,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         json_decref(a);
                 break;
         default:
-                topic = strndup((const char *)data + 1, size - 1);
+                /* A C string of the bytes (strndup() would still read them as one). */
+                topic = malloc(size);
                 if (!topic)
                         return 0;
+                memcpy(topic, data + 1, size - 1);
+                topic[size - 1] = '\0';
                 (void)shadow_topic_parse(data[0] & 4 ? SHADOW_GATEWAY : SHADOW_THING_PER_DEVICE,
                                          "gw", topic, name, &op);
                 free(topic);
