@@ -29,6 +29,7 @@
 
 #include "audit/audit.h"
 #include "devices/onboard.h"
+#include "link/ackq.h"
 #include "link/link.h"
 #include "basic/log.h"
 #include "basic/macro.h"
@@ -40,6 +41,7 @@
 #define LINK_READ_BUF (16u * 1024u) /* one read() */
 #define LINK_READS_PER_EVENT 4      /* fairness: at most this many reads per poll callback */
 #define LINK_PENDING_ACKS 64        /* telemetry handed out, waiting for link_manager_ack() */
+#define LINK_RX_CAP (MCUGW_FRAME_MAX + MCUGW_CRC_LEN) /* the deframer's buffer */
 #define LINK_HASH_BUCKETS 4096u
 #define LINK_SWEEP_MS 1000u
 #define LINK_BACKOFF_MIN_MS 500u
@@ -80,7 +82,7 @@ static const char REJECT_PENDING[] = "pending approval";
         X(truncated) X(crc_errors) X(cobs_errors) X(oversize) X(runts) X(malformed) X(unhandled)  \
         X(tx_dropped) X(takeovers) X(commands) X(commands_busy) X(nosession_sent) X(dup)          \
         X(unknown_type) X(hs_pending) X(stray_results) X(errors_sent) X(too_big)                 \
-        X(junk_mac1) X(cookie_sent) X(hs_cookie) X(replay_ts) X(old_version)
+        X(junk_mac1) X(cookie_sent) X(hs_cookie) X(replay_ts) X(old_version) X(no_memory)      \
 /* clang-format on */
 
 struct link_counters {
@@ -134,15 +136,6 @@ struct link_source {
         unsigned pending;
 };
 
-/* Telemetry handed to on_telemetry and waiting for its ACK. Sequence numbers are per stream, so
- * the ack token names the slot by its own id, never by (seq) alone. */
-struct pending_ack {
-        uint32_t id; /* per link, never 0 */
-        uint32_t seq;
-        uint16_t stream;
-        uint8_t used;
-};
-
 struct serial_port;
 struct listener;
 
@@ -182,10 +175,10 @@ struct link {
         uint8_t *out;
         uint32_t out_len, out_cap;
         bool drain_wanted; /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
-        uint8_t pend_next;
-        struct pending_ack pend[LINK_PENDING_ACKS];
-        uint32_t next_ack_id;
-        uint8_t rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
+        struct ackq pend; /* telemetry handed out, waiting for its ACK (ackq.h) */
+        /* A frame cut between two reads, and only then: whole frames are decoded in the
+         * manager's rxscratch, so a connected device costs no receive buffer between messages. */
+        uint8_t *rxbuf;
 };
 
 struct listener {
@@ -262,6 +255,7 @@ struct link_manager {
         struct link_dev *dev_hash[LINK_HASH_BUCKETS];
         size_t n_devs;
         uint8_t rbuf[LINK_READ_BUF];
+        uint8_t rxscratch[LINK_RX_CAP]; /* every link's deframer between reads (struct link) */
         uint8_t txbuf[MCUGW_FRAME_MAX];
         uint8_t wire[MCUGW_WIRE_MAX(MCUGW_FRAME_MAX)];
 };
@@ -277,6 +271,14 @@ static void link_close(struct link *l, const char *reason);
 static void on_link_poll(uv_poll_t *h, int status, int events);
 static void cmd_timer_arm(struct link_manager *m, uint64_t ms);
 static bool cmd_out_take(struct link_dev *d, uint32_t id);
+
+/* A buffer the link needed could not be had: the session ends (the device reconnects) rather
+ * than losing what it sent unnoticed; counted apart from everything a peer does wrong. */
+static void link_close_nomem(struct link *l)
+{
+        COUNT(l, no_memory, 1);
+        link_close(l, "out of memory");
+}
 
 /* ---- pure helpers ------------------------------------------------------------------------ */
 
@@ -403,7 +405,7 @@ static void gen_bump(struct link *l)
         l->gen = m->next_gen;
         l->gnext = m->gen_hash[l->gen % LINK_HASH_BUCKETS];
         m->gen_hash[l->gen % LINK_HASH_BUCKETS] = l;
-        memset(l->pend, 0, sizeof l->pend);
+        ackq_clear(&l->pend);
 }
 
 static struct link *gen_find(struct link_manager *m, uint32_t gen)
@@ -1063,25 +1065,6 @@ static int link_session_start(struct link *l)
         return 0;
 }
 
-/* Returns the slot's id, which goes into the ack token. */
-static uint32_t pending_add(struct link *l, uint16_t stream, uint32_t seq)
-{
-        uint32_t id = ++l->next_ack_id;
-        if (id == 0)
-                id = ++l->next_ack_id;
-        for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
-                if (!l->pend[i].used) {
-                        l->pend[i] = (struct pending_ack){
-                                .id = id, .seq = seq, .stream = stream, .used = 1
-                        };
-                        return id;
-                }
-        /* Full: the oldest slot in rotation goes; its ack is lost and the device resends. */
-        l->pend[l->pend_next] =
-                (struct pending_ack){ .id = id, .seq = seq, .stream = stream, .used = 1 };
-        l->pend_next = (uint8_t)((l->pend_next + 1) % LINK_PENDING_ACKS);
-        return id;
-}
 
 static void link_message(struct link *l, const uint8_t *data, size_t len)
 {
@@ -1119,10 +1102,16 @@ static void link_message(struct link *l, const uint8_t *data, size_t len)
                 COUNT(l, telemetry_bytes, msg.u.telemetry.len);
                 if (m->cb.on_telemetry) {
                         uint64_t token = 0;
-                        if (want_ack)
-                                token = link_token_make(l->gen,
-                                                        pending_add(l, msg.u.telemetry.stream,
-                                                                    msg.u.telemetry.seq));
+                        uint32_t id;
+                        if (want_ack) {
+                                /* Unacked, the device would resend forever: end the session. */
+                                if (ackq_add(&l->pend, msg.u.telemetry.stream,
+                                             msg.u.telemetry.seq, &id) < 0) {
+                                        link_close_nomem(l);
+                                        return;
+                                }
+                                token = link_token_make(l->gen, id);
+                        }
                         m->cb.on_telemetry(m->cb.ud, d->id, msg.u.telemetry.stream,
                                            msg.u.telemetry.seq, msg.u.telemetry.flags,
                                            msg.u.telemetry.payload, msg.u.telemetry.len, token);
@@ -1400,9 +1389,34 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
         link_message(l, rx.data, rx.len);
 }
 
+/* The deframer keeps its state in struct mcugw_deframer and its bytes in buf[0, len): a link
+ * that holds no cut frame decodes in the shared rxscratch (nothing else runs between a push and
+ * the handling of its frame), and only a frame cut between reads is moved to a buffer of its own.
+ * 0, or -ENOMEM. */
+static int link_rx_park(struct link *l)
+{
+        if (l->df.len == 0) {
+                if (l->rxbuf) {
+                        OPENSSL_clear_free(l->rxbuf, LINK_RX_CAP);
+                        l->rxbuf = NULL;
+                }
+                l->df.buf = l->m->rxscratch;
+                return 0;
+        }
+        if (l->rxbuf)
+                return 0;
+        l->rxbuf = malloc(LINK_RX_CAP);
+        if (!l->rxbuf)
+                return -ENOMEM;
+        memcpy(l->rxbuf, l->df.buf, l->df.len);
+        l->df.buf = l->rxbuf;
+        return 0;
+}
+
 static void link_input(struct link *l, const uint8_t *p, size_t n)
 {
         COUNT(l, bytes_in, n);
+        l->df.buf = l->rxbuf ? l->rxbuf : l->m->rxscratch;
         while (n > 0 && !l->closing) {
                 uint8_t *frame;
                 size_t used = 0, flen;
@@ -1423,6 +1437,8 @@ static void link_input(struct link *l, const uint8_t *p, size_t n)
                 if (used == 0 && rc == 0)
                         break;
         }
+        if (!l->closing && link_rx_park(l) < 0)
+                link_close_nomem(l);
 }
 
 /* ---- link lifetime ----------------------------------------------------------------------- */
@@ -1437,6 +1453,9 @@ static void link_closed_cb(uv_handle_t *h)
         close(l->fd);
         mcugw_responder_reset(&l->r);
         free(l->out);
+        ackq_clear(&l->pend);
+        if (l->rxbuf)
+                OPENSSL_clear_free(l->rxbuf, LINK_RX_CAP);
         OPENSSL_cleanse(l, sizeof *l);
         free(l);
         m->handles--;
@@ -1554,9 +1573,10 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         l->listener = lis;
         snprintf(l->name, sizeof l->name, "%s", name);
         l->opened_ms = l->last_rx_ms = now_ms(m);
+        ackq_init(&l->pend, LINK_PENDING_ACKS);
         cfg.user = l;
         if (mcugw_responder_init(&l->r, &cfg) < 0 ||
-            mcugw_deframer_init(&l->df, l->rxbuf, sizeof l->rxbuf) < 0) {
+            mcugw_deframer_init(&l->df, m->rxscratch, sizeof m->rxscratch) < 0) {
                 free(l);
                 return -EINVAL;
         }
@@ -2161,12 +2181,11 @@ int link_manager_ack(struct link_manager *m, uint64_t token, int status)
         l = gen_find(m, gen);
         if (!l || l->closing || !l->dev)
                 return -ENOTCONN;
-        for (unsigned i = 0; i < LINK_PENDING_ACKS; i++)
-                if (l->pend[i].used && l->pend[i].id == id) {
-                        l->pend[i].used = 0;
-                        return link_send_ack(l, l->pend[i].stream, l->pend[i].seq, (uint8_t)status);
-                }
-        return -ENOENT;
+        uint16_t stream;
+        uint32_t seq;
+        if (ackq_take(&l->pend, id, &stream, &seq) < 0)
+                return -ENOENT;
+        return link_send_ack(l, stream, seq, (uint8_t)status);
 }
 
 int link_manager_send_command(struct link_manager *m, const char *device_id, uint32_t command_id,

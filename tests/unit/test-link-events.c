@@ -299,10 +299,87 @@ static void test_listener_events(void **state)
         free(d);
 }
 
+static json_int_t counter(struct link_manager *m, const char *name)
+{
+        json_t *st = link_manager_status(m);
+        json_int_t v = json_integer_value(json_object_get(json_object_get(st, "counters"), name));
+        json_decref(st);
+        return v;
+}
+
+/* Write @len bytes to @fd and run the loop until the manager has read them all. */
+static void feed(uv_loop_t *loop, struct link_manager *m, int fd, const uint8_t *p, size_t len)
+{
+        json_int_t want = counter(m, "bytes_in") + (json_int_t)len;
+        assert_int_equal(write(fd, p, len), (ssize_t)len);
+        for (int i = 0; i < 5000 && counter(m, "bytes_in") < want; i++) {
+                uv_run(loop, UV_RUN_NOWAIT);
+                usleep(1000);
+        }
+        assert_int_equal(counter(m, "bytes_in"), want);
+}
+
+/* Links decode whole frames in one shared buffer; a frame cut between two reads must keep its
+ * first part while another link decodes whole frames in between. Each frame here is a DATA
+ * frame with a good CRC and no session: a mixed-up buffer would show as a CRC error. */
+static void test_cut_frames(void **state)
+{
+        char dir[] = "/tmp/mcugw-test-link-cut-XXXXXX", cfgtext[512], cmd[300];
+        struct conf_errors err = { 0 };
+        struct conf *conf = NULL;
+        struct link_manager *m = NULL;
+        uint8_t frame[300], wa[MCUGW_WIRE_MAX(300)], wb[MCUGW_WIRE_MAX(300)];
+        int a[2], b[2], na, nb;
+        uv_loop_t loop;
+
+        (void)state;
+        log_set_level(LOG_ERR);
+        assert_non_null(mkdtemp(dir));
+        uv_loop_init(&loop);
+        snprintf(cfgtext, sizeof cfgtext, "[Paths]\nStateDirectory=%s\n[Link]\n", dir);
+        assert_int_equal(conf_load_string("test", cfgtext, &conf, &err), 0);
+        assert_int_equal(link_manager_new(&loop, &conf->link, conf->state_dir, NULL, NULL, &m), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+        assert_int_equal(link_manager_adopt_fd(m, a[1], "cut-a"), 0);
+        assert_int_equal(link_manager_adopt_fd(m, b[1], "cut-b"), 0);
+
+        memset(frame, 0xa5, sizeof frame);
+        frame[0] = MCUGW_PROTO_VERSION;
+        frame[1] = MCUGW_FRAME_DATA;
+        frame[2] = frame[3] = 0;
+        na = mcugw_frame_encode(frame, sizeof frame, wa, sizeof wa);
+        assert_true(na > 100);
+        memset(frame + 4, 0x3c, sizeof frame - 4);
+        nb = mcugw_frame_encode(frame, sizeof frame, wb, sizeof wb);
+        assert_true(nb > 100);
+
+        /* A's frame in two reads, B's two whole frames and one cut frame of its own between. */
+        feed(&loop, m, a[0], wa, 100);
+        feed(&loop, m, b[0], wb, (size_t)nb);
+        feed(&loop, m, b[0], wb, 50);
+        feed(&loop, m, a[0], wa + 100, (size_t)na - 100);
+        feed(&loop, m, b[0], wb + 50, (size_t)nb - 50);
+        feed(&loop, m, b[0], wb, (size_t)nb);
+        assert_int_equal(counter(m, "crc_errors"), 0);
+        assert_int_equal(counter(m, "cobs_errors"), 0);
+        assert_int_equal(counter(m, "bad_session"), 4);
+
+        close(a[0]);
+        close(b[0]);
+        link_manager_stop(m);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        conf_free(conf);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_listener_events),
+                cmocka_unit_test(test_cut_frames),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

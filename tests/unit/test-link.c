@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <cmocka.h>
 
+#include "link/ackq.h"
 #include "link/link.h"
 #include "link/transport.h"
 
@@ -189,13 +190,82 @@ static void test_token(void **state)
         assert_int_not_equal(link_token_make(1, 42), link_token_make(1, 43));
 }
 
+/* The pending-ack table: nothing allocated while nothing is pending, grown by doubling only
+ * when every slot is taken, never beyond its limit (the oldest slot in rotation is reused, as
+ * before), freed again when the last ack is answered; ids stay unique across frees. */
+static void test_ackq(void **state)
+{
+        struct ackq q;
+        uint32_t ids[70], seq;
+        uint16_t stream;
+
+        ackq_init(&q, 64);
+        assert_null(q.slots);
+        assert_int_equal(ackq_take(&q, 1, &stream, &seq), -ENOENT);
+
+        /* One message in flight at a time: one small table, gone after each ack. */
+        for (uint32_t i = 0; i < 3; i++) {
+                assert_int_equal(ackq_add(&q, 7, 100 + i, &ids[i]), 0);
+                assert_non_null(q.slots);
+                assert_int_equal(q.n_alloc, 8);
+                assert_int_equal(ackq_take(&q, ids[i], &stream, &seq), 0);
+                assert_int_equal(stream, 7);
+                assert_int_equal(seq, 100 + i);
+                assert_null(q.slots);
+                assert_int_equal(q.n_alloc, 0);
+        }
+        assert_true(ids[0] != 0 && ids[1] != ids[0] && ids[2] != ids[1]);
+        assert_int_equal(ackq_take(&q, ids[2], &stream, &seq), -ENOENT); /* answered once */
+
+        /* Grows 8, 16, 32, 64 as slots fill; a freed slot is reused before growing. */
+        for (uint32_t i = 0; i < 9; i++)
+                assert_int_equal(ackq_add(&q, 1, i, &ids[i]), 0);
+        assert_int_equal(q.n_alloc, 16);
+        assert_int_equal(ackq_take(&q, ids[3], &stream, &seq), 0);
+        assert_int_equal(seq, 3);
+        for (uint32_t i = 9; i < 16; i++)
+                assert_int_equal(ackq_add(&q, 1, i, &ids[i]), 0);
+        assert_int_equal(q.n_alloc, 16); /* 15 + the freed slot */
+        for (uint32_t i = 16; i < 66; i++)
+                assert_int_equal(ackq_add(&q, 1, i, &ids[i]), 0);
+        assert_int_equal(q.n_alloc, 64);
+        assert_int_equal(q.n_used, 64);
+
+        /* At the limit: more messages reuse the oldest slots in rotation, nothing grows. */
+        for (uint32_t i = 66; i < 70; i++)
+                assert_int_equal(ackq_add(&q, 2, i, &ids[i]), 0);
+        assert_int_equal(q.n_alloc, 64);
+        assert_int_equal(q.n_used, 64);
+        assert_int_equal(ackq_take(&q, ids[0], &stream, &seq), -ENOENT); /* slot 0 reused */
+        assert_int_equal(ackq_take(&q, ids[69], &stream, &seq), 0);
+        assert_int_equal(stream, 2);
+        assert_int_equal(seq, 69);
+        assert_int_equal(q.n_used, 63);
+
+        /* Answer all the rest: the table goes once the last one is answered. */
+        for (uint32_t i = 0; i < 69; i++)
+                (void)ackq_take(&q, ids[i], &stream, &seq);
+        assert_int_equal(q.n_used, 0);
+        assert_null(q.slots);
+
+        /* A limit that is not a power of two is exact too. */
+        ackq_clear(&q);
+        ackq_init(&q, 5);
+        for (uint32_t i = 0; i < 7; i++)
+                assert_int_equal(ackq_add(&q, 3, i, &ids[i]), 0);
+        assert_int_equal(q.n_alloc, 5);
+        assert_int_equal(q.n_used, 5);
+        ackq_clear(&q);
+        assert_null(q.slots);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
 
                 cmocka_unit_test(test_key_files),    cmocka_unit_test(test_parse_listen),
                 cmocka_unit_test(test_parse_serial), cmocka_unit_test(test_token),
-                cmocka_unit_test(test_source),
+                cmocka_unit_test(test_source),       cmocka_unit_test(test_ackq),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
