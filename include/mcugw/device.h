@@ -100,6 +100,12 @@ struct mcugw_device_port {
 /** Key storage: pointers into flash/secure storage, read at each handshake. */
 struct mcugw_device_keys {
         const uint8_t *static_priv; /**< device X25519 private key, 32 bytes */
+        /**
+         * Optional: the public key of static_priv (32 bytes, e.g. stored next to it at
+         * provisioning). It saves one of the six X25519 operations of every handshake; NULL
+         * makes the SDK compute it each time. A wrong key makes every handshake fail.
+         */
+        const uint8_t *static_pub;
         const uint8_t *gateway_pub; /**< pinned gateway X25519 public key, 32 bytes */
         const char *device_id;      /**< NUL-terminated, 1..32 printable ASCII */
         /** Optional manufacturer attestation (docs/protocol.md, "Attestation"), sent in message

@@ -195,9 +195,11 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
 
 /**
  * Initiator: -> e, es, s, ss + payload. A fresh ephemeral comes from crypto->random.
- * Writes 96 + @p payload_len bytes to @p out; returns that length.
+ * @p s_pub is the public key of @p s_priv if the caller has it cached, else NULL (it is then
+ * computed: one X25519 more). Writes 96 + @p payload_len bytes to @p out; returns that length.
  */
-int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], const uint8_t *payload,
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
+                           const uint8_t s_pub[32], const uint8_t *payload,
                            size_t payload_len, uint8_t *out, size_t cap);
 
 /**
@@ -285,6 +287,11 @@ struct mcugw_initiator_params {
         size_t attest_len;
         /** Strictly greater than in any earlier HS1 of this device (see wire.h, v3). */
         uint64_t timestamp;
+        /**
+         * Optional: the public key of static_priv (32 bytes), saving one X25519 per handshake.
+         * NULL: computed each time. A wrong key makes the gateway refuse the handshake.
+         */
+        const uint8_t *static_pub;
 };
 
 /**

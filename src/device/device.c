@@ -92,6 +92,7 @@ static int new_hs1(struct mcugw_device *dev)
         int n;
 
         p.static_priv = dev->cfg.keys.static_priv;
+        p.static_pub = dev->cfg.keys.static_pub;
         p.gateway_pub = dev->cfg.keys.gateway_pub;
         p.device_id = dev->cfg.keys.device_id;
         p.device_id_len = strlen(dev->cfg.keys.device_id);
