@@ -139,6 +139,13 @@ void mcugw_ota_wrap(struct mcugw_msg *msg, const uint8_t *enc, size_t len);
  * MCUGW_EMALFORMED or MCUGW_ETYPE. Pointers refer into the message.
  */
 int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
+/**
+ * The halves a device needs: encode only CHUNK_ACK and OTA_STATUS, decode only OFFER,
+ * OFFER_MORE, CHUNK and ABORT (MCUGW_ETYPE for the rest). Same bytes and checks as the full
+ * codec, which calls them; a firmware linked with --gc-sections then carries no gateway code.
+ */
+int mcugw_ota_encode_reply(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap);
+int mcugw_ota_decode_request(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device side: the OTA receiver                                                               */

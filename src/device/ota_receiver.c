@@ -20,7 +20,7 @@ static int send_ota(struct mcugw_ota *o, const struct mcugw_ota_msg *m)
 {
         uint8_t buf[MCUGW_OTA_ACK_LEN + 64];
         struct mcugw_msg msg;
-        int n = mcugw_ota_encode(m, buf, sizeof buf);
+        int n = mcugw_ota_encode_reply(m, buf, sizeof buf);
 
         if (n < 0)
                 return n;
@@ -229,7 +229,7 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
 
         if (!o || !m)
                 return MCUGW_EINVAL;
-        r = mcugw_ota_decode(m, &d);
+        r = mcugw_ota_decode_request(m, &d);
         if (r < 0)
                 return r;
         switch (d.type) {
@@ -249,7 +249,7 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
                 o->state = MCUGW_OTA_ST_ABORTED;
                 return send_status(o, o->transfer_id, MCUGW_OTA_ST_ABORTED, MCUGW_OTA_E_ABORTED,
                                    "aborted by the gateway");
-        default: return MCUGW_ETYPE; /* acks and status go the other way */
+        default: return MCUGW_ETYPE; /* not reached: decode_request refused the rest */
         }
 }
 
