@@ -72,6 +72,10 @@ int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg)
             !cfg->flash.finish || !cfg->flash.set_pending || !cfg->flash.confirm ||
             !cfg->max_size || !cfg->max_chunk || cfg->window < cfg->max_chunk)
                 return MCUGW_EINVAL;
+        /* Reading back needs the streaming hash. */
+        if (cfg->flash.read && (!cfg->crypto || !cfg->crypto->sha256_init ||
+                                !cfg->crypto->sha256_update || !cfg->crypto->sha256_final))
+                return MCUGW_EINVAL;
         memset(o, 0, sizeof *o);
         o->cfg = *cfg;
         return 0;
@@ -161,13 +165,43 @@ static int same(const uint8_t *a, const uint8_t *b, size_t n)
         return d == 0;
 }
 
+/* The SHA-256 of the stored image, from finish or by reading it back in small pieces (the
+ * hash state is on the stack only now, not in struct mcugw_ota). */
+static int stored_digest(struct mcugw_ota *o, uint8_t digest[32])
+{
+        const struct mcugw_crypto *c = o->cfg.crypto;
+        struct mcugw_sha256_state st;
+        uint8_t buf[64];
+        uint32_t at;
+        size_t n;
+        int r;
+
+        if (!o->cfg.flash.read)
+                return o->cfg.flash.finish(o->cfg.flash.ctx, o->size, digest);
+        r = o->cfg.flash.finish(o->cfg.flash.ctx, o->size, NULL);
+        if (r < 0)
+                return r;
+        r = c->sha256_init(c->ctx, &st);
+        for (at = 0; r == 0 && at < o->size; at += (uint32_t)n) {
+                n = o->size - at < sizeof buf ? o->size - at : sizeof buf;
+                r = o->cfg.flash.read(o->cfg.flash.ctx, at, buf, n);
+                if (r == 0)
+                        r = c->sha256_update(c->ctx, &st, buf, n);
+        }
+        if (r < 0) {
+                (void)c->sha256_final(c->ctx, &st, NULL);
+                return r;
+        }
+        return c->sha256_final(c->ctx, &st, digest);
+}
+
 static int complete(struct mcugw_ota *o)
 {
         uint8_t digest[32];
         const struct mcugw_crypto *c = o->cfg.crypto;
         int r;
 
-        r = o->cfg.flash.finish(o->cfg.flash.ctx, o->size, digest);
+        r = stored_digest(o, digest);
         if (r < 0)
                 return fail(o, MCUGW_OTA_E_FLASH, "flash finish failed");
         if (!same(digest, o->sha256, 32))
