@@ -165,9 +165,17 @@ static int same(const uint8_t *a, const uint8_t *b, size_t n)
         return d == 0;
 }
 
+/* Kept out of complete(): its ~400 bytes of stack are then free again before the signature
+ * check, the deepest call of the receiver. */
+#if defined(__GNUC__)
+#define OTA_NOINLINE __attribute__((noinline))
+#else
+#define OTA_NOINLINE
+#endif
+
 /* The SHA-256 of the stored image, from finish or by reading it back in small pieces (the
  * hash state is on the stack only now, not in struct mcugw_ota). */
-static int stored_digest(struct mcugw_ota *o, uint8_t digest[32])
+static OTA_NOINLINE int stored_digest(struct mcugw_ota *o, uint8_t digest[32])
 {
         const struct mcugw_crypto *c = o->cfg.crypto;
         struct mcugw_sha256_state st;
