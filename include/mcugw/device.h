@@ -95,6 +95,16 @@ struct mcugw_device_port {
          */
         uint64_t (*timestamp)(void *ctx);
         const struct mcugw_crypto *crypto; /**< primitives, see <mcugw/proto.h> */
+        /**
+         * Optional: called before the first byte of every frame with a bound of its size on the
+         * wire (MCUGW_WIRE_MAX of the frame); send() then gets the frame's bytes in pieces,
+         * ending with its 0x00 delimiter. Return 0 to go ahead, or MCUGW_EAGAIN when the link
+         * cannot take that many bytes now ("try later"): nothing of the frame is sent. Then
+         * mcugw_device_send*() return MCUGW_EAGAIN (call again later) and message 1 is retried
+         * at the next mcugw_device_tick(). A port with a DMA, radio or RTOS queue reserves room
+         * for the whole frame here, so that send() never has to fail in the middle of one.
+         */
+        int (*frame_begin)(void *ctx, size_t wire_max);
 };
 
 /** Key storage: pointers into flash/secure storage, read at each handshake. */

@@ -43,6 +43,24 @@ static int dev_states[8], n_states;
 static uint32_t acked_seq, command_id;
 static int dev_errors;
 
+/* port.frame_begin: "try later" while link_busy; checks each frame against its announced bound. */
+static int link_busy, frames_begun;
+static size_t frame_start, frame_bound;
+
+static int port_frame_begin(void *ctx, size_t wire_max)
+{
+        struct link *l = ctx;
+
+        if (link_busy)
+                return MCUGW_EAGAIN;
+        if (frames_begun && l->len >= frame_start) /* the last frame kept its bound */
+                assert_true(l->len - frame_start <= frame_bound);
+        frames_begun++;
+        frame_start = l->len;
+        frame_bound = wire_max;
+        return 0;
+}
+
 static int port_send(void *ctx, const uint8_t *p, size_t n)
 {
         struct link *l = ctx;
@@ -583,6 +601,47 @@ static void test_cached_static_pub(void **state)
         assert_int_equal(gw_last_error, MCUGW_EAUTH);
 }
 
+/* port.frame_begin answers "try later": nothing of the frame goes out, telemetry returns
+ * MCUGW_EAGAIN, message 1 waits for the next tick without spending an attempt. */
+static void test_frame_begin_try_later(void **state)
+{
+        struct mcugw_device_config c;
+
+        (void)state;
+        dev_config(&c, gw_pub);
+        c.port.frame_begin = port_frame_begin;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        link_busy = 1;
+        frames_begun = 0;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        assert_int_equal(to_gw.len, 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(dev.stats.hs_sent, 0);
+        clock_ms += 5;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(to_gw.len, 0);
+        link_busy = 0;
+        clock_ms += 5; /* long before the first retransmission timeout */
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(dev.stats.hs_sent, 1);
+        assert_true(to_gw.len > 0 && to_gw.len <= frame_bound);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+
+        link_busy = 1;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"x", 1),
+                         MCUGW_EAGAIN);
+        assert_int_equal(to_gw.len, 0);
+        link_busy = 0;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"x", 1),
+                         0);
+        assert_true(to_gw.len - frame_start <= frame_bound);
+        exchange();
+        assert_int_equal(acked_seq, 5);
+}
+
 static void test_unknown_device(void **state)
 {
         (void)state;
@@ -997,6 +1056,7 @@ int main(void)
                 cmocka_unit_test_setup(test_duplicate_msg1_while_connected, setup),
                 cmocka_unit_test_setup(test_wrong_gateway_key, setup),
                 cmocka_unit_test_setup(test_cached_static_pub, setup),
+                cmocka_unit_test_setup(test_frame_begin_try_later, setup),
                 cmocka_unit_test_setup(test_unknown_device, setup),
                 cmocka_unit_test_setup(test_forged_msg2_is_ignored, setup),
                 cmocka_unit_test_setup(test_rehandshake_and_replayed_msg1, setup),
