@@ -102,6 +102,9 @@ static uint32_t now_ms(void *ctx)
  */
 static struct port_insn insn;
 static struct mcugw_crypto timed_crypto;
+/* The device's static public key, computed once at boot (a product would store it next to the
+ * private key at provisioning): the SDK then skips one X25519 in every handshake. */
+static uint8_t device_pub[32];
 
 static int timed_x25519(void *ctx, uint8_t shared[32], const uint8_t priv[32],
                         const uint8_t peer[32])
@@ -145,6 +148,9 @@ void port_init(struct mcugw_device_port *port, struct mcugw_device_keys *keys,
         port->crypto = &timed_crypto;
         memset(keys, 0, sizeof *keys);
         keys->static_priv = prov->device_priv;
+        if (mcugw_crypto_psa.x25519_public(mcugw_crypto_psa.ctx, device_pub, prov->device_priv) ==
+            0)
+                keys->static_pub = device_pub; /* else computed at each handshake */
         keys->gateway_pub = prov->gateway_pub;
         keys->device_id = prov->device_id;
 }

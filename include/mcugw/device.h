@@ -95,11 +95,27 @@ struct mcugw_device_port {
          */
         uint64_t (*timestamp)(void *ctx);
         const struct mcugw_crypto *crypto; /**< primitives, see <mcugw/proto.h> */
+        /**
+         * Optional: called before the first byte of every frame with a bound of its size on the
+         * wire (MCUGW_WIRE_MAX of the frame); send() then gets the frame's bytes in pieces,
+         * ending with its 0x00 delimiter. Return 0 to go ahead, or MCUGW_EAGAIN when the link
+         * cannot take that many bytes now ("try later"): nothing of the frame is sent. Then
+         * mcugw_device_send*() return MCUGW_EAGAIN (call again later) and message 1 is retried
+         * at the next mcugw_device_tick(). A port with a DMA, radio or RTOS queue reserves room
+         * for the whole frame here, so that send() never has to fail in the middle of one.
+         */
+        int (*frame_begin)(void *ctx, size_t wire_max);
 };
 
 /** Key storage: pointers into flash/secure storage, read at each handshake. */
 struct mcugw_device_keys {
         const uint8_t *static_priv; /**< device X25519 private key, 32 bytes */
+        /**
+         * Optional: the public key of static_priv (32 bytes, e.g. stored next to it at
+         * provisioning). It saves one of the six X25519 operations of every handshake; NULL
+         * makes the SDK compute it each time. A wrong key makes every handshake fail.
+         */
+        const uint8_t *static_pub;
         const uint8_t *gateway_pub; /**< pinned gateway X25519 public key, 32 bytes */
         const char *device_id;      /**< NUL-terminated, 1..32 printable ASCII */
         /** Optional manufacturer attestation (docs/protocol.md, "Attestation"), sent in message

@@ -139,6 +139,13 @@ void mcugw_ota_wrap(struct mcugw_msg *msg, const uint8_t *enc, size_t len);
  * MCUGW_EMALFORMED or MCUGW_ETYPE. Pointers refer into the message.
  */
 int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
+/**
+ * The halves a device needs: encode only CHUNK_ACK and OTA_STATUS, decode only OFFER,
+ * OFFER_MORE, CHUNK and ABORT (MCUGW_ETYPE for the rest). Same bytes and checks as the full
+ * codec, which calls them; a firmware linked with --gc-sections then carries no gateway code.
+ */
+int mcugw_ota_encode_reply(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap);
+int mcugw_ota_decode_request(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device side: the OTA receiver                                                               */
@@ -150,12 +157,22 @@ struct mcugw_flash_port {
         int (*begin)(void *ctx, uint32_t size);
         /** Write at @p offset; the receiver writes strictly in order. */
         int (*write)(void *ctx, uint32_t offset, const uint8_t *data, size_t len);
-        /** All @p size bytes written: flush and compute the SHA-256 of the stored image. */
+        /**
+         * All @p size bytes written: flush and compute the SHA-256 of the stored image (e.g.
+         * over memory-mapped flash). With @p read set, @p sha256 is NULL: only flush.
+         */
         int (*finish)(void *ctx, uint32_t size, uint8_t sha256[32]);
         /** Mark the new image to be booted once in test mode (MCUboot: boot_set_pending(0)). */
         int (*set_pending)(void *ctx);
         /** Make the running test image permanent (MCUboot: boot_set_confirmed()). */
         int (*confirm)(void *ctx);
+        /**
+         * Optional, for flash that is not memory-mapped (SPI, QSPI without XIP): read @p len
+         * bytes (at most 64) at @p offset. When set, the receiver reads the stored image back
+         * after finish and hashes it with the crypto port's streaming SHA-256 (sha256_init,
+         * _update, _final, then required), so finish need not hash.
+         */
+        int (*read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
 };
 
 struct mcugw_ota_config {

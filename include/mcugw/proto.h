@@ -61,6 +61,21 @@ struct mcugw_iov {
 };
 
 /**
+ * Room for the state of a streaming SHA-256, laid out by the crypto port (PSA: its
+ * psa_hash_operation_t, 232 bytes on a 64-bit host with mbedTLS 2.28; OpenSSL: a pointer).
+ * Each port checks at compile time that its state fits. Keep it on the stack: it lives only
+ * while one digest is computed.
+ */
+#define MCUGW_SHA256_STATE_SIZE 256u
+struct mcugw_sha256_state {
+        union {
+                uint64_t align_u64;
+                void *align_ptr;
+                uint8_t bytes[MCUGW_SHA256_STATE_SIZE];
+        } u;
+};
+
+/**
  * Crypto primitives the core needs. Every function returns 0 on success or a negative
  * MCUGW_E* code (MCUGW_ECRYPTO for an internal failure). HMAC and HKDF are built by the core
  * from @ref sha256; X25519 scalars are clamped by the implementation (RFC 7748).
@@ -98,6 +113,17 @@ struct mcugw_crypto {
          */
         int (*ecdsa_p256_verify)(void *ctx, const uint8_t pub[65], const uint8_t digest[32],
                                  const uint8_t *sig, size_t sig_len);
+        /**
+         * Optional (OTA from flash that is not memory-mapped, NULL if the port has none): a
+         * streaming SHA-256. init prepares @p st; update hashes more bytes; final writes the
+         * digest to @p out and releases @p st, or only releases it when @p out is NULL (to
+         * abandon a stream). After a successful init, final must be called exactly once; after
+         * a failed init or update, the caller still calls final(NULL).
+         */
+        int (*sha256_init)(void *ctx, struct mcugw_sha256_state *st);
+        int (*sha256_update)(void *ctx, struct mcugw_sha256_state *st, const uint8_t *data,
+                             size_t len);
+        int (*sha256_final)(void *ctx, struct mcugw_sha256_state *st, uint8_t out[32]);
 };
 
 /* ========================================================================================== */
@@ -195,10 +221,12 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
 
 /**
  * Initiator: -> e, es, s, ss + payload. A fresh ephemeral comes from crypto->random.
- * Writes 96 + @p payload_len bytes to @p out; returns that length.
+ * @p s_pub is the public key of @p s_priv if the caller has it cached, else NULL (it is then
+ * computed: one X25519 more). Writes 96 + @p payload_len bytes to @p out; returns that length.
  */
-int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], const uint8_t *payload,
-                           size_t payload_len, uint8_t *out, size_t cap);
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
+                           const uint8_t s_pub[32], const uint8_t *payload, size_t payload_len,
+                           uint8_t *out, size_t cap);
 
 /**
  * Responder (proto_responder.c, the gateway's half: not in the device SDK): read message 1. On
@@ -285,6 +313,11 @@ struct mcugw_initiator_params {
         size_t attest_len;
         /** Strictly greater than in any earlier HS1 of this device (see wire.h, v3). */
         uint64_t timestamp;
+        /**
+         * Optional: the public key of static_priv (32 bytes), saving one X25519 per handshake.
+         * NULL: computed each time. A wrong key makes the gateway refuse the handshake.
+         */
+        const uint8_t *static_pub;
 };
 
 /**

@@ -80,8 +80,13 @@ int mcugw_device_state(const struct mcugw_device *dev)
 
 static int send_frame(struct mcugw_device *dev, const uint8_t *frame, size_t len)
 {
-        int r = mcugw_frame_encode_stream(frame, len, dev->cfg.port.send, dev->cfg.port.ctx);
+        int r = 0;
 
+        /* Whole frames or nothing: the port says up front whether the link has room. */
+        if (dev->cfg.port.frame_begin)
+                r = dev->cfg.port.frame_begin(dev->cfg.port.ctx, MCUGW_WIRE_MAX(len));
+        if (r == 0)
+                r = mcugw_frame_encode_stream(frame, len, dev->cfg.port.send, dev->cfg.port.ctx);
         return r < 0 ? r : 0;
 }
 
@@ -92,6 +97,7 @@ static int new_hs1(struct mcugw_device *dev)
         int n;
 
         p.static_priv = dev->cfg.keys.static_priv;
+        p.static_pub = dev->cfg.keys.static_pub;
         p.gateway_pub = dev->cfg.keys.gateway_pub;
         p.device_id = dev->cfg.keys.device_id;
         p.device_id_len = strlen(dev->cfg.keys.device_id);
@@ -129,12 +135,24 @@ static int send_hs1(struct mcugw_device *dev)
 
         if (r < 0)
                 return r;
+        if (dev->cfg.port.frame_begin) {
+                r = dev->cfg.port.frame_begin(dev->cfg.port.ctx, MCUGW_WIRE_MAX(dev->hs1_len));
+                if (r == MCUGW_EAGAIN) {
+                        /* Link busy: no attempt spent, the next tick tries again. */
+                        dev->deadline_ms = now(dev);
+                        return 0;
+                }
+                if (r < 0)
+                        return r;
+        }
         dev->attempts++;
         dev->stats.hs_sent++;
         dev->deadline_ms = now(dev) + dev->timeout_ms;
         if (dev->timeout_ms < MCUGW_DEVICE_HS_TIMEOUT_MAX_MS)
                 dev->timeout_ms *= 2;
-        return send_frame(dev, dev->cfg.tx_buf, dev->hs1_len);
+        r = mcugw_frame_encode_stream(dev->cfg.tx_buf, dev->hs1_len, dev->cfg.port.send,
+                                      dev->cfg.port.ctx);
+        return r < 0 ? r : 0;
 }
 
 int mcugw_device_reconnect(struct mcugw_device *dev, uint8_t reason)

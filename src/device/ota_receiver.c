@@ -20,7 +20,7 @@ static int send_ota(struct mcugw_ota *o, const struct mcugw_ota_msg *m)
 {
         uint8_t buf[MCUGW_OTA_ACK_LEN + 64];
         struct mcugw_msg msg;
-        int n = mcugw_ota_encode(m, buf, sizeof buf);
+        int n = mcugw_ota_encode_reply(m, buf, sizeof buf);
 
         if (n < 0)
                 return n;
@@ -71,6 +71,10 @@ int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg)
         if (!o || !cfg || !cfg->send || !cfg->flash.begin || !cfg->flash.write ||
             !cfg->flash.finish || !cfg->flash.set_pending || !cfg->flash.confirm ||
             !cfg->max_size || !cfg->max_chunk || cfg->window < cfg->max_chunk)
+                return MCUGW_EINVAL;
+        /* Reading back needs the streaming hash. */
+        if (cfg->flash.read && (!cfg->crypto || !cfg->crypto->sha256_init ||
+                                !cfg->crypto->sha256_update || !cfg->crypto->sha256_final))
                 return MCUGW_EINVAL;
         memset(o, 0, sizeof *o);
         o->cfg = *cfg;
@@ -161,13 +165,51 @@ static int same(const uint8_t *a, const uint8_t *b, size_t n)
         return d == 0;
 }
 
+/* Kept out of complete(): its ~400 bytes of stack are then free again before the signature
+ * check, the deepest call of the receiver. */
+#if defined(__GNUC__)
+#define OTA_NOINLINE __attribute__((noinline))
+#else
+#define OTA_NOINLINE
+#endif
+
+/* The SHA-256 of the stored image, from finish or by reading it back in small pieces (the
+ * hash state is on the stack only now, not in struct mcugw_ota). */
+static OTA_NOINLINE int stored_digest(struct mcugw_ota *o, uint8_t digest[32])
+{
+        const struct mcugw_crypto *c = o->cfg.crypto;
+        struct mcugw_sha256_state st;
+        uint8_t buf[64];
+        uint32_t at;
+        size_t n;
+        int r;
+
+        if (!o->cfg.flash.read)
+                return o->cfg.flash.finish(o->cfg.flash.ctx, o->size, digest);
+        r = o->cfg.flash.finish(o->cfg.flash.ctx, o->size, NULL);
+        if (r < 0)
+                return r;
+        r = c->sha256_init(c->ctx, &st);
+        for (at = 0; r == 0 && at < o->size; at += (uint32_t)n) {
+                n = o->size - at < sizeof buf ? o->size - at : sizeof buf;
+                r = o->cfg.flash.read(o->cfg.flash.ctx, at, buf, n);
+                if (r == 0)
+                        r = c->sha256_update(c->ctx, &st, buf, n);
+        }
+        if (r < 0) {
+                (void)c->sha256_final(c->ctx, &st, NULL);
+                return r;
+        }
+        return c->sha256_final(c->ctx, &st, digest);
+}
+
 static int complete(struct mcugw_ota *o)
 {
         uint8_t digest[32];
         const struct mcugw_crypto *c = o->cfg.crypto;
         int r;
 
-        r = o->cfg.flash.finish(o->cfg.flash.ctx, o->size, digest);
+        r = stored_digest(o, digest);
         if (r < 0)
                 return fail(o, MCUGW_OTA_E_FLASH, "flash finish failed");
         if (!same(digest, o->sha256, 32))
@@ -229,7 +271,7 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
 
         if (!o || !m)
                 return MCUGW_EINVAL;
-        r = mcugw_ota_decode(m, &d);
+        r = mcugw_ota_decode_request(m, &d);
         if (r < 0)
                 return r;
         switch (d.type) {
@@ -249,7 +291,7 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
                 o->state = MCUGW_OTA_ST_ABORTED;
                 return send_status(o, o->transfer_id, MCUGW_OTA_ST_ABORTED, MCUGW_OTA_E_ABORTED,
                                    "aborted by the gateway");
-        default: return MCUGW_ETYPE; /* acks and status go the other way */
+        default: return MCUGW_ETYPE; /* not reached: decode_request refused the rest */
         }
 }
 

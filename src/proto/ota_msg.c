@@ -15,6 +15,52 @@ static int text_ok(const char *s, size_t len)
         return 1;
 }
 
+/* The device only encodes these two: kept apart so that a firmware linked with --gc-sections
+ * carries none of the gateway's encoders. */
+int mcugw_ota_encode_reply(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
+{
+        size_t n;
+
+        if (!m || !out)
+                return MCUGW_EINVAL;
+        switch (m->type) {
+        case MCUGW_MSG_OTA_CHUNK_ACK: {
+                const struct mcugw_ota_ack *a = &m->u.ack;
+                if (a->status > MCUGW_OTA_ACK_REFUSED)
+                        return MCUGW_EINVAL;
+                if (cap < MCUGW_OTA_ACK_LEN)
+                        return MCUGW_ENOSPC;
+                out[0] = m->type;
+                put_le32(out + 1, a->transfer_id);
+                put_le32(out + 5, a->offset);
+                put_le32(out + 9, a->window);
+                put_le16(out + 13, a->max_chunk);
+                out[15] = a->status;
+                return (int)MCUGW_OTA_ACK_LEN;
+        }
+        case MCUGW_MSG_OTA_STATUS: {
+                const struct mcugw_ota_status *s = &m->u.status;
+                if (s->state < MCUGW_OTA_ST_RECEIVING || s->state > MCUGW_OTA_ST_ABORTED ||
+                    s->reason_len > MCUGW_OTA_REASON_MAX ||
+                    (s->reason_len && (!s->reason || !text_ok(s->reason, s->reason_len))))
+                        return MCUGW_EINVAL;
+                n = 1 + 4 + 1 + 2 + 4 + 1 + s->reason_len;
+                if (n > cap)
+                        return MCUGW_ENOSPC;
+                out[0] = m->type;
+                put_le32(out + 1, s->transfer_id);
+                out[5] = s->state;
+                put_le16(out + 6, s->code);
+                put_le32(out + 8, s->offset);
+                out[12] = (uint8_t)s->reason_len;
+                if (s->reason_len)
+                        memcpy(out + 13, s->reason, s->reason_len);
+                return (int)n;
+        }
+        default: return MCUGW_ETYPE;
+        }
+}
+
 int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
 {
         size_t n;
@@ -65,39 +111,8 @@ int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
                 memmove(out + 9, c->data, c->len);
                 return (int)n;
         }
-        case MCUGW_MSG_OTA_CHUNK_ACK: {
-                const struct mcugw_ota_ack *a = &m->u.ack;
-                if (a->status > MCUGW_OTA_ACK_REFUSED)
-                        return MCUGW_EINVAL;
-                if (cap < MCUGW_OTA_ACK_LEN)
-                        return MCUGW_ENOSPC;
-                out[0] = m->type;
-                put_le32(out + 1, a->transfer_id);
-                put_le32(out + 5, a->offset);
-                put_le32(out + 9, a->window);
-                put_le16(out + 13, a->max_chunk);
-                out[15] = a->status;
-                return (int)MCUGW_OTA_ACK_LEN;
-        }
-        case MCUGW_MSG_OTA_STATUS: {
-                const struct mcugw_ota_status *s = &m->u.status;
-                if (s->state < MCUGW_OTA_ST_RECEIVING || s->state > MCUGW_OTA_ST_ABORTED ||
-                    s->reason_len > MCUGW_OTA_REASON_MAX ||
-                    (s->reason_len && (!s->reason || !text_ok(s->reason, s->reason_len))))
-                        return MCUGW_EINVAL;
-                n = 1 + 4 + 1 + 2 + 4 + 1 + s->reason_len;
-                if (n > cap)
-                        return MCUGW_ENOSPC;
-                out[0] = m->type;
-                put_le32(out + 1, s->transfer_id);
-                out[5] = s->state;
-                put_le16(out + 6, s->code);
-                put_le32(out + 8, s->offset);
-                out[12] = (uint8_t)s->reason_len;
-                if (s->reason_len)
-                        memcpy(out + 13, s->reason, s->reason_len);
-                return (int)n;
-        }
+        case MCUGW_MSG_OTA_CHUNK_ACK:
+        case MCUGW_MSG_OTA_STATUS: return mcugw_ota_encode_reply(m, out, cap);
         case MCUGW_MSG_OTA_ABORT:
                 if (cap < 7)
                         return MCUGW_ENOSPC;
@@ -116,7 +131,8 @@ void mcugw_ota_wrap(struct mcugw_msg *msg, const uint8_t *enc, size_t len)
         msg->u.raw.len = len - 1;
 }
 
-int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
+/* What the device decodes (messages from the gateway), apart for the same reason. */
+int mcugw_ota_decode_request(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
 {
         const uint8_t *p;
         size_t len;
@@ -162,6 +178,35 @@ int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
                 d.u.chunk.data = p + 8;
                 d.u.chunk.len = len - 8;
                 break;
+        case MCUGW_MSG_OTA_ABORT:
+                if (len != 6)
+                        return len < 6 ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
+                d.u.abort.transfer_id = get_le32(p);
+                d.u.abort.code = get_le16(p + 4);
+                break;
+        default: return MCUGW_ETYPE;
+        }
+        *out = d;
+        return 0;
+}
+
+int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
+{
+        const uint8_t *p;
+        size_t len;
+        struct mcugw_ota_msg d;
+
+        if (!msg || !out)
+                return MCUGW_EINVAL;
+        p = msg->u.raw.body; /* after the type byte */
+        len = msg->u.raw.len;
+        memset(&d, 0, sizeof d);
+        d.type = msg->type;
+        switch (msg->type) {
+        case MCUGW_MSG_OTA_OFFER:
+        case MCUGW_MSG_OTA_OFFER_MORE:
+        case MCUGW_MSG_OTA_CHUNK:
+        case MCUGW_MSG_OTA_ABORT: return mcugw_ota_decode_request(msg, out);
         case MCUGW_MSG_OTA_CHUNK_ACK:
                 if (len != MCUGW_OTA_ACK_LEN - 1)
                         return len < MCUGW_OTA_ACK_LEN - 1 ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
@@ -188,12 +233,6 @@ int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out)
                     d.u.status.state > MCUGW_OTA_ST_ABORTED ||
                     !text_ok(d.u.status.reason, d.u.status.reason_len))
                         return len < 12 + (size_t)p[11] ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
-                break;
-        case MCUGW_MSG_OTA_ABORT:
-                if (len != 6)
-                        return len < 6 ? MCUGW_ETRUNC : MCUGW_EMALFORMED;
-                d.u.abort.transfer_id = get_le32(p);
-                d.u.abort.code = get_le16(p + 4);
                 break;
         default: return MCUGW_ETYPE;
         }

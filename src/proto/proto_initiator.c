@@ -34,7 +34,8 @@ int mcugw_initiator_write_hs1(struct mcugw_noise *hs, const struct mcugw_crypto 
         r = mcugw_noise_init(hs, c, (const uint8_t *)MCUGW_PROLOGUE, MCUGW_PROLOGUE_LEN,
                              p->gateway_pub);
         if (r == 0)
-                r = mcugw_noise_write_msg1(hs, p->static_priv, pl, plen, out + MCUGW_HDR_LEN,
+                r = mcugw_noise_write_msg1(hs, p->static_priv, p->static_pub, pl, plen,
+                                           out + MCUGW_HDR_LEN,
                                            cap - MCUGW_HDR_LEN - MCUGW_HS1_MACS_LEN);
         if (r < 0)
                 return r;

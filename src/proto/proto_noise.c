@@ -248,7 +248,8 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
         return r;
 }
 
-int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], const uint8_t *payload,
+int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
+                           const uint8_t s_pub_cached[32], const uint8_t *payload,
                            size_t payload_len, uint8_t *out, size_t cap)
 {
         uint8_t s_pub[32];
@@ -264,7 +265,9 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], con
                 r = mcugw_noise_mix_hash(hs, out, 32);
         if (r == 0)
                 r = mcugw_noise_dh_mix(hs, hs->e_priv, hs->rs); /* es */
-        if (r == 0)
+        if (r == 0 && s_pub_cached)
+                memcpy(s_pub, s_pub_cached, 32);
+        else if (r == 0)
                 r = hs->crypto->x25519_public(hs->crypto->ctx, s_pub, s_priv) < 0 ? MCUGW_ECRYPTO
                                                                                   : 0;
         if (r == 0)

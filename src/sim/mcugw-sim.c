@@ -486,7 +486,7 @@ static void ota_reboot_cb(void *user, uint32_t transfer_id)
 static void sim_ota_init(struct sim_dev *d)
 {
         struct mcugw_ota_config c = {
-                .flash = { d, fl_begin, fl_write, fl_finish, fl_set_pending, fl_confirm },
+                .flash = { d, fl_begin, fl_write, fl_finish, fl_set_pending, fl_confirm, NULL },
                 .send = ota_send,
                 .send_ctx = d,
                 .crypto = &mcugw_crypto_openssl,

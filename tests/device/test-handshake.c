@@ -37,10 +37,29 @@ static int gw_cookies_sent;
 static uint64_t gw_last_ts; /* the replay check of link.c (fresh_cb), for the one device */
 static int gw_ts_set;
 static int x25519_calls;
+static int x25519_public_calls;
 
 static int dev_states[8], n_states;
 static uint32_t acked_seq, command_id;
 static int dev_errors;
+
+/* port.frame_begin: "try later" while link_busy; checks each frame against its announced bound. */
+static int link_busy, frames_begun;
+static size_t frame_start, frame_bound;
+
+static int port_frame_begin(void *ctx, size_t wire_max)
+{
+        struct link *l = ctx;
+
+        if (link_busy)
+                return MCUGW_EAGAIN;
+        if (frames_begun && l->len >= frame_start) /* the last frame kept its bound */
+                assert_true(l->len - frame_start <= frame_bound);
+        frames_begun++;
+        frame_start = l->len;
+        frame_bound = wire_max;
+        return 0;
+}
 
 static int port_send(void *ctx, const uint8_t *p, size_t n)
 {
@@ -63,6 +82,12 @@ static int counting_x25519(void *ctx, uint8_t shared[32], const uint8_t priv[32]
 {
         x25519_calls++;
         return TEST_CRYPTO_BASE->x25519(ctx, shared, priv, peer);
+}
+
+static int counting_x25519_public(void *ctx, uint8_t pub[32], const uint8_t priv[32])
+{
+        x25519_public_calls++;
+        return TEST_CRYPTO_BASE->x25519_public(ctx, pub, priv);
 }
 
 static int fresh(void *user, const uint8_t pub[32], uint64_t ts, int commit)
@@ -165,7 +190,8 @@ static int setup(void **state)
         rng_reset();
         crypto = test_crypto();
         crypto.x25519 = counting_x25519;
-        x25519_calls = 0;
+        crypto.x25519_public = counting_x25519_public;
+        x25519_calls = x25519_public_calls = 0;
         gw_under_load = gw_cookies_sent = gw_ts_set = 0;
         gw_last_ts = 0;
         memset(gw_cookie, 0x33, sizeof(gw_cookie));
@@ -538,6 +564,82 @@ static void test_wrong_gateway_key(void **state)
         assert_int_equal(to_dev.len, 0);
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
         assert_null(mcugw_responder_peer(&gw));
+}
+
+/* keys.static_pub saves the device one X25519 per message 1; a wrong one fails the handshake. */
+static void test_cached_static_pub(void **state)
+{
+        struct mcugw_device_config c;
+        int ops_computed, ops_cached;
+
+        (void)state;
+        x25519_calls = x25519_public_calls = 0;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        ops_computed = x25519_calls + x25519_public_calls;
+        assert_int_equal(x25519_public_calls, 2); /* e and s */
+
+        dev_config(&c, gw_pub);
+        c.keys.static_pub = dev_pub;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        to_gw.len = 0; /* the first message 1 is never delivered */
+        x25519_calls = x25519_public_calls = 0;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        ops_cached = x25519_calls + x25519_public_calls;
+        assert_int_equal(x25519_public_calls, 1); /* e only */
+        assert_int_equal(ops_cached, ops_computed - 1);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_memory_equal(mcugw_responder_peer(&gw)->static_pub, dev_pub, 32);
+
+        /* A cached key that is not the private key's: the gateway's ss differs, no session. */
+        dev_config(&c, gw_pub);
+        c.keys.static_pub = other_pub;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(gw_last_error, MCUGW_EAUTH);
+}
+
+/* port.frame_begin answers "try later": nothing of the frame goes out, telemetry returns
+ * MCUGW_EAGAIN, message 1 waits for the next tick without spending an attempt. */
+static void test_frame_begin_try_later(void **state)
+{
+        struct mcugw_device_config c;
+
+        (void)state;
+        dev_config(&c, gw_pub);
+        c.port.frame_begin = port_frame_begin;
+        assert_int_equal(mcugw_device_init(&dev, &c), 0);
+        link_busy = 1;
+        frames_begun = 0;
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        assert_int_equal(to_gw.len, 0);
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
+        assert_int_equal(dev.stats.hs_sent, 0);
+        clock_ms += 5;
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(to_gw.len, 0);
+        link_busy = 0;
+        clock_ms += 5; /* long before the first retransmission timeout */
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        assert_int_equal(dev.stats.hs_sent, 1);
+        assert_true(to_gw.len > 0 && to_gw.len <= frame_bound);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+
+        link_busy = 1;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"x", 1),
+                         MCUGW_EAGAIN);
+        assert_int_equal(to_gw.len, 0);
+        link_busy = 0;
+        assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, MCUGW_TLM_ACK_REQUESTED,
+                                                     (const uint8_t *)"x", 1),
+                         0);
+        assert_true(to_gw.len - frame_start <= frame_bound);
+        exchange();
+        assert_int_equal(acked_seq, 5);
 }
 
 static void test_unknown_device(void **state)
@@ -953,6 +1055,8 @@ int main(void)
                 cmocka_unit_test_setup(test_backoff_and_fresh_ephemeral, setup),
                 cmocka_unit_test_setup(test_duplicate_msg1_while_connected, setup),
                 cmocka_unit_test_setup(test_wrong_gateway_key, setup),
+                cmocka_unit_test_setup(test_cached_static_pub, setup),
+                cmocka_unit_test_setup(test_frame_begin_try_later, setup),
                 cmocka_unit_test_setup(test_unknown_device, setup),
                 cmocka_unit_test_setup(test_forged_msg2_is_ignored, setup),
                 cmocka_unit_test_setup(test_rehandshake_and_replayed_msg1, setup),

@@ -62,7 +62,7 @@ static void test_cacophony_ik(void **state)
         assert_int_equal(mcugw_noise_init(&resp, &c, prologue, prl, rpub), 0);
 
         plen = unhex(ca_msgs[0][0], pl, sizeof(pl));
-        n = mcugw_noise_write_msg1(&ini, is, pl, plen, buf, sizeof(buf));
+        n = mcugw_noise_write_msg1(&ini, is, NULL, pl, plen, buf, sizeof(buf));
         assert_int_equal(n, 96 + (int)plen);
         assert_hex_equal(buf, (size_t)n, ca_msgs[0][1]);
         n = mcugw_noise_read_msg1(&resp, rs, buf, (size_t)n, buf + 80, (size_t)n - 80);
@@ -186,7 +186,7 @@ static void check_cookie_vectors(struct mcugw_crypto *c, const uint8_t gw_pub[32
 static void test_mcugw_vectors(void **state)
 {
         struct mcugw_crypto c = test_crypto();
-        struct mcugw_initiator_params p;
+        struct mcugw_initiator_params p = { 0 };
         struct mcugw_responder_config rc;
         struct mcugw_responder r;
         struct mcugw_noise hs;

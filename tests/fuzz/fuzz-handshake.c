@@ -101,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         continue;
                 if (mcugw_frame_type(f, fl) == MCUGW_FRAME_HS2) {
                         /* Device side: a fresh handshake reading an arbitrary message 2. */
-                        struct mcugw_initiator_params ip = { dev_priv, gw_pub, "fuzz", 4,
-                                                             256,      NULL,   0,      1 };
+                        struct mcugw_initiator_params ip = { dev_priv, gw_pub, "fuzz", 4,   256,
+                                                             NULL,     0,      1,      NULL };
                         struct mcugw_noise hs;
                         struct mcugw_session s;
                         uint8_t hs1[256];

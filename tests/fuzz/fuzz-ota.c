@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static uint8_t buf[256];
         struct mcugw_ota o;
         struct mcugw_ota_config cfg = {
-                .flash = { NULL, f_begin, f_write, f_finish, f_ok, f_ok },
+                .flash = { NULL, f_begin, f_write, f_finish, f_ok, f_ok, NULL },
                 .send = f_send,
                 .max_size = SLOT,
                 .window = 256,

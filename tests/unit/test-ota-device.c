@@ -29,6 +29,8 @@ struct fake {
         uint8_t raw[8][128];
         int n_sent;
         int fail_write;
+        int reads, fail_read;
+        uint32_t corrupt_at; /* SPI flash: the byte at corrupt_at - 1 is stored flipped */
 };
 
 static int f_begin(void *c, uint32_t size)
@@ -51,6 +53,26 @@ static int f_finish(void *c, uint32_t size, uint8_t out[32])
 {
         struct fake *f = c;
         return EVP_Digest(f->flash, size, out, NULL, EVP_sha256(), NULL) == 1 ? 0 : -1;
+}
+/* Flash that is not memory-mapped: finish cannot hash, the receiver reads back. */
+static int f_finish_spi(void *c, uint32_t size, uint8_t out[32])
+{
+        assert_null(out);
+        return 0;
+}
+static int f_read(void *c, uint32_t off, uint8_t *buf, size_t len)
+{
+        struct fake *f = c;
+
+        assert_true(len >= 1 && len <= 64);
+        assert_true(off + len <= sizeof f->flash);
+        f->reads++;
+        if (f->fail_read)
+                return -1;
+        memcpy(buf, f->flash + off, len);
+        if (f->corrupt_at && f->corrupt_at - 1 >= off && f->corrupt_at - 1 < off + len)
+                buf[f->corrupt_at - 1 - off] ^= 0x10;
+        return 0;
 }
 static int f_pending(void *c)
 {
@@ -114,7 +136,7 @@ static void make_signed_image(void)
 static void setup_rx(struct mcugw_ota *o, struct fake *f, const uint8_t *signer)
 {
         struct mcugw_ota_config cfg = {
-                .flash = { f, f_begin, f_write, f_finish, f_pending, f_confirm },
+                .flash = { f, f_begin, f_write, f_finish, f_pending, f_confirm, NULL },
                 .send = f_send,
                 .send_ctx = f,
                 .crypto = &CRYPTO,
@@ -361,6 +383,97 @@ static void test_receive_in_order(void **state)
         assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_CONFIRMED);
 }
 
+/* The port's streaming SHA-256 equals the one-shot hash, in pieces of any size; final(NULL)
+ * releases an abandoned stream (the ASan build checks for leaks). */
+static void test_sha256_stream(void **state)
+{
+        struct mcugw_sha256_state st;
+        struct mcugw_iov iov = { image, sizeof image };
+        uint8_t one[32], streamed[32];
+        size_t off, n;
+
+        make_signed_image();
+        assert_int_equal(CRYPTO.sha256(CRYPTO.ctx, &iov, 1, one), 0);
+        assert_int_equal(CRYPTO.sha256_init(CRYPTO.ctx, &st), 0);
+        for (off = 0, n = 1; off < sizeof image; off += n, n = n * 3 + 1) {
+                if (n > sizeof image - off)
+                        n = sizeof image - off;
+                assert_int_equal(CRYPTO.sha256_update(CRYPTO.ctx, &st, image + off, n), 0);
+        }
+        assert_int_equal(CRYPTO.sha256_update(CRYPTO.ctx, &st, image, 0), 0);
+        assert_int_equal(CRYPTO.sha256_final(CRYPTO.ctx, &st, streamed), 0);
+        assert_memory_equal(streamed, one, 32);
+        assert_memory_equal(streamed, sha, 32);
+        assert_int_equal(CRYPTO.sha256_init(CRYPTO.ctx, &st), 0);
+        assert_int_equal(CRYPTO.sha256_update(CRYPTO.ctx, &st, image, 10), 0);
+        assert_int_equal(CRYPTO.sha256_final(CRYPTO.ctx, &st, NULL), 0);
+}
+
+static void setup_spi(struct mcugw_ota *o, struct fake *f)
+{
+        struct mcugw_ota_config cfg = {
+                .flash = { f, f_begin, f_write, f_finish_spi, f_pending, f_confirm, f_read },
+                .send = f_send,
+                .send_ctx = f,
+                .crypto = &CRYPTO,
+                .signer_pub = pub,
+                .max_size = sizeof f->flash,
+                .window = 2048,
+                .max_chunk = 512,
+                .on_reboot = f_reboot,
+                .user = f,
+        };
+        memset(f, 0, sizeof *f);
+        assert_int_equal(mcugw_ota_init(o, &cfg), 0);
+}
+
+static void receive_spi(struct mcugw_ota *o, struct fake *f, uint32_t id)
+{
+        offer(o, id, sig, sig_len);
+        for (uint32_t off = 0; off < IMG_SIZE; off += 500)
+                assert_int_equal(chunk(o, id, off, 500), 0);
+}
+
+/* OTA into flash that is not memory-mapped: the image is read back in 64-byte pieces through
+ * the flash port and hashed with the streaming SHA-256; what is stored is what is checked. */
+static void test_spi_flash_read_back(void **state)
+{
+        struct mcugw_ota_config cfg;
+        struct mcugw_crypto no_stream = CRYPTO;
+        struct mcugw_ota o;
+        struct fake f;
+
+        make_signed_image();
+        setup_spi(&o, &f);
+        receive_spi(&o, &f, 21);
+        assert_int_equal(o.state, MCUGW_OTA_ST_VERIFIED);
+        assert_int_equal(f.reads, (IMG_SIZE + 63) / 64);
+        assert_int_equal(f.pending, 1);
+        assert_int_equal(last(&f)->u.status.state, MCUGW_OTA_ST_VERIFIED);
+
+        /* One byte stored wrong: the hash of what was sent would match, the stored one not. */
+        setup_spi(&o, &f);
+        f.corrupt_at = 4321;
+        receive_spi(&o, &f, 22);
+        assert_int_equal(o.state, MCUGW_OTA_ST_FAILED);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_HASH);
+        assert_int_equal(f.pending, 0);
+
+        /* A read error is a flash failure. */
+        setup_spi(&o, &f);
+        f.fail_read = 1;
+        receive_spi(&o, &f, 23);
+        assert_int_equal(o.state, MCUGW_OTA_ST_FAILED);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_FLASH);
+        assert_int_equal(f.reads, 1);
+
+        /* Reading back needs a port with the streaming hash. */
+        cfg = o.cfg;
+        no_stream.sha256_init = NULL;
+        cfg.crypto = &no_stream;
+        assert_int_equal(mcugw_ota_init(&o, &cfg), MCUGW_EINVAL);
+}
+
 static void test_bad_signature(void **state)
 {
         struct mcugw_ota o;
@@ -449,6 +562,8 @@ int main(void)
                 cmocka_unit_test(test_ecdsa_port),
                 cmocka_unit_test(test_receive_in_order),
                 cmocka_unit_test(test_bad_signature),
+                cmocka_unit_test(test_sha256_stream),
+                cmocka_unit_test(test_spi_flash_read_back),
                 cmocka_unit_test(test_self_test_fails_and_limits),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -227,6 +227,43 @@ out:
         return r;
 }
 
+/* Streaming SHA-256: the state holds the EVP_MD_CTX (OpenSSL 3 allocates it), final frees it. */
+typedef char ossl_sha256_state_fits[sizeof(EVP_MD_CTX *) <= MCUGW_SHA256_STATE_SIZE ? 1 : -1];
+
+static int ossl_sha256_init(void *ctx, struct mcugw_sha256_state *st)
+{
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+        (void)ctx;
+        st->u.align_ptr = md;
+        if (!md || EVP_DigestInit_ex(md, sha256_md(), NULL) != 1)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int ossl_sha256_update(void *ctx, struct mcugw_sha256_state *st, const uint8_t *data,
+                              size_t len)
+{
+        (void)ctx;
+        if (!st->u.align_ptr || (len && EVP_DigestUpdate(st->u.align_ptr, data, len) != 1))
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int ossl_sha256_final(void *ctx, struct mcugw_sha256_state *st, uint8_t out[32])
+{
+        EVP_MD_CTX *md = st->u.align_ptr;
+        unsigned int len = 32;
+        int r = 0;
+
+        (void)ctx;
+        if (out && (!md || EVP_DigestFinal_ex(md, out, &len) != 1 || len != 32))
+                r = MCUGW_ECRYPTO;
+        EVP_MD_CTX_free(md);
+        st->u.align_ptr = NULL;
+        return r;
+}
+
 const struct mcugw_crypto mcugw_crypto_openssl = {
         .ctx = NULL,
         .random = ossl_random,
@@ -236,6 +273,9 @@ const struct mcugw_crypto mcugw_crypto_openssl = {
         .aead_seal = ossl_seal,
         .aead_open = ossl_open,
         .ecdsa_p256_verify = ossl_ecdsa_p256_verify,
+        .sha256_init = ossl_sha256_init,
+        .sha256_update = ossl_sha256_update,
+        .sha256_final = ossl_sha256_final,
 };
 
 int mcugw_openssl_keygen(uint8_t priv[32], uint8_t pub[32])

@@ -88,6 +88,50 @@ static int p_sha256(void *ctx, const struct mcugw_iov *iov, size_t n, uint8_t ou
         return 0;
 }
 
+/* Streaming SHA-256: the PSA operation lives in the caller's state, in place (PSA operations
+ * must not be copied). */
+typedef char
+        psa_sha256_state_fits[sizeof(psa_hash_operation_t) <= MCUGW_SHA256_STATE_SIZE ? 1 : -1];
+
+static psa_hash_operation_t *hash_op(struct mcugw_sha256_state *st)
+{
+        return (psa_hash_operation_t *)(void *)st->u.bytes;
+}
+
+static int p_sha256_init(void *ctx, struct mcugw_sha256_state *st)
+{
+        psa_hash_operation_t init = PSA_HASH_OPERATION_INIT;
+
+        (void)ctx;
+        *hash_op(st) = init;
+        if (psa_ready() < 0 || psa_hash_setup(hash_op(st), PSA_ALG_SHA_256) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int p_sha256_update(void *ctx, struct mcugw_sha256_state *st, const uint8_t *data,
+                           size_t len)
+{
+        (void)ctx;
+        if (len && psa_hash_update(hash_op(st), data, len) != PSA_SUCCESS)
+                return MCUGW_ECRYPTO;
+        return 0;
+}
+
+static int p_sha256_final(void *ctx, struct mcugw_sha256_state *st, uint8_t out[32])
+{
+        size_t len = 0;
+
+        (void)ctx;
+        if (!out)
+                return psa_hash_abort(hash_op(st)) == PSA_SUCCESS ? 0 : MCUGW_ECRYPTO;
+        if (psa_hash_finish(hash_op(st), out, 32, &len) != PSA_SUCCESS || len != 32) {
+                psa_hash_abort(hash_op(st));
+                return MCUGW_ECRYPTO;
+        }
+        return 0;
+}
+
 static int import_chacha(const uint8_t key[32], psa_key_id_t *id)
 {
         psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
@@ -216,4 +260,7 @@ const struct mcugw_crypto mcugw_crypto_psa = {
         .aead_seal = p_seal,
         .aead_open = p_open,
         .ecdsa_p256_verify = p_ecdsa_p256_verify,
+        .sha256_init = p_sha256_init,
+        .sha256_update = p_sha256_update,
+        .sha256_final = p_sha256_final,
 };
