@@ -370,7 +370,7 @@ def bench_memory(root, broker, cert):
         log_f.close()
     return {"base_rss_anon_kib": base, "per_device_bytes": round((many - base) * 1024 / n),
             "rss_anon_kib_1000_devices": many, "devices_connected": connected, "source": "sim",
-            "budget_base_kib": 4096, "budget_per_device_bytes": 4096}
+            "budget_base_kib": 4096, "budget_per_device_bytes": 2048}
 
 
 def bench_outage(root, broker, cert):
