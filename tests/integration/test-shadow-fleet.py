@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Shadow pacing with a fleet (docs/shadow.md, "Pacing"): 200 simulated MCUs (as many as stay
-fast on a shared test machine; the pacing does not depend on the count) connecting, and
+fast on a shared test machine; the pacing does not depend on the count; MCUGW_FLEET_N=1000 runs
+the issue's thousand) connecting, and
 reconnecting all at once while the cloud is away, against the scripted cloud's shadow service.
 
 Counted, not timed: every shadow request the cloud receives. Their rate never exceeds what
@@ -19,7 +20,7 @@ from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa
 from broker import Broker  # noqa: E402
 from aws_cloud import AwsCloud  # noqa: E402
 
-N = 200
+N = int(os.environ.get("MCUGW_FLEET_N", "200"))
 PER_INTERVAL, INTERVAL = 10, 0.1  # 100 requests a second
 
 
