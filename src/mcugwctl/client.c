@@ -168,14 +168,18 @@ int client_next_event(struct client *cl, json_t **ret)
         return 0;
 }
 
-/* Read one reply line. Returns 0 with *ret_data, or prints the error. */
-static int call_read_reply(struct client *cl, json_t **ret_data)
+/* Read one reply line. Returns 0 with *ret_data, or prints the error. send_error: what sending
+ * the request returned; the daemon may refuse a peer and hang up before reading the request, and
+ * its reply is still in our receive queue, so the reply is read even if the send failed. */
+static int call_read_reply(struct client *cl, int send_error, json_t **ret_data)
 {
         _cleanup_free_ char *line = NULL, *err = NULL;
         ssize_t n;
         int r;
 
         n = client_read_line(cl, arg_timeout_ms, &line);
+        if (n <= 0 && send_error < 0)
+                return fail("cannot send request: %s", strerror(-send_error)), -1;
         if (n == 0)
                 return fail("the daemon closed the connection without answering"), -1;
         if (n < 0)
@@ -191,28 +195,9 @@ static int call_read_reply(struct client *cl, json_t **ret_data)
 /* Send a request and wait for its reply. Returns 0 with *ret_data, or prints the error. */
 int call(struct client *cl, const char *cmd, json_t *args, json_t **ret_data)
 {
-        _cleanup_free_ char *line = NULL, *err = NULL;
-        ssize_t n;
-        int r;
-
         if (client_connect(cl) < 0)
                 return -1;
-        /* The daemon may refuse a peer and hang up before reading the request: its reply is
-         * still in our receive queue, so read it even if the send failed. */
-        r = client_send(cl, cmd, args);
-        n = client_read_line(cl, arg_timeout_ms, &line);
-        if (n <= 0 && r < 0)
-                return fail("cannot send request: %s", strerror(-r)), -1;
-        if (n == 0)
-                return fail("the daemon closed the connection without answering"), -1;
-        if (n < 0)
-                return fail("no reply from the daemon: %s", strerror((int)-n)), -1;
-        r = ctlproto_parse_response(line, strlen(line), ret_data, &err);
-        if (r == 0)
-                return fail("%s", err), -1;
-        if (r != 1)
-                return fail("malformed reply from the daemon"), -1;
-        return 0;
+        return call_read_reply(cl, client_send(cl, cmd, args), ret_data);
 }
 
 /* Send a request whose reply is an array, and hand its elements to each() as they arrive: a
@@ -246,7 +231,7 @@ int call_each(struct client *cl, const char *cmd, json_t *args,
                                        -1;
                         return fail("no reply from the daemon: %s", strerror((int)-n)), -1;
                 }
-                r = call_read_reply(cl, &d);
+                r = call_read_reply(cl, 0, &d);
                 if (r < 0)
                         return r;
                 if (!json_is_array(d)) {
