@@ -294,6 +294,22 @@ static void conn_reply_error(struct control_conn *c, int error, const char *msg,
         conn_write(c, s, len, false);
 }
 
+/* The reply to a request: data (stolen) on success, else the error the handler named in
+ * c->errmsg or, without one, -r's text. */
+static void conn_reply(struct control_conn *c, int r, json_t *data)
+{
+        size_t olen = 0;
+
+        if (r < 0) {
+                conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
+                                 c->errmsg[0] ? c->errmsg : strerror(-r), false);
+                json_decref(data);
+        } else {
+                char *out = ctlproto_ok(data, &olen);
+                conn_write(c, out, olen, false);
+        }
+}
+
 int control_conn_error(struct control_conn *c, int error, const char *fmt, ...)
 {
         va_list ap;
@@ -415,7 +431,6 @@ static void conn_job_step(struct control_conn *c)
 {
         struct control_job *job = c->job;
         json_t *data = NULL;
-        size_t olen = 0;
         int r;
 
         c->errmsg[0] = 0;
@@ -427,14 +442,7 @@ static void conn_job_step(struct control_conn *c)
                 }
                 if (r > 0)
                         return;
-                if (r < 0) {
-                        conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
-                                         c->errmsg[0] ? c->errmsg : strerror(-r), false);
-                        json_decref(data);
-                } else {
-                        char *out = ctlproto_ok(data, &olen);
-                        conn_write(c, out, olen, false);
-                }
+                conn_reply(c, r, data);
                 conn_job_end(c);
                 return;
         }
@@ -514,7 +522,6 @@ static void conn_handle_line(struct control_conn *c, const char *line, size_t le
         const char *err = NULL;
         json_t *data = NULL;
         void *ud = NULL;
-        size_t olen = 0;
         int r;
 
         r = ctlproto_parse_request(line, len, &req, &err);
@@ -550,16 +557,8 @@ static void conn_handle_line(struct control_conn *c, const char *line, size_t le
         r = cmd->fn(c, req.args, &data, ud);
         if (r == CONTROL_DEFERRED && c->job)
                 json_decref(data); /* the reply comes from the job */
-        else if (r < 0 || r == CONTROL_DEFERRED) {
-                if (r == CONTROL_DEFERRED)
-                        r = -EIO;
-                conn_reply_error(c, c->errmsg[0] ? c->errcode : r,
-                                 c->errmsg[0] ? c->errmsg : strerror(-r), false);
-                json_decref(data);
-        } else {
-                char *out = ctlproto_ok(data, &olen);
-                conn_write(c, out, olen, false);
-        }
+        else
+                conn_reply(c, r == CONTROL_DEFERRED ? -EIO : r, data);
 out:
         ctl_request_done(&req);
 }
