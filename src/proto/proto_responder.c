@@ -143,8 +143,7 @@ const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
         return r && r->cur.active ? &r->peer : NULL;
 }
 
-/* ---- Noise IK, the responder's messages (the initiator's are in proto_noise.c) ----------------
- */
+/* ---- Noise IK, the responder's messages (the initiator's are in proto_noise.c) ------------- */
 
 int mcugw_noise_read_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32], uint8_t *msg,
                           size_t len, uint8_t *payload, size_t cap)
