@@ -743,7 +743,9 @@ fail:
 /* What an attacker on the line (or a replayed message 1) does to a pending session: a fresh
  * message 1 of this device, sent before our key confirmation, replaces the session the gateway
  * just offered us. Our first DATA frames then name a session the gateway no longer has. */
-static void displace_pending(struct sim_dev *d)
+/* A fresh message 1 of this device, made with its own key outside its SDK state machine: the
+ * length written into f, or a negative MCUGW_E*. */
+static int own_hs1(const struct sim_dev *d, uint64_t timestamp, uint8_t *f, size_t cap)
 {
         struct mcugw_noise hs;
         struct mcugw_initiator_params p = {
@@ -752,18 +754,25 @@ static void displace_pending(struct sim_dev *d)
                 .device_id = d->id,
                 .device_id_len = strlen(d->id),
                 .max_rx_frame = MCUGW_FRAME_MAX,
-                /* newer than the device's own: only a fresh message 1 made with the device's
-                 * key displaces a pending session (a replayed one is refused, protocol 3.5) */
-                .timestamp = port_timestamp(NULL),
+                .timestamp = timestamp,
         };
+        int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f, cap);
+
+        mcugw_noise_wipe(&hs);
+        return n;
+}
+
+static void displace_pending(struct sim_dev *d)
+{
         uint8_t f[256];
-        int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f, sizeof f);
+        /* Newer than the device's own: only a fresh message 1 made with the device's key
+         * displaces a pending session (a replayed one is refused, protocol 3.5). */
+        int n = own_hs1(d, port_timestamp(NULL), f, sizeof f);
 
         if (n > 0) {
                 send_modified(d, f, (size_t)n);
                 event(d, "displace");
         }
-        mcugw_noise_wipe(&hs);
 }
 
 static void dev_start(struct sim_dev *d, uint64_t now)
@@ -816,22 +825,12 @@ static void dev_start(struct sim_dev *d, uint64_t now)
         mcugw_device_reconnect(&d->dev, d->disconnects ? MCUGW_LINK_LINE : MCUGW_LINK_FIRST);
         if (opt.bad == BAD_FLOOD) {
                 /* Many distinct messages 1 at once: each would cost the gateway 5 X25519s. */
-                struct mcugw_noise hs;
-                struct mcugw_initiator_params p = {
-                        .static_priv = d->priv,
-                        .gateway_pub = opt.gw_pub,
-                        .device_id = d->id,
-                        .device_id_len = strlen(d->id),
-                        .max_rx_frame = MCUGW_FRAME_MAX,
-                };
                 uint8_t f[256];
                 for (int i = 0; i < FLOOD_HS1; i++) {
-                        int n = mcugw_initiator_write_hs1(&hs, &mcugw_crypto_openssl, &p, f,
-                                                          sizeof f);
+                        int n = own_hs1(d, 0, f, sizeof f);
                         if (n > 0)
                                 send_modified(d, f, (size_t)n);
                 }
-                mcugw_noise_wipe(&hs);
         }
 }
 
