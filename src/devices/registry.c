@@ -73,18 +73,23 @@ static int index_rebuild(struct registry *r, struct index *ix, size_t want, bool
         return 0;
 }
 
-const struct registry_device *registry_find(struct registry *r, const char *id)
+/* The device's number (its place in devs) through the id index, O(1); SIZE_MAX if unknown. */
+static size_t find_index(struct registry *r, const char *id)
 {
         size_t i;
         if (!r->by_id.cap)
-                return NULL;
+                return SIZE_MAX;
         i = hash_bytes(id, strlen(id)) & (r->by_id.cap - 1);
-        for (; r->by_id.slots[i]; i = (i + 1) & (r->by_id.cap - 1)) {
-                struct registry_device *d = r->devs[r->by_id.slots[i] - 1];
-                if (strcmp(d->id, id) == 0)
-                        return d;
-        }
-        return NULL;
+        for (; r->by_id.slots[i]; i = (i + 1) & (r->by_id.cap - 1))
+                if (strcmp(r->devs[r->by_id.slots[i] - 1]->id, id) == 0)
+                        return r->by_id.slots[i] - 1;
+        return SIZE_MAX;
+}
+
+const struct registry_device *registry_find(struct registry *r, const char *id)
+{
+        size_t i = find_index(r, id);
+        return i == SIZE_MAX ? NULL : r->devs[i];
 }
 
 static struct registry_device *find_mut(struct registry *r, const char *id)
@@ -92,17 +97,9 @@ static struct registry_device *find_mut(struct registry *r, const char *id)
         return (struct registry_device *)registry_find(r, id);
 }
 
-/* The device's number (its place in devs), through the id index: O(1). */
 static size_t dev_index(struct registry *r, const struct registry_device *d)
 {
-        size_t i;
-        if (!r->by_id.cap)
-                return SIZE_MAX;
-        i = hash_bytes(d->id, strlen(d->id)) & (r->by_id.cap - 1);
-        for (; r->by_id.slots[i]; i = (i + 1) & (r->by_id.cap - 1))
-                if (r->devs[r->by_id.slots[i] - 1] == d)
-                        return r->by_id.slots[i] - 1;
-        return SIZE_MAX;
+        return find_index(r, d->id);
 }
 
 /* Public keys are not secret, but compare them in constant time anyway: it costs nothing. */
@@ -352,14 +349,14 @@ void registry_set_connected(struct registry *r, const char *id, bool connected, 
 
 void registry_touch(struct registry *r, const char *id, int64_t t)
 {
-        struct registry_device *d = find_mut(r, id);
-        if (!d)
+        size_t i = find_index(r, id); /* once: this runs for every frame */
+        if (i == SIZE_MAX)
                 return;
-        d->last_seen_us = t ? t : now_realtime_usec();
+        r->devs[i]->last_seen_us = t ? t : now_realtime_usec();
         /* Written at the next commit only if something else is written; at most a commit
          * interval of last-seen precision is lost in a crash. */
-        d->connected = true;
-        set_dirty(r, dev_index(r, d));
+        r->devs[i]->connected = true;
+        set_dirty(r, i);
 }
 
 void registry_set_status(struct registry *r, const char *id, const char *fw_version,
