@@ -14,6 +14,7 @@ Usage: bench-relay-harness.py BUILD-DIR NAME"""
 import base64
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -379,7 +380,6 @@ def bench_outage(root, broker, cert):
     1,000 msgs/s. Drain rate and publishes/s until the backlog is gone; every acked message must
     reach the (persistent) subscriber or still be in the outbox."""
     n_dev, per_dev, live_dev, live = 100, 10000, 10, 1000
-    total = n_dev * per_dev
     sub = Subscriber(broker, ["mcugw/bench-gw/batch"], name="bench-outage", clean=False)
     extra = """
 [Relay]
@@ -476,7 +476,6 @@ def bench_scale(root, broker, cert):
     authenticated, the daemon's RssAnon and CPU at steady state, the p99 latency from the MCU's
     send to the subscriber, and messages acked by the gateway but never delivered (must be 0).
     The baseline is the same daemon with no MCU connected (RssAnon and CPU over the same time)."""
-    import resource
     n = int(os.environ.get("MCUGW_BENCH_DEVICES", "10000"))
     procs, per_msg_s, rounds = 2, 10, 3
     run = Run(root, broker, cert, "", "scale")
