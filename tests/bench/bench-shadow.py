@@ -20,18 +20,10 @@ os.environ.setdefault("MCUGW_SIM", os.path.join(BUILD, "src/sim/mcugw-sim"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from aws_cloud import AwsCloud  # noqa: E402
 from broker import Broker  # noqa: E402
-from mcugwtest import Daemon, Sim, TempDir, base_config, sim_keys, wait_for  # noqa: E402
+from mcugwtest import (Daemon, Sim, TempDir, base_config, enroll_file,  # noqa: E402
+                       max_per_second, sim_keys, wait_for)
 
 N = int(os.environ.get("MCUGW_BENCH_SHADOW_N", "200"))
-
-
-def peak(times):
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - 1.0:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def one_run(per_interval, interval_ms):
@@ -42,9 +34,7 @@ def one_run(per_interval, interval_ms):
         cloud = AwsCloud(broker)
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "b.conf"), "w") as f:
-            for x in sim_keys(N, "bench", "b-"):
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "b.conf", sim_keys(N, "bench", "b-"))
         link = tmp.join("run", "link.sock")
         config = (base_config(tmp) + broker.mqtt_config(*broker.certs.client("it-gw")) + f"""
 [Link]
@@ -80,7 +70,7 @@ UpdatesPerInterval={per_interval}
         with cloud.lock:
             reqs = cloud.shadow_requests[before:]
         return {"complete": ok, "requests": len(reqs),
-                "peak_per_s": peak(sorted(t for t, _, _ in reqs)),
+                "peak_per_s": max_per_second(sorted(t for t, _, _ in reqs)),
                 "seconds_until_all_reported": round(elapsed, 2)}
     finally:
         if sim:

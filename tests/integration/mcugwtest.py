@@ -236,6 +236,16 @@ def enroll_file(devdir, name, keys):
             f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
 
 
+def max_per_second(times):
+    """The most events in any window of one second (times: sorted seconds)."""
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
 def batch_entries(sub):
     """(device, seq) of every message in the batches a Subscriber received, in order."""
     out = []

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish, free_port,  # noqa: E402
-                       sim_keys, skip, wait_for)
+                       enroll_file, sim_keys, skip, wait_for)
 
 STALL_MS = 3000
 DEVICES = 2
@@ -72,9 +72,7 @@ def main():
     try:
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "sim.conf"), "w") as f:
-            for x in sim_keys(DEVICES, "sd", "sd-"):
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "sim.conf", sim_keys(DEVICES, "sd", "sd-"))
         port = free_port()
         config = base_config(tmp, f"""
 Synchronous=full

@@ -16,22 +16,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       sim_keys, wait_for)
+                       enroll_file, max_per_second, sim_keys, wait_for)
 from broker import Broker  # noqa: E402
 from aws_cloud import AwsCloud  # noqa: E402
 
 N = int(os.environ.get("MCUGW_FLEET_N", "200"))
 PER_INTERVAL, INTERVAL = 10, 0.1  # 100 requests a second
-
-
-def max_per_second(times):
-    """The most requests in any window of one second."""
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - 1.0:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def main():
@@ -43,9 +33,7 @@ def main():
         cloud = AwsCloud(broker)
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "f.conf"), "w") as f:
-            for x in sim_keys(N, "fleet", "f-"):
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "f.conf", sim_keys(N, "fleet", "f-"))
         link_sock = tmp.join("run", "link.sock")
         config = (base_config(tmp) + broker.mqtt_config(*broker.certs.client("it-gw")) + f"""
 [Link]

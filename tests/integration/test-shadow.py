@@ -1,26 +1,25 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Device shadows (docs/shadow.md) against the scripted cloud's shadow service (aws_cloud.py:
-merge, null deletes, metadata, versions, deltas, 400/404/409/413), over a real Mosquitto with
-mutual TLS, the real daemon and simulated MCUs.
+"""Device shadows (docs/shadow.md) against the scripted cloud's shadow service (aws_cloud.py: merge,
+null deletes, metadata, versions, deltas, 400/404/409/413), over a real Mosquitto with mutual TLS,
+the real daemon and simulated MCUs.
 
 Covered, thing-per-device: the scripted service itself (merge, null deletes, metadata, version,
-delta, 409, 413, 400); reported state of enrolled devices when the session starts, after connect, OTA (a deleted
-shadow: the read is answered 404, the update creates it), disconnect and
-quarantine (also of a device that is away); a desired change reaches the MCU as CONFIG and the delta clears; a key the MCU
-refuses stays in the delta and is audited, one not in AllowedDesired= never reaches it; a
-desired change made while the MCU is offline reaches it when it is back; a version conflict
+delta, 409, 413, 400); reported state of enrolled devices when the session starts, after connect,
+OTA (a deleted shadow: the read is answered 404, the update creates it), disconnect and quarantine
+(also of a device that is away); a desired change reaches the MCU as CONFIG and the delta clears;
+a key the MCU refuses stays in the delta and is audited, one not in AllowedDesired= never reaches
+it; a desired change made while the MCU is offline reaches it when it is back; a version conflict
 (409) is resolved by reading the shadow again; a rejected update (400) is audited and not sent
 again; a desired state too large for CONFIG is refused; `mcugwctl shadow get` and `device show`.
 Then the same daemon in gateway mode: a named shadow per MCU on the gateway's thing."""
 
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (OTA_SIGN, Daemon, Sim, TempDir, base_config, check,  # noqa: E402
-                       finish, make_signed_image, run, sim_keys, wait_for)
+                       enroll_file, finish, make_signed_image, run, sim_keys, wait_for)
 from broker import Broker  # noqa: E402
 from aws_cloud import AwsCloud  # noqa: E402
 
@@ -70,9 +69,7 @@ def main():
         check_cloud_api(cloud)
         devdir = tmp.join("devices.d")
         os.makedirs(devdir)
-        with open(os.path.join(devdir, "s.conf"), "w") as f:
-            for x in sim_keys(3, "shadow", "s-"):
-                f.write(f"[Device]\nId={x['id']}\nPublicKey={x['public_key']}\nState=active\n\n")
+        enroll_file(devdir, "s.conf", sim_keys(3, "shadow", "s-"))
         link_sock = tmp.join("run", "link.sock")
         gw_cert = broker.certs.client("it-gw")
         keys = tmp.join("signing")
