@@ -25,8 +25,10 @@
 /* WAL pages after which the syncer checkpoints (SQLite's own default for autocheckpoint). */
 #define DB_CHECKPOINT_PAGES 1000
 /* WAL pages past which the loop checkpoints itself once, right after a COMMIT (see
- * wal_restart()): 16 MiB of 4 KiB pages. */
-#define DB_WAL_RESTART_PAGES 4096
+ * wal_restart()): about 4 MiB of 4 KiB pages, where SQLite's own autocheckpoint would start the
+ * WAL over. The WAL shares the disk with the outbox: at 16 MiB it filled an 8 MiB file system
+ * (test-outbox-diskfull) that the outbox's rows alone fit in. */
+#define DB_WAL_RESTART_PAGES DB_CHECKPOINT_PAGES
 /* Waiters (messages not acked yet) in the open transaction and waiting for the syncer, at most:
  * past this db_on_commit refuses (-ENOBUFS) and the link answers RETRY. 16 bytes each. */
 #define DB_WAITERS_MAX 65536
@@ -526,7 +528,7 @@ static int wal_hook(void *userdata, sqlite3 *h, const char *name, int pages)
  * DB_WAL_RESTART_PAGES, the loop checkpoints itself right after a COMMIT (no transaction open) at
  * the configured level: SQLite syncs the WAL, copies what the syncer has not copied yet and
  * syncs the database; the next transaction starts the WAL over. This is the one place the loop
- * waits for the disk: two syncs once per 16 MiB of WAL, and only under load that never pauses. */
+ * waits for the disk: two syncs once per ~4 MiB of WAL, and only under load that never pauses. */
 static void wal_restart(struct db *db)
 {
         int rc;

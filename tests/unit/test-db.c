@@ -286,8 +286,8 @@ static void test_checkpoint_off_loop(void **state)
 }
 
 /* Under load that never pauses (a transaction open again right after each commit) the WAL does
- * not grow without end: past 16 MiB the loop checkpoints once and SQLite starts it over. (Its
- * size is then 16 MiB plus the group being committed, which a slow disk makes large: the bound
+ * not grow without end: past ~4 MiB the loop checkpoints once and SQLite starts it over. (Its
+ * size is then ~4 MiB plus the group being committed, which a slow disk makes large: the bound
  * checked is loose, but 64 MiB written never make a 64 MiB WAL.) */
 static void test_wal_bounded_under_load(void **state)
 {
