@@ -29,10 +29,10 @@ void uart0_rx_handler(void);
 
 static volatile uint32_t ticks;
 
-/* Receive ring: single producer (the ISR), single consumer (the main loop). 1 KiB holds
- * two of the largest gateway frames (512 bytes, OTA chunks), so the main loop may be busy for a
- * whole handshake computation (tens of ms on a real part) without losing bytes at 115200 baud. */
-#define RING 1024u
+/* Receive ring: single producer (the ISR), single consumer (the main loop). It holds what
+ * the gateway may send while the main loop is busy (a handshake computation, a flash write, the
+ * image check): the OTA window main.c derives from it, and one more frame of any kind. */
+#define RING BOARD_RX_RING
 static uint8_t ring[RING];
 static volatile uint32_t ring_head, ring_tail, overruns;
 

@@ -21,7 +21,9 @@ void board_reset(void) __attribute__((noreturn));
 /** Sleep until the next interrupt. */
 void board_idle(void);
 
-/** The link UART (UART0, interrupt-driven receive into a ring; polled transmit). */
+/** The link UART (UART0, interrupt-driven receive into a ring of this many bytes; polled
+ * transmit). What the firmware announces for flow control (the OTA window) must fit in it. */
+#define BOARD_RX_RING 2048u
 void link_uart_write(const uint8_t *data, size_t len);
 /** Bytes received since the last call, up to @p cap; never blocks. */
 size_t link_uart_read(uint8_t *buf, size_t cap);

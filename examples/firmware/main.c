@@ -20,6 +20,14 @@
 #endif
 #define TELEMETRY_PERIOD_MS 500u
 #define MAX_FRAME 512u /* announced to the gateway: OTA chunks of 462 bytes */
+/* A largest frame on the wire: COBS adds a byte per 254 and the delimiter. */
+#define MAX_WIRE (MAX_FRAME + MAX_FRAME / 254u + 2u)
+/* The OTA window: the chunks the gateway may have in flight must fit in the receive ring while
+ * the main loop is busy, beside one other frame (an ACK, a command). Under QEMU the UART has no
+ * baud rate, so a window larger than the ring loses bytes at once; on a real part it does as
+ * soon as a flash write takes longer than the line needs for the excess. */
+#define OTA_WINDOW_CHUNKS ((BOARD_RX_RING - MAX_WIRE) / MAX_WIRE)
+_Static_assert(OTA_WINDOW_CHUNKS >= 1, "the receive ring must hold a chunk and one more frame");
 
 static uint8_t rx_buf[MCUGW_DEVICE_RX_BUF(MAX_FRAME)];
 static uint8_t tx_buf[MCUGW_DEVICE_TX_BUF(256)];
@@ -154,7 +162,7 @@ static void ota_setup(const struct prov_page *prov)
         c.signer_pub = prov->signer_pub;
         c.max_size = SLOT_B_SIZE;
         c.max_chunk = MAX_FRAME - MCUGW_DATA_OVERHEAD - MCUGW_OTA_CHUNK_HDR;
-        c.window = 4u * c.max_chunk;
+        c.window = OTA_WINDOW_CHUNKS * c.max_chunk;
         c.on_reboot = on_reboot;
         if (mcugw_ota_init(&ota, &c) != 0) {
                 console_puts("fw: OTA init failed\n");

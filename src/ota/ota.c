@@ -578,7 +578,10 @@ static void pump(struct ota_xfer *x)
         /* Stopped by the window (an ack continues) or the link's queue (on_drained does). */
         while (x->sent < size && x->sent - x->acked < x->window &&
                link_manager_queued(o->link, x->device) < OTA_QUEUE_LIMIT) {
-                uint32_t len = MIN(MIN(x->max_chunk, o->block_size), size - x->sent);
+                /* Never more than the window in flight, also not by the end of a chunk: the
+                 * device sized it to what it can buffer while it is busy (docs/protocol.md). */
+                uint32_t len = MIN(MIN(x->max_chunk, o->block_size),
+                                   MIN(size - x->sent, x->window - (x->sent - x->acked)));
                 size_t room = link_manager_msg_room(o->link, x->device);
                 struct mcugw_ota_msg m = { .type = MCUGW_MSG_OTA_CHUNK };
                 int n, r;

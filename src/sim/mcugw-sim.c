@@ -127,6 +127,11 @@ struct sim_dev {
         uint64_t reboot_at_ms, self_test_at_ms;
         int reboot_kind; /* 1: into the new image (test mode), 2: back to the old one */
         uint64_t ota_confirmed, ota_failed;
+        uint64_t ota_over_window; /* chunk bytes the gateway sent beyond our window */
+        /* --ota-ack-delay: the newest CHUNK_ACK, held back (acks are cumulative) */
+        uint64_t ack_due_ms;
+        uint32_t ack_seen; /* offset of the last ack actually sent: all the gateway can know */
+        uint8_t ack_len, ack_buf[MCUGW_OTA_ACK_LEN + 8];
         double rx_tokens; /* --baud also limits what the device reads (gateway -> device) */
         uint64_t rx_last_ms;
         int state;
@@ -163,9 +168,11 @@ static struct {
         const char *id;
         EVP_PKEY *attest_key; /* --attest-key: sign each device as its manufacturer would */
         const char *attest_key_id;
-        bool timestamps;  /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
-        bool sync_start;  /* --sync-start: no telemetry until every device is connected */
-        bool fill_window; /* --fill-window: with --rate 0, refill the whole ack window */
+        bool timestamps;        /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
+        bool sync_start;        /* --sync-start: no telemetry until every device is connected */
+        bool fill_window;       /* --fill-window: with --rate 0, refill the whole ack window */
+        uint32_t ota_window;    /* --ota-window: OTA bytes in flight the device accepts */
+        unsigned ota_ack_delay; /* --ota-ack-delay: ms each CHUNK_ACK is held back */
         const char *config_refuse[8]; /* --config-refuse KEY: the application refuses it */
         unsigned n_config_refuse;
 } opt = {
@@ -177,6 +184,7 @@ static struct {
         .messages = 10,
         .duration = 0,
         .window = 32,
+        .ota_window = 16384,
         .every = 5,
         .reconnect_ms = 1000,
 };
@@ -469,9 +477,41 @@ static int fl_confirm(void *ctx)
         return 0;
 }
 
+static void ota_flush_ack(struct sim_dev *d)
+{
+        struct mcugw_msg m;
+        struct mcugw_ota_msg a;
+
+        if (!d->ack_len)
+                return;
+        mcugw_ota_wrap(&m, d->ack_buf, d->ack_len);
+        if (mcugw_ota_decode(&m, &a) == 0)
+                d->ack_seen = a.u.ack.offset;
+        d->ack_len = 0;
+        (void)mcugw_device_send(&d->dev, &m);
+}
+
+/* With --ota-ack-delay, an MCU busy with its flash: acks leave late, and until they do the
+ * gateway must stay within the window (checked in on_message). */
 static int ota_send(void *ctx, const struct mcugw_msg *m)
 {
         struct sim_dev *d = ctx;
+
+        if (opt.ota_ack_delay && m->type == MCUGW_MSG_OTA_CHUNK_ACK &&
+            m->u.raw.len + 1 <= sizeof d->ack_buf) {
+                if (!d->ack_len)
+                        d->ack_due_ms = now_monotonic_msec() + opt.ota_ack_delay;
+                d->ack_buf[0] = m->type;
+                memcpy(d->ack_buf + 1, m->u.raw.body, m->u.raw.len);
+                d->ack_len = (uint8_t)(m->u.raw.len + 1);
+                return 0;
+        }
+        ota_flush_ack(d); /* in order: an ack before the STATUS that follows it */
+        if (m->type == MCUGW_MSG_OTA_CHUNK_ACK) {
+                struct mcugw_ota_msg a;
+                if (mcugw_ota_decode(m, &a) == 0)
+                        d->ack_seen = a.u.ack.offset;
+        }
         return mcugw_device_send(&d->dev, m);
 }
 
@@ -492,7 +532,7 @@ static void sim_ota_init(struct sim_dev *d)
                 .crypto = &mcugw_crypto_openssl,
                 .signer_pub = opt.have_ota_pub ? opt.ota_pub : NULL,
                 .max_size = 64u << 20,
-                .window = 16384,
+                .window = opt.ota_window,
                 .max_chunk = (opt.rx_frame ? opt.rx_frame : MCUGW_FRAME_MAX) - MCUGW_DATA_OVERHEAD -
                              MCUGW_OTA_CHUNK_HDR,
                 .on_reboot = ota_reboot_cb,
@@ -533,6 +573,13 @@ static void on_message(void *user, const struct mcugw_msg *m)
                                 d->fw_offered[at] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
                 }
         }
+        /* Flow control: a chunk must end within the window beyond the last ack that left (a
+         * real MCU's receive ring overflows otherwise). */
+        if (m->type == MCUGW_MSG_OTA_CHUNK && mcugw_ota_decode(m, &o) == 0 &&
+            d->ota.state == MCUGW_OTA_ST_RECEIVING &&
+            (uint64_t)o.u.chunk.offset + o.u.chunk.len > (uint64_t)d->ack_seen + opt.ota_window)
+                d->ota_over_window +=
+                        (uint64_t)o.u.chunk.offset + o.u.chunk.len - d->ack_seen - opt.ota_window;
         mcugw_ota_handle(&d->ota, m);
 }
 
@@ -543,6 +590,8 @@ static void sim_ota_tick(struct sim_dev *d, uint64_t now)
 {
         if (!d->ota_on)
                 return;
+        if (d->ack_len && now >= d->ack_due_ms)
+                ota_flush_ack(d);
         if (d->reboot_at_ms && now >= d->reboot_at_ms) {
                 d->reboot_at_ms = 0;
                 d->boots++;
@@ -853,8 +902,8 @@ static void dev_drop(struct sim_dev *d, uint64_t now)
 static void print_stats(void)
 {
         uint64_t sent = 0, acked = 0, nacked = 0, corrupted = 0, errors = 0, disc = 0, hs = 0;
-        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, commands = 0, lost = 0,
-                 configs = 0;
+        uint64_t injected = 0, ota_confirmed = 0, ota_failed = 0, ota_over_window = 0, commands = 0,
+                 lost = 0, configs = 0;
         uint64_t reasons[MCUGW_LINK_REASON_MAX + 1] = { 0 }, reconnects = 0;
         char rbuf[256];
         size_t rlen = 0;
@@ -882,6 +931,7 @@ static void print_stats(void)
                 }
                 ota_confirmed += d->ota_confirmed;
                 ota_failed += d->ota_failed;
+                ota_over_window += d->ota_over_window;
                 connected += d->state == MCUGW_DEV_CONNECTED && d->fd >= 0;
                 if (d->connected_once) {
                         double t = (double)(d->connected_ms - d->started_ms);
@@ -903,7 +953,8 @@ static void print_stats(void)
                "\"injected\": %llu, "
                "\"errors\": %llu, \"disconnects\": %llu, \"handshake_ms_avg\": %.1f, "
                "\"handshake_ms_max\": %.1f, \"elapsed_s\": %.3f, \"acked_per_s\": %.1f, "
-               "\"ota_confirmed\": %llu, \"ota_failed\": %llu, \"commands\": %llu, "
+               "\"ota_confirmed\": %llu, \"ota_failed\": %llu, \"ota_over_window\": %llu, "
+               "\"commands\": %llu, "
                "\"configs\": %llu, "
                "\"fw_version\": \"%s\"}\n",
                opt.count, connected, ever, (unsigned long long)hs, (unsigned long long)sent,
@@ -911,7 +962,8 @@ static void print_stats(void)
                (unsigned long long)injected, (unsigned long long)errors, (unsigned long long)disc,
                ever ? hs_sum / ever : 0.0, hs_max, el, el > 0 ? (double)acked / el : 0.0,
                (unsigned long long)ota_confirmed, (unsigned long long)ota_failed,
-               (unsigned long long)commands, (unsigned long long)configs,
+               (unsigned long long)ota_over_window, (unsigned long long)commands,
+               (unsigned long long)configs,
                opt.count && devs[0].fw[0] ? devs[0].fw
                                           : (opt.fw_version ? opt.fw_version : "sim-1.0.0"));
         fflush(stdout);
@@ -1153,6 +1205,8 @@ static void usage(void)
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
                "      --ota-cert PEM     the device checks image signatures with this key too\n"
                "      --ota-fail-self-test  the new image fails its self-test (reverts)\n"
+               "      --ota-window BYTES OTA bytes in flight the device accepts (16384)\n"
+               "      --ota-ack-delay MS hold each OTA chunk ack back (a busy MCU)\n"
                "      --fw-version V     firmware version reported (default sim-1.0.0)\n"
                "      --config-refuse KEY  refuse this setting of a CONFIG (repeatable)\n"
                "      --every K          misbehave on every K-th data frame (default 5)\n"
@@ -1189,6 +1243,8 @@ int main(int argc, char **argv)
                 O_OTA_FAIL,
                 O_FW_VERSION,
                 O_OTA_CERT,
+                O_OTA_WINDOW,
+                O_OTA_ACK_DELAY,
                 O_KEYFILE,
                 O_ID,
                 O_ATTEST_KEY,
@@ -1220,6 +1276,8 @@ int main(int argc, char **argv)
                 { "fw-version", required_argument, NULL, O_FW_VERSION },
                 { "config-refuse", required_argument, NULL, O_CONFIG_REFUSE },
                 { "ota-cert", required_argument, NULL, O_OTA_CERT },
+                { "ota-window", required_argument, NULL, O_OTA_WINDOW },
+                { "ota-ack-delay", required_argument, NULL, O_OTA_ACK_DELAY },
                 { "baud", required_argument, NULL, O_BAUD },
                 { "window", required_argument, NULL, O_WINDOW },
                 { "every", required_argument, NULL, O_EVERY },
@@ -1278,6 +1336,10 @@ int main(int argc, char **argv)
                 case O_RECONNECT: opt.reconnect_ms = (unsigned)strtoul(optarg, NULL, 10); break;
                 case O_OTA_DIR: opt.ota_dir = optarg; break;
                 case O_OTA_FAIL: opt.ota_fail_self_test = true; break;
+                case O_OTA_WINDOW: opt.ota_window = (uint32_t)strtoul(optarg, NULL, 10); break;
+                case O_OTA_ACK_DELAY:
+                        opt.ota_ack_delay = (unsigned)strtoul(optarg, NULL, 10);
+                        break;
                 case O_FW_VERSION: opt.fw_version = optarg; break;
                 case O_CONFIG_REFUSE:
                         if (opt.n_config_refuse ==

@@ -356,6 +356,11 @@ CodeSigningCertificate={os.path.join(tmp.join(cert_dir), "signer.crt")}
                 if x.startswith("fw: error") and x != "fw: error -23"]
         check(not errs and "fw: fault" not in con(),
               f"no other dropped frames, no gateway errors or faults on the device {errs}")
+        # Under QEMU the UART has no baud rate: a window bigger than the receive ring loses
+        # bytes at once (seen as "fw: error -12" after an update, one run in three).
+        over = [x for log in logs for x in console(tmp, log).splitlines()
+                if "uart_overruns=" in x and not x.endswith("uart_overruns=0")]
+        check(not over, f"the firmware's receive ring never overflowed {over[:1]}")
         for x in con().splitlines():
             if "insn=" in x or "heap_peak=" in x:
                 print(f"# {x}", flush=True)
