@@ -214,12 +214,17 @@ static int publish_singles(struct relay *r)
 
 /* ---- the pump: publish what the window, the window time and the session's pacing allow ----- */
 
-static void pump(struct relay *r)
+/* A failed commit brought back rows it had evicted, maybe behind the cursor. */
+static void take_rewind(struct relay *r)
 {
-        /* A failed commit brought back rows it had evicted, maybe behind the cursor. */
         int64_t back = r->stopping ? 0 : outbox_take_rewind(r->outbox);
         if (back && back <= r->cursor)
                 r->cursor = back - 1;
+}
+
+static void pump(struct relay *r)
+{
+        take_rewind(r);
         while (!r->stopping && cloud_session_up(r->session) && r->n_inflight < r->max_inflight &&
                r->cursor < outbox_last_id(r->outbox)) {
                 int q;
@@ -470,7 +475,9 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
                  const uint8_t *payload, size_t len, void (*durable_cb)(void *ud, int status),
                  void *userdata)
 {
+        struct outbox_row row;
         uint64_t entry;
+        bool idle;
         int q;
 
         if (r->stopping)
@@ -481,9 +488,12 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if ((r->batching && envelope_overhead(r->gateway) + entry > r->max_payload) ||
             len > r->max_payload)
                 return -EMSGSIZE;
+        /* Nothing waits past the cursor: unbatched, this message is the next publish. */
+        take_rewind(r);
+        idle = !r->batching && outbox_last_id(r->outbox) <= r->cursor;
         outbox_set_floor(r->outbox, r->cursor); /* fair queueing: new ids after what went out */
-        q = outbox_append(r->outbox, device_id, stream, seq, now_realtime_msec(), payload, len,
-                          NULL);
+        row.ts_ms = now_realtime_msec();
+        q = outbox_append(r->outbox, device_id, stream, seq, row.ts_ms, payload, len, &row.id);
         if (q < 0)
                 return q;
         r->submitted++;
@@ -492,8 +502,24 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
         if (r->unsent_est == 0)
                 r->first_unsent_ms = uv_now(r->loop);
         r->unsent_est += entry;
-        if (cloud_session_up(r->session) && r->n_inflight < r->max_inflight)
-                pump_arm(r, 0);
+        if (!cloud_session_up(r->session) || r->n_inflight >= r->max_inflight)
+                return 0;
+        /* Publish it from here rather than read it back from the outbox on the next loop
+         * iteration: what the scan would have found, a query and an iteration sooner. As from
+         * the scan, the row may still be uncommitted; a PUBACK before a failed commit only
+         * means the device's retry is a duplicate (at least once). */
+        if (idle) {
+                row.device = device_id;
+                row.stream = stream;
+                row.seq = seq;
+                row.payload = payload;
+                row.len = len;
+                r->b_err = 0;
+                r->b_stopped = false;
+                if (single_row(r, &row) == 0)
+                        return 0;
+        }
+        pump_arm(r, 0);
         return 0;
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,13 @@ int main(int argc, char **argv)
          * mode is set explicitly. systemd's UMask=0077 is stricter still. */
         umask(0027);
         log_open("mcugwd");
+        /* Every outbox delete runs a SQLite statement that allocates and frees a little at the
+         * top of the heap. With glibc's default trim threshold (128 KiB) each free handed pages
+         * back (brk, a TLB shootdown on every CPU) and the next malloc faulted them in again: a
+         * third of the daemon's CPU at 6,000 msgs/s (scripts/bench relay, 90 -> 42 us per
+         * message). Keep up to 1 MiB free at the top instead. */
+        mallopt(M_TRIM_THRESHOLD, 1 << 20);
+        mallopt(M_TOP_PAD, 256 << 10);
         r = conf_set_load(config, &set, &err);
         if (r < 0) {
                 conf_errors_print(&err, NULL, NULL);

@@ -3,7 +3,10 @@
  * The baseline of scripts/bench relay: a bare libmosquitto QoS 1 publisher, same TLS client
  * certificate, same broker, same in-flight window and TCP_NODELAY as the gateway, no outbox.
  *
- *   bench-relay-baseline HOST PORT CA CERT KEY COUNT SIZE INFLIGHT TOPIC
+ *   bench-relay-baseline HOST PORT CA CERT KEY COUNT SIZE INFLIGHT TOPIC [RATE]
+ *
+ * With RATE (messages per second) the sends are paced, for the latency benchmark's baseline;
+ * without, it sends as fast as the in-flight window allows.
  *
  * Prints {"msgs":N,"seconds":S,"msgs_per_s":R} when every PUBACK is in.
  */
@@ -40,17 +43,20 @@ int main(int argc, char **argv)
         long count, sent = 0, max_inflight;
         size_t size;
         char *payload;
-        double t0;
+        double t0, rate = 0;
         int rc;
 
-        if (argc != 10) {
-                fprintf(stderr, "usage: %s HOST PORT CA CERT KEY COUNT SIZE INFLIGHT TOPIC\n",
+        if (argc != 10 && argc != 11) {
+                fprintf(stderr,
+                        "usage: %s HOST PORT CA CERT KEY COUNT SIZE INFLIGHT TOPIC [RATE]\n",
                         argv[0]);
                 return 2;
         }
         count = atol(argv[6]);
         size = (size_t)atol(argv[7]);
         max_inflight = atol(argv[8]);
+        if (argc == 11)
+                rate = atof(argv[10]);
         payload = malloc(size + 1);
         memset(payload, 'x', size);
         mosquitto_lib_init();
@@ -76,7 +82,8 @@ int main(int argc, char **argv)
         }
         t0 = now_s();
         while (acked < count) {
-                while (sent < count && inflight < max_inflight) {
+                while (sent < count && inflight < max_inflight &&
+                       (rate <= 0 || now_s() >= t0 + (double)sent / rate)) {
                         struct timespec rt;
                         int n;
                         clock_gettime(CLOCK_REALTIME, &rt);
@@ -93,7 +100,7 @@ int main(int argc, char **argv)
                         sent++;
                         inflight++;
                 }
-                if ((rc = mosquitto_loop(m, 1000, 1)) != MOSQ_ERR_SUCCESS) {
+                if ((rc = mosquitto_loop(m, rate > 0 ? 1 : 1000, 1)) != MOSQ_ERR_SUCCESS) {
                         fprintf(stderr, "baseline: %s\n", mosquitto_strerror(rc));
                         return 1;
                 }

@@ -175,14 +175,20 @@ def bench_relay(root, broker, cert):
     n_dev, per_dev, size, inflight, window = 50, 2000, 64, 20, 32
     total = n_dev * per_dev
     pcert = broker.certs.client("bench-baseline")
-    sub = subscriber(broker, "bench/baseline", total, 100)
-    out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
-                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
-                         capture_output=True, text=True, timeout=110, check=True)
-    base_puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
-    rb = sub_result(sub)
-    base = e2e_rate(rb)
-    log(f"baseline: {base:.0f} msgs/s to the subscriber ({base_puback:.0f} to PUBACK)")
+
+    def baseline():
+        sub = subscriber(broker, "bench/baseline", total, 100)
+        out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
+                              pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
+                             capture_output=True, text=True, timeout=110, check=True)
+        puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+        rate = e2e_rate(sub_result(sub))
+        log(f"baseline: {rate:.0f} msgs/s to the subscriber ({puback:.0f} to PUBACK)")
+        return rate, puback
+
+    # The baseline runs before and after the gateway and counts as their mean: on a shared
+    # machine the load drifts over the minute the three runs take.
+    base_before, base_puback = baseline()
     res, cpu = {}, {}
     for sync in ("full", "normal"):
         extra = f"""
@@ -213,7 +219,11 @@ BytesPerSecond=0
         res[sync] = e2e_rate(r)
         log(f"gateway (Synchronous={sync}): {res[sync]:.0f} msgs/s, "
             f"{cpu[sync]:.1f} us CPU/msg, p50 {r['p50_ms']} ms")
+    base_after, _ = baseline()
+    base = (base_before + base_after) / 2
     return {"gateway_msgs_per_s": round(res["full"]), "baseline_msgs_per_s": round(base),
+            "baseline_msgs_per_s_before": round(base_before),
+            "baseline_msgs_per_s_after": round(base_after),
             "ratio": round(res["full"] / base, 3), "synchronous": "full",
             "daemon_cpu_us_per_msg": round(cpu["full"], 1),
             "gateway_msgs_per_s_sync_normal": round(res["normal"]),
@@ -291,6 +301,15 @@ MaxPayload=128K
 def bench_latency(root, broker, cert):
     n_dev, rate, secs, warm = 10, 1000, 12, 1000
     total = rate * secs
+    # Baseline: a bare libmosquitto publisher at the same rate through the same broker to the
+    # same subscriber, same run: the latency this machine gives without the gateway.
+    pcert = broker.certs.client("bench-baseline")
+    sub = subscriber(broker, "bench/baseline", total, 60, skip=warm)
+    subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0], pcert[1],
+                    str(total), "64", "20", "bench/baseline", str(rate)],
+                   capture_output=True, text=True, timeout=60, check=True)
+    rb = sub_result(sub)
+    log(f"baseline: p50 {rb['p50_ms']} ms, p99 {rb['p99_ms']} ms")
     extra = """
 [Relay]
 Batching=no
@@ -317,6 +336,8 @@ CommitInterval=10ms
         raise RuntimeError("no messages received")
     return {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"],
             "samples": r["samples"], "received": r["received"], "rate_msgs_per_s": rate,
+            "baseline_p50_ms": rb["p50_ms"], "baseline_p99_ms": rb["p99_ms"],
+            "baseline_max_ms": rb["max_ms"],
             "devices": n_dev, "daemon_cpu_us_per_msg": round(cpu, 1), "batching": False,
             "synchronous": "full", "commit_interval_ms": 10, "budget_p99_ms": 5,
             "source": "link",
