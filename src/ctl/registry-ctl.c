@@ -14,28 +14,12 @@
 #include "devices/enroll.h"
 #include "devices/registry.h"
 
-/* Instants go out as µs since the epoch (*_us) for programs and, for the ones a person reads,
- * also as ISO 8601 UTC under the same name without "_us" (docs/control-protocol.md); null for
- * "never" (0). */
-static void add_iso_time(json_t *o, const char *key_us, const char *key)
-{
-        long long us = json_integer_value(json_object_get(o, key_us));
-        time_t t = (time_t)(us / 1000000);
-        struct tm tm;
-        char buf[32];
-
-        if (us <= 0 || !gmtime_r(&t, &tm) ||
-            strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-                json_object_set_new(o, key, json_null());
-        else
-                json_object_set_new(o, key, json_string(buf));
-}
-
+/* Instants as *_us and ISO 8601 (docs/control-protocol.md, "Times"). */
 static json_t *device_json(struct registry *r, const struct registry_device *d)
 {
         json_t *o = registry_device_json(r, d);
         if (o)
-                add_iso_time(o, "last_seen_us", "last_seen");
+                ctl_json_add_iso_times(o);
         return o;
 }
 
@@ -100,7 +84,7 @@ static void add_state_change(struct registry *r, const struct registry_device *d
                                       "reason",
                                       json_string_value(json_object_get(det, "reason")) ?: "",
                                       "seq", json_integer_value(json_object_get(rec, "seq"))));
-        add_iso_time(json_object_get(o, "state_change"), "ts_us", "ts");
+        ctl_json_set_iso(json_object_get(o, "state_change"), "ts_us");
         json_decref(rec);
 }
 
