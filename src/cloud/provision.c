@@ -845,8 +845,9 @@ int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t err
         }
         o = json_pack("{ss* so ss* s{sb sI} so}", "file", p->cert_file, "certificate",
                       info ? info : json_null(), "in_use", in_use, "rotation", "automatic",
-                      p->rotate_before_s > 0, "before_expiry_ms", (json_int_t)p->rotate_before_s * 1000,
-                      "provisioning", provision_status_json(p));
+                      p->rotate_before_s > 0, "before_expiry_ms",
+                      (json_int_t)p->rotate_before_s * 1000, "provisioning",
+                      provision_status_json(p));
         if (!o)
                 return -ENOMEM;
         *ret = o;

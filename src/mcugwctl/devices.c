@@ -41,8 +41,7 @@ static void print_device_row_w(json_t *d, const struct dev_cols *w)
         printf("%-*s  %-*s  %-4s  %-*s  %-*s  %-*s  %s\n", w->id, jstr(d, "id"), w->state,
                jstr(d, "state"), json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
                w->fw, *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-", w->seen, seen,
-               w->groups, *groups ? groups : "-",
-               *jstr(d, "link") ? jstr(d, "link") : "-");
+               w->groups, *groups ? groups : "-", *jstr(d, "link") ? jstr(d, "link") : "-");
 }
 
 static const struct dev_cols dev_cols_min = { 2, 5, 8, 9, 6 }; /* the headers */

@@ -423,15 +423,14 @@ json_t *remedy_rules_json(struct remedy *r)
                 const struct rule *x = &rs->v[i];
                 char where[300];
                 snprintf(where, sizeof where, "%s:%u", x->file, x->line);
-                json_array_append_new(a,
-                                      json_pack("{ss ss sI sI sI so ss ss sb ss}", "name", x->name,
-                                                "metric", rule_metric_to_string(x->metric),
-                                                "window_ms", (json_int_t)x->window_ms, "threshold",
-                                                (json_int_t)x->threshold, "timeout_ms",
-                                                (json_int_t)x->timeout_ms, "actions",
-                                                actions_json(x->actions),
-                                                "match", x->match, "group", x->group, "enabled",
-                                                x->enabled, "file", where));
+                json_array_append_new(
+                        a,
+                        json_pack("{ss ss sI sI sI so ss ss sb ss}", "name", x->name, "metric",
+                                  rule_metric_to_string(x->metric), "window_ms",
+                                  (json_int_t)x->window_ms, "threshold", (json_int_t)x->threshold,
+                                  "timeout_ms", (json_int_t)x->timeout_ms, "actions",
+                                  actions_json(x->actions), "match", x->match, "group", x->group,
+                                  "enabled", x->enabled, "file", where));
         }
         if (r->engine)
                 rules_engine_stats(r->engine, &st);
