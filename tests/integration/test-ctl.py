@@ -51,7 +51,7 @@ def human_checks(d, devs):
 
     def iso(us):
         return datetime.datetime.fromtimestamp(us // 1000000, datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+            "%Y-%m-%dT%H:%M:%S") + f".{us // 1000 % 1000:03d}Z"
     js = d.ctl_json("device", "show", quarantined)
     check(js.get("last_seen") == iso(js["last_seen_us"]) and
           js["state_change"].get("ts") == iso(js["state_change"]["ts_us"]),
