@@ -15,8 +15,8 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mcugwtest import (OTA_SIGN, Daemon, Sim, TempDir, base_config, check, finish,  # noqa: E402
-                       run, sim_keys, skip, wait_for)
+from mcugwtest import (OTA_SIGN, Daemon, Sim, TempDir, base_config, check,  # noqa: E402
+                       check_no_sanitizer_reports, finish, run, sim_keys, skip, wait_for)
 
 try:
     import paho.mqtt.client  # noqa: F401
@@ -244,6 +244,7 @@ CodeSigningCertificate={os.path.join(keys, 'signer.crt')}
             sim.stop()
         if d:
             d.stop()
+            check_no_sanitizer_reports(d, tmp)
         if broker:
             broker.stop()
         tmp.cleanup()
