@@ -104,6 +104,7 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
 {
         struct registry *r = ud;
         const char *id, *key, *err, *state = "active", *groups = "";
+        char joined[REGISTRY_GROUPS_MAX + 1];
         uint8_t k[REGISTRY_KEY_LEN];
         int s, q;
 
@@ -115,8 +116,25 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
                                           "public key must be 44 characters of base64 (32 bytes)");
         if (json_object_get(args, "state") && ctl_arg_string(args, "state", 16, &state, &err) < 0)
                 return control_conn_error(c, -EINVAL, "%s", err);
-        if (json_object_get(args, "groups") &&
-            ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)
+        if (json_is_array(json_object_get(args, "groups"))) {
+                /* As devices and device.show give it (["a", "b"]); "a,b" is accepted too. */
+                json_t *g = json_object_get(args, "groups"), *x;
+                size_t i, off = 0;
+                json_array_foreach (g, i, x) {
+                        int n = json_is_string(x)
+                                        ? snprintf(joined + off, sizeof joined - off, "%s%s",
+                                                   i ? "," : "", json_string_value(x))
+                                        : -1;
+                        if (n < 0 || (size_t)n >= sizeof joined - off)
+                                return control_conn_error(c, -EINVAL,
+                                                          "groups: a list of names, at most %d "
+                                                          "characters in all",
+                                                          REGISTRY_GROUPS_MAX);
+                        off += (size_t)n;
+                }
+                groups = joined;
+        } else if (json_object_get(args, "groups") &&
+                   ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)
                 return control_conn_error(c, -EINVAL, "%s", err);
         s = device_state_from_string(state);
         if (s != DEVICE_ACTIVE && s != DEVICE_PENDING)

@@ -16,7 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mcugwtest import (OTA_SIGN, Daemon, Sim, TempDir, base_config, check,  # noqa: E402
-                       check_no_sanitizer_reports, finish, run, sim_keys, skip, wait_for)
+                       check_no_sanitizer_reports, finish, raw_request, run, sim_keys, skip,
+                       wait_for)
 
 try:
     import paho.mqtt.client  # noqa: F401
@@ -232,6 +233,20 @@ CodeSigningCertificate={os.path.join(keys, 'signer.crt')}
               replies["devices"][0]["groups"] == ["north", "pumps"] and
               replies["metrics"]["devices"][0]["groups"] == ["north", "pumps"],
               "groups and actions as arrays")
+        # Requests take a group list either way: as the replies give it, or as one string.
+        extra_keys = sim_keys(2, "conv-add", "add-")
+        for x, groups in zip(extra_keys, (["lab", "b"], "lab,b")):
+            req = {"cmd": "device.add", "args": {"id": x["id"], "public_key": x["public_key"],
+                                                 "groups": groups}}
+            rep = json.loads(raw_request(d.socket, json.dumps(req).encode() + b"\n"))
+            check(rep.get("ok") and rep["data"]["groups"] == ["lab", "b"],
+                  f"device.add with groups {groups!r} ({rep})")
+        req = {"cmd": "device.add", "args": {"id": "add-bad", "public_key": devs[0]["public_key"],
+                                             "groups": ["ok", 5]}}
+        rep = json.loads(raw_request(d.socket, json.dumps(req).encode() + b"\n"))
+        check(rep.get("ok") is False and rep["error"]["code"] == "EINVAL" and
+              rep["error"]["message"].startswith("groups:"),
+              f"device.add refuses a group list with a non-string ({rep})")
         out = d.ctl("devices").stdout
         check("north,pumps" in out, "mcugwctl devices still shows the groups as north,pumps")
         out = d.ctl("rules").stdout
