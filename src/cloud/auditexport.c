@@ -237,8 +237,8 @@ json_t *auditexport_status(struct auditexport *x)
                          (json_int_t)(x->enabled ? audit_head_seq(x->audit) - x->cursor : 0),
                          "exported", (json_int_t)x->exported, "failures", (json_int_t)x->failures,
                          "pruned", (json_int_t)x->pruned, "first_seq",
-                         (json_int_t)audit_first_seq(x->audit), "max_age_s",
-                         (json_int_t)(x->max_age_usec / 1000000), "max_records",
+                         (json_int_t)audit_first_seq(x->audit), "max_age_ms",
+                         (json_int_t)(x->max_age_usec / 1000), "max_records",
                          (json_int_t)x->max_records);
 }
 

@@ -1873,12 +1873,11 @@ json_t *mqtt_status_json(const struct mqtt *m)
                       "lookups", (json_int_t)m->lookups, "disconnects", (json_int_t)m->disconnects,
                       "subscriptions_refused", (json_int_t)m->subs_refused, "last_error",
                       m->last_error, "max_incoming", (json_int_t)m->max_incoming);
-        /* Waiting out the backoff: when the next round starts (seconds, rounded up). */
+        /* Waiting out the backoff: when the next round starts. */
         if (j && m->state == MQTT_DISCONNECTED && uv_is_active((uv_handle_t *)&m->reconnect_timer))
                 json_object_set_new(
-                        j, "next_attempt_s",
-                        json_integer((json_int_t)((uv_timer_get_due_in(&m->reconnect_timer) + 999) /
-                                                  1000)));
+                        j, "next_attempt_ms",
+                        json_integer((json_int_t)uv_timer_get_due_in(&m->reconnect_timer)));
         if (j && servers) {
                 json_object_set_new(j, "servers", servers);
                 json_object_set_new(j, "server_index", json_integer(m->host_index + 1));

@@ -286,10 +286,9 @@ static json_t *cert_info(X509 *x)
                 snprintf(fp + 3 * i, 4, "%02X%s", md[i], i + 1 < mdlen ? ":" : "");
         serial = bn ? BN_bn2hex(bn) : NULL;
         o = json_pack("{ss ss ss sI sI sI ss}", "subject", subject, "issuer", issuer, "serial",
-                      serial ? serial : "", "not_before", (json_int_t)nb, "not_after",
-                      (json_int_t)na, "days_left",
-                      (json_int_t)(na > now ? (na - now) / 86400 : -((now - na + 86399) / 86400)),
-                      "fingerprint_sha256", fp);
+                      serial ? serial : "", "not_before_us", (json_int_t)nb * 1000000,
+                      "not_after_us", (json_int_t)na * 1000000, "expires_in_ms",
+                      (json_int_t)(na - now) * 1000, "fingerprint_sha256", fp);
         OPENSSL_free(serial);
         BN_free(bn);
         return o;
@@ -414,8 +413,8 @@ static void fail(struct provision *p, const char *step, const char *fmt, ...)
         log_error("provision: %s; trying again in %llu s", p->last_error,
                   (unsigned long long)(delay / 1000));
         audit_log(p->audit, p->actor, "provision.failed", p->gateway,
-                  json_pack("{ss ss sI}", "step", step, "reason", p->last_error, "retry_in_s",
-                            (json_int_t)(delay / 1000)));
+                  json_pack("{ss ss sI}", "step", step, "reason", p->last_error, "retry_in_ms",
+                            (json_int_t)delay));
         p->state = ST_RETRY;
         uv_timer_start(&p->timer, on_retry_timer, delay, 0);
 }
@@ -817,7 +816,7 @@ static void maybe_rotate_for_expiry(struct provision *p)
         info = provision_cert_info(p->cert_file, err, sizeof err);
         if (!info)
                 return;
-        left = json_integer_value(json_object_get(info, "not_after")) - now;
+        left = json_integer_value(json_object_get(info, "not_after_us")) / 1000000 - now;
         if (left > (long long)p->rotate_before_s)
                 return;
         log_notice("cert: %s expires in %lld days; rotating", p->cert_file, left / 86400);
@@ -846,8 +845,9 @@ int provision_cert_json(struct provision *p, json_t **ret, char *err, size_t err
         }
         o = json_pack("{ss* so ss* s{sb sI} so}", "file", p->cert_file, "certificate",
                       info ? info : json_null(), "in_use", in_use, "rotation", "automatic",
-                      p->rotate_before_s > 0, "before_expiry_s", (json_int_t)p->rotate_before_s,
-                      "provisioning", provision_status_json(p));
+                      p->rotate_before_s > 0, "before_expiry_ms",
+                      (json_int_t)p->rotate_before_s * 1000, "provisioning",
+                      provision_status_json(p));
         if (!o)
                 return -ENOMEM;
         *ret = o;

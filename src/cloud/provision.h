@@ -83,6 +83,7 @@ void provision_stop(struct provision *p);
 
 /* Pure helpers, exposed for tests. A new P-256 key and a PEM CSR for it with CN = cn. */
 int provision_make_csr(const char *cn, EVP_PKEY **ret_key, char **ret_csr_pem);
-/* Subject, issuer, serial, not_before/not_after (UNIX seconds), days_left, sha256 fingerprint
+/* Subject, issuer, serial, not_before_us/not_after_us (UNIX µs), expires_in_ms (negative once
+ * expired), sha256 fingerprint
  * of a PEM certificate file; NULL and err on failure. */
 json_t *provision_cert_info(const char *path, char *err, size_t n);

@@ -55,7 +55,10 @@ static int tail_add(void *userdata, const struct audit_record *rec)
 
         if (rec->seq > f->job->last)
                 return -1;
-        json_array_append_new(f->arr, audit_record_to_json(rec));
+        json_t *o = audit_record_to_json(rec);
+
+        ctl_json_add_iso_times(o);
+        json_array_append_new(f->arr, o);
         f->job->after = rec->seq;
         return 0;
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "basic/time-util.h"
 #include "ctl/ctlproto.h"
 
 static bool cmd_valid(const char *s, size_t n)
@@ -317,5 +318,75 @@ const char *ctlproto_errno_name(int error)
         case EOPNOTSUPP: return "EOPNOTSUPP";
         case ENOSYS: return "ENOSYS";
         default: return "EIO";
+        }
+}
+
+/* The name of the ISO twin of KEY_us, or false when key does not end in "_us". */
+static bool iso_name(const char *key, char *buf, size_t n)
+{
+        size_t len = strlen(key);
+
+        if (len <= 3 || len - 3 >= n || strcmp(key + len - 3, "_us") != 0)
+                return false;
+        memcpy(buf, key, len - 3);
+        buf[len - 3] = 0;
+        return true;
+}
+
+static void set_iso(json_t *o, const char *name, json_t *us)
+{
+        char buf[ISO8601_MAX];
+
+        if (json_is_integer(us) && format_iso8601_usec(buf, json_integer_value(us)) == 0)
+                json_object_set_new(o, name, json_string(buf));
+        else
+                json_object_set_new(o, name, json_null());
+}
+
+void ctl_json_set_iso(json_t *o, const char *key_us)
+{
+        char name[128];
+
+        if (json_is_object(o) && iso_name(key_us, name, sizeof name))
+                set_iso(o, name, json_object_get(o, key_us));
+}
+
+void ctl_json_add_iso_times(json_t *v)
+{
+        const char *key;
+        json_t *m;
+        size_t i;
+
+        if (json_is_array(v)) {
+                json_array_foreach (v, i, m)
+                        ctl_json_add_iso_times(m);
+                return;
+        }
+        if (!json_is_object(v))
+                return;
+        /* Members cannot be added while the object is walked: the twins are collected first,
+         * a few at a time (an object has at most a handful of instants). */
+        for (bool again = true; again;) {
+                const char *todo[16];
+                size_t n = 0;
+                char name[128];
+
+                again = false;
+                json_object_foreach (v, key, m) {
+                        if (json_is_object(m) || json_is_array(m))
+                                ctl_json_add_iso_times(m);
+                        else if ((json_is_integer(m) || json_is_null(m)) &&
+                                 iso_name(key, name, sizeof name) && !json_object_get(v, name)) {
+                                if (n == sizeof todo / sizeof *todo) {
+                                        again = true;
+                                        break;
+                                }
+                                todo[n++] = key;
+                        }
+                }
+                for (i = 0; i < n; i++) {
+                        iso_name(todo[i], name, sizeof name);
+                        set_iso(v, name, json_object_get(v, todo[i]));
+                }
         }
 }

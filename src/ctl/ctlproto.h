@@ -78,3 +78,12 @@ int ctl_arg_string(json_t *args, const char *key, size_t max_len, const char **r
                    const char **ret_error);
 
 const char *ctlproto_errno_name(int error);
+
+/* The control protocol's time convention (docs/control-protocol.md, "Times"): an instant goes
+ * out as NAME_us (UNIX microseconds) and NAME (ISO 8601 UTC with milliseconds, null for never).
+ * ctl_json_set_iso() adds NAME beside o's NAME_us (key_us must end in "_us");
+ * ctl_json_add_iso_times() does it for every integer (or null) NAME_us member of v and of the
+ * objects and arrays inside it. Only for JSON the gateway builds: a device's payload or a cloud
+ * document is passed on as it came. */
+void ctl_json_set_iso(json_t *o, const char *key_us);
+void ctl_json_add_iso_times(json_t *v);

@@ -46,6 +46,7 @@ static int cmd_rotate(struct control_conn *c, json_t *args, json_t **ret, void *
 static int cmd_rules(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         *ret = remedy_rules_json(ud);
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 
@@ -73,6 +74,7 @@ static int cmd_metrics(struct control_conn *c, json_t *args, json_t **ret, void 
                                 json_array_append(keep, x);
                 json_object_set_new(o, "devices", keep);
         }
+        ctl_json_add_iso_times(o);
         *ret = o;
         return 0;
 }
@@ -86,6 +88,7 @@ static const struct control_command metrics_commands[] = {
 static int cmd_audit_config(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
         *ret = baseline_report_json(ud);
+        ctl_json_add_iso_times(*ret);
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -97,6 +100,7 @@ static int cmd_baseline_accept(struct control_conn *c, json_t *args, json_t **re
                 return r;
         if (r < 0)
                 return control_conn_error(c, r, "cannot write the baseline: %s", strerror(-r));
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 
@@ -107,9 +111,24 @@ static const struct control_command baseline_commands[] = {
 
 /* ---- defender ----------------------------------------------------------------------------- */
 
+/* The gateway's own members get the control protocol's conventions; the last report is the
+ * document AWS got, shown as it was sent. */
+static json_t *defender_json(struct defender *d)
+{
+        json_t *o = defender_status_json(d), *report;
+
+        if (!o)
+                return NULL;
+        report = json_incref(json_object_get(o, "last_report"));
+        json_object_del(o, "last_report");
+        ctl_json_add_iso_times(o);
+        json_object_set_new(o, "last_report", report ?: json_null());
+        return o;
+}
+
 static int cmd_defender(struct control_conn *c, json_t *args, json_t **ret, void *ud)
 {
-        *ret = defender_status_json(ud);
+        *ret = defender_json(ud);
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -122,8 +141,8 @@ static int cmd_defender_send(struct control_conn *c, json_t *args, json_t **ret,
                 return control_conn_error(c, r, "report not sent: %s",
                                           r == -ENOTCONN ? "the cloud session is not up"
                                                          : strerror(-r));
-        *ret = defender_status_json(d);
-        return 0;
+        *ret = defender_json(d);
+        return *ret ? 0 : -ENOMEM;
 }
 
 static const struct control_command defender_commands[] = {

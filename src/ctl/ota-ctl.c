@@ -15,6 +15,7 @@ static int cmd_list(struct control_conn *c, json_t *args, json_t **ret, void *ud
         struct ota *o = ud;
 
         *ret = ota_job_list_json(o);
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 
@@ -25,8 +26,10 @@ static int cmd_show(struct control_conn *c, json_t *args, json_t **ret, void *ud
 
         if (ctl_arg_string(args, "id", 64, &id, &err) < 0)
                 return control_conn_error(c, -EINVAL, "id: %s", err);
-        if (ota_job_json(o, id, ret) == 0)
+        if (ota_job_json(o, id, ret) == 0) {
+                ctl_json_add_iso_times(*ret);
                 return 0;
+        }
         return control_conn_error(c, -ENOENT, "no OTA job %s", id);
 }
 
@@ -55,6 +58,7 @@ static int cmd_start(struct control_conn *c, json_t *args, json_t **ret, void *u
         if (r < 0)
                 return control_conn_error(c, r, "%s", why);
         ota_job_json(o, id, ret);
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 

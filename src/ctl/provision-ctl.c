@@ -5,6 +5,7 @@
 #include "basic/macro.h"
 #include "cloud/provision.h"
 #include "ctl/control.h"
+#include "ctl/ctlproto.h"
 #include "ctl/provision-ctl.h"
 
 static int cmd_cert_show(struct control_conn *c, json_t *args, json_t **ret, void *ud)
@@ -15,6 +16,8 @@ static int cmd_cert_show(struct control_conn *c, json_t *args, json_t **ret, voi
 
         if (r == -ENOENT)
                 return control_conn_error(c, -ENOENT, "no certificate: %s", err);
+        if (r == 0)
+                ctl_json_add_iso_times(*ret);
         return r;
 }
 
@@ -27,6 +30,7 @@ static int cmd_cert_rotate(struct control_conn *c, json_t *args, json_t **ret, v
         if (r < 0)
                 return control_conn_error(c, r, "cannot rotate: %s", err);
         *ret = provision_status_json(p);
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 

@@ -14,28 +14,12 @@
 #include "devices/enroll.h"
 #include "devices/registry.h"
 
-/* Instants go out as µs since the epoch (*_us) for programs and, for the ones a person reads,
- * also as ISO 8601 UTC under the same name without "_us" (docs/control-protocol.md); null for
- * "never" (0). */
-static void add_iso_time(json_t *o, const char *key_us, const char *key)
-{
-        long long us = json_integer_value(json_object_get(o, key_us));
-        time_t t = (time_t)(us / 1000000);
-        struct tm tm;
-        char buf[32];
-
-        if (us <= 0 || !gmtime_r(&t, &tm) ||
-            strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-                json_object_set_new(o, key, json_null());
-        else
-                json_object_set_new(o, key, json_string(buf));
-}
-
+/* Instants as *_us and ISO 8601 (docs/control-protocol.md, "Times"). */
 static json_t *device_json(struct registry *r, const struct registry_device *d)
 {
         json_t *o = registry_device_json(r, d);
         if (o)
-                add_iso_time(o, "last_seen_us", "last_seen");
+                ctl_json_add_iso_times(o);
         return o;
 }
 
@@ -100,7 +84,7 @@ static void add_state_change(struct registry *r, const struct registry_device *d
                                       "reason",
                                       json_string_value(json_object_get(det, "reason")) ?: "",
                                       "seq", json_integer_value(json_object_get(rec, "seq"))));
-        add_iso_time(json_object_get(o, "state_change"), "ts_us", "ts");
+        ctl_json_set_iso(json_object_get(o, "state_change"), "ts_us");
         json_decref(rec);
 }
 
@@ -120,6 +104,7 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
 {
         struct registry *r = ud;
         const char *id, *key, *err, *state = "active", *groups = "";
+        char joined[REGISTRY_GROUPS_MAX + 1];
         uint8_t k[REGISTRY_KEY_LEN];
         int s, q;
 
@@ -131,8 +116,25 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
                                           "public key must be 44 characters of base64 (32 bytes)");
         if (json_object_get(args, "state") && ctl_arg_string(args, "state", 16, &state, &err) < 0)
                 return control_conn_error(c, -EINVAL, "%s", err);
-        if (json_object_get(args, "groups") &&
-            ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)
+        if (json_is_array(json_object_get(args, "groups"))) {
+                /* As devices and device.show give it (["a", "b"]); "a,b" is accepted too. */
+                json_t *g = json_object_get(args, "groups"), *x;
+                size_t i, off = 0;
+                json_array_foreach (g, i, x) {
+                        int n = json_is_string(x)
+                                        ? snprintf(joined + off, sizeof joined - off, "%s%s",
+                                                   i ? "," : "", json_string_value(x))
+                                        : -1;
+                        if (n < 0 || (size_t)n >= sizeof joined - off)
+                                return control_conn_error(c, -EINVAL,
+                                                          "groups: a list of names, at most %d "
+                                                          "characters in all",
+                                                          REGISTRY_GROUPS_MAX);
+                        off += (size_t)n;
+                }
+                groups = joined;
+        } else if (json_object_get(args, "groups") &&
+                   ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)
                 return control_conn_error(c, -EINVAL, "%s", err);
         s = device_state_from_string(state);
         if (s != DEVICE_ACTIVE && s != DEVICE_PENDING)

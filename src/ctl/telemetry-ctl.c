@@ -43,6 +43,7 @@ void telemetry_ctl_publish(struct control *ctl, const char *device_id, uint16_t 
                       (json_int_t)now_realtime_usec());
         if (!o)
                 return;
+        ctl_json_set_iso(o, "ts_us"); /* not in the payload: that is the device's */
         /* As the cloud gets it: CBOR as JSON, anything else as base64. */
         decoded = cborjson_decode(payload, len);
         if (decoded)

@@ -314,8 +314,8 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
         size_t counts[_DEVICE_STATE_MAX];
         json_t *o =
                 json_pack("{ss ss si sI ss so s{sI sI} s{sI} s{si} s{si si} ss}", "version",
-                          MCUGW_VERSION, "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_s",
-                          (json_int_t)((uv_now(gw->loop) - gw->started_ms) / 1000), "config_hash",
+                          MCUGW_VERSION, "gateway", gw_name(gw), "pid", (int)getpid(), "uptime_ms",
+                          (json_int_t)(uv_now(gw->loop) - gw->started_ms), "config_hash",
                           gw->conf->hash, "config_files", conf_files_json(gw->conf), "audit",
                           "records", (json_int_t)audit_head_seq(gw->audit), "head_seq",
                           (json_int_t)audit_head_seq(gw->audit), "database", "commits",
@@ -351,6 +351,7 @@ static int cmd_status(struct control_conn *c, json_t *args, json_t **ret, void *
                 if (gw->shadow)
                         json_object_set_new(o, "shadow", shadow_status_json(gw->shadow));
         }
+        ctl_json_add_iso_times(o);
         *ret = o;
         return 0;
 }
@@ -407,6 +408,7 @@ static int cmd_reconnect(struct control_conn *c, json_t *args, json_t **ret, voi
                   json_pack("{sb}", "in_progress", r == -EINPROGRESS));
         *ret = relay_mqtt_status(gw->relay);
         json_object_set_new(*ret, "in_progress", json_boolean(r == -EINPROGRESS));
+        ctl_json_add_iso_times(*ret);
         return 0;
 }
 
@@ -419,8 +421,11 @@ static const struct control_command core_commands[] = {
 static void on_audit_record(void *ud, const struct audit_record *rec)
 {
         struct gateway *gw = ud;
-        if (gw->control)
-                control_broadcast(gw->control, "audit", audit_record_to_json(rec));
+        if (gw->control) {
+                json_t *o = audit_record_to_json(rec);
+                ctl_json_add_iso_times(o);
+                control_broadcast(gw->control, "audit", o);
+        }
         if (gw->auditexport)
                 auditexport_notify(gw->auditexport);
 }

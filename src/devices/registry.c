@@ -429,8 +429,9 @@ int registry_add(struct registry *r, const char *actor, const char *id,
         }
         key_b64(key, b64);
         audit_log(r->audit, actor, "device.added", id,
-                  json_pack("{ss ss ss ss}", "public_key", b64, "state",
-                            device_state_to_string(state), "groups", d->groups, "source", source));
+                  json_pack("{ss ss so ss}", "public_key", b64, "state",
+                            device_state_to_string(state), "groups",
+                            registry_groups_json(d->groups), "source", source));
         log_device(LOG_INFO, id, "enrolled (%s, %s) by %s", device_state_to_string(state), source,
                    actor);
         return 0;
@@ -573,9 +574,10 @@ int registry_remove(struct registry *r, const char *actor, const char *id, const
         key_b64(d->pubkey, b64);
         /* The audit history of the id stays: removal is one more record of it. */
         audit_log(r->audit, actor, "device.removed", id,
-                  json_pack("{ss ss ss sb ss}", "public_key", b64, "state",
-                            device_state_to_string(d->state), "groups", d->groups, "connected",
-                            d->connected, "reason", reason ? reason : ""));
+                  json_pack("{ss ss so sb ss}", "public_key", b64, "state",
+                            device_state_to_string(d->state), "groups",
+                            registry_groups_json(d->groups), "connected", d->connected, "reason",
+                            reason ? reason : ""));
         log_device(LOG_NOTICE, id, "removed from the registry by %s%s%s", actor,
                    reason && *reason ? ": " : "", reason ? reason : "");
         /* A connected device loses its session at once, as on revocation. */
@@ -643,7 +645,8 @@ int registry_sync_files(struct registry *r, const struct enroll_list *files)
                 }
                 if (strcmp(d->groups, e->groups) != 0) {
                         audit_log(r->audit, "daemon", "device.groups", d->id,
-                                  json_pack("{ss ss}", "from", d->groups, "to", e->groups));
+                                  json_pack("{so so}", "from", registry_groups_json(d->groups),
+                                            "to", registry_groups_json(e->groups)));
                         snprintf(d->groups, sizeof d->groups, "%s", e->groups);
                 }
                 snprintf(d->source, sizeof d->source, "file");
@@ -690,9 +693,9 @@ static int import_update(struct registry *r, const char *actor, struct registry_
                         *ret_error = "cannot store the device";
                         return q;
                 }
-                audit_log(
-                        r->audit, actor, "device.groups", d->id,
-                        json_pack("{ss ss ss}", "from", old, "to", e->groups, "source", "import"));
+                audit_log(r->audit, actor, "device.groups", d->id,
+                          json_pack("{so so ss}", "from", registry_groups_json(old), "to",
+                                    registry_groups_json(e->groups), "source", "import"));
         }
         return 0;
 }
@@ -763,15 +766,29 @@ int registry_import(struct registry *r, const char *actor, const char *source,
         return 0;
 }
 
+json_t *registry_groups_json(const char *groups)
+{
+        json_t *arr = json_array();
+
+        /* groups is normalised: names separated by single commas, no spaces. */
+        for (const char *p = groups; arr && *p;) {
+                size_t n = strcspn(p, ",");
+                json_array_append_new(arr, json_stringn(p, n));
+                p += n + (p[n] == ',');
+        }
+        return arr;
+}
+
 json_t *registry_device_to_json(const struct registry_device *d)
 {
         char b64[45];
         key_b64(d->pubkey, b64);
-        return json_pack("{ss ss ss ss ss ss sI si sI ss sb}", "id", d->id, "public_key", b64,
-                         "state", device_state_to_string(d->state), "groups", d->groups, "source",
-                         d->source, "fw_version", d->fw_version, "boot_counter",
-                         (json_int_t)d->boot_counter, "reset_cause", d->reset_cause, "last_seen_us",
-                         (json_int_t)d->last_seen_us, "link", d->link, "connected", d->connected);
+        return json_pack("{ss ss ss so ss ss sI si sI ss sb}", "id", d->id, "public_key", b64,
+                         "state", device_state_to_string(d->state), "groups",
+                         registry_groups_json(d->groups), "source", d->source, "fw_version",
+                         d->fw_version, "boot_counter", (json_int_t)d->boot_counter, "reset_cause",
+                         d->reset_cause, "last_seen_us", (json_int_t)d->last_seen_us, "link",
+                         d->link, "connected", d->connected);
 }
 
 json_t *registry_device_json(struct registry *r, const struct registry_device *d)

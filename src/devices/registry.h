@@ -99,6 +99,9 @@ int registry_import(struct registry *r, const char *actor, const char *source,
                     struct registry_import_result *res, struct conf_errors *err);
 
 json_t *registry_device_to_json(const struct registry_device *d);
+/* A normalised group list ("a,b") as a JSON array (["a", "b"]), as every JSON the gateway
+ * builds carries it. */
+json_t *registry_groups_json(const char *groups);
 /* Number of devices; counts[state] per state if counts is not NULL. */
 size_t registry_count(struct registry *r, size_t counts[_DEVICE_STATE_MAX]);
 /* Iterate: returns the i-th device or NULL past the end. */

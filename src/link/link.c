@@ -501,9 +501,9 @@ static bool session_audit_allowed(struct link_manager *m, struct link_dev *d, bo
                 m->flap_list = d;
                 d->takeovers_reported = d->c.takeovers;
                 audit_json(m, "daemon", "link.flapping", d->id,
-                           json_pack("{ss si sI}", "state", "suppressing", "limit_per_min",
-                                     (int)m->session_audit_per_min, "takeovers",
-                                     (json_int_t)d->c.takeovers));
+                           json_pack("{ss si si sI}", "state", "suppressing", "limit",
+                                     (int)m->session_audit_per_min, "window_ms", 60000,
+                                     "takeovers", (json_int_t)d->c.takeovers));
                 log_device(LOG_WARNING, d->id,
                            "session flapping: more than %u session records this minute; the "
                            "rest are counted",
@@ -526,7 +526,7 @@ static void session_audit_roll(struct link_manager *m, uint64_t now)
                            json_pack("{ss si si sI si}", "state", "summary", "auth_ok",
                                      (int)d->sup_ok, "link_down", (int)d->sup_down, "takeovers",
                                      (json_int_t)(d->c.takeovers - d->takeovers_reported),
-                                     "window_s", 60));
+                                     "window_ms", 60000));
                 d->sup_ok = d->sup_down = 0;
                 d->on_flap_list = false;
                 *pp = d->flap_next;

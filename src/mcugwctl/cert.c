@@ -24,20 +24,22 @@ static void print_cert(json_t *d)
         if (*jstr(d, "in_use") && strcmp(jstr(d, "in_use"), jstr(d, "file")) != 0)
                 printf("In use:      %s\n", jstr(d, "in_use"));
         if (json_is_object(c)) {
-                t = (time_t)jint(c, "not_before");
+                long long left = jint(c, "expires_in_ms") / 1000;
+                t = (time_t)(jint(c, "not_before_us") / 1000000);
                 strftime(nb, sizeof nb, "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
-                t = (time_t)jint(c, "not_after");
+                t = (time_t)(jint(c, "not_after_us") / 1000000);
                 strftime(na, sizeof na, "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
                 printf("Subject:     %s\nIssuer:      %s\nSerial:      %s\n", jstr(c, "subject"),
                        jstr(c, "issuer"), jstr(c, "serial"));
                 printf("Not before:  %s\nNot after:   %s (%lld days left)\n", nb, na,
-                       jint(c, "days_left"));
+                       /* Whole days left, or begun days since it expired. */
+                       left >= 0 ? left / 86400 : -((-left + 86399) / 86400));
                 printf("SHA-256:     %s\n", jstr(c, "fingerprint_sha256"));
         } else
                 printf("Certificate: none yet\n");
         if (json_is_true(json_object_get(json_object_get(d, "rotation"), "automatic")))
                 printf("Rotation:    automatic, %lld days before expiry\n",
-                       jint(json_object_get(d, "rotation"), "before_expiry_s") / 86400);
+                       jint(json_object_get(d, "rotation"), "before_expiry_ms") / 86400000);
         print_provisioning(json_object_get(d, "provisioning"));
 }
 

@@ -318,6 +318,25 @@ long long jint(json_t *o, const char *k)
         return json_integer_value(json_object_get(o, k));
 }
 
+const char *jlist(json_t *o, const char *k, const char *sep, char *buf, size_t n)
+{
+        json_t *v = json_object_get(o, k), *x;
+        size_t i, off = 0;
+
+        if (json_is_string(v))
+                return json_string_value(v);
+        if (n)
+                buf[0] = 0;
+        json_array_foreach (v, i, x) {
+                int w = snprintf(buf + off, n - off, "%s%s", i ? sep : "",
+                                 json_string_value(x) ?: "");
+                if (w < 0 || (size_t)w >= n - off)
+                        break;
+                off += (size_t)w;
+        }
+        return buf;
+}
+
 void format_time(long long ts_us, char *buf, size_t n)
 {
         time_t t = (time_t)(ts_us / 1000000);

@@ -24,24 +24,24 @@ struct dev_cols {
 
 static void dev_cols_fit(struct dev_cols *w, json_t *d)
 {
-        char seen[48];
+        char seen[48], groups[512];
         format_age(jint(d, "last_seen_us"), seen, sizeof seen);
         w->id = MAX(w->id, (int)strlen(jstr(d, "id")));
         w->state = MAX(w->state, (int)strlen(jstr(d, "state")));
         w->fw = MAX(w->fw, (int)strlen(jstr(d, "fw_version")));
         w->seen = MAX(w->seen, (int)strlen(seen));
-        w->groups = MAX(w->groups, (int)strlen(jstr(d, "groups")));
+        w->groups = MAX(w->groups, (int)strlen(jlist(d, "groups", ",", groups, sizeof groups)));
 }
 
 static void print_device_row_w(json_t *d, const struct dev_cols *w)
 {
-        char seen[48];
+        char seen[48], groups[512];
         format_age(jint(d, "last_seen_us"), seen, sizeof seen);
+        jlist(d, "groups", ",", groups, sizeof groups);
         printf("%-*s  %-*s  %-4s  %-*s  %-*s  %-*s  %s\n", w->id, jstr(d, "id"), w->state,
                jstr(d, "state"), json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
                w->fw, *jstr(d, "fw_version") ? jstr(d, "fw_version") : "-", w->seen, seen,
-               w->groups, *jstr(d, "groups") ? jstr(d, "groups") : "-",
-               *jstr(d, "link") ? jstr(d, "link") : "-");
+               w->groups, *groups ? groups : "-", *jstr(d, "link") ? jstr(d, "link") : "-");
 }
 
 static const struct dev_cols dev_cols_min = { 2, 5, 8, 9, 6 }; /* the headers */
@@ -112,10 +112,11 @@ static void print_device(json_t *d)
                                              "last_seen_us", "last_seen",    "link",
                                              "connected",    "link_stats" };
         json_t *sc = json_object_get(d, "state_change"), *v;
-        char seen[96];
+        char seen[96], groups[512];
         const char *k;
 
         format_time_age(jint(d, "last_seen_us"), seen, sizeof seen);
+        jlist(d, "groups", ",", groups, sizeof groups);
         printf("Device:     %s\n", jstr(d, "id"));
         printf("State:      %s\n", jstr(d, "state"));
         if (sc) {
@@ -126,7 +127,7 @@ static void print_device(json_t *d)
                        jstr(sc, "reason"));
         }
         printf("Public key: %s\n", jstr(d, "public_key"));
-        printf("Groups:     %s\n", *jstr(d, "groups") ? jstr(d, "groups") : "-");
+        printf("Groups:     %s\n", *groups ? groups : "-");
         printf("Enrolled:   from %s\n", jstr(d, "source"));
         printf("Connected:  %s%s%s\n", json_is_true(json_object_get(d, "connected")) ? "yes" : "no",
                *jstr(d, "link")
@@ -422,6 +423,7 @@ int do_device_export(int argc, char **argv)
 {
         const char *format = "csv";
         bool json_out = arg_json;
+        char groups[512];
         size_t i;
         json_t *d;
         int c, r;
@@ -455,7 +457,7 @@ int do_device_export(int argc, char **argv)
                 printf("id,public_key,groups,state\n");
                 json_array_foreach (export_data, i, d)
                         printf("%s,%s,\"%s\",%s\n", jstr(d, "id"), jstr(d, "public_key"),
-                               jstr(d, "groups"), jstr(d, "state"));
+                               jlist(d, "groups", ",", groups, sizeof groups), jstr(d, "state"));
         }
         json_decref(export_data);
         return EXIT_SUCCESS;

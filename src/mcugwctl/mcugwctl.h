@@ -45,6 +45,9 @@ void print_json(json_t *v);
 /* Reading and printing replies. */
 const char *jstr(json_t *o, const char *k);
 long long jint(json_t *o, const char *k);
+/* A list member (an array of strings) joined with sep into buf ("" when absent); a string (an
+ * older daemon's "a,b") as it is. */
+const char *jlist(json_t *o, const char *k, const char *sep, char *buf, size_t n);
 double jreal(json_t *o, const char *k);
 void format_time(long long ts_us, char *buf, size_t n);
 void format_duration(long long s, char *buf, size_t n);

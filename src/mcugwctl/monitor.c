@@ -409,14 +409,14 @@ static void print_rules(json_t *d)
         printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", "NAME", "METRIC", "WINDOW",
                "THRESHOLD", "ACTIONS", "MATCH", "ON", "FILE");
         json_array_foreach (rules, i, r) {
-                char w[32], th[24] = "-";
+                char w[32], th[24] = "-", actions[64];
                 bool silence = strcmp(jstr(r, "metric"), "silence") == 0;
                 if (!silence)
                         snprintf(th, sizeof th, "%lld", jint(r, "threshold"));
                 format_duration((silence ? jint(r, "timeout_ms") : jint(r, "window_ms")) / 1000, w,
                                 sizeof w);
                 printf("%-20s %-14s %8s %10s %-22s %-12s %-3s %s\n", jstr(r, "name"),
-                       jstr(r, "metric"), w, th, jstr(r, "actions"),
+                       jstr(r, "metric"), w, th, jlist(r, "actions", " ", actions, sizeof actions),
                        *jstr(r, "group") ? jstr(r, "group") : jstr(r, "match"),
                        json_is_true(json_object_get(r, "enabled")) ? "yes" : "no", jstr(r, "file"));
         }
@@ -436,8 +436,8 @@ int do_rules(int argc, char **argv)
 static void print_defender(json_t *d)
 {
         printf("Topic:     %s\n", jstr(d, "topic"));
-        printf("Interval:  %llds%s\n", jint(d, "interval_s"),
-               jint(d, "interval_s") ? "" : " (off)");
+        printf("Interval:  %llds%s\n", jint(d, "interval_ms") / 1000,
+               jint(d, "interval_ms") ? "" : " (off)");
         printf("Reports:   %lld sent, %lld accepted, %lld rejected, %lld not sent (offline)\n",
                jint(d, "sent"), jint(d, "accepted"), jint(d, "rejected"), jint(d, "failed"));
         if (jint(d, "last_report_id"))

@@ -20,9 +20,9 @@ static void print_status_mqtt(json_t *m, json_t *ob)
         else {
                 json_t *servers = json_object_get(m, "servers");
                 char next[48] = "", which[64] = "";
-                if (json_is_integer(json_object_get(m, "next_attempt_s")))
+                if (json_is_integer(json_object_get(m, "next_attempt_ms")))
                         snprintf(next, sizeof next, ", next attempt in %lld s",
-                                 jint(m, "next_attempt_s"));
+                                 (jint(m, "next_attempt_ms") + 999) / 1000);
                 /* With several Host=, which one is in use (or being tried). */
                 if (json_array_size(servers) > 1)
                         snprintf(which, sizeof which, " (Host= %lld of %zu)",
@@ -100,7 +100,7 @@ static void print_status(json_t *d)
         json_t *files = json_object_get(d, "config_files"), *dev = json_object_get(d, "devices");
         char up[64];
 
-        format_duration(jint(d, "uptime_s"), up, sizeof up);
+        format_duration(jint(d, "uptime_ms") / 1000, up, sizeof up);
         printf("Gateway:   %s\n", jstr(d, "gateway"));
         printf("Version:   %s\n", jstr(d, "version"));
         printf("PID:       %lld\n", jint(d, "pid"));

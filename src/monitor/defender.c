@@ -424,10 +424,10 @@ void defender_set_interval(struct defender *d, uint64_t interval_ms)
 
 json_t *defender_status_json(struct defender *d)
 {
-        return json_pack("{ss sI sI sI sI sI sI ss sO}", "topic", d->topic, "interval_s",
-                         (json_int_t)(d->interval_ms / 1000), "sent", (json_int_t)d->sent,
-                         "accepted", (json_int_t)d->accepted, "rejected", (json_int_t)d->rejected,
-                         "failed", (json_int_t)d->failed, "last_report_id", (json_int_t)d->last_id,
+        return json_pack("{ss sI sI sI sI sI sI ss sO}", "topic", d->topic, "interval_ms",
+                         (json_int_t)d->interval_ms, "sent", (json_int_t)d->sent, "accepted",
+                         (json_int_t)d->accepted, "rejected", (json_int_t)d->rejected, "failed",
+                         (json_int_t)d->failed, "last_report_id", (json_int_t)d->last_id,
                          "last_rejection", d->last_rejection, "last_report",
                          d->last_report ? d->last_report : json_null());
 }

@@ -294,7 +294,7 @@ static json_t *device_json(struct metrics *m, const struct registry_device *rd)
                             json_integer((json_int_t)(d->c[C_TX_DROPPED] + d->c[C_MALFORMED] +
                                                       d->c[C_TRUNCATED] + d->c[C_OVERSIZE] +
                                                       d->c[C_CRC_ERRORS] + d->c[C_COBS_ERRORS])));
-        json_object_set_new(o, "groups", json_string(rd->groups));
+        json_object_set_new(o, "groups", registry_groups_json(rd->groups));
         {
                 /* Its share of the outbox and of the publish quota (docs/mqtt.md, Fairness). */
                 struct outbox_device_stats ob = { 0 };
@@ -370,7 +370,7 @@ static json_t *gateway_json(struct metrics *m)
         json_object_set_new(g, "rss_bytes", json_integer((json_int_t)m->proc.rss_bytes));
         json_object_set_new(g, "rss_anon_bytes", json_integer((json_int_t)m->proc.rss_anon_bytes));
         json_object_set_new(g, "cpu_percent", json_real(m->cpu_percent));
-        json_object_set_new(g, "cpu_seconds", json_real((double)m->proc.cpu_usec / 1e6));
+        json_object_set_new(g, "cpu_ms", json_integer((json_int_t)(m->proc.cpu_usec / 1000)));
         json_object_set_new(g, "threads", json_integer(m->proc.threads));
         json_object_set_new(g, "fds", json_integer(m->proc.fds));
         return g;

@@ -110,6 +110,22 @@ static void hold_remove(struct remedy *r, const char *id)
                 }
 }
 
+/* A rule's actions as a JSON array (["quarantine", "alert"]) for the control protocol and the
+ * audit log; the alert message keeps its documented space-separated string. */
+static json_t *actions_json(unsigned actions)
+{
+        char buf[64];
+        json_t *a = json_array();
+
+        rule_actions_to_string(actions, buf, sizeof buf);
+        for (const char *p = buf; a && *p;) {
+                size_t n = strcspn(p, " ");
+                json_array_append_new(a, json_stringn(p, n));
+                p += n + (p[n] == ' ');
+        }
+        return a;
+}
+
 static int publish_alert(struct remedy *r, const struct rule *rule, const char *device,
                          uint64_t value, const char *actions)
 {
@@ -181,10 +197,11 @@ static void on_fire(void *ud, const struct rule *rule, const char *device, uint6
                 }
         }
         audit_log(r->audit, "daemon", "rule.fired", device,
-                  json_pack("{ss ss sI sI sI ss so}", "rule", rule->name, "metric",
+                  json_pack("{ss ss sI sI sI so so}", "rule", rule->name, "metric",
                             rule_metric_to_string(rule->metric), "value", (json_int_t)value,
                             "threshold", (json_int_t)rule->threshold, "window_ms",
-                            (json_int_t)rule->window_ms, "actions", actions, "taken", taken));
+                            (json_int_t)rule->window_ms, "actions", actions_json(rule->actions),
+                            "taken", taken));
 }
 
 void remedy_on_delta(void *userdata, const char *device_id, const char *groups,
@@ -404,17 +421,16 @@ json_t *remedy_rules_json(struct remedy *r)
 
         for (size_t i = 0; rs && i < rs->n; i++) {
                 const struct rule *x = &rs->v[i];
-                char actions[64], where[300];
-                rule_actions_to_string(x->actions, actions, sizeof actions);
+                char where[300];
                 snprintf(where, sizeof where, "%s:%u", x->file, x->line);
-                json_array_append_new(a,
-                                      json_pack("{ss ss sI sI sI ss ss ss sb ss}", "name", x->name,
-                                                "metric", rule_metric_to_string(x->metric),
-                                                "window_ms", (json_int_t)x->window_ms, "threshold",
-                                                (json_int_t)x->threshold, "timeout_ms",
-                                                (json_int_t)x->timeout_ms, "actions", actions,
-                                                "match", x->match, "group", x->group, "enabled",
-                                                x->enabled, "file", where));
+                json_array_append_new(
+                        a,
+                        json_pack("{ss ss sI sI sI so ss ss sb ss}", "name", x->name, "metric",
+                                  rule_metric_to_string(x->metric), "window_ms",
+                                  (json_int_t)x->window_ms, "threshold", (json_int_t)x->threshold,
+                                  "timeout_ms", (json_int_t)x->timeout_ms, "actions",
+                                  actions_json(x->actions), "match", x->match, "group", x->group,
+                                  "enabled", x->enabled, "file", where));
         }
         if (r->engine)
                 rules_engine_stats(r->engine, &st);

@@ -899,7 +899,7 @@ static void on_status(struct ota_xfer *x, const struct mcugw_ota_status *s)
                 x_set(x, X_REBOOTING, NULL);
                 x->next_try_ms = now_ms(x->job->o) + 10 * OTA_STALL_MS;
                 audit_x(x, "ota.transfer_done",
-                        json_pack("{sI sI}", "bytes", (json_int_t)x->acked, "ms",
+                        json_pack("{sI sI}", "bytes", (json_int_t)x->acked, "duration_ms",
                                   (json_int_t)(now_ms(x->job->o) - x->started_ms)));
                 report(x, OTA_IN_PROGRESS, "ready", NULL);
                 break;

@@ -51,7 +51,7 @@ def human_checks(d, devs):
 
     def iso(us):
         return datetime.datetime.fromtimestamp(us // 1000000, datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+            "%Y-%m-%dT%H:%M:%S") + f".{us // 1000 % 1000:03d}Z"
     js = d.ctl_json("device", "show", quarantined)
     check(js.get("last_seen") == iso(js["last_seen_us"]) and
           js["state_change"].get("ts") == iso(js["state_change"]["ts_us"]),
@@ -114,7 +114,7 @@ def import_checks(d, tmp):
     check(r.returncode == 0 and "imported 0 device(s), updated 2, 1 unchanged" in r.stdout,
           f"--update: two changed, one unchanged ({r.stdout.strip()})")
     check(d.ctl_json("device", "show", "imp-0")["public_key"] == keys[2] and
-          d.ctl_json("device", "show", "imp-1")["groups"] == "a,b",
+          d.ctl_json("device", "show", "imp-1")["groups"] == ["a", "b"],
           "--update gave imp-0 its new key and imp-1 its new groups")
     ev = [(x["event"], x["subject"]) for x in d.ctl_json("audit", "tail", "-n", "50")]
     check(("device.key_changed", "imp-0") in ev and ("device.groups", "imp-1") in ev,

@@ -71,7 +71,7 @@ def main():
         d = Daemon(tmp, config).start()
         devs = {x["id"]: x for x in d.ctl_json("devices")}
         check(set(devs) == {"sensor-1", "sensor-2"}, "devices from DevicesDirectory enrolled")
-        check(devs["sensor-1"]["state"] == "active" and devs["sensor-1"]["groups"] == "floor1"
+        check(devs["sensor-1"]["state"] == "active" and devs["sensor-1"]["groups"] == ["floor1"]
               and devs["sensor-1"]["public_key"] == pub1, "state, groups and key as in the file")
         check(devs["sensor-2"]["state"] == "pending", "State=pending honoured")
 
@@ -188,7 +188,7 @@ def main():
         # The registry survives a restart.
         d.stop()
         d = Daemon(tmp, config).start()
-        check(d.ctl_json("device", "show", "imp-2")["groups"] == "bulk", "registry persisted")
+        check(d.ctl_json("device", "show", "imp-2")["groups"] == ["bulk"], "registry persisted")
     finally:
         if d:
             d.stop()

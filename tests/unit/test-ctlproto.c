@@ -4,12 +4,14 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "ctl/ctlproto.h"
 #include "basic/macro.h"
+#include "basic/time-util.h"
 
 static int parse(const char *s, struct ctl_request *r, const char **err)
 {
@@ -226,12 +228,67 @@ static void test_split_array(void **state)
         }
 }
 
+/* The time convention: NAME beside every NAME_us, ISO 8601 UTC with milliseconds, null for
+ * never; nested objects and arrays too; a twin already there and other members left alone. */
+static void test_iso_times(void **state)
+{
+        char buf[ISO8601_MAX];
+        json_t *o = json_pack("{sI sI s{sn sI} s[{sI}] ss sI}", "ts_us",
+                              (json_int_t)1796566370123456, "last_seen_us", (json_int_t)0, "inner",
+                              "x_us", "accepted_us", (json_int_t)1000, "list", "created_us",
+                              (json_int_t)999999, "kept_us", "text", "ts_ms", (json_int_t)5);
+
+        assert_int_equal(format_iso8601_usec(buf, 1796566370123456), 0);
+        assert_string_equal(buf, "2026-12-06T14:12:50.123Z");
+        assert_int_equal(format_iso8601_usec(buf, 0), -EINVAL);
+        assert_int_equal(format_iso8601_usec(buf, -5), -EINVAL);
+
+        ctl_json_add_iso_times(o);
+        assert_string_equal(json_string_value(json_object_get(o, "ts")),
+                            "2026-12-06T14:12:50.123Z");
+        assert_true(json_is_null(json_object_get(o, "last_seen")));
+        assert_true(json_is_null(json_object_get(json_object_get(o, "inner"), "x")));
+        assert_string_equal(
+                json_string_value(json_object_get(json_object_get(o, "inner"), "accepted")),
+                "1970-01-01T00:00:00.001Z");
+        assert_string_equal(json_string_value(json_object_get(
+                                    json_array_get(json_object_get(o, "list"), 0), "created")),
+                            "1970-01-01T00:00:00.999Z");
+        /* A string NAME_us is not an instant; NAME_ms is a duration: neither gets a twin. */
+        assert_null(json_object_get(o, "kept"));
+        assert_null(json_object_get(o, "ts_m"));
+        assert_int_equal(json_object_size(o), 8);
+        json_decref(o);
+
+        /* More instants in one object than are collected at once. */
+        o = json_object();
+        for (int i = 0; i < 40; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "t%d_us", i);
+                json_object_set_new(o, k, json_integer(1000000 * (i + 1)));
+        }
+        ctl_json_add_iso_times(o);
+        assert_int_equal(json_object_size(o), 80);
+        assert_string_equal(json_string_value(json_object_get(o, "t39")),
+                            "1970-01-01T00:00:40.000Z");
+
+        /* Only the member asked for, not nested ones. */
+        json_decref(o);
+        o = json_pack("{sI s{sI}}", "ts_us", (json_int_t)2000000, "payload", "t_us", (json_int_t)1);
+        ctl_json_set_iso(o, "ts_us");
+        assert_string_equal(json_string_value(json_object_get(o, "ts")),
+                            "1970-01-01T00:00:02.000Z");
+        assert_null(json_object_get(json_object_get(o, "payload"), "t"));
+        json_decref(o);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_valid),        cmocka_unit_test(test_invalid),
                 cmocka_unit_test(test_roundtrip),    cmocka_unit_test(test_args),
                 cmocka_unit_test(test_array_chunks), cmocka_unit_test(test_split_array),
+                cmocka_unit_test(test_iso_times),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,7 +86,7 @@ static void test_cert_info(void **state)
         o = provision_cert_info(p, err, sizeof err);
         assert_non_null(o);
         assert_string_equal(json_string_value(json_object_get(o, "subject")), "CN=gw-info");
-        assert_in_range(json_integer_value(json_object_get(o, "days_left")), 9, 10);
+        assert_in_range(json_integer_value(json_object_get(o, "expires_in_ms")) / 86400000, 9, 10);
         assert_int_equal(strlen(json_string_value(json_object_get(o, "fingerprint_sha256"))),
                          32 * 3 - 1);
         json_decref(o);
