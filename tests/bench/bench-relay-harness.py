@@ -168,27 +168,29 @@ def e2e_rate(r):
 TELEMETRY = "mcugw/bench-gw/dev/+/telemetry/+"
 
 
+def baseline_rate(broker, total, size, inflight):
+    """A bare libmosquitto QoS 1 publisher (bench-relay-baseline) with the same in-flight window
+    to the same subscriber: (messages/s end to end, messages/s to PUBACK)."""
+    pcert = broker.certs.client("bench-baseline")
+    sub = subscriber(broker, "bench/baseline", total, 100)
+    out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
+                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
+                         capture_output=True, text=True, timeout=110, check=True)
+    puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+    rate = e2e_rate(sub_result(sub))
+    log(f"baseline: {rate:.0f} msgs/s to the subscriber ({puback:.0f} to PUBACK)")
+    return rate, puback
+
+
 def bench_relay(root, broker, cert):
     """Unbatched relay, end to end: simulated MCUs send as fast as their ack windows allow; rate =
     messages / (first MCU send .. last delivery at a subscriber). Baseline: a bare libmosquitto
     QoS 1 publisher with the same in-flight window and the same subscriber, same run."""
     n_dev, per_dev, size, inflight, window = 50, 2000, 64, 20, 32
     total = n_dev * per_dev
-    pcert = broker.certs.client("bench-baseline")
-
-    def baseline():
-        sub = subscriber(broker, "bench/baseline", total, 100)
-        out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
-                              pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
-                             capture_output=True, text=True, timeout=110, check=True)
-        puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
-        rate = e2e_rate(sub_result(sub))
-        log(f"baseline: {rate:.0f} msgs/s to the subscriber ({puback:.0f} to PUBACK)")
-        return rate, puback
-
     # The baseline runs before and after the gateway and counts as their mean: on a shared
     # machine the load drifts over the minute the three runs take.
-    base_before, base_puback = baseline()
+    base_before, base_puback = baseline_rate(broker, total, size, inflight)
     res, cpu = {}, {}
     for sync in ("full", "normal"):
         extra = f"""
@@ -219,7 +221,7 @@ BytesPerSecond=0
         res[sync] = e2e_rate(r)
         log(f"gateway (Synchronous={sync}): {res[sync]:.0f} msgs/s, "
             f"{cpu[sync]:.1f} us CPU/msg, p50 {r['p50_ms']} ms")
-    base_after, _ = baseline()
+    base_after, _ = baseline_rate(broker, total, size, inflight)
     base = (base_before + base_after) / 2
     return {"gateway_msgs_per_s": round(res["full"]), "baseline_msgs_per_s": round(base),
             "baseline_msgs_per_s_before": round(base_before),
@@ -611,14 +613,7 @@ def bench_relay_slowdisk(root, broker, cert):
     the groups grew."""
     n_dev, per_dev, size, inflight, window = 50, 2000, 64, 20, 32
     total = n_dev * per_dev
-    pcert = broker.certs.client("bench-baseline")
-    sub = subscriber(broker, "bench/baseline", total, 100)
-    out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
-                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
-                         capture_output=True, text=True, timeout=110, check=True)
-    base_puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
-    base = e2e_rate(sub_result(sub))
-    log(f"baseline: {base:.0f} msgs/s to the subscriber ({base_puback:.0f} to PUBACK)")
+    base, base_puback = baseline_rate(broker, total, size, inflight)
     extra = """
 [Database]
 Synchronous=full
