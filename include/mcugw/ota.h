@@ -146,6 +146,11 @@ int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
  */
 int mcugw_ota_encode_reply(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap);
 int mcugw_ota_decode_request(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
+/**
+ * What an OTA_STATUS / ABORT code (MCUGW_OTA_E_*) means, for people: the gateway's wording of a
+ * status whose reason is empty. "unknown code" for codes this revision does not know.
+ */
+const char *mcugw_ota_code_str(unsigned code);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device side: the OTA receiver                                                               */
