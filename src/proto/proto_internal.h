@@ -40,7 +40,7 @@ int mcugw_hmac_sha256(const struct mcugw_crypto *c, const uint8_t key[32], const
 /* Where the target is little-endian, a store of the value itself: GCC does not merge the byte
  * stores into one at -Os, and these run for every field of every message (216 bytes of
  * Cortex-M4 code). The unaligned access is memcpy's problem, which knows the target. */
-#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) &&                                \
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) &&                                 \
         __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define MCUGW_LE_HOST 1
 #else
