@@ -595,6 +595,12 @@ int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap);
  * within bounds, no trailing bytes). Returns 0, MCUGW_ETRUNC, MCUGW_EMALFORMED or MCUGW_ETYPE.
  */
 int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m);
+/**
+ * The half a device needs: the same checks for the types a gateway sends (ACK, PING, PONG,
+ * ERROR, COMMAND, CONFIG, OTA, vendor); the types only devices send (TELEMETRY, STATUS,
+ * COMMAND_RESULT, CONFIG_RESULT) are MCUGW_ETYPE. mcugw_msg_decode() calls it for the rest.
+ */
+int mcugw_msg_decode_down(const uint8_t *p, size_t len, struct mcugw_msg *m);
 
 #ifdef __cplusplus
 }

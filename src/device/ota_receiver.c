@@ -62,6 +62,14 @@ static int send_status(struct mcugw_ota *o, uint32_t id, uint8_t state, uint16_t
         return send_ota(o, &m);
 }
 
+/* An offer that cannot be taken: CHUNK_ACK REFUSED, then the STATUS that says why. */
+static int reject(struct mcugw_ota *o, uint16_t code)
+{
+        o->state = MCUGW_OTA_ST_REJECTED;
+        (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_REFUSED);
+        return send_status(o, o->transfer_id, MCUGW_OTA_ST_REJECTED, code, NULL);
+}
+
 static int fail(struct mcugw_ota *o, uint16_t code, const char *reason)
 {
         o->state = MCUGW_OTA_ST_FAILED;
@@ -107,12 +115,8 @@ static int on_offer(struct mcugw_ota *o, const struct mcugw_ota_offer *f)
         o->offset = 0;
         o->acked = 0;
         o->resync_sent = 0;
-        if (f->size > o->cfg.max_size) {
-                o->state = MCUGW_OTA_ST_REJECTED;
-                (void)send_ack(o, f->transfer_id, MCUGW_OTA_ACK_REFUSED);
-                return send_status(o, f->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_TOO_BIG,
-                                   NULL);
-        }
+        if (f->size > o->cfg.max_size)
+                return reject(o, MCUGW_OTA_E_TOO_BIG);
         /* Wait for version || sig (OFFER_MORE) before touching the flash. */
         o->size = f->size;
         memcpy(o->sha256, f->sha256, 32);
@@ -146,25 +150,10 @@ static int on_more(struct mcugw_ota *o, const struct mcugw_ota_more *m)
         if (o->meta_got < total)
                 return 0;
         r = o->cfg.flash.begin(o->cfg.flash.ctx, o->size);
-        if (r < 0) {
-                o->state = MCUGW_OTA_ST_REJECTED;
-                (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_REFUSED);
-                return send_status(o, o->transfer_id, MCUGW_OTA_ST_REJECTED,
-                                   MCUGW_OTA_E_FLASH_BEGIN, NULL);
-        }
+        if (r < 0)
+                return reject(o, MCUGW_OTA_E_FLASH_BEGIN);
         o->state = MCUGW_OTA_ST_RECEIVING;
         return send_ack(o, o->transfer_id, MCUGW_OTA_ACK_OK);
-}
-
-/* Constant time is not needed for a public hash, but it costs nothing. */
-static int same(const uint8_t *a, const uint8_t *b, size_t n)
-{
-        uint8_t d = 0;
-        size_t i;
-
-        for (i = 0; i < n; i++)
-                d |= (uint8_t)(a[i] ^ b[i]);
-        return d == 0;
 }
 
 /* Kept out of complete(): its ~400 bytes of stack are then free again before the signature
@@ -214,7 +203,7 @@ static int complete(struct mcugw_ota *o)
         r = stored_digest(o, digest);
         if (r < 0)
                 return fail(o, MCUGW_OTA_E_FLASH_FINISH, NULL);
-        if (!same(digest, o->sha256, 32))
+        if (!mcugw_ct_equal(digest, o->sha256, 32))
                 return fail(o, MCUGW_OTA_E_HASH, NULL);
         if (o->cfg.signer_pub) {
                 if (!c || !c->ecdsa_p256_verify)

@@ -69,8 +69,6 @@ const char *mcugw_strerror(int code)
         }
 }
 
-static const uint8_t zero32[32];
-
 static int sha256v(const struct mcugw_crypto *c, const struct mcugw_iov *v, size_t n,
                    uint8_t out[32])
 {
@@ -160,10 +158,8 @@ int mcugw_noise_encrypt_and_hash(struct mcugw_noise *hs, const uint8_t *p, size_
         uint8_t nonce[12];
         int r;
 
-        if (!hs->has_k) {
-                memmove(out, p, len);
-                return mcugw_noise_mix_hash(hs, out, len);
-        }
+        if (!hs->has_k)
+                return MCUGW_ESTATE; /* IK: every encrypted field comes after a DH */
         make_nonce(nonce, hs->n);
         r = hs->crypto->aead_seal(hs->crypto->ctx, hs->k, nonce, hs->h, 32, p, len, out);
         if (r < 0)
@@ -179,11 +175,8 @@ int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_
         uint8_t nonce[12], newh[32];
         int r;
 
-        if (!hs->has_k) {
-                r = mcugw_noise_mix_hash(hs, c, len);
-                memmove(out, c, len);
-                return r;
-        }
+        if (!hs->has_k)
+                return MCUGW_ESTATE; /* IK: every encrypted field comes after a DH */
         if (len < MCUGW_TAG_LEN)
                 return MCUGW_ETRUNC;
         r = sha256v(hs->crypto, v, 2, newh);
@@ -200,11 +193,14 @@ int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_
 
 int mcugw_noise_dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t pub[32])
 {
-        uint8_t shared[32];
-        int r;
+        uint8_t shared[32], any = 0;
+        int r, i;
 
         r = hs->crypto->x25519(hs->crypto->ctx, shared, priv, pub);
-        if (r == 0 && mcugw_ct_equal(shared, zero32, 32))
+        /* All zero (a low-order public key): constant time, no table of zeros to compare with. */
+        for (i = 0; i < 32; i++)
+                any |= shared[i];
+        if (r == 0 && !any)
                 r = MCUGW_EDH;
         if (r == 0)
                 r = mix_key(hs, shared);
