@@ -198,15 +198,16 @@ struct mcugw_ota_config {
 
 /** Receiver state; allocate statically, fields private. */
 struct mcugw_ota {
-        struct mcugw_ota_config cfg;
-        uint32_t transfer_id, size, offset, acked;
-        uint8_t sha256[32];
-        uint8_t sig[MCUGW_OTA_SIG_MAX];
-        uint8_t sig_len;
+        /* The small fields first: Thumb-2 reaches them with 2-byte instructions. */
         uint8_t state; /**< 0 idle, MCUGW_OTA_ST_*, or an offer waiting for its OFFER_MORE */
+        uint8_t sig_len;
         uint8_t resync_sent;
         uint8_t version_len; /**< of the offer being assembled */
         uint8_t meta_got;    /**< bytes of version || sig received so far */
+        uint32_t transfer_id, size, offset, acked;
+        struct mcugw_ota_config cfg;
+        uint8_t sha256[32];
+        uint8_t sig[MCUGW_OTA_SIG_MAX];
 };
 
 int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg);
