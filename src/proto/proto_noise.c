@@ -230,8 +230,6 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
 {
         int r;
 
-        if (!hs || !c || !rs_pub || (!prologue && prologue_len))
-                return MCUGW_EINVAL;
         mcugw_wipe(hs, sizeof(*hs));
         hs->crypto = c;
         /* The protocol name is exactly HASHLEN bytes, so h = name without hashing. */
@@ -252,8 +250,6 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
         size_t total = 96 + payload_len;
         int r;
 
-        if (!hs || !s_priv || !out || (!payload && payload_len))
-                return MCUGW_EINVAL;
         if (cap < total)
                 return MCUGW_ENOSPC;
         r = mcugw_noise_gen_ephemeral(hs, out); /* e */
@@ -285,8 +281,6 @@ int mcugw_noise_read_msg2(struct mcugw_noise *hs, const uint8_t s_priv[32], uint
         struct mcugw_noise saved;
         int r;
 
-        if (!hs || !s_priv || !msg || !payload)
-                return MCUGW_EINVAL;
         if (len < 48)
                 return MCUGW_ETRUNC;
         if (cap < len - 48)
@@ -312,8 +306,6 @@ int mcugw_noise_split(struct mcugw_noise *hs, uint8_t k_i2r[32], uint8_t k_r2i[3
 {
         int r;
 
-        if (!hs || !k_i2r || !k_r2i)
-                return MCUGW_EINVAL;
         r = hkdf2(hs->crypto, hs->ck, NULL, 0, k_i2r, k_r2i);
         if (r == 0 && hash)
                 memcpy(hash, hs->h, 32);
