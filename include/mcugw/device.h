@@ -189,7 +189,7 @@ struct mcugw_device_stats {
 /** Device context. Allocate statically; treat fields as private. */
 struct mcugw_device {
         /* The small fields first: Thumb-2 reaches byte fields at offsets below 32 and words
-         * below 128 with 2-byte instructions (about 150 bytes less code than at the end). */
+         * below 128 with 2-byte instructions (about 130 bytes less code than at the end). */
         uint8_t state;
         uint8_t attempts;
         uint8_t live_waiting;
