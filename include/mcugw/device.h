@@ -188,27 +188,29 @@ struct mcugw_device_stats {
 
 /** Device context. Allocate statically; treat fields as private. */
 struct mcugw_device {
-        struct mcugw_device_config cfg;
-        struct mcugw_deframer df;
-        union {
-                struct mcugw_noise hs;  /**< during the handshake */
-                struct mcugw_session s; /**< once connected */
-        } u;
-        uint32_t deadline_ms; /**< next message 1 retransmission */
-        uint32_t timeout_ms;
-        uint32_t session_ms;       /**< when the session started */
-        uint32_t live_deadline_ms; /**< an answer is due by then (live_waiting) */
-        uint32_t live_ms;          /**< current liveness timeout (backs off) */
-        uint16_t hs1_len;          /**< message 1 kept in tx_buf for retransmission */
+        /* The small fields first: Thumb-2 reaches byte fields at offsets below 32 and words
+         * below 128 with 2-byte instructions (about 130 bytes less code than at the end). */
         uint8_t state;
         uint8_t attempts;
         uint8_t live_waiting;
         uint8_t link_reason; /**< MCUGW_LINK_*: why the current/next session was started */
         uint8_t cookie_valid;
-        uint8_t cookie[MCUGW_COOKIE_LEN]; /**< from the last COOKIE frame, for mac2 */
-        uint32_t cookie_ms;               /**< when it came; used for MCUGW_COOKIE_SECRET_MS */
-        uint32_t hs_seq;                  /**< messages 1 built since start (timestamp) */
+        uint16_t hs1_len;     /**< message 1 kept in tx_buf for retransmission */
+        uint32_t deadline_ms; /**< next message 1 retransmission */
+        uint32_t timeout_ms;
+        uint32_t session_ms;       /**< when the session started */
+        uint32_t live_deadline_ms; /**< an answer is due by then (live_waiting) */
+        uint32_t live_ms;          /**< current liveness timeout (backs off) */
+        uint32_t cookie_ms;        /**< when the cookie came; used for MCUGW_COOKIE_SECRET_MS */
+        uint32_t hs_seq;           /**< messages 1 built since start (timestamp) */
         struct mcugw_device_stats stats;
+        struct mcugw_device_config cfg;
+        uint8_t cookie[MCUGW_COOKIE_LEN]; /**< from the last COOKIE frame, for mac2 */
+        struct mcugw_deframer df;
+        union {
+                struct mcugw_noise hs;  /**< during the handshake */
+                struct mcugw_session s; /**< once connected */
+        } u;
 };
 
 /**

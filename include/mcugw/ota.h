@@ -146,6 +146,11 @@ int mcugw_ota_decode(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
  */
 int mcugw_ota_encode_reply(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap);
 int mcugw_ota_decode_request(const struct mcugw_msg *msg, struct mcugw_ota_msg *out);
+/**
+ * What an OTA_STATUS / ABORT code (MCUGW_OTA_E_*) means, for people: the gateway's wording of a
+ * status whose reason is empty. "unknown code" for codes this revision does not know.
+ */
+const char *mcugw_ota_code_str(unsigned code);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device side: the OTA receiver                                                               */
@@ -193,15 +198,16 @@ struct mcugw_ota_config {
 
 /** Receiver state; allocate statically, fields private. */
 struct mcugw_ota {
-        struct mcugw_ota_config cfg;
-        uint32_t transfer_id, size, offset, acked;
-        uint8_t sha256[32];
-        uint8_t sig[MCUGW_OTA_SIG_MAX];
-        uint8_t sig_len;
+        /* The small fields first: Thumb-2 reaches them with 2-byte instructions. */
         uint8_t state; /**< 0 idle, MCUGW_OTA_ST_*, or an offer waiting for its OFFER_MORE */
+        uint8_t sig_len;
         uint8_t resync_sent;
         uint8_t version_len; /**< of the offer being assembled */
         uint8_t meta_got;    /**< bytes of version || sig received so far */
+        uint32_t transfer_id, size, offset, acked;
+        struct mcugw_ota_config cfg;
+        uint8_t sha256[32];
+        uint8_t sig[MCUGW_OTA_SIG_MAX];
 };
 
 int mcugw_ota_init(struct mcugw_ota *o, const struct mcugw_ota_config *cfg);

@@ -10,6 +10,12 @@
  * from <mcugw/wire.h> on failure. Output parameters are untouched on failure unless noted.
  * Nothing here keeps pointers to caller memory beyond the call unless documented.
  *
+ * Pointer arguments must be valid: the framing, handshake, cookie and session functions do not
+ * check them for NULL (they run for every frame, and on an MCU the checks cost about 300 bytes
+ * of flash: docs/protocol.md section 11). Lengths, capacities and everything that came from
+ * the wire are always checked. The device SDK's entry points (<mcugw/device.h>, <mcugw/ota.h>)
+ * check what the application passes, the responder its configuration.
+ *
  * Gateway quick start (one object per link, see docs/protocol.md section 8):
  *
  *      mcugw_deframer_init(&df, rxbuf, sizeof rxbuf);              // rxbuf: MCUGW_FRAME_MAX + 4
@@ -595,6 +601,12 @@ int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap);
  * within bounds, no trailing bytes). Returns 0, MCUGW_ETRUNC, MCUGW_EMALFORMED or MCUGW_ETYPE.
  */
 int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m);
+/**
+ * The half a device needs: the same checks for the types a gateway sends (ACK, PING, PONG,
+ * ERROR, COMMAND, CONFIG, OTA, vendor); the types only devices send (TELEMETRY, STATUS,
+ * COMMAND_RESULT, CONFIG_RESULT) are MCUGW_ETYPE. mcugw_msg_decode() calls it for the rest.
+ */
+int mcugw_msg_decode_down(const uint8_t *p, size_t len, struct mcugw_msg *m);
 
 #ifdef __cplusplus
 }

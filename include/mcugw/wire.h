@@ -226,15 +226,24 @@
 #define MCUGW_OTA_ST_REJECTED 6u  /**< offer refused (size, flash) */
 #define MCUGW_OTA_ST_ABORTED 7u   /**< after an ABORT */
 
-/** OTA_STATUS / ABORT code (u16). */
+/**
+ * OTA_STATUS / ABORT code (u16). The code says what failed; the reason text is optional (the
+ * SDK sends only the application's self-test reason, so that no firmware carries the texts) and
+ * the gateway words the code when it is empty (mcugw_ota_code_str()).
+ */
 #define MCUGW_OTA_E_NONE 0u
-#define MCUGW_OTA_E_TOO_BIG 1u
-#define MCUGW_OTA_E_FLASH 2u
-#define MCUGW_OTA_E_HASH 3u
-#define MCUGW_OTA_E_SIGNATURE 4u
-#define MCUGW_OTA_E_SELF_TEST 5u
-#define MCUGW_OTA_E_ABORTED 6u
-#define MCUGW_OTA_E_BAD_OFFER 7u
+#define MCUGW_OTA_E_TOO_BIG 1u      /**< image larger than the slot */
+#define MCUGW_OTA_E_FLASH 2u        /**< flash write failed */
+#define MCUGW_OTA_E_HASH 3u         /**< image hash mismatch */
+#define MCUGW_OTA_E_SIGNATURE 4u    /**< bad image signature */
+#define MCUGW_OTA_E_SELF_TEST 5u    /**< self-test failed */
+#define MCUGW_OTA_E_ABORTED 6u      /**< aborted by the gateway */
+#define MCUGW_OTA_E_BAD_OFFER 7u    /**< bad offer */
+#define MCUGW_OTA_E_FLASH_BEGIN 8u  /**< flash begin (erase) failed */
+#define MCUGW_OTA_E_FLASH_FINISH 9u /**< flash finish or read-back failed */
+#define MCUGW_OTA_E_SET_PENDING 10u /**< cannot mark the image pending */
+#define MCUGW_OTA_E_CONFIRM 11u     /**< cannot confirm the image */
+#define MCUGW_OTA_E_NO_VERIFIER 12u /**< signer key set, no verifier in the crypto port */
 
 /** 0xf0..0xff: vendor/experimental, opaque payload; never used by mcugw itself. */
 #define MCUGW_MSG_VENDOR_FIRST 0xf0u

@@ -133,26 +133,20 @@ static int send_hs1(struct mcugw_device *dev)
 {
         int r = hs1_mac2(dev);
 
-        if (r < 0)
-                return r;
-        if (dev->cfg.port.frame_begin) {
-                r = dev->cfg.port.frame_begin(dev->cfg.port.ctx, MCUGW_WIRE_MAX(dev->hs1_len));
-                if (r == MCUGW_EAGAIN) {
-                        /* Link busy: no attempt spent, the next tick tries again. */
-                        dev->deadline_ms = now(dev);
-                        return 0;
-                }
-                if (r < 0)
-                        return r;
+        if (r == 0)
+                r = send_frame(dev, dev->cfg.tx_buf, dev->hs1_len);
+        if (r == MCUGW_EAGAIN) {
+                /* Link busy: no attempt spent, the next tick tries again. */
+                dev->deadline_ms = now(dev);
+                return 0;
         }
+        /* Sent, or failed on the way out: either way the next try waits and backs off. */
         dev->attempts++;
         dev->stats.hs_sent++;
         dev->deadline_ms = now(dev) + dev->timeout_ms;
         if (dev->timeout_ms < MCUGW_DEVICE_HS_TIMEOUT_MAX_MS)
                 dev->timeout_ms *= 2;
-        r = mcugw_frame_encode_stream(dev->cfg.tx_buf, dev->hs1_len, dev->cfg.port.send,
-                                      dev->cfg.port.ctx);
-        return r < 0 ? r : 0;
+        return r;
 }
 
 int mcugw_device_reconnect(struct mcugw_device *dev, uint8_t reason)
@@ -413,7 +407,7 @@ static int handle_frame(struct mcugw_device *dev, uint8_t *frame, size_t len)
         /* The gateway holds this session: whatever we were waiting for, it is alive. */
         dev->live_waiting = 0;
         dev->live_ms = dev->cfg.liveness_ms;
-        r = mcugw_msg_decode(msg, mlen, &m);
+        r = mcugw_msg_decode_down(msg, mlen, &m);
         if (r < 0)
                 return r;
         dev->stats.rx_messages++;

@@ -43,6 +43,8 @@ static int send_ack(struct mcugw_ota *o, uint32_t id, uint8_t status)
         return send_ota(o, &m);
 }
 
+/* Only the application's self-test reason goes out as text: the code says the rest, and the
+ * gateway words it (the texts would be ~300 bytes of firmware). */
 static int send_status(struct mcugw_ota *o, uint32_t id, uint8_t state, uint16_t code,
                        const char *reason)
 {
@@ -58,6 +60,14 @@ static int send_status(struct mcugw_ota *o, uint32_t id, uint8_t state, uint16_t
         if (m.u.status.reason_len > MCUGW_OTA_REASON_MAX)
                 m.u.status.reason_len = MCUGW_OTA_REASON_MAX;
         return send_ota(o, &m);
+}
+
+/* An offer that cannot be taken: CHUNK_ACK REFUSED, then the STATUS that says why. */
+static int reject(struct mcugw_ota *o, uint16_t code)
+{
+        o->state = MCUGW_OTA_ST_REJECTED;
+        (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_REFUSED);
+        return send_status(o, o->transfer_id, MCUGW_OTA_ST_REJECTED, code, NULL);
 }
 
 static int fail(struct mcugw_ota *o, uint16_t code, const char *reason)
@@ -105,12 +115,8 @@ static int on_offer(struct mcugw_ota *o, const struct mcugw_ota_offer *f)
         o->offset = 0;
         o->acked = 0;
         o->resync_sent = 0;
-        if (f->size > o->cfg.max_size) {
-                o->state = MCUGW_OTA_ST_REJECTED;
-                (void)send_ack(o, f->transfer_id, MCUGW_OTA_ACK_REFUSED);
-                return send_status(o, f->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_TOO_BIG,
-                                   "image larger than the slot");
-        }
+        if (f->size > o->cfg.max_size)
+                return reject(o, MCUGW_OTA_E_TOO_BIG);
         /* Wait for version || sig (OFFER_MORE) before touching the flash. */
         o->size = f->size;
         memcpy(o->sha256, f->sha256, 32);
@@ -144,25 +150,10 @@ static int on_more(struct mcugw_ota *o, const struct mcugw_ota_more *m)
         if (o->meta_got < total)
                 return 0;
         r = o->cfg.flash.begin(o->cfg.flash.ctx, o->size);
-        if (r < 0) {
-                o->state = MCUGW_OTA_ST_REJECTED;
-                (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_REFUSED);
-                return send_status(o, o->transfer_id, MCUGW_OTA_ST_REJECTED, MCUGW_OTA_E_FLASH,
-                                   "flash begin failed");
-        }
+        if (r < 0)
+                return reject(o, MCUGW_OTA_E_FLASH_BEGIN);
         o->state = MCUGW_OTA_ST_RECEIVING;
         return send_ack(o, o->transfer_id, MCUGW_OTA_ACK_OK);
-}
-
-/* Constant time is not needed for a public hash, but it costs nothing. */
-static int same(const uint8_t *a, const uint8_t *b, size_t n)
-{
-        uint8_t d = 0;
-        size_t i;
-
-        for (i = 0; i < n; i++)
-                d |= (uint8_t)(a[i] ^ b[i]);
-        return d == 0;
 }
 
 /* Kept out of complete(): its ~400 bytes of stack are then free again before the signature
@@ -211,18 +202,18 @@ static int complete(struct mcugw_ota *o)
 
         r = stored_digest(o, digest);
         if (r < 0)
-                return fail(o, MCUGW_OTA_E_FLASH, "flash finish failed");
-        if (!same(digest, o->sha256, 32))
-                return fail(o, MCUGW_OTA_E_HASH, "image hash mismatch");
+                return fail(o, MCUGW_OTA_E_FLASH_FINISH, NULL);
+        if (!mcugw_ct_equal(digest, o->sha256, 32))
+                return fail(o, MCUGW_OTA_E_HASH, NULL);
         if (o->cfg.signer_pub) {
                 if (!c || !c->ecdsa_p256_verify)
-                        return fail(o, MCUGW_OTA_E_SIGNATURE, "no signature verifier");
+                        return fail(o, MCUGW_OTA_E_NO_VERIFIER, NULL);
                 r = c->ecdsa_p256_verify(c->ctx, o->cfg.signer_pub, digest, o->sig, o->sig_len);
                 if (r < 0)
-                        return fail(o, MCUGW_OTA_E_SIGNATURE, "bad image signature");
+                        return fail(o, MCUGW_OTA_E_SIGNATURE, NULL);
         }
         if (o->cfg.flash.set_pending(o->cfg.flash.ctx) < 0)
-                return fail(o, MCUGW_OTA_E_FLASH, "cannot mark the image pending");
+                return fail(o, MCUGW_OTA_E_SET_PENDING, NULL);
         o->state = MCUGW_OTA_ST_VERIFIED;
         (void)send_ack(o, o->transfer_id, MCUGW_OTA_ACK_OK);
         r = send_status(o, o->transfer_id, MCUGW_OTA_ST_VERIFIED, 0, NULL);
@@ -254,7 +245,7 @@ static int on_chunk(struct mcugw_ota *o, const struct mcugw_ota_chunk *ch)
                 return 0; /* duplicate */
         r = o->cfg.flash.write(o->cfg.flash.ctx, o->offset, ch->data + skip, ch->len - skip);
         if (r < 0)
-                return fail(o, MCUGW_OTA_E_FLASH, "flash write failed");
+                return fail(o, MCUGW_OTA_E_FLASH, NULL);
         o->offset += (uint32_t)(ch->len - skip);
         o->resync_sent = 0;
         if (o->offset == o->size)
@@ -284,13 +275,13 @@ int mcugw_ota_handle(struct mcugw_ota *o, const struct mcugw_msg *m)
                 if (o->state == MCUGW_OTA_ST_CONFIRMED)
                         return 0; /* too late */
                 /* Once the image is marked pending, the next reset boots it whatever we say:
-                 * report the real state instead of an abort that would not happen. */
+                 * report the real state (VERIFIED or TESTING) instead of an abort that would
+                 * not happen. */
                 if (o->state == MCUGW_OTA_ST_VERIFIED || o->state == MCUGW_OTA_ST_TESTING)
-                        return send_status(o, o->transfer_id, o->state, 0,
-                                           "too late to abort: image pending");
+                        return send_status(o, o->transfer_id, o->state, 0, NULL);
                 o->state = MCUGW_OTA_ST_ABORTED;
                 return send_status(o, o->transfer_id, MCUGW_OTA_ST_ABORTED, MCUGW_OTA_E_ABORTED,
-                                   "aborted by the gateway");
+                                   NULL);
         default: return MCUGW_ETYPE; /* not reached: decode_request refused the rest */
         }
 }
@@ -320,9 +311,9 @@ int mcugw_ota_self_test_done(struct mcugw_ota *o, int ok, const char *reason)
         if (!o || o->state != MCUGW_OTA_ST_TESTING)
                 return MCUGW_ESTATE;
         if (!ok)
-                return fail(o, MCUGW_OTA_E_SELF_TEST, reason ? reason : "self-test failed");
+                return fail(o, MCUGW_OTA_E_SELF_TEST, reason);
         if (o->cfg.flash.confirm(o->cfg.flash.ctx) < 0)
-                return fail(o, MCUGW_OTA_E_FLASH, "cannot confirm the image");
+                return fail(o, MCUGW_OTA_E_CONFIRM, NULL);
         o->state = MCUGW_OTA_ST_CONFIRMED;
         return send_status(o, o->transfer_id, MCUGW_OTA_ST_CONFIRMED, 0, NULL);
 }

@@ -2350,6 +2350,7 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
                 .commands = d->c.commands,
                 .commands_busy = d->c.commands_busy,
                 .dup = d->c.dup,
+                .replay_ts = d->c.replay_ts,
                 .last_seen_us = d->last_seen_us,
                 .connected = d->link && !d->link->closing,
         };

@@ -154,7 +154,8 @@ struct link_device_counters {
         uint64_t frames_in, frames_out, bytes_in, bytes_out, telemetry, handshakes;
         uint64_t auth_failures, mac_errors, crc_errors, cobs_errors, replays, truncated;
         uint64_t oversize, malformed, tx_dropped, takeovers, commands, commands_busy;
-        uint64_t dup; /* exact duplicates inside the replay window: harmless */
+        uint64_t dup;       /* exact duplicates inside the replay window: harmless */
+        uint64_t replay_ts; /* messages 1 refused: timestamp not newer than the last answered */
         int64_t last_seen_us;
         bool connected;
 };

@@ -105,7 +105,7 @@ static const struct top_col top_cols[] = {
         { "AUTHF", "auth_failures", TOP_INT, 6 },  { "MACERR", "mac_errors", TOP_INT, 6 },
         { "REPLAY", "replays", TOP_INT, 6 },       { "SENT", "delivered", TOP_INT, 8 },
         { "FRAMES IN", "frames_in", TOP_INT, 10 }, { "BYTES IN", "bytes_in", TOP_INT, 10 },
-        { "FIRMWARE", "fw_version", TOP_STR, 12 },
+        { "FIRMWARE", "fw_version", TOP_STR, 12 }, { "HSREPL", "replay_ts", TOP_INT, 6 },
 };
 
 #define TOP_ID_MIN 12

@@ -25,7 +25,7 @@ static const char *const counter_names[] = {
         "frames_in",     "frames_out", "bytes_in",      "bytes_out", "telemetry",
         "auth_failures", "mac_errors", "crc_errors",    "replays",   "tx_dropped",
         "malformed",     "handshakes", "truncated",     "oversize",  "cobs_errors",
-        "takeovers",     "commands",   "commands_busy", "dup",
+        "takeovers",     "commands",   "commands_busy", "dup",       "replay_ts",
 };
 enum {
         C_FRAMES_IN,
@@ -47,6 +47,7 @@ enum {
         C_COMMANDS,
         C_COMMANDS_BUSY,
         C_DUP,
+        C_REPLAY_TS,
         _C_MAX,
 };
 
@@ -204,6 +205,7 @@ static void read_counters(const struct link_device_counters *k, uint64_t c[_C_MA
         c[C_COMMANDS] = k->commands;
         c[C_COMMANDS_BUSY] = k->commands_busy;
         c[C_DUP] = k->dup;
+        c[C_REPLAY_TS] = k->replay_ts;
 }
 
 void metrics_sample(struct metrics *m)
@@ -240,6 +242,7 @@ void metrics_sample(struct metrics *m)
                 delta.replays = D(C_REPLAYS);
                 delta.mac_errors = D(C_MAC_ERRORS);
                 delta.takeovers = D(C_TAKEOVERS);
+                delta.replay_ts = D(C_REPLAY_TS);
                 delta.heard = seen_us != d->last_seen_us || D(C_FRAMES_IN) > 0;
                 delta.first = created;
                 if (dt > 0) {

@@ -23,8 +23,9 @@ struct relay;
 /* Per-interval changes of one device's counters. */
 struct metrics_delta {
         uint64_t auth_failures, messages, bytes_in, replays, mac_errors, takeovers;
-        bool heard; /* any frame arrived, or the device authenticated, in the interval */
-        bool first; /* the first sample of this device since the daemon started */
+        uint64_t replay_ts; /* replayed messages 1 (handshake timestamp not newer) */
+        bool heard;         /* any frame arrived, or the device authenticated, in the interval */
+        bool first;         /* the first sample of this device since the daemon started */
 };
 
 typedef void (*metrics_delta_fn)(void *userdata, const char *device_id, const char *groups,

@@ -218,6 +218,7 @@ void remedy_on_delta(void *userdata, const char *device_id, const char *groups,
                 { RULE_METRIC_REPLAYS, d->replays },
                 { RULE_METRIC_MAC_ERRORS, d->mac_errors },
                 { RULE_METRIC_TAKEOVERS, d->takeovers },
+                { RULE_METRIC_REPLAY_TS, d->replay_ts },
         };
 
         if (!r->engine)

@@ -17,6 +17,7 @@ static const char *const metric_names[_RULE_METRIC_MAX] = {
         [RULE_METRIC_REPLAYS] = "replays",
         [RULE_METRIC_MAC_ERRORS] = "mac_errors",
         [RULE_METRIC_TAKEOVERS] = "takeovers",
+        [RULE_METRIC_REPLAY_TS] = "replay_ts",
         [RULE_METRIC_SILENCE] = "silence",
 };
 
@@ -300,7 +301,7 @@ static void on_key(void *userdata, const char *file, unsigned line, unsigned sec
                 q = rule_metric_from_string(value);
                 if (q < 0)
                         why = "expected auth_failures, messages, bytes, replays, mac_errors, "
-                              "takeovers or silence";
+                              "takeovers, replay_ts or silence";
                 else
                         r->metric = (enum rule_metric)q;
         } else if (strcmp(key, "Window") == 0) {

@@ -14,8 +14,8 @@
  *
  *   [Rule]
  *   Name=auth-flood
- *   Metric=auth_failures      # auth_failures messages bytes replays mac_errors takeovers |
- *                             # silence
+ *   Metric=auth_failures      # auth_failures messages bytes replays mac_errors takeovers
+ *                             # replay_ts | silence
  *   Window=1min               # counters: how far back to count (1s … 24h)
  *   Threshold=5               # fire when the count in the window reaches this
  *   Timeout=10min             # silence: fire when nothing was heard for this long
@@ -44,6 +44,7 @@ enum rule_metric {
         RULE_METRIC_REPLAYS,
         RULE_METRIC_MAC_ERRORS,
         RULE_METRIC_TAKEOVERS, /* the session moved to another link: a move, or a cloned key */
+        RULE_METRIC_REPLAY_TS, /* messages 1 with the device's key replayed (old timestamp) */
         RULE_METRIC_SILENCE,   /* not a counter: time since the device was last heard */
         _RULE_METRIC_MAX,
 };

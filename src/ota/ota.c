@@ -925,15 +925,16 @@ static void on_status(struct ota_xfer *x, const struct mcugw_ota_status *s)
         case MCUGW_OTA_ST_FAILED:
         case MCUGW_OTA_ST_REJECTED:
         case MCUGW_OTA_ST_ABORTED: {
+                /* The SDK sends a text only for the application's self-test reason. */
+                const char *text = *reason ? reason : mcugw_ota_code_str(s->code);
                 char why[128];
                 if (x_final(x))
                         break;
                 snprintf(why, sizeof why, "%s: %s (code %u)",
-                         s->state == MCUGW_OTA_ST_FAILED ? "rejected" : "refused",
-                         *reason ? reason : "device error", s->code);
+                         s->state == MCUGW_OTA_ST_FAILED ? "rejected" : "refused", text, s->code);
                 if (s->code == MCUGW_OTA_E_SELF_TEST)
                         audit_x(x, "ota.self_test",
-                                json_pack("{ss ss}", "result", "failed", "reason", reason));
+                                json_pack("{ss ss}", "result", "failed", "reason", text));
                 x_fail(x, why);
                 break;
         }

@@ -124,6 +124,27 @@ int mcugw_ota_encode(const struct mcugw_ota_msg *m, uint8_t *out, size_t cap)
         }
 }
 
+const char *mcugw_ota_code_str(unsigned code)
+{
+        static const char *const names[] = {
+                [MCUGW_OTA_E_NONE] = "no error",
+                [MCUGW_OTA_E_TOO_BIG] = "image larger than the slot",
+                [MCUGW_OTA_E_FLASH] = "flash write failed",
+                [MCUGW_OTA_E_HASH] = "image hash mismatch",
+                [MCUGW_OTA_E_SIGNATURE] = "bad image signature",
+                [MCUGW_OTA_E_SELF_TEST] = "self-test failed",
+                [MCUGW_OTA_E_ABORTED] = "aborted by the gateway",
+                [MCUGW_OTA_E_BAD_OFFER] = "bad offer",
+                [MCUGW_OTA_E_FLASH_BEGIN] = "flash begin failed",
+                [MCUGW_OTA_E_FLASH_FINISH] = "flash finish failed",
+                [MCUGW_OTA_E_SET_PENDING] = "cannot mark the image pending",
+                [MCUGW_OTA_E_CONFIRM] = "cannot confirm the image",
+                [MCUGW_OTA_E_NO_VERIFIER] = "no signature verifier",
+        };
+
+        return code < sizeof names / sizeof names[0] ? names[code] : "unknown code";
+}
+
 void mcugw_ota_wrap(struct mcugw_msg *msg, const uint8_t *enc, size_t len)
 {
         msg->type = enc[0];

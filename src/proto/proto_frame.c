@@ -101,7 +101,7 @@ int mcugw_frame_encode(const uint8_t *frame, size_t len, uint8_t *out, size_t ca
         struct buf_out b = { out, cap, 0 };
         int r;
 
-        if ((!frame && len) || !out || len > 0x7fff0000u)
+        if (len > 0x7fff0000u)
                 return MCUGW_EINVAL;
         r = cobs_walk(frame, len, emit_buf, &b);
         return r < 0 ? r : (int)b.pos;
@@ -145,7 +145,7 @@ int mcugw_frame_encode_stream(const uint8_t *frame, size_t len, mcugw_write_fn w
         struct stream_out s = { write, ctx, 0 };
         int r;
 
-        if ((!frame && len) || !write || len > 0x7fff0000u)
+        if (len > 0x7fff0000u)
                 return MCUGW_EINVAL;
         r = cobs_walk(frame, len, emit_stream, &s);
         return r < 0 ? r : (int)s.total;
@@ -153,7 +153,7 @@ int mcugw_frame_encode_stream(const uint8_t *frame, size_t len, mcugw_write_fn w
 
 int mcugw_deframer_init(struct mcugw_deframer *d, uint8_t *buf, size_t cap)
 {
-        if (!d || !buf || cap < MCUGW_HDR_LEN + MCUGW_CRC_LEN)
+        if (cap < MCUGW_HDR_LEN + MCUGW_CRC_LEN)
                 return MCUGW_EINVAL;
         memset(d, 0, sizeof(*d));
         d->buf = buf;
@@ -220,8 +220,6 @@ int mcugw_deframer_push(struct mcugw_deframer *d, const uint8_t *data, size_t le
 {
         size_t i;
 
-        if (!d || (!data && len) || !consumed || !frame || !frame_len)
-                return MCUGW_EINVAL;
         for (i = 0; i < len; i++) {
                 uint8_t b = data[i];
 

@@ -65,8 +65,6 @@ int mcugw_initiator_read_hs2(struct mcugw_noise *hs, const uint8_t static_priv[3
         uint32_t id;
         int r;
 
-        if (!hs || !static_priv || !frame || !s)
-                return MCUGW_EINVAL;
         r = mcugw_frame_type(frame, len);
         if (r < 0)
                 return r;

@@ -127,7 +127,10 @@ int mcugw_msg_encode(const struct mcugw_msg *m, uint8_t *out, size_t cap)
         return (int)(fixed + tail_len);
 }
 
-int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
+/* What a device decodes: the types a gateway sends (docs/protocol.md section 7, "dir"). Apart
+ * from the rest so that a firmware linked with --gc-sections carries no decoder of what only
+ * devices send. */
+int mcugw_msg_decode_down(const uint8_t *p, size_t len, struct mcugw_msg *m)
 {
         struct mcugw_msg d;
         size_t n;
@@ -139,17 +142,6 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
         memset(&d, 0, sizeof(d));
         d.type = p[0];
         switch (d.type) {
-        case MCUGW_MSG_TELEMETRY:
-                if (len < 8)
-                        return MCUGW_ETRUNC;
-                d.u.telemetry.stream = get_le16(p + 1);
-                d.u.telemetry.seq = get_le32(p + 3);
-                d.u.telemetry.flags = p[7];
-                if (d.u.telemetry.flags & ~MCUGW_TLM_FLAGS_MASK)
-                        return MCUGW_EMALFORMED;
-                d.u.telemetry.payload = p + 8;
-                d.u.telemetry.len = len - 8;
-                break;
         case MCUGW_MSG_ACK:
                 if (len < 9)
                         return MCUGW_ETRUNC;
@@ -169,23 +161,6 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 if (len != 5)
                         return MCUGW_EMALFORMED;
                 d.u.ping.token = get_le32(p + 1);
-                break;
-        case MCUGW_MSG_STATUS:
-                if (len < 12)
-                        return MCUGW_ETRUNC;
-                n = p[11];
-                if (n > MCUGW_FW_VERSION_MAX || p[10] > MCUGW_LINK_REASON_MAX)
-                        return MCUGW_EMALFORMED;
-                if (len < 12 + n)
-                        return MCUGW_ETRUNC;
-                if (len != 12 + n || !text_ok((const char *)p + 12, n))
-                        return MCUGW_EMALFORMED;
-                d.u.status.boot_counter = get_le32(p + 1);
-                d.u.status.uptime_s = get_le32(p + 5);
-                d.u.status.reset_cause = p[9];
-                d.u.status.link_reason = p[10];
-                d.u.status.fw_version = (const char *)p + 12;
-                d.u.status.fw_version_len = n;
                 break;
         case MCUGW_MSG_ERROR:
                 if (len < 4)
@@ -209,6 +184,59 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 d.u.command.payload = p + 5;
                 d.u.command.len = len - 5;
                 break;
+        default: /* device -> gateway only: TELEMETRY, STATUS, COMMAND_RESULT, CONFIG_RESULT */
+                if (!is_raw_type(d.type))
+                        return MCUGW_ETYPE;
+                d.u.raw.body = p + 1;
+                d.u.raw.len = len - 1;
+                break;
+        }
+        if (len > MCUGW_MSG_MAX)
+                return MCUGW_EMALFORMED;
+        *m = d;
+        return 0;
+}
+
+int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
+{
+        struct mcugw_msg d;
+        size_t n;
+
+        if (!p || !m)
+                return MCUGW_EINVAL;
+        if (len < 1)
+                return MCUGW_ETRUNC;
+        memset(&d, 0, sizeof(d));
+        d.type = p[0];
+        switch (d.type) {
+        case MCUGW_MSG_TELEMETRY:
+                if (len < 8)
+                        return MCUGW_ETRUNC;
+                d.u.telemetry.stream = get_le16(p + 1);
+                d.u.telemetry.seq = get_le32(p + 3);
+                d.u.telemetry.flags = p[7];
+                if (d.u.telemetry.flags & ~MCUGW_TLM_FLAGS_MASK)
+                        return MCUGW_EMALFORMED;
+                d.u.telemetry.payload = p + 8;
+                d.u.telemetry.len = len - 8;
+                break;
+        case MCUGW_MSG_STATUS:
+                if (len < 12)
+                        return MCUGW_ETRUNC;
+                n = p[11];
+                if (n > MCUGW_FW_VERSION_MAX || p[10] > MCUGW_LINK_REASON_MAX)
+                        return MCUGW_EMALFORMED;
+                if (len < 12 + n)
+                        return MCUGW_ETRUNC;
+                if (len != 12 + n || !text_ok((const char *)p + 12, n))
+                        return MCUGW_EMALFORMED;
+                d.u.status.boot_counter = get_le32(p + 1);
+                d.u.status.uptime_s = get_le32(p + 5);
+                d.u.status.reset_cause = p[9];
+                d.u.status.link_reason = p[10];
+                d.u.status.fw_version = (const char *)p + 12;
+                d.u.status.fw_version_len = n;
+                break;
         case MCUGW_MSG_COMMAND_RESULT:
         case MCUGW_MSG_CONFIG_RESULT:
                 if (len < 7)
@@ -218,12 +246,7 @@ int mcugw_msg_decode(const uint8_t *p, size_t len, struct mcugw_msg *m)
                 d.u.result.payload = p + 7;
                 d.u.result.len = len - 7;
                 break;
-        default:
-                if (!is_raw_type(d.type))
-                        return MCUGW_ETYPE;
-                d.u.raw.body = p + 1;
-                d.u.raw.len = len - 1;
-                break;
+        default: return mcugw_msg_decode_down(p, len, m);
         }
         if (len > MCUGW_MSG_MAX)
                 return MCUGW_EMALFORMED;

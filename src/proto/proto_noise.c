@@ -69,8 +69,6 @@ const char *mcugw_strerror(int code)
         }
 }
 
-static const uint8_t zero32[32];
-
 static int sha256v(const struct mcugw_crypto *c, const struct mcugw_iov *v, size_t n,
                    uint8_t out[32])
 {
@@ -160,10 +158,8 @@ int mcugw_noise_encrypt_and_hash(struct mcugw_noise *hs, const uint8_t *p, size_
         uint8_t nonce[12];
         int r;
 
-        if (!hs->has_k) {
-                memmove(out, p, len);
-                return mcugw_noise_mix_hash(hs, out, len);
-        }
+        if (!hs->has_k)
+                return MCUGW_ESTATE; /* IK: every encrypted field comes after a DH */
         make_nonce(nonce, hs->n);
         r = hs->crypto->aead_seal(hs->crypto->ctx, hs->k, nonce, hs->h, 32, p, len, out);
         if (r < 0)
@@ -179,11 +175,8 @@ int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_
         uint8_t nonce[12], newh[32];
         int r;
 
-        if (!hs->has_k) {
-                r = mcugw_noise_mix_hash(hs, c, len);
-                memmove(out, c, len);
-                return r;
-        }
+        if (!hs->has_k)
+                return MCUGW_ESTATE; /* IK: every encrypted field comes after a DH */
         if (len < MCUGW_TAG_LEN)
                 return MCUGW_ETRUNC;
         r = sha256v(hs->crypto, v, 2, newh);
@@ -200,11 +193,14 @@ int mcugw_noise_decrypt_and_hash(struct mcugw_noise *hs, const uint8_t *c, size_
 
 int mcugw_noise_dh_mix(struct mcugw_noise *hs, const uint8_t priv[32], const uint8_t pub[32])
 {
-        uint8_t shared[32];
-        int r;
+        uint8_t shared[32], any = 0;
+        int r, i;
 
         r = hs->crypto->x25519(hs->crypto->ctx, shared, priv, pub);
-        if (r == 0 && mcugw_ct_equal(shared, zero32, 32))
+        /* All zero (a low-order public key): constant time, no table of zeros to compare with. */
+        for (i = 0; i < 32; i++)
+                any |= shared[i];
+        if (r == 0 && !any)
                 r = MCUGW_EDH;
         if (r == 0)
                 r = mix_key(hs, shared);
@@ -234,8 +230,6 @@ int mcugw_noise_init(struct mcugw_noise *hs, const struct mcugw_crypto *c, const
 {
         int r;
 
-        if (!hs || !c || !rs_pub || (!prologue && prologue_len))
-                return MCUGW_EINVAL;
         mcugw_wipe(hs, sizeof(*hs));
         hs->crypto = c;
         /* The protocol name is exactly HASHLEN bytes, so h = name without hashing. */
@@ -256,8 +250,6 @@ int mcugw_noise_write_msg1(struct mcugw_noise *hs, const uint8_t s_priv[32],
         size_t total = 96 + payload_len;
         int r;
 
-        if (!hs || !s_priv || !out || (!payload && payload_len))
-                return MCUGW_EINVAL;
         if (cap < total)
                 return MCUGW_ENOSPC;
         r = mcugw_noise_gen_ephemeral(hs, out); /* e */
@@ -289,8 +281,6 @@ int mcugw_noise_read_msg2(struct mcugw_noise *hs, const uint8_t s_priv[32], uint
         struct mcugw_noise saved;
         int r;
 
-        if (!hs || !s_priv || !msg || !payload)
-                return MCUGW_EINVAL;
         if (len < 48)
                 return MCUGW_ETRUNC;
         if (cap < len - 48)
@@ -316,8 +306,6 @@ int mcugw_noise_split(struct mcugw_noise *hs, uint8_t k_i2r[32], uint8_t k_r2i[3
 {
         int r;
 
-        if (!hs || !k_i2r || !k_r2i)
-                return MCUGW_EINVAL;
         r = hkdf2(hs->crypto, hs->ck, NULL, 0, k_i2r, k_r2i);
         if (r == 0 && hash)
                 memcpy(hash, hs->h, 32);

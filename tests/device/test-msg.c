@@ -197,12 +197,57 @@ static void test_unknown_and_empty(void **state)
         assert_int_equal(mcugw_msg_encode(&m, buf, sizeof(buf)), MCUGW_ETYPE);
 }
 
+/* The device's half: the same result as the full decoder for what a gateway sends, ETYPE for
+ * what only devices send. */
+static void test_decode_down(void **state)
+{
+        static const uint8_t msgs[][12] = {
+                { MCUGW_MSG_TELEMETRY, 1, 0, 2, 0, 0, 0, 0, 'x' },
+                { MCUGW_MSG_ACK, 1, 0, 2, 0, 0, 0, 1, 0 },
+                { MCUGW_MSG_PING, 1, 2, 3, 4 },
+                { MCUGW_MSG_PONG, 1, 2, 3, 4 },
+                { MCUGW_MSG_STATUS, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0 },
+                { MCUGW_MSG_ERROR, 15, 0, 2, 'n', 'o' },
+                { MCUGW_MSG_COMMAND, 7, 0, 0, 0, '{', '}' },
+                { MCUGW_MSG_COMMAND_RESULT, 7, 0, 0, 0, 0, 0 },
+                { MCUGW_MSG_CONFIG, 7, 0, 0, 0, '{', '}' },
+                { MCUGW_MSG_CONFIG_RESULT, 7, 0, 0, 0, 0, 0 },
+                { MCUGW_MSG_OTA_CHUNK, 1, 2 },
+                { 0xf1, 1 },
+        };
+        static const size_t lens[] = { 9, 9, 5, 5, 12, 6, 7, 7, 7, 7, 3, 2 };
+        struct mcugw_msg a, b;
+        uint8_t ea[16], eb[16];
+
+        (void)state;
+        for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+                uint8_t t = msgs[i][0];
+                int up_only = t == MCUGW_MSG_TELEMETRY || t == MCUGW_MSG_STATUS ||
+                              t == MCUGW_MSG_COMMAND_RESULT || t == MCUGW_MSG_CONFIG_RESULT;
+
+                assert_int_equal(mcugw_msg_decode(msgs[i], lens[i], &a), 0);
+                if (up_only) {
+                        assert_int_equal(mcugw_msg_decode_down(msgs[i], lens[i], &b), MCUGW_ETYPE);
+                        continue;
+                }
+                assert_int_equal(mcugw_msg_decode_down(msgs[i], lens[i], &b), 0);
+                /* decoded alike: both encode back to the message */
+                assert_int_equal(mcugw_msg_encode(&a, ea, sizeof ea), (int)lens[i]);
+                assert_int_equal(mcugw_msg_encode(&b, eb, sizeof eb), (int)lens[i]);
+                assert_memory_equal(ea, msgs[i], lens[i]);
+                assert_memory_equal(eb, msgs[i], lens[i]);
+                /* and the same refusals: one byte short */
+                assert_int_equal(mcugw_msg_decode_down(msgs[i], lens[i] - 1, &b),
+                                 mcugw_msg_decode(msgs[i], lens[i] - 1, &a));
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_telemetry),         cmocka_unit_test(test_fixed_messages),
                 cmocka_unit_test(test_strings),           cmocka_unit_test(test_command_and_raw),
-                cmocka_unit_test(test_unknown_and_empty),
+                cmocka_unit_test(test_unknown_and_empty), cmocka_unit_test(test_decode_down),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

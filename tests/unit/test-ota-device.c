@@ -459,12 +459,12 @@ static void test_spi_flash_read_back(void **state)
         assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_HASH);
         assert_int_equal(f.pending, 0);
 
-        /* A read error is a flash failure. */
+        /* A read error fails the finish step. */
         setup_spi(&o, &f);
         f.fail_read = 1;
         receive_spi(&o, &f, 23);
         assert_int_equal(o.state, MCUGW_OTA_ST_FAILED);
-        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_FLASH);
+        assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_FLASH_FINISH);
         assert_int_equal(f.reads, 1);
 
         /* Reading back needs a port with the streaming hash. */
@@ -489,6 +489,11 @@ static void test_bad_signature(void **state)
                 assert_int_equal(chunk(&o, 3, off, 1000), 0);
         assert_int_equal(o.state, MCUGW_OTA_ST_FAILED);
         assert_int_equal(last(&f)->u.status.code, MCUGW_OTA_E_SIGNATURE);
+        /* The code is the reason: no text in firmware, the gateway words it. */
+        assert_int_equal(last(&f)->u.status.reason_len, 0);
+        assert_string_equal(mcugw_ota_code_str(last(&f)->u.status.code), "bad image signature");
+        assert_string_equal(mcugw_ota_code_str(MCUGW_OTA_E_NO_VERIFIER), "no signature verifier");
+        assert_string_equal(mcugw_ota_code_str(MCUGW_OTA_E_NO_VERIFIER + 1), "unknown code");
         assert_int_equal(f.pending, 0);
         assert_int_equal(f.reboots, 0);
 }

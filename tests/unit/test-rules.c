@@ -236,6 +236,8 @@ static void test_takeovers(void **state)
 
         assert_int_equal(rule_metric_from_string("takeovers"), RULE_METRIC_TAKEOVERS);
         assert_string_equal(rule_metric_to_string(RULE_METRIC_TAKEOVERS), "takeovers");
+        assert_int_equal(rule_metric_from_string("replay_ts"), RULE_METRIC_REPLAY_TS);
+        assert_string_equal(rule_metric_to_string(RULE_METRIC_REPLAY_TS), "replay_ts");
         load(&rs, "[Rule]\nName=clone\nMetric=takeovers\nWindow=1min\nThreshold=10\n"
                   "Action=quarantine alert\n");
         assert_int_equal(rules_engine_new(&rs, 100, &e), 0);
