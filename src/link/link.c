@@ -91,6 +91,35 @@ struct link_counters {
 #undef X
 };
 
+/* The counters every session of a healthy device moves. A device keeps these inline and the rest
+ * (errors, refusals) in a block allocated with the first of them, so that a connected device
+ * does not carry 29 zeros. */
+#define LINK_HOT_COUNTERS(X)                                                                       \
+        X(frames_in) X(frames_out) X(bytes_in) X(bytes_out) X(telemetry) X(telemetry_bytes)       \
+        X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(handshakes)       \
+        X(commands)
+
+enum {
+#define X(n) LC_##n,
+        LINK_COUNTERS(X)
+#undef X
+        LC_MAX
+};
+
+enum {
+#define X(n) LCH_##n,
+        LINK_HOT_COUNTERS(X)
+#undef X
+        LCH_MAX
+};
+
+/* Counter -> its inline slot + 1, or 0: kept in the device's rare block. */
+static const uint8_t lc_hot[LC_MAX] = {
+#define X(n) [LC_##n] = LCH_##n + 1,
+        LINK_HOT_COUNTERS(X)
+#undef X
+};
+
 /* A cloud command waiting for its turn (CommandsPerSecond=, room in the output queue). */
 struct link_cmd {
         struct link_cmd *next;
@@ -104,13 +133,14 @@ struct link_dev {
         char id[MCUGW_DEVICE_ID_MAX + 1];
         struct link_dev *hnext;
         struct link *link; /* carrying its session now, or NULL */
-        struct link_counters c;
+        uint64_t hot[LCH_MAX]; /* LINK_HOT_COUNTERS */
+        uint64_t *rare;        /* LC_MAX counters indexed by LC_*, from the first rare one on */
         int64_t last_seen_us;
         uint64_t last_touch_ms;
         uint64_t hs_ts; /* newest handshake timestamp seen (hs_ts_set): older ones are replays */
         uint8_t hs_ts_key[32]; /* ... under this key: a re-enrolled key starts afresh */
         bool hs_ts_set;
-        char link_name[80];
+        char *link_name; /* the link it left (strdup), while not connected: NULL if unknown */
         /* auth.ok / link.down records: SessionAuditsPerMinute=, the rest counted and summed up
          * in link.flapping records */
         struct ratelimit_window sess_lim;
@@ -118,15 +148,21 @@ struct link_dev {
         unsigned sup_ok, sup_down;
         uint64_t takeovers_reported;
         struct link_dev *flap_next;
-        /* commands: paced per device, a bounded queue */
-        struct ratelimit cmd_bucket;
-        bool cmd_bucket_init, on_cmd_list;
-        struct link_cmd *cmd_head, *cmd_tail;
-        unsigned n_cmds;
-        struct link_dev *cmd_next;
-        uint32_t cmd_out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
-        uint32_t cmd_out_used;                  /* bit i: cmd_out[i] is due */
-        uint8_t cmd_out_next;                   /* when all are due, the next one to forget */
+        struct link_dev_cmds *cmd; /* from its first command on, or NULL */
+};
+
+/* A device's cloud commands: paced, a bounded queue, the ids whose result is due. Allocated with
+ * the first command sent to the device (one per registered device at most) and kept, so that the
+ * pace holds across sessions; a device that never gets a command never pays for it. */
+struct link_dev_cmds {
+        struct ratelimit bucket;
+        struct link_cmd *head, *tail;
+        unsigned n;
+        bool on_list;
+        uint8_t out_next;                   /* when all are due, the next one to forget */
+        uint32_t out_used;                  /* bit i: out[i] is due */
+        struct link_dev *next;              /* on m->cmd_list */
+        uint32_t out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
 };
 
 /* Connections of one source (address or uid) that have not authenticated yet. */
@@ -260,11 +296,36 @@ struct link_manager {
         uint8_t wire[MCUGW_WIRE_MAX(MCUGW_FRAME_MAX)];
 };
 
+static void dev_count(struct link_dev *d, unsigned i, uint64_t n)
+{
+        if (lc_hot[i])
+                d->hot[lc_hot[i] - 1] += n;
+        else if (d->rare || (d->rare = calloc(LC_MAX, sizeof *d->rare)))
+                d->rare[i] += n; /* without memory for the block, the device's count is lost */
+}
+
+static uint64_t dev_counter(const struct link_dev *d, unsigned i)
+{
+        if (lc_hot[i])
+                return d->hot[lc_hot[i] - 1];
+        return d->rare ? d->rare[i] : 0;
+}
+
+static void dev_counters(const struct link_dev *d, struct link_counters *ret)
+{
+#define X(n) ret->n = dev_counter(d, LC_##n);
+        LINK_COUNTERS(X)
+#undef X
+}
+
+#define DEV_COUNT(d, field, n) dev_count((d), LC_##field, (n))
+#define DEV_COUNTER(d, field) dev_counter((d), LC_##field)
+
 #define COUNT(l, field, n)                                                                         \
         do {                                                                                       \
                 (l)->m->tot.field += (n);                                                          \
                 if ((l)->dev)                                                                      \
-                        (l)->dev->c.field += (n);                                                  \
+                        DEV_COUNT((l)->dev, field, (n));                                           \
         } while (0)
 
 static void link_close(struct link *l, const char *reason);
@@ -424,11 +485,14 @@ static void manager_maybe_free(struct link_manager *m)
                 while (m->dev_hash[i]) {
                         struct link_dev *d = m->dev_hash[i];
                         m->dev_hash[i] = d->hnext;
-                        while (d->cmd_head) {
-                                struct link_cmd *c = d->cmd_head;
-                                d->cmd_head = c->next;
+                        while (d->cmd && d->cmd->head) {
+                                struct link_cmd *c = d->cmd->head;
+                                d->cmd->head = c->next;
                                 free(c);
                         }
+                        free(d->cmd);
+                        free(d->link_name);
+                        free(d->rare);
                         free(d);
                 }
         OPENSSL_cleanse(m->priv, sizeof m->priv);
@@ -499,11 +563,11 @@ static bool session_audit_allowed(struct link_manager *m, struct link_dev *d, bo
                 d->on_flap_list = true;
                 d->flap_next = m->flap_list;
                 m->flap_list = d;
-                d->takeovers_reported = d->c.takeovers;
+                d->takeovers_reported = DEV_COUNTER(d, takeovers);
                 audit_json(m, "daemon", "link.flapping", d->id,
                            json_pack("{ss si sI}", "state", "suppressing", "limit_per_min",
                                      (int)m->session_audit_per_min, "takeovers",
-                                     (json_int_t)d->c.takeovers));
+                                     (json_int_t)DEV_COUNTER(d, takeovers)));
                 log_device(LOG_WARNING, d->id,
                            "session flapping: more than %u session records this minute; the "
                            "rest are counted",
@@ -525,7 +589,7 @@ static void session_audit_roll(struct link_manager *m, uint64_t now)
                 audit_json(m, "daemon", "link.flapping", d->id,
                            json_pack("{ss si si sI si}", "state", "summary", "auth_ok",
                                      (int)d->sup_ok, "link_down", (int)d->sup_down, "takeovers",
-                                     (json_int_t)(d->c.takeovers - d->takeovers_reported),
+                                     (json_int_t)(DEV_COUNTER(d, takeovers) - d->takeovers_reported),
                                      "window_s", 60));
                 d->sup_ok = d->sup_down = 0;
                 d->on_flap_list = false;
@@ -829,13 +893,16 @@ static void link_session_end(struct link *l, const char *reason)
                 log_device(LOG_INFO, d->id, "disconnected from %s: %s", l->name, reason);
         } else
                 log_device(LOG_DEBUG, d->id, "disconnected from %s: %s", l->name, reason);
+        /* Kept only while it is away: a connected device names its link through d->link. */
+        free(d->link_name);
+        d->link_name = strdup(l->name);
         d->link = NULL;
         l->dev = NULL;
         l->drain_wanted = false;
         gen_bump(l);
         /* Queued commands go to the next session if it comes at once (a takeover), else they
          * are answered as offline by the command timer. */
-        if (d->cmd_head)
+        if (d->cmd && d->cmd->head)
                 cmd_timer_arm(m, 0);
         link_emit(m, LINK_EV_DOWN, d->id, reason, 0);
 }
@@ -877,9 +944,9 @@ static void link_auth_failed(struct link *l, const char *reason)
                         d = dev_get(m, rd->id);
         }
         if (d && pending)
-                d->c.hs_pending++;
+                DEV_COUNT(d, hs_pending, 1);
         else if (d)
-                d->c.auth_failures++;
+                DEV_COUNT(d, auth_failures, 1);
         if (!audit_allowed(l))
                 return;
         if (l->claimed_key_valid)
@@ -986,7 +1053,7 @@ static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts, int commit)
                 return 0;
         }
         if (d->hs_ts_set && ts <= d->hs_ts && mcugw_ct_equal(d->hs_ts_key, pub, 32)) {
-                d->c.replay_ts++;
+                DEV_COUNT(d, replay_ts, 1);
                 return MCUGW_ESTALE;
         }
         return 0;
@@ -1034,14 +1101,15 @@ static int link_session_start(struct link *l)
         if (d->link && d->link != l) {
                 /* Taken over: the device moved, or two devices share its key (a clone). The
                  * count is the rule metric `takeovers` (docs/monitoring.md). */
-                d->c.takeovers++;
+                DEV_COUNT(d, takeovers, 1);
                 m->tot.takeovers++;
                 link_kick(d->link, "device authenticated on another link");
         }
         pending_list_remove(l);
         l->dev = d;
         d->link = l;
-        snprintf(d->link_name, sizeof d->link_name, "%s", l->name);
+        free(d->link_name);
+        d->link_name = NULL;
         d->last_seen_us = now_realtime_usec();
         gen_bump(l);
         COUNT(l, handshakes, 1);
@@ -1058,7 +1126,7 @@ static int link_session_start(struct link *l)
                 log_device(LOG_INFO, d->id, "authenticated on %s", l->name);
         } else
                 log_device(LOG_DEBUG, d->id, "authenticated on %s", l->name);
-        if (d->cmd_head)
+        if (d->cmd && d->cmd->head)
                 cmd_timer_arm(m, 0);
         /* Last: a listener may send at once, and a write error may end the session again. */
         link_emit(m, LINK_EV_UP, d->id, NULL, 0);
@@ -1525,7 +1593,7 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
                         return;
                 }
                 link_update_poll(l);
-                if (l->dev && l->dev->cmd_head && l->out_len < LINK_CMD_OUT_MAX)
+                if (l->dev && l->dev->cmd && l->dev->cmd->head && l->out_len < LINK_CMD_OUT_MAX)
                         cmd_timer_arm(m, 0);
                 if (l->dev && l->drain_wanted && l->out_len < LINK_QUEUE_LOW) {
                         l->drain_wanted = false;
@@ -1885,38 +1953,44 @@ static bool cmd_room(const struct link *l)
         return l->out_len + MCUGW_WIRE_MAX(MCUGW_FRAME_MAX) <= LINK_CMD_OUT_MAX;
 }
 
-static void cmd_bucket_prepare(struct link_manager *m, struct link_dev *d)
+/* The device's command state, made on first use; NULL when there is no memory for it. */
+static struct link_dev_cmds *cmd_state(struct link_manager *m, struct link_dev *d)
 {
-        if (!d->cmd_bucket_init) {
-                ratelimit_init(&d->cmd_bucket, m->commands_per_s, m->commands_per_s,
+        if (!d->cmd) {
+                d->cmd = calloc(1, sizeof *d->cmd);
+                if (!d->cmd)
+                        return NULL;
+                ratelimit_init(&d->cmd->bucket, m->commands_per_s, m->commands_per_s,
                                now_ms(m) * USEC_PER_MSEC);
-                d->cmd_bucket_init = true;
         }
+        return d->cmd;
 }
 
 /* Remember a command id sent to the device, so that its result is recognised. */
-static void cmd_out_add(struct link_dev *d, uint32_t id)
+static void cmd_out_add(struct link_dev_cmds *q, uint32_t id)
 {
         unsigned i;
 
         for (i = 0; i < LINK_CMD_OUTSTANDING; i++)
-                if (!(d->cmd_out_used & (UINT32_C(1) << i)))
+                if (!(q->out_used & (UINT32_C(1) << i)))
                         break;
         if (i == LINK_CMD_OUTSTANDING) {
                 /* All due: one is forgotten, in rotation; its result will be dropped as stray. */
-                i = d->cmd_out_next;
-                d->cmd_out_next = (uint8_t)((d->cmd_out_next + 1) % LINK_CMD_OUTSTANDING);
+                i = q->out_next;
+                q->out_next = (uint8_t)((q->out_next + 1) % LINK_CMD_OUTSTANDING);
         }
-        d->cmd_out[i] = id;
-        d->cmd_out_used |= UINT32_C(1) << i;
+        q->out[i] = id;
+        q->out_used |= UINT32_C(1) << i;
 }
 
 /* True (and forgotten) if a result for @id is due. */
 static bool cmd_out_take(struct link_dev *d, uint32_t id)
 {
-        for (unsigned i = 0; i < LINK_CMD_OUTSTANDING; i++)
-                if ((d->cmd_out_used & (UINT32_C(1) << i)) && d->cmd_out[i] == id) {
-                        d->cmd_out_used &= ~(UINT32_C(1) << i);
+        struct link_dev_cmds *q = d->cmd;
+
+        for (unsigned i = 0; q && i < LINK_CMD_OUTSTANDING; i++)
+                if ((q->out_used & (UINT32_C(1) << i)) && q->out[i] == id) {
+                        q->out_used &= ~(UINT32_C(1) << i);
                         return true;
                 }
         return false;
@@ -1933,7 +2007,7 @@ static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t 
         r = link_send_msg(l, &c);
         if (r == 0) {
                 COUNT(l, commands, 1);
-                cmd_out_add(l->dev, id);
+                cmd_out_add(l->dev->cmd, id);
         }
         return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
 }
@@ -1942,25 +2016,25 @@ static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t 
  * when its queue is empty. */
 static uint64_t cmd_drain(struct link_manager *m, struct link_dev *d)
 {
+        struct link_dev_cmds *q = d->cmd;
         uint64_t t = now_ms(m);
 
-        cmd_bucket_prepare(m, d);
-        while (d->cmd_head) {
-                struct link_cmd *c = d->cmd_head;
+        while (q->head) {
+                struct link_cmd *c = q->head;
                 int r;
 
                 if (!d->link || d->link->closing)
                         r = -ENOTCONN;
                 else if (!cmd_room(d->link))
                         return 100; /* and sooner: on_link_poll when the output drains */
-                else if (!ratelimit_try(&d->cmd_bucket, 1, t * USEC_PER_MSEC))
+                else if (!ratelimit_try(&q->bucket, 1, t * USEC_PER_MSEC))
                         return MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1);
                 else
                         r = cmd_send(d->link, c->id, c->payload, c->len);
-                d->cmd_head = c->next;
-                if (!d->cmd_head)
-                        d->cmd_tail = NULL;
-                d->n_cmds--;
+                q->head = c->next;
+                if (!q->head)
+                        q->tail = NULL;
+                q->n--;
                 m->cmd_bytes -= c->len;
                 if (r < 0 && m->cb.on_command_failed)
                         m->cb.on_command_failed(m->cb.ud, d->id, c->id, r);
@@ -1977,14 +2051,14 @@ static void on_cmd_timer(uv_timer_t *t)
         for (struct link_dev **pp = &m->cmd_list; *pp;) {
                 struct link_dev *d = *pp;
                 uint64_t w = cmd_drain(m, d);
-                if (!d->cmd_head) {
-                        *pp = d->cmd_next;
-                        d->cmd_next = NULL;
-                        d->on_cmd_list = false;
+                if (!d->cmd->head) {
+                        *pp = d->cmd->next;
+                        d->cmd->next = NULL;
+                        d->cmd->on_list = false;
                         continue;
                 }
                 next = next ? MIN(next, w) : w;
-                pp = &d->cmd_next;
+                pp = &d->cmd->next;
         }
         if (m->cmd_list)
                 cmd_timer_arm(m, next ? next : 100);
@@ -2192,6 +2266,7 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                               const uint8_t *payload, size_t len)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        struct link_dev_cmds *q;
         struct link_cmd *c;
 
         if (!d || !d->link || d->link->closing)
@@ -2203,12 +2278,14 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                 COUNT(d->link, too_big, 1);
                 return -EMSGSIZE;
         }
-        cmd_bucket_prepare(m, d);
-        if (!d->cmd_head && cmd_room(d->link) &&
-            ratelimit_try(&d->cmd_bucket, 1, now_ms(m) * USEC_PER_MSEC))
+        q = cmd_state(m, d);
+        if (!q)
+                return -ENOMEM;
+        if (!q->head && cmd_room(d->link) &&
+            ratelimit_try(&q->bucket, 1, now_ms(m) * USEC_PER_MSEC))
                 return cmd_send(d->link, command_id, payload, len);
         /* Over the pace or the device reads slowly: wait in its queue, if there is room. */
-        if (d->n_cmds >= m->command_queue || m->cmd_bytes + len > LINK_CMD_BYTES_MAX) {
+        if (q->n >= m->command_queue || m->cmd_bytes + len > LINK_CMD_BYTES_MAX) {
                 COUNT(d->link, commands_busy, 1);
                 return -ENOBUFS;
         }
@@ -2220,16 +2297,16 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
         c->len = (uint32_t)len;
         if (len)
                 memcpy(c->payload, payload, len);
-        if (d->cmd_tail)
-                d->cmd_tail->next = c;
+        if (q->tail)
+                q->tail->next = c;
         else
-                d->cmd_head = c;
-        d->cmd_tail = c;
-        d->n_cmds++;
+                q->head = c;
+        q->tail = c;
+        q->n++;
         m->cmd_bytes += len;
-        if (!d->on_cmd_list) {
-                d->on_cmd_list = true;
-                d->cmd_next = m->cmd_list;
+        if (!q->on_list) {
+                q->on_list = true;
+                q->next = m->cmd_list;
                 m->cmd_list = d;
         }
         cmd_timer_arm(m, MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1));
@@ -2331,25 +2408,25 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
         if (!d)
                 return -ENOENT;
         *ret = (struct link_device_counters){
-                .frames_in = d->c.frames_in,
-                .frames_out = d->c.frames_out,
-                .bytes_in = d->c.bytes_in,
-                .bytes_out = d->c.bytes_out,
-                .telemetry = d->c.telemetry,
-                .handshakes = d->c.handshakes,
-                .auth_failures = d->c.auth_failures,
-                .mac_errors = d->c.mac_errors,
-                .crc_errors = d->c.crc_errors,
-                .cobs_errors = d->c.cobs_errors,
-                .replays = d->c.replays,
-                .truncated = d->c.truncated,
-                .oversize = d->c.oversize,
-                .malformed = d->c.malformed,
-                .tx_dropped = d->c.tx_dropped,
-                .takeovers = d->c.takeovers,
-                .commands = d->c.commands,
-                .commands_busy = d->c.commands_busy,
-                .dup = d->c.dup,
+                .frames_in = DEV_COUNTER(d, frames_in),
+                .frames_out = DEV_COUNTER(d, frames_out),
+                .bytes_in = DEV_COUNTER(d, bytes_in),
+                .bytes_out = DEV_COUNTER(d, bytes_out),
+                .telemetry = DEV_COUNTER(d, telemetry),
+                .handshakes = DEV_COUNTER(d, handshakes),
+                .auth_failures = DEV_COUNTER(d, auth_failures),
+                .mac_errors = DEV_COUNTER(d, mac_errors),
+                .crc_errors = DEV_COUNTER(d, crc_errors),
+                .cobs_errors = DEV_COUNTER(d, cobs_errors),
+                .replays = DEV_COUNTER(d, replays),
+                .truncated = DEV_COUNTER(d, truncated),
+                .oversize = DEV_COUNTER(d, oversize),
+                .malformed = DEV_COUNTER(d, malformed),
+                .tx_dropped = DEV_COUNTER(d, tx_dropped),
+                .takeovers = DEV_COUNTER(d, takeovers),
+                .commands = DEV_COUNTER(d, commands),
+                .commands_busy = DEV_COUNTER(d, commands_busy),
+                .dup = DEV_COUNTER(d, dup),
                 .last_seen_us = d->last_seen_us,
                 .connected = d->link && !d->link->closing,
         };
@@ -2359,13 +2436,15 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
 int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        struct link_counters c;
         json_t *o;
 
         if (!d)
                 return -ENOENT;
-        o = counters_json(&d->c);
+        dev_counters(d, &c);
+        o = counters_json(&c);
         json_object_set_new(o, "connected", json_boolean(d->link && !d->link->closing));
-        json_object_set_new(o, "link", json_string(d->link ? d->link->name : d->link_name));
+        json_object_set_new(o, "link", json_string(d->link ? d->link->name : d->link_name ? d->link_name : ""));
         json_object_set_new(o, "last_seen_us", json_integer(d->last_seen_us));
         json_object_set_new(out, "link_stats", o);
         return 0;
