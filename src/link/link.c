@@ -172,6 +172,20 @@ struct link_source {
         unsigned pending;
 };
 
+/* A handshake in flight on a link: the responder's pending session and cached answer, and what
+ * the lookup learned about the claimed device. Allocated for a message 1 that passed mac1 and
+ * the handshake budgets, freed once its session is confirmed (or nothing is pending after the
+ * message 1 failed, or the link closes): an established session does not carry it, and there
+ * is at most one per link (MaxConnections=, the budgets bound how often it is made). */
+struct link_hs {
+        struct mcugw_responder_hs r;
+        const char *reject_reason; /* set by the lookup callback */
+        char reject_buf[96];       /* a reject_reason naming the device */
+        char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
+        uint8_t claimed_key[32];
+        bool claimed_key_valid;
+};
+
 struct serial_port;
 struct listener;
 
@@ -203,11 +217,7 @@ struct link {
         struct ratelimit_window audit_lim;
         uint64_t serial;           /* unique per manager: what a cookie is bound to */
         bool version_warned;       /* logged once that the peer speaks another protocol version */
-        const char *reject_reason; /* set by the lookup callback */
-        char reject_buf[96];       /* a reject_reason naming the device */
-        char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
-        uint8_t claimed_key[32];
-        bool claimed_key_valid;
+        struct link_hs *hs; /* a handshake in flight, or NULL */
         uint8_t *out;
         uint32_t out_len, out_cap;
         bool drain_wanted; /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
@@ -920,7 +930,7 @@ static void link_kick(struct link *l, const char *reason)
 static void link_auth_failed(struct link *l, const char *reason)
 {
         struct link_manager *m = l->m;
-        const char *who = l->claimed_id[0] ? l->claimed_id : NULL;
+        const char *who = l->hs && l->hs->claimed_id[0] ? l->hs->claimed_id : NULL;
         struct link_dev *d = NULL;
         char key[45] = "";
 
@@ -938,8 +948,8 @@ static void link_auth_failed(struct link *l, const char *reason)
          * gateway's public key can start a handshake with a fresh key and any claimed id: if
          * that counted against the device named, a stranger could get it quarantined by the
          * rules. Unknown keys count gateway-wide and are audited with the claimed id. */
-        if (m->reg && l->claimed_key_valid) {
-                const struct registry_device *rd = registry_find_key(m->reg, l->claimed_key);
+        if (m->reg && l->hs && l->hs->claimed_key_valid) {
+                const struct registry_device *rd = registry_find_key(m->reg, l->hs->claimed_key);
                 if (rd)
                         d = dev_get(m, rd->id);
         }
@@ -949,8 +959,8 @@ static void link_auth_failed(struct link *l, const char *reason)
                 DEV_COUNT(d, auth_failures, 1);
         if (!audit_allowed(l))
                 return;
-        if (l->claimed_key_valid)
-                key_to_base64(l->claimed_key, key);
+        if (l->hs && l->hs->claimed_key_valid)
+                key_to_base64(l->hs->claimed_key, key);
         audit_json(m, "daemon", "auth.failed", who ? who : l->name,
                    json_pack("{ss ss ss ss}", "reason", reason, "link", l->name, "device_id",
                              who ? who : "", "key", key));
@@ -967,39 +977,39 @@ static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *at
         char actor[48];
         int q;
 
-        q = onboard_verify(m->onboard, l->claimed_id, strlen(l->claimed_id), pub, attest,
+        q = onboard_verify(m->onboard, l->hs->claimed_id, strlen(l->hs->claimed_id), pub, attest,
                            attest_len, &kid, &why);
-        if (q == -ENOENT && m->reg && registry_find(m->reg, l->claimed_id)) {
+        if (q == -ENOENT && m->reg && registry_find(m->reg, l->hs->claimed_id)) {
                 /* Most often a key pasted with a typo at enrollment, or a reflashed device. */
-                snprintf(l->reject_buf, sizeof l->reject_buf,
-                         "key does not match the enrolled key for %s", l->claimed_id);
-                l->reject_reason = l->reject_buf;
+                snprintf(l->hs->reject_buf, sizeof l->hs->reject_buf,
+                         "key does not match the enrolled key for %s", l->hs->claimed_id);
+                l->hs->reject_reason = l->hs->reject_buf;
                 return -1;
         }
         if (q < 0) {
-                l->reject_reason = q == -ENOENT ? "unknown key" : why;
+                l->hs->reject_reason = q == -ENOENT ? "unknown key" : why;
                 return -1;
         }
-        if (!m->reg || registry_find(m->reg, l->claimed_id)) {
-                l->reject_reason = "attested device id is enrolled with another key";
+        if (!m->reg || registry_find(m->reg, l->hs->claimed_id)) {
+                l->hs->reject_reason = "attested device id is enrolled with another key";
                 return -1;
         }
-        snprintf(actor, sizeof actor, "device:%s", l->claimed_id);
-        if (registry_add(m->reg, actor, l->claimed_id, pub,
+        snprintf(actor, sizeof actor, "device:%s", l->hs->claimed_id);
+        if (registry_add(m->reg, actor, l->hs->claimed_id, pub,
                          policy == ONBOARD_ACTIVE ? DEVICE_ACTIVE : DEVICE_PENDING, "",
                          "onboarding", &err) < 0) {
-                l->reject_reason = err;
+                l->hs->reject_reason = err;
                 return -1;
         }
-        audit_json(m, actor, "device.onboarded", l->claimed_id,
+        audit_json(m, actor, "device.onboarded", l->hs->claimed_id,
                    json_pack("{ss ss ss}", "manufacturer_key", kid, "link", l->name, "state",
                              policy == ONBOARD_ACTIVE ? "active" : "pending"));
-        log_device(LOG_NOTICE, l->claimed_id,
+        log_device(LOG_NOTICE, l->hs->claimed_id,
                    "onboarded on %s, attested by manufacturer key %s (%s)", l->name, kid,
                    policy == ONBOARD_ACTIVE ? "active" : "pending approval");
         if (policy == ONBOARD_ACTIVE)
                 return 0;
-        l->reject_reason = REJECT_PENDING;
+        l->hs->reject_reason = REJECT_PENDING;
         return -1;
 }
 
@@ -1009,25 +1019,25 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         struct link *l = user;
         const struct registry_device *d;
 
-        memcpy(l->claimed_key, pub, 32);
-        l->claimed_key_valid = true;
+        memcpy(l->hs->claimed_key, pub, 32);
+        l->hs->claimed_key_valid = true;
         id_len = MIN(id_len, (size_t)MCUGW_DEVICE_ID_MAX);
-        memcpy(l->claimed_id, id, id_len);
-        l->claimed_id[id_len] = 0;
+        memcpy(l->hs->claimed_id, id, id_len);
+        l->hs->claimed_id[id_len] = 0;
 
         d = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
         if (!d)
                 return link_onboard(l, pub, attest, attest_len);
-        if (strcmp(d->id, l->claimed_id) != 0) {
-                l->reject_reason = "device id does not match the key";
+        if (strcmp(d->id, l->hs->claimed_id) != 0) {
+                l->hs->reject_reason = "device id does not match the key";
                 return -1;
         }
         switch (d->state) {
         case DEVICE_ACTIVE: return 0;
-        case DEVICE_REVOKED: l->reject_reason = "revoked"; return -1;
-        case DEVICE_QUARANTINED: l->reject_reason = "quarantined"; return -1;
-        case DEVICE_PENDING: l->reject_reason = REJECT_PENDING; return -1;
-        default: l->reject_reason = "not admitted"; return -1;
+        case DEVICE_REVOKED: l->hs->reject_reason = "revoked"; return -1;
+        case DEVICE_QUARANTINED: l->hs->reject_reason = "quarantined"; return -1;
+        case DEVICE_PENDING: l->hs->reject_reason = REJECT_PENDING; return -1;
+        default: l->hs->reject_reason = "not admitted"; return -1;
         }
 }
 
@@ -1073,7 +1083,8 @@ static int link_session_start(struct link *l)
         /* The state may have changed between message 1 and the confirmation. */
         rd = m->reg ? registry_find_key(m->reg, p->static_pub) : NULL;
         if (!rd || rd->state != DEVICE_ACTIVE || strcmp(rd->id, p->device_id) != 0) {
-                snprintf(l->claimed_id, sizeof l->claimed_id, "%s", p->device_id);
+                if (l->hs)
+                        snprintf(l->hs->claimed_id, sizeof l->hs->claimed_id, "%s", p->device_id);
                 link_auth_failed(l, "device no longer admitted");
                 link_kick(l, "device no longer admitted");
                 mcugw_responder_reset(&l->r);
@@ -1356,6 +1367,60 @@ static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uin
         return false;
 }
 
+/* The handshake state of a link (struct link_hs), lent to its responder; NULL without memory. */
+static struct link_hs *link_hs_get(struct link *l)
+{
+        if (!l->hs) {
+                l->hs = malloc(sizeof *l->hs);
+                if (!l->hs)
+                        return NULL;
+                mcugw_responder_set_hs(&l->r, &l->hs->r);
+        }
+        l->hs->reject_reason = NULL;
+        l->hs->claimed_id[0] = 0;
+        l->hs->claimed_key_valid = false;
+        return l->hs;
+}
+
+static void link_hs_free(struct link *l)
+{
+        if (!l->hs)
+                return;
+        mcugw_responder_set_hs(&l->r, NULL); /* wipes the pending keys */
+        OPENSSL_clear_free(l->hs, sizeof *l->hs);
+        l->hs = NULL;
+}
+
+/* A message 1 that passed mac1 and the budgets, with l->hs allocated. */
+static void link_hs1(struct link *l, uint8_t *frame, size_t len)
+{
+        struct mcugw_rx rx;
+        int rc;
+
+        rc = mcugw_responder_handle(&l->r, frame, len, &rx);
+        if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
+                link_send_frame(l, rx.data, rx.len);
+                return;
+        }
+        if (rc == MCUGW_ESTALE) {
+                /* A replayed message 1: no answer, no audit record, nothing displaced
+                 * (the key's owner was counted by fresh_cb). */
+                l->m->tot.replay_ts++;
+                log_device(LOG_DEBUG, l->hs->claimed_id[0] ? l->hs->claimed_id : NULL,
+                           "replayed handshake dropped on %s", l->name);
+                return;
+        }
+        if (rc == MCUGW_EREJECTED)
+                link_auth_failed(l, l->hs->reject_reason ? l->hs->reject_reason : "rejected");
+        else if (rc == MCUGW_EAUTH || rc == MCUGW_EDH)
+                link_auth_failed(l, "handshake failed to authenticate (wrong gateway "
+                                    "key or corrupted message)");
+        else if (rc < 0) {
+                COUNT(l, malformed, 1);
+                link_auth_failed(l, "malformed handshake");
+        }
+}
+
 static void link_frame(struct link *l, uint8_t *frame, size_t len)
 {
         struct link_manager *m = l->m;
@@ -1396,31 +1461,15 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
                 }
                 if (!link_hs_budget(l, t) && !link_hs_cookie(l, frame, len, t))
                         return;
-                l->reject_reason = NULL;
-                l->claimed_id[0] = 0;
-                l->claimed_key_valid = false;
-                rc = mcugw_responder_handle(&l->r, frame, len, &rx);
-                if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
-                        link_send_frame(l, rx.data, rx.len);
+                if (!link_hs_get(l)) {
+                        link_close_nomem(l);
                         return;
                 }
-                if (rc == MCUGW_ESTALE) {
-                        /* A replayed message 1: no answer, no audit record, nothing displaced
-                         * (the key's owner was counted by fresh_cb). */
-                        l->m->tot.replay_ts++;
-                        log_device(LOG_DEBUG, l->claimed_id[0] ? l->claimed_id : NULL,
-                                   "replayed handshake dropped on %s", l->name);
-                        return;
-                }
-                if (rc == MCUGW_EREJECTED)
-                        link_auth_failed(l, l->reject_reason ? l->reject_reason : "rejected");
-                else if (rc == MCUGW_EAUTH || rc == MCUGW_EDH)
-                        link_auth_failed(l, "handshake failed to authenticate (wrong gateway "
-                                            "key or corrupted message)");
-                else if (rc < 0) {
-                        COUNT(l, malformed, 1);
-                        link_auth_failed(l, "malformed handshake");
-                }
+                link_hs1(l, frame, len);
+                /* Nothing pending (this message 1 failed, and no earlier one is answered): the
+                 * handshake state goes until the next message 1. */
+                if (!mcugw_responder_pending(&l->r))
+                        link_hs_free(l);
                 return;
         }
         rc = mcugw_responder_handle(&l->r, frame, len, &rx);
@@ -1449,8 +1498,12 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
         }
         if (rx.kind != MCUGW_RX_MESSAGE)
                 return;
-        if (rx.new_session && link_session_start(l) < 0)
-                return;
+        if (rx.new_session) {
+                rc = link_session_start(l);
+                link_hs_free(l); /* confirmed: nothing is pending any more */
+                if (rc < 0)
+                        return;
+        }
         if (!l->dev || l->closing)
                 return;
         l->last_rx_ms = t;
@@ -1519,6 +1572,7 @@ static void link_closed_cb(uv_handle_t *h)
         struct link_manager *m = l->m;
 
         close(l->fd);
+        link_hs_free(l);
         mcugw_responder_reset(&l->r);
         free(l->out);
         ackq_clear(&l->pend);

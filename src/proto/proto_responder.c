@@ -123,19 +123,40 @@ void mcugw_responder_reset(struct mcugw_responder *r)
 {
         struct mcugw_responder_config cfg;
         struct mcugw_responder_stats st;
+        struct mcugw_responder_hs *hs;
         uint8_t k1[32], k2[32];
 
         if (!r)
                 return;
         cfg = r->cfg;
         st = r->stats;
+        hs = r->hs;
         memcpy(k1, r->mac1_key, 32);
         memcpy(k2, r->cookie_key, 32);
         mcugw_wipe(r, sizeof(*r));
+        if (hs)
+                mcugw_wipe(hs, sizeof(*hs));
         r->cfg = cfg;
         r->stats = st;
+        r->hs = hs;
         memcpy(r->mac1_key, k1, 32);
         memcpy(r->cookie_key, k2, 32);
+}
+
+void mcugw_responder_set_hs(struct mcugw_responder *r, struct mcugw_responder_hs *hs)
+{
+        if (!r)
+                return;
+        if (r->hs)
+                mcugw_wipe(r->hs, sizeof(*r->hs));
+        if (hs)
+                mcugw_wipe(hs, sizeof(*hs));
+        r->hs = hs;
+}
+
+int mcugw_responder_pending(const struct mcugw_responder *r)
+{
+        return r && r->hs && r->hs->next.active;
 }
 
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
@@ -249,6 +270,7 @@ static int new_session_id(struct mcugw_responder *r, uint32_t *id)
 static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
 {
         const struct mcugw_crypto *c = r->cfg.crypto;
+        struct mcugw_responder_hs *p = r->hs;
         struct mcugw_iov v = { frame, len };
         struct mcugw_noise hs;
         struct mcugw_peer peer;
@@ -259,6 +281,8 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         uint32_t sid;
         int n, ret;
 
+        if (!p)
+                return MCUGW_ENOSPC;
         if (len < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_PAYLOAD_MIN + MCUGW_HS1_MACS_LEN) {
                 r->stats.hs_malformed++;
                 return MCUGW_ETRUNC;
@@ -276,12 +300,12 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         v.len = nlen;
         if (c->sha256(c->ctx, &v, 1, hash) < 0)
                 return MCUGW_ECRYPTO;
-        if (r->hs2_valid && mcugw_ct_equal(hash, r->hs1_hash, 32)) {
+        if (p->hs2_valid && mcugw_ct_equal(hash, p->hs1_hash, 32)) {
                 /* Retransmitted message 1: our message 2 was lost. Same answer, no crypto. */
                 r->stats.hs_duplicate++;
                 rx->kind = MCUGW_RX_REPLY;
-                rx->data = r->hs2;
-                rx->len = sizeof(r->hs2);
+                rx->data = p->hs2;
+                rx->len = sizeof(p->hs2);
                 return 0;
         }
 
@@ -327,35 +351,35 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         pl[1] = 0;
         put_le16(pl + 2, r->cfg.max_rx_frame);
         put_le32(pl + 4, sid);
-        r->hs2_valid = 0;
-        n = mcugw_noise_write_msg2(&hs, pl, sizeof(pl), r->hs2 + MCUGW_HDR_LEN,
-                                   sizeof(r->hs2) - MCUGW_HDR_LEN);
+        p->hs2_valid = 0;
+        n = mcugw_noise_write_msg2(&hs, pl, sizeof(pl), p->hs2 + MCUGW_HDR_LEN,
+                                   sizeof(p->hs2) - MCUGW_HDR_LEN);
         if (n < 0) {
                 ret = n;
                 goto out;
         }
-        r->hs2[0] = MCUGW_PROTO_VERSION;
-        r->hs2[1] = MCUGW_FRAME_HS2;
-        r->hs2[2] = 0;
-        r->hs2[3] = 0;
-        mcugw_session_wipe(&r->next);
-        ret = mcugw_noise_split(&hs, r->next.rx_key, r->next.tx_key, NULL);
+        p->hs2[0] = MCUGW_PROTO_VERSION;
+        p->hs2[1] = MCUGW_FRAME_HS2;
+        p->hs2[2] = 0;
+        p->hs2[3] = 0;
+        mcugw_session_wipe(&p->next);
+        ret = mcugw_noise_split(&hs, p->next.rx_key, p->next.tx_key, NULL);
         if (ret < 0) {
-                mcugw_session_wipe(&r->next);
+                mcugw_session_wipe(&p->next);
                 goto out;
         }
-        r->next.id = sid;
-        r->next.peer_max_frame = peer.max_rx_frame;
-        r->next.active = 1;
-        r->next_peer = peer;
+        p->next.id = sid;
+        p->next.peer_max_frame = peer.max_rx_frame;
+        p->next.active = 1;
+        p->next_peer = peer;
         if (r->cfg.fresh)
                 (void)r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 1);
-        memcpy(r->hs1_hash, hash, 32);
-        r->hs2_valid = 1;
+        memcpy(p->hs1_hash, hash, 32);
+        p->hs2_valid = 1;
         r->stats.hs_ok++;
         rx->kind = MCUGW_RX_REPLY;
-        rx->data = r->hs2;
-        rx->len = sizeof(r->hs2);
+        rx->data = p->hs2;
+        rx->len = sizeof(p->hs2);
         rx->new_handshake = 1;
 out:
         mcugw_noise_wipe(&hs);
@@ -377,20 +401,21 @@ static void count_rx_error(struct mcugw_responder *r, int e)
 static int handle_data(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
 {
         uint32_t sid = mcugw_data_session_id(frame, len);
+        struct mcugw_responder_hs *p = r->hs;
         uint8_t *msg;
         size_t mlen;
         int ret;
 
         if (len < MCUGW_DATA_OVERHEAD) {
                 ret = MCUGW_ETRUNC;
-        } else if (r->next.active && sid == r->next.id) {
-                ret = mcugw_session_open(&r->next, r->cfg.crypto, frame, len, &msg, &mlen);
+        } else if (p && p->next.active && sid == p->next.id) {
+                ret = mcugw_session_open(&p->next, r->cfg.crypto, frame, len, &msg, &mlen);
                 if (ret == 0) {
                         /* Key confirmation: the initiator really holds the new keys. */
                         mcugw_session_wipe(&r->cur);
-                        r->cur = r->next;
-                        r->peer = r->next_peer;
-                        mcugw_session_wipe(&r->next);
+                        r->cur = p->next;
+                        r->peer = p->next_peer;
+                        mcugw_session_wipe(&p->next);
                         r->stats.sessions++;
                         rx->new_session = 1;
                 }

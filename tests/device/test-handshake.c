@@ -22,6 +22,7 @@ static struct mcugw_device dev;
 static uint8_t dev_rx[MCUGW_DEVICE_RX_BUF(256)], dev_tx[MCUGW_DEVICE_TX_BUF(256)];
 
 static struct mcugw_responder gw;
+static struct mcugw_responder_hs gw_hs;
 static struct mcugw_deframer gw_df;
 static uint8_t gw_rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
 static int gw_accept;
@@ -221,6 +222,7 @@ static int setup(void **state)
         rc.user = NULL;
         rc.max_rx_frame = 0;
         assert_int_equal(mcugw_responder_init(&gw, &rc), 0);
+        mcugw_responder_set_hs(&gw, &gw_hs);
         assert_int_equal(mcugw_deframer_init(&gw_df, gw_rxbuf, sizeof(gw_rxbuf)), 0);
         dev_config(&c, gw_pub);
         assert_int_equal(mcugw_device_init(&dev, &c), 0);
@@ -674,9 +676,9 @@ static void test_forged_msg2_is_ignored(void **state)
                 uint8_t f[64], w[128];
                 int wl;
 
-                memcpy(f, gw.hs2, sizeof(gw.hs2));
+                memcpy(f, gw_hs.hs2, sizeof(gw_hs.hs2));
                 f[40] ^= 1;
-                wl = mcugw_frame_encode(f, sizeof(gw.hs2), w, sizeof(w));
+                wl = mcugw_frame_encode(f, sizeof(gw_hs.hs2), w, sizeof(w));
                 to_dev.len = 0;
                 port_send(&to_dev, w, (size_t)wl);
         }
@@ -710,7 +712,7 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         gw_pump();
         /* Pending only: the old session is still the current one. */
         assert_int_equal(gw.cur.id, sid1);
-        assert_true(gw.next.active);
+        assert_true(gw_hs.next.active);
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
         assert_int_equal(gw.stats.sessions, 2);
@@ -725,13 +727,45 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         assert_int_equal(gw.stats.hs_stale, 1);
         assert_int_equal(gw.stats.hs_ok, 2);
         assert_int_equal(to_dev.len, 0);
-        assert_false(gw.next.active);
+        assert_false(gw_hs.next.active);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 2, 8, MCUGW_TLM_ACK_REQUESTED,
                                                      (const uint8_t *)"x", 1),
                          0);
         exchange();
         assert_int_equal(acked_seq, 8);
         assert_int_equal(gw.stats.sessions, 2);
+}
+
+/* The handshake state is lent by the caller (link.c allocates it only while a handshake is in
+ * flight): without it message 1 is refused before any crypto; taken back while a session is
+ * pending, that session is forgotten and the confirmed one goes on. */
+static void test_handshake_storage_lent(void **state)
+{
+        uint32_t sid1;
+
+        (void)state;
+        mcugw_responder_set_hs(&gw, NULL);
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_ENOSPC);
+        assert_int_equal(to_dev.len, 0);
+        assert_int_equal(gw.stats.hs_ok, 0);
+
+        mcugw_responder_set_hs(&gw, &gw_hs);
+        clock_ms += MCUGW_DEVICE_REKEY_MS; /* the device retries its message 1 */
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_false(mcugw_responder_pending(&gw));
+        sid1 = gw.cur.id;
+
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        gw_pump(); /* answered: pending */
+        assert_true(mcugw_responder_pending(&gw));
+        mcugw_responder_set_hs(&gw, NULL);
+        assert_false(mcugw_responder_pending(&gw));
+        assert_int_equal(gw.cur.id, sid1);
+        assert_int_equal(gw.stats.sessions, 1);
 }
 
 /* A replay while a new session is pending (a serial line: one responder for everything on
@@ -751,12 +785,12 @@ static void test_replay_does_not_displace_pending(void **state)
 
         assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
         gw_pump(); /* answered: pending */
-        assert_true(gw.next.active);
-        pending = gw.next.id;
+        assert_true(gw_hs.next.active);
+        pending = gw_hs.next.id;
         port_send(&to_gw, old_hs1, old_len);
         gw_pump();
         assert_int_equal(gw_last_error, MCUGW_ESTALE);
-        assert_int_equal(gw.next.id, pending);
+        assert_int_equal(gw_hs.next.id, pending);
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
         assert_int_equal(gw.cur.id, pending);
@@ -1069,6 +1103,7 @@ int main(void)
                 cmocka_unit_test_setup(test_liveness_timeout_backoff, setup),
                 cmocka_unit_test_setup(test_liveness_off, setup),
                 cmocka_unit_test_setup(test_init_validation, setup),
+                cmocka_unit_test_setup(test_handshake_storage_lent, setup),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

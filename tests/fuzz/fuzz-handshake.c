@@ -69,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static int init;
         struct mcugw_responder_config rc;
         struct mcugw_responder r;
+        struct mcugw_responder_hs r_hs;
         struct mcugw_deframer d;
         const uint8_t *p = data;
         size_t n = size;
@@ -87,6 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc.lookup = lookup;
         if (mcugw_responder_init(&r, &rc) != 0 || mcugw_deframer_init(&d, buf, sizeof(buf)) != 0)
                 abort();
+        mcugw_responder_set_hs(&r, &r_hs);
 
         while (n) {
                 struct mcugw_rx rx;
@@ -114,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 }
                 if (mcugw_responder_handle(&r, f, fl, &rx) < 0)
                         continue;
-                if (rx.kind == MCUGW_RX_REPLY && (rx.len > sizeof(r.hs2) || rx.data != r.hs2))
+                if (rx.kind == MCUGW_RX_REPLY && (rx.len > sizeof(r_hs.hs2) || rx.data != r_hs.hs2))
                         abort();
                 if (rx.kind == MCUGW_RX_MESSAGE && mcugw_msg_decode(rx.data, rx.len, &m) == 0) {
                         int k = mcugw_msg_encode(&m, out + MCUGW_DATA_HDR_LEN,
