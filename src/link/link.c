@@ -186,6 +186,17 @@ struct link_hs {
         bool claimed_key_valid;
 };
 
+/* The limits of a link that only a peer under load or in error meets. Made on first use (a full
+ * bucket then is what it would have been since the link opened) and kept until the link closes,
+ * so that a healthy session does not carry them. */
+struct link_limits {
+        struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
+        struct ratelimit cookie_bucket; /* COOKIE answers */
+        struct ratelimit nosession_bucket;
+        struct ratelimit error_bucket;
+        struct ratelimit_window audit_lim;
+};
+
 struct serial_port;
 struct listener;
 
@@ -210,11 +221,7 @@ struct link {
         struct mcugw_deframer df;
         struct mcugw_responder r;
         struct ratelimit hs_bucket;
-        struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
-        struct ratelimit cookie_bucket; /* COOKIE answers */
-        struct ratelimit nosession_bucket;
-        struct ratelimit error_bucket;
-        struct ratelimit_window audit_lim;
+        struct link_limits *lim; /* from the first of them on, or NULL */
         uint64_t serial;           /* unique per manager: what a cookie is bound to */
         bool version_warned;       /* logged once that the peer speaks another protocol version */
         struct link_hs *hs; /* a handshake in flight, or NULL */
@@ -518,11 +525,31 @@ static void audit_json(struct link_manager *m, const char *actor, const char *ev
                 json_decref(details);
 }
 
+/* The link's struct link_limits; NULL without memory (the caller then refuses what it limits). */
+static struct link_limits *link_limits(struct link *l)
+{
+        struct link_manager *m = l->m;
+        uint64_t t = now_ms(m) * USEC_PER_MSEC;
+
+        if (l->lim)
+                return l->lim;
+        l->lim = malloc(sizeof *l->lim);
+        if (!l->lim)
+                return NULL;
+        ratelimit_init(&l->lim->hs2_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0), t);
+        ratelimit_init(&l->lim->cookie_bucket, LINK_COOKIE_RATE, LINK_COOKIE_BURST, t);
+        ratelimit_init(&l->lim->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST, t);
+        ratelimit_init(&l->lim->error_bucket, LINK_ERROR_RATE, LINK_ERROR_BURST, t);
+        ratelimit_window_init(&l->lim->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC, t);
+        return l->lim;
+}
+
 /* Audit a failure-type event unless this link or the whole gateway is over its budget. */
 static bool audit_allowed(struct link *l)
 {
+        struct link_limits *lim = link_limits(l);
         uint64_t t = now_ms(l->m);
-        if (!ratelimit_window_allow(&l->audit_lim, t * USEC_PER_MSEC))
+        if (!lim || !ratelimit_window_allow(&lim->audit_lim, t * USEC_PER_MSEC))
                 return false;
         if (!ratelimit_window_allow(&l->m->audit_lim, t * USEC_PER_MSEC)) {
                 l->m->suppressed_audits++;
@@ -533,10 +560,14 @@ static bool audit_allowed(struct link *l)
 
 static void audit_flush_suppressed(struct link *l, bool force)
 {
-        unsigned s = force ? l->audit_lim.suppressed
-                           : ratelimit_window_roll(&l->audit_lim, now_ms(l->m) * USEC_PER_MSEC);
+        unsigned s;
+
+        if (!l->lim) /* nothing was ever audited on it */
+                return;
+        s = force ? l->lim->audit_lim.suppressed
+                  : ratelimit_window_roll(&l->lim->audit_lim, now_ms(l->m) * USEC_PER_MSEC);
         if (force)
-                l->audit_lim.suppressed = 0;
+                l->lim->audit_lim.suppressed = 0;
         if (!s)
                 return;
         l->m->suppressed_audits += s;
@@ -858,7 +889,9 @@ static _printf_(3, 4) void link_send_error(struct link *l, int code, const char 
         va_list ap;
         int n;
 
-        if (!ratelimit_try(&l->error_bucket, 1, now_ms(l->m) * USEC_PER_MSEC))
+        struct link_limits *lim = link_limits(l);
+
+        if (!lim || !ratelimit_try(&lim->error_bucket, 1, now_ms(l->m) * USEC_PER_MSEC))
                 return;
         va_start(ap, fmt);
         n = vsnprintf(text, sizeof text, fmt, ap);
@@ -1289,8 +1322,10 @@ static const char *rx_error_reason(int rc)
 static void link_send_nosession(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
 {
         uint8_t f[MCUGW_NOSESSION_LEN] = { MCUGW_PROTO_VERSION, MCUGW_FRAME_NOSESSION, 0, 0 };
+        struct link_limits *lim = link_limits(l);
 
-        if (len < MCUGW_DATA_OVERHEAD || !ratelimit_try(&l->nosession_bucket, 1, t * USEC_PER_MSEC))
+        if (len < MCUGW_DATA_OVERHEAD || !lim ||
+            !ratelimit_try(&lim->nosession_bucket, 1, t * USEC_PER_MSEC))
                 return;
         memcpy(f + MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN, 4);
         if (link_send_frame(l, f, sizeof f) == 0)
@@ -1341,16 +1376,17 @@ static int link_cookie(struct link *l, uint64_t t, uint8_t cookie[MCUGW_COOKIE_L
 static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
 {
         struct link_manager *m = l->m;
+        struct link_limits *lim = link_limits(l);
         uint8_t cookie[MCUGW_COOKIE_LEN], reply[MCUGW_COOKIE_REPLY_LEN];
         int n;
 
-        if (link_cookie(l, t, cookie) < 0) {
+        if (!lim || link_cookie(l, t, cookie) < 0) {
                 COUNT(l, hs_throttled, 1);
                 return false;
         }
         if (mcugw_hs1_check_mac2(&mcugw_crypto_openssl, cookie, frame, len) == 0) {
                 OPENSSL_cleanse(cookie, sizeof cookie);
-                if (!budget_take(&l->hs2_bucket, &m->hs2_bucket, t)) {
+                if (!budget_take(&lim->hs2_bucket, &m->hs2_bucket, t)) {
                         COUNT(l, hs_throttled, 1);
                         return false;
                 }
@@ -1358,7 +1394,7 @@ static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uin
                 return true;
         }
         COUNT(l, hs_throttled, 1);
-        if (ratelimit_try(&l->cookie_bucket, 1, t * USEC_PER_MSEC)) {
+        if (ratelimit_try(&lim->cookie_bucket, 1, t * USEC_PER_MSEC)) {
                 n = mcugw_responder_cookie_reply(&l->r, frame, len, cookie, reply, sizeof reply);
                 if (n > 0 && link_send_frame(l, reply, (size_t)n) == 0)
                         COUNT(l, cookie_sent, 1);
@@ -1573,6 +1609,7 @@ static void link_closed_cb(uv_handle_t *h)
 
         close(l->fd);
         link_hs_free(l);
+        free(l->lim);
         mcugw_responder_reset(&l->r);
         free(l->out);
         ackq_clear(&l->pend);
@@ -1704,17 +1741,7 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         }
         ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
                        now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->hs2_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->cookie_bucket, LINK_COOKIE_RATE, LINK_COOKIE_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
         l->serial = ++m->next_serial;
-        ratelimit_init(&l->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->error_bucket, LINK_ERROR_RATE, LINK_ERROR_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
-                              now_ms(m) * USEC_PER_MSEC);
         r = uv_poll_init(m->loop, &l->poll, fd);
         if (r < 0) {
                 free(l);
