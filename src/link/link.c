@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "basic/ratelimit.h"
+#include "basic/slab.h"
 #include "basic/rlimit-util.h"
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
@@ -185,6 +186,7 @@ struct link_hs {
         uint8_t claimed_key[32];
         bool claimed_key_valid;
 };
+_Static_assert(sizeof(struct link_hs) <= 1024, "struct link_hs: several to a page (basic/slab.h)");
 
 /* The limits of a link that only a peer under load or in error meets. Made on first use (a full
  * bucket then is what it would have been since the link opened) and kept until the link closes,
@@ -270,6 +272,7 @@ struct link_manager {
         uint8_t priv[32], pub[32];
         char pub_b64[45];
         struct mcugw_responder_config rcfg;
+        struct slab hs_slab; /* struct link_hs: made in bursts, short-lived (basic/slab.h) */
         unsigned max_connections, max_pending_per_source;
         unsigned session_audit_per_min;
         unsigned command_queue;
@@ -1407,7 +1410,7 @@ static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uin
 static struct link_hs *link_hs_get(struct link *l)
 {
         if (!l->hs) {
-                l->hs = malloc(sizeof *l->hs);
+                l->hs = slab_alloc(&l->m->hs_slab);
                 if (!l->hs)
                         return NULL;
                 mcugw_responder_set_hs(&l->r, &l->hs->r);
@@ -1423,7 +1426,8 @@ static void link_hs_free(struct link *l)
         if (!l->hs)
                 return;
         mcugw_responder_set_hs(&l->r, NULL); /* wipes the pending keys */
-        OPENSSL_clear_free(l->hs, sizeof *l->hs);
+        OPENSSL_cleanse(l->hs, sizeof *l->hs);
+        slab_free(&l->m->hs_slab, l->hs);
         l->hs = NULL;
 }
 
@@ -2262,6 +2266,7 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
                 .fresh = fresh_cb,
                 .max_rx_frame = MCUGW_FRAME_MAX,
         };
+        (void)slab_init(&m->hs_slab, sizeof(struct link_hs)); /* cannot fail: see link_hs */
         uv_timer_init(loop, &m->sweep);
         m->sweep.data = m;
         m->handles++;
