@@ -44,6 +44,7 @@
 #define LINK_PENDING_ACKS 64        /* telemetry handed out, waiting for link_manager_ack() */
 #define LINK_RX_CAP (MCUGW_FRAME_MAX + MCUGW_CRC_LEN) /* the deframer's buffer */
 #define LINK_HASH_BUCKETS 4096u
+#define LINK_NAME_MAX 79u /* "unix:/run/mcugw/link.sock#17", "serial:/dev/ttyUSB0" */
 #define LINK_SWEEP_MS 1000u
 #define LINK_BACKOFF_MIN_MS 500u
 #define LINK_BACKOFF_MAX_MS 30000u
@@ -212,11 +213,12 @@ struct link {
         struct link_source *src;         /* while on the pending list */
         struct link *pprev_link, *pnext; /* pending list: accepted, not authenticated */
         bool pending;
+        bool closing;
+        bool version_warned; /* logged once that the peer speaks another protocol version */
+        bool drain_wanted;   /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
         int fd;
         uint32_t gen;
         int poll_events;
-        bool closing;
-        char name[80];
         uint64_t opened_ms, last_rx_ms;
         uint64_t keepalive_ms; /* when we last sent a keepalive PING */
         struct link_dev *dev;  /* the authenticated device */
@@ -225,15 +227,14 @@ struct link {
         struct ratelimit hs_bucket;
         struct link_limits *lim; /* from the first of them on, or NULL */
         uint64_t serial;           /* unique per manager: what a cookie is bound to */
-        bool version_warned;       /* logged once that the peer speaks another protocol version */
         struct link_hs *hs; /* a handshake in flight, or NULL */
         uint8_t *out;
         uint32_t out_len, out_cap;
-        bool drain_wanted; /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
         struct ackq pend; /* telemetry handed out, waiting for its ACK (ackq.h) */
         /* A frame cut between two reads, and only then: whole frames are decoded in the
          * manager's rxscratch, so a connected device costs no receive buffer between messages. */
         uint8_t *rxbuf;
+        char name[]; /* as long as it is, up to LINK_NAME_MAX */
 };
 
 struct listener {
@@ -1620,7 +1621,7 @@ static void link_closed_cb(uv_handle_t *h)
         if (l->rxbuf)
                 OPENSSL_clear_free(l->rxbuf, LINK_RX_CAP);
         OPENSSL_cleanse(l, sizeof *l);
-        free(l);
+        free(l); /* its name is not secret */
         m->handles--;
         manager_maybe_free(m);
 }
@@ -1724,7 +1725,8 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
 static int link_new(struct link_manager *m, int fd, const char *name, struct serial_port *port,
                     struct listener *lis, struct link **ret)
 {
-        struct link *l = calloc(1, sizeof *l);
+        size_t name_len = MIN(strlen(name), (size_t)LINK_NAME_MAX);
+        struct link *l = calloc(1, sizeof *l + name_len + 1);
         struct mcugw_responder_config cfg = m->rcfg;
         int r;
 
@@ -1734,7 +1736,7 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         l->fd = fd;
         l->port = port;
         l->listener = lis;
-        snprintf(l->name, sizeof l->name, "%s", name);
+        memcpy(l->name, name, name_len);
         l->opened_ms = l->last_rx_ms = now_ms(m);
         ackq_init(&l->pend, LINK_PENDING_ACKS);
         cfg.user = l;
