@@ -406,7 +406,10 @@ typedef int (*mcugw_lookup_fn)(void *user, const uint8_t device_pub[32], const c
 typedef int (*mcugw_fresh_fn)(void *user, const uint8_t device_pub[32], uint64_t timestamp,
                               int commit);
 
-/** Responder configuration; the key pointers must outlive the responder. */
+/**
+ * Responder configuration. The responder keeps a pointer to it, not a copy (a gateway shares one
+ * among all its links): it and the keys it points to must outlive the responder.
+ */
 struct mcugw_responder_config {
         const struct mcugw_crypto *crypto;
         const uint8_t *static_priv; /**< gateway static private key (32) */
@@ -425,7 +428,7 @@ struct mcugw_peer {
         uint16_t max_rx_frame;
 };
 
-/** Counters a gateway exports as metrics. */
+/** Counters of a responder, where its user lends them (mcugw_responder.stats). */
 struct mcugw_responder_stats {
         uint32_t hs_ok;        /**< handshakes answered (pending sessions created) */
         uint32_t hs_duplicate; /**< duplicate message 1 answered from cache */
@@ -460,13 +463,14 @@ struct mcugw_responder_hs {
 
 /** Responder (gateway) state for one link. Treat fields as private except via accessors. */
 struct mcugw_responder {
-        struct mcugw_responder_config cfg;
+        const struct mcugw_responder_config *cfg;
+        void *user;               /**< passed to lookup and fresh: cfg->user, or set_user() */
         struct mcugw_session cur; /**< confirmed session */
         struct mcugw_peer peer;
-        struct mcugw_responder_hs *hs; /**< mcugw_responder_set_hs(), or NULL */
-        uint8_t mac1_key[32];          /**< mcugw_flood_keys() of our public key */
-        uint8_t cookie_key[32];        /**< for COOKIE frames */
-        struct mcugw_responder_stats stats;
+        struct mcugw_responder_hs *hs;       /**< mcugw_responder_set_hs(), or NULL */
+        uint8_t mac1_key[32];                /**< mcugw_flood_keys() of our public key */
+        uint8_t cookie_key[32];              /**< for COOKIE frames */
+        struct mcugw_responder_stats *stats; /**< lent by the caller, or NULL: not counted */
 };
 
 /** Result kinds of mcugw_responder_handle(). */
@@ -485,8 +489,14 @@ struct mcugw_rx {
         uint8_t new_session;   /**< this frame confirmed a new session: re-read the peer */
 };
 
-/** Initialise a responder. Returns MCUGW_EINVAL on a missing key, crypto table or lookup. */
+/**
+ * Initialise a responder on @p cfg (kept by pointer). Returns MCUGW_EINVAL on a missing key,
+ * crypto table or lookup.
+ */
 int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg);
+
+/** Pass @p user to the lookup and fresh callbacks instead of cfg->user (one per link). */
+void mcugw_responder_set_user(struct mcugw_responder *r, void *user);
 
 /**
  * Lend @p hs (wiped here) as the storage of a handshake in flight, or take it back with NULL:

@@ -1727,7 +1727,6 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
 {
         size_t name_len = MIN(strlen(name), (size_t)LINK_NAME_MAX);
         struct link *l = calloc(1, sizeof *l + name_len + 1);
-        struct mcugw_responder_config cfg = m->rcfg;
         int r;
 
         if (!l)
@@ -1739,12 +1738,12 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         memcpy(l->name, name, name_len);
         l->opened_ms = l->last_rx_ms = now_ms(m);
         ackq_init(&l->pend, LINK_PENDING_ACKS);
-        cfg.user = l;
-        if (mcugw_responder_init(&l->r, &cfg) < 0 ||
+        if (mcugw_responder_init(&l->r, &m->rcfg) < 0 ||
             mcugw_deframer_init(&l->df, m->rxscratch, sizeof m->rxscratch) < 0) {
                 free(l);
                 return -EINVAL;
         }
+        mcugw_responder_set_user(&l->r, l);
         ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
                        now_ms(m) * USEC_PER_MSEC);
         l->serial = ++m->next_serial;
