@@ -412,7 +412,10 @@ typedef int (*mcugw_lookup_fn)(void *user, const uint8_t device_pub[32], const c
 typedef int (*mcugw_fresh_fn)(void *user, const uint8_t device_pub[32], uint64_t timestamp,
                               int commit);
 
-/** Responder configuration; the key pointers must outlive the responder. */
+/**
+ * Responder configuration. The responder keeps a pointer to it, not a copy (a gateway shares one
+ * among all its links): it and the keys it points to must outlive the responder.
+ */
 struct mcugw_responder_config {
         const struct mcugw_crypto *crypto;
         const uint8_t *static_priv; /**< gateway static private key (32) */
@@ -431,7 +434,7 @@ struct mcugw_peer {
         uint16_t max_rx_frame;
 };
 
-/** Counters a gateway exports as metrics. */
+/** Counters of a responder, where its user lends them (mcugw_responder.stats). */
 struct mcugw_responder_stats {
         uint32_t hs_ok;        /**< handshakes answered (pending sessions created) */
         uint32_t hs_duplicate; /**< duplicate message 1 answered from cache */
@@ -451,19 +454,29 @@ struct mcugw_responder_stats {
         uint32_t tx_ok;
 };
 
-/** Responder (gateway) state for one link. Treat fields as private except via accessors. */
-struct mcugw_responder {
-        struct mcugw_responder_config cfg;
-        struct mcugw_session cur;  /**< confirmed session */
+/**
+ * A handshake in flight on the responder: the session answered and not yet confirmed, and the
+ * answer kept for a retransmitted message 1. Lent by the caller (mcugw_responder_set_hs()), so
+ * that a gateway holds it only while a handshake is under way, not for every idle session.
+ */
+struct mcugw_responder_hs {
         struct mcugw_session next; /**< answered, not yet confirmed by the initiator */
-        struct mcugw_peer peer;
         struct mcugw_peer next_peer;
-        uint8_t mac1_key[32];   /**< mcugw_flood_keys() of our public key */
-        uint8_t cookie_key[32]; /**< for COOKIE frames */
-        uint8_t hs1_hash[32];   /**< SHA-256 of the last answered HS1 frame, macs excluded */
+        uint8_t hs1_hash[32]; /**< SHA-256 of the last answered HS1 frame, macs excluded */
         uint8_t hs2[MCUGW_HDR_LEN + MCUGW_HS2_OVERHEAD + MCUGW_HS2_PAYLOAD_LEN];
         uint8_t hs2_valid;
-        struct mcugw_responder_stats stats;
+};
+
+/** Responder (gateway) state for one link. Treat fields as private except via accessors. */
+struct mcugw_responder {
+        const struct mcugw_responder_config *cfg;
+        void *user;               /**< passed to lookup and fresh: cfg->user, or set_user() */
+        struct mcugw_session cur; /**< confirmed session */
+        struct mcugw_peer peer;
+        struct mcugw_responder_hs *hs;       /**< mcugw_responder_set_hs(), or NULL */
+        uint8_t mac1_key[32];                /**< mcugw_flood_keys() of our public key */
+        uint8_t cookie_key[32];              /**< for COOKIE frames */
+        struct mcugw_responder_stats *stats; /**< lent by the caller, or NULL: not counted */
 };
 
 /** Result kinds of mcugw_responder_handle(). */
@@ -482,8 +495,24 @@ struct mcugw_rx {
         uint8_t new_session;   /**< this frame confirmed a new session: re-read the peer */
 };
 
-/** Initialise a responder. Returns MCUGW_EINVAL on a missing key, crypto table or lookup. */
+/**
+ * Initialise a responder on @p cfg (kept by pointer). Returns MCUGW_EINVAL on a missing key,
+ * crypto table or lookup.
+ */
 int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder_config *cfg);
+
+/** Pass @p user to the lookup and fresh callbacks instead of cfg->user (one per link). */
+void mcugw_responder_set_user(struct mcugw_responder *r, void *user);
+
+/**
+ * Lend @p hs (wiped here) as the storage of a handshake in flight, or take it back with NULL:
+ * the pending session, if any, is forgotten and the storage wiped. Without storage, message 1
+ * fails with MCUGW_ENOSPC and DATA frames are checked against the confirmed session only.
+ */
+void mcugw_responder_set_hs(struct mcugw_responder *r, struct mcugw_responder_hs *hs);
+
+/** 1 while a message 1 is answered and its session not yet confirmed, else 0. */
+int mcugw_responder_pending(const struct mcugw_responder *r);
 
 /**
  * Before spending anything on an HS1 frame: check mac1 (MCUGW_EAUTH, counted hs_bad_mac1, or

@@ -82,8 +82,9 @@ struct outbox {
         struct ranges txn_dels, redo;
         bool redo_cut;
 
-        /* Per-device queue sizes, for the overflow policy: open addressing, never shrinks. */
-        struct dev_count *devs;
+        /* Per-device queue sizes, for the overflow policy: open addressing over pointers (an
+         * empty slot costs 8 bytes, not a whole entry), never shrinks. */
+        struct dev_count **devs;
         size_t n_devs, cap_devs;
 
         char unreported_device[TOPIC_DEVICE_MAX + 1];
@@ -127,12 +128,16 @@ static struct dev_count *dev_get(struct outbox *o, const char *id, size_t len, b
         if (!o->cap_devs)
                 return NULL;
         for (i = hash_str(id, len) & (o->cap_devs - 1);; i = (i + 1) & (o->cap_devs - 1)) {
-                struct dev_count *d = &o->devs[i];
-                if (!d->id[0]) {
+                struct dev_count *d = o->devs[i];
+                if (!d) {
                         if (!create)
+                                return NULL;
+                        d = calloc(1, sizeof *d);
+                        if (!d)
                                 return NULL;
                         memcpy(d->id, id, len);
                         d->id[len] = 0;
+                        o->devs[i] = d;
                         o->n_devs++;
                         return d;
                 }
@@ -143,7 +148,7 @@ static struct dev_count *dev_get(struct outbox *o, const char *id, size_t len, b
 
 static int devs_grow(struct outbox *o)
 {
-        struct dev_count *old = o->devs;
+        struct dev_count **old = o->devs;
         size_t old_cap = o->cap_devs;
         size_t cap = old_cap ? old_cap * 2 : 64;
 
@@ -153,11 +158,12 @@ static int devs_grow(struct outbox *o)
                 return -ENOMEM;
         }
         o->cap_devs = cap;
-        o->n_devs = 0;
         for (size_t i = 0; i < old_cap; i++)
-                if (old[i].id[0]) {
-                        struct dev_count *d = dev_get(o, old[i].id, strlen(old[i].id), true);
-                        *d = old[i];
+                if (old[i]) {
+                        size_t j = hash_str(old[i]->id, strlen(old[i]->id)) & (cap - 1);
+                        while (o->devs[j])
+                                j = (j + 1) & (cap - 1);
+                        o->devs[j] = old[i];
                 }
         free(old);
         return 0;
@@ -338,9 +344,9 @@ static int outbox_evict(struct outbox *o)
                 int n;
 
                 for (size_t i = 0; i < o->cap_devs; i++)
-                        if (o->devs[i].id[0] && o->devs[i].rows &&
-                            (!big || o->devs[i].rows > big->rows))
-                                big = &o->devs[i];
+                        if (o->devs[i] && o->devs[i]->id[0] && o->devs[i]->rows &&
+                            (!big || o->devs[i]->rows > big->rows))
+                                big = o->devs[i];
                 if (!big)
                         break;
                 /* Enough of its rows to get under the target, estimated from its average. */
@@ -591,7 +597,7 @@ static void count_active(struct outbox *o)
 {
         o->n_active = 0;
         for (size_t i = 0; i < o->cap_devs; i++)
-                if (o->devs[i].id[0] && o->devs[i].rows)
+                if (o->devs[i] && o->devs[i]->id[0] && o->devs[i]->rows)
                         o->n_active++;
 }
 
@@ -634,8 +640,8 @@ static int outbox_postcommit(void *userdata)
                 return 0;
         o->committed = o->now;
         for (size_t i = 0; i < o->cap_devs; i++)
-                if (o->devs[i].dirty) {
-                        struct dev_count *d = &o->devs[i];
+                if (o->devs[i] && o->devs[i]->dirty) {
+                        struct dev_count *d = o->devs[i];
                         d->c_rows = d->rows;
                         d->c_bytes = d->bytes;
                         d->c_appended = d->appended;
@@ -658,8 +664,8 @@ static int outbox_rollback(void *userdata)
         o->refused += o->txn_appended;
         o->now = o->committed;
         for (size_t i = 0; i < o->cap_devs; i++)
-                if (o->devs[i].dirty) {
-                        struct dev_count *d = &o->devs[i];
+                if (o->devs[i] && o->devs[i]->dirty) {
+                        struct dev_count *d = o->devs[i];
                         d->refused += d->appended - d->c_appended; /* lost with the commit */
                         d->rows = d->c_rows;
                         d->bytes = d->c_bytes;
@@ -799,9 +805,9 @@ static int outbox_count(struct outbox *o)
                 return log_error_errno(db_errno(rc), "outbox: cannot read: %s",
                                        sqlite3_errmsg(db_handle(o->db)));
         for (size_t i = 0; i < o->cap_devs; i++)
-                if (o->devs[i].id[0]) {
-                        o->devs[i].rows = o->devs[i].bytes = 0;
-                        o->devs[i].dirty = true;
+                if (o->devs[i] && o->devs[i]->id[0]) {
+                        o->devs[i]->rows = o->devs[i]->bytes = 0;
+                        o->devs[i]->dirty = true;
                 }
         o->now.rows = o->now.bytes = 0;
         o->dirty = true;
@@ -906,6 +912,8 @@ void outbox_free(struct outbox *o)
                 db_remove_precommit(o->db, outbox_precommit, o);
         }
         /* The statements belong to the database and are finalised by db_close(). */
+        for (size_t i = 0; i < o->cap_devs; i++)
+                free(o->devs[i]);
         free(o->devs);
         free(o->txn_dels.v);
         free(o->redo.v);

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "basic/ratelimit.h"
+#include "basic/slab.h"
 #include "basic/rlimit-util.h"
 #include "basic/time-util.h"
 #include "basic/hexdecoct.h"
@@ -43,6 +44,7 @@
 #define LINK_PENDING_ACKS 64        /* telemetry handed out, waiting for link_manager_ack() */
 #define LINK_RX_CAP (MCUGW_FRAME_MAX + MCUGW_CRC_LEN) /* the deframer's buffer */
 #define LINK_HASH_BUCKETS 4096u
+#define LINK_NAME_MAX 79u /* "unix:/run/mcugw/link.sock#17", "serial:/dev/ttyUSB0" */
 #define LINK_SWEEP_MS 1000u
 #define LINK_BACKOFF_MIN_MS 500u
 #define LINK_BACKOFF_MAX_MS 30000u
@@ -91,6 +93,35 @@ struct link_counters {
 #undef X
 };
 
+/* The counters every session of a healthy device moves. A device keeps these inline and the rest
+ * (errors, refusals) in a block allocated with the first of them, so that a connected device
+ * does not carry 29 zeros. */
+#define LINK_HOT_COUNTERS(X)                                                                       \
+        X(frames_in) X(frames_out) X(bytes_in) X(bytes_out) X(telemetry) X(telemetry_bytes)       \
+        X(acks_sent) X(status_msgs) X(pings) X(keepalives) X(command_results) X(handshakes)       \
+        X(commands)
+
+enum {
+#define X(n) LC_##n,
+        LINK_COUNTERS(X)
+#undef X
+        LC_MAX
+};
+
+enum {
+#define X(n) LCH_##n,
+        LINK_HOT_COUNTERS(X)
+#undef X
+        LCH_MAX
+};
+
+/* Counter -> its inline slot + 1, or 0: kept in the device's rare block. */
+static const uint8_t lc_hot[LC_MAX] = {
+#define X(n) [LC_##n] = LCH_##n + 1,
+        LINK_HOT_COUNTERS(X)
+#undef X
+};
+
 /* A cloud command waiting for its turn (CommandsPerSecond=, room in the output queue). */
 struct link_cmd {
         struct link_cmd *next;
@@ -104,13 +135,14 @@ struct link_dev {
         char id[MCUGW_DEVICE_ID_MAX + 1];
         struct link_dev *hnext;
         struct link *link; /* carrying its session now, or NULL */
-        struct link_counters c;
+        uint64_t hot[LCH_MAX]; /* LINK_HOT_COUNTERS */
+        uint64_t *rare;        /* LC_MAX counters indexed by LC_*, from the first rare one on */
         int64_t last_seen_us;
         uint64_t last_touch_ms;
         uint64_t hs_ts; /* newest handshake timestamp seen (hs_ts_set): older ones are replays */
         uint8_t hs_ts_key[32]; /* ... under this key: a re-enrolled key starts afresh */
         bool hs_ts_set;
-        char link_name[80];
+        char *link_name; /* the link it left (strdup), while not connected: NULL if unknown */
         /* auth.ok / link.down records: SessionAuditsPerMinute=, the rest counted and summed up
          * in link.flapping records */
         struct ratelimit_window sess_lim;
@@ -118,15 +150,21 @@ struct link_dev {
         unsigned sup_ok, sup_down;
         uint64_t takeovers_reported;
         struct link_dev *flap_next;
-        /* commands: paced per device, a bounded queue */
-        struct ratelimit cmd_bucket;
-        bool cmd_bucket_init, on_cmd_list;
-        struct link_cmd *cmd_head, *cmd_tail;
-        unsigned n_cmds;
-        struct link_dev *cmd_next;
-        uint32_t cmd_out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
-        uint32_t cmd_out_used;                  /* bit i: cmd_out[i] is due */
-        uint8_t cmd_out_next;                   /* when all are due, the next one to forget */
+        struct link_dev_cmds *cmd; /* from its first command on, or NULL */
+};
+
+/* A device's cloud commands: paced, a bounded queue, the ids whose result is due. Allocated with
+ * the first command sent to the device (one per registered device at most) and kept, so that the
+ * pace holds across sessions; a device that never gets a command never pays for it. */
+struct link_dev_cmds {
+        struct ratelimit bucket;
+        struct link_cmd *head, *tail;
+        unsigned n;
+        bool on_list;
+        uint8_t out_next;                   /* when all are due, the next one to forget */
+        uint32_t out_used;                  /* bit i: out[i] is due */
+        struct link_dev *next;              /* on m->cmd_list */
+        uint32_t out[LINK_CMD_OUTSTANDING]; /* ids sent whose result is still due */
 };
 
 /* Connections of one source (address or uid) that have not authenticated yet. */
@@ -134,6 +172,32 @@ struct link_source {
         struct link_source *next;
         struct transport_source s;
         unsigned pending;
+};
+
+/* A handshake in flight on a link: the responder's pending session and cached answer, and what
+ * the lookup learned about the claimed device. Allocated for a message 1 that passed mac1 and
+ * the handshake budgets, freed once its session is confirmed (or nothing is pending after the
+ * message 1 failed, or the link closes): an established session does not carry it, and there
+ * is at most one per link (MaxConnections=, the budgets bound how often it is made). */
+struct link_hs {
+        struct mcugw_responder_hs r;
+        const char *reject_reason; /* set by the lookup callback */
+        char reject_buf[96];       /* a reject_reason naming the device */
+        char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
+        uint8_t claimed_key[32];
+        bool claimed_key_valid;
+};
+_Static_assert(sizeof(struct link_hs) <= 1024, "struct link_hs: several to a page (basic/slab.h)");
+
+/* The limits of a link that only a peer under load or in error meets. Made on first use (a full
+ * bucket then is what it would have been since the link opened) and kept until the link closes,
+ * so that a healthy session does not carry them. */
+struct link_limits {
+        struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
+        struct ratelimit cookie_bucket; /* COOKIE answers */
+        struct ratelimit nosession_bucket;
+        struct ratelimit error_bucket;
+        struct ratelimit_window audit_lim;
 };
 
 struct serial_port;
@@ -149,36 +213,28 @@ struct link {
         struct link_source *src;         /* while on the pending list */
         struct link *pprev_link, *pnext; /* pending list: accepted, not authenticated */
         bool pending;
+        bool closing;
+        bool version_warned; /* logged once that the peer speaks another protocol version */
+        bool drain_wanted;   /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
         int fd;
         uint32_t gen;
         int poll_events;
-        bool closing;
-        char name[80];
         uint64_t opened_ms, last_rx_ms;
         uint64_t keepalive_ms; /* when we last sent a keepalive PING */
         struct link_dev *dev;  /* the authenticated device */
         struct mcugw_deframer df;
         struct mcugw_responder r;
         struct ratelimit hs_bucket;
-        struct ratelimit hs2_bucket;    /* HS1 with a valid mac2 once hs_bucket is spent */
-        struct ratelimit cookie_bucket; /* COOKIE answers */
-        struct ratelimit nosession_bucket;
-        struct ratelimit error_bucket;
-        struct ratelimit_window audit_lim;
+        struct link_limits *lim; /* from the first of them on, or NULL */
         uint64_t serial;           /* unique per manager: what a cookie is bound to */
-        bool version_warned;       /* logged once that the peer speaks another protocol version */
-        const char *reject_reason; /* set by the lookup callback */
-        char reject_buf[96];       /* a reject_reason naming the device */
-        char claimed_id[MCUGW_DEVICE_ID_MAX + 1];
-        uint8_t claimed_key[32];
-        bool claimed_key_valid;
+        struct link_hs *hs; /* a handshake in flight, or NULL */
         uint8_t *out;
         uint32_t out_len, out_cap;
-        bool drain_wanted; /* reached LINK_QUEUE_LOW or refused: on_drained when below it */
         struct ackq pend; /* telemetry handed out, waiting for its ACK (ackq.h) */
         /* A frame cut between two reads, and only then: whole frames are decoded in the
          * manager's rxscratch, so a connected device costs no receive buffer between messages. */
         uint8_t *rxbuf;
+        char name[]; /* as long as it is, up to LINK_NAME_MAX */
 };
 
 struct listener {
@@ -217,6 +273,7 @@ struct link_manager {
         uint8_t priv[32], pub[32];
         char pub_b64[45];
         struct mcugw_responder_config rcfg;
+        struct slab hs_slab; /* struct link_hs: made in bursts, short-lived (basic/slab.h) */
         unsigned max_connections, max_pending_per_source;
         unsigned session_audit_per_min;
         unsigned command_queue;
@@ -260,11 +317,36 @@ struct link_manager {
         uint8_t wire[MCUGW_WIRE_MAX(MCUGW_FRAME_MAX)];
 };
 
+static void dev_count(struct link_dev *d, unsigned i, uint64_t n)
+{
+        if (lc_hot[i])
+                d->hot[lc_hot[i] - 1] += n;
+        else if (d->rare || (d->rare = calloc(LC_MAX, sizeof *d->rare)))
+                d->rare[i] += n; /* without memory for the block, the device's count is lost */
+}
+
+static uint64_t dev_counter(const struct link_dev *d, unsigned i)
+{
+        if (lc_hot[i])
+                return d->hot[lc_hot[i] - 1];
+        return d->rare ? d->rare[i] : 0;
+}
+
+static void dev_counters(const struct link_dev *d, struct link_counters *ret)
+{
+#define X(n) ret->n = dev_counter(d, LC_##n);
+        LINK_COUNTERS(X)
+#undef X
+}
+
+#define DEV_COUNT(d, field, n) dev_count((d), LC_##field, (n))
+#define DEV_COUNTER(d, field) dev_counter((d), LC_##field)
+
 #define COUNT(l, field, n)                                                                         \
         do {                                                                                       \
                 (l)->m->tot.field += (n);                                                          \
                 if ((l)->dev)                                                                      \
-                        (l)->dev->c.field += (n);                                                  \
+                        DEV_COUNT((l)->dev, field, (n));                                           \
         } while (0)
 
 static void link_close(struct link *l, const char *reason);
@@ -424,11 +506,14 @@ static void manager_maybe_free(struct link_manager *m)
                 while (m->dev_hash[i]) {
                         struct link_dev *d = m->dev_hash[i];
                         m->dev_hash[i] = d->hnext;
-                        while (d->cmd_head) {
-                                struct link_cmd *c = d->cmd_head;
-                                d->cmd_head = c->next;
+                        while (d->cmd && d->cmd->head) {
+                                struct link_cmd *c = d->cmd->head;
+                                d->cmd->head = c->next;
                                 free(c);
                         }
+                        free(d->cmd);
+                        free(d->link_name);
+                        free(d->rare);
                         free(d);
                 }
         OPENSSL_cleanse(m->priv, sizeof m->priv);
@@ -444,11 +529,31 @@ static void audit_json(struct link_manager *m, const char *actor, const char *ev
                 json_decref(details);
 }
 
+/* The link's struct link_limits; NULL without memory (the caller then refuses what it limits). */
+static struct link_limits *link_limits(struct link *l)
+{
+        struct link_manager *m = l->m;
+        uint64_t t = now_ms(m) * USEC_PER_MSEC;
+
+        if (l->lim)
+                return l->lim;
+        l->lim = malloc(sizeof *l->lim);
+        if (!l->lim)
+                return NULL;
+        ratelimit_init(&l->lim->hs2_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0), t);
+        ratelimit_init(&l->lim->cookie_bucket, LINK_COOKIE_RATE, LINK_COOKIE_BURST, t);
+        ratelimit_init(&l->lim->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST, t);
+        ratelimit_init(&l->lim->error_bucket, LINK_ERROR_RATE, LINK_ERROR_BURST, t);
+        ratelimit_window_init(&l->lim->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC, t);
+        return l->lim;
+}
+
 /* Audit a failure-type event unless this link or the whole gateway is over its budget. */
 static bool audit_allowed(struct link *l)
 {
+        struct link_limits *lim = link_limits(l);
         uint64_t t = now_ms(l->m);
-        if (!ratelimit_window_allow(&l->audit_lim, t * USEC_PER_MSEC))
+        if (!lim || !ratelimit_window_allow(&lim->audit_lim, t * USEC_PER_MSEC))
                 return false;
         if (!ratelimit_window_allow(&l->m->audit_lim, t * USEC_PER_MSEC)) {
                 l->m->suppressed_audits++;
@@ -459,10 +564,14 @@ static bool audit_allowed(struct link *l)
 
 static void audit_flush_suppressed(struct link *l, bool force)
 {
-        unsigned s = force ? l->audit_lim.suppressed
-                           : ratelimit_window_roll(&l->audit_lim, now_ms(l->m) * USEC_PER_MSEC);
+        unsigned s;
+
+        if (!l->lim) /* nothing was ever audited on it */
+                return;
+        s = force ? l->lim->audit_lim.suppressed
+                  : ratelimit_window_roll(&l->lim->audit_lim, now_ms(l->m) * USEC_PER_MSEC);
         if (force)
-                l->audit_lim.suppressed = 0;
+                l->lim->audit_lim.suppressed = 0;
         if (!s)
                 return;
         l->m->suppressed_audits += s;
@@ -499,11 +608,11 @@ static bool session_audit_allowed(struct link_manager *m, struct link_dev *d, bo
                 d->on_flap_list = true;
                 d->flap_next = m->flap_list;
                 m->flap_list = d;
-                d->takeovers_reported = d->c.takeovers;
+                d->takeovers_reported = DEV_COUNTER(d, takeovers);
                 audit_json(m, "daemon", "link.flapping", d->id,
                            json_pack("{ss si si sI}", "state", "suppressing", "limit",
                                      (int)m->session_audit_per_min, "window_ms", 60000,
-                                     "takeovers", (json_int_t)d->c.takeovers));
+                                     "takeovers", (json_int_t)DEV_COUNTER(d, takeovers)));
                 log_device(LOG_WARNING, d->id,
                            "session flapping: more than %u session records this minute; the "
                            "rest are counted",
@@ -525,7 +634,7 @@ static void session_audit_roll(struct link_manager *m, uint64_t now)
                 audit_json(m, "daemon", "link.flapping", d->id,
                            json_pack("{ss si si sI si}", "state", "summary", "auth_ok",
                                      (int)d->sup_ok, "link_down", (int)d->sup_down, "takeovers",
-                                     (json_int_t)(d->c.takeovers - d->takeovers_reported),
+                                     (json_int_t)(DEV_COUNTER(d, takeovers) - d->takeovers_reported),
                                      "window_ms", 60000));
                 d->sup_ok = d->sup_down = 0;
                 d->on_flap_list = false;
@@ -784,7 +893,9 @@ static _printf_(3, 4) void link_send_error(struct link *l, int code, const char 
         va_list ap;
         int n;
 
-        if (!ratelimit_try(&l->error_bucket, 1, now_ms(l->m) * USEC_PER_MSEC))
+        struct link_limits *lim = link_limits(l);
+
+        if (!lim || !ratelimit_try(&lim->error_bucket, 1, now_ms(l->m) * USEC_PER_MSEC))
                 return;
         va_start(ap, fmt);
         n = vsnprintf(text, sizeof text, fmt, ap);
@@ -829,13 +940,16 @@ static void link_session_end(struct link *l, const char *reason)
                 log_device(LOG_INFO, d->id, "disconnected from %s: %s", l->name, reason);
         } else
                 log_device(LOG_DEBUG, d->id, "disconnected from %s: %s", l->name, reason);
+        /* Kept only while it is away: a connected device names its link through d->link. */
+        free(d->link_name);
+        d->link_name = strdup(l->name);
         d->link = NULL;
         l->dev = NULL;
         l->drain_wanted = false;
         gen_bump(l);
         /* Queued commands go to the next session if it comes at once (a takeover), else they
          * are answered as offline by the command timer. */
-        if (d->cmd_head)
+        if (d->cmd && d->cmd->head)
                 cmd_timer_arm(m, 0);
         link_emit(m, LINK_EV_DOWN, d->id, reason, 0);
 }
@@ -853,7 +967,7 @@ static void link_kick(struct link *l, const char *reason)
 static void link_auth_failed(struct link *l, const char *reason)
 {
         struct link_manager *m = l->m;
-        const char *who = l->claimed_id[0] ? l->claimed_id : NULL;
+        const char *who = l->hs && l->hs->claimed_id[0] ? l->hs->claimed_id : NULL;
         struct link_dev *d = NULL;
         char key[45] = "";
 
@@ -871,19 +985,19 @@ static void link_auth_failed(struct link *l, const char *reason)
          * gateway's public key can start a handshake with a fresh key and any claimed id: if
          * that counted against the device named, a stranger could get it quarantined by the
          * rules. Unknown keys count gateway-wide and are audited with the claimed id. */
-        if (m->reg && l->claimed_key_valid) {
-                const struct registry_device *rd = registry_find_key(m->reg, l->claimed_key);
+        if (m->reg && l->hs && l->hs->claimed_key_valid) {
+                const struct registry_device *rd = registry_find_key(m->reg, l->hs->claimed_key);
                 if (rd)
                         d = dev_get(m, rd->id);
         }
         if (d && pending)
-                d->c.hs_pending++;
+                DEV_COUNT(d, hs_pending, 1);
         else if (d)
-                d->c.auth_failures++;
+                DEV_COUNT(d, auth_failures, 1);
         if (!audit_allowed(l))
                 return;
-        if (l->claimed_key_valid)
-                key_to_base64(l->claimed_key, key);
+        if (l->hs && l->hs->claimed_key_valid)
+                key_to_base64(l->hs->claimed_key, key);
         audit_json(m, "daemon", "auth.failed", who ? who : l->name,
                    json_pack("{ss ss ss ss}", "reason", reason, "link", l->name, "device_id",
                              who ? who : "", "key", key));
@@ -900,39 +1014,39 @@ static int link_onboard(struct link *l, const uint8_t pub[32], const uint8_t *at
         char actor[48];
         int q;
 
-        q = onboard_verify(m->onboard, l->claimed_id, strlen(l->claimed_id), pub, attest,
+        q = onboard_verify(m->onboard, l->hs->claimed_id, strlen(l->hs->claimed_id), pub, attest,
                            attest_len, &kid, &why);
-        if (q == -ENOENT && m->reg && registry_find(m->reg, l->claimed_id)) {
+        if (q == -ENOENT && m->reg && registry_find(m->reg, l->hs->claimed_id)) {
                 /* Most often a key pasted with a typo at enrollment, or a reflashed device. */
-                snprintf(l->reject_buf, sizeof l->reject_buf,
-                         "key does not match the enrolled key for %s", l->claimed_id);
-                l->reject_reason = l->reject_buf;
+                snprintf(l->hs->reject_buf, sizeof l->hs->reject_buf,
+                         "key does not match the enrolled key for %s", l->hs->claimed_id);
+                l->hs->reject_reason = l->hs->reject_buf;
                 return -1;
         }
         if (q < 0) {
-                l->reject_reason = q == -ENOENT ? "unknown key" : why;
+                l->hs->reject_reason = q == -ENOENT ? "unknown key" : why;
                 return -1;
         }
-        if (!m->reg || registry_find(m->reg, l->claimed_id)) {
-                l->reject_reason = "attested device id is enrolled with another key";
+        if (!m->reg || registry_find(m->reg, l->hs->claimed_id)) {
+                l->hs->reject_reason = "attested device id is enrolled with another key";
                 return -1;
         }
-        snprintf(actor, sizeof actor, "device:%s", l->claimed_id);
-        if (registry_add(m->reg, actor, l->claimed_id, pub,
+        snprintf(actor, sizeof actor, "device:%s", l->hs->claimed_id);
+        if (registry_add(m->reg, actor, l->hs->claimed_id, pub,
                          policy == ONBOARD_ACTIVE ? DEVICE_ACTIVE : DEVICE_PENDING, "",
                          "onboarding", &err) < 0) {
-                l->reject_reason = err;
+                l->hs->reject_reason = err;
                 return -1;
         }
-        audit_json(m, actor, "device.onboarded", l->claimed_id,
+        audit_json(m, actor, "device.onboarded", l->hs->claimed_id,
                    json_pack("{ss ss ss}", "manufacturer_key", kid, "link", l->name, "state",
                              policy == ONBOARD_ACTIVE ? "active" : "pending"));
-        log_device(LOG_NOTICE, l->claimed_id,
+        log_device(LOG_NOTICE, l->hs->claimed_id,
                    "onboarded on %s, attested by manufacturer key %s (%s)", l->name, kid,
                    policy == ONBOARD_ACTIVE ? "active" : "pending approval");
         if (policy == ONBOARD_ACTIVE)
                 return 0;
-        l->reject_reason = REJECT_PENDING;
+        l->hs->reject_reason = REJECT_PENDING;
         return -1;
 }
 
@@ -942,25 +1056,25 @@ static int lookup_cb(void *user, const uint8_t pub[32], const char *id, size_t i
         struct link *l = user;
         const struct registry_device *d;
 
-        memcpy(l->claimed_key, pub, 32);
-        l->claimed_key_valid = true;
+        memcpy(l->hs->claimed_key, pub, 32);
+        l->hs->claimed_key_valid = true;
         id_len = MIN(id_len, (size_t)MCUGW_DEVICE_ID_MAX);
-        memcpy(l->claimed_id, id, id_len);
-        l->claimed_id[id_len] = 0;
+        memcpy(l->hs->claimed_id, id, id_len);
+        l->hs->claimed_id[id_len] = 0;
 
         d = l->m->reg ? registry_find_key(l->m->reg, pub) : NULL;
         if (!d)
                 return link_onboard(l, pub, attest, attest_len);
-        if (strcmp(d->id, l->claimed_id) != 0) {
-                l->reject_reason = "device id does not match the key";
+        if (strcmp(d->id, l->hs->claimed_id) != 0) {
+                l->hs->reject_reason = "device id does not match the key";
                 return -1;
         }
         switch (d->state) {
         case DEVICE_ACTIVE: return 0;
-        case DEVICE_REVOKED: l->reject_reason = "revoked"; return -1;
-        case DEVICE_QUARANTINED: l->reject_reason = "quarantined"; return -1;
-        case DEVICE_PENDING: l->reject_reason = REJECT_PENDING; return -1;
-        default: l->reject_reason = "not admitted"; return -1;
+        case DEVICE_REVOKED: l->hs->reject_reason = "revoked"; return -1;
+        case DEVICE_QUARANTINED: l->hs->reject_reason = "quarantined"; return -1;
+        case DEVICE_PENDING: l->hs->reject_reason = REJECT_PENDING; return -1;
+        default: l->hs->reject_reason = "not admitted"; return -1;
         }
 }
 
@@ -986,7 +1100,7 @@ static int fresh_cb(void *user, const uint8_t pub[32], uint64_t ts, int commit)
                 return 0;
         }
         if (d->hs_ts_set && ts <= d->hs_ts && mcugw_ct_equal(d->hs_ts_key, pub, 32)) {
-                d->c.replay_ts++;
+                DEV_COUNT(d, replay_ts, 1);
                 return MCUGW_ESTALE;
         }
         return 0;
@@ -1006,7 +1120,8 @@ static int link_session_start(struct link *l)
         /* The state may have changed between message 1 and the confirmation. */
         rd = m->reg ? registry_find_key(m->reg, p->static_pub) : NULL;
         if (!rd || rd->state != DEVICE_ACTIVE || strcmp(rd->id, p->device_id) != 0) {
-                snprintf(l->claimed_id, sizeof l->claimed_id, "%s", p->device_id);
+                if (l->hs)
+                        snprintf(l->hs->claimed_id, sizeof l->hs->claimed_id, "%s", p->device_id);
                 link_auth_failed(l, "device no longer admitted");
                 link_kick(l, "device no longer admitted");
                 mcugw_responder_reset(&l->r);
@@ -1034,14 +1149,15 @@ static int link_session_start(struct link *l)
         if (d->link && d->link != l) {
                 /* Taken over: the device moved, or two devices share its key (a clone). The
                  * count is the rule metric `takeovers` (docs/monitoring.md). */
-                d->c.takeovers++;
+                DEV_COUNT(d, takeovers, 1);
                 m->tot.takeovers++;
                 link_kick(d->link, "device authenticated on another link");
         }
         pending_list_remove(l);
         l->dev = d;
         d->link = l;
-        snprintf(d->link_name, sizeof d->link_name, "%s", l->name);
+        free(d->link_name);
+        d->link_name = NULL;
         d->last_seen_us = now_realtime_usec();
         gen_bump(l);
         COUNT(l, handshakes, 1);
@@ -1058,7 +1174,7 @@ static int link_session_start(struct link *l)
                 log_device(LOG_INFO, d->id, "authenticated on %s", l->name);
         } else
                 log_device(LOG_DEBUG, d->id, "authenticated on %s", l->name);
-        if (d->cmd_head)
+        if (d->cmd && d->cmd->head)
                 cmd_timer_arm(m, 0);
         /* Last: a listener may send at once, and a write error may end the session again. */
         link_emit(m, LINK_EV_UP, d->id, NULL, 0);
@@ -1210,8 +1326,10 @@ static const char *rx_error_reason(int rc)
 static void link_send_nosession(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
 {
         uint8_t f[MCUGW_NOSESSION_LEN] = { MCUGW_PROTO_VERSION, MCUGW_FRAME_NOSESSION, 0, 0 };
+        struct link_limits *lim = link_limits(l);
 
-        if (len < MCUGW_DATA_OVERHEAD || !ratelimit_try(&l->nosession_bucket, 1, t * USEC_PER_MSEC))
+        if (len < MCUGW_DATA_OVERHEAD || !lim ||
+            !ratelimit_try(&lim->nosession_bucket, 1, t * USEC_PER_MSEC))
                 return;
         memcpy(f + MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN, 4);
         if (link_send_frame(l, f, sizeof f) == 0)
@@ -1262,16 +1380,17 @@ static int link_cookie(struct link *l, uint64_t t, uint8_t cookie[MCUGW_COOKIE_L
 static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uint64_t t)
 {
         struct link_manager *m = l->m;
+        struct link_limits *lim = link_limits(l);
         uint8_t cookie[MCUGW_COOKIE_LEN], reply[MCUGW_COOKIE_REPLY_LEN];
         int n;
 
-        if (link_cookie(l, t, cookie) < 0) {
+        if (!lim || link_cookie(l, t, cookie) < 0) {
                 COUNT(l, hs_throttled, 1);
                 return false;
         }
         if (mcugw_hs1_check_mac2(&mcugw_crypto_openssl, cookie, frame, len) == 0) {
                 OPENSSL_cleanse(cookie, sizeof cookie);
-                if (!budget_take(&l->hs2_bucket, &m->hs2_bucket, t)) {
+                if (!budget_take(&lim->hs2_bucket, &m->hs2_bucket, t)) {
                         COUNT(l, hs_throttled, 1);
                         return false;
                 }
@@ -1279,13 +1398,68 @@ static bool link_hs_cookie(struct link *l, const uint8_t *frame, size_t len, uin
                 return true;
         }
         COUNT(l, hs_throttled, 1);
-        if (ratelimit_try(&l->cookie_bucket, 1, t * USEC_PER_MSEC)) {
+        if (ratelimit_try(&lim->cookie_bucket, 1, t * USEC_PER_MSEC)) {
                 n = mcugw_responder_cookie_reply(&l->r, frame, len, cookie, reply, sizeof reply);
                 if (n > 0 && link_send_frame(l, reply, (size_t)n) == 0)
                         COUNT(l, cookie_sent, 1);
         }
         OPENSSL_cleanse(cookie, sizeof cookie);
         return false;
+}
+
+/* The handshake state of a link (struct link_hs), lent to its responder; NULL without memory. */
+static struct link_hs *link_hs_get(struct link *l)
+{
+        if (!l->hs) {
+                l->hs = slab_alloc(&l->m->hs_slab);
+                if (!l->hs)
+                        return NULL;
+                mcugw_responder_set_hs(&l->r, &l->hs->r);
+        }
+        l->hs->reject_reason = NULL;
+        l->hs->claimed_id[0] = 0;
+        l->hs->claimed_key_valid = false;
+        return l->hs;
+}
+
+static void link_hs_free(struct link *l)
+{
+        if (!l->hs)
+                return;
+        mcugw_responder_set_hs(&l->r, NULL); /* wipes the pending keys */
+        OPENSSL_cleanse(l->hs, sizeof *l->hs);
+        slab_free(&l->m->hs_slab, l->hs);
+        l->hs = NULL;
+}
+
+/* A message 1 that passed mac1 and the budgets, with l->hs allocated. */
+static void link_hs1(struct link *l, uint8_t *frame, size_t len)
+{
+        struct mcugw_rx rx;
+        int rc;
+
+        rc = mcugw_responder_handle(&l->r, frame, len, &rx);
+        if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
+                link_send_frame(l, rx.data, rx.len);
+                return;
+        }
+        if (rc == MCUGW_ESTALE) {
+                /* A replayed message 1: no answer, no audit record, nothing displaced
+                 * (the key's owner was counted by fresh_cb). */
+                l->m->tot.replay_ts++;
+                log_device(LOG_DEBUG, l->hs->claimed_id[0] ? l->hs->claimed_id : NULL,
+                           "replayed handshake dropped on %s", l->name);
+                return;
+        }
+        if (rc == MCUGW_EREJECTED)
+                link_auth_failed(l, l->hs->reject_reason ? l->hs->reject_reason : "rejected");
+        else if (rc == MCUGW_EAUTH || rc == MCUGW_EDH)
+                link_auth_failed(l, "handshake failed to authenticate (wrong gateway "
+                                    "key or corrupted message)");
+        else if (rc < 0) {
+                COUNT(l, malformed, 1);
+                link_auth_failed(l, "malformed handshake");
+        }
 }
 
 static void link_frame(struct link *l, uint8_t *frame, size_t len)
@@ -1328,31 +1502,15 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
                 }
                 if (!link_hs_budget(l, t) && !link_hs_cookie(l, frame, len, t))
                         return;
-                l->reject_reason = NULL;
-                l->claimed_id[0] = 0;
-                l->claimed_key_valid = false;
-                rc = mcugw_responder_handle(&l->r, frame, len, &rx);
-                if (rc == 0 && rx.kind == MCUGW_RX_REPLY) {
-                        link_send_frame(l, rx.data, rx.len);
+                if (!link_hs_get(l)) {
+                        link_close_nomem(l);
                         return;
                 }
-                if (rc == MCUGW_ESTALE) {
-                        /* A replayed message 1: no answer, no audit record, nothing displaced
-                         * (the key's owner was counted by fresh_cb). */
-                        l->m->tot.replay_ts++;
-                        log_device(LOG_DEBUG, l->claimed_id[0] ? l->claimed_id : NULL,
-                                   "replayed handshake dropped on %s", l->name);
-                        return;
-                }
-                if (rc == MCUGW_EREJECTED)
-                        link_auth_failed(l, l->reject_reason ? l->reject_reason : "rejected");
-                else if (rc == MCUGW_EAUTH || rc == MCUGW_EDH)
-                        link_auth_failed(l, "handshake failed to authenticate (wrong gateway "
-                                            "key or corrupted message)");
-                else if (rc < 0) {
-                        COUNT(l, malformed, 1);
-                        link_auth_failed(l, "malformed handshake");
-                }
+                link_hs1(l, frame, len);
+                /* Nothing pending (this message 1 failed, and no earlier one is answered): the
+                 * handshake state goes until the next message 1. */
+                if (!mcugw_responder_pending(&l->r))
+                        link_hs_free(l);
                 return;
         }
         rc = mcugw_responder_handle(&l->r, frame, len, &rx);
@@ -1381,8 +1539,12 @@ static void link_frame(struct link *l, uint8_t *frame, size_t len)
         }
         if (rx.kind != MCUGW_RX_MESSAGE)
                 return;
-        if (rx.new_session && link_session_start(l) < 0)
-                return;
+        if (rx.new_session) {
+                rc = link_session_start(l);
+                link_hs_free(l); /* confirmed: nothing is pending any more */
+                if (rc < 0)
+                        return;
+        }
         if (!l->dev || l->closing)
                 return;
         l->last_rx_ms = t;
@@ -1451,13 +1613,15 @@ static void link_closed_cb(uv_handle_t *h)
         struct link_manager *m = l->m;
 
         close(l->fd);
+        link_hs_free(l);
+        free(l->lim);
         mcugw_responder_reset(&l->r);
         free(l->out);
         ackq_clear(&l->pend);
         if (l->rxbuf)
                 OPENSSL_clear_free(l->rxbuf, LINK_RX_CAP);
         OPENSSL_cleanse(l, sizeof *l);
-        free(l);
+        free(l); /* its name is not secret */
         m->handles--;
         manager_maybe_free(m);
 }
@@ -1525,7 +1689,7 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
                         return;
                 }
                 link_update_poll(l);
-                if (l->dev && l->dev->cmd_head && l->out_len < LINK_CMD_OUT_MAX)
+                if (l->dev && l->dev->cmd && l->dev->cmd->head && l->out_len < LINK_CMD_OUT_MAX)
                         cmd_timer_arm(m, 0);
                 if (l->dev && l->drain_wanted && l->out_len < LINK_QUEUE_LOW) {
                         l->drain_wanted = false;
@@ -1561,8 +1725,8 @@ static void on_link_poll(uv_poll_t *h, int status, int events)
 static int link_new(struct link_manager *m, int fd, const char *name, struct serial_port *port,
                     struct listener *lis, struct link **ret)
 {
-        struct link *l = calloc(1, sizeof *l);
-        struct mcugw_responder_config cfg = m->rcfg;
+        size_t name_len = MIN(strlen(name), (size_t)LINK_NAME_MAX);
+        struct link *l = calloc(1, sizeof *l + name_len + 1);
         int r;
 
         if (!l)
@@ -1571,28 +1735,18 @@ static int link_new(struct link_manager *m, int fd, const char *name, struct ser
         l->fd = fd;
         l->port = port;
         l->listener = lis;
-        snprintf(l->name, sizeof l->name, "%s", name);
+        memcpy(l->name, name, name_len);
         l->opened_ms = l->last_rx_ms = now_ms(m);
         ackq_init(&l->pend, LINK_PENDING_ACKS);
-        cfg.user = l;
-        if (mcugw_responder_init(&l->r, &cfg) < 0 ||
+        if (mcugw_responder_init(&l->r, &m->rcfg) < 0 ||
             mcugw_deframer_init(&l->df, m->rxscratch, sizeof m->rxscratch) < 0) {
                 free(l);
                 return -EINVAL;
         }
+        mcugw_responder_set_user(&l->r, l);
         ratelimit_init(&l->hs_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
                        now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->hs2_bucket, m->hs_rate_link, MAX(m->hs_rate_link * 2, 4.0),
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->cookie_bucket, LINK_COOKIE_RATE, LINK_COOKIE_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
         l->serial = ++m->next_serial;
-        ratelimit_init(&l->nosession_bucket, LINK_NOSESSION_RATE, LINK_NOSESSION_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_init(&l->error_bucket, LINK_ERROR_RATE, LINK_ERROR_BURST,
-                       now_ms(m) * USEC_PER_MSEC);
-        ratelimit_window_init(&l->audit_lim, m->audit_per_min, 60 * USEC_PER_SEC,
-                              now_ms(m) * USEC_PER_MSEC);
         r = uv_poll_init(m->loop, &l->poll, fd);
         if (r < 0) {
                 free(l);
@@ -1885,38 +2039,44 @@ static bool cmd_room(const struct link *l)
         return l->out_len + MCUGW_WIRE_MAX(MCUGW_FRAME_MAX) <= LINK_CMD_OUT_MAX;
 }
 
-static void cmd_bucket_prepare(struct link_manager *m, struct link_dev *d)
+/* The device's command state, made on first use; NULL when there is no memory for it. */
+static struct link_dev_cmds *cmd_state(struct link_manager *m, struct link_dev *d)
 {
-        if (!d->cmd_bucket_init) {
-                ratelimit_init(&d->cmd_bucket, m->commands_per_s, m->commands_per_s,
+        if (!d->cmd) {
+                d->cmd = calloc(1, sizeof *d->cmd);
+                if (!d->cmd)
+                        return NULL;
+                ratelimit_init(&d->cmd->bucket, m->commands_per_s, m->commands_per_s,
                                now_ms(m) * USEC_PER_MSEC);
-                d->cmd_bucket_init = true;
         }
+        return d->cmd;
 }
 
 /* Remember a command id sent to the device, so that its result is recognised. */
-static void cmd_out_add(struct link_dev *d, uint32_t id)
+static void cmd_out_add(struct link_dev_cmds *q, uint32_t id)
 {
         unsigned i;
 
         for (i = 0; i < LINK_CMD_OUTSTANDING; i++)
-                if (!(d->cmd_out_used & (UINT32_C(1) << i)))
+                if (!(q->out_used & (UINT32_C(1) << i)))
                         break;
         if (i == LINK_CMD_OUTSTANDING) {
                 /* All due: one is forgotten, in rotation; its result will be dropped as stray. */
-                i = d->cmd_out_next;
-                d->cmd_out_next = (uint8_t)((d->cmd_out_next + 1) % LINK_CMD_OUTSTANDING);
+                i = q->out_next;
+                q->out_next = (uint8_t)((q->out_next + 1) % LINK_CMD_OUTSTANDING);
         }
-        d->cmd_out[i] = id;
-        d->cmd_out_used |= UINT32_C(1) << i;
+        q->out[i] = id;
+        q->out_used |= UINT32_C(1) << i;
 }
 
 /* True (and forgotten) if a result for @id is due. */
 static bool cmd_out_take(struct link_dev *d, uint32_t id)
 {
-        for (unsigned i = 0; i < LINK_CMD_OUTSTANDING; i++)
-                if ((d->cmd_out_used & (UINT32_C(1) << i)) && d->cmd_out[i] == id) {
-                        d->cmd_out_used &= ~(UINT32_C(1) << i);
+        struct link_dev_cmds *q = d->cmd;
+
+        for (unsigned i = 0; q && i < LINK_CMD_OUTSTANDING; i++)
+                if ((q->out_used & (UINT32_C(1) << i)) && q->out[i] == id) {
+                        q->out_used &= ~(UINT32_C(1) << i);
                         return true;
                 }
         return false;
@@ -1933,7 +2093,7 @@ static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t 
         r = link_send_msg(l, &c);
         if (r == 0) {
                 COUNT(l, commands, 1);
-                cmd_out_add(l->dev, id);
+                cmd_out_add(l->dev->cmd, id);
         }
         return r == -ENOBUFS || r == -ENOMEM ? -EIO : r;
 }
@@ -1942,25 +2102,25 @@ static int cmd_send(struct link *l, uint32_t id, const uint8_t *payload, size_t 
  * when its queue is empty. */
 static uint64_t cmd_drain(struct link_manager *m, struct link_dev *d)
 {
+        struct link_dev_cmds *q = d->cmd;
         uint64_t t = now_ms(m);
 
-        cmd_bucket_prepare(m, d);
-        while (d->cmd_head) {
-                struct link_cmd *c = d->cmd_head;
+        while (q->head) {
+                struct link_cmd *c = q->head;
                 int r;
 
                 if (!d->link || d->link->closing)
                         r = -ENOTCONN;
                 else if (!cmd_room(d->link))
                         return 100; /* and sooner: on_link_poll when the output drains */
-                else if (!ratelimit_try(&d->cmd_bucket, 1, t * USEC_PER_MSEC))
+                else if (!ratelimit_try(&q->bucket, 1, t * USEC_PER_MSEC))
                         return MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1);
                 else
                         r = cmd_send(d->link, c->id, c->payload, c->len);
-                d->cmd_head = c->next;
-                if (!d->cmd_head)
-                        d->cmd_tail = NULL;
-                d->n_cmds--;
+                q->head = c->next;
+                if (!q->head)
+                        q->tail = NULL;
+                q->n--;
                 m->cmd_bytes -= c->len;
                 if (r < 0 && m->cb.on_command_failed)
                         m->cb.on_command_failed(m->cb.ud, d->id, c->id, r);
@@ -1977,14 +2137,14 @@ static void on_cmd_timer(uv_timer_t *t)
         for (struct link_dev **pp = &m->cmd_list; *pp;) {
                 struct link_dev *d = *pp;
                 uint64_t w = cmd_drain(m, d);
-                if (!d->cmd_head) {
-                        *pp = d->cmd_next;
-                        d->cmd_next = NULL;
-                        d->on_cmd_list = false;
+                if (!d->cmd->head) {
+                        *pp = d->cmd->next;
+                        d->cmd->next = NULL;
+                        d->cmd->on_list = false;
                         continue;
                 }
                 next = next ? MIN(next, w) : w;
-                pp = &d->cmd_next;
+                pp = &d->cmd->next;
         }
         if (m->cmd_list)
                 cmd_timer_arm(m, next ? next : 100);
@@ -2107,6 +2267,7 @@ int link_manager_new(uv_loop_t *loop, const struct link_options *o, const char *
                 .fresh = fresh_cb,
                 .max_rx_frame = MCUGW_FRAME_MAX,
         };
+        (void)slab_init(&m->hs_slab, sizeof(struct link_hs)); /* cannot fail: see link_hs */
         uv_timer_init(loop, &m->sweep);
         m->sweep.data = m;
         m->handles++;
@@ -2192,6 +2353,7 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                               const uint8_t *payload, size_t len)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        struct link_dev_cmds *q;
         struct link_cmd *c;
 
         if (!d || !d->link || d->link->closing)
@@ -2203,12 +2365,14 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
                 COUNT(d->link, too_big, 1);
                 return -EMSGSIZE;
         }
-        cmd_bucket_prepare(m, d);
-        if (!d->cmd_head && cmd_room(d->link) &&
-            ratelimit_try(&d->cmd_bucket, 1, now_ms(m) * USEC_PER_MSEC))
+        q = cmd_state(m, d);
+        if (!q)
+                return -ENOMEM;
+        if (!q->head && cmd_room(d->link) &&
+            ratelimit_try(&q->bucket, 1, now_ms(m) * USEC_PER_MSEC))
                 return cmd_send(d->link, command_id, payload, len);
         /* Over the pace or the device reads slowly: wait in its queue, if there is room. */
-        if (d->n_cmds >= m->command_queue || m->cmd_bytes + len > LINK_CMD_BYTES_MAX) {
+        if (q->n >= m->command_queue || m->cmd_bytes + len > LINK_CMD_BYTES_MAX) {
                 COUNT(d->link, commands_busy, 1);
                 return -ENOBUFS;
         }
@@ -2220,16 +2384,16 @@ int link_manager_send_command(struct link_manager *m, const char *device_id, uin
         c->len = (uint32_t)len;
         if (len)
                 memcpy(c->payload, payload, len);
-        if (d->cmd_tail)
-                d->cmd_tail->next = c;
+        if (q->tail)
+                q->tail->next = c;
         else
-                d->cmd_head = c;
-        d->cmd_tail = c;
-        d->n_cmds++;
+                q->head = c;
+        q->tail = c;
+        q->n++;
         m->cmd_bytes += len;
-        if (!d->on_cmd_list) {
-                d->on_cmd_list = true;
-                d->cmd_next = m->cmd_list;
+        if (!q->on_list) {
+                q->on_list = true;
+                q->next = m->cmd_list;
                 m->cmd_list = d;
         }
         cmd_timer_arm(m, MAX((uint64_t)(1000.0 / m->commands_per_s), (uint64_t)1));
@@ -2331,26 +2495,26 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
         if (!d)
                 return -ENOENT;
         *ret = (struct link_device_counters){
-                .frames_in = d->c.frames_in,
-                .frames_out = d->c.frames_out,
-                .bytes_in = d->c.bytes_in,
-                .bytes_out = d->c.bytes_out,
-                .telemetry = d->c.telemetry,
-                .handshakes = d->c.handshakes,
-                .auth_failures = d->c.auth_failures,
-                .mac_errors = d->c.mac_errors,
-                .crc_errors = d->c.crc_errors,
-                .cobs_errors = d->c.cobs_errors,
-                .replays = d->c.replays,
-                .truncated = d->c.truncated,
-                .oversize = d->c.oversize,
-                .malformed = d->c.malformed,
-                .tx_dropped = d->c.tx_dropped,
-                .takeovers = d->c.takeovers,
-                .commands = d->c.commands,
-                .commands_busy = d->c.commands_busy,
-                .dup = d->c.dup,
-                .replay_ts = d->c.replay_ts,
+                .frames_in = DEV_COUNTER(d, frames_in),
+                .frames_out = DEV_COUNTER(d, frames_out),
+                .bytes_in = DEV_COUNTER(d, bytes_in),
+                .bytes_out = DEV_COUNTER(d, bytes_out),
+                .telemetry = DEV_COUNTER(d, telemetry),
+                .handshakes = DEV_COUNTER(d, handshakes),
+                .auth_failures = DEV_COUNTER(d, auth_failures),
+                .mac_errors = DEV_COUNTER(d, mac_errors),
+                .crc_errors = DEV_COUNTER(d, crc_errors),
+                .cobs_errors = DEV_COUNTER(d, cobs_errors),
+                .replays = DEV_COUNTER(d, replays),
+                .truncated = DEV_COUNTER(d, truncated),
+                .oversize = DEV_COUNTER(d, oversize),
+                .malformed = DEV_COUNTER(d, malformed),
+                .tx_dropped = DEV_COUNTER(d, tx_dropped),
+                .takeovers = DEV_COUNTER(d, takeovers),
+                .commands = DEV_COUNTER(d, commands),
+                .commands_busy = DEV_COUNTER(d, commands_busy),
+                .dup = DEV_COUNTER(d, dup),
+                .replay_ts = DEV_COUNTER(d, replay_ts),
                 .last_seen_us = d->last_seen_us,
                 .connected = d->link && !d->link->closing,
         };
@@ -2360,13 +2524,15 @@ int link_manager_device_counters(struct link_manager *m, const char *device_id,
 int link_manager_device_stats(struct link_manager *m, const char *device_id, json_t *out)
 {
         struct link_dev *d = m ? dev_find(m, device_id) : NULL;
+        struct link_counters c;
         json_t *o;
 
         if (!d)
                 return -ENOENT;
-        o = counters_json(&d->c);
+        dev_counters(d, &c);
+        o = counters_json(&c);
         json_object_set_new(o, "connected", json_boolean(d->link && !d->link->closing));
-        json_object_set_new(o, "link", json_string(d->link ? d->link->name : d->link_name));
+        json_object_set_new(o, "link", json_string(d->link ? d->link->name : d->link_name ? d->link_name : ""));
         json_object_set_new(o, "last_seen_us", json_integer(d->last_seen_us));
         json_object_set_new(out, "link_stats", o);
         return 0;

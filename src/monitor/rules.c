@@ -602,6 +602,8 @@ static struct rules_dev *dev_get(struct rules_engine *e, const char *id, const c
 
         if (d)
                 return d;
+        if (!e->rs.n)
+                return NULL; /* nothing to evaluate; new rules start from scratch anyway */
         if (strlen(id) > RULES_NAME_MAX || e->n_devices >= e->max_devices) {
                 e->untracked++;
                 return NULL;
@@ -659,7 +661,7 @@ int rules_engine_add(struct rules_engine *e, const char *device_id, const char *
         int fired = 0;
 
         if (!d)
-                return -ENOSPC;
+                return e->rs.n ? -ENOSPC : 0;
         d->last_seen_ms = MAX(d->last_seen_ms, now_ms);
         for (size_t i = 0; i < e->rs.n; i++) {
                 const struct rule *r = &e->rs.v[i];
@@ -697,7 +699,7 @@ int rules_engine_seen(struct rules_engine *e, const char *device_id, const char 
         struct rules_dev *d = dev_get(e, device_id, groups, now_ms);
 
         if (!d)
-                return -ENOSPC;
+                return e->rs.n ? -ENOSPC : 0;
         d->last_seen_ms = MAX(d->last_seen_ms, now_ms);
         for (size_t i = 0; i < e->rs.n; i++)
                 if (e->rs.v[i].metric == RULE_METRIC_SILENCE)

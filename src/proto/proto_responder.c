@@ -8,6 +8,13 @@
 #include "mcugw/proto.h"
 #include "proto_internal.h"
 
+/* Counted only where the caller lent a struct mcugw_responder_stats. */
+#define STAT(r, field)                                                                             \
+        do {                                                                                       \
+                if ((r)->stats)                                                                    \
+                        (r)->stats->field++;                                                       \
+        } while (0)
+
 /* Flood resistance, the gateway's half (proto_cookie.c has the device's). */
 
 int mcugw_hs1_check_mac1(const struct mcugw_crypto *c, const uint8_t mac1_key[32],
@@ -87,9 +94,8 @@ int mcugw_responder_init(struct mcugw_responder *r, const struct mcugw_responder
             (cfg->max_rx_frame < MCUGW_FRAME_MIN || cfg->max_rx_frame > MCUGW_FRAME_MAX))
                 return MCUGW_EINVAL;
         memset(r, 0, sizeof(*r));
-        r->cfg = *cfg;
-        if (!r->cfg.max_rx_frame)
-                r->cfg.max_rx_frame = MCUGW_FRAME_MAX;
+        r->cfg = cfg;
+        r->user = cfg->user;
         return mcugw_flood_keys(cfg->crypto, cfg->static_pub, r->mac1_key, r->cookie_key);
 }
 
@@ -100,14 +106,14 @@ int mcugw_responder_check_hs1(struct mcugw_responder *r, const uint8_t *frame, s
 
         if (!r || !frame)
                 return MCUGW_EINVAL;
-        ret = mcugw_hs1_check_mac1(r->cfg.crypto, r->mac1_key, frame, len);
+        ret = mcugw_hs1_check_mac1(r->cfg->crypto, r->mac1_key, frame, len);
         if (ret == MCUGW_EAUTH)
-                r->stats.hs_bad_mac1++;
+                STAT(r, hs_bad_mac1);
         else if (ret == MCUGW_ETRUNC)
-                r->stats.hs_malformed++;
+                STAT(r, hs_malformed);
         if (ret < 0)
                 return ret;
-        return cookie && mcugw_hs1_check_mac2(r->cfg.crypto, cookie, frame, len) == 0;
+        return cookie && mcugw_hs1_check_mac2(r->cfg->crypto, cookie, frame, len) == 0;
 }
 
 int mcugw_responder_cookie_reply(struct mcugw_responder *r, const uint8_t *hs1, size_t hs1_len,
@@ -115,27 +121,57 @@ int mcugw_responder_cookie_reply(struct mcugw_responder *r, const uint8_t *hs1, 
 {
         if (!r)
                 return MCUGW_EINVAL;
-        return mcugw_cookie_reply_write(r->cfg.crypto, r->cookie_key, hs1, hs1_len, cookie, out,
+        return mcugw_cookie_reply_write(r->cfg->crypto, r->cookie_key, hs1, hs1_len, cookie, out,
                                         cap);
 }
 
 void mcugw_responder_reset(struct mcugw_responder *r)
 {
-        struct mcugw_responder_config cfg;
-        struct mcugw_responder_stats st;
+        const struct mcugw_responder_config *cfg;
+        struct mcugw_responder_stats *st;
+        void *user;
+        struct mcugw_responder_hs *hs;
         uint8_t k1[32], k2[32];
 
         if (!r)
                 return;
         cfg = r->cfg;
+        user = r->user;
         st = r->stats;
+        hs = r->hs;
         memcpy(k1, r->mac1_key, 32);
         memcpy(k2, r->cookie_key, 32);
         mcugw_wipe(r, sizeof(*r));
+        if (hs)
+                mcugw_wipe(hs, sizeof(*hs));
         r->cfg = cfg;
+        r->user = user;
         r->stats = st;
+        r->hs = hs;
         memcpy(r->mac1_key, k1, 32);
         memcpy(r->cookie_key, k2, 32);
+}
+
+void mcugw_responder_set_user(struct mcugw_responder *r, void *user)
+{
+        if (r)
+                r->user = user;
+}
+
+void mcugw_responder_set_hs(struct mcugw_responder *r, struct mcugw_responder_hs *hs)
+{
+        if (!r)
+                return;
+        if (r->hs)
+                mcugw_wipe(r->hs, sizeof(*r->hs));
+        if (hs)
+                mcugw_wipe(hs, sizeof(*hs));
+        r->hs = hs;
+}
+
+int mcugw_responder_pending(const struct mcugw_responder *r)
+{
+        return r && r->hs && r->hs->next.active;
 }
 
 const struct mcugw_peer *mcugw_responder_peer(const struct mcugw_responder *r)
@@ -237,7 +273,7 @@ static int new_session_id(struct mcugw_responder *r, uint32_t *id)
         int i;
 
         for (i = 0; i < 8; i++) {
-                if (r->cfg.crypto->random(r->cfg.crypto->ctx, b, 4) < 0)
+                if (r->cfg->crypto->random(r->cfg->crypto->ctx, b, 4) < 0)
                         return MCUGW_ECRYPTO;
                 *id = get_le32(b);
                 if (*id != 0 && !(r->cur.active && *id == r->cur.id))
@@ -248,7 +284,8 @@ static int new_session_id(struct mcugw_responder *r, uint32_t *id)
 
 static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
 {
-        const struct mcugw_crypto *c = r->cfg.crypto;
+        const struct mcugw_crypto *c = r->cfg->crypto;
+        struct mcugw_responder_hs *p = r->hs;
         struct mcugw_iov v = { frame, len };
         struct mcugw_noise hs;
         struct mcugw_peer peer;
@@ -259,15 +296,17 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         uint32_t sid;
         int n, ret;
 
+        if (!p)
+                return MCUGW_ENOSPC;
         if (len < MCUGW_HDR_LEN + MCUGW_HS1_OVERHEAD + MCUGW_HS1_PAYLOAD_MIN + MCUGW_HS1_MACS_LEN) {
-                r->stats.hs_malformed++;
+                STAT(r, hs_malformed);
                 return MCUGW_ETRUNC;
         }
         /* Callers normally checked mac1 already (to decide on budgets); it is one HMAC, and a
          * responder used alone must not do DH for junk either. */
         ret = mcugw_hs1_check_mac1(c, r->mac1_key, frame, len);
         if (ret < 0) {
-                r->stats.hs_bad_mac1++;
+                STAT(r, hs_bad_mac1);
                 return ret;
         }
         /* The macs are not part of the handshake: a retransmission with mac2 set after a cookie
@@ -276,47 +315,47 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
         v.len = nlen;
         if (c->sha256(c->ctx, &v, 1, hash) < 0)
                 return MCUGW_ECRYPTO;
-        if (r->hs2_valid && mcugw_ct_equal(hash, r->hs1_hash, 32)) {
+        if (p->hs2_valid && mcugw_ct_equal(hash, p->hs1_hash, 32)) {
                 /* Retransmitted message 1: our message 2 was lost. Same answer, no crypto. */
-                r->stats.hs_duplicate++;
+                STAT(r, hs_duplicate);
                 rx->kind = MCUGW_RX_REPLY;
-                rx->data = r->hs2;
-                rx->len = sizeof(r->hs2);
+                rx->data = p->hs2;
+                rx->len = sizeof(p->hs2);
                 return 0;
         }
 
         ret = mcugw_noise_init(&hs, c, (const uint8_t *)MCUGW_PROLOGUE, MCUGW_PROLOGUE_LEN,
-                               r->cfg.static_pub);
+                               r->cfg->static_pub);
         if (ret < 0)
                 return ret;
-        n = mcugw_noise_read_msg1(&hs, r->cfg.static_priv, frame + MCUGW_HDR_LEN,
+        n = mcugw_noise_read_msg1(&hs, r->cfg->static_priv, frame + MCUGW_HDR_LEN,
                                   nlen - MCUGW_HDR_LEN, frame + MCUGW_HDR_LEN + 80,
                                   nlen - MCUGW_HDR_LEN - 80);
         if (n < 0) {
                 if (n == MCUGW_EAUTH || n == MCUGW_EDH)
-                        r->stats.hs_auth_fail++;
+                        STAT(r, hs_auth_fail);
                 else
-                        r->stats.hs_malformed++;
+                        STAT(r, hs_malformed);
                 return n;
         }
         memset(&peer, 0, sizeof(peer));
         ret = parse_hs1_payload(frame + MCUGW_HDR_LEN + 80, (size_t)n, &peer, &ts, &attest,
                                 &attest_len);
         if (ret < 0) {
-                r->stats.hs_malformed++;
+                STAT(r, hs_malformed);
                 goto out;
         }
         memcpy(peer.static_pub, hs.rs, 32);
         /* Before the lookup: a replay must not learn whether the device is admitted, and must
          * not touch the pending or the confirmed session. */
-        if (r->cfg.fresh && r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 0) < 0) {
-                r->stats.hs_stale++;
+        if (r->cfg->fresh && r->cfg->fresh(r->user, peer.static_pub, ts, 0) < 0) {
+                STAT(r, hs_stale);
                 ret = MCUGW_ESTALE;
                 goto out;
         }
-        if (r->cfg.lookup(r->cfg.user, peer.static_pub, peer.device_id, peer.device_id_len, attest,
-                          attest_len) < 0) {
-                r->stats.hs_rejected++;
+        if (r->cfg->lookup(r->user, peer.static_pub, peer.device_id, peer.device_id_len, attest,
+                           attest_len) < 0) {
+                STAT(r, hs_rejected);
                 ret = MCUGW_EREJECTED;
                 goto out;
         }
@@ -325,37 +364,37 @@ static int handle_hs1(struct mcugw_responder *r, uint8_t *frame, size_t len, str
                 goto out;
         pl[0] = MCUGW_PROTO_VERSION;
         pl[1] = 0;
-        put_le16(pl + 2, r->cfg.max_rx_frame);
+        put_le16(pl + 2, r->cfg->max_rx_frame ? r->cfg->max_rx_frame : MCUGW_FRAME_MAX);
         put_le32(pl + 4, sid);
-        r->hs2_valid = 0;
-        n = mcugw_noise_write_msg2(&hs, pl, sizeof(pl), r->hs2 + MCUGW_HDR_LEN,
-                                   sizeof(r->hs2) - MCUGW_HDR_LEN);
+        p->hs2_valid = 0;
+        n = mcugw_noise_write_msg2(&hs, pl, sizeof(pl), p->hs2 + MCUGW_HDR_LEN,
+                                   sizeof(p->hs2) - MCUGW_HDR_LEN);
         if (n < 0) {
                 ret = n;
                 goto out;
         }
-        r->hs2[0] = MCUGW_PROTO_VERSION;
-        r->hs2[1] = MCUGW_FRAME_HS2;
-        r->hs2[2] = 0;
-        r->hs2[3] = 0;
-        mcugw_session_wipe(&r->next);
-        ret = mcugw_noise_split(&hs, r->next.rx_key, r->next.tx_key, NULL);
+        p->hs2[0] = MCUGW_PROTO_VERSION;
+        p->hs2[1] = MCUGW_FRAME_HS2;
+        p->hs2[2] = 0;
+        p->hs2[3] = 0;
+        mcugw_session_wipe(&p->next);
+        ret = mcugw_noise_split(&hs, p->next.rx_key, p->next.tx_key, NULL);
         if (ret < 0) {
-                mcugw_session_wipe(&r->next);
+                mcugw_session_wipe(&p->next);
                 goto out;
         }
-        r->next.id = sid;
-        r->next.peer_max_frame = peer.max_rx_frame;
-        r->next.active = 1;
-        r->next_peer = peer;
-        if (r->cfg.fresh)
-                (void)r->cfg.fresh(r->cfg.user, peer.static_pub, ts, 1);
-        memcpy(r->hs1_hash, hash, 32);
-        r->hs2_valid = 1;
-        r->stats.hs_ok++;
+        p->next.id = sid;
+        p->next.peer_max_frame = peer.max_rx_frame;
+        p->next.active = 1;
+        p->next_peer = peer;
+        if (r->cfg->fresh)
+                (void)r->cfg->fresh(r->user, peer.static_pub, ts, 1);
+        memcpy(p->hs1_hash, hash, 32);
+        p->hs2_valid = 1;
+        STAT(r, hs_ok);
         rx->kind = MCUGW_RX_REPLY;
-        rx->data = r->hs2;
-        rx->len = sizeof(r->hs2);
+        rx->data = p->hs2;
+        rx->len = sizeof(p->hs2);
         rx->new_handshake = 1;
 out:
         mcugw_noise_wipe(&hs);
@@ -365,37 +404,38 @@ out:
 static void count_rx_error(struct mcugw_responder *r, int e)
 {
         switch (e) {
-        case MCUGW_EAUTH: r->stats.rx_auth_fail++; break;
-        case MCUGW_EDUP: r->stats.rx_dup++; break;
-        case MCUGW_ETOOOLD: r->stats.rx_too_old++; break;
-        case MCUGW_ESESSION: r->stats.rx_bad_session++; break;
-        case MCUGW_ETRUNC: r->stats.rx_truncated++; break;
-        default: r->stats.rx_malformed++; break;
+        case MCUGW_EAUTH: STAT(r, rx_auth_fail); break;
+        case MCUGW_EDUP: STAT(r, rx_dup); break;
+        case MCUGW_ETOOOLD: STAT(r, rx_too_old); break;
+        case MCUGW_ESESSION: STAT(r, rx_bad_session); break;
+        case MCUGW_ETRUNC: STAT(r, rx_truncated); break;
+        default: STAT(r, rx_malformed); break;
         }
 }
 
 static int handle_data(struct mcugw_responder *r, uint8_t *frame, size_t len, struct mcugw_rx *rx)
 {
         uint32_t sid = mcugw_data_session_id(frame, len);
+        struct mcugw_responder_hs *p = r->hs;
         uint8_t *msg;
         size_t mlen;
         int ret;
 
         if (len < MCUGW_DATA_OVERHEAD) {
                 ret = MCUGW_ETRUNC;
-        } else if (r->next.active && sid == r->next.id) {
-                ret = mcugw_session_open(&r->next, r->cfg.crypto, frame, len, &msg, &mlen);
+        } else if (p && p->next.active && sid == p->next.id) {
+                ret = mcugw_session_open(&p->next, r->cfg->crypto, frame, len, &msg, &mlen);
                 if (ret == 0) {
                         /* Key confirmation: the initiator really holds the new keys. */
                         mcugw_session_wipe(&r->cur);
-                        r->cur = r->next;
-                        r->peer = r->next_peer;
-                        mcugw_session_wipe(&r->next);
-                        r->stats.sessions++;
+                        r->cur = p->next;
+                        r->peer = p->next_peer;
+                        mcugw_session_wipe(&p->next);
+                        STAT(r, sessions);
                         rx->new_session = 1;
                 }
         } else if (r->cur.active && sid == r->cur.id) {
-                ret = mcugw_session_open(&r->cur, r->cfg.crypto, frame, len, &msg, &mlen);
+                ret = mcugw_session_open(&r->cur, r->cfg->crypto, frame, len, &msg, &mlen);
         } else {
                 ret = MCUGW_ESESSION;
         }
@@ -403,7 +443,7 @@ static int handle_data(struct mcugw_responder *r, uint8_t *frame, size_t len, st
                 count_rx_error(r, ret);
                 return ret;
         }
-        r->stats.rx_ok++;
+        STAT(r, rx_ok);
         rx->kind = MCUGW_RX_MESSAGE;
         rx->data = msg;
         rx->len = mlen;
@@ -427,7 +467,7 @@ int mcugw_responder_handle(struct mcugw_responder *r, uint8_t *frame, size_t len
                 return handle_hs1(r, frame, len, rx);
         if (t == MCUGW_FRAME_DATA)
                 return handle_data(r, frame, len, rx);
-        r->stats.rx_malformed++;
+        STAT(r, rx_malformed);
         return MCUGW_ETYPE;
 }
 
@@ -438,8 +478,8 @@ int mcugw_responder_seal(struct mcugw_responder *r, const uint8_t *msg, size_t l
 
         if (!r)
                 return MCUGW_EINVAL;
-        n = mcugw_session_seal(&r->cur, r->cfg.crypto, msg, len, out, cap);
+        n = mcugw_session_seal(&r->cur, r->cfg->crypto, msg, len, out, cap);
         if (n >= 0)
-                r->stats.tx_ok++;
+                STAT(r, tx_ok);
         return n;
 }

@@ -205,6 +205,7 @@ int main(int argc, char **argv)
         /* Baseline: the bare responder, same frames, trivial lookup. */
         {
                 struct mcugw_responder resp;
+                struct mcugw_responder_hs resp_hs;
                 struct mcugw_responder_config rc = {
                         .crypto = &mcugw_crypto_openssl,
                         .lookup = accept_all,
@@ -233,6 +234,7 @@ int main(int argc, char **argv)
                         mcugw_noise_wipe(&st);
                 }
                 mcugw_responder_init(&resp, &rc);
+                mcugw_responder_set_hs(&resp, &resp_hs);
                 t0 = now_s();
                 c0 = cpu_s();
                 for (int i = 0; i < n_hs; i++) {

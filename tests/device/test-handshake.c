@@ -22,6 +22,8 @@ static struct mcugw_device dev;
 static uint8_t dev_rx[MCUGW_DEVICE_RX_BUF(256)], dev_tx[MCUGW_DEVICE_TX_BUF(256)];
 
 static struct mcugw_responder gw;
+static struct mcugw_responder_hs gw_hs;
+static struct mcugw_responder_stats gw_stats;
 static struct mcugw_deframer gw_df;
 static uint8_t gw_rxbuf[MCUGW_FRAME_MAX + MCUGW_CRC_LEN];
 static int gw_accept;
@@ -183,7 +185,7 @@ static void dev_config(struct mcugw_device_config *c, const uint8_t *pinned)
 
 static int setup(void **state)
 {
-        struct mcugw_responder_config rc;
+        static struct mcugw_responder_config rc; /* the responder keeps a pointer to it */
         struct mcugw_device_config c;
 
         (void)state;
@@ -221,6 +223,9 @@ static int setup(void **state)
         rc.user = NULL;
         rc.max_rx_frame = 0;
         assert_int_equal(mcugw_responder_init(&gw, &rc), 0);
+        mcugw_responder_set_hs(&gw, &gw_hs);
+        memset(&gw_stats, 0, sizeof gw_stats);
+        gw.stats = &gw_stats;
         assert_int_equal(mcugw_deframer_init(&gw_df, gw_rxbuf, sizeof(gw_rxbuf)), 0);
         dev_config(&c, gw_pub);
         assert_int_equal(mcugw_device_init(&dev, &c), 0);
@@ -367,8 +372,8 @@ static void test_connect_and_traffic(void **state)
 
         (void)state;
         connect_ok();
-        assert_int_equal(gw.stats.hs_ok, 1);
-        assert_int_equal(gw.stats.sessions, 1);
+        assert_int_equal(gw_stats.hs_ok, 1);
+        assert_int_equal(gw_stats.sessions, 1);
         assert_string_equal(mcugw_responder_peer(&gw)->device_id, "dev-0001");
         assert_memory_equal(mcugw_responder_peer(&gw)->static_pub, dev_pub, 32);
         assert_int_equal(mcugw_responder_peer(&gw)->max_rx_frame, 256);
@@ -463,7 +468,7 @@ static void test_lost_msg1(void **state)
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
         assert_int_equal(dev.stats.hs_sent, 2);
-        assert_int_equal(gw.stats.hs_duplicate, 0);
+        assert_int_equal(gw_stats.hs_duplicate, 0);
 }
 
 static void test_lost_msg2(void **state)
@@ -480,13 +485,13 @@ static void test_lost_msg2(void **state)
         clock_ms += MCUGW_DEVICE_HS_TIMEOUT_MS;
         assert_int_equal(mcugw_device_tick(&dev), 0);
         gw_pump();
-        assert_int_equal(gw.stats.hs_duplicate, 1);
-        assert_int_equal(gw.stats.hs_ok, 1);
+        assert_int_equal(gw_stats.hs_duplicate, 1);
+        assert_int_equal(gw_stats.hs_ok, 1);
         assert_int_equal(to_dev.len, hs2_len);
         assert_memory_equal(to_dev.buf, hs2, hs2_len); /* cached answer */
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
-        assert_int_equal(gw.stats.sessions, 1);
+        assert_int_equal(gw_stats.sessions, 1);
         /* A late duplicate message 2 is ignored by the connected device. */
         port_send(&to_dev, hs2, hs2_len);
         dev_pump();
@@ -540,12 +545,12 @@ static void test_duplicate_msg1_while_connected(void **state)
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
         port_send(&to_gw, first, first_len); /* duplicated by the link */
         exchange();
-        assert_int_equal(gw.stats.hs_duplicate, 1);
-        assert_int_equal(gw.stats.hs_ok, 1);
+        assert_int_equal(gw_stats.hs_duplicate, 1);
+        assert_int_equal(gw_stats.hs_ok, 1);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 1, 5, 0, NULL, 0), 0);
         exchange();
         assert_int_equal(gw_last_msg.type, MCUGW_MSG_TELEMETRY);
-        assert_int_equal(gw.stats.sessions, 1);
+        assert_int_equal(gw_stats.sessions, 1);
 }
 
 static void test_wrong_gateway_key(void **state)
@@ -559,8 +564,8 @@ static void test_wrong_gateway_key(void **state)
         exchange();
         /* mac1 is keyed from the gateway's public key: dropped before any DH. */
         assert_int_equal(gw_last_error, MCUGW_EAUTH);
-        assert_int_equal(gw.stats.hs_bad_mac1, 1);
-        assert_int_equal(gw.stats.hs_auth_fail, 0);
+        assert_int_equal(gw_stats.hs_bad_mac1, 1);
+        assert_int_equal(gw_stats.hs_auth_fail, 0);
         assert_int_equal(to_dev.len, 0);
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
         assert_null(mcugw_responder_peer(&gw));
@@ -649,7 +654,7 @@ static void test_unknown_device(void **state)
         assert_int_equal(mcugw_device_start(&dev), 0);
         exchange();
         assert_int_equal(gw_last_error, MCUGW_EREJECTED);
-        assert_int_equal(gw.stats.hs_rejected, 1);
+        assert_int_equal(gw_stats.hs_rejected, 1);
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_HANDSHAKE);
         /* Enrolled later: the next retransmission gets through (no cached reject). */
         gw_accept = 1;
@@ -674,9 +679,9 @@ static void test_forged_msg2_is_ignored(void **state)
                 uint8_t f[64], w[128];
                 int wl;
 
-                memcpy(f, gw.hs2, sizeof(gw.hs2));
+                memcpy(f, gw_hs.hs2, sizeof(gw_hs.hs2));
                 f[40] ^= 1;
-                wl = mcugw_frame_encode(f, sizeof(gw.hs2), w, sizeof(w));
+                wl = mcugw_frame_encode(f, sizeof(gw_hs.hs2), w, sizeof(w));
                 to_dev.len = 0;
                 port_send(&to_dev, w, (size_t)wl);
         }
@@ -710,10 +715,10 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         gw_pump();
         /* Pending only: the old session is still the current one. */
         assert_int_equal(gw.cur.id, sid1);
-        assert_true(gw.next.active);
+        assert_true(gw_hs.next.active);
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
-        assert_int_equal(gw.stats.sessions, 2);
+        assert_int_equal(gw_stats.sessions, 2);
         assert_true(gw.cur.id != sid1);
 
         /* An attacker replays the first message 1: its timestamp is old, so it is refused
@@ -722,16 +727,48 @@ static void test_rehandshake_and_replayed_msg1(void **state)
         port_send(&to_gw, old_hs1, old_len);
         gw_pump();
         assert_int_equal(gw_last_error, MCUGW_ESTALE);
-        assert_int_equal(gw.stats.hs_stale, 1);
-        assert_int_equal(gw.stats.hs_ok, 2);
+        assert_int_equal(gw_stats.hs_stale, 1);
+        assert_int_equal(gw_stats.hs_ok, 2);
         assert_int_equal(to_dev.len, 0);
-        assert_false(gw.next.active);
+        assert_false(gw_hs.next.active);
         assert_int_equal(mcugw_device_send_telemetry(&dev, 2, 8, MCUGW_TLM_ACK_REQUESTED,
                                                      (const uint8_t *)"x", 1),
                          0);
         exchange();
         assert_int_equal(acked_seq, 8);
-        assert_int_equal(gw.stats.sessions, 2);
+        assert_int_equal(gw_stats.sessions, 2);
+}
+
+/* The handshake state is lent by the caller (link.c allocates it only while a handshake is in
+ * flight): without it message 1 is refused before any crypto; taken back while a session is
+ * pending, that session is forgotten and the confirmed one goes on. */
+static void test_handshake_storage_lent(void **state)
+{
+        uint32_t sid1;
+
+        (void)state;
+        mcugw_responder_set_hs(&gw, NULL);
+        assert_int_equal(mcugw_device_start(&dev), 0);
+        gw_pump();
+        assert_int_equal(gw_last_error, MCUGW_ENOSPC);
+        assert_int_equal(to_dev.len, 0);
+        assert_int_equal(gw_stats.hs_ok, 0);
+
+        mcugw_responder_set_hs(&gw, &gw_hs);
+        clock_ms += MCUGW_DEVICE_REKEY_MS; /* the device retries its message 1 */
+        assert_int_equal(mcugw_device_tick(&dev), 0);
+        exchange();
+        assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
+        assert_false(mcugw_responder_pending(&gw));
+        sid1 = gw.cur.id;
+
+        assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
+        gw_pump(); /* answered: pending */
+        assert_true(mcugw_responder_pending(&gw));
+        mcugw_responder_set_hs(&gw, NULL);
+        assert_false(mcugw_responder_pending(&gw));
+        assert_int_equal(gw.cur.id, sid1);
+        assert_int_equal(gw_stats.sessions, 1);
 }
 
 /* A replay while a new session is pending (a serial line: one responder for everything on
@@ -751,16 +788,16 @@ static void test_replay_does_not_displace_pending(void **state)
 
         assert_int_equal(mcugw_device_reconnect(&dev, MCUGW_LINK_APP), 0);
         gw_pump(); /* answered: pending */
-        assert_true(gw.next.active);
-        pending = gw.next.id;
+        assert_true(gw_hs.next.active);
+        pending = gw_hs.next.id;
         port_send(&to_gw, old_hs1, old_len);
         gw_pump();
         assert_int_equal(gw_last_error, MCUGW_ESTALE);
-        assert_int_equal(gw.next.id, pending);
+        assert_int_equal(gw_hs.next.id, pending);
         exchange();
         assert_int_equal(mcugw_device_state(&dev), MCUGW_DEV_CONNECTED);
         assert_int_equal(gw.cur.id, pending);
-        assert_int_equal(gw.stats.sessions, 2);
+        assert_int_equal(gw_stats.sessions, 2);
         /* Each new message 1 of the SDK carries a larger timestamp (boot counter 0 here). */
         assert_int_equal(gw_last_ts, 2);
 }
@@ -783,8 +820,8 @@ static void test_junk_hs1_costs_no_dh(void **state)
         }
         gw_pump();
         assert_int_equal(gw_last_error, MCUGW_EAUTH);
-        assert_int_equal(gw.stats.hs_bad_mac1, 40);
-        assert_int_equal(gw.stats.hs_auth_fail, 0);
+        assert_int_equal(gw_stats.hs_bad_mac1, 40);
+        assert_int_equal(gw_stats.hs_auth_fail, 0);
         assert_int_equal(x25519_calls, 0);
         assert_int_equal(to_dev.len, 0);
         connect_ok();
@@ -805,7 +842,7 @@ static void test_cookie_under_load(void **state)
         gw_pump();
         assert_int_equal(gw_cookies_sent, 1);
         assert_int_equal(x25519_calls, calls); /* a cookie costs the gateway no DH */
-        assert_int_equal(gw.stats.hs_ok, 0);
+        assert_int_equal(gw_stats.hs_ok, 0);
         calls = x25519_calls;
         dev_pump();
         assert_int_equal(dev.stats.cookies, 1);
@@ -861,7 +898,7 @@ static void test_replay_through_link(void **state)
         port_send(&to_gw, frame, len);
         gw_pump();
         assert_int_equal(gw_last_error, MCUGW_EDUP);
-        assert_int_equal(gw.stats.rx_dup, 1);
+        assert_int_equal(gw_stats.rx_dup, 1);
 }
 
 /* The gateway forgot the session (restart, rotate-session): its NOSESSION makes the device
@@ -1069,6 +1106,7 @@ int main(void)
                 cmocka_unit_test_setup(test_liveness_timeout_backoff, setup),
                 cmocka_unit_test_setup(test_liveness_off, setup),
                 cmocka_unit_test_setup(test_init_validation, setup),
+                cmocka_unit_test_setup(test_handshake_storage_lent, setup),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

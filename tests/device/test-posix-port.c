@@ -63,6 +63,7 @@ static void test_socketpair(void **state)
         struct mcugw_device_config c;
         struct mcugw_posix_link link;
         struct mcugw_responder r;
+        struct mcugw_responder_hs hs;
         struct mcugw_deframer d;
         struct mcugw_device dev;
         struct mcugw_msg last;
@@ -92,6 +93,7 @@ static void test_socketpair(void **state)
         rc.lookup = lookup;
         rc.fresh = NULL;
         assert_int_equal(mcugw_responder_init(&r, &rc), 0);
+        mcugw_responder_set_hs(&r, &hs);
         assert_int_equal(mcugw_deframer_init(&d, gwbuf, sizeof(gwbuf)), 0);
 
         assert_int_equal(mcugw_device_start(&dev), 0);

@@ -189,6 +189,7 @@ static void test_mcugw_vectors(void **state)
         struct mcugw_initiator_params p = { 0 };
         struct mcugw_responder_config rc;
         struct mcugw_responder r;
+        struct mcugw_responder_hs r_hs;
         struct mcugw_noise hs;
         struct mcugw_session s;
         struct mcugw_rx rx;
@@ -232,6 +233,7 @@ static void test_mcugw_vectors(void **state)
         rc.user = dev_pub;
         rc.max_rx_frame = 0;
         assert_int_equal(mcugw_responder_init(&r, &rc), 0);
+        mcugw_responder_set_hs(&r, &r_hs);
         memcpy(f, hs1, (size_t)n1);
         assert_int_equal(mcugw_responder_handle(&r, f, (size_t)n1, &rx), 0);
         assert_int_equal(rx.kind, MCUGW_RX_REPLY);

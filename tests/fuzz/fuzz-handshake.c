@@ -69,6 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static int init;
         struct mcugw_responder_config rc;
         struct mcugw_responder r;
+        struct mcugw_responder_hs r_hs;
+        struct mcugw_responder_stats st = { 0 };
         struct mcugw_deframer d;
         const uint8_t *p = data;
         size_t n = size;
@@ -87,6 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc.lookup = lookup;
         if (mcugw_responder_init(&r, &rc) != 0 || mcugw_deframer_init(&d, buf, sizeof(buf)) != 0)
                 abort();
+        mcugw_responder_set_hs(&r, &r_hs);
+        r.stats = &st;
 
         while (n) {
                 struct mcugw_rx rx;
@@ -114,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 }
                 if (mcugw_responder_handle(&r, f, fl, &rx) < 0)
                         continue;
-                if (rx.kind == MCUGW_RX_REPLY && (rx.len > sizeof(r.hs2) || rx.data != r.hs2))
+                if (rx.kind == MCUGW_RX_REPLY && (rx.len > sizeof(r_hs.hs2) || rx.data != r_hs.hs2))
                         abort();
                 if (rx.kind == MCUGW_RX_MESSAGE && mcugw_msg_decode(rx.data, rx.len, &m) == 0) {
                         int k = mcugw_msg_encode(&m, out + MCUGW_DATA_HDR_LEN,
@@ -129,9 +133,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr,
                 "hs_ok %u dup %u auth_fail %u rejected %u sessions %u rx_ok %u "
                 "auth %u replay %u trunc %u bad_session %u malformed %u\n",
-                r.stats.hs_ok, r.stats.hs_duplicate, r.stats.hs_auth_fail, r.stats.hs_rejected,
-                r.stats.sessions, r.stats.rx_ok, r.stats.rx_auth_fail, r.stats.rx_dup,
-                r.stats.rx_truncated, r.stats.rx_bad_session, r.stats.rx_malformed);
+                st.hs_ok, st.hs_duplicate, st.hs_auth_fail, st.hs_rejected, st.sessions, st.rx_ok,
+                st.rx_auth_fail, st.rx_dup, st.rx_truncated, st.rx_bad_session, st.rx_malformed);
 #endif
         mcugw_responder_reset(&r);
         return 0;

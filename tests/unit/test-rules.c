@@ -332,13 +332,43 @@ static void test_bounded_counts(void **state)
         rules_engine_free(e);
 }
 
+/* Without rules nothing is evaluated, so no device costs memory; rules loaded later start from
+ * scratch (rules_engine_set_rules() forgets every device) and track from then on. */
+static void test_no_rules_no_devices(void **state)
+{
+        struct rule_set rs = { 0 };
+        struct rules_engine_stats st;
+        struct rules_engine *e;
+
+        (void)state;
+        assert_int_equal(rules_engine_new(&rs, 10, &e), 0);
+        assert_int_equal(rules_engine_add(e, "d", NULL, RULE_METRIC_MESSAGES, 1, 0, NULL, NULL), 0);
+        assert_int_equal(rules_engine_seen(e, "d", NULL, 0), 0);
+        rules_engine_stats(e, &st);
+        assert_int_equal(st.devices, 0);
+        assert_int_equal(st.untracked, 0);
+
+        load(&rs, "[Rule]\nName=m\nMetric=messages\nWindow=10s\nThreshold=2\nAction=alert\n");
+        assert_int_equal(rules_engine_set_rules(e, &rs), 0);
+        rule_set_free(&rs);
+        assert_int_equal(rules_engine_add(e, "d", NULL, RULE_METRIC_MESSAGES, 1, 0, NULL, NULL), 0);
+        assert_int_equal(rules_engine_add(e, "d", NULL, RULE_METRIC_MESSAGES, 1, 1, NULL, NULL), 1);
+        rules_engine_stats(e, &st);
+        assert_int_equal(st.devices, 1);
+        rules_engine_free(e);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_parse_good),        cmocka_unit_test(test_parse_errors),
-                cmocka_unit_test(test_load_dir),          cmocka_unit_test(test_window),
-                cmocka_unit_test(test_match_and_silence), cmocka_unit_test(test_bounded_counts),
+                cmocka_unit_test(test_parse_good),
+                cmocka_unit_test(test_parse_errors),
+                cmocka_unit_test(test_load_dir),
+                cmocka_unit_test(test_window),
+                cmocka_unit_test(test_match_and_silence),
+                cmocka_unit_test(test_bounded_counts),
                 cmocka_unit_test(test_takeovers),
+                cmocka_unit_test(test_no_rules_no_devices),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
