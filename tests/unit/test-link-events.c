@@ -20,12 +20,8 @@
 #include "mcugw/device.h"
 #include "posix_openssl.h"
 
-#include "audit/audit.h"
 #include "basic/log.h"
-#include "daemon/conf.h"
-#include "devices/registry.h"
-#include "link/link.h"
-#include "store/db.h"
+#include "link-fixture.h"
 
 #define DEV_ID "ev-1"
 
@@ -155,17 +151,10 @@ static bool a_down(void)
 
 static void test_listener_events(void **state)
 {
-        char dir[] = "/tmp/mcugw-test-link-ev-XXXXXX", path[256], cfgtext[512], cmd[300];
-        struct conf_errors err = { 0 };
-        struct conf *conf = NULL;
-        struct db *db = NULL;
-        struct audit *audit = NULL;
-        struct registry *reg = NULL;
-        struct link_manager *m = NULL;
+        struct link_fixture f;
+        struct link_manager *m;
         struct devside *d = calloc(1, sizeof *d);
         struct tl a, b, c;
-        const char *e = NULL;
-        uv_loop_t loop;
         int sv[2], small = 4096, sent = 0;
         size_t before;
 
@@ -173,26 +162,10 @@ static void test_listener_events(void **state)
         assert_non_null(d);
         n_recs = 0;
         log_set_level(LOG_WARNING);
-        assert_non_null(mkdtemp(dir));
-        uv_loop_init(&loop);
-        snprintf(path, sizeof path, "%s/mcugw.db", dir);
-        assert_int_equal(db_open(&loop, path, DB_SYNC_NORMAL, 10000, &db), 0);
-        assert_int_equal(audit_open(db, &audit), 0);
-        assert_int_equal(registry_open(db, audit, &reg), 0);
         assert_int_equal(mcugw_openssl_keygen(d->priv, d->pub), 0);
-        assert_int_equal(registry_add(reg, "test", DEV_ID, d->pub, DEVICE_ACTIVE, "", "cli", &e),
-                         0);
-        db_commit(db);
-        snprintf(cfgtext, sizeof cfgtext, "[Paths]\nStateDirectory=%s\n[Link]\n", dir);
-        assert_int_equal(conf_load_string("test", cfgtext, &conf, &err), 0);
-        assert_int_equal(link_manager_new(&loop, &conf->link, conf->state_dir, audit, reg, &m), 0);
-        {
-                uint8_t tmp[36];
-                assert_int_equal(
-                        EVP_DecodeBlock(tmp, (const unsigned char *)link_manager_public_key(m), 44),
-                        33);
-                memcpy(d->gw_pub, tmp, 32);
-        }
+        link_fixture_open(&f, DEV_ID, d->pub);
+        m = f.m;
+        memcpy(d->gw_pub, f.gw_pub, 32);
 
         /* C first: it removes itself from inside on_down, and A after it must still hear. */
         tl_init(&c, 'C', m);
@@ -216,10 +189,10 @@ static void test_listener_events(void **state)
 
         /* Up: only once the session is confirmed by the device's first DATA frame. */
         dev_start(d);
-        spin(&loop, d, dev_connected);
+        spin(&f.loop, d, dev_connected);
         assert_int_equal(n_recs, 0);
         assert_int_equal(mcugw_device_ping(&d->dev, 7), 0);
-        spin(&loop, d, a_up);
+        spin(&f.loop, d, a_up);
         assert_int_equal(n_recs, 3);
         assert_int_equal(recs[0].who, 'C');
         assert_int_equal(recs[1].who, 'A');
@@ -240,14 +213,14 @@ static void test_listener_events(void **state)
         }
         before = link_manager_queued(m, DEV_ID);
         assert_true(before >= LINK_QUEUE_LOW);
-        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_run(&f.loop, UV_RUN_NOWAIT);
         assert_int_equal(count('A', 'q'), 0);
         /* The device reads again (the bytes are dropped: only the queue matters here). */
         for (int i = 0; i < 5000 && !a_drained(); i++) {
                 uint8_t buf[4096];
                 while (read(d->fd, buf, sizeof buf) > 0)
                         ;
-                uv_run(&loop, UV_RUN_NOWAIT);
+                uv_run(&f.loop, UV_RUN_NOWAIT);
                 usleep(1000);
         }
         assert_int_equal(count('A', 'q'), 1);
@@ -265,7 +238,7 @@ static void test_listener_events(void **state)
                 assert_int_equal(link_manager_send(m, DEV_ID, &p), 0);
                 while (read(d->fd, buf, sizeof buf) > 0)
                         ;
-                uv_run(&loop, UV_RUN_NOWAIT);
+                uv_run(&f.loop, UV_RUN_NOWAIT);
         }
         assert_int_equal(count('A', 'q'), 1);
 
@@ -273,7 +246,7 @@ static void test_listener_events(void **state)
         link_manager_remove_listener(m, &b.ls);
         link_manager_remove_listener(m, &b.ls);
         close(d->fd);
-        spin(&loop, NULL, a_down);
+        spin(&f.loop, NULL, a_down);
         assert_int_equal(count('C', 'd'), 1);
         assert_int_equal(count('B', 'd'), 0);
         for (size_t i = 0; i < n_recs; i++)
@@ -286,16 +259,9 @@ static void test_listener_events(void **state)
         /* Listeners still added when the manager stops hear the last sessions end: none is up
          * now, so nothing more. C removed itself. */
         before = n_recs;
-        link_manager_stop(m);
-        registry_free(reg);
-        audit_free(audit);
-        db_close(db);
-        uv_run(&loop, UV_RUN_DEFAULT);
+        link_fixture_stop(&f);
+        link_fixture_close(&f);
         assert_int_equal(n_recs, before);
-        assert_int_equal(uv_loop_close(&loop), 0);
-        conf_free(conf);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
         free(d);
 }
 
@@ -324,21 +290,15 @@ static void feed(uv_loop_t *loop, struct link_manager *m, int fd, const uint8_t 
  * frame with a good CRC and no session: a mixed-up buffer would show as a CRC error. */
 static void test_cut_frames(void **state)
 {
-        char dir[] = "/tmp/mcugw-test-link-cut-XXXXXX", cfgtext[512], cmd[300];
-        struct conf_errors err = { 0 };
-        struct conf *conf = NULL;
-        struct link_manager *m = NULL;
+        struct link_fixture f;
+        struct link_manager *m;
         uint8_t frame[300], wa[MCUGW_WIRE_MAX(300)], wb[MCUGW_WIRE_MAX(300)];
         int a[2], b[2], na, nb;
-        uv_loop_t loop;
 
         (void)state;
         log_set_level(LOG_ERR);
-        assert_non_null(mkdtemp(dir));
-        uv_loop_init(&loop);
-        snprintf(cfgtext, sizeof cfgtext, "[Paths]\nStateDirectory=%s\n[Link]\n", dir);
-        assert_int_equal(conf_load_string("test", cfgtext, &conf, &err), 0);
-        assert_int_equal(link_manager_new(&loop, &conf->link, conf->state_dir, NULL, NULL, &m), 0);
+        link_fixture_open(&f, NULL, NULL);
+        m = f.m;
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
         assert_int_equal(link_manager_adopt_fd(m, a[1], "cut-a"), 0);
@@ -355,24 +315,20 @@ static void test_cut_frames(void **state)
         assert_true(nb > 100);
 
         /* A's frame in two reads, B's two whole frames and one cut frame of its own between. */
-        feed(&loop, m, a[0], wa, 100);
-        feed(&loop, m, b[0], wb, (size_t)nb);
-        feed(&loop, m, b[0], wb, 50);
-        feed(&loop, m, a[0], wa + 100, (size_t)na - 100);
-        feed(&loop, m, b[0], wb + 50, (size_t)nb - 50);
-        feed(&loop, m, b[0], wb, (size_t)nb);
+        feed(&f.loop, m, a[0], wa, 100);
+        feed(&f.loop, m, b[0], wb, (size_t)nb);
+        feed(&f.loop, m, b[0], wb, 50);
+        feed(&f.loop, m, a[0], wa + 100, (size_t)na - 100);
+        feed(&f.loop, m, b[0], wb + 50, (size_t)nb - 50);
+        feed(&f.loop, m, b[0], wb, (size_t)nb);
         assert_int_equal(counter(m, "crc_errors"), 0);
         assert_int_equal(counter(m, "cobs_errors"), 0);
         assert_int_equal(counter(m, "bad_session"), 4);
 
         close(a[0]);
         close(b[0]);
-        link_manager_stop(m);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        assert_int_equal(uv_loop_close(&loop), 0);
-        conf_free(conf);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
+        link_fixture_stop(&f);
+        link_fixture_close(&f);
 }
 
 int main(void)

@@ -22,12 +22,8 @@
 #include "mcugw/device.h"
 #include "posix_openssl.h"
 
-#include "audit/audit.h"
 #include "basic/log.h"
-#include "daemon/conf.h"
-#include "devices/registry.h"
-#include "link/link.h"
-#include "store/db.h"
+#include "link-fixture.h"
 
 #define DEV_ID "msg-1"
 
@@ -198,55 +194,30 @@ static void write_frame(struct devside *d, const uint8_t *frame, size_t len)
 
 static void test_messages(void **state)
 {
-        char dir[] = "/tmp/mcugw-test-link-msg-XXXXXX", path[256], cfgtext[512], cmd[300];
-        struct conf_errors err = { 0 };
-        struct conf *conf = NULL;
-        struct db *db = NULL;
-        struct audit *audit = NULL;
-        struct registry *reg = NULL;
+        struct link_fixture f;
         struct devside *d = calloc(1, sizeof *d);
         const struct link_callbacks cb = { .on_command_result = on_result };
         uint8_t big[MCUGW_MSG_MAX], kept[MCUGW_FRAME_MAX];
         size_t kept_len = 0;
-        const char *e = NULL;
-        uv_loop_t loop;
         int sv[2];
 
         (void)state;
         assert_non_null(d);
         log_set_level(LOG_WARNING);
-        assert_non_null(mkdtemp(dir));
-        uv_loop_init(&loop);
-        snprintf(path, sizeof path, "%s/mcugw.db", dir);
-        assert_int_equal(db_open(&loop, path, DB_SYNC_NORMAL, 10000, &db), 0);
-        assert_int_equal(audit_open(db, &audit), 0);
-        assert_int_equal(registry_open(db, audit, &reg), 0);
         assert_int_equal(mcugw_openssl_keygen(d->priv, d->pub), 0);
-        assert_int_equal(registry_add(reg, "test", DEV_ID, d->pub, DEVICE_ACTIVE, "", "cli", &e),
-                         0);
-        db_commit(db);
-        snprintf(cfgtext, sizeof cfgtext, "[Paths]\nStateDirectory=%s\n[Link]\n", dir);
-        assert_int_equal(conf_load_string("test", cfgtext, &conf, &err), 0);
-        assert_int_equal(link_manager_new(&loop, &conf->link, conf->state_dir, audit, reg, &mgr),
-                         0);
+        link_fixture_open(&f, DEV_ID, d->pub);
+        mgr = f.m;
         link_manager_set_callbacks(mgr, &cb);
-        {
-                uint8_t tmp[36];
-                assert_int_equal(
-                        EVP_DecodeBlock(tmp, (const unsigned char *)link_manager_public_key(mgr),
-                                        44),
-                        33);
-                memcpy(d->gw_pub, tmp, 32);
-        }
+        memcpy(d->gw_pub, f.gw_pub, 32);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
         assert_int_equal(link_manager_adopt_fd(mgr, sv[1], "test"), 0);
         d->fd = sv[0];
         cur = d;
         dev_start(d);
-        spin(&loop, dev_connected);
+        spin(&f.loop, dev_connected);
         assert_int_equal(mcugw_device_ping(&d->dev, 7), 0);
-        spin(&loop, up);
+        spin(&f.loop, up);
         assert_int_equal(link_manager_msg_room(mgr, DEV_ID), MCUGW_FRAME_MIN - MCUGW_DATA_OVERHEAD);
 
         /* An exact duplicate is counted as dup; the same counter with another tag is a forgery
@@ -254,10 +225,10 @@ static void test_messages(void **state)
         {
                 const uint8_t ping[5] = { MCUGW_MSG_PING, 1, 0, 0, 0 };
                 raw_send(d, ping, sizeof ping, 2, false, kept, &kept_len);
-                spin(&loop, one_dup);
+                spin(&f.loop, one_dup);
                 kept[kept_len - 1] ^= 1;
                 write_frame(d, kept, kept_len);
-                spin(&loop, one_mac_error);
+                spin(&f.loop, one_mac_error);
                 assert_int_equal(counter("replays"), 0);
                 assert_int_equal(counter("dup"), 1);
         }
@@ -266,7 +237,7 @@ static void test_messages(void **state)
         {
                 const uint8_t odd[3] = { 0x30, 1, 2 };
                 raw_send(d, odd, sizeof odd, 1, false, NULL, NULL);
-                spin(&loop, one_error);
+                spin(&f.loop, one_error);
                 assert_int_equal(d->last_error, -MCUGW_ETYPE);
                 assert_non_null(strstr(d->error_text, "0x30"));
                 assert_int_equal(counter("unknown_type"), 1);
@@ -278,19 +249,19 @@ static void test_messages(void **state)
                 const uint8_t bad_ping[3] = { MCUGW_MSG_PING, 1, 2 };
                 const uint8_t bad_error[2] = { MCUGW_MSG_ERROR, 1 };
                 raw_send(d, bad_ping, sizeof bad_ping, 1, false, NULL, NULL);
-                spin(&loop, two_errors);
+                spin(&f.loop, two_errors);
                 assert_int_equal(d->last_error, -MCUGW_ETRUNC);
                 assert_int_equal(counter("malformed"), 1);
                 usleep(1100 * 1000); /* the ERROR budget refills */
                 raw_send(d, bad_error, sizeof bad_error, 1, false, NULL, NULL);
-                settle(&loop);
+                settle(&f.loop);
                 assert_int_equal(counter("malformed"), 2);
                 assert_int_equal(d->errors, 2);
         }
 
         /* A result for a command the gateway never sent is dropped and counted. */
         assert_int_equal(mcugw_device_send_command_result(&d->dev, 999, 0, NULL, 0), 0);
-        spin(&loop, one_stray);
+        spin(&f.loop, one_stray);
         assert_int_equal(results, 0);
         assert_int_equal(counter("command_results"), 0);
         /* A command that fits the device's 96-byte limit goes out; its result comes back once. */
@@ -298,14 +269,14 @@ static void test_messages(void **state)
         assert_int_equal(link_manager_send_command(mgr, DEV_ID, 5, big,
                                                    MCUGW_FRAME_MIN - MCUGW_DATA_OVERHEAD - 5),
                          0);
-        spin(&loop, got_command);
+        spin(&f.loop, got_command);
         assert_int_equal(d->last_command, 5);
         assert_int_equal(mcugw_device_send_command_result(&d->dev, 5, 0, NULL, 0), 0);
-        spin(&loop, one_result);
+        spin(&f.loop, one_result);
         assert_int_equal(last_result, 5);
         /* ... and a second result for it is a stray. */
         assert_int_equal(mcugw_device_send_command_result(&d->dev, 5, 0, NULL, 0), 0);
-        settle(&loop);
+        settle(&f.loop);
         assert_int_equal(results, 1);
         assert_int_equal(counter("stray_results"), 2);
         /* One byte more does not fit: refused at once, counted, nothing sent. */
@@ -324,15 +295,8 @@ static void test_messages(void **state)
         }
 
         close(d->fd);
-        link_manager_stop(mgr);
-        registry_free(reg);
-        audit_free(audit);
-        db_close(db);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        assert_int_equal(uv_loop_close(&loop), 0);
-        conf_free(conf);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
+        link_fixture_stop(&f);
+        link_fixture_close(&f);
         free(d);
 }
 
