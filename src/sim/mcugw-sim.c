@@ -6,7 +6,7 @@
  *   mcugw-sim keys --count N --seed S [--id-prefix P] [--json] [--enroll-file PATH]
  *   mcugw-sim run  --connect unix:PATH|tcp:HOST:PORT|pty:PATH [...] --gateway-key KEY|@FILE
  *                  [--count N] [--seed S] [--rate R] [--size B] [--messages M] [--duration S]
- *                  [--timestamps] [--sync-start] [--fill-window]
+ *                  [--timestamps] [--sync-start] [--stagger] [--fill-window]
  *                  [--baud N] [--wrong-key|--unknown|--wrong-gateway-key|--replay|--bitflip|
  *                  --garbage|--truncate|--flood|--slowloris] [--every K] [--displace N]
  *                  [--event-log PATH] [--liveness-ms MS] [--rx-frame N] [--replay-old]
@@ -168,8 +168,9 @@ static struct {
         const char *id;
         EVP_PKEY *attest_key; /* --attest-key: sign each device as its manufacturer would */
         const char *attest_key_id;
-        bool timestamps;        /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
-        bool sync_start;        /* --sync-start: no telemetry until every device is connected */
+        bool timestamps; /* --timestamps: payload "seq=N;ts=NANOS;" (CLOCK_REALTIME) */
+        bool sync_start; /* --sync-start: no telemetry until every device is connected */
+        bool stagger; /* --stagger: device i sends first i/count of an interval after the others */
         bool fill_window;       /* --fill-window: with --rate 0, refill the whole ack window */
         uint32_t ota_window;    /* --ota-window: OTA bytes in flight the device accepts */
         unsigned ota_ack_delay; /* --ota-ack-delay: ms each CHUNK_ACK is held back */
@@ -1004,6 +1005,7 @@ static int run(void)
         }
         while (!stop_requested) {
                 bool all_done = true, held = false;
+                int timeout = 5;
                 now = now_monotonic_msec();
                 if (now >= deadline)
                         break;
@@ -1028,6 +1030,11 @@ static int run(void)
                         }
                         mcugw_device_tick(&d->dev);
                         sim_ota_tick(d, now);
+                        /* Independent MCUs are not in step: with --stagger device i starts i/count
+                         * of an interval after the first, so that the rate arrives evenly. */
+                        if (opt.stagger && !d->next_send_ms && interval > 0 &&
+                            d->state == MCUGW_DEV_CONNECTED && !held)
+                                d->next_send_ms = now + 1 + (uint64_t)(interval * i / opt.count);
                         while (d->state == MCUGW_DEV_CONNECTED && opt.bad != BAD_SLOWLORIS &&
                                !held && (!opt.messages || d->sent < opt.messages) &&
                                now >= d->next_send_ms && inflight(d) < opt.window &&
@@ -1060,6 +1067,10 @@ static int run(void)
                                         break;
                         }
                         flush_out(d, now);
+                        /* Wake for the next send that is due, not up to 5 ms late. */
+                        if (d->state == MCUGW_DEV_CONNECTED && interval > 0 &&
+                            d->next_send_ms > now)
+                                timeout = (int)MIN_SZ((size_t)timeout, d->next_send_ms - now);
                         if (!dev_finished(d))
                                 all_done = false;
                         pfd[i] = (struct pollfd){ .fd = d->fd,
@@ -1071,7 +1082,7 @@ static int run(void)
                         if (now >= linger_until)
                                 break;
                 }
-                if (poll(pfd, opt.count, 5) < 0 && errno != EINTR)
+                if (poll(pfd, opt.count, timeout) < 0 && errno != EINTR)
                         die("poll: %s", strerror(errno));
                 now = now_monotonic_msec();
                 for (unsigned i = 0; i < opt.count; i++) {
@@ -1200,6 +1211,8 @@ static void usage(void)
                "      --timestamps       payload starts \"seq=N;ts=NANOS;\" (CLOCK_REALTIME at "
                "send)\n"
                "      --sync-start       send no telemetry until every device is connected\n"
+               "      --stagger          spread the devices' sends over the interval (not in "
+               "step)\n"
                "      --fill-window      with --rate 0: refill the whole ack window each turn\n"
                "      --baud N           limit each device's line to N baud (8N1), both ways\n"
                "      --ota-dir DIR      accept OTA updates; the flash slots are files in DIR\n"
@@ -1256,6 +1269,7 @@ int main(int argc, char **argv)
                 O_RX_FRAME,
                 O_TIMESTAMPS,
                 O_SYNC_START,
+                O_STAGGER,
                 O_FILL_WINDOW,
                 O_CONFIG_REFUSE,
                 O_BAD
@@ -1297,6 +1311,7 @@ int main(int argc, char **argv)
                 { "replay-old", no_argument, NULL, O_BAD + BAD_REPLAY_OLD },
                 { "timestamps", no_argument, NULL, O_TIMESTAMPS },
                 { "sync-start", no_argument, NULL, O_SYNC_START },
+                { "stagger", no_argument, NULL, O_STAGGER },
                 { "fill-window", no_argument, NULL, O_FILL_WINDOW },
                 { "wrong-key", no_argument, NULL, O_BAD + BAD_WRONG_KEY },
                 { "unknown", no_argument, NULL, O_BAD + BAD_UNKNOWN },
@@ -1384,6 +1399,7 @@ int main(int argc, char **argv)
                         break;
                 case O_TIMESTAMPS: opt.timestamps = true; break;
                 case O_SYNC_START: opt.sync_start = true; break;
+                case O_STAGGER: opt.stagger = true; break;
                 case O_FILL_WINDOW: opt.fill_window = true; break;
                 case 'h': usage(); return 0;
                 default:
