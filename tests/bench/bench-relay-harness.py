@@ -168,18 +168,34 @@ def e2e_rate(r):
 TELEMETRY = "mcugw/bench-gw/dev/+/telemetry/+"
 
 
-def baseline_rate(broker, total, size, inflight):
-    """A bare libmosquitto QoS 1 publisher (bench-relay-baseline) with the same in-flight window
-    to the same subscriber: (messages/s end to end, messages/s to PUBACK)."""
+def run_baseline(broker, total, size, inflight, rate=None, skip=0, sub_timeout=100,
+                 timeout=110):
+    """A bare libmosquitto QoS 1 publisher (bench-relay-baseline) with the given in-flight
+    window, paced at `rate` messages/s if given, to the same subscriber as the gateway's:
+    (the subscriber's result, messages/s to PUBACK)."""
     pcert = broker.certs.client("bench-baseline")
-    sub = subscriber(broker, "bench/baseline", total, 100)
+    sub = subscriber(broker, "bench/baseline", total, sub_timeout, skip=skip)
     out = subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0],
-                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"],
-                         capture_output=True, text=True, timeout=110, check=True)
+                          pcert[1], str(total), str(size), str(inflight), "bench/baseline"] +
+                         ([str(rate)] if rate else []),
+                         capture_output=True, text=True, timeout=timeout, check=True)
     puback = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
-    rate = e2e_rate(sub_result(sub))
+    return sub_result(sub), puback
+
+
+def baseline_rate(broker, total, size, inflight):
+    """The baseline as fast as its window allows: (messages/s end to end, to PUBACK)."""
+    r, puback = run_baseline(broker, total, size, inflight)
+    rate = e2e_rate(r)
     log(f"baseline: {rate:.0f} msgs/s to the subscriber ({puback:.0f} to PUBACK)")
     return rate, puback
+
+
+def sim_done(sim, timeout=30):
+    """Wait for mcugw-sim to exit (all its messages acked) and fail the bench if it failed."""
+    sim.communicate(timeout=timeout)
+    if sim.returncode != 0:
+        raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
 
 
 def bench_relay(root, broker, cert):
@@ -211,9 +227,7 @@ BytesPerSecond=0
             c0 = gw.cpu()
             r = sub_result(sub)
             cpu[sync] = (gw.cpu() - c0) / max(r["received"], 1) * 1e6
-            sim.communicate(timeout=30)
-            if sim.returncode != 0:
-                raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+            sim_done(sim)
         finally:
             gw.stop()
         if r["received"] < total:
@@ -283,9 +297,7 @@ MaxPayload=128K
             except OSError:
                 pass
         cpu = (gw.cpu() - c0) / max(state["msgs"], 1) * 1e6
-        sim.communicate(timeout=30)
-        if sim.returncode != 0:
-            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+        sim_done(sim)
     finally:
         sub.close()
         gw.stop()
@@ -305,12 +317,7 @@ def bench_latency(root, broker, cert):
     total = rate * secs
     # Baseline: a bare libmosquitto publisher at the same rate through the same broker to the
     # same subscriber, same run: the latency this machine gives without the gateway.
-    pcert = broker.certs.client("bench-baseline")
-    sub = subscriber(broker, "bench/baseline", total, 60, skip=warm)
-    subprocess.run([BASELINE, "127.0.0.1", str(broker.port), broker.certs.ca, pcert[0], pcert[1],
-                    str(total), "64", "20", "bench/baseline", str(rate)],
-                   capture_output=True, text=True, timeout=60, check=True)
-    rb = sub_result(sub)
+    rb, _ = run_baseline(broker, total, 64, 20, rate=rate, skip=warm, sub_timeout=60, timeout=60)
     log(f"baseline: p50 {rb['p50_ms']} ms, p99 {rb['p99_ms']} ms")
     extra = """
 [Relay]
@@ -331,9 +338,7 @@ CommitInterval=10ms
             c0 = gw.cpu()
             r = sub_result(sub)
             cpu = (gw.cpu() - c0) / max(r["received"], 1) * 1e6
-            sim.communicate(timeout=30)
-            if sim.returncode != 0:
-                raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+            sim_done(sim)
         finally:
             gw.stop()
         if not r["samples"]:
@@ -645,9 +650,7 @@ BytesPerSecond=0
         gw.wait_sending(sim)
         c0, s0, k0 = gw.cpu(), syncs(marks), gw.run.status()["database"]["commits"]
         r = sub_result(sub)
-        sim.communicate(timeout=60)
-        if sim.returncode != 0:
-            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+        sim_done(sim, timeout=60)
         # All acked (the sims exit then): the syncs and commits of the whole run.
         relay_syncs = syncs(marks) - s0
         relay_commits = gw.run.status()["database"]["commits"] - k0
@@ -673,9 +676,7 @@ BytesPerSecond=0
         gw.wait_sending(sim)
         s0 = syncs(marks)
         lr = sub_result(sub)
-        sim.communicate(timeout=60)
-        if sim.returncode != 0:
-            raise RuntimeError(f"mcugw-sim exited with {sim.returncode}")
+        sim_done(sim, timeout=60)
         lat_syncs = syncs(marks) - s0
     finally:
         gw.stop()
