@@ -118,20 +118,11 @@ static int cmd_device_add(struct control_conn *c, json_t *args, json_t **ret, vo
                 return control_conn_error(c, -EINVAL, "%s", err);
         if (json_is_array(json_object_get(args, "groups"))) {
                 /* As devices and device.show give it (["a", "b"]); "a,b" is accepted too. */
-                json_t *g = json_object_get(args, "groups"), *x;
-                size_t i, off = 0;
-                json_array_foreach (g, i, x) {
-                        int n = json_is_string(x)
-                                        ? snprintf(joined + off, sizeof joined - off, "%s%s",
-                                                   i ? "," : "", json_string_value(x))
-                                        : -1;
-                        if (n < 0 || (size_t)n >= sizeof joined - off)
-                                return control_conn_error(c, -EINVAL,
-                                                          "groups: a list of names, at most %d "
-                                                          "characters in all",
-                                                          REGISTRY_GROUPS_MAX);
-                        off += (size_t)n;
-                }
+                if (enroll_groups_join(json_object_get(args, "groups"), joined, sizeof joined) < 0)
+                        return control_conn_error(c, -EINVAL,
+                                                  "groups: a list of names, at most %d "
+                                                  "characters in all",
+                                                  REGISTRY_GROUPS_MAX);
                 groups = joined;
         } else if (json_object_get(args, "groups") &&
                    ctl_arg_string(args, "groups", REGISTRY_GROUPS_MAX, &groups, &err) < 0)

@@ -47,6 +47,25 @@ bool enroll_id_valid(const char *id)
         return true;
 }
 
+int enroll_groups_join(const json_t *array, char *out, size_t n)
+{
+        size_t i, off = 0;
+        json_t *g;
+
+        if (!json_is_array(array) || n == 0)
+                return -EINVAL;
+        out[0] = 0;
+        json_array_foreach (array, i, g) {
+                int k = json_is_string(g) ? snprintf(out + off, n - off, "%s%s", i ? "," : "",
+                                                     json_string_value(g))
+                                          : -1;
+                if (k < 0 || (size_t)k >= n - off)
+                        return -EINVAL;
+                off += (size_t)k;
+        }
+        return 0;
+}
+
 int enroll_groups_normalize(const char *in, char *out, size_t n)
 {
         size_t o = 0;
@@ -427,22 +446,11 @@ int enroll_parse_json(const char *name, const char *text, struct enroll_list *ou
 
                         if (json_is_string(v))
                                 reason = enroll_set(e, k, json_string_value(v));
-                        else if (json_is_array(v) && strcmp(k, "groups") == 0) {
-                                size_t j, off = 0;
-                                json_t *g;
-                                buf[0] = 0;
-                                json_array_foreach (v, j, g) {
-                                        const char *gs = json_string_value(g);
-                                        if (!gs || off + strlen(gs) + 2 > sizeof buf) {
-                                                reason = "groups must be a list of names";
-                                                break;
-                                        }
-                                        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s",
-                                                                off ? "," : "", gs);
-                                }
-                                if (!reason)
-                                        reason = enroll_set(e, k, buf);
-                        } else
+                        else if (json_is_array(v) && strcmp(k, "groups") == 0)
+                                reason = enroll_groups_join(v, buf, sizeof buf) < 0
+                                                 ? "groups must be a list of names"
+                                                 : enroll_set(e, k, buf);
+                        else
                                 reason = "must be a string";
                         if (reason)
                                 conf_errors_add(err, "%s: entry %zu: \"%s\": %s", name, i + 1, k,

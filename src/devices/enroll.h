@@ -54,6 +54,11 @@ void enroll_list_free(struct enroll_list *l);
 bool enroll_id_valid(const char *id);
 /* Normalise a group list ("a, b;c" -> "a,b,c"); -EINVAL for a bad name. */
 int enroll_groups_normalize(const char *in, char *out, size_t n);
+/* A JSON array of group names (["a", "b"]) as the list "a,b" in out (n bytes); -EINVAL for
+ * anything but an array of strings, or a list that does not fit. The names are checked by
+ * enroll_groups_normalize(), not here. */
+struct json_t;
+int enroll_groups_join(const struct json_t *array, char *out, size_t n);
 
 const char *device_state_to_string(enum device_state s);
 int device_state_from_string(const char *s);
