@@ -514,8 +514,6 @@ int relay_submit(struct relay *r, const char *device_id, uint16_t stream, uint32
                 row.seq = seq;
                 row.payload = payload;
                 row.len = len;
-                r->b_err = 0;
-                r->b_stopped = false;
                 if (single_row(r, &row) == 0)
                         return 0;
         }
