@@ -478,18 +478,25 @@ static int fl_confirm(void *ctx)
         return 0;
 }
 
+/* Send an OTA reply now; once an ack has left, its offset is what the gateway may know. */
+static int ota_send_now(struct sim_dev *d, const struct mcugw_msg *m)
+{
+        struct mcugw_ota_msg a;
+
+        if (m->type == MCUGW_MSG_OTA_CHUNK_ACK && mcugw_ota_decode(m, &a) == 0)
+                d->ack_seen = a.u.ack.offset;
+        return mcugw_device_send(&d->dev, m);
+}
+
 static void ota_flush_ack(struct sim_dev *d)
 {
         struct mcugw_msg m;
-        struct mcugw_ota_msg a;
 
         if (!d->ack_len)
                 return;
         mcugw_ota_wrap(&m, d->ack_buf, d->ack_len);
-        if (mcugw_ota_decode(&m, &a) == 0)
-                d->ack_seen = a.u.ack.offset;
         d->ack_len = 0;
-        (void)mcugw_device_send(&d->dev, &m);
+        (void)ota_send_now(d, &m);
 }
 
 /* With --ota-ack-delay, an MCU busy with its flash: acks leave late, and until they do the
@@ -508,12 +515,7 @@ static int ota_send(void *ctx, const struct mcugw_msg *m)
                 return 0;
         }
         ota_flush_ack(d); /* in order: an ack before the STATUS that follows it */
-        if (m->type == MCUGW_MSG_OTA_CHUNK_ACK) {
-                struct mcugw_ota_msg a;
-                if (mcugw_ota_decode(m, &a) == 0)
-                        d->ack_seen = a.u.ack.offset;
-        }
-        return mcugw_device_send(&d->dev, m);
+        return ota_send_now(d, m);
 }
 
 static void ota_reboot_cb(void *user, uint32_t transfer_id)
@@ -790,9 +792,6 @@ fail:
         return -1;
 }
 
-/* What an attacker on the line (or a replayed message 1) does to a pending session: a fresh
- * message 1 of this device, sent before our key confirmation, replaces the session the gateway
- * just offered us. Our first DATA frames then name a session the gateway no longer has. */
 /* A fresh message 1 of this device, made with its own key outside its SDK state machine: the
  * length written into f, or a negative MCUGW_E*. */
 static int own_hs1(const struct sim_dev *d, uint64_t timestamp, uint8_t *f, size_t cap)
@@ -812,6 +811,9 @@ static int own_hs1(const struct sim_dev *d, uint64_t timestamp, uint8_t *f, size
         return n;
 }
 
+/* What an attacker on the line (or a replayed message 1) does to a pending session: a fresh
+ * message 1 of this device, sent before our key confirmation, replaces the session the gateway
+ * just offered us. Our first DATA frames then name a session the gateway no longer has. */
 static void displace_pending(struct sim_dev *d)
 {
         uint8_t f[256];
