@@ -20,8 +20,7 @@
 #endif
 #define TELEMETRY_PERIOD_MS 500u
 #define MAX_FRAME 512u /* announced to the gateway: OTA chunks of 462 bytes */
-/* A largest frame on the wire: COBS adds a byte per 254 and the delimiter. */
-#define MAX_WIRE (MAX_FRAME + MAX_FRAME / 254u + 2u)
+#define MAX_WIRE MCUGW_WIRE_MAX(MAX_FRAME) /* a largest frame on the wire: 520 bytes */
 /* The OTA window: the chunks the gateway may have in flight must fit in the receive ring while
  * the main loop is busy, beside one other frame (an ACK, a command). Under QEMU the UART has no
  * baud rate, so a window larger than the ring loses bytes at once; on a real part it does as
